@@ -1,0 +1,1 @@
+"""Redis storage for spakky-outbox."""

@@ -1,0 +1,72 @@
+"""Outbox configuration, read from ``SPAKKY_OUTBOX__*`` environment variables."""
+
+from enum import StrEnum
+from typing import Annotated, ClassVar
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from spakky.core.stereotype.configuration import Configuration
+
+from spakky.outbox.error import InvalidOutboxConfigError
+
+SPAKKY_OUTBOX_CONFIG_ENV_PREFIX: str = "SPAKKY_OUTBOX__"
+
+
+class RelayMode(StrEnum):
+    """Which relay a process runs."""
+
+    ASYNC = "async"
+    """Run the asyncio relay task (default)."""
+    SYNC = "sync"
+    """Run the thread-based relay."""
+    OFF = "off"
+    """Run no relay: the process only writes (e.g. a web process beside workers)."""
+
+
+@Configuration()
+class OutboxConfig(BaseSettings):
+    """Outbox plugin configuration loaded from environment variables."""
+
+    model_config: ClassVar[SettingsConfigDict] = SettingsConfigDict(
+        env_prefix=SPAKKY_OUTBOX_CONFIG_ENV_PREFIX,
+        env_file_encoding="utf-8",
+        env_nested_delimiter="__",
+    )
+
+    polling_interval_seconds: Annotated[float, Field(gt=0)] = 1.0
+    """Longest sleep between two claims when nothing wakes the relay earlier."""
+    batch_size: Annotated[int, Field(ge=1)] = 100
+    """Messages claimed per round trip."""
+    max_retry_count: Annotated[int, Field(ge=1)] = 5
+    """Refusals a message may receive before it is abandoned."""
+    claim_timeout_seconds: Annotated[float, Field(gt=0)] = 300.0
+    """How long a claim lasts before another relay may take the message over."""
+    storage: str | None = None
+    """Name of the storage to use when several are installed (e.g. ``sqlalchemy``)."""
+    relay: RelayMode = RelayMode.ASYNC
+    """Which relay this process runs: ``async``, ``sync`` or ``off``."""
+    retry_backoff_base_seconds: Annotated[float, Field(ge=0)] = 0.5
+    """First retry delay; doubles per retry, with full jitter."""
+    retry_backoff_max_seconds: Annotated[float, Field(ge=0)] = 30.0
+    """Upper bound of one retry delay."""
+    outage_backoff_max_seconds: Annotated[float, Field(gt=0)] = 30.0
+    """Upper bound of the pause after a storage or transport outage."""
+    published_retention_seconds: Annotated[float, Field(ge=0)] | None = None
+    """Purge published messages older than this from inside the relay (None: keep)."""
+
+    def __init__(self) -> None:
+        """Load outbox configuration from environment variables.
+
+        Raises:
+            InvalidOutboxConfigError: A variable holds a value of the wrong type
+                or range; the error names the variable.
+        """
+        try:
+            super().__init__()
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{SPAKKY_OUTBOX_CONFIG_ENV_PREFIX}{'__'.join(str(p) for p in e['loc']).upper()}"
+                f"={e.get('input')!r}: {e['msg']}"
+                for e in error.errors()
+            )
+            raise InvalidOutboxConfigError(problems) from None

@@ -1,0 +1,74 @@
+"""Outbox error classes."""
+
+from abc import ABC
+
+from spakky.core.common.error import AbstractSpakkyFrameworkError
+
+
+class AbstractSpakkyOutboxError(AbstractSpakkyFrameworkError, ABC):
+    """Base exception for Spakky Outbox errors."""
+
+    def __init__(self, detail: str | None = None) -> None:
+        """Build the error, appending an optional detail to the class message."""
+        self.detail = detail
+        super().__init__(self.message if detail is None else f"{self.message}: {detail}")
+
+
+class OutboxSerializationError(AbstractSpakkyOutboxError):
+    """Raised when an integration event cannot be serialised into an outbox message."""
+
+    message = "Integration event cannot be serialised for the outbox"
+
+    def __init__(self, event_type: type, field: str, reason: str) -> None:
+        """Name the event type and the field that failed."""
+        self.event_type = event_type
+        self.field = field
+        self.reason = reason
+        super().__init__(
+            f"{event_type.__module__}.{event_type.__qualname__}.{field}: {reason}. "
+            "Give the field a JSON-serialisable type (str, int, float, bool, "
+            "UUID, datetime, a pydantic model or a dataclass of those)"
+        )
+
+
+class InvalidOutboxConfigError(AbstractSpakkyOutboxError):
+    """Raised when an ``SPAKKY_OUTBOX__*`` setting has an invalid value."""
+
+    message = "Invalid outbox configuration"
+
+
+class OutboxStorageNotFoundError(AbstractSpakkyOutboxError):
+    """Raised when no outbox storage is installed or registered."""
+
+    message = (
+        "No outbox storage is available. Install one, e.g. "
+        '`pip install "spakky-outbox[postgres]"` (or [sqlalchemy], [mysql], '
+        "[sqlite], [redis]), or register your own IAsyncOutboxStorage Pod"
+    )
+
+
+class AmbiguousOutboxStorageError(AbstractSpakkyOutboxError):
+    """Raised when several outbox storages are installed and none is selected."""
+
+    message = "Several outbox storages are installed; choose one"
+
+
+class UnknownOutboxStorageError(AbstractSpakkyOutboxError):
+    """Raised when ``SPAKKY_OUTBOX__STORAGE`` names a storage that is not installed."""
+
+    message = "SPAKKY_OUTBOX__STORAGE names a storage that is not installed"
+
+
+class OutboxTransactionRequiredError(AbstractSpakkyOutboxError):
+    """Raised when ``save`` is called outside the business transaction."""
+
+    message = (
+        "Outbox save needs an open transaction: publish integration events from "
+        "a @Transactional() use case"
+    )
+
+
+class OutboxStorageUnavailableError(AbstractSpakkyOutboxError):
+    """Raised when a storage cannot reach its database or server."""
+
+    message = "Outbox storage is unavailable"

@@ -1,0 +1,1 @@
+"""Ports the outbox core depends on: storage and its optional capabilities."""

@@ -1,0 +1,42 @@
+"""Workspace-wide fixtures: real services resolved once per session."""
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.services.resolve import resolve_service
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """Plain ``postgresql://`` URL of a reachable PostgreSQL (database ``test``)."""
+    with resolve_service("postgres") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def mariadb_url() -> Iterator[str]:
+    """Plain ``mysql://`` URL of a reachable MariaDB/MySQL (database ``test``)."""
+    with resolve_service("mariadb") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """``redis://`` URL of a reachable Redis."""
+    with resolve_service("redis") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> Iterator[str]:
+    """``amqp://`` URL of a reachable RabbitMQ."""
+    with resolve_service("rabbitmq") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def mongodb_url() -> Iterator[str]:
+    """``mongodb://`` URL of a reachable MongoDB replica set (skipped when none)."""
+    with resolve_service("mongodb") as url:
+        yield url

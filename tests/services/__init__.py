@@ -1,0 +1,1 @@
+"""Test-service layer shared by the whole workspace."""
