@@ -6,7 +6,6 @@ from typing import Annotated, ClassVar
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from spakky.core.stereotype.configuration import Configuration
-
 from spakky.outbox.error import InvalidOutboxConfigError
 
 SPAKKY_OUTBOX_CONFIG_ENV_PREFIX: str = "SPAKKY_OUTBOX__"

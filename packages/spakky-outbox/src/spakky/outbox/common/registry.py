@@ -12,7 +12,6 @@ import logging
 from importlib.metadata import entry_points
 
 from spakky.core.application.application import SpakkyApplication
-
 from spakky.outbox.common.config import SPAKKY_OUTBOX_CONFIG_ENV_PREFIX, OutboxConfig
 from spakky.outbox.error import AmbiguousOutboxStorageError, UnknownOutboxStorageError
 from spakky.outbox.ports.storage import IAsyncOutboxStorage, IOutboxStorage

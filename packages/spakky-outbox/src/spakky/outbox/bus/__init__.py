@@ -1,0 +1,1 @@
+"""Outbox event buses: store integration events instead of sending them."""

@@ -1,0 +1,1 @@
+"""Outbox relays: claim stored messages and hand them to the event transport."""

@@ -1,0 +1,73 @@
+"""Pytest plugin (entry point ``pytest11``): prints the conformance level reached.
+
+Loaded automatically wherever ``spakky-outbox`` is installed; it only acts on
+tests that come from `spakky.outbox.testing.conformance`.
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from spakky.outbox.testing.harness import BASE_CAPABILITIES, Capability
+
+_SUITE_MODULE = "spakky.outbox.testing.conformance"
+
+
+@dataclass
+class _Tally:
+    passed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    failed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    skipped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+_RESULTS: dict[str, _Tally] = defaultdict(_Tally)
+
+
+def _backend_of(item: pytest.Item) -> str:
+    callspec: Any = getattr(item, "callspec", None)
+    suffix = f"[{callspec.id}]" if callspec is not None else ""
+    return f"{item.path.parent.name}{suffix}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Record the outcome of each suite test by backend and capability."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    function = getattr(item, "function", None)
+    if function is None or getattr(function, "__module__", None) != _SUITE_MODULE:
+        return
+    capability = getattr(function, "spakky_outbox_capability", None) or "base"
+    tally = _RESULTS[_backend_of(item)]
+    if report.skipped and report.when in ("setup", "call"):
+        tally.skipped[str(capability)] += 1
+    elif report.failed:
+        tally.failed[str(capability)] += 1
+    elif report.when == "call" and report.passed:
+        tally.passed[str(capability)] += 1
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print one conformance line per backend run in this session."""
+    if not _RESULTS:
+        return
+    terminalreporter.section("spakky-outbox storage conformance")
+    for backend, tally in sorted(_RESULTS.items()):
+        base_ok = tally.failed["base"] == 0 and tally.passed["base"] > 0
+        base_ok = base_ok and all(tally.failed[str(c)] == 0 for c in BASE_CAPABILITIES)
+        extended = [
+            str(c) for c in Capability
+            if c not in BASE_CAPABILITIES and tally.passed[str(c)] > 0 and tally.failed[str(c)] == 0
+        ]
+        failed = sorted(c for c, n in tally.failed.items() if n)
+        total_extended = len(Capability) - len(BASE_CAPABILITIES)
+        level = "FULL" if base_ok and len(extended) == total_extended and not failed else (
+            "BASE" if base_ok else "NOT CONFORMANT"
+        )
+        passed = sum(tally.passed.values())
+        terminalreporter.write_line(
+            f"{backend}: {level} - {passed} passed, extended {len(extended)}/{total_extended}"
+            f" ({', '.join(extended) or 'none'})"
+            + (f"; failing: {', '.join(failed)}" if failed else "")
+        )
