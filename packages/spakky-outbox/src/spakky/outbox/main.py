@@ -3,7 +3,7 @@
 from spakky.core.application.application import SpakkyApplication
 from spakky.outbox.bus.outbox_event_bus import AsyncOutboxEventBus, OutboxEventBus
 from spakky.outbox.common.config import OutboxConfig, RelayMode
-from spakky.outbox.common.registry import select_storage_name
+from spakky.outbox.common.registry import OutboxStorageGuard
 from spakky.outbox.relay.relay import (
     AsyncOutboxRelayBackgroundService,
     OutboxRelayBackgroundService,
@@ -14,16 +14,15 @@ def initialize(app: SpakkyApplication) -> None:
     """Initialize the Outbox plugin.
 
     Registers the configuration, both outbox buses and the one relay that
-    ``SPAKKY_OUTBOX__RELAY`` selects. Settings are validated and the storage
-    choice checked here, so a bad value or an ambiguous install fails at
-    startup with an error naming what to change.
+    ``SPAKKY_OUTBOX__RELAY`` selects. Settings are validated here, so a bad value
+    fails at startup with an error naming the variable to change.
 
     Args:
         app: The Spakky application instance.
     """
     config = OutboxConfig()
-    select_storage_name(config)
     app.add(OutboxConfig)
+    app.add(OutboxStorageGuard)
     app.add(OutboxEventBus)
     app.add(AsyncOutboxEventBus)
     match config.relay:

@@ -1,54 +1,70 @@
-"""Selection of the one active outbox storage among the installed ones.
+"""Selection of the one active outbox storage among the loaded storage packages.
 
-Storage packages announce themselves in the ``spakky.outbox.storages``
-entry-point group (name = the value ``SPAKKY_OUTBOX__STORAGE`` takes) and
-register their Pods from their ``spakky.contributions.spakky.outbox``
-contribution through `register_storage`. Only the selected storage's Pods are
-added, and the storage ports are bound to them, so they win over any other
+A storage package's base plugin announces itself with `announce_storage`; its
+``spakky.contributions.spakky.outbox`` contribution (which Spakky runs after
+every base plugin) calls `register_storage`. By then every loaded storage has
+announced itself, so the choice is made over the complete set: one loaded is
+used; several need ``SPAKKY_OUTBOX__STORAGE``. Only the chosen storage's Pods
+are added, and the storage ports are bound to them, so they win over any other
 candidate such as the storage ``spakky-sqlalchemy`` contributes for itself.
 """
 
 import logging
-from importlib.metadata import entry_points
+from typing import override
+from weakref import WeakKeyDictionary
 
 from spakky.core.application.application import SpakkyApplication
-from spakky.outbox.common.config import SPAKKY_OUTBOX_CONFIG_ENV_PREFIX, OutboxConfig
-from spakky.outbox.error import AmbiguousOutboxStorageError, UnknownOutboxStorageError
-from spakky.outbox.ports.storage import IAsyncOutboxStorage, IOutboxStorage
+from spakky.core.pod.annotations.pod import Pod
+from spakky.core.pod.interfaces.application_context import IApplicationContext
+from spakky.core.pod.interfaces.aware.application_context_aware import (
+    IApplicationContextAware,
+)
+from spakky.core.pod.interfaces.post_processor import IPostProcessor
 
-STORAGE_ENTRY_POINT_GROUP = "spakky.outbox.storages"
-"""Entry-point group in which storage packages announce their selectable name."""
+from spakky.outbox.common.config import SPAKKY_OUTBOX_CONFIG_ENV_PREFIX, OutboxConfig
+from spakky.outbox.error import (
+    AmbiguousOutboxStorageError,
+    OutboxStorageNotFoundError,
+    UnknownOutboxStorageError,
+)
+from spakky.outbox.ports.storage import IAsyncOutboxStorage, IOutboxStorage
 
 logger = logging.getLogger(__name__)
 
-
-def installed_storage_names() -> list[str]:
-    """Return the names of every installed storage package, sorted."""
-    return sorted({ep.name for ep in entry_points(group=STORAGE_ENTRY_POINT_GROUP)})
+_ANNOUNCED: WeakKeyDictionary[SpakkyApplication, set[str]] = WeakKeyDictionary()
 
 
-def select_storage_name(config: OutboxConfig) -> str | None:
-    """Return the storage this process must use, or None when none is installed.
+def announce_storage(app: SpakkyApplication, name: str) -> None:
+    """Record that the storage package ``name`` is loaded into ``app``."""
+    _ANNOUNCED.setdefault(app, set()).add(name)
+
+
+def loaded_storage_names(app: SpakkyApplication) -> list[str]:
+    """Return the names of the storage packages loaded into ``app``, sorted."""
+    return sorted(_ANNOUNCED.get(app, set()))
+
+
+def select_storage_name(config: OutboxConfig, loaded: list[str]) -> str | None:
+    """Return the storage to use among ``loaded``, or None when none is loaded.
 
     Raises:
         UnknownOutboxStorageError: ``SPAKKY_OUTBOX__STORAGE`` names a storage
-            that is not installed.
-        AmbiguousOutboxStorageError: Several are installed and none is named.
+            that is not loaded.
+        AmbiguousOutboxStorageError: Several are loaded and none is named.
     """
-    installed = installed_storage_names()
-    choices = ", ".join(installed) or "none"
+    choices = ", ".join(loaded) or "none"
     if config.storage is not None:
-        if config.storage not in installed:
+        if config.storage not in loaded:
             raise UnknownOutboxStorageError(
                 f"{config.storage!r}; installed storages: {choices}"
             )
         return config.storage
-    if len(installed) > 1:
+    if len(loaded) > 1:
         raise AmbiguousOutboxStorageError(
             f"installed: {choices}. Set {SPAKKY_OUTBOX_CONFIG_ENV_PREFIX}STORAGE "
             "to one of them"
         )
-    return installed[0] if installed else None
+    return loaded[0] if loaded else None
 
 
 def register_storage(
@@ -61,16 +77,17 @@ def register_storage(
 
     Args:
         app: The application being built.
-        name: The storage's name in the ``spakky.outbox.storages`` group.
+        name: The name the package announced with `announce_storage`.
         storage: The synchronous storage Pod class.
         async_storage: The asynchronous storage Pod class.
 
     Returns:
         True when the storage was selected and registered.
     """
-    selected = select_storage_name(OutboxConfig())
+    announce_storage(app, name)
+    selected = select_storage_name(OutboxConfig(), loaded_storage_names(app))
     if selected != name:
-        logger.debug("Outbox storage %r installed but not selected (%r)", name, selected)
+        logger.debug("Outbox storage %r loaded but not selected (%r)", name, selected)
         return False
     app.add(storage)
     app.add(async_storage)
@@ -78,3 +95,22 @@ def register_storage(
     app.container.bind_to_type(IAsyncOutboxStorage, async_storage)
     logger.info("Outbox storage %r selected", name)
     return True
+
+
+@Pod()
+class OutboxStorageGuard(IPostProcessor, IApplicationContextAware):
+    """Fails startup early, naming what to install, when no storage is registered."""
+
+    @override
+    def set_application_context(self, application_context: IApplicationContext) -> None:
+        """Check, once every Pod is registered, that some storage exists."""
+        if not (
+            application_context.contains(IAsyncOutboxStorage)
+            or application_context.contains(IOutboxStorage)
+        ):
+            raise OutboxStorageNotFoundError()
+
+    @override
+    def post_process(self, pod: object) -> object:
+        """Leave every Pod unchanged."""
+        return pod

@@ -1,0 +1,1 @@
+"""A small Spakky service used by the application tests."""
