@@ -543,6 +543,21 @@ async def test_wait_for_messages_commit_expect_early_wake(outbox_harness: Abstra
 
 
 @capability(Capability.WAKE_UP)
+async def test_wait_for_messages_commit_after_empty_claim_expect_no_lost_wake(
+    outbox_harness: AbstractOutboxHarness,
+) -> None:
+    """A commit between an empty claim and the following wait still wakes the waiter."""
+    storage = outbox_harness.new_storage()
+    assert isinstance(storage, IAsyncOutboxWakeUp)
+    assert await storage.fetch_pending(10, MAX_RETRY) == []
+    await outbox_harness.write([message()])
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await storage.wait_for_messages(10.0) is True
+    assert loop.time() - started < 5.0
+
+
+@capability(Capability.WAKE_UP)
 async def test_wait_for_messages_idle_expect_timeout(outbox_harness: AbstractOutboxHarness) -> None:
     """With nothing committed, the wait ends at its timeout and reports no wake-up."""
     storage = outbox_harness.new_storage()

@@ -261,16 +261,22 @@ class InMemoryOutboxState:
 
     # --- wake-up ---------------------------------------------------------------
 
-    def wait(self, timeout: float) -> bool:
-        """Block until a commit stores messages or ``timeout`` passes."""
+    @property
+    def version(self) -> int:
+        """Counter raised by every commit that stores messages."""
+        return self._version
+
+    def wait(self, seen: int, timeout: float) -> bool:
+        """Block until a commit after version ``seen`` or until ``timeout`` passes."""
         with self._lock:
-            seen = self._version
             return self._changed.wait_for(lambda: self._version != seen, timeout)
 
-    async def wait_async(self, timeout: float) -> bool:
-        """Wait until a commit stores messages or ``timeout`` passes."""
+    async def wait_async(self, seen: int, timeout: float) -> bool:
+        """Wait until a commit after version ``seen`` or until ``timeout`` passes."""
         waiter = (asyncio.get_running_loop(), asyncio.Event())
         with self._lock:
+            if self._version != seen:
+                return True
             self._async_waiters.add(waiter)
         try:
             await asyncio.wait_for(waiter[1].wait(), timeout)
@@ -340,6 +346,7 @@ class _InMemoryView:
     def __init__(self, state: InMemoryOutboxState, config: OutboxConfig) -> None:
         self.state = state
         self.owner = uuid4()
+        self.seen_version = state.version
         state.claim_timeout = timedelta(seconds=config.claim_timeout_seconds)
 
 
@@ -364,6 +371,7 @@ class InMemoryOutboxStorage(
 
     @override
     def fetch_pending(self, limit: int, max_retry: int) -> list[OutboxMessage]:
+        self._view.seen_version = self._state.version
         return self._state.claim(self._view.owner, limit, max_retry)
 
     @override
@@ -396,7 +404,9 @@ class InMemoryOutboxStorage(
 
     @override
     def wait_for_messages(self, timeout: float) -> bool:
-        return self._state.wait(timeout)
+        # Commits since this instance's last claim count, so none is lost
+        # between a claim that found nothing and the wait that follows it.
+        return self._state.wait(self._view.seen_version, timeout)
 
     @override
     def stats(self) -> OutboxStats:
@@ -436,6 +446,7 @@ class AsyncInMemoryOutboxStorage(
 
     @override
     async def fetch_pending(self, limit: int, max_retry: int) -> list[OutboxMessage]:
+        self._view.seen_version = self._state.version
         return self._state.claim(self._view.owner, limit, max_retry)
 
     @override
@@ -468,7 +479,7 @@ class AsyncInMemoryOutboxStorage(
 
     @override
     async def wait_for_messages(self, timeout: float) -> bool:
-        return await self._state.wait_async(timeout)
+        return await self._state.wait_async(self._view.seen_version, timeout)
 
     @override
     async def stats(self) -> OutboxStats:

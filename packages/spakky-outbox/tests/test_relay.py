@@ -1,0 +1,387 @@
+"""The relays against the in-memory reference and the recording transport."""
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from uuid import UUID, uuid4
+
+import pytest
+from spakky.event.error import EventDeliveryRejectedError
+
+from spakky.outbox.common.config import OutboxConfig
+from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.ports.storage import IAsyncOutboxStorage, IOutboxStorage
+from spakky.outbox.relay.relay import AsyncOutboxRelayBackgroundService, OutboxRelayBackgroundService
+from spakky.outbox.testing.memory import (
+    AsyncInMemoryOutboxStorage,
+    InMemoryOutboxHarness,
+    InMemoryOutboxStorage,
+)
+from spakky.outbox.testing.transport import (
+    AsyncRecordingEventTransport,
+    RecordedEvent,
+    RecordingEventTransport,
+)
+
+
+def make(key: str | None = None, name: str = "Evt") -> OutboxMessage:
+    """A fresh message."""
+    return OutboxMessage(uuid4(), name, b"{}", {}, datetime.now(UTC), partition_key=key)
+
+
+def config(**changes: object) -> OutboxConfig:
+    """Defaults with ``changes`` applied."""
+    return OutboxConfig().model_copy(update=changes)
+
+
+class Rig:
+    """A harness, an async relay and a recording transport wired together."""
+
+    def __init__(self, **changes: object) -> None:
+        self.harness = InMemoryOutboxHarness()
+        self.config = config(claim_timeout_seconds=1.0, **changes)
+        self.storage = AsyncInMemoryOutboxStorage(self.harness.state, self.config)
+        self.transport = AsyncRecordingEventTransport()
+        self.relay = AsyncOutboxRelayBackgroundService(self.storage, self.transport, self.config)
+        self.relay.set_stop_event(asyncio.Event())
+
+    def names(self) -> list[str]:
+        return [d.event_name for d in self.transport.delivered]
+
+    async def drain(self, rounds: int = 50, step: float = 5.0) -> None:
+        """Relay batches, moving the clock past backoffs, until nothing is pending."""
+        for _ in range(rounds):
+            await self.relay.relay_batch()
+            if (await self.storage.stats()).pending == 0:
+                return
+            self.harness.clock.advance(step)
+
+
+async def test_relay_batch_expect_one_flush_and_all_published() -> None:
+    """A claimed batch is sent whole, flushed once and acknowledged."""
+    rig = Rig()
+    sent = [make(name=f"e{i}") for i in range(10)]
+    await rig.harness.write(sent)
+    await rig.relay.relay_batch()
+    assert rig.names() == [f"e{i}" for i in range(10)]
+    assert rig.transport.flush_calls == 1
+    assert (await rig.storage.stats()).published == 10
+
+
+async def test_relay_refusal_expect_budget_spent_and_key_held_back() -> None:
+    """A refusal spends that message's budget, keeps the error and holds back its key only."""
+    rig = Rig()
+    await rig.harness.write([make("a", "a1"), make("a", "a2"), make("b", "b1"), make(None, "n1")])
+    rig.transport.faults.refuse = lambda r: r.event_name == "a1"
+    await rig.relay.relay_batch()
+    assert rig.names() == ["b1", "n1"]
+    raw = {r.event_name: r for r in await rig.harness.raw_records()}
+    assert (raw["a1"].retry_count, raw["a2"].retry_count) == (1, 0)
+    assert raw["a1"].last_error is not None and "refused a1" in raw["a1"].last_error
+    assert not raw["a1"].claimed and not raw["a2"].claimed
+
+
+async def test_relay_refusal_expect_no_later_message_of_key_overtakes() -> None:
+    """After refusals the key is still delivered in order, the refused message first."""
+    rig = Rig()
+    await rig.harness.write([make("a", f"a{i}") for i in range(50)])
+    refusals = {"a0": 2}
+
+    def refuse(record: RecordedEvent) -> bool:
+        left = refusals.get(record.event_name, 0)
+        refusals[record.event_name] = left - 1
+        return left > 0
+
+    rig.transport.faults.refuse = refuse
+    await rig.drain()
+    assert rig.names() == [f"a{i}" for i in range(50)]
+
+
+async def test_relay_outage_expect_no_budget_spent_and_batch_released_at_once() -> None:
+    """An outage spends nobody's budget and releases the claimed batch immediately."""
+    rig = Rig()
+    await rig.harness.write([make("a", "a1"), make(None, "n1"), make("b", "b1")])
+    rig.transport.faults.outage_calls = 2
+    outcome = await rig.relay.relay_batch()
+    assert outcome.outage
+    raw = await rig.harness.raw_records()
+    assert all(r.retry_count == 0 and not r.claimed for r in raw)
+    rig.transport.faults.outage_calls = 0
+    await rig.relay.relay_batch()
+    assert rig.names() == ["a1", "n1", "b1"]
+
+
+async def test_relay_transport_closed_expect_batch_released_without_charge() -> None:
+    """A closed transport (shutdown) charges nothing and leaves nothing claimed."""
+    rig = Rig()
+    await rig.harness.write([make(), make()])
+    rig.transport.faults.closed = True
+    assert (await rig.relay.relay_batch()).outage
+    assert all(r.retry_count == 0 and not r.claimed for r in await rig.harness.raw_records())
+
+
+async def test_relay_flush_outage_expect_released_without_charge() -> None:
+    """A flush that fails as a whole releases the batch and charges nobody."""
+    rig = Rig()
+    await rig.harness.write([make(), make()])
+    rig.transport.faults.outage_calls = 0
+
+    original_flush = rig.transport.flush
+
+    async def broken_flush() -> None:
+        raise ConnectionError("broker gone")
+
+    rig.transport.flush = broken_flush  # type: ignore[method-assign]
+    assert (await rig.relay.relay_batch()).outage
+    assert all(r.retry_count == 0 and not r.claimed for r in await rig.harness.raw_records())
+    rig.transport.flush = original_flush  # type: ignore[method-assign]
+
+
+async def test_relay_flush_refusal_expect_one_by_one_with_refused_charged() -> None:
+    """A flush refusal is replayed one by one so only the refused message is charged."""
+    rig = Rig()
+    await rig.harness.write([make("a", "a1"), make("a", "a2"), make("b", "b1")])
+    rig.transport.faults.refuse_at_flush = lambda r: r.event_name == "a1"
+    await rig.relay.relay_batch()
+    assert rig.names() == ["b1"]
+    raw = {r.event_name: r for r in await rig.harness.raw_records()}
+    assert (raw["a1"].retry_count, raw["a2"].retry_count, raw["b1"].published) == (1, 0, True)
+
+
+async def test_relay_poison_expect_abandoned_on_backoff_schedule_with_last_error() -> None:
+    """A poison message is abandoned after its retries, within about a minute, with its error kept."""
+    rig = Rig()
+    await rig.harness.write([make("a", "poison"), make("a", "next")])
+    rig.transport.faults.refuse = lambda r: r.event_name == "poison"
+    start = rig.harness.clock()
+    attempts = 0
+    while (await rig.storage.stats()).abandoned == 0:
+        await rig.relay.relay_batch()
+        attempts += 1
+        rig.harness.clock.advance(0.25)
+        assert attempts < 1000
+    elapsed = (rig.harness.clock() - start).total_seconds()
+    assert elapsed < 60
+    abandoned = await rig.storage.list_abandoned()
+    assert [m.event_name for m in abandoned] == ["poison"]
+    assert abandoned[0].last_error is not None and "refused poison" in abandoned[0].last_error
+    assert rig.transport.send_calls - len(rig.transport.delivered) == rig.config.max_retry_count
+    await rig.relay.relay_batch()
+    assert rig.names() == ["next"]
+
+
+class FlakyStorage(AsyncInMemoryOutboxStorage):
+    """Fails its first claims, as a database restart would."""
+
+    failures = 3
+
+    async def fetch_pending(self, limit: int, max_retry: int) -> list[OutboxMessage]:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionResetError("database restarted")
+        return await super().fetch_pending(limit, max_retry)
+
+
+async def wait_async(condition: object, timeout: float = 10.0) -> None:
+    """Wait for ``condition()`` with a deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():  # type: ignore[operator]
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_relay_storage_error_expect_relay_keeps_running() -> None:
+    """Storage errors are logged and backed off; the relay carries on and delivers."""
+    rig = Rig(polling_interval_seconds=0.01)
+    flaky = FlakyStorage(rig.harness.state, rig.config)
+    relay = AsyncOutboxRelayBackgroundService(flaky, rig.transport, rig.config)
+    relay.set_stop_event(asyncio.Event())
+    rig.harness.state.clock = lambda: datetime.now(UTC)
+    await rig.harness.write([make(name="x")])
+    await relay.start_async()
+    try:
+        await wait_async(lambda: rig.names() == ["x"])
+        assert flaky.failures == 0
+    finally:
+        await relay.stop_async()
+
+
+async def test_relay_full_batch_expect_next_claim_without_sleep() -> None:
+    """Full batches are followed at once by the next claim, whatever the polling interval."""
+    rig = Rig(batch_size=10, polling_interval_seconds=3600)
+    await rig.harness.write([make(name=f"e{i}") for i in range(35)])
+    await rig.relay.start_async()
+    try:
+        await wait_async(lambda: len(rig.transport.delivered) == 35)
+        assert rig.transport.flush_calls == 4
+    finally:
+        await rig.relay.stop_async()
+
+
+async def test_relay_wake_up_expect_delivery_before_polling_interval() -> None:
+    """A commit wakes an idle relay long before its polling interval."""
+    rig = Rig(polling_interval_seconds=3600)
+    await rig.relay.start_async()
+    try:
+        await asyncio.sleep(0)
+        await rig.harness.write([make(name="woken")])
+        await wait_async(lambda: rig.names() == ["woken"], timeout=5)
+    finally:
+        await rig.relay.stop_async()
+
+
+async def test_relay_stop_mid_batch_expect_no_message_left_claimed() -> None:
+    """Stopping during a batch finishes what was sent and releases the rest."""
+    rig = Rig()
+    await rig.harness.write([make(name=f"e{i}") for i in range(10)])
+    original_send = rig.transport.send
+
+    async def send_then_stop(*args: object, **kwargs: object) -> None:
+        await original_send(*args, **kwargs)  # type: ignore[arg-type]
+        if rig.transport.send_calls == 3:
+            rig.relay._stop_event.set()
+
+    rig.transport.send = send_then_stop  # type: ignore[method-assign]
+    await rig.relay.relay_batch()
+    raw = await rig.harness.raw_records()
+    assert rig.names() == ["e0", "e1", "e2"]
+    assert sum(r.published for r in raw) == 3
+    assert not any(r.claimed for r in raw)
+
+
+async def test_relay_orderly_stop_expect_run_ends_with_nothing_claimed() -> None:
+    """Stopping a running relay ends its task with no claim left behind."""
+    rig = Rig(polling_interval_seconds=0.01)
+    rig.transport.faults.flush_delay = 0.01
+    rig.harness.state.clock = lambda: datetime.now(UTC)
+    await rig.harness.write([make(name=f"e{i}") for i in range(300)])
+    await rig.relay.start_async()
+    await wait_async(lambda: len(rig.transport.delivered) >= 100)
+    await rig.relay.stop_async()
+    assert not any(r.claimed for r in await rig.harness.raw_records())
+
+
+def test_sync_relay_refusal_and_outage_expect_same_taxonomy() -> None:
+    """The sync relay charges refusals, not outages, and releases on outage."""
+    harness = InMemoryOutboxHarness()
+    cfg = config(claim_timeout_seconds=1.0)
+    storage = InMemoryOutboxStorage(harness.state, cfg)
+    transport = RecordingEventTransport()
+    relay = OutboxRelayBackgroundService(storage, transport, cfg)
+    harness.write_sync([make("a", "a1"), make("a", "a2"), make("b", "b1")])
+    transport.faults.outage_calls = 1
+    assert relay.relay_batch().outage
+    assert all(r.retry_count == 0 for r in asyncio.run(harness.raw_records()))
+    transport.faults.refuse = lambda r: r.event_name == "a1"
+    relay.relay_batch()
+    assert [d.event_name for d in transport.delivered] == ["b1"]
+    raw = {r.event_name: r for r in asyncio.run(harness.raw_records())}
+    assert (raw["a1"].retry_count, raw["a2"].retry_count) == (1, 0)
+
+
+def test_sync_relay_thread_expect_wakes_and_stops_cleanly() -> None:
+    """The sync relay thread delivers on wake-up and stops with nothing claimed."""
+    harness = InMemoryOutboxHarness()
+    harness.state.clock = lambda: datetime.now(UTC)
+    cfg = config(polling_interval_seconds=3600)
+    storage = InMemoryOutboxStorage(harness.state, cfg)
+    transport = RecordingEventTransport()
+    relay = OutboxRelayBackgroundService(storage, transport, cfg)
+    relay.set_stop_event(threading.Event())
+    relay.start()
+    try:
+        harness.write_sync([make(name="sync")])
+        deadline = datetime.now(UTC).timestamp() + 5
+        while [d.event_name for d in transport.delivered] != ["sync"]:
+            assert datetime.now(UTC).timestamp() < deadline
+            relay._stop_event.wait(0.01)
+    finally:
+        relay.stop()
+    assert not any(r.claimed for r in asyncio.run(harness.raw_records()))
+
+
+class SixXStorage(IAsyncOutboxStorage):
+    """A custom storage written against the 6.x docs: four methods only."""
+
+    def __init__(self) -> None:
+        self.rows: dict[UUID, dict[str, object]] = {}
+
+    async def save(self, message: OutboxMessage) -> None:
+        self.rows[message.id] = {"m": message, "retry": 0, "published": False, "claimed": False}
+
+    async def fetch_pending(self, limit: int, max_retry: int) -> list[OutboxMessage]:
+        out: list[OutboxMessage] = []
+        for row in self.rows.values():
+            if not row["published"] and not row["claimed"] and row["retry"] < max_retry:  # type: ignore[operator]
+                row["claimed"] = True
+                m: OutboxMessage = row["m"]  # type: ignore[assignment]
+                out.append(OutboxMessage(m.id, m.event_name, m.payload, m.headers, m.created_at, None, row["retry"]))  # type: ignore[arg-type]
+        return out[:limit]
+
+    async def mark_published(self, message_id: UUID) -> None:
+        self.rows[message_id]["published"] = True
+
+    async def increment_retry(self, message_id: UUID) -> None:
+        self.rows[message_id]["retry"] += 1  # type: ignore[operator]
+        self.rows[message_id]["claimed"] = False
+
+
+class EightFiveStorage(SixXStorage):
+    """A custom storage written against the 8.5 docs: it also abandons."""
+
+    async def mark_abandoned(self, message_id: UUID) -> None:
+        self.rows[message_id]["abandoned"] = True
+        self.rows[message_id]["claimed"] = True
+
+
+@pytest.mark.parametrize("storage_type", [SixXStorage, EightFiveStorage])
+async def test_relay_custom_storage_expect_delivery_and_abandonment(
+    storage_type: type[SixXStorage],
+) -> None:
+    """Storages with only the 6.x or the 8.5 methods drive the relay to delivery and abandonment."""
+    storage = storage_type()
+    transport = AsyncRecordingEventTransport()
+    cfg = config(max_retry_count=3)
+    relay = AsyncOutboxRelayBackgroundService(storage, transport, cfg)
+    relay.set_stop_event(asyncio.Event())
+    good, poison = make(name="good"), make(name="poison")
+    await storage.save(good)
+    await storage.save(poison)
+    transport.faults.refuse = lambda r: r.event_name == "poison"
+    for _ in range(5):
+        await relay.relay_batch()
+    assert [d.event_name for d in transport.delivered] == ["good"]
+    assert transport.send_calls == 1 + 3
+    assert await storage.fetch_pending(10, 3) == []
+    if storage_type is EightFiveStorage:
+        assert storage.rows[poison.id].get("abandoned") is True
+    else:
+        assert storage.rows[poison.id]["retry"] == 3
+
+
+def test_relay_ports_expect_mark_abandoned_default_spends_last_retry() -> None:
+    """The port's default ``mark_abandoned`` spends the last retry (sync mirror)."""
+    calls: list[UUID] = []
+
+    class Minimal(IOutboxStorage):
+        def save(self, message: OutboxMessage) -> None: ...
+        def fetch_pending(self, limit: int, max_retry: int) -> list[OutboxMessage]:
+            return []
+        def mark_published(self, message_id: UUID) -> None: ...
+        def increment_retry(self, message_id: UUID) -> None:
+            calls.append(message_id)
+
+    target = uuid4()
+    Minimal().mark_abandoned(target)
+    assert calls == [target]
+
+
+def test_backoff_delay_expect_growing_bounded_jittered() -> None:
+    """Delays grow per attempt, stay within the cap and vary."""
+    from spakky.outbox.relay.backoff import backoff_delay
+
+    samples: Sequence[float] = [backoff_delay(a, 1.0, 30.0) for a in range(8)]
+    assert all(0.5 * min(30, 2**a) <= s <= min(30, 2**a) for a, s in enumerate(samples))
+    assert len({round(backoff_delay(3, 1.0, 30.0), 6) for _ in range(20)}) > 1
