@@ -9,10 +9,16 @@ import pytest
 from spakky.core.application.application import SpakkyApplication
 from spakky.core.application.application_context import ApplicationContext
 from spakky.core.application.plugin import Plugin
-
 from spakky.outbox.common.config import OutboxConfig
-from spakky.outbox.error import InvalidOutboxConfigError, OutboxSerializationError, OutboxStorageNotFoundError
-from spakky.outbox.relay.relay import AsyncOutboxRelayBackgroundService, OutboxRelayBackgroundService
+from spakky.outbox.error import (
+    InvalidOutboxConfigError,
+    OutboxSerializationError,
+    OutboxStorageNotFoundError,
+)
+from spakky.outbox.relay.relay import (
+    AsyncOutboxRelayBackgroundService,
+    OutboxRelayBackgroundService,
+)
 from spakky.outbox.testing.memory import (
     AsyncInMemoryOutboxStorage,
     AsyncInMemoryTransaction,
@@ -20,11 +26,14 @@ from spakky.outbox.testing.memory import (
     InMemoryOutboxStorage,
     InMemoryTransaction,
 )
-from spakky.outbox.testing.transport import AsyncRecordingEventTransport, RecordingEventTransport
-from .tests_support import wait_for
+from spakky.outbox.testing.transport import (
+    AsyncRecordingEventTransport,
+    RecordingEventTransport,
+)
 
 from . import app as app_package
 from .app.service import HANDLED, PlaceOrderUseCase
+from .tests_support import wait_for
 
 CORE_PLUGINS = {
     Plugin(name=n)

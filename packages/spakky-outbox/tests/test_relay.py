@@ -7,12 +7,13 @@ from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
 import pytest
-from spakky.event.error import EventDeliveryRejectedError
-
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.ports.storage import IAsyncOutboxStorage, IOutboxStorage
-from spakky.outbox.relay.relay import AsyncOutboxRelayBackgroundService, OutboxRelayBackgroundService
+from spakky.outbox.relay.relay import (
+    AsyncOutboxRelayBackgroundService,
+    OutboxRelayBackgroundService,
+)
 from spakky.outbox.testing.memory import (
     AsyncInMemoryOutboxStorage,
     InMemoryOutboxHarness,

@@ -9,7 +9,6 @@ from spakky.data.aspects.transactional import Transactional
 from spakky.domain.models.event import AbstractDomainEvent, AbstractIntegrationEvent
 from spakky.event.event_publisher import IAsyncEventPublisher
 from spakky.event.stereotype.event_handler import EventHandler, on_event
-
 from spakky.outbox.testing.memory import InMemoryOutboxState
 
 

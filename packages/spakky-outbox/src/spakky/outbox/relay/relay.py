@@ -14,7 +14,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Sequence
-from typing import override
+from typing import Any, override
 from uuid import UUID
 
 from spakky.core.pod.annotations.pod import Pod
@@ -277,8 +277,7 @@ class AsyncOutboxRelayBackgroundService(AbstractAsyncBackgroundService):
 
     async def _rest(self, delay: float, *, wake_on_commit: bool) -> None:
         """Sleep up to ``delay``; a stop, or a commit when the storage can tell, wakes early."""
-        stop = asyncio.ensure_future(self._stop_event.wait())
-        waiters: set[asyncio.Future[object]] = {stop}
+        waiters: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._stop_event.wait())}
         storage = self._storage
         if wake_on_commit and isinstance(storage, IAsyncOutboxWakeUp):
             waiters.add(asyncio.ensure_future(storage.wait_for_messages(delay)))

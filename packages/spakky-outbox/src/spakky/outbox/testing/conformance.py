@@ -16,7 +16,8 @@ import asyncio
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from types import ModuleType
+from typing import Any, cast
 from uuid import UUID, uuid4
 
 import pytest
@@ -705,12 +706,12 @@ async def test_conformance_suite_complete_expect_no_shadowed_tests(
     request: pytest.FixtureRequest,
 ) -> None:
     """Every suite test is present unchanged, or replaced with an explicit xfail reason."""
-    module = request.module
+    module = cast(ModuleType, request.module)
     suite = sys.modules[__name__]
     problems: list[str] = []
     for name in SUITE_TESTS:
         original = getattr(suite, name)
-        current = getattr(module, name, None)
+        current: Any = getattr(module, name, None)
         if current is original:
             continue
         marks = getattr(current, "pytestmark", [])
@@ -725,4 +726,8 @@ SUITE_TESTS: tuple[str, ...] = tuple(
 )
 """Names of every test the suite defines."""
 
-__all__ = ["conformance_guard", "test_conformance_suite_complete_expect_no_shadowed_tests", *SUITE_TESTS]
+__all__ = [  # pyright: ignore[reportUnsupportedDunderAll] - the suite's tests are listed by name
+    "conformance_guard",
+    "test_conformance_suite_complete_expect_no_shadowed_tests",
+    *SUITE_TESTS,
+]

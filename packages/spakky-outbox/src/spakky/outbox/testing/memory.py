@@ -10,7 +10,7 @@ with no transaction open is written at once (documented standalone write).
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field, replace
@@ -144,7 +144,7 @@ class InMemoryOutboxState:
         self._transaction.reset(token)
 
     @contextmanager
-    def transaction(self, *, commit: bool = True) -> Iterator[None]:
+    def transaction(self, *, commit: bool = True) -> Generator[None]:
         """Run a block in a transaction that commits (or rolls back) at the end."""
         token = self.begin()
         try:

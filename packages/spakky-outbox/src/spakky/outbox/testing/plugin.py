@@ -6,7 +6,7 @@ tests that come from `spakky.outbox.testing.conformance`.
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from spakky.outbox.testing.harness import BASE_CAPABILITIES, Capability
@@ -33,8 +33,8 @@ def _backend_of(item: pytest.Item) -> str:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """Record the outcome of each suite test by backend and capability."""
-    outcome = yield
-    report: pytest.TestReport = outcome.get_result()
+    outcome = cast(Any, (yield))
+    report = cast(pytest.TestReport, outcome.get_result())
     function = getattr(item, "function", None)
     if function is None or getattr(function, "__module__", None) != _SUITE_MODULE:
         return

@@ -1,0 +1,30 @@
+# spakky-outbox workspace. `make help` lists the targets.
+.DEFAULT_GOAL := help
+UV := python3 -m uv
+PYTEST_ARGS ?=
+
+.PHONY: help uv setup demo test lint typecheck bench
+
+help: ## Show the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+uv: ## Install uv when missing
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+
+setup: uv ## Create .venv with every package of the workspace (locked versions)
+	@$(UV) sync --frozen --quiet
+
+demo: setup ## Run the example orders service: use cases write orders, the relay delivers events
+	@$(UV) run --frozen python -m examples.orders
+
+test: setup ## Run every test (real PostgreSQL, MariaDB, Redis, RabbitMQ where reachable)
+	@$(UV) run --frozen pytest $(PYTEST_ARGS)
+
+lint: setup typecheck ## ruff and pyright (strict)
+	@$(UV) run --frozen ruff check .
+
+typecheck: setup ## pyright in strict mode over the packages
+	@$(UV) run --frozen pyright
+
+bench: setup ## Benchmarks: ours beside spakky-outbox 8.5.0 on local PostgreSQL
+	@$(UV) run --frozen python -m benchmarks.run

@@ -1,0 +1,1 @@
+"""Example orders service: use cases write orders, the outbox relays their events."""
