@@ -3,8 +3,7 @@
 from collections.abc import Iterator
 
 import pytest
-
-from tests.services.resolve import resolve_service
+from services.resolve import resolve_service
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,9 @@ import json
 import os
 from collections.abc import Iterator
 
+import outbox_testapp as app_package
 import pytest
+from outbox_testapp.service import HANDLED, PlaceOrderUseCase
 from spakky.core.application.application import SpakkyApplication
 from spakky.core.application.application_context import ApplicationContext
 from spakky.core.application.plugin import Plugin
@@ -30,10 +32,7 @@ from spakky.outbox.testing.transport import (
     AsyncRecordingEventTransport,
     RecordingEventTransport,
 )
-
-from . import app as app_package
-from .app.service import HANDLED, PlaceOrderUseCase
-from .tests_support import wait_for
+from spakky.outbox.testing.waiting import wait_for
 
 CORE_PLUGINS = {
     Plugin(name=n)

@@ -1,4 +1,4 @@
-"""Helpers for waiting on conditions with a deadline (never fixed sleeps)."""
+"""Wait on a condition with a deadline: what tests do instead of fixed sleeps."""
 
 import time
 from collections.abc import Callable

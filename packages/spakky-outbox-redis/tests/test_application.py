@@ -1,0 +1,125 @@
+"""A real Spakky application using the Redis outbox through its entry points."""
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+from spakky.core.application.application import SpakkyApplication
+from spakky.core.application.application_context import ApplicationContext
+from spakky.core.application.plugin import Plugin
+from spakky.outbox.ports.storage import IAsyncOutboxStorage
+from spakky.outbox.testing.transport import (
+    AsyncRecordingEventTransport,
+    RecordingEventTransport,
+)
+from spakky.plugins.outbox_redis.storage import AsyncRedisOutboxStorage
+
+from . import app as app_package
+from .app.service import OrderRejectedError, PlaceOrderUseCase
+
+PLUGINS = {
+    Plugin(name=n)
+    for n in (
+        "spakky-data",
+        "spakky-domain",
+        "spakky-event",
+        "spakky-tracing",
+        "spakky-outbox",
+        "spakky-outbox-redis",
+    )
+}
+
+
+@pytest.fixture
+def redis_env(redis_url: str) -> Iterator[str]:
+    """Point the app at the test Redis under a fresh prefix; delete its keys afterwards."""
+    saved = dict(os.environ)
+    prefix = f"{{app-{uuid.uuid4().hex}}}"
+    os.environ.update(
+        {
+            "SPAKKY_OUTBOX_REDIS__URL": redis_url,
+            "SPAKKY_OUTBOX_REDIS__KEY_PREFIX": prefix,
+            "SPAKKY_OUTBOX__STORAGE": "redis",
+            "SPAKKY_OUTBOX__POLLING_INTERVAL_SECONDS": "0.05",
+        }
+    )
+    try:
+        yield prefix
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        client = redis.Redis.from_url(redis_url)
+        keys = list(client.scan_iter(match=f"{prefix}*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+def _build() -> SpakkyApplication:
+    app = SpakkyApplication(ApplicationContext()).load_plugins(include=PLUGINS)
+    app.add(RecordingEventTransport)
+    app.add(AsyncRecordingEventTransport)
+    return app.scan(app_package)
+
+
+def _run(app: SpakkyApplication, coroutine: object) -> object:
+    loop = app.application_context._ApplicationContext__event_loop  # type: ignore[attr-defined]
+    return asyncio.run_coroutine_threadsafe(coroutine, loop).result(10)  # type: ignore[arg-type]
+
+
+def _wait_for[T](probe: Callable[[], T], timeout: float) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.02)
+
+
+def test_application_use_case_expect_order_and_event_committed_then_relayed(
+    redis_env: str, redis_url: str
+) -> None:
+    """A committed use case writes the order and its event in one EXEC; the relay sends it."""
+    app = _build().start()
+    try:
+        context = app.application_context
+        assert isinstance(context.get(IAsyncOutboxStorage), AsyncRedisOutboxStorage)
+        transport = context.get(AsyncRecordingEventTransport)
+        _run(app, context.get(PlaceOrderUseCase).execute("o-1", "c-1"))
+        raw = redis.Redis.from_url(redis_url)
+        try:
+            assert raw.get(f"{redis_env}:order:o-1") == b"c-1"
+        finally:
+            raw.close()
+        delivered = _wait_for(lambda: list(transport.delivered), timeout=10)
+        assert [(d.event_name, d.partition_key) for d in delivered] == [
+            ("OrderPlaced", "c-1")
+        ]
+    finally:
+        app.stop()
+
+
+def test_application_failed_use_case_expect_nothing_stored(
+    redis_env: str, redis_url: str
+) -> None:
+    """A use case failing after publishing leaves neither order nor message in Redis."""
+    app = _build().start()
+    try:
+        with pytest.raises(OrderRejectedError):
+            _run(
+                app,
+                app.application_context.get(PlaceOrderUseCase).execute(
+                    "o-2", "c", fail=True
+                ),
+            )
+        raw = redis.Redis.from_url(redis_url)
+        try:
+            assert list(raw.scan_iter(match=f"{redis_env}*")) == []
+        finally:
+            raw.close()
+    finally:
+        app.stop()

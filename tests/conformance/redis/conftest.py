@@ -1,0 +1,187 @@
+"""The Redis storage under the conformance suite, against a real Redis server."""
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import cast, override
+
+import pytest
+import redis.asyncio
+from spakky.outbox.common.config import OutboxConfig
+from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.testing.harness import (
+    AbstractOutboxHarness,
+    Capability,
+    RawOutboxRecord,
+)
+from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
+from spakky.plugins.outbox_redis.codec import RedisKeys
+from spakky.plugins.outbox_redis.config import RedisOutboxConfig
+from spakky.plugins.outbox_redis.storage import (
+    AsyncRedisOutboxStorage,
+    RedisOutboxStorage,
+)
+from spakky.plugins.outbox_redis.transaction import (
+    AsyncRedisTransaction,
+    RedisTransaction,
+    current_async_pipeline,
+    current_pipeline,
+)
+
+
+class _RollbackRequestedError(Exception):
+    """Raised inside a harness transaction to make it roll back."""
+
+
+def _json_headers(raw: bytes) -> dict[str, str]:
+    return cast(dict[str, str], json.loads(raw))
+
+
+class RedisOutboxHarness(AbstractOutboxHarness):
+    """One outbox under a unique hash-tagged key prefix on a real Redis."""
+
+    name = "redis"
+    capabilities = frozenset(Capability)
+    claim_timeout_seconds = 1.0
+
+    def __init__(self, url: str) -> None:
+        """Prepare an outbox under a fresh prefix on the Redis at ``url``."""
+        self.prefix = f"{{outbox-test-{uuid.uuid4().hex}}}"
+        self.keys = RedisKeys(self.prefix)
+        self.config = RedisOutboxConfig().model_copy(
+            update={"url": url, "key_prefix": self.prefix}
+        )
+        self.outbox_config = OutboxConfig().model_copy(
+            update={"claim_timeout_seconds": self.claim_timeout_seconds}
+        )
+        self.connections = RedisOutboxConnectionManager(self.config)
+        self.backdoor = redis.asyncio.Redis.from_url(url)
+
+    @override
+    def new_storage(self) -> AsyncRedisOutboxStorage:
+        """An asyncio storage with its own owner token."""
+        return AsyncRedisOutboxStorage(
+            self.connections, self.config, self.outbox_config
+        )
+
+    @override
+    def new_sync_storage(self) -> RedisOutboxStorage:
+        """A synchronous storage with its own owner token."""
+        return RedisOutboxStorage(self.connections, self.config, self.outbox_config)
+
+    @override
+    async def write(
+        self,
+        messages: Sequence[OutboxMessage],
+        *,
+        commit: bool = True,
+        business_key: str = "business",
+    ) -> None:
+        """Write the business key and save ``messages`` in one MULTI/EXEC."""
+        storage = self.new_storage()
+        try:
+            async with AsyncRedisTransaction(self.config, self.connections):
+                pipeline = current_async_pipeline()
+                await pipeline.hset(
+                    self.keys.business(f"business:{business_key}"), "state", "written"
+                )
+                for outbox_message in messages:
+                    await storage.save(outbox_message)
+                if not commit:
+                    raise _RollbackRequestedError
+        except _RollbackRequestedError:
+            pass
+
+    @override
+    def write_sync(
+        self,
+        messages: Sequence[OutboxMessage],
+        *,
+        commit: bool = True,
+        business_key: str = "business",
+    ) -> None:
+        """Synchronous `write` through `RedisTransaction`."""
+        storage = self.new_sync_storage()
+        try:
+            with RedisTransaction(self.config, self.connections):
+                current_pipeline().hset(
+                    self.keys.business(f"business:{business_key}"), "state", "written"
+                )
+                for outbox_message in messages:
+                    storage.save(outbox_message)
+                if not commit:
+                    raise _RollbackRequestedError
+        except _RollbackRequestedError:
+            pass
+
+    @override
+    async def business_record_exists(self, business_key: str) -> bool:
+        """Read the business key directly."""
+        return bool(
+            await self.backdoor.exists(self.keys.business(f"business:{business_key}"))
+        )
+
+    @override
+    async def raw_records(self) -> list[RawOutboxRecord]:
+        """Scan the message hashes directly, ordered by their sequence number."""
+        records: list[tuple[int, RawOutboxRecord]] = []
+        async for key in self.backdoor.scan_iter(
+            match=f"{self.prefix}:msg:*", count=1000
+        ):
+            flat = cast(
+                dict[bytes, bytes], await self.backdoor.hgetall(cast(bytes, key))
+            )
+            if not flat:
+                continue
+            key_text = flat.get(b"partition_key")
+            error = flat.get(b"last_error")
+            records.append(
+                (
+                    int(flat[b"seq"]),
+                    RawOutboxRecord(
+                        id=uuid.UUID(flat[b"id"].decode()),
+                        event_name=flat[b"event_name"].decode(),
+                        payload=flat[b"payload"],
+                        headers=_json_headers(flat[b"headers"]),
+                        partition_key=None if key_text is None else key_text.decode(),
+                        retry_count=int(flat[b"retry_count"]),
+                        claimed=b"claimed_at" in flat,
+                        published=b"published_at" in flat,
+                        abandoned=b"abandoned_at" in flat,
+                        last_error=None if error is None else error.decode(),
+                    ),
+                )
+            )
+        return [record for _, record in sorted(records, key=lambda r: r[0])]
+
+    @override
+    async def assert_no_leaks(self) -> None:
+        """Fail when a pooled connection is still checked out."""
+        # a cancelled or finishing command may hand its connection back a tick later
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2.0
+        while self.connections.in_use_connections() and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        assert self.connections.in_use_connections() == 0
+
+    async def cleanup(self) -> None:
+        """Delete every key of this outbox and close the clients."""
+        keys: list[bytes] = [
+            k
+            async for k in self.backdoor.scan_iter(match=f"{self.prefix}*", count=1000)
+        ]
+        if keys:
+            await self.backdoor.delete(*keys)
+        await self.backdoor.aclose()
+        await self.connections.aclose()
+
+
+@pytest.fixture
+async def outbox_harness(redis_url: str) -> AsyncIterator[RedisOutboxHarness]:
+    """A fresh Redis outbox under its own key prefix, removed afterwards."""
+    harness = RedisOutboxHarness(redis_url)
+    try:
+        yield harness
+    finally:
+        await harness.cleanup()
