@@ -1,0 +1,1 @@
+"""The ``spakky-outbox`` operations command."""
