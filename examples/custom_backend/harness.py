@@ -10,7 +10,12 @@ from spakky.outbox.testing.harness import (
     RawOutboxRecord,
 )
 
-from examples.custom_backend.storage import CURRENT, Database, ListOutboxStorage, UnitOfWork
+from examples.custom_backend.storage import (
+    CURRENT,
+    Database,
+    ListOutboxStorage,
+    UnitOfWork,
+)
 
 
 class ListOutboxHarness(AbstractOutboxHarness):
