@@ -103,6 +103,7 @@ async def conformance_guard(
     request: pytest.FixtureRequest, outbox_harness: AbstractOutboxHarness
 ) -> AsyncIterator[None]:
     """Skip tests of undeclared capabilities; after each test, check for leaks."""
+    request.node.spakky_outbox_backend = outbox_harness.name
     required: Capability | None = getattr(request.function, "spakky_outbox_capability", None)
     if required is not None and required not in outbox_harness.capabilities:
         pytest.skip(f"capability not declared: {required}")

@@ -21,13 +21,15 @@ class _Tally:
     skipped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
-_RESULTS: dict[str, _Tally] = defaultdict(_Tally)
+_RESULTS = pytest.StashKey[dict[str, _Tally]]()
+"""Per-session tallies, kept on the config so nested (pytester) sessions stay apart."""
 
 
 def _backend_of(item: pytest.Item) -> str:
+    """Name a backend by its harness's ``name`` and the test's parameter id."""
+    name = str(getattr(item, "spakky_outbox_backend", None) or item.path.parent.name)
     callspec: Any = getattr(item, "callspec", None)
-    suffix = f"[{callspec.id}]" if callspec is not None else ""
-    return f"{item.path.parent.name}{suffix}"
+    return f"{name}[{callspec.id}]" if callspec is not None else name
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -39,7 +41,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if function is None or getattr(function, "__module__", None) != _SUITE_MODULE:
         return
     capability = getattr(function, "spakky_outbox_capability", None) or "base"
-    tally = _RESULTS[_backend_of(item)]
+    fresh: dict[str, _Tally] = defaultdict(_Tally)
+    results = item.config.stash.setdefault(_RESULTS, fresh)
+    tally = results[_backend_of(item)]
     if report.skipped and report.when in ("setup", "call"):
         tally.skipped[str(capability)] += 1
     elif report.failed:
@@ -50,10 +54,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Print one conformance line per backend run in this session."""
-    if not _RESULTS:
+    results = cast(pytest.Config, terminalreporter.config).stash.get(_RESULTS, {})
+    if not results:
         return
     terminalreporter.section("spakky-outbox storage conformance")
-    for backend, tally in sorted(_RESULTS.items()):
+    for backend, tally in sorted(results.items()):
         base_ok = tally.failed["base"] == 0 and tally.passed["base"] > 0
         base_ok = base_ok and all(tally.failed[str(c)] == 0 for c in BASE_CAPABILITIES)
         extended = [
