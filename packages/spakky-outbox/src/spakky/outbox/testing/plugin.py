@@ -54,7 +54,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Print one conformance line per backend run in this session."""
-    results = cast(pytest.Config, terminalreporter.config).stash.get(_RESULTS, {})
+    empty: dict[str, _Tally] = {}
+    results = cast(pytest.Config, terminalreporter.config).stash.get(_RESULTS, empty)
     if not results:
         return
     terminalreporter.section("spakky-outbox storage conformance")
