@@ -1,5 +1,7 @@
 """Plugin initialization entry point."""
 
+from importlib.util import find_spec
+
 from spakky.core.application.application import SpakkyApplication
 from spakky.outbox.bus.outbox_event_bus import AsyncOutboxEventBus, OutboxEventBus
 from spakky.outbox.common.config import OutboxConfig, RelayMode
@@ -25,6 +27,10 @@ def initialize(app: SpakkyApplication) -> None:
     app.add(OutboxStorageGuard)
     app.add(OutboxEventBus)
     app.add(AsyncOutboxEventBus)
+    if find_spec("opentelemetry") is not None:
+        from spakky.outbox.relay.opentelemetry import OpenTelemetryOutboxMetrics
+
+        app.add(OpenTelemetryOutboxMetrics)
     match config.relay:
         case RelayMode.ASYNC:
             app.add(AsyncOutboxRelayBackgroundService)

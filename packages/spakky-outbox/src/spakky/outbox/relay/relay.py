@@ -13,7 +13,9 @@ ends the relay; a full batch is followed by the next claim without sleeping.
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, override
 from uuid import UUID
 
@@ -26,11 +28,14 @@ from spakky.event.error import EventDeliveryRejectedError, EventTransportNotRunn
 from spakky.event.event_publisher import IAsyncEventTransport, IEventTransport
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.ports.metrics import IOutboxMetrics
 from spakky.outbox.ports.storage import (
+    IAsyncOutboxAdministration,
     IAsyncOutboxBatchAcknowledgement,
     IAsyncOutboxRetryScheduling,
     IAsyncOutboxStorage,
     IAsyncOutboxWakeUp,
+    IOutboxAdministration,
     IOutboxBatchAcknowledgement,
     IOutboxRetryScheduling,
     IOutboxStorage,
@@ -42,6 +47,10 @@ logger = logging.getLogger(__name__)
 
 _SYNC_WAIT_SLICE_SECONDS = 0.25
 """Longest blocking wake-up wait of the sync relay, so a stop is seen promptly."""
+_HOUSEKEEPING_INTERVAL_SECONDS = 15.0
+"""How often the relay reports the backlog and applies retention."""
+_PURGE_BATCH = 10_000
+"""Rows one retention purge deletes per round trip."""
 
 
 def _reason(error: BaseException) -> str:
@@ -65,9 +74,40 @@ class _BatchOutcome:
 class _RelayPolicy:
     """Settings-derived decisions shared by the sync and async relays."""
 
-    def __init__(self, config: OutboxConfig) -> None:
+    def __init__(self, config: OutboxConfig, metrics: IOutboxMetrics | None) -> None:
         self.config = config
+        self.metrics = metrics
         self.outage_streak = 0
+        self._next_housekeeping = 0.0
+
+    def housekeeping_due(self, wanted: bool) -> bool:
+        """Whether to report the backlog / apply retention now (at most every 15 s)."""
+        now = time.monotonic()
+        if not wanted or now < self._next_housekeeping:
+            return False
+        self._next_housekeeping = now + _HOUSEKEEPING_INTERVAL_SECONDS
+        return True
+
+    def retention_cutoff(self) -> datetime | None:
+        """Published messages older than this are purged; None keeps them."""
+        retention = self.config.published_retention_seconds
+        if retention is None:
+            return None
+        return datetime.now(UTC) - timedelta(seconds=retention)
+
+    def wants_housekeeping(self) -> bool:
+        """Whether anything (metrics or retention) needs the periodic pass."""
+        return self.metrics is not None or self.config.published_retention_seconds is not None
+
+    def relayed(self, count: int) -> None:
+        if self.metrics is not None and count:
+            self.metrics.record_relayed(count)
+
+    def refused(self, abandoned: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.record_failed(1)
+            if abandoned:
+                self.metrics.record_abandoned(1)
 
     def exhausted(self, message: OutboxMessage) -> bool:
         """Whether this refusal spends the message's last retry."""
@@ -113,12 +153,13 @@ class AsyncOutboxRelayBackgroundService(AbstractAsyncBackgroundService):
         storage: IAsyncOutboxStorage,
         transport: IAsyncEventTransport,
         config: OutboxConfig,
+        metrics: IOutboxMetrics | None = None,
     ) -> None:
-        """Initialize with async storage, transport, and config dependencies."""
+        """Initialize with async storage, transport, config and optional metrics."""
         self._storage = storage
         self._transport = transport
         self._config = config
-        self._policy = _RelayPolicy(config)
+        self._policy = _RelayPolicy(config, metrics)
 
     @override
     async def initialize_async(self) -> None:
@@ -141,6 +182,8 @@ class AsyncOutboxRelayBackgroundService(AbstractAsyncBackgroundService):
         while not self._stop_event.is_set():
             try:
                 outcome = await self.relay_batch()
+                if self._policy.housekeeping_due(self._policy.wants_housekeeping()):
+                    await self.housekeeping()
             except Exception:
                 logger.exception("Outbox storage failed; the relay backs off and retries")
                 outcome = _BatchOutcome(outage=True)
@@ -148,6 +191,18 @@ class AsyncOutboxRelayBackgroundService(AbstractAsyncBackgroundService):
             if delay > 0 and not self._stop_event.is_set():
                 await self._rest(delay, wake_on_commit=not outcome.outage)
         logger.info("Outbox relay stopped")
+
+    async def housekeeping(self) -> None:
+        """Report the backlog and purge published messages past retention."""
+        storage = self._storage
+        if not isinstance(storage, IAsyncOutboxAdministration):
+            return
+        if self._policy.metrics is not None:
+            stats = await storage.stats()
+            self._policy.metrics.record_backlog(stats.pending, stats.oldest_pending_age_seconds)
+        cutoff = self._policy.retention_cutoff()
+        while cutoff is not None and await storage.purge_published(cutoff, _PURGE_BATCH) >= _PURGE_BATCH:
+            logger.info("Outbox retention purged %d published messages; continuing", _PURGE_BATCH)
 
     async def relay_batch(self) -> _BatchOutcome:
         """Claim one batch, send it, flush once, and settle every message."""
@@ -249,6 +304,7 @@ class AsyncOutboxRelayBackgroundService(AbstractAsyncBackgroundService):
         if message.partition_key is not None:
             halted.add(message.partition_key)
         storage = self._storage
+        self._policy.refused(abandoned=self._policy.exhausted(message))
         if self._policy.exhausted(message):
             logger.error("Abandoning outbox message %s after %d attempts", message.id, message.retry_count + 1)
             if isinstance(storage, IAsyncOutboxRetryScheduling):
@@ -265,9 +321,10 @@ class AsyncOutboxRelayBackgroundService(AbstractAsyncBackgroundService):
         storage = self._storage
         if isinstance(storage, IAsyncOutboxBatchAcknowledgement):
             await storage.mark_published_many(ids)
-            return
-        for message_id in ids:
-            await storage.mark_published(message_id)
+        else:
+            for message_id in ids:
+                await storage.mark_published(message_id)
+        self._policy.relayed(len(ids))
 
     async def _release(self, messages: Sequence[OutboxMessage]) -> None:
         """Return claims now where the storage can; otherwise they expire on their own."""
@@ -302,12 +359,13 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
         storage: IOutboxStorage,
         transport: IEventTransport,
         config: OutboxConfig,
+        metrics: IOutboxMetrics | None = None,
     ) -> None:
-        """Initialize with storage, transport, and config dependencies."""
+        """Initialize with storage, transport, config and optional metrics."""
         self._storage = storage
         self._transport = transport
         self._config = config
-        self._policy = _RelayPolicy(config)
+        self._policy = _RelayPolicy(config, metrics)
         self._stop_event = threading.Event()
 
     @override
@@ -327,6 +385,8 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
         while not self._stop_event.is_set():
             try:
                 outcome = self.relay_batch()
+                if self._policy.housekeeping_due(self._policy.wants_housekeeping()):
+                    self.housekeeping()
             except Exception:
                 logger.exception("Outbox storage failed; the relay backs off and retries")
                 outcome = _BatchOutcome(outage=True)
@@ -334,6 +394,18 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
             if delay > 0:
                 self._rest(delay, wake_on_commit=not outcome.outage)
         logger.info("Outbox relay stopped")
+
+    def housekeeping(self) -> None:
+        """Report the backlog and purge published messages past retention."""
+        storage = self._storage
+        if not isinstance(storage, IOutboxAdministration):
+            return
+        if self._policy.metrics is not None:
+            stats = storage.stats()
+            self._policy.metrics.record_backlog(stats.pending, stats.oldest_pending_age_seconds)
+        cutoff = self._policy.retention_cutoff()
+        while cutoff is not None and storage.purge_published(cutoff, _PURGE_BATCH) >= _PURGE_BATCH:
+            logger.info("Outbox retention purged %d published messages; continuing", _PURGE_BATCH)
 
     def relay_batch(self) -> _BatchOutcome:
         """Claim one batch, send it, flush once, and settle every message."""
@@ -418,6 +490,7 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
         if message.partition_key is not None:
             halted.add(message.partition_key)
         storage = self._storage
+        self._policy.refused(abandoned=self._policy.exhausted(message))
         if self._policy.exhausted(message):
             logger.error("Abandoning outbox message %s after %d attempts", message.id, message.retry_count + 1)
             if isinstance(storage, IOutboxRetryScheduling):
@@ -434,9 +507,10 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
         storage = self._storage
         if isinstance(storage, IOutboxBatchAcknowledgement):
             storage.mark_published_many(ids)
-            return
-        for message_id in ids:
-            storage.mark_published(message_id)
+        else:
+            for message_id in ids:
+                storage.mark_published(message_id)
+        self._policy.relayed(len(ids))
 
     def _release(self, messages: Sequence[OutboxMessage]) -> None:
         """Return claims now where the storage can; otherwise they expire on their own."""

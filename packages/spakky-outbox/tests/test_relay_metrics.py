@@ -1,0 +1,112 @@
+"""Relay metrics (port and OpenTelemetry adapter) and retention inside the relay."""
+
+import asyncio
+from datetime import UTC, datetime
+from typing import override
+from uuid import uuid4
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from spakky.outbox.common.config import OutboxConfig
+from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.ports.metrics import IOutboxMetrics
+from spakky.outbox.relay.relay import AsyncOutboxRelayBackgroundService
+from spakky.outbox.testing.memory import (
+    AsyncInMemoryOutboxStorage,
+    InMemoryOutboxHarness,
+)
+from spakky.outbox.testing.transport import AsyncRecordingEventTransport
+
+
+class RecordingMetrics(IOutboxMetrics):
+    """Keeps every report."""
+
+    def __init__(self) -> None:
+        self.relayed = self.failed = self.abandoned = 0
+        self.backlog: list[tuple[int, float | None]] = []
+
+    @override
+    def record_relayed(self, count: int) -> None:
+        self.relayed += count
+
+    @override
+    def record_failed(self, count: int) -> None:
+        self.failed += count
+
+    @override
+    def record_abandoned(self, count: int) -> None:
+        self.abandoned += count
+
+    @override
+    def record_backlog(self, pending: int, oldest_pending_age_seconds: float | None) -> None:
+        self.backlog.append((pending, oldest_pending_age_seconds))
+
+
+def make(name: str) -> OutboxMessage:
+    """A fresh keyless message."""
+    return OutboxMessage(uuid4(), name, b"{}", {}, datetime.now(UTC))
+
+
+def rig(metrics: IOutboxMetrics, **changes: object) -> tuple[InMemoryOutboxHarness, AsyncOutboxRelayBackgroundService, AsyncRecordingEventTransport]:
+    """A harness, a relay with ``metrics`` and a recording transport."""
+    harness = InMemoryOutboxHarness()
+    config = OutboxConfig().model_copy(update={"max_retry_count": 1, **changes})
+    transport = AsyncRecordingEventTransport()
+    relay = AsyncOutboxRelayBackgroundService(
+        AsyncInMemoryOutboxStorage(harness.state, config), transport, config, metrics
+    )
+    relay.set_stop_event(asyncio.Event())
+    return harness, relay, transport
+
+
+async def test_relay_metrics_expect_relayed_failed_abandoned_and_backlog() -> None:
+    """The relay reports deliveries, refusals, abandonments and the backlog."""
+    metrics = RecordingMetrics()
+    harness, relay, transport = rig(metrics)
+    await harness.write([make("ok"), make("ok"), make("poison"), make("later")])
+    transport.faults.refuse = lambda r: r.event_name == "poison"
+    await relay.relay_batch()
+    await relay.housekeeping()
+    assert (metrics.relayed, metrics.failed, metrics.abandoned) == (3, 1, 1)
+    assert metrics.backlog == [(0, None)]
+
+
+async def test_relay_retention_expect_old_published_purged() -> None:
+    """With a retention set, the relay purges published messages older than it."""
+    harness, relay, _ = rig(RecordingMetrics(), published_retention_seconds=0)
+    harness.clock.advance(-5)
+    await harness.write([make("old"), make("new")])
+    await relay.relay_batch()
+    await harness.write([make("fresh")])
+    await relay.housekeeping()
+    names = [r.event_name for r in await harness.raw_records()]
+    assert names == ["fresh"]
+
+
+async def test_opentelemetry_metrics_expect_counters_and_gauges_exported() -> None:
+    """The OpenTelemetry adapter exports the relay's counters and backlog gauges."""
+    from opentelemetry import metrics as otel_metrics
+    from spakky.outbox.relay.opentelemetry import OpenTelemetryOutboxMetrics
+
+    reader = InMemoryMetricReader()
+    otel_metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    adapter = OpenTelemetryOutboxMetrics()
+    adapter.record_relayed(5)
+    adapter.record_failed(2)
+    adapter.record_abandoned(1)
+    adapter.record_backlog(7, 12.5)
+    data = reader.get_metrics_data()
+    assert data is not None
+    values = {
+        metric.name: metric.data.data_points[0].value  # type: ignore[union-attr]
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    }
+    assert values == {
+        "outbox.relayed": 5,
+        "outbox.failed": 2,
+        "outbox.abandoned": 1,
+        "outbox.pending": 7,
+        "outbox.oldest_pending_age": 12.5,
+    }
