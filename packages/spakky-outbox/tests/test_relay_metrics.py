@@ -89,8 +89,7 @@ async def test_opentelemetry_metrics_expect_counters_and_gauges_exported() -> No
     from spakky.outbox.relay.opentelemetry import OpenTelemetryOutboxMetrics
 
     reader = InMemoryMetricReader()
-    otel_metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
-    adapter = OpenTelemetryOutboxMetrics()
+    adapter = OpenTelemetryOutboxMetrics(MeterProvider(metric_readers=[reader]))
     adapter.record_relayed(5)
     adapter.record_failed(2)
     adapter.record_abandoned(1)

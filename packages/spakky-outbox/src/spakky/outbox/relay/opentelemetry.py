@@ -13,9 +13,9 @@ from spakky.outbox.ports.metrics import IOutboxMetrics
 class OpenTelemetryOutboxMetrics(IOutboxMetrics):
     """Counters ``outbox.relayed``/``failed``/``abandoned``, gauges for the backlog."""
 
-    def __init__(self) -> None:
-        """Create the instruments on the global meter provider."""
-        meter = metrics.get_meter("spakky.outbox")
+    def __init__(self, meter_provider: metrics.MeterProvider | None = None) -> None:
+        """Create the instruments on ``meter_provider`` (default: the global one)."""
+        meter = metrics.get_meter("spakky.outbox", meter_provider=meter_provider)
         self._relayed = meter.create_counter("outbox.relayed", unit="{message}")
         self._failed = meter.create_counter("outbox.failed", unit="{message}")
         self._abandoned = meter.create_counter("outbox.abandoned", unit="{message}")
