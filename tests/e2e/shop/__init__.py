@@ -1,0 +1,1 @@
+"""A tiny orders service keeping its orders and its outbox in Redis."""
