@@ -85,7 +85,6 @@ async def test_relay_retention_expect_old_published_purged() -> None:
 
 async def test_opentelemetry_metrics_expect_counters_and_gauges_exported() -> None:
     """The OpenTelemetry adapter exports the relay's counters and backlog gauges."""
-    from opentelemetry import metrics as otel_metrics
     from spakky.outbox.relay.opentelemetry import OpenTelemetryOutboxMetrics
 
     reader = InMemoryMetricReader()
