@@ -1,0 +1,72 @@
+"""SQLAlchemy outbox configuration, read from ``SPAKKY_OUTBOX_SQLALCHEMY__*``."""
+
+import re
+from typing import Annotated, ClassVar
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from spakky.core.stereotype.configuration import Configuration
+from spakky.plugins.outbox_sqlalchemy.error import (
+    InvalidOutboxSqlAlchemyConfigError,
+    InvalidOutboxTableNameError,
+)
+
+SPAKKY_OUTBOX_SQLALCHEMY_CONFIG_ENV_PREFIX: str = "SPAKKY_OUTBOX_SQLALCHEMY__"
+DEFAULT_OUTBOX_TABLE_NAME: str = "spakky_outbox_message"
+"""Table used when ``SPAKKY_OUTBOX_SQLALCHEMY__TABLE_NAME`` is unset."""
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+def validate_table_name(name: str) -> str:
+    """Return ``name`` when it is a plain SQL identifier.
+
+    Raises:
+        InvalidOutboxTableNameError: The name could not be used unquoted.
+    """
+    if _IDENTIFIER.fullmatch(name) is None:
+        raise InvalidOutboxTableNameError(repr(name))
+    return name
+
+
+@Configuration()
+class SqlAlchemyOutboxConfig(BaseSettings):
+    """Settings of the SQLAlchemy outbox storage."""
+
+    model_config: ClassVar[SettingsConfigDict] = SettingsConfigDict(
+        env_prefix=SPAKKY_OUTBOX_SQLALCHEMY_CONFIG_ENV_PREFIX,
+        env_file_encoding="utf-8",
+        env_nested_delimiter="__",
+    )
+
+    table_name: str = DEFAULT_OUTBOX_TABLE_NAME
+    """Name of the outbox table (a plain SQL identifier)."""
+    create_table: bool = True
+    """Create the table and its indexes on first use when they are missing."""
+    notify: bool = True
+    """On PostgreSQL, send a throttled NOTIFY from saving transactions and LISTEN for it."""
+    notify_throttle_seconds: Annotated[float, Field(ge=0)] = 0.25
+    """Shortest gap between two NOTIFYs sent by one process."""
+
+    @field_validator("table_name")
+    @classmethod
+    def _check_table_name(cls, value: str) -> str:
+        return validate_table_name(value)
+
+    def __init__(self) -> None:
+        """Load the settings from environment variables.
+
+        Raises:
+            InvalidOutboxSqlAlchemyConfigError: A variable has a wrong type or range.
+            InvalidOutboxTableNameError: The table name is not a plain identifier.
+        """
+        try:
+            super().__init__()
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{SPAKKY_OUTBOX_SQLALCHEMY_CONFIG_ENV_PREFIX}"
+                f"{'__'.join(str(p) for p in e['loc']).upper()}"
+                f"={e.get('input')!r}: {e['msg']}"
+                for e in error.errors()
+            )
+            raise InvalidOutboxSqlAlchemyConfigError(problems) from None

@@ -1,0 +1,22 @@
+"""Contribution to ``spakky-outbox``: offers the SQLAlchemy storages."""
+
+from spakky.core.application.application import SpakkyApplication
+from spakky.outbox.common.registry import register_storage
+from spakky.plugins.outbox_sqlalchemy.storage import (
+    AsyncSqlAlchemyOutboxStorage,
+    SqlAlchemyOutboxStorage,
+)
+
+STORAGE_NAME = "sqlalchemy"
+"""Value of ``SPAKKY_OUTBOX__STORAGE`` that selects this storage."""
+
+
+def initialize(app: SpakkyApplication) -> None:
+    """Register the SQLAlchemy storages when they are the selected outbox storage.
+
+    Args:
+        app: The Spakky application instance.
+    """
+    register_storage(
+        app, STORAGE_NAME, SqlAlchemyOutboxStorage, AsyncSqlAlchemyOutboxStorage
+    )

@@ -1,0 +1,303 @@
+"""Outbox table definition, its indexes, and DDL helpers.
+
+`metadata` holds the table under its default name, so Alembic's
+``target_metadata`` can include it; `outbox_table` builds the same table under
+another name in its own `MetaData`.
+"""
+
+import threading
+from datetime import UTC, datetime
+from typing import Any, cast, override
+
+from spakky.plugins.outbox_sqlalchemy.config import (
+    DEFAULT_OUTBOX_TABLE_NAME,
+    validate_table_name,
+)
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Computed,
+    Connection,
+    DateTime,
+    Dialect,
+    Engine,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    Uuid,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.types import TypeEngine
+
+_MYSQL = ("mysql", "mariadb")
+_PARTIAL = ("postgresql", "sqlite")
+_PENDING_SQL = "published_at IS NULL AND abandoned_at IS NULL"
+# ``ddl_if`` accepts a tuple of dialect names; its annotation only says ``str``.
+_PARTIAL_DIALECTS = cast(str, _PARTIAL)
+_MYSQL_DIALECTS = cast(str, _MYSQL)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetime on every dialect.
+
+    PostgreSQL stores ``timestamptz``; MySQL/MariaDB ``DATETIME(6)`` and SQLite
+    text hold naive UTC. Values read back are always aware and in UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    @override
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name in _MYSQL:
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    @override
+    def process_bind_param(
+        self, value: datetime | None, dialect: Dialect
+    ) -> datetime | None:
+        if value is None:
+            return None
+        aware = value.replace(tzinfo=UTC) if value.tzinfo is None else value
+        utc = aware.astimezone(UTC)
+        return utc if dialect.name == "postgresql" else utc.replace(tzinfo=None)
+
+    @override
+    def process_result_value(
+        self, value: datetime | None, dialect: Dialect
+    ) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _key_type() -> TypeEngine[str]:
+    """Partition keys compare byte-wise on MySQL/MariaDB, like on the others."""
+    return String(255).with_variant(
+        mysql.VARCHAR(255, charset="utf8mb4", collation="utf8mb4_bin"), *_MYSQL
+    )
+
+
+def define_outbox_table(name: str, metadata: MetaData) -> Table:
+    """Define the outbox table called ``name`` in ``metadata``.
+
+    Raises:
+        InvalidOutboxTableNameError: ``name`` is not a plain SQL identifier.
+    """
+    validate_table_name(name)
+    table = Table(
+        name,
+        metadata,
+        Column(
+            "seq",
+            BigInteger().with_variant(Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+            comment="Insertion order; the claim order and tie-breaker",
+        ),
+        Column("id", Uuid(), nullable=False, unique=True),
+        Column("event_name", String(255), nullable=False),
+        Column(
+            "payload",
+            LargeBinary().with_variant(mysql.LONGBLOB(), *_MYSQL),
+            nullable=False,
+        ),
+        Column("headers", JSON(), nullable=False),
+        Column("created_at", UtcDateTime(), nullable=False),
+        Column("published_at", UtcDateTime(), nullable=True),
+        Column("retry_count", Integer(), nullable=False, default=0),
+        Column("claimed_at", UtcDateTime(), nullable=True),
+        Column("claimed_by", String(32), nullable=True, comment="Owner token"),
+        Column("not_before", UtcDateTime(), nullable=True, comment="Retry backoff"),
+        Column("partition_key", _key_type(), nullable=True),
+        Column("abandoned_at", UtcDateTime(), nullable=True),
+        Column("last_error", Text(), nullable=True),
+        Column(
+            "pending_key",
+            _key_type(),
+            Computed(
+                f"CASE WHEN {_PENDING_SQL} THEN partition_key END", persisted=True
+            ),
+            comment="Partition key of undelivered rows (indexed on MySQL/MariaDB)",
+        ),
+    )
+    # PostgreSQL / SQLite: partial indexes over undelivered rows only.
+    Index(
+        f"ix_{name}_keyless",
+        table.c.seq,
+        postgresql_where=text(f"{_PENDING_SQL} AND partition_key IS NULL"),
+        sqlite_where=text(f"{_PENDING_SQL} AND partition_key IS NULL"),
+    ).ddl_if(dialect=_PARTIAL_DIALECTS)
+    Index(
+        f"ix_{name}_keyed",
+        table.c.partition_key,
+        table.c.seq,
+        postgresql_where=text(f"{_PENDING_SQL} AND partition_key IS NOT NULL"),
+        sqlite_where=text(f"{_PENDING_SQL} AND partition_key IS NOT NULL"),
+    ).ddl_if(dialect=_PARTIAL_DIALECTS)
+    Index(
+        f"ix_{name}_published",
+        table.c.published_at,
+        postgresql_where=text("published_at IS NOT NULL"),
+        sqlite_where=text("published_at IS NOT NULL"),
+    ).ddl_if(dialect=_PARTIAL_DIALECTS)
+    Index(
+        f"ix_{name}_abandoned",
+        table.c.abandoned_at,
+        postgresql_where=text("abandoned_at IS NOT NULL"),
+        sqlite_where=text("abandoned_at IS NOT NULL"),
+    ).ddl_if(dialect=_PARTIAL_DIALECTS)
+    # MySQL / MariaDB: no partial indexes; a generated column stands in.
+    Index(
+        f"ix_{name}_state",
+        table.c.published_at,
+        table.c.abandoned_at,
+        table.c.partition_key,
+        table.c.seq,
+    ).ddl_if(dialect=_MYSQL_DIALECTS)
+    Index(f"ix_{name}_pending_key", table.c.pending_key, table.c.seq).ddl_if(
+        dialect=_MYSQL_DIALECTS
+    )
+    Index(f"ix_{name}_abandoned_at", table.c.abandoned_at).ddl_if(
+        dialect=_MYSQL_DIALECTS
+    )
+    return table
+
+
+metadata = MetaData()
+"""Alembic-friendly metadata holding the outbox table under its default name."""
+
+default_outbox_table: Table = define_outbox_table(DEFAULT_OUTBOX_TABLE_NAME, metadata)
+"""The outbox table under its default name."""
+
+_tables: dict[str, Table] = {DEFAULT_OUTBOX_TABLE_NAME: default_outbox_table}
+_tables_lock = threading.Lock()
+
+
+def outbox_table(name: str = DEFAULT_OUTBOX_TABLE_NAME) -> Table:
+    """Return the outbox table called ``name`` (each name has its own MetaData).
+
+    Raises:
+        InvalidOutboxTableNameError: ``name`` is not a plain SQL identifier.
+    """
+    with _tables_lock:
+        table = _tables.get(name)
+        if table is None:
+            table = define_outbox_table(name, MetaData())
+            _tables[name] = table
+        return table
+
+
+def _create(connection: Connection, table: Table) -> None:
+    table.create(connection, checkfirst=True)
+
+
+def _drop(connection: Connection, table: Table) -> None:
+    table.drop(connection, checkfirst=True)
+
+
+def create_outbox_table(
+    engine: Engine | Connection, name: str = DEFAULT_OUTBOX_TABLE_NAME
+) -> Table:
+    """Create the outbox table and its indexes when missing; return the table."""
+    table = outbox_table(name)
+    if isinstance(engine, Connection):
+        _create(engine, table)
+    else:
+        with engine.begin() as connection:
+            _create(connection, table)
+    return table
+
+
+async def create_outbox_table_async(
+    engine: AsyncEngine, name: str = DEFAULT_OUTBOX_TABLE_NAME
+) -> Table:
+    """Create the outbox table and its indexes when missing (async engine)."""
+    table = outbox_table(name)
+    async with engine.begin() as connection:
+        await connection.run_sync(_create, table)
+    return table
+
+
+def drop_outbox_table(
+    engine: Engine | Connection, name: str = DEFAULT_OUTBOX_TABLE_NAME
+) -> None:
+    """Drop the outbox table when it exists."""
+    table = outbox_table(name)
+    if isinstance(engine, Connection):
+        _drop(engine, table)
+    else:
+        with engine.begin() as connection:
+            _drop(connection, table)
+
+
+async def drop_outbox_table_async(
+    engine: AsyncEngine, name: str = DEFAULT_OUTBOX_TABLE_NAME
+) -> None:
+    """Drop the outbox table when it exists (async engine)."""
+    table = outbox_table(name)
+    async with engine.begin() as connection:
+        await connection.run_sync(_drop, table)
+
+
+LEGACY_OUTBOX_TABLE_NAME = "spakky_event_outbox"
+"""Table of the outbox built into spakky-sqlalchemy 8.5."""
+
+_LEGACY_COLUMNS = (
+    "id",
+    "event_name",
+    "payload",
+    "headers",
+    "created_at",
+    "published_at",
+    "retry_count",
+    "partition_key",
+    "abandoned_at",
+)
+
+
+def copy_legacy_messages(
+    connection: Connection,
+    name: str = DEFAULT_OUTBOX_TABLE_NAME,
+    *,
+    legacy_name: str = LEGACY_OUTBOX_TABLE_NAME,
+    include_published: bool = False,
+) -> int:
+    """Copy the messages of spakky-sqlalchemy 8.5's outbox table into this one.
+
+    Run it once, with the 8.5 relays stopped, inside a migration (e.g. an
+    Alembic ``op.get_bind()``). Messages keep their ids, retry counts and
+    states and are ordered by ``created_at`` then ``id``; claims are dropped.
+    Columns the 8.5 table gained late (``partition_key``, ``abandoned_at``)
+    may be missing and are then left empty.
+
+    Returns:
+        How many messages were copied.
+    """
+    table = create_outbox_table(connection, name)
+    legacy = Table(
+        validate_table_name(legacy_name), MetaData(), autoload_with=connection
+    )
+    columns = [c for c in _LEGACY_COLUMNS if c in legacy.c]
+    query = select(*(legacy.c[c] for c in columns)).order_by(
+        legacy.c.created_at, legacy.c.id
+    )
+    if not include_published:
+        query = query.where(legacy.c.published_at.is_(None))
+    result = connection.execute(
+        insert(table).from_select([table.c[c] for c in columns], query)
+    )
+    return result.rowcount

@@ -1,0 +1,303 @@
+"""Wake-up signals: in-process after commit, and PostgreSQL LISTEN/NOTIFY.
+
+Each outbox table has one process-wide `WakeUpHub`. A saving session signals it
+right after its commit; on PostgreSQL the saving transaction also sends a
+throttled ``pg_notify`` that a `PgNotificationListener` in every relay process
+turns into a signal. Signals are hints only: relays keep polling.
+"""
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from asyncio import AbstractEventLoop, Future
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
+
+logger = logging.getLogger(__name__)
+
+_PENDING_HUBS = "spakky_outbox_wake_up_hubs"
+_LISTENING = "spakky_outbox_wake_up_listening"
+
+
+def _wake(future: Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class WakeUpHub:
+    """Process-wide signal that messages were committed to one outbox table."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._generation = 0
+        self._waiters: set[tuple[AbstractEventLoop, Future[None]]] = set()
+
+    @property
+    def generation(self) -> int:
+        """How many signals this hub has received so far."""
+        with self._condition:
+            return self._generation
+
+    def signal(self) -> None:
+        """Wake every waiter, in any thread or event loop."""
+        with self._condition:
+            self._generation += 1
+            self._condition.notify_all()
+            waiters = list(self._waiters)
+        for loop, future in waiters:
+            # The loop may close meanwhile; a committing thread must never fail here.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_wake, future)
+
+    def wait(self, seen: int, timeout: float) -> bool:
+        """Block until the generation differs from ``seen`` or ``timeout`` passes."""
+        with self._condition:
+            return self._condition.wait_for(
+                lambda: self._generation != seen, timeout=max(0.0, timeout)
+            )
+
+    async def wait_async(self, seen: int, timeout: float) -> bool:
+        """Wait until the generation differs from ``seen`` or ``timeout`` passes."""
+        loop = asyncio.get_running_loop()
+        future: Future[None] = loop.create_future()
+        entry = (loop, future)
+        with self._condition:
+            if self._generation != seen:
+                return True
+            self._waiters.add(entry)
+        try:
+            done, _ = await asyncio.wait({future}, timeout=max(0.0, timeout))
+            return bool(done)
+        finally:
+            with self._condition:
+                self._waiters.discard(entry)
+            future.cancel()
+
+
+_hubs: dict[str, WakeUpHub] = {}
+_hubs_lock = threading.Lock()
+
+
+def wake_up_hub(table_name: str) -> WakeUpHub:
+    """Return the process-wide hub of the outbox table ``table_name``."""
+    with _hubs_lock:
+        hub = _hubs.get(table_name)
+        if hub is None:
+            hub = WakeUpHub()
+            _hubs[table_name] = hub
+        return hub
+
+
+def _after_commit(session: Session) -> None:
+    hubs: set[WakeUpHub] = session.info.pop(_PENDING_HUBS, set())
+    for hub in hubs:
+        hub.signal()
+
+
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_PENDING_HUBS, None)
+
+
+def signal_after_commit(session: Session, hub: WakeUpHub) -> None:
+    """Signal ``hub`` once ``session``'s current transaction commits."""
+    info = session.info
+    if not info.get(_LISTENING):
+        info[_LISTENING] = True
+        event.listen(session, "after_commit", _after_commit)
+        event.listen(session, "after_rollback", _after_rollback)
+    pending: set[WakeUpHub] = info.setdefault(_PENDING_HUBS, set())
+    pending.add(hub)
+
+
+class NotifyThrottle:
+    """Allows one NOTIFY per channel per interval in this process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+
+    def allow(self, channel: str, interval: float) -> bool:
+        """Return True (and record it) when ``channel`` may be notified now."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(channel)
+            if last is not None and now - last < interval:
+                return False
+            self._last[channel] = now
+            return True
+
+
+notify_throttle = NotifyThrottle()
+"""The process-wide NOTIFY throttle."""
+
+
+def notify_channel(table_name: str) -> str:
+    """PostgreSQL channel on which saves into ``table_name`` are announced."""
+    return f"spakky_outbox_{table_name}"[:63]
+
+
+class PgNotificationListener:
+    """Keeps one dedicated LISTEN connection open and signals the hub on NOTIFY.
+
+    Works with asyncpg (``add_listener``) and psycopg 3 (``notifies()``);
+    reconnects with backoff after a dropped connection.
+    """
+
+    KEEPALIVE_SECONDS = 30.0
+
+    def __init__(self, engine: AsyncEngine, channel: str, hub: WakeUpHub) -> None:
+        self._engine = create_async_engine(engine.url, poolclass=NullPool)
+        self._channel = channel
+        self._hub = hub
+        self._task: asyncio.Task[None] | None = None
+        self._reconnecting = False
+        self.ready = asyncio.Event()
+        """Set while a LISTEN is in place (used by tests)."""
+
+    def start(self) -> None:
+        """Start listening in a background task (idempotent)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop listening and close the connection."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._engine.dispose()
+
+    async def _run(self) -> None:
+        backoff = 0.5
+        self._reconnecting = False
+        while True:
+            try:
+                await self._listen_once()
+                backoff = 0.5
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # reconnect after any driver or network error
+                logger.warning(
+                    "Outbox LISTEN connection lost; reconnecting", exc_info=True
+                )
+            self.ready.clear()
+            self._reconnecting = True
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+    async def _listen_once(self) -> None:
+        async with self._engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            driver: Any = raw.driver_connection
+            module = type(driver).__module__
+            if module.startswith("asyncpg"):
+                await self._listen_asyncpg(driver)
+            else:
+                await self._listen_psycopg(driver)
+
+    def _listening(self) -> None:
+        self.ready.set()
+        if self._reconnecting:
+            self._hub.signal()  # saves may have been committed while disconnected
+
+    def _on_notification(self, *_: object) -> None:
+        self._hub.signal()
+
+    async def _listen_asyncpg(self, driver: Any) -> None:
+        closed = asyncio.Event()
+        driver.add_termination_listener(lambda *_: closed.set())  # pyright: ignore[reportUnknownLambdaType]
+        await driver.add_listener(self._channel, self._on_notification)
+        self._listening()
+        try:
+            while not closed.is_set():
+                try:
+                    await asyncio.wait_for(closed.wait(), self.KEEPALIVE_SECONDS)
+                except TimeoutError:
+                    await driver.execute("SELECT 1")
+        finally:
+            if not driver.is_closed():
+                await driver.remove_listener(self._channel, self._on_notification)
+
+    async def _listen_psycopg(self, driver: Any) -> None:
+        await driver.set_autocommit(True)
+        await driver.execute(f'LISTEN "{self._channel}"')
+        self._listening()
+        while True:
+            async for _ in driver.notifies(timeout=self.KEEPALIVE_SECONDS):
+                self._hub.signal()
+            await driver.execute("SELECT 1")
+
+
+class PgNotificationThread:
+    """Synchronous counterpart of `PgNotificationListener`, for psycopg 3 engines.
+
+    A daemon thread holds one dedicated LISTEN connection, reconnecting with
+    backoff after errors. Other sync drivers get in-process wake-ups only.
+    """
+
+    POLL_SECONDS = 0.5
+
+    def __init__(self, engine: Engine, channel: str, hub: WakeUpHub) -> None:
+        self._engine = create_engine(engine.url, poolclass=NullPool)
+        self._channel = channel
+        self._hub = hub
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.ready = threading.Event()
+        """Set while a LISTEN is in place (used by tests)."""
+
+    @staticmethod
+    def supported(engine: Engine) -> bool:
+        """Whether the engine's driver is psycopg 3."""
+        return (
+            engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
+        )
+
+    def start(self) -> None:
+        """Start the listening thread (idempotent)."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name=f"outbox-listen-{self._channel}", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread and close its connection."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join()
+        self._engine.dispose()
+
+    def _run(self) -> None:
+        backoff = 0.5
+        reconnecting = False
+        while not self._stop.is_set():
+            try:
+                with self._engine.connect() as connection:
+                    driver: Any = connection.connection.driver_connection
+                    driver.autocommit = True
+                    driver.execute(f'LISTEN "{self._channel}"')
+                    self.ready.set()
+                    if reconnecting:
+                        self._hub.signal()
+                    backoff = 0.5
+                    while not self._stop.is_set():
+                        for _ in driver.notifies(timeout=self.POLL_SECONDS):
+                            self._hub.signal()
+                    return
+            except Exception:  # reconnect after any driver or network error
+                logger.warning(
+                    "Outbox LISTEN connection lost; reconnecting", exc_info=True
+                )
+            self.ready.clear()
+            reconnecting = True
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, 10.0)

@@ -1,0 +1,127 @@
+"""A real Spakky application using the SQLAlchemy outbox through its entry points."""
+
+import asyncio
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from spakky.core.application.application import SpakkyApplication
+from spakky.core.application.application_context import ApplicationContext
+from spakky.core.application.plugin import Plugin
+from spakky.outbox.ports.storage import IAsyncOutboxStorage, IOutboxStorage
+from spakky.outbox.testing.transport import (
+    AsyncRecordingEventTransport,
+    RecordingEventTransport,
+)
+from spakky.plugins.outbox_sqlalchemy.storage import (
+    AsyncSqlAlchemyOutboxStorage,
+    SqlAlchemyOutboxStorage,
+)
+
+from . import app as app_package
+from .app.service import OrderRejectedError, PlaceOrderUseCase
+
+PLUGINS = {
+    Plugin(name=n)
+    for n in (
+        "spakky-data",
+        "spakky-domain",
+        "spakky-event",
+        "spakky-tracing",
+        "spakky-sqlalchemy",
+        "spakky-outbox",
+        "spakky-outbox-sqlalchemy",
+    )
+}
+
+
+@pytest.fixture
+def sqlite_env(tmp_path: Path) -> Iterator[Path]:
+    """Point the app at a SQLite file holding an ``orders`` table."""
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("CREATE TABLE orders (order_id TEXT, customer_id TEXT)")
+    saved = dict(os.environ)
+    os.environ.update(
+        {
+            "SPAKKY_SQLALCHEMY__CONNECTION_STRING": f"sqlite+aiosqlite:///{path}",
+            "SPAKKY_OUTBOX__STORAGE": "sqlalchemy",
+            "SPAKKY_OUTBOX__POLLING_INTERVAL_SECONDS": "0.05",
+        }
+    )
+    try:
+        yield path
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _build() -> SpakkyApplication:
+    app = SpakkyApplication(ApplicationContext()).load_plugins(include=PLUGINS)
+    app.add(RecordingEventTransport)
+    app.add(AsyncRecordingEventTransport)
+    return app.scan(app_package)
+
+
+def _run(app: SpakkyApplication, coroutine: object) -> object:
+    loop = app.application_context._ApplicationContext__event_loop  # type: ignore[attr-defined]
+    return asyncio.run_coroutine_threadsafe(coroutine, loop).result(10)  # type: ignore[arg-type]
+
+
+def _wait_for[T](probe: Callable[[], T], timeout: float) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.02)
+
+
+def _rows(path: Path, query: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(path) as connection:
+        return connection.execute(query).fetchall()
+
+
+def test_application_use_case_expect_order_and_event_committed_then_relayed(
+    sqlite_env: Path,
+) -> None:
+    """Our storage wins over spakky-sqlalchemy's; the use case commits; the relay sends."""
+    app = _build().start()
+    try:
+        context = app.application_context
+        assert isinstance(
+            context.get(IAsyncOutboxStorage), AsyncSqlAlchemyOutboxStorage
+        )
+        assert isinstance(context.get(IOutboxStorage), SqlAlchemyOutboxStorage)
+        transport = context.get(AsyncRecordingEventTransport)
+        _run(app, context.get(PlaceOrderUseCase).execute("o-1", "c-1"))
+        assert _rows(sqlite_env, "SELECT order_id FROM orders") == [("o-1",)]
+        delivered = _wait_for(lambda: list(transport.delivered), timeout=10)
+        assert [(d.event_name, d.partition_key) for d in delivered] == [
+            ("OrderPlaced", "c-1")
+        ]
+    finally:
+        app.stop()
+
+
+def test_application_failed_use_case_expect_nothing_stored(sqlite_env: Path) -> None:
+    """A use case failing after publishing leaves neither order nor message."""
+    app = _build().start()
+    try:
+        with pytest.raises(OrderRejectedError):
+            _run(
+                app,
+                app.application_context.get(PlaceOrderUseCase).execute(
+                    "o-2", "c", fail=True
+                ),
+            )
+        assert _rows(sqlite_env, "SELECT * FROM orders") == []
+        tables = _rows(sqlite_env, "SELECT name FROM sqlite_master WHERE type='table'")
+        if ("spakky_outbox_message",) in tables:  # the relay may have created it
+            assert _rows(sqlite_env, "SELECT * FROM spakky_outbox_message") == []
+    finally:
+        app.stop()

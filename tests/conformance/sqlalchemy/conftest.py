@@ -1,0 +1,283 @@
+"""The SQLAlchemy storage under the conformance suite, on every supported dialect.
+
+PostgreSQL through asyncpg and through psycopg 3, MariaDB through
+aiomysql/pymysql, and a SQLite file through aiosqlite/pysqlite. Each harness
+gets its own outbox table (and business table) and drops them afterwards.
+"""
+
+import asyncio
+import contextvars
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, override
+
+import pytest
+from spakky.core.application.application_context import ApplicationContext
+from spakky.outbox.common.config import OutboxConfig
+from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.testing.harness import (
+    AbstractOutboxHarness,
+    Capability,
+    RawOutboxRecord,
+)
+from spakky.plugins.outbox_sqlalchemy.config import SqlAlchemyOutboxConfig
+from spakky.plugins.outbox_sqlalchemy.schema import (
+    create_outbox_table_async,
+    drop_outbox_table_async,
+    outbox_table,
+)
+from spakky.plugins.outbox_sqlalchemy.storage import (
+    AsyncSqlAlchemyOutboxStorage,
+    SqlAlchemyOutboxStorage,
+    mark_table_created,
+)
+from spakky.plugins.sqlalchemy.common.config import SQLAlchemyConnectionConfig
+from spakky.plugins.sqlalchemy.persistency.connection_manager import (
+    AsyncConnectionManager,
+    ConnectionManager,
+)
+from spakky.plugins.sqlalchemy.persistency.session_manager import (
+    AsyncSessionManager,
+    SessionManager,
+)
+from spakky.plugins.sqlalchemy.persistency.transaction import (
+    AsyncTransaction,
+    Transaction,
+)
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+from sqlalchemy.engine import make_url
+
+
+class _RollbackRequestedError(Exception):
+    """Raised inside a harness transaction to make it roll back."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One dialect/driver combination the suite runs against."""
+
+    id: str
+    service: str
+    async_driver: str
+    sync_driver: str
+
+
+BACKENDS = (
+    Backend(
+        "postgresql-asyncpg", "postgres", "postgresql+asyncpg", "postgresql+psycopg"
+    ),
+    Backend(
+        "postgresql-psycopg", "postgres", "postgresql+psycopg", "postgresql+psycopg"
+    ),
+    Backend("mariadb", "mariadb", "mysql+aiomysql", "mysql+pymysql"),
+    Backend("sqlite", "sqlite", "sqlite+aiosqlite", "sqlite+pysqlite"),
+)
+
+
+def _connection_config(url: str) -> SQLAlchemyConnectionConfig:
+    return SQLAlchemyConnectionConfig.model_construct(connection_string=url)
+
+
+class SqlAlchemyOutboxHarness(AbstractOutboxHarness):
+    """One outbox table (plus a business table) on a real database."""
+
+    capabilities = frozenset(Capability)
+    claim_timeout_seconds = 1.0
+
+    def __init__(self, name: str, async_url: str, sync_url: str) -> None:
+        """Prepare engines and managers the way spakky-sqlalchemy builds them."""
+        self.name = f"sqlalchemy-{name}"
+        self.table_name = f"outbox_{uuid.uuid4().hex[:16]}"
+        self.table = outbox_table(self.table_name)
+        self.business = Table(
+            f"{self.table_name}_biz",
+            MetaData(),
+            Column("id", Integer, primary_key=True, autoincrement=True),
+            Column("business_key", String(100), nullable=False),
+        )
+        context = ApplicationContext()
+        self.async_connection_config = _connection_config(async_url)
+        self.sync_connection_config = _connection_config(sync_url)
+        self.async_connections = AsyncConnectionManager(self.async_connection_config)
+        self.sync_connections = ConnectionManager(self.sync_connection_config)
+        self.async_sessions = AsyncSessionManager(self.async_connections)
+        self.async_sessions.set_application_context(context)
+        self.sync_sessions = SessionManager(self.sync_connections)
+        self.sync_sessions.set_application_context(context)
+        self.outbox_config = OutboxConfig().model_copy(
+            update={"claim_timeout_seconds": self.claim_timeout_seconds}
+        )
+        self.config = SqlAlchemyOutboxConfig().model_copy(
+            update={"table_name": self.table_name}
+        )
+        self.storages: list[AsyncSqlAlchemyOutboxStorage] = []
+        self.sync_storages: list[SqlAlchemyOutboxStorage] = []
+        self.writer = self.new_storage()
+        self.sync_writer = self.new_sync_storage()
+
+    async def setup(self) -> None:
+        """Create the outbox and business tables."""
+        engine = self.async_connections.connection
+        await create_outbox_table_async(engine, self.table_name)
+        async with engine.begin() as connection:
+            await connection.run_sync(self.business.create)
+        mark_table_created(engine.sync_engine, self.table_name)
+        mark_table_created(self.sync_connections.connection, self.table_name)
+
+    async def teardown(self) -> None:
+        """Close listeners, drop both tables and dispose the engines."""
+        for storage in self.storages:
+            await storage.aclose()
+        for sync_storage in self.sync_storages:
+            await asyncio.to_thread(sync_storage.close)
+        engine = self.async_connections.connection
+        await drop_outbox_table_async(engine, self.table_name)
+        async with engine.begin() as connection:
+            await connection.run_sync(self.business.drop)
+        await self.async_connections.dispose()
+        self.sync_connections.dispose()
+
+    @override
+    def new_storage(self) -> AsyncSqlAlchemyOutboxStorage:
+        """An asyncio storage with its own owner token."""
+        storage = AsyncSqlAlchemyOutboxStorage(
+            self.async_sessions, self.async_connections, self.outbox_config, self.config
+        )
+        self.storages.append(storage)
+        return storage
+
+    @override
+    def new_sync_storage(self) -> SqlAlchemyOutboxStorage:
+        """A synchronous storage with its own owner token."""
+        storage = SqlAlchemyOutboxStorage(
+            self.sync_sessions, self.sync_connections, self.outbox_config, self.config
+        )
+        self.sync_storages.append(storage)
+        return storage
+
+    @override
+    async def write(
+        self,
+        messages: Sequence[OutboxMessage],
+        *,
+        commit: bool = True,
+        business_key: str = "business",
+    ) -> None:
+        """Business row and messages in one spakky-sqlalchemy `AsyncTransaction`."""
+
+        async def transaction() -> None:
+            try:
+                async with AsyncTransaction(
+                    self.async_connection_config, self.async_sessions
+                ) as tx:
+                    await tx.session.execute(
+                        insert(self.business).values(business_key=business_key)
+                    )
+                    for message in messages:
+                        await self.writer.save(message)
+                    if not commit:
+                        raise _RollbackRequestedError
+            except _RollbackRequestedError:
+                pass
+
+        # A fresh context: its own context id, hence its own scoped session.
+        await asyncio.create_task(transaction(), context=contextvars.Context())
+
+    @override
+    def write_sync(
+        self,
+        messages: Sequence[OutboxMessage],
+        *,
+        commit: bool = True,
+        business_key: str = "business",
+    ) -> None:
+        """Business row and messages in one spakky-sqlalchemy `Transaction`."""
+
+        def transaction() -> None:
+            try:
+                with Transaction(self.sync_connection_config, self.sync_sessions) as tx:
+                    tx.session.execute(
+                        insert(self.business).values(business_key=business_key)
+                    )
+                    for message in messages:
+                        self.sync_writer.save(message)
+                    if not commit:
+                        raise _RollbackRequestedError
+            except _RollbackRequestedError:
+                pass
+
+        contextvars.Context().run(transaction)
+
+    @override
+    async def business_record_exists(self, business_key: str) -> bool:
+        """Backdoor: count the business rows with that key."""
+        query = select(func.count()).where(self.business.c.business_key == business_key)
+        async with self.async_connections.connection.connect() as connection:
+            return bool((await connection.execute(query)).scalar_one())
+
+    @override
+    async def raw_records(self) -> list[RawOutboxRecord]:
+        """Backdoor: read the outbox table with plain SQL."""
+        t = self.table
+        async with self.async_connections.connection.connect() as connection:
+            rows = (
+                (await connection.execute(select(t).order_by(t.c.seq))).mappings().all()
+            )
+        return [
+            RawOutboxRecord(
+                id=row["id"],
+                event_name=row["event_name"],
+                payload=bytes(row["payload"]),
+                headers=dict(row["headers"]),
+                partition_key=row["partition_key"],
+                retry_count=row["retry_count"],
+                claimed=row["claimed_by"] is not None,
+                published=row["published_at"] is not None,
+                abandoned=row["abandoned_at"] is not None,
+                last_error=row["last_error"],
+            )
+            for row in rows
+        ]
+
+    @override
+    async def assert_no_leaks(self) -> None:
+        """No connection of either engine may still be checked out."""
+        async_pool: Any = self.async_connections.connection.sync_engine.pool
+        sync_pool: Any = self.sync_connections.connection.pool
+        assert async_pool.checkedout() == 0, "async engine connection leaked"
+        assert sync_pool.checkedout() == 0, "sync engine connection leaked"
+
+
+def _urls(
+    request: pytest.FixtureRequest, backend: Backend, tmp_path: Path
+) -> tuple[str, str]:
+    if backend.service == "sqlite":
+        path = tmp_path / "outbox.db"
+        return f"{backend.async_driver}:///{path}", f"{backend.sync_driver}:///{path}"
+    plain = make_url(request.getfixturevalue(f"{backend.service}_url"))
+    render = lambda driver: plain.set(drivername=driver).render_as_string(  # noqa: E731
+        hide_password=False
+    )
+    return render(backend.async_driver), render(backend.sync_driver)
+
+
+@pytest.fixture(params=BACKENDS, ids=[b.id for b in BACKENDS])
+async def outbox_harness(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[SqlAlchemyOutboxHarness]:
+    """A fresh outbox table on one dialect, dropped after the test."""
+    backend: Backend = request.param
+    async_url, sync_url = _urls(request, backend, tmp_path)
+    if backend.service == "sqlite":
+        import sqlite3
+
+        with sqlite3.connect(tmp_path / "outbox.db") as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
+    harness = SqlAlchemyOutboxHarness(backend.id, async_url, sync_url)
+    await harness.setup()
+    try:
+        yield harness
+    finally:
+        await harness.teardown()
