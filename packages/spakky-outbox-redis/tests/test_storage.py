@@ -7,6 +7,10 @@ from uuid import uuid4
 
 import pytest
 from spakky.core.application.application import SpakkyApplication
+from spakky.data.persistency.transaction import (
+    AbstractAsyncTransaction,
+    AbstractTransaction,
+)
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.registry import announce_storage, loaded_storage_names
 from spakky.outbox.error import OutboxStorageUnavailableError
@@ -217,11 +221,11 @@ class _RecordingApplication:
         self.added.append(pod)
 
 
-def test_main_initialize_expect_config_clients_and_transactions_added() -> None:
-    """The base plugin registers its configuration, clients and both transactions."""
+def test_main_initialize_expect_config_and_clients_added_transactions_not() -> None:
+    """The base plugin registers configuration and clients; transactions wait for selection."""
     app = _RecordingApplication()
     main.initialize(cast(SpakkyApplication, app))
-    assert RedisTransaction in app.added and AsyncRedisTransaction in app.added
+    assert RedisTransaction not in app.added and AsyncRedisTransaction not in app.added
     assert RedisOutboxConnectionManager in app.added
     assert loaded_storage_names(cast(SpakkyApplication, app)) == ["redis"]
 
@@ -229,7 +233,7 @@ def test_main_initialize_expect_config_clients_and_transactions_added() -> None:
 def test_contribution_only_storage_expect_storages_bound(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """As the only loaded storage, the contribution adds and binds both storages."""
+    """As the only loaded storage, the contribution adds and binds storages and transactions."""
     monkeypatch.delenv("SPAKKY_OUTBOX__STORAGE", raising=False)
     app = _RecordingApplication()
     main.initialize(cast(SpakkyApplication, app))
@@ -237,6 +241,8 @@ def test_contribution_only_storage_expect_storages_bound(
     assert app.container.bound == {
         IOutboxStorage: RedisOutboxStorage,
         IAsyncOutboxStorage: AsyncRedisOutboxStorage,
+        AbstractTransaction: RedisTransaction,
+        AbstractAsyncTransaction: AsyncRedisTransaction,
     }
 
 

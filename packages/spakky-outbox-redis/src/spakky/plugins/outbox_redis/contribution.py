@@ -7,12 +7,26 @@ from spakky.plugins.outbox_redis.storage import (
     AsyncRedisOutboxStorage,
     RedisOutboxStorage,
 )
+from spakky.plugins.outbox_redis.transaction import (
+    AsyncRedisTransaction,
+    RedisTransaction,
+)
 
 
 def initialize(app: SpakkyApplication) -> None:
-    """Register the Redis storages when ``redis`` is the selected outbox storage.
+    """Register the Redis storages and transactions when ``redis`` is selected.
+
+    The Redis transactions are bound as the application's transactions then,
+    so ``@Transactional()`` queues business writes and ``save`` in one
+    MULTI/EXEC; atomicity covers business data kept in the same Redis only.
 
     Args:
         app: The Spakky application instance.
     """
-    register_storage(app, STORAGE_NAME, RedisOutboxStorage, AsyncRedisOutboxStorage)
+    register_storage(
+        app,
+        STORAGE_NAME,
+        RedisOutboxStorage,
+        AsyncRedisOutboxStorage,
+        transactions=(RedisTransaction, AsyncRedisTransaction),
+    )

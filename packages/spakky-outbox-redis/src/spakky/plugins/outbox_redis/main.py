@@ -1,20 +1,16 @@
-"""Base plugin: Redis clients, configuration and the Spakky Redis transactions."""
+"""Base plugin: Redis clients and configuration."""
 
 from spakky.core.application.application import SpakkyApplication
 from spakky.outbox.common.registry import announce_storage
 from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
 from spakky.plugins.outbox_redis.config import RedisOutboxConfig
-from spakky.plugins.outbox_redis.transaction import (
-    AsyncRedisTransaction,
-    RedisTransaction,
-)
 
 STORAGE_NAME = "redis"
 """Name of this storage for ``SPAKKY_OUTBOX__STORAGE``."""
 
 
 def initialize(app: SpakkyApplication) -> None:
-    """Register the Redis outbox configuration, clients and transactions.
+    """Register the Redis outbox configuration and clients.
 
     Also announces the ``redis`` storage as loaded, so the outbox can choose
     among every loaded storage before contributions register theirs.
@@ -25,5 +21,3 @@ def initialize(app: SpakkyApplication) -> None:
     announce_storage(app, STORAGE_NAME)
     app.add(RedisOutboxConfig)
     app.add(RedisOutboxConnectionManager)
-    app.add(RedisTransaction)
-    app.add(AsyncRedisTransaction)

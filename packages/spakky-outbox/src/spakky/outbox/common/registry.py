@@ -20,6 +20,10 @@ from spakky.core.pod.interfaces.aware.application_context_aware import (
     IApplicationContextAware,
 )
 from spakky.core.pod.interfaces.post_processor import IPostProcessor
+from spakky.data.persistency.transaction import (
+    AbstractAsyncTransaction,
+    AbstractTransaction,
+)
 from spakky.outbox.common.config import SPAKKY_OUTBOX_CONFIG_ENV_PREFIX, OutboxConfig
 from spakky.outbox.error import (
     AmbiguousOutboxStorageError,
@@ -71,6 +75,7 @@ def register_storage(
     name: str,
     storage: type[IOutboxStorage],
     async_storage: type[IAsyncOutboxStorage],
+    transactions: tuple[type[AbstractTransaction], type[AbstractAsyncTransaction]] | None = None,
 ) -> bool:
     """Add a storage package's Pods when it is the selected storage.
 
@@ -79,6 +84,10 @@ def register_storage(
         name: The name the package announced with `announce_storage`.
         storage: The synchronous storage Pod class.
         async_storage: The asynchronous storage Pod class.
+        transactions: For a storage that brings its own Spakky transactions
+            (sync, async): they are added and bound, so ``@Transactional()``
+            opens the transaction ``save`` joins, even beside another data
+            plugin's transactions.
 
     Returns:
         True when the storage was selected and registered.
@@ -92,6 +101,12 @@ def register_storage(
     app.add(async_storage)
     app.container.bind_to_type(IOutboxStorage, storage)
     app.container.bind_to_type(IAsyncOutboxStorage, async_storage)
+    if transactions is not None:
+        transaction, async_transaction = transactions
+        app.add(transaction)
+        app.add(async_transaction)
+        app.container.bind_to_type(AbstractTransaction, transaction)
+        app.container.bind_to_type(AbstractAsyncTransaction, async_transaction)
     logger.info("Outbox storage %r selected", name)
     return True
 
