@@ -1,43 +1,56 @@
-"""Run the example: ``make demo`` (or ``uv run python -m examples.orders``)."""
+"""Run the example: ``make demo`` (or ``uv run python -m examples.orders``).
+
+The service keeps its orders and its outbox in one embedded SQLite file
+(``examples/orders.sqlite3``, recreated on each run), relays with the default
+settings, and prints what happened.
+"""
 
 import asyncio
 import os
 import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, cast
 
 from spakky.core.application.application import SpakkyApplication
 from spakky.core.application.application_context import ApplicationContext
 from spakky.core.application.plugin import Plugin
 from spakky.outbox.ports.storage import IAsyncOutboxAdministration, IAsyncOutboxStorage
-from spakky.outbox.testing.memory import (
-    AsyncInMemoryOutboxStorage,
-    AsyncInMemoryTransaction,
-    InMemoryOutboxState,
-    InMemoryOutboxStorage,
-    InMemoryTransaction,
-)
+from sqlalchemy import create_engine, func, select
 
 import examples.orders as orders_package
 from examples.orders.domain import OrderRejectedError, PlaceOrderUseCase
-from examples.orders.store import InMemoryOrderStore, IOrderStore
-from examples.orders.transport import PrintingEventTransport, PrintingSyncEventTransport
+from examples.orders.store import metadata, orders
+from examples.orders.transport import PrintingEventTransport
 
+DATABASE = Path(__file__).resolve().parent.parent / "orders.sqlite3"
 PLUGINS = {
     Plugin(name=name)
-    for name in ("spakky-data", "spakky-domain", "spakky-event", "spakky-tracing", "spakky-outbox")
+    for name in (
+        "spakky-data", "spakky-domain", "spakky-event", "spakky-tracing",
+        "spakky-sqlalchemy", "spakky-outbox", "spakky-outbox-sqlalchemy",
+    )
 }
-ORDERS = [("o-1", "alice", 120), ("o-2", "bob", 80), ("o-3", "alice", 5000), ("o-4", "alice", 40), ("o-5", "bob", 300)]
+ORDERS = [
+    ("o-1", "alice", 120), ("o-2", "bob", 80), ("o-3", "alice", 5000),
+    ("o-4", "alice", 40), ("o-5", "bob", 300),
+]
+
+
+def prepare_database() -> None:
+    """Start from an empty SQLite file with the orders table (the outbox table creates itself)."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{DATABASE}{suffix}").unlink(missing_ok=True)
+    engine = create_engine(f"sqlite:///{DATABASE}")
+    metadata.create_all(engine)
+    engine.dispose()
+    os.environ["SPAKKY_SQLALCHEMY__CONNECTION_STRING"] = f"sqlite+aiosqlite:///{DATABASE}"
+    os.environ.setdefault("SPAKKY_OUTBOX__STORAGE", "sqlalchemy")
 
 
 def build() -> SpakkyApplication:
-    """Assemble the service: core plugins, the in-memory storage, a printing transport."""
-    os.environ.setdefault("SPAKKY_OUTBOX__POLLING_INTERVAL_SECONDS", "1.0")
+    """Assemble the service from its plugins and this package."""
     app = SpakkyApplication(ApplicationContext()).load_plugins(include=PLUGINS)
-    for pod in (
-        InMemoryOutboxState, InMemoryTransaction, AsyncInMemoryTransaction,
-        InMemoryOutboxStorage, AsyncInMemoryOutboxStorage,
-        InMemoryOrderStore, PrintingEventTransport, PrintingSyncEventTransport,
-    ):
-        app.add(pod)
     return app.scan(orders_package)
 
 
@@ -55,23 +68,30 @@ async def place(
 
 def main() -> None:
     """Place orders, let the relay deliver, print what happened."""
+    prepare_database()
     app = build().start()
-    context = app.application_context
-    assert isinstance(context, ApplicationContext)
-    loop = context._ApplicationContext__event_loop  # type: ignore[attr-defined]
+    context = cast(ApplicationContext, app.application_context)
+    loop = cast(asyncio.AbstractEventLoop, context._ApplicationContext__event_loop)  # type: ignore[attr-defined]
+
+    def run[T](coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(30)
+
     try:
         use_case = context.get(PlaceOrderUseCase)
-        print("Placing orders (each in a @Transactional() use case):")
+        print(f"Orders service on SQLite ({DATABASE.name}); placing orders in @Transactional() use cases:")
         for order in ORDERS:
-            print(asyncio.run_coroutine_threadsafe(place(context, use_case, order), loop).result(10))
-        storage = context.get(IAsyncOutboxStorage)  # type: ignore[type-abstract]
+            print(run(place(context, use_case, order)))
+        engine = create_engine(f"sqlite:///{DATABASE}")
+        with engine.connect() as connection:
+            committed = connection.execute(select(func.count()).select_from(orders)).scalar_one()
+        engine.dispose()
         transport = context.get(PrintingEventTransport)
-        committed = asyncio.run_coroutine_threadsafe(context.get(IOrderStore).count(), loop).result(10)  # type: ignore[type-abstract]
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 15
         while len(transport.delivered) < committed and time.monotonic() < deadline:
-            time.sleep(0.05)
+            time.sleep(0.02)
+        storage = context.get(IAsyncOutboxStorage)  # type: ignore[type-abstract]
         assert isinstance(storage, IAsyncOutboxAdministration)
-        stats = asyncio.run_coroutine_threadsafe(storage.stats(), loop).result(10)
+        stats = run(storage.stats())
         print(
             f"Summary: {committed} orders committed, {len(transport.delivered)} events relayed, "
             f"outbox pending={stats.pending} published={stats.published} abandoned={stats.abandoned}"

@@ -4,7 +4,7 @@ import json
 from typing import override
 
 from spakky.core.pod.annotations.pod import Pod
-from spakky.event.event_publisher import IAsyncEventTransport, IEventTransport
+from spakky.event.event_publisher import IAsyncEventTransport
 
 
 @Pod()
@@ -32,22 +32,3 @@ class PrintingEventTransport(IAsyncEventTransport):
             print(f"  [relay]   {name} key={key} order={body['order_id']} amount={body['amount']}")
         self.delivered.extend(self._buffer)
         self._buffer.clear()
-
-
-@Pod()
-class PrintingSyncEventTransport(IEventTransport):
-    """Sync counterpart, registered so the sync bus and relay can be wired too."""
-
-    @override
-    def send(
-        self,
-        event_name: str,
-        payload: bytes,
-        headers: dict[str, str],
-        partition_key: str | None = None,
-    ) -> None:
-        print(f"  [relay]   {event_name} key={partition_key} (sync)")
-
-    @override
-    def flush(self) -> None:
-        return
