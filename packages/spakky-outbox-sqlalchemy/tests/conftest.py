@@ -82,7 +82,7 @@ async def close_outbox(outbox: AsyncOutbox, *, drop: bool = True) -> None:
     from spakky.plugins.outbox_sqlalchemy.schema import drop_outbox_table_async
 
     for storage in outbox.storages:
-        await storage.aclose()
+        await storage.close_wake_up()
     if drop:
         await drop_outbox_table_async(
             outbox.connections.connection, outbox.config.table_name

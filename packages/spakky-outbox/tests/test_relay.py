@@ -386,3 +386,23 @@ def test_backoff_delay_expect_growing_bounded_jittered() -> None:
     samples: Sequence[float] = [backoff_delay(a, 1.0, 30.0) for a in range(8)]
     assert all(0.5 * min(30, 2**a) <= s <= min(30, 2**a) for a, s in enumerate(samples))
     assert len({round(backoff_delay(3, 1.0, 30.0), 6) for _ in range(20)}) > 1
+
+
+class ClosingStorage(AsyncInMemoryOutboxStorage):
+    """Records whether the relay released its wake-up resources."""
+
+    closed = False
+
+    async def close_wake_up(self) -> None:
+        self.closed = True
+
+
+async def test_relay_stop_expect_wake_up_resources_released() -> None:
+    """Stopping the relay releases the storage's wake-up resources (e.g. LISTEN)."""
+    rig = Rig()
+    storage = ClosingStorage(rig.harness.state, rig.config)
+    relay = AsyncOutboxRelayBackgroundService(storage, rig.transport, rig.config)
+    relay.set_stop_event(asyncio.Event())
+    await relay.start_async()
+    await relay.stop_async()
+    assert storage.closed

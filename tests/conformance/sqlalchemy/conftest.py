@@ -129,9 +129,9 @@ class SqlAlchemyOutboxHarness(AbstractOutboxHarness):
     async def teardown(self) -> None:
         """Close listeners, drop both tables and dispose the engines."""
         for storage in self.storages:
-            await storage.aclose()
+            await storage.close_wake_up()
         for sync_storage in self.sync_storages:
-            await asyncio.to_thread(sync_storage.close)
+            await asyncio.to_thread(sync_storage.close_wake_up)
         engine = self.async_connections.connection
         await drop_outbox_table_async(engine, self.table_name)
         async with engine.begin() as connection:

@@ -316,7 +316,8 @@ class AsyncSqlAlchemyOutboxStorage(
             self._listener.start()
         await self._listener.ready.wait()
 
-    async def aclose(self) -> None:
+    @override
+    async def close_wake_up(self) -> None:
         """Stop the LISTEN connection, if one was opened."""
         listener, self._listener = self._listener, None
         if listener is not None:
@@ -483,7 +484,8 @@ class SqlAlchemyOutboxStorage(
             listener = self._listener
         return listener.ready.wait(timeout)
 
-    def close(self) -> None:
+    @override
+    def close_wake_up(self) -> None:
         """Stop the LISTEN thread, if one was started."""
         with self._listener_lock:
             listener, self._listener = self._listener, None

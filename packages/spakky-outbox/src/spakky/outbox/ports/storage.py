@@ -143,6 +143,9 @@ class IOutboxWakeUp(ABC):
         A wake-up is a hint, never a guarantee: the relay polls anyway.
         """
 
+    def close_wake_up(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release what waiting holds (e.g. a LISTEN connection); the relay calls it on stop."""
+
 
 class IAsyncOutboxWakeUp(ABC):
     """Capability: wait until new messages may be claimable (async)."""
@@ -153,6 +156,9 @@ class IAsyncOutboxWakeUp(ABC):
 
         A wake-up is a hint, never a guarantee: the relay polls anyway.
         """
+
+    async def close_wake_up(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release what waiting holds (e.g. a LISTEN connection); the relay calls it on stop."""
 
 
 class IOutboxAdministration(ABC):

@@ -168,8 +168,9 @@ class AsyncOutboxRelayBackgroundService(AbstractAsyncBackgroundService):
 
     @override
     async def dispose_async(self) -> None:
-        """Nothing to release: `run_async` leaves no claim behind."""
-        return
+        """Release the storage's wake-up resources; `run_async` left no claim behind."""
+        if isinstance(self._storage, IAsyncOutboxWakeUp):
+            await self._storage.close_wake_up()
 
     @override
     async def run_async(self) -> None:
@@ -375,8 +376,9 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
 
     @override
     def dispose(self) -> None:
-        """Nothing to release: `run` leaves no claim behind."""
-        return
+        """Release the storage's wake-up resources; `run` left no claim behind."""
+        if isinstance(self._storage, IOutboxWakeUp):
+            self._storage.close_wake_up()
 
     @override
     def run(self) -> None:
