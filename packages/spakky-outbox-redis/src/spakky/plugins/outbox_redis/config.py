@@ -5,6 +5,7 @@ from typing import Annotated, ClassVar
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from spakky.core.stereotype.configuration import Configuration
+from spakky.outbox.common.config import describe_settings_error
 from spakky.plugins.outbox_redis.error import InvalidRedisOutboxConfigError
 
 SPAKKY_OUTBOX_REDIS_CONFIG_ENV_PREFIX: str = "SPAKKY_OUTBOX_REDIS__"
@@ -82,10 +83,6 @@ class RedisOutboxConfig(BaseSettings):
         try:
             super().__init__()
         except ValidationError as error:
-            problems = "; ".join(
-                f"{SPAKKY_OUTBOX_REDIS_CONFIG_ENV_PREFIX}"
-                f"{'__'.join(str(p) for p in e['loc']).upper()}"
-                f"={e.get('input')!r}: {e['msg']}"
-                for e in error.errors()
-            )
-            raise InvalidRedisOutboxConfigError(problems) from None
+            raise InvalidRedisOutboxConfigError(
+                describe_settings_error(SPAKKY_OUTBOX_REDIS_CONFIG_ENV_PREFIX, error)
+            ) from None

@@ -6,6 +6,7 @@ from typing import Annotated, ClassVar
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from spakky.core.stereotype.configuration import Configuration
+from spakky.outbox.common.config import describe_settings_error
 from spakky.plugins.outbox_sqlalchemy.error import (
     InvalidOutboxSqlAlchemyConfigError,
     InvalidOutboxTableNameError,
@@ -63,10 +64,6 @@ class SqlAlchemyOutboxConfig(BaseSettings):
         try:
             super().__init__()
         except ValidationError as error:
-            problems = "; ".join(
-                f"{SPAKKY_OUTBOX_SQLALCHEMY_CONFIG_ENV_PREFIX}"
-                f"{'__'.join(str(p) for p in e['loc']).upper()}"
-                f"={e.get('input')!r}: {e['msg']}"
-                for e in error.errors()
-            )
-            raise InvalidOutboxSqlAlchemyConfigError(problems) from None
+            raise InvalidOutboxSqlAlchemyConfigError(
+                describe_settings_error(SPAKKY_OUTBOX_SQLALCHEMY_CONFIG_ENV_PREFIX, error)
+            ) from None

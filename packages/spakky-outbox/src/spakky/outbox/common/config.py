@@ -11,6 +11,18 @@ from spakky.outbox.error import InvalidOutboxConfigError
 SPAKKY_OUTBOX_CONFIG_ENV_PREFIX: str = "SPAKKY_OUTBOX__"
 
 
+def describe_settings_error(env_prefix: str, error: ValidationError) -> str:
+    """Name each invalid environment variable, its value and what is wrong with it.
+
+    Storage packages use it too, so every ``SPAKKY_OUTBOX*`` error reads alike.
+    """
+    return "; ".join(
+        f"{env_prefix}{'__'.join(str(part) for part in e['loc']).upper()}"
+        f"={e.get('input')!r}: {e['msg']}"
+        for e in error.errors()
+    )
+
+
 class RelayMode(StrEnum):
     """Which relay a process runs."""
 
@@ -63,9 +75,6 @@ class OutboxConfig(BaseSettings):
         try:
             super().__init__()
         except ValidationError as error:
-            problems = "; ".join(
-                f"{SPAKKY_OUTBOX_CONFIG_ENV_PREFIX}{'__'.join(str(p) for p in e['loc']).upper()}"
-                f"={e.get('input')!r}: {e['msg']}"
-                for e in error.errors()
-            )
-            raise InvalidOutboxConfigError(problems) from None
+            raise InvalidOutboxConfigError(
+                describe_settings_error(SPAKKY_OUTBOX_CONFIG_ENV_PREFIX, error)
+            ) from None
