@@ -1,8 +1,10 @@
-"""One relay process: a Spakky app relaying the Redis outbox to RabbitMQ.
+"""One relay process: a Spakky app relaying an outbox to RabbitMQ.
 
-Configured by environment (``SPAKKY_OUTBOX__*``, ``SPAKKY_OUTBOX_REDIS__*``,
-``SPAKKY_RABBITMQ__*``). Runs until SIGTERM/SIGINT or until the file named by
-the first argument exists, then stops the app cleanly.
+Run as ``relay_worker.py STOP_FILE BACKEND`` where BACKEND is a key of
+`RELAY_PLUGINS` (``redis`` or ``sqlalchemy``). Configured by environment
+(``SPAKKY_OUTBOX__*``, ``SPAKKY_OUTBOX_REDIS__*`` or ``SPAKKY_SQLALCHEMY__*`` and
+``SPAKKY_OUTBOX_SQLALCHEMY__*``, ``SPAKKY_RABBITMQ__*``). Runs until
+SIGTERM/SIGINT or until STOP_FILE exists, then stops the app cleanly.
 """
 
 import signal
@@ -14,28 +16,33 @@ from spakky.core.application.application import SpakkyApplication
 from spakky.core.application.application_context import ApplicationContext
 from spakky.core.application.plugin import Plugin
 
-RELAY_PLUGINS = frozenset(
-    Plugin(name=n)
-    for n in (
-        "spakky-data",
-        "spakky-domain",
-        "spakky-event",
-        "spakky-tracing",
-        "spakky-auth",
-        "spakky-outbox",
-        "spakky-outbox-redis",
-        "spakky-rabbitmq",
-    )
+CORE_PLUGINS = (
+    "spakky-data",
+    "spakky-domain",
+    "spakky-event",
+    "spakky-tracing",
+    "spakky-auth",
+    "spakky-outbox",
+    "spakky-rabbitmq",
 )
 
+RELAY_PLUGINS: dict[str, frozenset[Plugin]] = {
+    "redis": frozenset(Plugin(name=n) for n in (*CORE_PLUGINS, "spakky-outbox-redis")),
+    "sqlalchemy": frozenset(
+        Plugin(name=n)
+        for n in (*CORE_PLUGINS, "spakky-sqlalchemy", "spakky-outbox-sqlalchemy")
+    ),
+}
+"""Plugins of a relay (and of the test's service app), per outbox backend."""
 
-def main(stop_file: Path) -> int:
+
+def main(stop_file: Path, backend: str) -> int:
     """Run the relay app until asked to stop."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     app = SpakkyApplication(ApplicationContext()).load_plugins(
-        include=set(RELAY_PLUGINS)
+        include=set(RELAY_PLUGINS[backend])
     )
     app.start()
     try:
@@ -47,4 +54,4 @@ def main(stop_file: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1])))
+    sys.exit(main(Path(sys.argv[1]), sys.argv[2]))

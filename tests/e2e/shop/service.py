@@ -2,29 +2,12 @@
 
 import os
 
-from spakky.core.common.mutability import immutable
 from spakky.core.stereotype.usecase import UseCase
 from spakky.data.aspects.transactional import Transactional
-from spakky.domain.models.event import AbstractIntegrationEvent
 from spakky.event.event_publisher import IAsyncEventPublisher
 from spakky.plugins.outbox_redis.transaction import current_async_pipeline
 
-
-class E2eOrderRejectedError(Exception):
-    """Raised by the use case after publishing, to force a rollback."""
-
-
-@immutable
-class E2eOrderPlaced(AbstractIntegrationEvent):
-    """Integration event relayed to RabbitMQ (queue named after the class)."""
-
-    order_id: str
-    customer_id: str
-
-    @property
-    def partition_key(self) -> str | None:
-        """Orders of one customer stay in order."""
-        return self.customer_id
+from ..orders import E2eOrderPlaced, E2eOrderRejectedError
 
 
 @UseCase()

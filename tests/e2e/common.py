@@ -1,0 +1,241 @@
+"""Shared parts of the outbox → RabbitMQ end-to-end tests, whatever the storage.
+
+spakky-rabbitmq's transport publishes each event to the default exchange with
+the event name as routing key, into a durable queue of that name, so the tests
+consume that queue. It ignores the partition key (one FIFO queue); per-key
+order is the outbox's job and is checked on that single queue.
+"""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aio_pika
+import pytest
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from spakky.core.application.application import SpakkyApplication
+from spakky.outbox.common.message import OutboxMessage
+
+from .orders import E2eOrderRejectedError
+
+WORKER = Path(__file__).with_name("relay_worker.py")
+LOAD_EVENTS = 20_000
+LOAD_KEYS = 100
+LOAD_RELAYS = 3
+
+type Delivery = tuple[dict[str, Any], dict[str, Any]]
+"""A consumed message: JSON body and headers."""
+
+
+def rabbitmq_env(url: str) -> dict[str, str]:
+    """``SPAKKY_RABBITMQ__*`` variables pointing at ``url``."""
+    parts = urlsplit(url)
+    return {
+        "SPAKKY_RABBITMQ__USE_SSL": "true" if parts.scheme == "amqps" else "false",
+        "SPAKKY_RABBITMQ__HOST": parts.hostname or "127.0.0.1",
+        "SPAKKY_RABBITMQ__PORT": str(parts.port or 5672),
+        "SPAKKY_RABBITMQ__USER": parts.username or "guest",
+        "SPAKKY_RABBITMQ__PASSWORD": parts.password or "guest",
+    }
+
+
+@contextmanager
+def patched_environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the block, then restore the environment."""
+    saved = dict(os.environ)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+class Collector:
+    """Consumes one RabbitMQ queue into a list of (body, headers)."""
+
+    def __init__(self) -> None:
+        self.received: list[Delivery] = []
+
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
+        self.received.append((json.loads(message.body), dict(message.headers)))
+
+    async def wait_until(self, condition: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+
+async def consume(
+    channel: AbstractChannel, queue_name: str
+) -> tuple[AbstractQueue, Collector]:
+    """Declare the queue exactly as the transport does and start consuming it."""
+    queue = await channel.declare_queue(queue_name, durable=True)
+    await queue.purge()
+    collector = Collector()
+    await queue.consume(collector.on_message, no_ack=True)
+    return queue, collector
+
+
+def run_on_app_loop(app: SpakkyApplication, coroutine: Any) -> Any:
+    """Run a use case on the application's event loop, as a web handler would."""
+    loop = app.application_context._ApplicationContext__event_loop  # type: ignore[attr-defined]
+    return asyncio.run_coroutine_threadsafe(coroutine, loop).result(10)
+
+
+async def place_rolled_back_then_committed(
+    app: SpakkyApplication, use_case: Any, collector: Collector
+) -> Delivery:
+    """Run a failing then a succeeding order use case; return the one delivery.
+
+    ``use_case.execute(order_id, customer_id, fail=...)`` must publish
+    `E2eOrderPlaced` inside its transaction.
+    """
+    with pytest.raises(E2eOrderRejectedError):
+        await asyncio.to_thread(
+            run_on_app_loop, app, use_case.execute("rolled-back", "c-1", fail=True)
+        )
+    await asyncio.to_thread(run_on_app_loop, app, use_case.execute("committed", "c-1"))
+
+    def order_ids() -> list[str]:
+        return [body["order_id"] for body, _ in collector.received]
+
+    assert await collector.wait_until(lambda: "committed" in order_ids(), 15.0)
+    # Same partition key: a stored rolled-back event would have come first.
+    assert order_ids() == ["committed"]
+    body, headers = collector.received[0]
+    assert body["customer_id"] == "c-1"
+    assert all(isinstance(v, str) for v in headers.values())
+    return body, headers
+
+
+def load_message(index: int, event_name: str) -> OutboxMessage:
+    """The ``index``-th load message: key ``index % LOAD_KEYS``, rank ``seq`` in it."""
+    key, seq = f"k{index % LOAD_KEYS:03d}", index // LOAD_KEYS
+    return OutboxMessage(
+        id=uuid.uuid4(),
+        event_name=event_name,
+        payload=json.dumps({"id": index, "key": key, "seq": seq}).encode(),
+        headers={},
+        created_at=datetime.now(UTC),
+        partition_key=key,
+    )
+
+
+def _start_workers(
+    backend: str, stop_file: Path, log_dir: Path
+) -> list[subprocess.Popen[bytes]]:
+    env = {
+        **os.environ,
+        "SPAKKY_OUTBOX__BATCH_SIZE": os.environ.get("E2E_BATCH_SIZE", "500"),
+        "SPAKKY_OUTBOX__CLAIM_TIMEOUT_SECONDS": "60",
+    }
+    workers: list[subprocess.Popen[bytes]] = []
+    for index in range(LOAD_RELAYS):
+        with (log_dir / f"relay-{index}.log").open("wb") as log:
+            workers.append(
+                subprocess.Popen(
+                    [sys.executable, str(WORKER), str(stop_file), backend],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    return workers
+
+
+def stop_workers(workers: list[subprocess.Popen[bytes]], stop_file: Path) -> None:
+    """Ask every worker to stop (file, then SIGTERM), kill the ones that hang."""
+    stop_file.touch()
+    deadline = time.monotonic() + 15.0
+    for worker in workers:
+        try:
+            worker.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            worker.terminate()
+    for worker in workers:
+        try:
+            worker.wait(5.0)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+async def relay_load_through_processes(
+    *,
+    backend: str,
+    channel: AbstractChannel,
+    tmp_path: Path,
+    preload: Callable[[str], Awaitable[float]],
+    deadline_seconds: float,
+) -> None:
+    """Preload `LOAD_EVENTS` messages, relay them with `LOAD_RELAYS` processes, check.
+
+    ``preload(event_name)`` stores ``load_message(i, event_name)`` for every
+    ``i`` in order and returns the seconds it took. Asserts every event arrives
+    exactly once and each key's events arrive in order; prints the throughput.
+    """
+    event_name = f"E2eLoad_{uuid.uuid4().hex}"
+    queue, collector = await consume(channel, event_name)
+    workers: list[subprocess.Popen[bytes]] = []
+    stop_file = tmp_path / "stop"
+    try:
+        preload_seconds = await preload(event_name)
+        started = time.perf_counter()
+        workers = _start_workers(backend, stop_file, tmp_path)
+        done = await collector.wait_until(
+            lambda: (
+                len(collector.received) >= LOAD_EVENTS
+                or any(w.poll() is not None for w in workers)
+            ),
+            deadline_seconds,
+        )
+        elapsed = time.perf_counter() - started
+        received = len(collector.received)
+        print(
+            f"\n[{backend}] preload {LOAD_EVENTS} in {preload_seconds:.1f}s; "
+            f"relayed {received} in {elapsed:.1f}s by {LOAD_RELAYS} processes = "
+            f"{received / elapsed:.0f} events/s"
+        )
+        crashed = [w.args for w in workers if w.poll() is not None]
+        assert not crashed, f"relay processes died: see {tmp_path}/relay-*.log"
+        assert done and received >= LOAD_EVENTS, (
+            f"only {received}/{LOAD_EVENTS} within {deadline_seconds}s"
+        )
+        stop_workers(workers, stop_file)
+        # The relays have exited: a marker published now queues behind anything
+        # they sent (a late duplicate included), so its arrival drains the queue.
+        await channel.default_exchange.publish(
+            aio_pika.Message(body=json.dumps({"marker": True}).encode()),
+            routing_key=event_name,
+        )
+        assert await collector.wait_until(
+            lambda: "marker" in collector.received[-1][0], 15.0
+        )
+        del collector.received[-1]
+        ids = [body["id"] for body, _ in collector.received]
+        assert len(ids) == len(set(ids)) == LOAD_EVENTS
+        last_seq: dict[str, int] = {}
+        for body, _ in collector.received:
+            key, seq = body["key"], body["seq"]
+            assert seq > last_seq.get(key, -1), (
+                f"key {key}: {seq} after {last_seq[key]}"
+            )
+            last_seq[key] = seq
+        assert len(last_seq) == LOAD_KEYS
+    finally:
+        stop_workers(workers, stop_file)
+        await queue.delete(if_unused=False, if_empty=False)

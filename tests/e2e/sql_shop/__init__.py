@@ -1,0 +1,1 @@
+"""Orders service backed by PostgreSQL through spakky-sqlalchemy."""
