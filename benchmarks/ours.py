@@ -1,0 +1,412 @@
+"""This workspace's outbox: the SQLAlchemy storage on PostgreSQL and the Redis storage.
+
+Runs in the workspace venv (``python -m benchmarks.ours``, normally started by
+`benchmarks.run`). PostgreSQL work happens in the schema ``spakky_bench_ours``
+(dropped afterwards) through asyncpg; Redis work under the key prefix
+``{spakky-bench}`` (deleted afterwards). Prints one JSON result line (see
+`benchmarks.common`).
+"""
+
+import asyncio
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+from redis.asyncio import Redis
+from spakky.core.application.application_context import ApplicationContext
+from spakky.outbox.bus.outbox_event_bus import AsyncOutboxEventBus
+from spakky.outbox.common.config import OutboxConfig
+from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.ports.storage import IAsyncOutboxRetryScheduling, IAsyncOutboxStorage
+from spakky.outbox.relay.relay import AsyncOutboxRelayBackgroundService
+from spakky.plugins.outbox_redis import scripts
+from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
+from spakky.plugins.outbox_redis.config import RedisOutboxConfig
+from spakky.plugins.outbox_redis.storage import AsyncRedisOutboxStorage
+from spakky.plugins.outbox_sqlalchemy.config import SqlAlchemyOutboxConfig
+from spakky.plugins.outbox_sqlalchemy.schema import create_outbox_table_async
+from spakky.plugins.outbox_sqlalchemy.storage import (
+    AsyncSqlAlchemyOutboxStorage,
+    mark_table_created,
+)
+from spakky.plugins.sqlalchemy.common.config import SQLAlchemyConnectionConfig
+from spakky.plugins.sqlalchemy.persistency.session_manager import AsyncSessionManager
+from spakky.plugins.sqlalchemy.persistency.transaction import AsyncTransaction
+from spakky.tracing.w3c_propagator import W3CTracePropagator
+from sqlalchemy import Column, Integer, MetaData, String, Table, insert, text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from benchmarks.common import (
+    DEFAULT_PG_URL,
+    DEFAULT_REDIS_URL,
+    EVENT,
+    EXTRA_ROW,
+    HOT_KEY,
+    CountingTransport,
+    OrderPlaced,
+    claim_cost,
+    commit_to_send,
+    drain,
+    driver_url,
+    emit,
+    idle_statements,
+    parse_args,
+    preload,
+    progress,
+    reset_schema,
+    schema_connect_args,
+    write_path,
+)
+
+SCHEMA = "spakky_bench_ours"
+TABLE = "bench_outbox"
+DRIVER = "postgresql+asyncpg"
+REDIS_PREFIX = "{spakky-bench}"
+
+orders = Table(
+    "bench_orders",
+    MetaData(),
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("order_id", String(64), nullable=False),
+    Column("customer_id", String(64), nullable=False),
+)
+
+
+class OursBench:
+    """Our SQLAlchemy storage wired the way the plugin wires it, outside an app."""
+
+    def __init__(self, base_url: str) -> None:
+        """Build an engine on the benchmark schema and a context-scoped session manager."""
+        self.url = driver_url(base_url, DRIVER)
+        self.engine = create_async_engine(
+            self.url,
+            pool_size=20,
+            max_overflow=0,
+            connect_args=schema_connect_args(DRIVER, SCHEMA),
+        )
+        self.admin = create_async_engine(self.url, poolclass=NullPool)
+        self.context = ApplicationContext()
+        self.connections: Any = SimpleNamespace(connection=self.engine)
+        self.sessions = AsyncSessionManager(self.connections)
+        self.sessions.set_application_context(self.context)
+        self.connection_config = SQLAlchemyConnectionConfig.model_construct(
+            connection_string=self.url
+        )
+        self.storage_config = SqlAlchemyOutboxConfig().model_copy(
+            update={"table_name": TABLE}
+        )
+        self.storages: list[AsyncSqlAlchemyOutboxStorage] = []
+
+    async def setup(self) -> None:
+        """Recreate the schema with our outbox table and a business table."""
+        await reset_schema(self.admin, SCHEMA)
+        await create_outbox_table_async(self.engine, TABLE)
+        mark_table_created(self.engine.sync_engine, TABLE)
+        async with self.engine.begin() as connection:
+            await connection.run_sync(orders.create)
+
+    async def teardown(self) -> None:
+        """Close LISTEN connections, drop the schema, dispose the engines."""
+        for storage in self.storages:
+            await storage.close_wake_up()
+        await self.engine.dispose()
+        await reset_schema(self.admin, SCHEMA, drop_only=True)
+        await self.admin.dispose()
+
+    async def truncate(self) -> None:
+        """Empty both tables."""
+        async with self.engine.begin() as connection:
+            await connection.execute(text(f"TRUNCATE {TABLE}, bench_orders"))
+
+    def storage(self, config: OutboxConfig | None = None) -> AsyncSqlAlchemyOutboxStorage:
+        """A storage instance (its own owner token and claim cursor)."""
+        storage = AsyncSqlAlchemyOutboxStorage(
+            self.sessions, self.connections, config or OutboxConfig(), self.storage_config
+        )
+        self.storages.append(storage)
+        return storage
+
+    def transaction(self, bus: AsyncOutboxEventBus) -> Any:
+        """One use-case transaction: a business row, and the event when asked."""
+
+        async def run(order_id: str, mode: str) -> None:
+            async with AsyncTransaction(self.connection_config, self.sessions) as tx:
+                await tx.session.execute(
+                    insert(orders).values(order_id=order_id, customer_id="c1")
+                )
+                if mode == EVENT:
+                    await bus.send(OrderPlaced(order_id=order_id, customer_id="c1"))
+                elif mode == EXTRA_ROW:
+                    await tx.session.execute(
+                        insert(orders).values(order_id=order_id, customer_id="c2")
+                    )
+
+        return run
+
+
+async def bench_drain(bench: OursBench, sizes: dict[str, Any]) -> dict[str, Any]:
+    """Drain a preloaded outbox at default settings."""
+    rows = sizes["drain_rows"]
+    await preload(bench.engine, TABLE, rows)
+    config = OutboxConfig()
+    transport = CountingTransport(rows)
+    relay = AsyncOutboxRelayBackgroundService(bench.storage(config), transport, config)
+    progress(f"ours (PostgreSQL) drain: {rows} rows, defaults")
+    result = await drain(relay, transport, timeout=max(60.0, rows / 100))
+    progress(f"ours (PostgreSQL) drain: {result['rate']:.0f} msg/s")
+    return result
+
+
+async def bench_write(bench: OursBench, sizes: dict[str, Any]) -> dict[str, Any]:
+    """Commits/s with and without an event through our bus and storage."""
+    await bench.truncate()
+    bus = AsyncOutboxEventBus(bench.storage(), W3CTracePropagator())
+    progress("ours (PostgreSQL) write path")
+    return await write_path(
+        bench.transaction(bus),
+        bench.context.clear_context,
+        seconds=sizes["write_seconds"],
+        concurrency_levels=sizes["write_concurrency"],
+        warmup=sizes.get("write_warmup", 0.5),
+    )
+
+
+async def bench_latency(bench: OursBench, sizes: dict[str, Any]) -> dict[str, Any]:
+    """Commit-to-send latency at a fixed event rate, defaults, wake-up enabled."""
+    await bench.truncate()
+    config = OutboxConfig()
+    storage = bench.storage(config)
+    bus = AsyncOutboxEventBus(storage, W3CTracePropagator())
+    transaction = bench.transaction(bus)
+    transport = CountingTransport(record_times=True)
+    relay = AsyncOutboxRelayBackgroundService(storage, transport, config)
+    progress(f"ours (PostgreSQL) latency: {sizes['latency_rate']}/s for {sizes['latency_seconds']} s")
+
+    async def write(order_id: str) -> None:
+        await transaction(order_id, EVENT)
+
+    result = await commit_to_send(
+        write,
+        relay,
+        transport,
+        bench.context.clear_context,
+        rate=sizes["latency_rate"],
+        seconds=sizes["latency_seconds"],
+        drain_timeout=config.polling_interval_seconds * 3 + 2,
+    )
+    progress(f"ours (PostgreSQL) latency: p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms")
+    return result
+
+
+async def bench_idle(bench: OursBench, sizes: dict[str, Any]) -> dict[str, Any]:
+    """Statements per second of an idle relay at default settings (wake-up on)."""
+    await bench.truncate()
+    config = OutboxConfig()
+    relay = AsyncOutboxRelayBackgroundService(bench.storage(config), CountingTransport(), config)
+    progress(f"ours (PostgreSQL) idle relay for {sizes['idle_seconds']} s")
+    result = await idle_statements(bench.engine.sync_engine, relay, seconds=sizes["idle_seconds"])
+    result["note"] = (
+        "counted on the relay's engine; the LISTEN connection adds one "
+        "keep-alive SELECT 1 per 30 s"
+    )
+    progress(f"ours (PostgreSQL) idle: {result['statements_per_s']:.2f} statements/s")
+    return result
+
+
+async def _claims(
+    name: str,
+    storage_factory: Any,
+    load: Any,
+    sizes: dict[str, Any],
+    rows_list: Sequence[int],
+) -> dict[str, Any]:
+    """Claim cost over ``rows_list`` backlogs, keyless and keyed, for one storage."""
+    result: dict[str, Any] = {"keyless": {}, "keyed": {}}
+    config = OutboxConfig()
+    for rows in rows_list:
+        for keyed in (False, True):
+            label = "keyed" if keyed else "keyless"
+            seconds = await load(rows, keyed)
+            progress(f"{name} claim {label} at {rows:,} pending (preload {seconds:.1f} s)")
+            storage: IAsyncOutboxStorage = storage_factory(config)
+            held_by_other: str | None = None
+            if keyed:
+                other: IAsyncOutboxStorage = storage_factory(config)
+                held = await other.fetch_pending(1, config.max_retry_count)
+                held_by_other = held[0].partition_key if held else None
+
+            async def fetch(storage: IAsyncOutboxStorage = storage) -> list[OutboxMessage]:
+                return await storage.fetch_pending(100, config.max_retry_count)
+
+            async def release(
+                messages: Sequence[OutboxMessage], storage: IAsyncOutboxStorage = storage
+            ) -> None:
+                assert isinstance(storage, IAsyncOutboxRetryScheduling)
+                await storage.release([m.id for m in messages])
+
+            entry = await claim_cost(
+                fetch, release, reps=sizes["claim_reps"], budget_seconds=sizes["claim_budget_seconds"]
+            )
+            entry["pending"] = rows
+            if keyed:
+                entry["held_by_other"] = held_by_other
+                entry["hot_key"] = HOT_KEY
+            result[label][str(rows)] = entry
+            progress(
+                f"  median {entry['median_ms']:.2f} ms over {entry['reps']} claims, "
+                f"returned {entry['returned_min']}, of the held key {entry['hot_key_returned']}"
+            )
+    return result
+
+
+async def bench_claim(bench: OursBench, sizes: dict[str, Any]) -> dict[str, Any]:
+    """One claim of 100 over growing backlogs, keyless and keyed (PostgreSQL)."""
+
+    async def load(rows: int, keyed: bool) -> float:
+        return await preload(bench.engine, TABLE, rows, keyed=keyed, keys=sizes["claim_keys"])
+
+    return await _claims("ours (PostgreSQL)", bench.storage, load, sizes, sizes["claim_sizes"])
+
+
+# --------------------------------------------------------------------- Redis
+BULK_SAVE = (
+    "local function save_one(ARGV)\n"
+    + scripts.SAVE
+    + """
+end
+local p = ARGV[1]
+local first = tonumber(ARGV[2])
+local count = tonumber(ARGV[3])
+local hot = tonumber(ARGV[4])
+local others = tonumber(ARGV[5])
+local keyed = ARGV[6] == '1'
+local created = ARGV[7]
+for i = first, first + count - 1 do
+  local id = string.format('00000000-0000-4000-8000-%012x', i)
+  local flag, key = '0', ''
+  if keyed then
+    flag = '1'
+    if i <= hot then key = 'hot' else key = string.format('k%05d', (i - hot - 1) % others) end
+  end
+  save_one({p, id, 'OrderPlaced', '{"order_id":"' .. i .. '","customer_id":"c"}',
+    '{}', created, '0', flag, key})
+end
+return count
+"""
+)
+"""The storage's own SAVE script, looped server-side to preload quickly."""
+
+
+class RedisBench:
+    """Our Redis storage under a benchmark key prefix."""
+
+    def __init__(self, url: str) -> None:
+        """Prepare the connection manager and a raw client for preloading."""
+        self.config = RedisOutboxConfig().model_copy(
+            update={"url": url, "key_prefix": REDIS_PREFIX}
+        )
+        self.connections = RedisOutboxConnectionManager(self.config)
+        self.raw = Redis.from_url(url)
+
+    def storage(self, config: OutboxConfig | None = None) -> AsyncRedisOutboxStorage:
+        """A storage instance with its own owner token."""
+        return AsyncRedisOutboxStorage(self.connections, self.config, config or OutboxConfig())
+
+    async def clear(self) -> None:
+        """Delete every key under the benchmark prefix."""
+        batch: list[bytes] = []
+        async for key in self.raw.scan_iter(match=f"{REDIS_PREFIX}*", count=10_000):
+            batch.append(key)
+            if len(batch) >= 10_000:
+                await self.raw.unlink(*batch)
+                batch = []
+        if batch:
+            await self.raw.unlink(*batch)
+
+    async def preload(self, rows: int, *, keyed: bool = False, keys: int = 1000) -> float:
+        """Save ``rows`` messages with the storage's SAVE script; return seconds."""
+        started = time.perf_counter()
+        await self.clear()
+        script = self.raw.register_script(BULK_SAVE)
+        created = datetime.now(UTC).isoformat()
+        hot = rows // 2 if keyed else 0
+        chunk = 20_000
+        for first in range(1, rows + 1, chunk):
+            count = min(chunk, rows - first + 1)
+            await script(
+                keys=[f"{REDIS_PREFIX}:ready"],
+                args=[REDIS_PREFIX, first, count, hot, max(1, keys - 1), "1" if keyed else "0", created],
+            )
+        return time.perf_counter() - started
+
+    async def close(self) -> None:
+        """Delete the benchmark keys and close the clients."""
+        await self.clear()
+        await self.raw.aclose()
+        await self.connections.aclose()
+
+
+async def bench_redis_drain(redis_bench: RedisBench, sizes: dict[str, Any]) -> dict[str, Any]:
+    """Drain a preloaded Redis outbox at default settings."""
+    rows = sizes["redis_drain_rows"]
+    await redis_bench.preload(rows)
+    config = OutboxConfig()
+    transport = CountingTransport(rows)
+    relay = AsyncOutboxRelayBackgroundService(redis_bench.storage(config), transport, config)
+    progress(f"ours (Redis) drain: {rows} messages, defaults")
+    result = await drain(relay, transport, timeout=max(60.0, rows / 100))
+    progress(f"ours (Redis) drain: {result['rate']:.0f} msg/s")
+    return result
+
+
+async def bench_redis_claim(redis_bench: RedisBench, sizes: dict[str, Any]) -> dict[str, Any]:
+    """One claim of 100 over growing backlogs, keyless and keyed (Redis)."""
+
+    async def load(rows: int, keyed: bool) -> float:
+        return await redis_bench.preload(rows, keyed=keyed, keys=sizes["claim_keys"])
+
+    return await _claims("ours (Redis)", redis_bench.storage, load, sizes, sizes["redis_claim_sizes"])
+
+
+PG_SECTIONS = {
+    "drain": bench_drain,
+    "write": bench_write,
+    "latency": bench_latency,
+    "idle": bench_idle,
+    "claim": bench_claim,
+}
+REDIS_SECTIONS = {
+    "redis_drain": bench_redis_drain,
+    "redis_claim": bench_redis_claim,
+}
+
+
+async def main() -> None:
+    """Run the requested sections and print the JSON result."""
+    sections, sizes = parse_args(__doc__ or "")
+    result: dict[str, Any] = {"implementation": "spakky-outbox (this workspace)", "driver": DRIVER}
+    wanted = [n for n in PG_SECTIONS if not sections or n in sections]
+    if wanted:
+        bench = OursBench(sizes.get("pg_url", DEFAULT_PG_URL))
+        await bench.setup()
+        try:
+            for name in wanted:
+                result[name] = await PG_SECTIONS[name](bench, sizes)
+        finally:
+            await bench.teardown()
+    wanted = [n for n in REDIS_SECTIONS if not sections or n in sections]
+    if wanted:
+        redis_bench = RedisBench(sizes.get("redis_url", DEFAULT_REDIS_URL))
+        try:
+            for name in wanted:
+                result[name] = await REDIS_SECTIONS[name](redis_bench, sizes)
+        finally:
+            await redis_bench.close()
+    emit(result)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
