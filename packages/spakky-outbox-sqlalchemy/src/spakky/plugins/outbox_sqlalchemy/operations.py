@@ -138,10 +138,22 @@ class OutboxSql:
         self._name = self.table.name
         self._cols = ", ".join(MESSAGE_COLUMNS)
         self._typed = [self.table.c[name] for name in MESSAGE_COLUMNS]
+        self._insert = insert(self.table)
         self._eligible = (
             "retry_count < :max_retry"
             f" AND (claimed_at IS NULL OR claimed_at < {self._clock.cutoff})"
             f" AND (not_before IS NULL OR not_before <= {self._clock.now})"
+        )
+        self._claim_set = (
+            f"UPDATE {self._name} SET claimed_at = {self._clock.now}, "
+            "claimed_by = :owner, not_before = NULL"
+        )
+        self._keyless_probe = (
+            "SELECT * FROM (SELECT seq, partition_key AS k FROM "
+            f"{self._name} WHERE partition_key IS NULL AND {PENDING} AND "
+            f"{self._eligible} ORDER BY seq LIMIT :batch) AS keyless "
+            "UNION ALL SELECT NULL, NULL FROM (SELECT 1 AS one) AS probe WHERE EXISTS "
+            f"(SELECT 1 FROM {self._name} WHERE partition_key IS NOT NULL AND {PENDING})"
         )
 
     # ----------------------------------------------------------------- helpers
@@ -189,22 +201,26 @@ class OutboxSql:
         )
 
     # -------------------------------------------------------------------- save
-    def insert(self, message: OutboxMessage) -> Any:
-        """INSERT of ``message`` for the business session."""
-        return insert(self.table).values(
-            id=message.id,
-            event_name=message.event_name,
-            payload=message.payload,
-            headers=dict(message.headers),
-            created_at=message.created_at,
-            published_at=message.published_at,
-            retry_count=message.retry_count,
-            claimed_at=None,
-            claimed_by=None,
-            partition_key=message.partition_key,
-            abandoned_at=message.abandoned_at,
-            last_error=message.last_error,
-        )
+    def insert(self, message: OutboxMessage) -> tuple[Any, dict[str, Any]]:
+        """The INSERT of ``message`` for the business session, and its parameters.
+
+        The statement is built once per table, so SQLAlchemy compiles it once;
+        a save only binds parameters.
+        """
+        return self._insert, {
+            "id": message.id,
+            "event_name": message.event_name,
+            "payload": message.payload,
+            "headers": dict(message.headers),
+            "created_at": message.created_at,
+            "published_at": message.published_at,
+            "retry_count": message.retry_count,
+            "claimed_at": None,
+            "claimed_by": None,
+            "partition_key": message.partition_key,
+            "abandoned_at": message.abandoned_at,
+            "last_error": message.last_error,
+        }
 
     # ------------------------------------------------------------------ claims
     def _walk_keys(
@@ -320,29 +336,48 @@ class OutboxSql:
         """Claim up to ``limit`` messages for this owner; run inside one transaction."""
         if limit <= 0:
             return []
-        if self.kind is DialectKind.POSTGRESQL:
-            conn.execute(text("SET LOCAL jit = off"))
-        elif self.kind is DialectKind.SQLITE:
+        base = {"max_retry": max_retry, "owner": self.owner} | self._timeout()
+        if self.kind is DialectKind.SQLITE:
             # Take the write lock first: a deferred transaction upgrading after
             # another writer's commit fails at once instead of waiting.
             conn.exec_driver_sql("BEGIN IMMEDIATE")
-        keys = self._keys_for_claim(conn, self._key_limit(limit))
+            keys = self._keys_for_claim(conn, self._key_limit(limit))
+        else:
+            # One cheap statement first: the keyless lane, plus whether any keyed
+            # message is pending. An idle outbox costs this one statement per poll,
+            # and a keyless-only backlog needs no key walk.
+            found = conn.execute(text(self._keyless_probe), base | {"batch": limit}).all()
+            keyed_pending = any(r[0] is None for r in found)
+            if keyed_pending:
+                if self.kind is DialectKind.POSTGRESQL:
+                    # The key walk's estimated cost can trip JIT compilation, which
+                    # costs far more than the claim itself.
+                    conn.execute(text("SET LOCAL jit = off"))
+                keys = self._keys_for_claim(conn, self._key_limit(limit))
+            else:
+                keys = []
+                self.cursor.after = None
+            if not keys:
+                return self._lock_and_claim(conn, [r for r in found if r[0] is not None], base)
         candidates, params = self._candidates(keys, limit)
-        params |= {"max_retry": max_retry, "owner": self.owner} | self._timeout()
-        claim_set = (
-            f"UPDATE {self._name} SET claimed_at = {self._clock.now}, "
-            "claimed_by = :owner, not_before = NULL"
-        )
+        params |= base
         if self.kind is DialectKind.SQLITE:
             stmt = text(
-                f"{claim_set} WHERE seq IN (SELECT seq FROM ({candidates}) AS c) "
+                f"{self._claim_set} WHERE seq IN (SELECT seq FROM ({candidates}) AS c) "
                 f"RETURNING {self._cols}"
             ).columns(*self._typed)
             rows = conn.execute(stmt, params).all()
             return self._ordered(rows)
         found = conn.execute(text(candidates), params).all()
+        return self._lock_and_claim(conn, found, base)
+
+    def _lock_and_claim(
+        self, conn: Connection, found: Sequence[Sequence[Any]], base: dict[str, Any]
+    ) -> list[OutboxMessage]:
+        """Lock the candidates that are still free, keep each key's prefix, claim them."""
         if not found:
             return []
+        max_retry = base["max_retry"]
         lock = self._list_param(
             text(
                 f"SELECT seq FROM {self._name} WHERE {self._in('seq', 'seqs')} "
@@ -367,13 +402,13 @@ class OutboxSql:
         if not accepted:
             return []
         update = self._list_param(
-            text(f"{claim_set} WHERE {self._in('seq', 'seqs')}"), "seqs", uuid=False
+            text(f"{self._claim_set} WHERE {self._in('seq', 'seqs')}"), "seqs", uuid=False
         )
         update_params = {"seqs": accepted, "owner": self.owner}
         if self.kind is DialectKind.POSTGRESQL:
             stmt = self._list_param(
                 text(
-                    f"{claim_set} WHERE {self._in('seq', 'seqs')} RETURNING {self._cols}"
+                    f"{self._claim_set} WHERE {self._in('seq', 'seqs')} RETURNING {self._cols}"
                 ),
                 "seqs",
                 uuid=False,

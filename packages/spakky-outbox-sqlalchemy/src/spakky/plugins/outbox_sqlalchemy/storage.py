@@ -236,7 +236,7 @@ class AsyncSqlAlchemyOutboxStorage(
             await session.run_sync(lambda s: core.create_in(s.connection()))
         else:
             await self._ensure_table()
-        await session.execute(core.sql.insert(message))
+        await session.execute(*core.sql.insert(message))
         if core.should_notify():
             await session.execute(
                 text("SELECT pg_notify(:channel, '')"), {"channel": core.channel}
@@ -422,7 +422,7 @@ class SqlAlchemyOutboxStorage(
             core.create_in(session.connection())  # see the async save
         else:
             self._ensure_table()
-        session.execute(core.sql.insert(message))
+        session.execute(*core.sql.insert(message))
         if core.should_notify():
             session.execute(
                 text("SELECT pg_notify(:channel, '')"), {"channel": core.channel}
