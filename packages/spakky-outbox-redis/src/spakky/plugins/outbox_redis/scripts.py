@@ -114,35 +114,41 @@ local function spent(id)
   return (not rc) or tonumber(rc) >= max_retry
 end
 
--- candidates: ready entries (oldest first) and, for keyed heads, the
--- free prefix of the messages queued behind them
+-- candidates: ready entries (oldest first), then for keyed heads the free
+-- prefix of the messages queued behind them. Followers are gathered only
+-- while fewer than ``limit`` candidates exist, so one claim reads O(limit)
+-- entries however long the keys are.
 local cands = {}
-local heads = 0
+local keyed = {}
 local offset = 0
 local windows = 0
-while heads < limit and windows < 8 do
+while #cands < limit and windows < 8 do
   local window = redis.call('ZRANGE', ready, offset, offset + limit - 1, 'WITHSCORES')
   if #window == 0 then break end
   for i = 1, #window, 2 do
     local id = window[i]
-    if heads < limit and not spent(id) then
-      heads = heads + 1
+    if #cands < limit and not spent(id) then
       cands[#cands + 1] = {tonumber(window[i + 1]), id}
       local pk = redis.call('HGET', mkey(id), 'partition_key')
-      if pk and limit > 1 then
-        for _, nid in ipairs(redis.call('LRANGE', kkey(pk), 1, limit - 1)) do
-          if spent(nid) then break end
-          local lease = redis.call('ZSCORE', inflight, nid)
-          if lease and tonumber(lease) > now then break end
-          local nb = redis.call('ZSCORE', delayed, nid)
-          if nb and tonumber(nb) > now then break end
-          cands[#cands + 1] = {tonumber(redis.call('HGET', mkey(nid), 'seq')), nid}
-        end
-      end
+      if pk then keyed[#keyed + 1] = pk end
     end
   end
   offset = offset + limit
   windows = windows + 1
+end
+local budget = limit
+for _, pk in ipairs(keyed) do
+  if budget <= 0 then break end
+  local followers = redis.call('LRANGE', kkey(pk), 1, math.min(budget, limit - 1))
+  for _, nid in ipairs(followers) do
+    if spent(nid) then break end
+    local lease = redis.call('ZSCORE', inflight, nid)
+    if lease and tonumber(lease) > now then break end
+    local nb = redis.call('ZSCORE', delayed, nid)
+    if nb and tonumber(nb) > now then break end
+    cands[#cands + 1] = {tonumber(redis.call('HGET', mkey(nid), 'seq')), nid}
+    budget = budget - 1
+  end
 end
 table.sort(cands, function(a, b) return a[1] < b[1] end)
 
