@@ -236,9 +236,12 @@ class AsyncSqlAlchemyOutboxStorage(
             await session.run_sync(lambda s: core.create_in(s.connection()))
         else:
             await self._ensure_table()
-        await session.execute(*core.sql.insert(message))
+        # Core-level execution on the session's connection: same transaction,
+        # without the ORM execution path a Session.execute takes.
+        connection = await session.connection()
+        await connection.execute(*core.sql.insert(message))
         if core.should_notify():
-            await session.execute(
+            await connection.execute(
                 text("SELECT pg_notify(:channel, '')"), {"channel": core.channel}
             )
         signal_after_commit(session.sync_session, core.hub)

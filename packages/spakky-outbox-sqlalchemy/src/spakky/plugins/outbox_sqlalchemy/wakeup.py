@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from asyncio import AbstractEventLoop, Future
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -22,7 +23,6 @@ from sqlalchemy.pool import NullPool
 logger = logging.getLogger(__name__)
 
 _PENDING_HUBS = "spakky_outbox_wake_up_hubs"
-_LISTENING = "spakky_outbox_wake_up_listening"
 
 
 def _wake(future: Future[None]) -> None:
@@ -104,14 +104,17 @@ def _after_rollback(session: Session) -> None:
     session.info.pop(_PENDING_HUBS, None)
 
 
+@cache
+def _listen_to_sessions() -> None:
+    """Listen once on every Session: a per-session listener costs each transaction."""
+    event.listen(Session, "after_commit", _after_commit)
+    event.listen(Session, "after_rollback", _after_rollback)
+
+
 def signal_after_commit(session: Session, hub: WakeUpHub) -> None:
     """Signal ``hub`` once ``session``'s current transaction commits."""
-    info = session.info
-    if not info.get(_LISTENING):
-        info[_LISTENING] = True
-        event.listen(session, "after_commit", _after_commit)
-        event.listen(session, "after_rollback", _after_rollback)
-    pending: set[WakeUpHub] = info.setdefault(_PENDING_HUBS, set())
+    _listen_to_sessions()
+    pending: set[WakeUpHub] = session.info.setdefault(_PENDING_HUBS, set())
     pending.add(hub)
 
 
