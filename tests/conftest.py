@@ -21,6 +21,13 @@ def mariadb_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def mysql_url() -> Iterator[str]:
+    """Plain ``mysql://`` URL of a reachable MySQL 8 (skipped when none)."""
+    with resolve_service("mysql") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """``redis://`` URL of a reachable Redis."""
     with resolve_service("redis") as url:

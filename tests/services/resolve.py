@@ -4,7 +4,8 @@ Order: the service's environment variable when set; otherwise the local
 default when its port answers; otherwise a testcontainers container when a
 Docker engine runs. With ``SPAKKY_OUTBOX_REQUIRE_SERVICES=1`` (what ``.ci/run``
 sets) a required service that cannot be had fails the run instead of skipping.
-MongoDB is never required: no server exists on the project's machines.
+MongoDB and MySQL 8 are never required: no such server exists on the project's
+machines (MariaDB stands for the MySQL family there).
 """
 
 import os
@@ -73,6 +74,13 @@ def _mariadb_container() -> Iterator[str]:
         yield f"mysql://root:test@{db.get_container_host_ip()}:{db.get_exposed_port(3306)}/test"
 
 
+def _mysql_container() -> Iterator[str]:
+    from testcontainers.mysql import MySqlContainer
+
+    with MySqlContainer("mysql:8.4", username="root", password="test", dbname="test") as db:
+        yield f"mysql://root:test@{db.get_container_host_ip()}:{db.get_exposed_port(3306)}/test"
+
+
 def _redis_container() -> Iterator[str]:
     from testcontainers.redis import RedisContainer
 
@@ -102,6 +110,10 @@ SERVICES: dict[str, ServiceSpec] = {
     "mariadb": ServiceSpec(
         "mariadb", "MARIADB_URL", "mysql://root@127.0.0.1:3306/test", True,
         lambda: _mariadb_container,
+    ),
+    "mysql": ServiceSpec(
+        "mysql", "MYSQL_URL", "mysql://root@127.0.0.1:3307/test", False,
+        lambda: _mysql_container,
     ),
     "redis": ServiceSpec(
         "redis", "REDIS_URL", "redis://127.0.0.1:6379/0", True, lambda: _redis_container

@@ -72,6 +72,7 @@ BACKENDS = (
         "postgresql-psycopg", "postgres", "postgresql+psycopg", "postgresql+psycopg"
     ),
     Backend("mariadb", "mariadb", "mysql+aiomysql", "mysql+pymysql"),
+    Backend("mysql8", "mysql", "mysql+aiomysql", "mysql+pymysql"),
     Backend("sqlite", "sqlite", "sqlite+aiosqlite", "sqlite+pysqlite"),
 )
 

@@ -72,6 +72,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             "BASE" if base_ok else "NOT CONFORMANT"
         )
         passed = sum(tally.passed.values())
+        if passed == 0 and not failed:
+            terminalreporter.write_line(f"{backend}: NOT RUN - every test skipped (see skip reasons)")
+            continue
         terminalreporter.write_line(
             f"{backend}: {level} - {passed} passed, extended {len(extended)}/{total_extended}"
             f" ({', '.join(extended) or 'none'})"
