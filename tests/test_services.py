@@ -1,7 +1,8 @@
 """The test-service layer: a missing required service skips, or fails in CI mode."""
 
 import pytest
-from services.resolve import REQUIRE_ENV, resolve_service
+
+from tests.services.resolve import REQUIRE_ENV, resolve_service
 
 CLOSED = "postgresql://postgres@127.0.0.1:1/test"
 

@@ -1,7 +1,7 @@
 """Fixtures for the Redis outbox package tests: a real Redis, one prefix per test."""
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
@@ -13,15 +13,6 @@ from spakky.plugins.outbox_redis.storage import (
     AsyncRedisOutboxStorage,
     RedisOutboxStorage,
 )
-
-from tests.services.resolve import resolve_service
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """``redis://`` URL of a reachable Redis (same resolution as the workspace tests)."""
-    with resolve_service("redis") as url:
-        yield url
 
 
 @dataclass

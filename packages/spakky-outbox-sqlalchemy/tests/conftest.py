@@ -1,7 +1,7 @@
 """Fixtures for the SQLAlchemy outbox package tests: managers built like the plugin's."""
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
@@ -15,22 +15,6 @@ from spakky.plugins.sqlalchemy.persistency.connection_manager import (
 )
 from spakky.plugins.sqlalchemy.persistency.session_manager import AsyncSessionManager
 from spakky.plugins.sqlalchemy.persistency.transaction import AsyncTransaction
-
-from tests.services.resolve import resolve_service
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """Plain ``postgresql://`` URL of a reachable PostgreSQL (database ``test``)."""
-    with resolve_service("postgres") as url:
-        yield url
-
-
-@pytest.fixture(scope="session")
-def mariadb_url() -> Iterator[str]:
-    """Plain ``mysql://`` URL of a reachable MariaDB (database ``test``)."""
-    with resolve_service("mariadb") as url:
-        yield url
 
 
 @dataclass

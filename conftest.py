@@ -1,9 +1,10 @@
-"""Workspace-wide fixtures: real services resolved once per session."""
+"""Workspace-wide fixtures (every package's tests and tests/): real services, resolved once."""
 
 from collections.abc import Iterator
 
 import pytest
-from services.resolve import resolve_service
+
+from tests.services.resolve import resolve_service
 
 
 @pytest.fixture(scope="session")
