@@ -135,9 +135,13 @@ def load_message(index: int, event_name: str) -> OutboxMessage:
     )
 
 
-def _start_workers(
-    backend: str, stop_file: Path, log_dir: Path
+def start_workers(
+    backend: str, stop_file: Path, log_dir: Path, mode: str | None = None
 ) -> list[subprocess.Popen[bytes]]:
+    """Start `LOAD_RELAYS` relay processes logging to ``log_dir/relay-N.log``.
+
+    ``mode`` is the worker's optional third argument (``sink:DIR``).
+    """
     env = {
         **os.environ,
         "SPAKKY_OUTBOX__BATCH_SIZE": os.environ.get("E2E_BATCH_SIZE", "500"),
@@ -148,12 +152,25 @@ def _start_workers(
         with (log_dir / f"relay-{index}.log").open("wb") as log:
             workers.append(
                 subprocess.Popen(
-                    [sys.executable, str(WORKER), str(stop_file), backend],
+                    [
+                        sys.executable,
+                        str(WORKER),
+                        str(stop_file),
+                        backend,
+                        *([mode] if mode else []),
+                    ],
                     env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
             )
+    # Release all relays together once each has built its app.
+    deadline = time.monotonic() + 60
+    while len(list(stop_file.parent.glob("ready-*"))) < LOAD_RELAYS:
+        if time.monotonic() > deadline or any(w.poll() is not None for w in workers):
+            raise AssertionError(f"relay processes did not get ready; logs in {log_dir}")
+        time.sleep(0.01)
+    (stop_file.parent / "go").touch()
     return workers
 
 
@@ -195,7 +212,7 @@ async def relay_load_through_processes(
     try:
         preload_seconds = await preload(event_name)
         started = time.perf_counter()
-        workers = _start_workers(backend, stop_file, tmp_path)
+        workers = start_workers(backend, stop_file, tmp_path)
         done = await collector.wait_until(
             lambda: (
                 len(collector.received) >= LOAD_EVENTS
