@@ -12,6 +12,7 @@ from spakky.core.application.application import SpakkyApplication
 from spakky.core.application.application_context import ApplicationContext
 from spakky.core.application.plugin import Plugin
 from spakky.outbox.ports.storage import IAsyncOutboxStorage, IOutboxStorage
+from spakky.outbox.relay.relay import AsyncOutboxRelayBackgroundService
 from spakky.outbox.testing.transport import (
     AsyncRecordingEventTransport,
     RecordingEventTransport,
@@ -19,6 +20,9 @@ from spakky.outbox.testing.transport import (
 from spakky.plugins.outbox_sqlalchemy.storage import (
     AsyncSqlAlchemyOutboxStorage,
     SqlAlchemyOutboxStorage,
+)
+from spakky.plugins.sqlalchemy.persistency.connection_manager import (
+    AsyncConnectionManager,
 )
 
 from . import app as app_package
@@ -72,6 +76,18 @@ def _run(app: SpakkyApplication, coroutine: object) -> object:
     return asyncio.run_coroutine_threadsafe(coroutine, loop).result(10)  # type: ignore[arg-type]
 
 
+def _stop(app: SpakkyApplication) -> None:
+    """Stop the relay, dispose the engine on the loop its connections belong to, stop the app.
+
+    spakky-sqlalchemy leaves disposing to the caller; aiosqlite connections left
+    open would fail later, after their event loop closed.
+    """
+    context = app.application_context
+    _run(app, context.get(AsyncOutboxRelayBackgroundService).stop_async())
+    _run(app, context.get(AsyncConnectionManager).dispose())
+    app.stop()
+
+
 def _wait_for[T](probe: Callable[[], T], timeout: float) -> T:
     deadline = time.monotonic() + timeout
     while True:
@@ -105,7 +121,7 @@ def test_application_use_case_expect_order_and_event_committed_then_relayed(
             ("OrderPlaced", "c-1")
         ]
     finally:
-        app.stop()
+        _stop(app)
 
 
 def test_application_failed_use_case_expect_nothing_stored(sqlite_env: Path) -> None:
@@ -124,4 +140,4 @@ def test_application_failed_use_case_expect_nothing_stored(sqlite_env: Path) -> 
         if ("spakky_outbox_message",) in tables:  # the relay may have created it
             assert _rows(sqlite_env, "SELECT * FROM spakky_outbox_message") == []
     finally:
-        app.stop()
+        _stop(app)
