@@ -256,3 +256,48 @@ async def relay_load_through_processes(
     finally:
         stop_workers(workers, stop_file)
         await queue.delete(if_unused=False, if_empty=False)
+
+
+SQL_PRELOAD_CHUNK = 5_000
+"""Load messages bulk-inserted per transaction."""
+
+
+async def preload_sql_outbox(async_url: str, table_name: str, event_name: str) -> float:
+    """Bulk-INSERT the load messages into a fresh outbox table, in order; return seconds.
+
+    Also checks that ``seq`` (the claim order) follows the insertion order.
+    """
+    from spakky.plugins.outbox_sqlalchemy.schema import create_outbox_table_async
+    from sqlalchemy import insert, text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(async_url)
+    started = time.perf_counter()
+    try:
+        table = await create_outbox_table_async(engine, table_name)
+        for chunk in range(0, LOAD_EVENTS, SQL_PRELOAD_CHUNK):
+            end = min(chunk + SQL_PRELOAD_CHUNK, LOAD_EVENTS)
+            rows = [
+                {
+                    "id": m.id,
+                    "event_name": m.event_name,
+                    "payload": m.payload,
+                    "headers": dict(m.headers),
+                    "created_at": m.created_at,
+                    "retry_count": 0,
+                    "partition_key": m.partition_key,
+                }
+                for m in (load_message(i, event_name) for i in range(chunk, end))
+            ]
+            async with engine.begin() as connection:
+                await connection.execute(insert(table), rows)
+        elapsed = time.perf_counter() - started
+        async with engine.connect() as connection:
+            result = await connection.execute(
+                text(f"SELECT payload FROM {table_name} ORDER BY seq")
+            )
+            ids = [json.loads(payload)["id"] for (payload,) in result]
+        assert ids == list(range(LOAD_EVENTS))
+        return elapsed
+    finally:
+        await engine.dispose()

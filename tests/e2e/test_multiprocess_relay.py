@@ -11,7 +11,6 @@ Linux), and every outbox row published afterwards.
 """
 
 import asyncio
-import json
 import shutil
 import subprocess
 import time
@@ -28,18 +27,16 @@ from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
 from spakky.plugins.outbox_redis.config import RedisOutboxConfig
 from spakky.plugins.outbox_redis.storage import AsyncRedisOutboxStorage
 from spakky.plugins.outbox_sqlalchemy.schema import (
-    create_outbox_table_async,
     drop_outbox_table,
 )
-from sqlalchemy import create_engine, insert, make_url, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import create_engine, make_url, text
 
 from .common import (
     LOAD_EVENTS,
     LOAD_KEYS,
     LOAD_RELAYS,
-    load_message,
     patched_environ,
+    preload_sql_outbox,
     start_workers,
     stop_workers,
 )
@@ -48,7 +45,6 @@ from .relay_worker import SINK_MODE
 from .test_redis_rabbitmq import _preload as preload_redis
 
 DEADLINE_SECONDS = 60.0
-SQL_PRELOAD_CHUNK = 5_000
 POLL_SECONDS = 0.02
 
 
@@ -81,41 +77,8 @@ def sqlalchemy_target(postgres_url: str) -> Iterator[RelayTarget]:
     }
 
     async def preload(event_name: str) -> float:
-        """Bulk-INSERT the load messages in order, one chunk per transaction."""
-        async_engine = create_async_engine(async_url)
-        started = time.perf_counter()
-        try:
-            table = await create_outbox_table_async(async_engine, table_name)
-            for chunk in range(0, LOAD_EVENTS, SQL_PRELOAD_CHUNK):
-                end = min(chunk + SQL_PRELOAD_CHUNK, LOAD_EVENTS)
-                messages = [load_message(i, event_name) for i in range(chunk, end)]
-                async with async_engine.begin() as connection:
-                    await connection.execute(
-                        insert(table),
-                        [
-                            {
-                                "id": m.id,
-                                "event_name": m.event_name,
-                                "payload": m.payload,
-                                "headers": dict(m.headers),
-                                "created_at": m.created_at,
-                                "retry_count": 0,
-                                "partition_key": m.partition_key,
-                            }
-                            for m in messages
-                        ],
-                    )
-            elapsed = time.perf_counter() - started
-            # The claim order is ``seq``: it must follow the insertion order.
-            async with async_engine.connect() as connection:
-                result = await connection.execute(
-                    text(f"SELECT payload FROM {table_name} ORDER BY seq")
-                )
-                ids = [json.loads(payload)["id"] for (payload,) in result]
-            assert ids == list(range(LOAD_EVENTS))
-            return elapsed
-        finally:
-            await async_engine.dispose()
+        """Bulk-INSERT the load messages in order."""
+        return await preload_sql_outbox(async_url, table_name, event_name)
 
     async def unpublished() -> tuple[int, int]:
         def query() -> tuple[int, int]:

@@ -6,8 +6,6 @@ roll back) together. Each run uses its own orders and outbox tables.
 """
 
 import asyncio
-import json
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,20 +17,17 @@ from spakky.core.application.application import SpakkyApplication
 from spakky.core.application.application_context import ApplicationContext
 from spakky.outbox.ports.storage import IAsyncOutboxStorage
 from spakky.plugins.outbox_sqlalchemy.schema import (
-    create_outbox_table_async,
     drop_outbox_table,
 )
 from spakky.plugins.outbox_sqlalchemy.storage import AsyncSqlAlchemyOutboxStorage
-from sqlalchemy import Engine, create_engine, insert, make_url, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import Engine, create_engine, make_url, text
 
 from . import sql_shop
 from .common import (
-    LOAD_EVENTS,
     consume,
-    load_message,
     patched_environ,
     place_rolled_back_then_committed,
+    preload_sql_outbox,
     rabbitmq_env,
     relay_load_through_processes,
 )
@@ -42,7 +37,6 @@ from .sql_shop.service import ORDERS_TABLE_ENV, E2eSqlPlaceOrderUseCase
 
 BACKEND = "sqlalchemy"
 LOAD_DEADLINE_SECONDS = 240.0
-PRELOAD_CHUNK = 5_000
 
 
 @dataclass(frozen=True)
@@ -140,43 +134,10 @@ async def test_sqlalchemy_rabbitmq_three_relay_processes_expect_no_duplicate_and
     """Three relay processes deliver 20,000 events over 100 keys: no duplicate, keys in order."""
 
     async def preload(event_name: str) -> float:
-        """Bulk-INSERT the load messages in order, a few chunks per transaction."""
-        engine = create_async_engine(sql_e2e.async_url)
-        started = time.perf_counter()
-        try:
-            table = await create_outbox_table_async(engine, sql_e2e.outbox_table)
-            for chunk in range(0, LOAD_EVENTS, PRELOAD_CHUNK):
-                messages = [
-                    load_message(index, event_name)
-                    for index in range(chunk, min(chunk + PRELOAD_CHUNK, LOAD_EVENTS))
-                ]
-                async with engine.begin() as connection:
-                    await connection.execute(
-                        insert(table),
-                        [
-                            {
-                                "id": m.id,
-                                "event_name": m.event_name,
-                                "payload": m.payload,
-                                "headers": dict(m.headers),
-                                "created_at": m.created_at,
-                                "retry_count": 0,
-                                "partition_key": m.partition_key,
-                            }
-                            for m in messages
-                        ],
-                    )
-            elapsed = time.perf_counter() - started
-            # The claim order is ``seq``: it must follow the insertion order.
-            async with engine.connect() as connection:
-                result = await connection.execute(
-                    text(f"SELECT payload FROM {table.name} ORDER BY seq")
-                )
-                ids = [json.loads(payload)["id"] for (payload,) in result]
-            assert ids == list(range(LOAD_EVENTS))
-            return elapsed
-        finally:
-            await engine.dispose()
+        """Bulk-INSERT the load messages in order."""
+        return await preload_sql_outbox(
+            sql_e2e.async_url, sql_e2e.outbox_table, event_name
+        )
 
     await relay_load_through_processes(
         backend=BACKEND,
