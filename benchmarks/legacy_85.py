@@ -12,6 +12,7 @@ import asyncio
 import os
 import time
 from collections.abc import Sequence
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
@@ -25,11 +26,11 @@ from spakky.plugins.sqlalchemy.outbox.storage import AsyncSqlAlchemyOutboxStorag
 from spakky.plugins.sqlalchemy.outbox.table import OutboxMessageTable
 from spakky.plugins.sqlalchemy.persistency.session_manager import AsyncSessionManager
 from spakky.plugins.sqlalchemy.persistency.transaction import AsyncTransaction
-from spakky.tracing.w3c_propagator import W3CTracePropagator
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, update
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from benchmarks import sections
 from benchmarks.common import (
     DEFAULT_PG_URL,
     EVENT,
@@ -38,17 +39,14 @@ from benchmarks.common import (
     CountingTransport,
     OrderPlaced,
     claim_cost,
-    commit_to_send,
     drain,
     driver_url,
     emit,
-    idle_statements,
     parse_args,
     preload,
     progress,
     reset_schema,
     schema_connect_args,
-    write_path,
 )
 
 SCHEMA = "spakky_bench_85"
@@ -74,6 +72,10 @@ def outbox_config(polling: float | None = None) -> OutboxConfig:
     finally:
         del os.environ[POLLING_ENV]
 
+
+
+LABEL = "8.5.0"
+"""How this process names itself in progress lines."""
 
 class LegacyBench:
     """Engines, session manager and tables the way spakky-sqlalchemy 8.5.0 wires them."""
@@ -156,60 +158,6 @@ async def bench_drain(bench: LegacyBench, sizes: dict[str, Any]) -> dict[str, An
     return result
 
 
-async def bench_write(bench: LegacyBench, sizes: dict[str, Any]) -> dict[str, Any]:
-    """Commits/s with and without an event through 8.5.0's bus and storage."""
-    await bench.truncate()
-    bus = AsyncOutboxEventBus(bench.storage(OutboxConfig()), W3CTracePropagator())
-    progress("8.5.0 write path")
-    return await write_path(
-        bench.transaction(bus),
-        bench.context.clear_context,
-        seconds=sizes["write_seconds"],
-        concurrency_levels=sizes["write_concurrency"],
-        warmup=sizes.get("write_warmup", 0.5),
-    )
-
-
-async def bench_latency(bench: LegacyBench, sizes: dict[str, Any]) -> dict[str, Any]:
-    """Commit-to-send latency at a fixed event rate, default settings."""
-    await bench.truncate()
-    config = OutboxConfig()
-    storage = bench.storage(config)
-    bus = AsyncOutboxEventBus(storage, W3CTracePropagator())
-    transaction = bench.transaction(bus)
-    transport = CountingTransport(record_times=True)
-    relay = AsyncOutboxRelayBackgroundService(storage, transport, config)
-    progress(f"8.5.0 latency: {sizes['latency_rate']}/s for {sizes['latency_seconds']} s")
-
-    async def write(order_id: str) -> None:
-        await transaction(order_id, EVENT)
-
-    result = await commit_to_send(
-        write,
-        relay,
-        transport,
-        bench.context.clear_context,
-        rate=sizes["latency_rate"],
-        seconds=sizes["latency_seconds"],
-        drain_timeout=config.polling_interval_seconds * 3 + 2,
-    )
-    progress(f"8.5.0 latency: p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms")
-    return result
-
-
-async def bench_idle(bench: LegacyBench, sizes: dict[str, Any]) -> dict[str, Any]:
-    """Statements per second of an idle relay at default settings."""
-    await bench.truncate()
-    config = OutboxConfig()
-    relay = AsyncOutboxRelayBackgroundService(
-        bench.storage(config), CountingTransport(), config
-    )
-    progress(f"8.5.0 idle relay for {sizes['idle_seconds']} s")
-    result = await idle_statements(bench.engine.sync_engine, relay, seconds=sizes["idle_seconds"])
-    progress(f"8.5.0 idle: {result['statements_per_s']:.2f} statements/s")
-    return result
-
-
 async def bench_claim(bench: LegacyBench, sizes: dict[str, Any]) -> dict[str, Any]:
     """One claim of 100 over growing backlogs, keyless and keyed."""
     result: dict[str, Any] = {"keyless": {}, "keyed": {}}
@@ -260,9 +208,9 @@ async def bench_claim(bench: LegacyBench, sizes: dict[str, Any]) -> dict[str, An
 
 SECTIONS = {
     "drain": bench_drain,
-    "write": bench_write,
-    "latency": bench_latency,
-    "idle": bench_idle,
+    "write": partial(sections.bench_write, label=LABEL),
+    "latency": partial(sections.bench_latency, label=LABEL),
+    "idle": partial(sections.bench_idle, label=LABEL),
     "claim": bench_claim,
 }
 

@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
@@ -34,11 +35,11 @@ from spakky.plugins.outbox_sqlalchemy.storage import (
 from spakky.plugins.sqlalchemy.common.config import SQLAlchemyConnectionConfig
 from spakky.plugins.sqlalchemy.persistency.session_manager import AsyncSessionManager
 from spakky.plugins.sqlalchemy.persistency.transaction import AsyncTransaction
-from spakky.tracing.w3c_propagator import W3CTracePropagator
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from benchmarks import sections
 from benchmarks.common import (
     DEFAULT_PG_URL,
     DEFAULT_REDIS_URL,
@@ -48,17 +49,14 @@ from benchmarks.common import (
     CountingTransport,
     OrderPlaced,
     claim_cost,
-    commit_to_send,
     drain,
     driver_url,
     emit,
-    idle_statements,
     parse_args,
     preload,
     progress,
     reset_schema,
     schema_connect_args,
-    write_path,
 )
 
 SCHEMA = "spakky_bench_ours"
@@ -74,6 +72,15 @@ orders = Table(
     Column("customer_id", String(64), nullable=False),
 )
 
+
+
+LABEL = "ours (PostgreSQL)"
+"""How this process names itself in progress lines."""
+IDLE_NOTE = (
+    "counted on the relay's engine; the LISTEN connection adds one "
+    "keep-alive SELECT 1 per 30 s"
+)
+"""What the idle figure leaves out."""
 
 class OursBench:
     """Our SQLAlchemy storage wired the way the plugin wires it, outside an app."""
@@ -157,62 +164,6 @@ async def bench_drain(bench: OursBench, sizes: dict[str, Any]) -> dict[str, Any]
     progress(f"ours (PostgreSQL) drain: {rows} rows, defaults")
     result = await drain(relay, transport, timeout=max(60.0, rows / 100))
     progress(f"ours (PostgreSQL) drain: {result['rate']:.0f} msg/s")
-    return result
-
-
-async def bench_write(bench: OursBench, sizes: dict[str, Any]) -> dict[str, Any]:
-    """Commits/s with and without an event through our bus and storage."""
-    await bench.truncate()
-    bus = AsyncOutboxEventBus(bench.storage(), W3CTracePropagator())
-    progress("ours (PostgreSQL) write path")
-    return await write_path(
-        bench.transaction(bus),
-        bench.context.clear_context,
-        seconds=sizes["write_seconds"],
-        concurrency_levels=sizes["write_concurrency"],
-        warmup=sizes.get("write_warmup", 0.5),
-    )
-
-
-async def bench_latency(bench: OursBench, sizes: dict[str, Any]) -> dict[str, Any]:
-    """Commit-to-send latency at a fixed event rate, defaults, wake-up enabled."""
-    await bench.truncate()
-    config = OutboxConfig()
-    storage = bench.storage(config)
-    bus = AsyncOutboxEventBus(storage, W3CTracePropagator())
-    transaction = bench.transaction(bus)
-    transport = CountingTransport(record_times=True)
-    relay = AsyncOutboxRelayBackgroundService(storage, transport, config)
-    progress(f"ours (PostgreSQL) latency: {sizes['latency_rate']}/s for {sizes['latency_seconds']} s")
-
-    async def write(order_id: str) -> None:
-        await transaction(order_id, EVENT)
-
-    result = await commit_to_send(
-        write,
-        relay,
-        transport,
-        bench.context.clear_context,
-        rate=sizes["latency_rate"],
-        seconds=sizes["latency_seconds"],
-        drain_timeout=config.polling_interval_seconds * 3 + 2,
-    )
-    progress(f"ours (PostgreSQL) latency: p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms")
-    return result
-
-
-async def bench_idle(bench: OursBench, sizes: dict[str, Any]) -> dict[str, Any]:
-    """Statements per second of an idle relay at default settings (wake-up on)."""
-    await bench.truncate()
-    config = OutboxConfig()
-    relay = AsyncOutboxRelayBackgroundService(bench.storage(config), CountingTransport(), config)
-    progress(f"ours (PostgreSQL) idle relay for {sizes['idle_seconds']} s")
-    result = await idle_statements(bench.engine.sync_engine, relay, seconds=sizes["idle_seconds"])
-    result["note"] = (
-        "counted on the relay's engine; the LISTEN connection adds one "
-        "keep-alive SELECT 1 per 30 s"
-    )
-    progress(f"ours (PostgreSQL) idle: {result['statements_per_s']:.2f} statements/s")
     return result
 
 
@@ -373,9 +324,9 @@ async def bench_redis_claim(redis_bench: RedisBench, sizes: dict[str, Any]) -> d
 
 PG_SECTIONS = {
     "drain": bench_drain,
-    "write": bench_write,
-    "latency": bench_latency,
-    "idle": bench_idle,
+    "write": partial(sections.bench_write, label=LABEL),
+    "latency": partial(sections.bench_latency, label=LABEL),
+    "idle": partial(sections.bench_idle, label=LABEL, note=IDLE_NOTE),
     "claim": bench_claim,
 }
 REDIS_SECTIONS = {
