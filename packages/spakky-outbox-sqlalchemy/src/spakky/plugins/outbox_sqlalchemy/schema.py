@@ -135,31 +135,19 @@ def define_outbox_table(name: str, metadata: MetaData) -> Table:
         ),
     )
     # PostgreSQL / SQLite: partial indexes over undelivered rows only.
-    Index(
-        f"ix_{name}_keyless",
-        table.c.seq,
-        postgresql_where=text(f"{_PENDING_SQL} AND partition_key IS NULL"),
-        sqlite_where=text(f"{_PENDING_SQL} AND partition_key IS NULL"),
-    ).ddl_if(dialect=_PARTIAL_DIALECTS)
-    Index(
-        f"ix_{name}_keyed",
-        table.c.partition_key,
-        table.c.seq,
-        postgresql_where=text(f"{_PENDING_SQL} AND partition_key IS NOT NULL"),
-        sqlite_where=text(f"{_PENDING_SQL} AND partition_key IS NOT NULL"),
-    ).ddl_if(dialect=_PARTIAL_DIALECTS)
-    Index(
-        f"ix_{name}_published",
-        table.c.published_at,
-        postgresql_where=text("published_at IS NOT NULL"),
-        sqlite_where=text("published_at IS NOT NULL"),
-    ).ddl_if(dialect=_PARTIAL_DIALECTS)
-    Index(
-        f"ix_{name}_abandoned",
-        table.c.abandoned_at,
-        postgresql_where=text("abandoned_at IS NOT NULL"),
-        sqlite_where=text("abandoned_at IS NOT NULL"),
-    ).ddl_if(dialect=_PARTIAL_DIALECTS)
+    partial = (
+        ("keyless", (table.c.seq,), f"{_PENDING_SQL} AND partition_key IS NULL"),
+        ("keyed", (table.c.partition_key, table.c.seq), f"{_PENDING_SQL} AND partition_key IS NOT NULL"),
+        ("published", (table.c.published_at,), "published_at IS NOT NULL"),
+        ("abandoned", (table.c.abandoned_at,), "abandoned_at IS NOT NULL"),
+    )
+    for suffix, columns, where in partial:
+        Index(
+            f"ix_{name}_{suffix}",
+            *columns,
+            postgresql_where=text(where),
+            sqlite_where=text(where),
+        ).ddl_if(dialect=_PARTIAL_DIALECTS)
     # MySQL / MariaDB: no partial indexes; a generated column stands in.
     Index(
         f"ix_{name}_state",
