@@ -258,8 +258,8 @@ async def relay_load_through_processes(
         await queue.delete(if_unused=False, if_empty=False)
 
 
-SQL_PRELOAD_CHUNK = 5_000
-"""Load messages bulk-inserted per transaction."""
+PRELOAD_CHUNK = 5_000
+"""Load messages written per transaction by the preload helpers."""
 
 
 async def preload_sql_outbox(async_url: str, table_name: str, event_name: str) -> float:
@@ -275,8 +275,8 @@ async def preload_sql_outbox(async_url: str, table_name: str, event_name: str) -
     started = time.perf_counter()
     try:
         table = await create_outbox_table_async(engine, table_name)
-        for chunk in range(0, LOAD_EVENTS, SQL_PRELOAD_CHUNK):
-            end = min(chunk + SQL_PRELOAD_CHUNK, LOAD_EVENTS)
+        for chunk in range(0, LOAD_EVENTS, PRELOAD_CHUNK):
+            end = min(chunk + PRELOAD_CHUNK, LOAD_EVENTS)
             rows = [
                 {
                     "id": m.id,
@@ -301,3 +301,33 @@ async def preload_sql_outbox(async_url: str, table_name: str, event_name: str) -
         return elapsed
     finally:
         await engine.dispose()
+
+
+async def preload_redis_outbox(event_name: str) -> float:
+    """Store the load messages in order through the Redis storage, in chunked MULTI/EXECs.
+
+    Uses the ``SPAKKY_OUTBOX_REDIS__*`` environment; returns seconds.
+    """
+    from spakky.outbox.common.config import OutboxConfig
+    from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
+    from spakky.plugins.outbox_redis.config import RedisOutboxConfig
+    from spakky.plugins.outbox_redis.storage import AsyncRedisOutboxStorage
+    from spakky.plugins.outbox_redis.transaction import AsyncRedisTransaction
+
+    config = RedisOutboxConfig()
+    connections = RedisOutboxConnectionManager(config)
+    storage = AsyncRedisOutboxStorage(connections, config, OutboxConfig())
+    transaction = AsyncRedisTransaction(config, connections)
+    started = time.perf_counter()
+    try:
+        for chunk in range(0, LOAD_EVENTS, PRELOAD_CHUNK):
+            await transaction.initialize()
+            try:
+                for index in range(chunk, min(chunk + PRELOAD_CHUNK, LOAD_EVENTS)):
+                    await storage.save(load_message(index, event_name))
+                await transaction.commit()
+            finally:
+                await transaction.dispose()
+    finally:
+        await connections.aclose()
+    return time.perf_counter() - started

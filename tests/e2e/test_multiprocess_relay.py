@@ -36,13 +36,13 @@ from .common import (
     LOAD_KEYS,
     LOAD_RELAYS,
     patched_environ,
+    preload_redis_outbox,
     preload_sql_outbox,
     start_workers,
     stop_workers,
 )
 from .file_sink import SinkRecord, count_sink_lines, read_sink_records
 from .relay_worker import SINK_MODE
-from .test_redis_rabbitmq import _preload as preload_redis
 
 DEADLINE_SECONDS = 60.0
 POLL_SECONDS = 0.02
@@ -130,7 +130,7 @@ def redis_target(redis_url: str) -> Iterator[RelayTarget]:
 
     try:
         with patched_environ(env):
-            yield RelayTarget("redis", preload_redis, unpublished)
+            yield RelayTarget("redis", preload_redis_outbox, unpublished)
     finally:
         client = redis.Redis.from_url(redis_url)
         try:

@@ -1,7 +1,6 @@
 """Redis outbox relayed to a real RabbitMQ through spakky-rabbitmq's transport."""
 
 import asyncio
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,20 +10,15 @@ import redis
 from aio_pika.abc import AbstractChannel
 from spakky.core.application.application import SpakkyApplication
 from spakky.core.application.application_context import ApplicationContext
-from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.ports.storage import IAsyncOutboxStorage
-from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
-from spakky.plugins.outbox_redis.config import RedisOutboxConfig
 from spakky.plugins.outbox_redis.storage import AsyncRedisOutboxStorage
-from spakky.plugins.outbox_redis.transaction import AsyncRedisTransaction
 
 from . import shop
 from .common import (
-    LOAD_EVENTS,
     consume,
-    load_message,
     patched_environ,
     place_rolled_back_then_committed,
+    preload_redis_outbox,
     rabbitmq_env,
     relay_load_through_processes,
 )
@@ -34,7 +28,6 @@ from .shop.service import E2ePlaceOrderUseCase
 
 BACKEND = "redis"
 LOAD_DEADLINE_SECONDS = 180.0
-PRELOAD_CHUNK = 1_000
 
 
 @pytest.fixture
@@ -91,27 +84,6 @@ async def test_redis_rabbitmq_committed_and_rolled_back_use_cases_expect_only_co
         await queue.delete(if_unused=False, if_empty=False)
 
 
-async def _preload(event_name: str) -> float:
-    """Store the load messages in order, in chunked MULTI/EXECs."""
-    config = RedisOutboxConfig()
-    connections = RedisOutboxConnectionManager(config)
-    storage = AsyncRedisOutboxStorage(connections, config, OutboxConfig())
-    transaction = AsyncRedisTransaction(config, connections)
-    started = time.perf_counter()
-    try:
-        for chunk in range(0, LOAD_EVENTS, PRELOAD_CHUNK):
-            await transaction.initialize()
-            try:
-                for index in range(chunk, min(chunk + PRELOAD_CHUNK, LOAD_EVENTS)):
-                    await storage.save(load_message(index, event_name))
-                await transaction.commit()
-            finally:
-                await transaction.dispose()
-    finally:
-        await connections.aclose()
-    return time.perf_counter() - started
-
-
 async def test_redis_rabbitmq_three_relay_processes_expect_no_duplicate_and_per_key_order(
     e2e_env: str, rabbit: AbstractChannel, tmp_path: Path
 ) -> None:
@@ -120,6 +92,6 @@ async def test_redis_rabbitmq_three_relay_processes_expect_no_duplicate_and_per_
         backend=BACKEND,
         channel=rabbit,
         tmp_path=tmp_path,
-        preload=_preload,
+        preload=preload_redis_outbox,
         deadline_seconds=LOAD_DEADLINE_SECONDS,
     )
