@@ -3,7 +3,7 @@
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from spakky.core.stereotype.configuration import Configuration
 from spakky.outbox.error import InvalidOutboxConfigError
@@ -21,6 +21,10 @@ def describe_settings_error(env_prefix: str, error: ValidationError) -> str:
         f"={e.get('input')!r}: {e['msg']}"
         for e in error.errors()
     )
+
+
+_KEEP_FOREVER = frozenset({"none", "forever", "off"})
+"""Values of ``PUBLISHED_RETENTION_SECONDS`` that keep published messages."""
 
 
 class RelayMode(StrEnum):
@@ -42,6 +46,7 @@ class OutboxConfig(BaseSettings):
         env_prefix=SPAKKY_OUTBOX_CONFIG_ENV_PREFIX,
         env_file_encoding="utf-8",
         env_nested_delimiter="__",
+        allow_inf_nan=False,
     )
 
     polling_interval_seconds: Annotated[float, Field(gt=0)] = 1.0
@@ -51,19 +56,31 @@ class OutboxConfig(BaseSettings):
     max_retry_count: Annotated[int, Field(ge=1)] = 5
     """Refusals a message may receive before it is abandoned."""
     claim_timeout_seconds: Annotated[float, Field(gt=0)] = 300.0
-    """How long a claim lasts before another relay may take the message over."""
+    """Longest a claim lasts, even while its relay is alive (the 8.5 meaning)."""
+    claim_lease_seconds: Annotated[float, Field(gt=0)] = 10.0
+    """Lease of a claim on storages with liveness: a relay renews it every third
+    of this while it works, so a dead relay's messages free up this long after
+    its last renewal, while a slow batch keeps its claim up to the claim timeout."""
     storage: str | None = None
     """Name of the storage to use when several are installed (e.g. ``sqlalchemy``)."""
     relay: RelayMode = RelayMode.ASYNC
     """Which relay this process runs: ``async``, ``sync`` or ``off``."""
     retry_backoff_base_seconds: Annotated[float, Field(ge=0)] = 0.5
-    """First retry delay; doubles per retry, with full jitter."""
+    """First retry delay; doubles per retry, with equal jitter (half fixed, half random)."""
     retry_backoff_max_seconds: Annotated[float, Field(ge=0)] = 30.0
     """Upper bound of one retry delay."""
     outage_backoff_max_seconds: Annotated[float, Field(gt=0)] = 30.0
     """Upper bound of the pause after a storage or transport outage."""
-    published_retention_seconds: Annotated[float, Field(ge=0)] | None = None
-    """Purge published messages older than this from inside the relay (None: keep)."""
+    published_retention_seconds: Annotated[float, Field(ge=0)] | None = 7 * 24 * 3600.0
+    """Purge published messages older than this from inside the relay (default a
+    week; ``none`` keeps them forever, as 8.5 did)."""
+
+    @field_validator("published_retention_seconds", mode="before")
+    @classmethod
+    def _keep_forever(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in _KEEP_FOREVER:
+            return None
+        return value
 
     def __init__(self) -> None:
         """Load outbox configuration from environment variables.

@@ -4,6 +4,11 @@ The four abstract methods are the 6.x contract and ``mark_abandoned`` the 8.5
 one; storages written against either keep working. Everything else is an
 optional capability, a small separate interface the relay and the tools detect
 with ``isinstance`` and fall back from when it is absent.
+
+Per-key order is a capability too (``Capability.PARTITION_ORDERING`` in the
+conformance suite, declared by every storage of this repository): a storage
+written against the 6.x/8.5 docs may hand out a key's messages out of order,
+and the relay then only keeps order within one batch.
 """
 
 from abc import ABC, abstractmethod
@@ -27,10 +32,21 @@ class IOutboxStorage(ABC):
         """Claim up to ``limit`` unpublished messages for this instance, oldest first.
 
         A claim is a lease: no other instance receives the message until it is
-        acknowledged or the claim times out. A message with a partition key is
-        only handed out together with its key's oldest message that is neither
-        published nor abandoned, so one key is never relayed by two instances.
-        Messages whose ``retry_count`` reached ``max_retry`` are not returned.
+        acknowledged, released, or the claim ends (``claim_timeout_seconds``
+        after the claim, or sooner with `IOutboxLiveness`). Messages whose
+        ``retry_count`` reached ``max_retry`` are never returned.
+
+        With partition ordering (a capability every storage of this repository
+        has; 6.x/8.5-style storages may lack it), a message with a partition
+        key is only handed out together with its key's oldest message that is
+        neither published nor abandoned, so one key is never relayed by two
+        instances or out of order. Storages that also spread keys take runs of
+        a few keys rather than the head of every key, leaving other keys for
+        other instances.
+
+        A stored message that cannot be decoded is not returned: the storage
+        abandons it with the decoding error as its reason, so one damaged
+        record never stalls a relay.
         """
 
     @abstractmethod
@@ -173,8 +189,16 @@ class IOutboxAdministration(ABC):
         """Return up to ``limit`` abandoned messages, oldest first, with their last error."""
 
     @abstractmethod
-    def requeue_abandoned(self, message_ids: Sequence[UUID] | None = None) -> int:
-        """Make abandoned messages pending again with a fresh budget; None means all.
+    def requeue_abandoned(
+        self, message_ids: Sequence[UUID] | None = None, limit: int = 1_000
+    ) -> int:
+        """Make up to ``limit`` abandoned messages pending again with a fresh budget.
+
+        ``message_ids`` picks which (None: the oldest abandoned ones). One call
+        costs O(``limit``) whatever the number of abandoned messages, so an
+        operator's "requeue everything" never blocks the store for long: call
+        again until it returns less than ``limit``. A requeued keyed message
+        takes its original place in its key's order.
 
         Returns:
             How many messages were requeued.
@@ -202,9 +226,11 @@ class IAsyncOutboxAdministration(ABC):
 
     @abstractmethod
     async def requeue_abandoned(
-        self, message_ids: Sequence[UUID] | None = None
+        self, message_ids: Sequence[UUID] | None = None, limit: int = 1_000
     ) -> int:
-        """Make abandoned messages pending again with a fresh budget; None means all.
+        """Make up to ``limit`` abandoned messages pending again with a fresh budget.
+
+        See `IOutboxAdministration.requeue_abandoned`.
 
         Returns:
             How many messages were requeued.
@@ -216,4 +242,45 @@ class IAsyncOutboxAdministration(ABC):
 
         Returns:
             How many were deleted; call again until it returns less than ``limit``.
+        """
+
+
+class IOutboxLiveness(ABC):
+    """Capability: a claim lives only while its relay renews it (sync).
+
+    A storage with liveness gives every claim a lease of
+    ``OutboxConfig.claim_lease_seconds`` on its own clock, counted from the
+    claim or its last renewal. A claim ends at whichever comes first: the lease
+    lapsing unrenewed (a dead relay: its messages are free within seconds) or
+    ``claim_timeout_seconds`` after the claim (the 8.5 bound, for a relay that
+    is alive but stuck). Without this capability a claim lasts
+    ``claim_timeout_seconds``. The relay renews every third of the lease while
+    it works on a batch.
+    """
+
+    @abstractmethod
+    def renew_claims(self, message_ids: Sequence[UUID]) -> int:
+        """Extend the lease of each message among ``message_ids`` this instance still holds.
+
+        Fenced like every acknowledgement: a claim that lapsed and was taken
+        over, or that is older than ``claim_timeout_seconds``, is not renewed.
+
+        Returns:
+            How many of ``message_ids`` this instance still holds; fewer than
+            given means the rest were lost to another instance or to time.
+        """
+
+
+class IAsyncOutboxLiveness(ABC):
+    """Capability: a claim lives only while its relay renews it (async).
+
+    See `IOutboxLiveness` for the lease rules.
+    """
+
+    @abstractmethod
+    async def renew_claims(self, message_ids: Sequence[UUID]) -> int:
+        """Extend the lease of each message among ``message_ids`` this instance still holds.
+
+        Returns:
+            How many of ``message_ids`` this instance still holds.
         """

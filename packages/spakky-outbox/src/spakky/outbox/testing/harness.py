@@ -4,6 +4,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from uuid import UUID
 
@@ -29,6 +30,10 @@ class Capability(StrEnum):
     """Stats, list/requeue abandoned, purge published."""
     PARTITION_ORDERING = "partition_ordering"
     """A keyed message is only claimed with its key's oldest undelivered one."""
+    LIVENESS = "liveness"
+    """``renew_claims``: a claim lapses after a short lease unless renewed."""
+    KEY_SPREADING = "key_spreading"
+    """Claims of a key-heavy backlog take runs of few keys, leaving keys for others."""
 
 
 BASE_CAPABILITIES: frozenset[Capability] = frozenset({Capability.ASYNC_API})
@@ -58,14 +63,17 @@ class RawOutboxRecord:
     published: bool
     abandoned: bool
     last_error: str | None
+    created_at: datetime
+    """When the message was created, as stored (timezone-aware)."""
 
 
 class AbstractOutboxHarness(ABC):
     """One fresh, empty, isolated outbox (own table / key prefix) for one test.
 
     A backend's ``conftest.py`` provides an ``outbox_harness`` fixture that
-    yields a subclass instance and cleans it up afterwards. Storages the
-    harness creates must use `claim_timeout_seconds` as their claim timeout.
+    yields a subclass instance and calls `drop` afterwards. Storages the
+    harness creates must use `claim_timeout_seconds` as their claim timeout
+    and, with ``Capability.LIVENESS``, `claim_lease_seconds` as their lease.
     """
 
     name: str = "storage"
@@ -74,6 +82,12 @@ class AbstractOutboxHarness(ABC):
     """What this backend declares."""
     claim_timeout_seconds: float = 1.0
     """Claim timeout of every storage the harness creates; keep it short."""
+    claim_lease_seconds: float | None = None
+    """Claim lease of every storage the harness creates (``LIVENESS`` only).
+
+    Must be shorter than `claim_timeout_seconds`, e.g. a lease of 1 s with a
+    claim timeout of 3 s, so the suite can tell the two apart.
+    """
 
     @abstractmethod
     def new_storage(self) -> IAsyncOutboxStorage:
@@ -95,7 +109,9 @@ class AbstractOutboxHarness(ABC):
 
         The record named ``business_key`` and every ``save`` share the
         transaction; ``commit=False`` rolls it back. ``save`` goes through a
-        storage instance, exactly as the outbox bus calls it.
+        storage instance, exactly as the outbox bus calls it. One test may
+        write the same ``business_key`` several times, so the business store
+        must accept repeats (no unique constraint on the key).
         """
 
     def write_sync(
@@ -135,8 +151,23 @@ class AbstractOutboxHarness(ABC):
         """
         await asyncio.sleep(seconds)
 
+    async def corrupt(self, message_id: UUID) -> None:
+        """Backdoor: damage the stored message so the storage cannot decode it.
+
+        Optional: the default raises `NotImplementedError` and the suite skips
+        the test of undecodable messages, saying so.
+        """
+        raise NotImplementedError
+
     async def assert_no_leaks(self) -> None:
-        """Fail when a connection or session opened during the test is still out."""
+        """Fail when a connection or session opened during the test is still out.
+
+        Raise `AssertionError` naming what leaked; the summary reports it as a leak.
+        """
+        return
+
+    async def drop(self) -> None:
+        """Remove what the harness created (table, collection, keys); the fixture calls it last."""
         return
 
 

@@ -23,17 +23,20 @@ from spakky.data.persistency.transaction import (
     AbstractAsyncTransaction,
     AbstractTransaction,
 )
+from spakky.outbox.common.claims import choose_batch, key_run
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import OutboxStats
 from spakky.outbox.ports.storage import (
     IAsyncOutboxAdministration,
     IAsyncOutboxBatchAcknowledgement,
+    IAsyncOutboxLiveness,
     IAsyncOutboxRetryScheduling,
     IAsyncOutboxStorage,
     IAsyncOutboxWakeUp,
     IOutboxAdministration,
     IOutboxBatchAcknowledgement,
+    IOutboxLiveness,
     IOutboxRetryScheduling,
     IOutboxStorage,
     IOutboxWakeUp,
@@ -74,6 +77,7 @@ class _Record:
     seq: int
     claimed_by: UUID | None = None
     claimed_at: datetime | None = None
+    lease_until: datetime | None = None
     not_before: datetime | None = None
     published_at: datetime | None = None
     abandoned_at: datetime | None = None
@@ -109,6 +113,7 @@ class InMemoryOutboxState:
         """Create an empty store on the system clock."""
         self.clock: Clock = system_clock
         self.claim_timeout = timedelta(seconds=300)
+        self.claim_lease = timedelta(seconds=10)
         self.records: dict[UUID, _Record] = {}
         self.business: dict[str, object] = {}
         self._seq = 0
@@ -187,32 +192,48 @@ class InMemoryOutboxState:
     # --- claims and acknowledgements -----------------------------------------
 
     def claim(self, owner: UUID, limit: int, max_retry: int) -> list[OutboxMessage]:
-        """Claim the oldest eligible messages, keeping each key's order."""
+        """Claim the oldest eligible messages, keeping each key's order.
+
+        Keyless messages come oldest first; keys come as runs (see
+        `choose_batch`), visited in the order of their oldest message.
+        """
         with self._lock:
             now = self.clock()
-            blocked: set[str] = set()
-            claimed: list[OutboxMessage] = []
+            run = key_run(limit)
+            keyless: list[_Record] = []
+            runs: dict[str, list[_Record]] = {}
+            closed: set[str] = set()
             for record in self.records.values():
-                if len(claimed) >= limit:
-                    break
                 if not record.pending:
                     continue
                 key = record.message.partition_key
-                if key is not None and key in blocked:
-                    continue
-                if self._eligible(record, now, max_retry):
-                    record.claimed_by, record.claimed_at = owner, now
-                    claimed.append(record.view())
-                elif key is not None:
-                    blocked.add(key)
-            return claimed
+                if key is None:
+                    if len(keyless) < limit and self._eligible(record, now, max_retry):
+                        keyless.append(record)
+                elif key not in closed:
+                    prefix = runs.setdefault(key, [])
+                    if len(prefix) < run and self._eligible(record, now, max_retry):
+                        prefix.append(record)
+                    else:
+                        closed.add(key)
+            chosen = choose_batch(keyless, runs.values(), limit, lambda r: r.seq)
+            for record in chosen:
+                record.claimed_by, record.claimed_at = owner, now
+                record.lease_until = now + self.claim_lease
+            return [record.view() for record in chosen]
 
     def _eligible(self, record: _Record, now: datetime, max_retry: int) -> bool:
         if record.retry_count >= max_retry:
             return False
         if record.not_before is not None and record.not_before > now:
             return False
-        return record.claimed_at is None or record.claimed_at + self.claim_timeout <= now
+        return not self._claim_live(record, now)
+
+    def _claim_live(self, record: _Record, now: datetime) -> bool:
+        """Whether a claim holds: within the claim timeout and its lease."""
+        if record.claimed_at is None or record.claimed_at + self.claim_timeout <= now:
+            return False
+        return record.lease_until is None or record.lease_until > now
 
     def _owned(self, owner: UUID, message_id: UUID) -> _Record | None:
         record = self.records.get(message_id)
@@ -259,6 +280,21 @@ class InMemoryOutboxState:
                 if record := self._owned(owner, message_id):
                     record.claimed_by = record.claimed_at = None
 
+    def renew(self, owner: UUID, ids: Sequence[UUID]) -> int:
+        """Extend the lease of this owner's claims younger than the claim timeout."""
+        with self._lock:
+            now = self.clock()
+            renewed = 0
+            for message_id in ids:
+                record = self._owned(owner, message_id)
+                if record is None or record.claimed_at is None:
+                    continue
+                if record.claimed_at + self.claim_timeout <= now:
+                    continue
+                record.lease_until = now + self.claim_lease
+                renewed += 1
+            return renewed
+
     # --- wake-up ---------------------------------------------------------------
 
     @property
@@ -294,10 +330,7 @@ class InMemoryOutboxState:
         with self._lock:
             now = self.clock()
             pending = [r for r in self.records.values() if r.pending]
-            claimed = [
-                r for r in pending
-                if r.claimed_at is not None and r.claimed_at + self.claim_timeout > now
-            ]
+            claimed = [r for r in pending if r.claimed_by is not None and self._claim_live(r, now)]
             oldest = min((r.message.created_at for r in pending), default=None)
             return OutboxStats(
                 pending=len(pending),
@@ -314,16 +347,18 @@ class InMemoryOutboxState:
         with self._lock:
             return [r.view() for r in self.records.values() if r.abandoned_at is not None][:limit]
 
-    def requeue_abandoned(self, ids: Sequence[UUID] | None) -> int:
-        """Make abandoned messages pending again with a fresh budget."""
+    def requeue_abandoned(self, ids: Sequence[UUID] | None, limit: int) -> int:
+        """Make up to ``limit`` abandoned messages pending again with a fresh budget."""
         with self._lock:
             wanted = None if ids is None else set(ids)
             count = 0
             for record in self.records.values():
+                if count >= limit:
+                    break
                 if record.abandoned_at is None or (wanted is not None and record.message.id not in wanted):
                     continue
                 record.abandoned_at = record.not_before = None
-                record.claimed_by = record.claimed_at = None
+                record.claimed_by = record.claimed_at = record.lease_until = None
                 record.retry_count = 0
                 count += 1
             return count
@@ -348,6 +383,7 @@ class _InMemoryView:
         self.owner = uuid4()
         self.seen_version = state.version
         state.claim_timeout = timedelta(seconds=config.claim_timeout_seconds)
+        state.claim_lease = timedelta(seconds=config.claim_lease_seconds)
 
 
 @Pod()
@@ -357,6 +393,7 @@ class InMemoryOutboxStorage(
     IOutboxRetryScheduling,
     IOutboxWakeUp,
     IOutboxAdministration,
+    IOutboxLiveness,
 ):
     """Synchronous in-memory storage with every capability."""
 
@@ -417,8 +454,14 @@ class InMemoryOutboxStorage(
         return self._state.list_abandoned(limit)
 
     @override
-    def requeue_abandoned(self, message_ids: Sequence[UUID] | None = None) -> int:
-        return self._state.requeue_abandoned(message_ids)
+    def requeue_abandoned(
+        self, message_ids: Sequence[UUID] | None = None, limit: int = 1_000
+    ) -> int:
+        return self._state.requeue_abandoned(message_ids, limit)
+
+    @override
+    def renew_claims(self, message_ids: Sequence[UUID]) -> int:
+        return self._state.renew(self._view.owner, message_ids)
 
     @override
     def purge_published(self, before: datetime, limit: int = 10_000) -> int:
@@ -432,6 +475,7 @@ class AsyncInMemoryOutboxStorage(
     IAsyncOutboxRetryScheduling,
     IAsyncOutboxWakeUp,
     IAsyncOutboxAdministration,
+    IAsyncOutboxLiveness,
 ):
     """Asynchronous in-memory storage with every capability."""
 
@@ -490,8 +534,14 @@ class AsyncInMemoryOutboxStorage(
         return self._state.list_abandoned(limit)
 
     @override
-    async def requeue_abandoned(self, message_ids: Sequence[UUID] | None = None) -> int:
-        return self._state.requeue_abandoned(message_ids)
+    async def requeue_abandoned(
+        self, message_ids: Sequence[UUID] | None = None, limit: int = 1_000
+    ) -> int:
+        return self._state.requeue_abandoned(message_ids, limit)
+
+    @override
+    async def renew_claims(self, message_ids: Sequence[UUID]) -> int:
+        return self._state.renew(self._view.owner, message_ids)
 
     @override
     async def purge_published(self, before: datetime, limit: int = 10_000) -> int:
@@ -565,7 +615,8 @@ class InMemoryOutboxHarness(AbstractOutboxHarness):
 
     name = "in-memory"
     capabilities = frozenset(Capability)
-    claim_timeout_seconds = 1.0
+    claim_timeout_seconds = 3.0
+    claim_lease_seconds = 1.0
 
     def __init__(self) -> None:
         """Create a fresh state on a manual clock."""
@@ -573,7 +624,10 @@ class InMemoryOutboxHarness(AbstractOutboxHarness):
         self.clock = ManualClock()
         self.state.clock = self.clock
         self._config = OutboxConfig().model_copy(
-            update={"claim_timeout_seconds": self.claim_timeout_seconds}
+            update={
+                "claim_timeout_seconds": self.claim_timeout_seconds,
+                "claim_lease_seconds": self.claim_lease_seconds,
+            }
         )
 
     @override
@@ -631,6 +685,7 @@ class InMemoryOutboxHarness(AbstractOutboxHarness):
                 published=r.published_at is not None,
                 abandoned=r.abandoned_at is not None,
                 last_error=r.last_error,
+                created_at=r.message.created_at,
             )
             for r in self.state.records.values()
         ]
