@@ -17,7 +17,7 @@ from datetime import datetime
 from uuid import UUID
 
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import OutboxStats
+from spakky.outbox.common.stats import OutboxStats, OutboxTarget
 
 
 class IOutboxStorage(ABC):
@@ -180,6 +180,14 @@ class IAsyncOutboxWakeUp(ABC):
 class IOutboxAdministration(ABC):
     """Capability: inspect and repair an outbox (sync)."""
 
+    def target(self) -> OutboxTarget:
+        """Say where this outbox lives (backend, URL without password, table or prefix).
+
+        The ``spakky-outbox`` command prints it before changing anything;
+        storages override the default, which only names the class.
+        """
+        return OutboxTarget(backend=type(self).__name__, location="unknown")
+
     @abstractmethod
     def stats(self) -> OutboxStats:
         """Count messages by state and measure the oldest pending one."""
@@ -215,6 +223,14 @@ class IOutboxAdministration(ABC):
 
 class IAsyncOutboxAdministration(ABC):
     """Capability: inspect and repair an outbox (async)."""
+
+    def target(self) -> OutboxTarget:
+        """Say where this outbox lives (backend, URL without password, table or prefix).
+
+        The ``spakky-outbox`` command prints it before changing anything;
+        storages override the default, which only names the class.
+        """
+        return OutboxTarget(backend=type(self).__name__, location="unknown")
 
     @abstractmethod
     async def stats(self) -> OutboxStats:

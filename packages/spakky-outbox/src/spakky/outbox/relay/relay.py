@@ -79,6 +79,12 @@ class _RelayPolicy:
         self.metrics = metrics
         self.outage_streak = 0
         self._next_housekeeping = 0.0
+        self.last_cycle: float | None = None
+        """``time.monotonic()`` when the relay last finished a claim cycle."""
+
+    def cycle_done(self) -> None:
+        """Record that a claim cycle finished (relay liveness for health checks)."""
+        self.last_cycle = time.monotonic()
 
     def housekeeping_due(self, wanted: bool) -> bool:
         """Whether to report the backlog / apply retention now (at most every 15 s)."""
@@ -161,6 +167,12 @@ class AsyncOutboxRelayBackgroundService(AbstractAsyncBackgroundService):
         self._config = config
         self._policy = _RelayPolicy(config, metrics)
 
+    @property
+    def seconds_since_last_cycle(self) -> float | None:
+        """Seconds since the relay last finished a claim cycle; None before the first."""
+        last = self._policy.last_cycle
+        return None if last is None else time.monotonic() - last
+
     @override
     async def initialize_async(self) -> None:
         """Nothing to prepare: storages and transports own their connections."""
@@ -188,6 +200,7 @@ class AsyncOutboxRelayBackgroundService(AbstractAsyncBackgroundService):
             except Exception:
                 logger.exception("Outbox storage failed; the relay backs off and retries")
                 outcome = _BatchOutcome(outage=True)
+            self._policy.cycle_done()
             delay = self._policy.idle_delay(outcome)
             if delay > 0 and not self._stop_event.is_set():
                 await self._rest(delay, wake_on_commit=not outcome.outage)
@@ -369,6 +382,12 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
         self._policy = _RelayPolicy(config, metrics)
         self._stop_event = threading.Event()
 
+    @property
+    def seconds_since_last_cycle(self) -> float | None:
+        """Seconds since the relay last finished a claim cycle; None before the first."""
+        last = self._policy.last_cycle
+        return None if last is None else time.monotonic() - last
+
     @override
     def initialize(self) -> None:
         """Nothing to prepare: storages and transports own their connections."""
@@ -392,6 +411,7 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
             except Exception:
                 logger.exception("Outbox storage failed; the relay backs off and retries")
                 outcome = _BatchOutcome(outage=True)
+            self._policy.cycle_done()
             delay = self._policy.idle_delay(outcome)
             if delay > 0:
                 self._rest(delay, wake_on_commit=not outcome.outage)
