@@ -1,9 +1,11 @@
 """Workspace-wide fixtures (every package's tests and tests/): real services, resolved once."""
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
+from tests.services.redis_servers import redis_cluster
 from tests.services.resolve import resolve_service
 
 
@@ -33,6 +35,20 @@ def redis_url() -> Iterator[str]:
     """``redis://`` URL of a reachable Redis."""
     with resolve_service("redis") as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """``redis://`` URL of one node of a Redis Cluster.
+
+    ``REDIS_CLUSTER_URL`` when set; otherwise a private 3-primary cluster
+    started from the local ``redis-server`` for this session.
+    """
+    if url := os.environ.get("REDIS_CLUSTER_URL"):
+        yield url
+        return
+    with redis_cluster() as nodes:
+        yield nodes[0].url
 
 
 @pytest.fixture(scope="session")

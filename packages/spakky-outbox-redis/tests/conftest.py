@@ -8,6 +8,7 @@ import pytest
 import redis.asyncio
 from spakky.outbox.common.config import OutboxConfig
 from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
+from spakky.plugins.outbox_redis.codec import RedisKeys
 from spakky.plugins.outbox_redis.config import RedisOutboxConfig
 from spakky.plugins.outbox_redis.storage import (
     AsyncRedisOutboxStorage,
@@ -29,6 +30,11 @@ class RedisOutbox:
         """The outbox's key prefix."""
         return self.config.key_prefix
 
+    @property
+    def keys(self) -> RedisKeys:
+        """The outbox's key names."""
+        return RedisKeys(self.prefix)
+
     def storage(self) -> AsyncRedisOutboxStorage:
         """A new asyncio storage instance (one relay)."""
         return AsyncRedisOutboxStorage(
@@ -40,21 +46,39 @@ class RedisOutbox:
         return RedisOutboxStorage(self.connections, self.config, self.outbox_config)
 
 
+def make_outbox(url: str, prefix: str | None = None) -> RedisOutbox:
+    """An outbox under ``prefix`` (default: a fresh unique one) on the Redis at ``url``.
+
+    Claims have a lease of 1 s and a timeout of 3 s, as in the conformance harness.
+    """
+    config = RedisOutboxConfig().model_copy(
+        update={"url": url, "key_prefix": prefix or f"{{unit-{uuid.uuid4().hex}}}"}
+    )
+    outbox_config = OutboxConfig().model_copy(
+        update={"claim_timeout_seconds": 3.0, "claim_lease_seconds": 1.0}
+    )
+    return RedisOutbox(
+        config,
+        outbox_config,
+        RedisOutboxConnectionManager(config),
+        redis.asyncio.Redis.from_url(url),
+    )
+
+
+async def drop_outbox(outbox: RedisOutbox) -> None:
+    """Delete the outbox's keys and close its clients."""
+    keys: list[bytes] = [k async for k in outbox.raw.scan_iter(match=f"{outbox.prefix}*")]
+    if keys:
+        await outbox.raw.delete(*keys)
+    await outbox.raw.aclose()
+    await outbox.connections.aclose()
+
+
 @pytest.fixture
 async def outbox(redis_url: str) -> AsyncIterator[RedisOutbox]:
     """A fresh outbox under a unique hash-tagged prefix, deleted afterwards."""
-    prefix = f"{{unit-{uuid.uuid4().hex}}}"
-    config = RedisOutboxConfig().model_copy(
-        update={"url": redis_url, "key_prefix": prefix}
-    )
-    outbox_config = OutboxConfig().model_copy(update={"claim_timeout_seconds": 1.0})
-    connections = RedisOutboxConnectionManager(config)
-    raw = redis.asyncio.Redis.from_url(redis_url)
+    created = make_outbox(redis_url)
     try:
-        yield RedisOutbox(config, outbox_config, connections, raw)
+        yield created
     finally:
-        keys: list[bytes] = [k async for k in raw.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await raw.delete(*keys)
-        await raw.aclose()
-        await connections.aclose()
+        await drop_outbox(created)

@@ -104,15 +104,18 @@ async def test_unreachable_server_expect_storage_unavailable_error(
         await connections.aclose()
 
 
-async def test_mark_published_expect_retention_ttl(outbox: RedisOutbox) -> None:
-    """A published message's hash expires after the configured retention."""
+async def test_mark_published_expect_kept_until_purged(outbox: RedisOutbox) -> None:
+    """A published message stays (no TTL of its own) until a purge removes it."""
     sent = _message()
     await _write(outbox, sent)
     storage = outbox.storage()
     await storage.fetch_pending(1, MAX_RETRY)
     await storage.mark_published(sent.id)
-    ttl = await outbox.raw.pttl(f"{outbox.prefix}:msg:{sent.id}")
-    assert 0 < ttl <= outbox.config.published_retention_seconds * 1000
+    assert await outbox.raw.pttl(outbox.keys.message(sent.id)) == -1
+    assert (await storage.stats()).published == 1
+    assert await storage.purge_published(datetime.now(UTC).replace(year=2100)) == 1
+    assert not await outbox.raw.exists(outbox.keys.message(sent.id))
+    assert (await storage.stats()).published == 0
 
 
 async def test_schedule_retry_keyed_head_expect_followers_released(
@@ -128,7 +131,7 @@ async def test_schedule_retry_keyed_head_expect_followers_released(
     ]
     await storage.schedule_retry(head.id, 0.0, "refused")
     await storage.mark_published(follower.id)
-    fields = await outbox.raw.hgetall(f"{outbox.prefix}:msg:{follower.id}")
+    fields = await outbox.raw.hgetall(outbox.keys.message(follower.id))
     assert b"published_at" not in cast(dict[bytes, bytes], fields)
     again = await outbox.storage().fetch_pending(10, MAX_RETRY)
     assert [(m.id, m.retry_count, m.last_error) for m in again] == [
