@@ -70,14 +70,23 @@ local function claimable(id, now)
   if not f[1] then return end
   if f[2] then promote(f[2], now) else redis.call('ZADD', free, f[1], id) end
 end
-local out = {{}}
+-- variadic ZADD / ZREM in slices, one call per thousand members rather than one each
+local function zadd_all(key, flat)
+  for i = 1, #flat, 2000 do redis.call('ZADD', key, unpack(flat, i, math.min(i + 1999, #flat))) end
+end
+local function zrem_all(key, ids)
+  for i = 1, #ids, 1000 do redis.call('ZREM', key, unpack(ids, i, math.min(i + 999, #ids))) end
+end
+local out, n_out = {{}}, 0
 local function put(v)
   if v then
-    out[#out + 1] = #v
-    out[#out + 1] = ':'
-    out[#out + 1] = v
+    out[n_out + 1] = #v
+    out[n_out + 2] = ':'
+    out[n_out + 3] = v
+    n_out = n_out + 3
   else
-    out[#out + 1] = '-'
+    n_out = n_out + 1
+    out[n_out] = '-'
   end
 end
 local function put_message(id, f)
@@ -185,20 +194,26 @@ end
 table.sort(cands, function(a, b) return a[1] < b[1] end)
 local stamp = tostring(now)
 put(stamp)
+local deadlines, keyless, keyed_ids, taken_keys = {}, {}, {}, {}
 for i = 1, math.min(limit, #cands) do
   local c = cands[i]
   local id, f = c[2], c[3]
-  redis.call('ZADD', inflight, now + hold, id)
+  deadlines[#deadlines + 1] = now + hold
+  deadlines[#deadlines + 1] = id
   if f[F_KEY] then
-    redis.call('ZREM', delayed, id)
-    if c[4] then redis.call('ZREM', heads, c[4]) end
+    keyed_ids[#keyed_ids + 1] = id
+    if c[4] then taken_keys[#taken_keys + 1] = c[4] end
   else
-    redis.call('ZREM', free, id)
+    keyless[#keyless + 1] = id
   end
   redis.call('HSET', mkey(id), 'owner', owner, 'claimed_at', now)
   f[F_CLAIMED] = stamp
   put_message(id, f)
 end
+zadd_all(inflight, deadlines)
+zrem_all(free, keyless)
+zrem_all(delayed, keyed_ids)
+zrem_all(heads, taken_keys)
 return table.concat(out)
 """
 )
@@ -238,8 +253,8 @@ local function release_followers(pk, seq)
   end
 end
 
-for i = 7, #ARGV do
-  local id = ARGV[i]
+local left, landed = {}, {}
+for id in string.gmatch(ARGV[7], '[^,]+') do
   local mk = mkey(id)
   local f = redis.call('HMGET', mk, 'owner', 'partition_key', 'seq')
   if f[1] == owner then
@@ -247,19 +262,19 @@ for i = 7, #ARGV do
     done = done + 1
     if has_err then redis.call('HSET', mk, 'last_error', err) end
     if mode == 'publish' or mode == 'abandon' then
-      redis.call('ZREM', inflight, id)
-      redis.call('ZREM', pending, id)
-      redis.call('HDEL', mk, 'owner')
+      left[#left + 1] = id
       if mode == 'publish' then
         redis.call('HSET', mk, 'published_at', now)
-        redis.call('ZADD', o .. ':published', now, id)
+        landed[#landed + 1] = now
       else
         redis.call('HSET', mk, 'abandoned_at', now)
-        redis.call('ZADD', o .. ':dead', f[3], id)
+        landed[#landed + 1] = f[3]
       end
+      landed[#landed + 1] = id
+      redis.call('HDEL', mk, 'owner', 'claimed_at')
       if pk then
-        redis.call('ZREM', kkey(pk), id)
-        touched[pk] = true
+        touched[pk] = touched[pk] or {}
+        table.insert(touched[pk], id)
       end
     elseif mode == 'increment' then
       redis.call('HINCRBY', mk, 'retry_count', 1)
@@ -270,7 +285,7 @@ for i = 7, #ARGV do
       redis.call('HDEL', mk, 'owner', 'claimed_at')
       if pk then
         release_followers(pk, f[3])
-        touched[pk] = true
+        touched[pk] = touched[pk] or {}
       end
       if mode == 'retry' and delay > 0 then
         redis.call('ZADD', delayed, now + delay, id)
@@ -280,6 +295,11 @@ for i = 7, #ARGV do
     end
   end
 end
+-- delivered or given up: out of every lane, into published or dead
+zrem_all(inflight, left)
+zrem_all(pending, left)
+if mode == 'publish' then zadd_all(o .. ':published', landed) else zadd_all(o .. ':dead', landed) end
+for pk, gone in pairs(touched) do zrem_all(kkey(pk), gone) end
 for pk in pairs(touched) do promote(pk, now) end
 return done
 """
@@ -287,8 +307,9 @@ return done
 """Acknowledge, retry, abandon or release messages this owner holds.
 
 ARGV: prefix, owner token, mode (publish, abandon, increment, retry, release),
-retry delay ms, error text, has-error flag, ids... Messages whose claim this
-owner no longer holds are left untouched (fencing). Returns how many were settled.
+retry delay ms, error text, has-error flag, ids joined by commas (one argument
+is cheaper to send than a hundred). Messages whose claim this owner no longer
+holds are left untouched (fencing). Returns how many were settled.
 """
 
 RENEW = (
@@ -299,8 +320,7 @@ local timeout = tonumber(ARGV[3])
 local lease = tonumber(ARGV[4])
 local now = now_ms()
 local renewed = 0
-for i = 5, #ARGV do
-  local id = ARGV[i]
+for id in string.gmatch(ARGV[5], '[^,]+') do
   local f = redis.call('HMGET', mkey(id), 'owner', 'claimed_at')
   if f[1] == owner and f[2] then
     local ends = tonumber(f[2]) + timeout
@@ -315,7 +335,7 @@ return renewed
 )
 """Push the lease of the messages this owner holds to now + lease, never past the claim timeout.
 
-ARGV: prefix, owner token, claim timeout ms, lease ms, ids... A sweep by any
+ARGV: prefix, owner token, claim timeout ms, lease ms, ids joined by commas. A sweep by any
 fetch clears the owner of a lapsed claim, so only claims nobody swept (or took
 over) are renewed. Returns how many were renewed.
 """
@@ -330,7 +350,10 @@ if ARGV[3] == 'oldest' then
   ids = redis.call('ZRANGE', dead, 0, limit - 1)
 else
   ids = {}
-  for i = 4, math.min(#ARGV, limit + 3) do ids[#ids + 1] = ARGV[i] end
+  for id in string.gmatch(ARGV[4], '[^,]+') do
+    if #ids >= limit then break end
+    ids[#ids + 1] = id
+  end
 end
 local now = now_ms()
 local done = 0
@@ -360,7 +383,7 @@ return done
 )
 """Make up to ``limit`` abandoned messages pending again with a fresh budget.
 
-ARGV: prefix, limit, 'oldest' or 'ids', ids... Returns how many were requeued.
+ARGV: prefix, limit, 'oldest' or 'ids', ids joined by commas. Returns how many were requeued.
 """
 
 PURGE = f"""

@@ -125,6 +125,11 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
+def _joined(message_ids: Sequence[UUID | bytes]) -> str:
+    """Ids as the scripts take them: one comma-separated argument."""
+    return ",".join(i.decode() if isinstance(i, bytes) else str(i) for i in message_ids)
+
+
 class _RedisOutboxBase:
     """State, arguments and reply decoding shared by the sync and asyncio storages."""
 
@@ -196,7 +201,7 @@ class _RedisOutboxBase:
             max(0, round(delay_seconds * 1000)),
             "" if error is None else error,
             "0" if error is None else "1",
-            *(i if isinstance(i, bytes) else str(i) for i in message_ids),
+            _joined(message_ids),
         ]
 
     def _renew_args(self, message_ids: Sequence[UUID]) -> list[RedisValue]:
@@ -205,13 +210,13 @@ class _RedisOutboxBase:
             self._owner,
             self._claim_timeout_ms,
             self._lease_ms,
-            *(str(i) for i in message_ids),
+            _joined(message_ids),
         ]
 
     def _requeue_args(self, message_ids: Sequence[UUID] | None, limit: int) -> list[RedisValue]:
         if message_ids is None:
             return [self._keys.prefix, limit, "oldest"]
-        return [self._keys.prefix, limit, "ids", *(str(i) for i in message_ids[:limit])]
+        return [self._keys.prefix, limit, "ids", _joined(message_ids[:limit])]
 
     def _purge_args(self, before: datetime, limit: int) -> list[RedisValue]:
         return [self._keys.prefix, round(before.timestamp() * 1000), limit]
