@@ -356,26 +356,42 @@ else
   end
 end
 local now = now_ms()
-local done = 0
-local touched = {}
-for _, id in ipairs(ids) do
-  local mk = mkey(id)
-  local f = redis.call('HMGET', mk, 'seq', 'partition_key')
-  -- an id without its hash is dropped from the dead set, nothing to requeue
-  if redis.call('ZREM', dead, id) == 1 and f[1] then
-    redis.call('HDEL', mk, 'abandoned_at', 'owner', 'claimed_at')
-    redis.call('HSET', mk, 'retry_count', 0)
-    redis.call('ZADD', pending, f[1], id)
-    if f[2] then
-      -- back to its original place in its key's order
-      redis.call('ZADD', kkey(f[2]), f[1], id)
-      touched[f[2]] = true
-    else
-      redis.call('ZADD', free, f[1], id)
+local scores = {}
+for i = 1, #ids, 1000 do
+  local chunk = redis.call('ZMSCORE', dead, unpack(ids, i, math.min(i + 999, #ids)))
+  for j = 1, #chunk do scores[i + j - 1] = chunk[j] end
+end
+local back, by_key, keyless = {}, {}, {}
+for i, id in ipairs(ids) do
+  if scores[i] then
+    local mk = mkey(id)
+    local f = redis.call('HMGET', mk, 'seq', 'partition_key')
+    back[#back + 1] = id
+    -- an id without its hash only leaves the dead set: nothing to requeue
+    if f[1] then
+      redis.call('HDEL', mk, 'abandoned_at', 'owner', 'claimed_at')
+      redis.call('HSET', mk, 'retry_count', 0)
+      local lane = keyless
+      if f[2] then
+        by_key[f[2]] = by_key[f[2]] or {}
+        lane = by_key[f[2]]
+      end
+      lane[#lane + 1] = f[1]
+      lane[#lane + 1] = id
     end
-    done = done + 1
   end
 end
+zrem_all(dead, back)
+for _, lane in pairs(by_key) do zadd_all(pending, lane) end
+zadd_all(pending, keyless)
+zadd_all(free, keyless)
+-- keyed ones go back to their original place in their key's order
+local touched = {}
+for pk, lane in pairs(by_key) do
+  zadd_all(kkey(pk), lane)
+  touched[pk] = true
+end
+local done = #back
 for pk in pairs(touched) do promote(pk, now) end
 if done > 0 then redis.call('ZADD', o .. ':wake', 0, 'wake') end
 return done
@@ -391,9 +407,11 @@ local o = ARGV[1] .. ':{OUTBOX_SEGMENT}'
 local published = o .. ':published'
 local ids = redis.call('ZRANGEBYSCORE', published, '-inf', '(' .. ARGV[2],
   'LIMIT', 0, tonumber(ARGV[3]))
-for _, id in ipairs(ids) do
-  redis.call('DEL', o .. ':msg:' .. id)
-  redis.call('ZREM', published, id)
+for i = 1, #ids, 1000 do
+  local hashes = {{}}
+  for j = i, math.min(i + 999, #ids) do hashes[#hashes + 1] = o .. ':msg:' .. ids[j] end
+  redis.call('DEL', unpack(hashes))
+  redis.call('ZREM', published, unpack(ids, i, math.min(i + 999, #ids)))
 end
 return #ids
 """

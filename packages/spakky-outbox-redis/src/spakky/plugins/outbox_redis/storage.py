@@ -10,10 +10,10 @@ longer settle or renew it.
 """
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, cast, override
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 from uuid import UUID
 
 from redis.commands.core import AsyncScript, Script
@@ -119,10 +119,28 @@ def redact_url(url: str) -> str:
     if parts.password is not None:
         host = netloc.rpartition("@")[2]
         netloc = f"{parts.username}@{host}" if parts.username else host
-    query = urlencode(
-        [(k, v) for k, v in parse_qsl(parts.query) if k.lower() != "password"]
-    )
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k.lower() != "password"]
+    redacted = f"{parts.scheme}://{netloc}{parts.path}"
+    return f"{redacted}?{urlencode(query)}" if query else redacted
+
+
+_REQUEUE_CHUNK = 200
+"""Most abandoned messages one requeue script moves (a few ms of server time)."""
+_PURGE_CHUNK = 1000
+"""Most published messages one purge script deletes (a few ms of server time)."""
+
+type _Step = tuple[list[RedisValue], int | None]
+"""One administration script call: its ARGV, and the count below which the oldest-first walk is over
+(None: the call works on named ids, and the next chunk follows regardless)."""
+
+
+def _steps(limit: int, chunk: int) -> Iterator[int]:
+    """Split ``limit`` into script-sized steps, so an administration call of any
+    size holds the server a few milliseconds at a time.
+    """
+    while limit > 0:
+        yield min(chunk, limit)
+        limit -= chunk
 
 
 def _joined(message_ids: Sequence[UUID | bytes]) -> str:
@@ -213,13 +231,22 @@ class _RedisOutboxBase:
             _joined(message_ids),
         ]
 
-    def _requeue_args(self, message_ids: Sequence[UUID] | None, limit: int) -> list[RedisValue]:
+    def _requeue_steps(
+        self, message_ids: Sequence[UUID] | None, limit: int
+    ) -> Iterator[_Step]:
         if message_ids is None:
-            return [self._keys.prefix, limit, "oldest"]
-        return [self._keys.prefix, limit, "ids", _joined(message_ids[:limit])]
+            for step in _steps(limit, _REQUEUE_CHUNK):
+                yield [self._keys.prefix, step, "oldest"], step
+            return
+        chosen = message_ids[: max(0, limit)]
+        for start in range(0, len(chosen), _REQUEUE_CHUNK):
+            part = chosen[start : start + _REQUEUE_CHUNK]
+            yield [self._keys.prefix, len(part), "ids", _joined(part)], None
 
-    def _purge_args(self, before: datetime, limit: int) -> list[RedisValue]:
-        return [self._keys.prefix, round(before.timestamp() * 1000), limit]
+    def _purge_steps(self, before: datetime, limit: int) -> Iterator[_Step]:
+        cutoff = round(before.timestamp() * 1000)
+        for step in _steps(limit, _PURGE_CHUNK):
+            yield [self._keys.prefix, cutoff, step], step
 
     @staticmethod
     def _decode(reply: Any) -> tuple[list[OutboxMessage], list[tuple[bytes, str]]]:
@@ -414,16 +441,21 @@ class AsyncRedisOutboxStorage(
         self, message_ids: Sequence[UUID] | None = None, limit: int = 1_000
     ) -> int:
         """Make up to ``limit`` abandoned messages pending again (None: the oldest ones)."""
-        if limit <= 0:
-            return 0
-        return int(await self._run("requeue", self._requeue_args(message_ids, limit)))
+        return await self._run_steps("requeue", self._requeue_steps(message_ids, limit))
 
     @override
     async def purge_published(self, before: datetime, limit: int = 10_000) -> int:
         """Delete up to ``limit`` messages published before ``before``."""
-        if limit <= 0:
-            return 0
-        return int(await self._run("purge", self._purge_args(before, limit)))
+        return await self._run_steps("purge", self._purge_steps(before, limit))
+
+    async def _run_steps(self, name: str, steps: Iterator[_Step]) -> int:
+        done = 0
+        for args, step in steps:
+            count = int(await self._run(name, args))
+            done += count
+            if step is not None and count < step:
+                break
+        return done
 
 
 @Pod()
@@ -585,13 +617,18 @@ class RedisOutboxStorage(
         self, message_ids: Sequence[UUID] | None = None, limit: int = 1_000
     ) -> int:
         """Make up to ``limit`` abandoned messages pending again (None: the oldest ones)."""
-        if limit <= 0:
-            return 0
-        return int(self._run("requeue", self._requeue_args(message_ids, limit)))
+        return self._run_steps("requeue", self._requeue_steps(message_ids, limit))
 
     @override
     def purge_published(self, before: datetime, limit: int = 10_000) -> int:
         """Delete up to ``limit`` messages published before ``before``."""
-        if limit <= 0:
-            return 0
-        return int(self._run("purge", self._purge_args(before, limit)))
+        return self._run_steps("purge", self._purge_steps(before, limit))
+
+    def _run_steps(self, name: str, steps: Iterator[_Step]) -> int:
+        done = 0
+        for args, step in steps:
+            count = int(self._run(name, args))
+            done += count
+            if step is not None and count < step:
+                break
+        return done
