@@ -135,9 +135,7 @@ type _Step = tuple[list[RedisValue], int | None]
 
 
 def _steps(limit: int, chunk: int) -> Iterator[int]:
-    """Split ``limit`` into script-sized steps, so an administration call of any
-    size holds the server a few milliseconds at a time.
-    """
+    """Split ``limit`` into script-sized steps: a call of any size holds the server milliseconds at a time."""
     while limit > 0:
         yield min(chunk, limit)
         limit -= chunk
