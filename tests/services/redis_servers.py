@@ -75,7 +75,7 @@ class RedisServer:
         return redis.Redis(port=self.port, socket_timeout=5)
 
     def start(self, *, wait: bool = True, extra: Sequence[str] = ()) -> None:
-        """Start the process; with ``wait``, return once it answers PING (data loaded)."""
+        """Start the process; with ``wait``, return once it serves reads (data loaded)."""
         log = open(self.directory / "server.log", "ab")  # noqa: SIM115 - kept open by the child
         self.process = subprocess.Popen(
             [
@@ -97,13 +97,16 @@ class RedisServer:
             self.wait_ready()
 
     def wait_ready(self) -> None:
-        """Wait until the server answers PING (not LOADING), or fail with its log."""
+        """Wait until the server serves reads (its data loaded), or fail with its log."""
         deadline = time.monotonic() + _START_TIMEOUT_SECONDS
         with self.client() as client:
             while True:
                 try:
-                    if client.ping():
-                        return
+                    # PING is answered while loading; a read is not
+                    client.exists("spakky:ready-probe")
+                    return
+                except redis.ResponseError:
+                    return  # serving, e.g. CLUSTERDOWN from a cluster node without slots yet
                 except redis.RedisError:
                     pass
                 if self.process is not None and self.process.poll() is not None:

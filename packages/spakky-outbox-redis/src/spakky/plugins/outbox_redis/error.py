@@ -32,3 +32,14 @@ class CrossSlotWriteError(AbstractSpakkyOutboxError):
         "outbox's slot: give business keys the outbox's hash tag, e.g. "
         "RedisKeys(prefix).business(name). Nothing was written"
     )
+
+
+class UncheckedClusterCommandError(AbstractSpakkyOutboxError):
+    """Raised when an asyncio cluster transaction queues a command whose keys only the server knows."""
+
+    message = (
+        "An asyncio Redis Cluster transaction cannot queue a command whose keys "
+        "only the server can list (e.g. SORT ... STORE, ZUNIONSTORE): its slot "
+        "cannot be checked, nor routed by redis-py. Use commands with fixed key "
+        "positions, or the synchronous transaction"
+    )

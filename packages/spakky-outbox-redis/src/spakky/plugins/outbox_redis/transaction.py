@@ -9,7 +9,10 @@ Commands queued on the pipeline return the pipeline, not a result: reads
 inside the transaction see nothing queued yet (Redis semantics). On a Redis
 Cluster every key the transaction writes must be in the outbox's slot (share
 its hash tag); the cluster pipeline refuses any other key when it is queued,
-with `CrossSlotWriteError`, so nothing is written.
+with `CrossSlotWriteError`, so nothing is written. Keys are found from the
+server's command table (loaded by the cluster client); the synchronous
+pipeline asks the server for commands with movable keys, which the asyncio one
+refuses (`UncheckedClusterCommandError`).
 """
 
 from collections.abc import Generator, Mapping, Sequence
@@ -22,7 +25,7 @@ import redis.asyncio.client
 import redis.asyncio.cluster
 import redis.client
 import redis.cluster
-from redis.exceptions import CrossSlotTransactionError, RedisClusterException
+from redis.exceptions import RedisClusterException
 from spakky.core.pod.annotations.pod import Pod
 from spakky.data.persistency.transaction import (
     AbstractAsyncTransaction,
@@ -33,6 +36,7 @@ from spakky.plugins.outbox_redis.config import RedisOutboxConfig
 from spakky.plugins.outbox_redis.error import (
     CrossSlotWriteError,
     RedisTransactionNotActiveError,
+    UncheckedClusterCommandError,
 )
 
 type SyncPipeline = redis.client.Pipeline | redis.cluster.ClusterPipeline
@@ -86,10 +90,11 @@ class _GuardedClusterPipeline(redis.cluster.ClusterPipeline):
         outbox_slot = self.keyslot(self.outbox_prefix)
         keys = command_keys(cast(Mapping[str, Any], self.commands_parser.commands), args)
         if keys is None:
+            # movable keys: redis-py asks the server which slot they are in
             try:
                 slot = self.determine_slot(*args)
-            except RedisClusterException:
-                raise CrossSlotWriteError(f"{args[0]} names keys in several slots") from None
+            except RedisClusterException as error:
+                raise CrossSlotWriteError(f"{args[0]}: {error}") from None
             if slot is not None and slot != outbox_slot:
                 raise _cross_slot(args[1:], slot, self.outbox_prefix, outbox_slot)
         for key in keys or ():
@@ -99,12 +104,7 @@ class _GuardedClusterPipeline(redis.cluster.ClusterPipeline):
 
 
 class _AsyncGuardedClusterPipeline(redis.asyncio.cluster.ClusterPipeline):
-    """Asyncio cluster MULTI/EXEC pipeline that refuses, when queued, a key outside the outbox's slot.
-
-    Commands with movable keys (other than scripts) cannot be checked without
-    a round trip; redis-py refuses those at commit, before sending anything,
-    and `AsyncRedisTransaction` reports that as `CrossSlotWriteError` too.
-    """
+    """Asyncio cluster MULTI/EXEC pipeline that refuses, when queued, a key outside the outbox's slot."""
 
     outbox_prefix: str
 
@@ -112,7 +112,10 @@ class _AsyncGuardedClusterPipeline(redis.asyncio.cluster.ClusterPipeline):
     def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         client = self.cluster_client
         outbox_slot = client.keyslot(self.outbox_prefix)
-        for key in command_keys(client.commands_parser.commands, args) or ():
+        keys = command_keys(client.commands_parser.commands, args)
+        if keys is None:
+            raise UncheckedClusterCommandError(str(args[0]))
+        for key in keys:
             if (slot := client.keyslot(key)) != outbox_slot:
                 raise _cross_slot(key, slot, self.outbox_prefix, outbox_slot)
         return super().execute_command(*args, **kwargs)
@@ -233,22 +236,14 @@ class AsyncRedisTransaction(AbstractAsyncTransaction):
 
     @override
     async def commit(self) -> None:
-        """Send the queued commands in one MULTI/EXEC (outermost transaction only).
-
-        Raises:
-            CrossSlotWriteError: On a cluster, a queued command named a key
-                outside the outbox's slot; nothing was sent.
-        """
+        """Send the queued commands in one MULTI/EXEC (outermost transaction only)."""
         scope = _async_scope.get()
         if scope is None or scope.depth > 0:
             return
         if scope.rollback_only:
             await scope.pipeline.reset()
             return
-        try:
-            await scope.pipeline.execute()
-        except CrossSlotTransactionError:
-            raise CrossSlotWriteError() from None
+        await scope.pipeline.execute()
 
     @override
     async def rollback(self) -> None:
@@ -300,22 +295,14 @@ class RedisTransaction(AbstractTransaction):
 
     @override
     def commit(self) -> None:
-        """Send the queued commands in one MULTI/EXEC (outermost transaction only).
-
-        Raises:
-            CrossSlotWriteError: On a cluster, a queued command named a key
-                outside the outbox's slot; nothing was sent.
-        """
+        """Send the queued commands in one MULTI/EXEC (outermost transaction only)."""
         scope = _sync_scope.get()
         if scope is None or scope.depth > 0:
             return
         if scope.rollback_only:
             scope.pipeline.reset()
             return
-        try:
-            scope.pipeline.execute()
-        except CrossSlotTransactionError:
-            raise CrossSlotWriteError() from None
+        scope.pipeline.execute()
 
     @override
     def rollback(self) -> None:
