@@ -11,7 +11,7 @@ from spakky.outbox.bus.outbox_event_bus import OutboxEventBus
 from spakky.outbox.error import OutboxStorageFlavourMissingError
 
 from examples.custom_backend.app import NoteTaken, build, run
-from tests.examples.venvs import ROOT, build_wheel, clean_env, fresh_venv, install
+from tests.examples.venvs import ROOT, clean_env, fresh_venv, install
 
 CORE_PLUGINS = {
     Plugin(name=n)
@@ -43,11 +43,11 @@ def test_app_own_async_storage_sync_send_expect_flavour_error() -> None:
 
 
 def test_app_own_async_storage_core_wheel_alone_expect_committed_events_relayed(
-    tmp_path: Path,
+    core_wheel: Path, tmp_path: Path
 ) -> None:
     """Installed from the core's wheel alone (no storage package), the example app starts and relays."""
     python = fresh_venv(tmp_path / "venv")
-    install(python, str(build_wheel("spakky-outbox", tmp_path / "wheels")))
+    install(python, str(core_wheel))
     plugins = subprocess.run(
         [str(python), "-c", "import importlib.metadata as m, json; "
          "print(json.dumps([e.name for e in m.entry_points(group='spakky.plugins')]))"],

@@ -7,16 +7,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 UV = (sys.executable, "-m", "uv")
+PYTHON = os.path.realpath(sys.executable)
+"""The interpreter behind the workspace venv, for venvs made outside the workspace."""
 
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment without the workspace's venv, import path and outbox settings."""
     env = {
         k: v for k, v in os.environ.items()
-        if k not in ("VIRTUAL_ENV", "PYTHONPATH", "UV_PROJECT_ENVIRONMENT")
+        if k not in ("VIRTUAL_ENV", "PYTHONPATH", "UV_PROJECT_ENVIRONMENT", "UV_OFFLINE")
         and not k.startswith("SPAKKY_")
     }
-    return {**env, **extra}
+    return {**env, "UV_PYTHON": PYTHON, **extra}
 
 
 def build_wheel(package: str, out: Path) -> Path:
@@ -29,16 +31,21 @@ def build_wheel(package: str, out: Path) -> Path:
 
 
 def fresh_venv(path: Path) -> Path:
-    """Create an empty Python 3.13 venv at ``path``; return its interpreter."""
-    subprocess.run([*UV, "venv", "--quiet", "--python", "3.13", str(path)], check=True, timeout=120)
+    """Create an empty venv of the workspace's Python at ``path``; return its interpreter."""
+    subprocess.run([*UV, "venv", "--quiet", "--python", PYTHON, str(path)], check=True, timeout=120)
     return path / "bin" / "python"
 
 
-def install(python: Path, *requirements: str, find_links: Path | None = None) -> None:
-    """Install into ``python``'s venv with uv: offline from the uv cache, or from the index when it lacks something."""
-    command = [*UV, "pip", "install", "--quiet", "--python", str(python), *requirements]
-    if find_links is not None:
-        command += ["--find-links", str(find_links)]
-    offline = subprocess.run([*command, "--offline"], capture_output=True, text=True, timeout=600)
+def uv_offline_first(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
+    """Run a uv command that fetches packages: offline from the uv cache, or from the index when the cache lacks one."""
+    command = [*UV, *args]
+    offline = subprocess.run(
+        [*command, "--offline"], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
     if offline.returncode != 0:
-        subprocess.run(command, check=True, timeout=600)
+        subprocess.run(command, cwd=cwd, env=env, check=True, timeout=600)
+
+
+def install(python: Path, *requirements: str) -> None:
+    """Install ``requirements`` into ``python``'s venv."""
+    uv_offline_first("pip", "install", "--quiet", "--python", str(python), *requirements)
