@@ -11,7 +11,7 @@ from spakky.outbox.bus.outbox_event_bus import OutboxEventBus
 from spakky.outbox.error import OutboxStorageFlavourMissingError
 
 from examples.custom_backend.app import NoteTaken, build, run
-from tests.examples.venvs import ROOT, clean_env, fresh_venv, install
+from tests.examples.venvs import ROOT, assert_core_is_workspace, clean_env, fresh_venv, install
 
 CORE_PLUGINS = {
     Plugin(name=n)
@@ -48,6 +48,7 @@ def test_app_own_async_storage_core_wheel_alone_expect_committed_events_relayed(
     """Installed from the core's wheel alone (no storage package), the example app starts and relays."""
     python = fresh_venv(tmp_path / "venv")
     install(python, str(core_wheel))
+    assert_core_is_workspace(tmp_path / "venv")
     plugins = subprocess.run(
         [str(python), "-c", "import importlib.metadata as m, json; "
          "print(json.dumps([e.name for e in m.entry_points(group='spakky.plugins')]))"],

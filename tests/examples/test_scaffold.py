@@ -14,7 +14,7 @@ from spakky.outbox.scaffold.generate import (
     generate,
 )
 
-from tests.examples.venvs import ROOT, UV, clean_env, uv_offline_first
+from tests.examples.venvs import ROOT, UV, assert_core_is_workspace, clean_env, uv_offline_first
 
 PYRIGHT = ROOT / ".venv" / "bin" / "pyright"
 RUFF = ROOT / ".venv" / "bin" / "ruff"
@@ -98,6 +98,7 @@ def test_scaffold_package_fresh_venv_expect_registered_and_base_level(
     root = generate("acme_db", tmp_path)
     env = clean_env(UV_FIND_LINKS=str(core_wheel.parent))
     uv_offline_first("sync", "--quiet", cwd=root, env=env)  # fill the venv; the cache usually has all
+    assert_core_is_workspace(root / ".venv")
     result = subprocess.run(
         [*UV, "run", "pytest", "-p", "no:cacheprovider"], cwd=root, capture_output=True, text=True,
         timeout=600, env={**env, "UV_OFFLINE": "1"},

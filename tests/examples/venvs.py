@@ -46,6 +46,22 @@ def uv_offline_first(*args: str, cwd: Path | None = None, env: dict[str, str] | 
         subprocess.run(command, cwd=cwd, env=env, check=True, timeout=600)
 
 
+def assert_core_is_workspace(venv: Path) -> None:
+    """Fail unless the venv's ``spakky.outbox`` is this workspace's, file for file.
+
+    uv caches wheels by name and version, so a stale build of the same version
+    could otherwise be installed and tested in place of the working tree.
+    """
+    source = ROOT / "packages" / "spakky-outbox" / "src" / "spakky" / "outbox"
+    installed = next(venv.glob("lib/python*/site-packages/spakky/outbox"))
+    differ = [
+        str(path.relative_to(source)) for path in source.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+        and (installed / path.relative_to(source)).read_bytes() != path.read_bytes()
+    ]
+    assert differ == [], f"installed spakky-outbox differs from the workspace in {differ}"
+
+
 def install(python: Path, *requirements: str) -> None:
     """Install ``requirements`` into ``python``'s venv."""
     uv_offline_first("pip", "install", "--quiet", "--python", str(python), *requirements)
