@@ -11,7 +11,13 @@ from spakky.outbox.bus.outbox_event_bus import OutboxEventBus
 from spakky.outbox.error import OutboxStorageFlavourMissingError
 
 from examples.custom_backend.app import NoteTaken, build, run
-from tests.examples.venvs import ROOT, assert_core_is_workspace, clean_env, fresh_venv, install
+from tests.examples.venvs import (
+    ROOT,
+    assert_core_is_workspace,
+    clean_env,
+    fresh_venv,
+    install,
+)
 
 CORE_PLUGINS = {
     Plugin(name=n)

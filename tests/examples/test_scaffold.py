@@ -14,7 +14,13 @@ from spakky.outbox.scaffold.generate import (
     generate,
 )
 
-from tests.examples.venvs import ROOT, UV, assert_core_is_workspace, clean_env, uv_offline_first
+from tests.examples.venvs import (
+    ROOT,
+    UV,
+    assert_core_is_workspace,
+    clean_env,
+    uv_offline_first,
+)
 
 PYRIGHT = ROOT / ".venv" / "bin" / "pyright"
 RUFF = ROOT / ".venv" / "bin" / "ruff"
