@@ -38,7 +38,7 @@ from spakky.event.error import EventDeliveryRejectedError, EventTransportNotRunn
 from spakky.event.event_publisher import IAsyncEventTransport, IEventTransport
 from spakky.outbox.common.config import OutboxConfig, RelayMode
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.error import OutboxRelayStorageMissingError
+from spakky.outbox.error import OutboxStorageFlavourMissingError
 from spakky.outbox.ports.metrics import IOutboxMetrics
 from spakky.outbox.ports.storage import (
     IAsyncOutboxAdministration,
@@ -317,8 +317,8 @@ class _RelayPolicy:
         return self.config.polling_interval_seconds
 
 
-def _missing_storage(mode: RelayMode, wanted: str, other: str) -> OutboxRelayStorageMissingError:
-    return OutboxRelayStorageMissingError(
+def _missing_storage(mode: RelayMode, wanted: str, other: str) -> OutboxStorageFlavourMissingError:
+    return OutboxStorageFlavourMissingError(
         f"SPAKKY_OUTBOX__RELAY={mode} needs an {wanted} Pod and none is registered. "
         f"Register one, or set SPAKKY_OUTBOX__RELAY to the flavour of the storage you "
         f"have ({other}), or to off"
@@ -343,7 +343,7 @@ class AsyncOutboxRelayBackgroundService(AbstractAsyncBackgroundService):
         """Initialize with async storage, transport, config and optional metrics.
 
         Raises:
-            OutboxRelayStorageMissingError: No asynchronous storage is registered.
+            OutboxStorageFlavourMissingError: No asynchronous storage is registered.
         """
         if storage is None:
             raise _missing_storage(RelayMode.ASYNC, "IAsyncOutboxStorage", "sync")
@@ -614,7 +614,7 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
         """Initialize with storage, transport, config and optional metrics.
 
         Raises:
-            OutboxRelayStorageMissingError: No synchronous storage is registered.
+            OutboxStorageFlavourMissingError: No synchronous storage is registered.
         """
         if storage is None:
             raise _missing_storage(RelayMode.SYNC, "IOutboxStorage", "async")
