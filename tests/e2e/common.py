@@ -87,10 +87,10 @@ class Load:
         return {(f"k{i % self.keys:03d}", i // self.keys) for i in range(self.events)}
 
 
-RABBITMQ_LOAD = Load(events=600, keys=20, batch_size=20, deadline_seconds=180.0)
+RABBITMQ_LOAD = Load(events=300, keys=15, batch_size=10, deadline_seconds=180.0)
 """Through spakky-rabbitmq, which connects per message (~100-250 events/s per relay)."""
 
-SINK_LOAD = Load(events=3_000, keys=50, batch_size=100, deadline_seconds=180.0)
+SINK_LOAD = Load(events=2_000, keys=40, batch_size=100, deadline_seconds=180.0)
 """To the file sink, at the storage's own speed (thousands of events/s)."""
 
 
