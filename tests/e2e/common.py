@@ -1,4 +1,4 @@
-"""Shared parts of the outbox → RabbitMQ end-to-end tests, whatever the storage.
+"""Shared parts of the end-to-end tests, whatever the storage and the broker.
 
 spakky-rabbitmq's transport publishes each event to the default exchange with
 the event name as routing key, into a durable queue of that name, so the tests
@@ -70,9 +70,13 @@ class Load:
     deadline_seconds: float
     """How long the relays may take; generous, since this is no speed check."""
 
+    def key_and_seq(self, index: int) -> tuple[str, int]:
+        """The ``index``-th event's partition key and its rank within that key."""
+        return f"k{index % self.keys:03d}", index // self.keys
+
     def message(self, index: int, event_name: str) -> OutboxMessage:
-        """The ``index``-th message: key ``index % keys``, rank ``seq`` within it."""
-        key, seq = f"k{index % self.keys:03d}", index // self.keys
+        """The ``index``-th message, its JSON payload ``{id, key, seq}``."""
+        key, seq = self.key_and_seq(index)
         return OutboxMessage(
             id=uuid.uuid4(),
             event_name=event_name,
@@ -84,7 +88,7 @@ class Load:
 
     def expected(self) -> set[tuple[str, int]]:
         """Every ``(key, seq)`` the load consists of."""
-        return {(f"k{i % self.keys:03d}", i // self.keys) for i in range(self.events)}
+        return {self.key_and_seq(index) for index in range(self.events)}
 
 
 RABBITMQ_LOAD = Load(events=300, keys=15, batch_size=10, deadline_seconds=180.0)
