@@ -47,6 +47,12 @@ class OutboxStorageNotFoundError(AbstractSpakkyOutboxError):
     )
 
 
+class OutboxStorageFlavourMissingError(AbstractSpakkyOutboxError):
+    """Raised when the sync (or async) outbox is used but only the other flavour of storage exists."""
+
+    message = "The outbox storage registered here has no port of the flavour this needs"
+
+
 class AmbiguousOutboxStorageError(AbstractSpakkyOutboxError):
     """Raised when several outbox storages are installed and none is selected."""
 
