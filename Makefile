@@ -1,6 +1,6 @@
 # spakky-outbox workspace. `make help` lists the targets.
 .DEFAULT_GOAL := help
-UV := python3 -m uv
+UV ?= python3 -m uv
 PYTEST_ARGS ?=
 
 .PHONY: help uv setup demo test lint typecheck bench new-backend
@@ -20,8 +20,10 @@ demo: setup ## Run the example orders service: use cases write orders, the relay
 test: setup ## Run every test (real PostgreSQL, MariaDB, Redis, RabbitMQ where reachable)
 	@$(UV) run --frozen pytest $(PYTEST_ARGS)
 
-lint: setup typecheck ## ruff and pyright (strict)
+lint: setup typecheck ## ruff, pyright (strict), actionlint on the workflows, shellcheck on .ci/run
 	@$(UV) run --frozen ruff check .
+	@$(UV) run --frozen actionlint
+	@$(UV) run --frozen shellcheck .ci/run
 
 typecheck: setup ## pyright in strict mode over the packages
 	@$(UV) run --frozen pyright
