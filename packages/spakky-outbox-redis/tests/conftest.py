@@ -1,12 +1,14 @@
 """Fixtures for the Redis outbox package tests: a real Redis, one prefix per test."""
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio
 from spakky.outbox.common.config import OutboxConfig
+from spakky.outbox.common.message import OutboxMessage
 from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
 from spakky.plugins.outbox_redis.codec import RedisKeys
 from spakky.plugins.outbox_redis.config import RedisOutboxConfig
@@ -14,6 +16,7 @@ from spakky.plugins.outbox_redis.storage import (
     AsyncRedisOutboxStorage,
     RedisOutboxStorage,
 )
+from spakky.plugins.outbox_redis.transaction import AsyncRedisTransaction
 
 
 @dataclass
@@ -44,6 +47,20 @@ class RedisOutbox:
     def sync_storage(self) -> RedisOutboxStorage:
         """A new synchronous storage instance (one relay)."""
         return RedisOutboxStorage(self.connections, self.config, self.outbox_config)
+
+
+def new_message(key: str | None = None) -> OutboxMessage:
+    """A fresh ``OrderPlaced`` message, with partition key ``key``."""
+    return OutboxMessage(uuid.uuid4(), "OrderPlaced", b"{}", {}, datetime.now(UTC), partition_key=key)
+
+
+async def save_all(outbox: RedisOutbox, messages: Sequence[OutboxMessage]) -> None:
+    """Save ``messages`` in order, in business transactions of up to 500."""
+    storage = outbox.storage()
+    for start in range(0, len(messages), 500):
+        async with AsyncRedisTransaction(outbox.config, outbox.connections):
+            for message in messages[start : start + 500]:
+                await storage.save(message)
 
 
 def make_outbox(url: str, prefix: str | None = None) -> RedisOutbox:

@@ -1,11 +1,11 @@
 """Administration on Redis: bounded requeue (never blocks the server), and where an outbox lives."""
 
 import asyncio
-from datetime import UTC, datetime
 from typing import Any, cast
 from uuid import uuid4
 
 import pytest
+from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
 from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
 from spakky.plugins.outbox_redis.config import RedisOutboxConfig
@@ -14,11 +14,10 @@ from spakky.plugins.outbox_redis.storage import (
     RedisOutboxStorage,
     redact_url,
 )
-from spakky.plugins.outbox_redis.transaction import AsyncRedisTransaction
 
 from tests.services.redis_servers import private_redis
 
-from .conftest import RedisOutbox, drop_outbox, make_outbox
+from .conftest import RedisOutbox, drop_outbox, make_outbox, new_message, save_all
 
 MAX_RETRY = 5
 ABANDONED = 10_000
@@ -26,17 +25,11 @@ SLOW_MICROSECONDS = 50_000
 """No script may hold the server this long (SLOWLOG threshold of the private server)."""
 
 
-def _message(key: str | None = None) -> OutboxMessage:
-    return OutboxMessage(uuid4(), "OrderPlaced", b"{}", {}, datetime.now(UTC), partition_key=key)
-
 
 async def _abandon_all(outbox: RedisOutbox, messages: list[OutboxMessage]) -> None:
     """Save ``messages`` and abandon every one through the storage, as a relay would."""
+    await save_all(outbox, messages)
     storage = outbox.storage()
-    for start in range(0, len(messages), 1000):
-        async with AsyncRedisTransaction(outbox.config, outbox.connections):
-            for message in messages[start : start + 1000]:
-                await storage.save(message)
     abandoned = 0
     while abandoned < len(messages):
         claimed = await storage.fetch_pending(100, MAX_RETRY)
@@ -50,7 +43,7 @@ async def test_requeue_abandoned_ten_thousand_on_one_key_expect_no_slow_script()
     with private_redis("--slowlog-log-slower-than", str(SLOW_MICROSECONDS)) as server:
         outbox = make_outbox(server.url)
         try:
-            sent = [_message("hot") for _ in range(ABANDONED)]
+            sent = [new_message("hot") for _ in range(ABANDONED)]
             await _abandon_all(outbox, sent)
             storage = outbox.storage()
             assert (await storage.stats()).abandoned == ABANDONED
@@ -79,7 +72,7 @@ async def test_requeue_abandoned_limit_and_ids_expect_bounded_and_oldest_first(
     outbox: RedisOutbox,
 ) -> None:
     """``limit`` caps one call; None takes the oldest; named ids requeue only those."""
-    sent = [_message("k" if i % 2 else None) for i in range(7)]
+    sent = [new_message("k" if i % 2 else None) for i in range(7)]
     await _abandon_all(outbox, sent)
     storage = outbox.storage()
     assert await storage.requeue_abandoned([sent[6].id, uuid4()], limit=5) == 1
@@ -108,7 +101,7 @@ def test_target_defaults_expect_location_and_defaulted_settings(
     for name in ("URL", "KEY_PREFIX", "CLUSTER"):
         monkeypatch.delenv(f"SPAKKY_OUTBOX_REDIS__{name}", raising=False)
     config = RedisOutboxConfig()
-    storage = RedisOutboxStorage(RedisOutboxConnectionManager(config), config, _outbox_config())
+    storage = RedisOutboxStorage(RedisOutboxConnectionManager(config), config, OutboxConfig())
     target = storage.target()
     assert (target.backend, target.location) == (
         "redis",
@@ -125,14 +118,8 @@ def test_target_configured_expect_no_password_nothing_defaulted(
     monkeypatch.setenv("SPAKKY_OUTBOX_REDIS__KEY_PREFIX", "{shop}")
     monkeypatch.setenv("SPAKKY_OUTBOX_REDIS__CLUSTER", "true")
     config = RedisOutboxConfig()
-    storage = AsyncRedisOutboxStorage(RedisOutboxConnectionManager(config), config, _outbox_config())
+    storage = AsyncRedisOutboxStorage(RedisOutboxConnectionManager(config), config, OutboxConfig())
     target = storage.target()
     assert target.location == "redis://app@cache:6380/3 key prefix {shop} (cluster)"
     assert "s3cret" not in repr(target)
     assert target.defaulted == ()
-
-
-def _outbox_config() -> Any:
-    from spakky.outbox.common.config import OutboxConfig
-
-    return OutboxConfig()

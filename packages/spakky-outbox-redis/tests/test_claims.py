@@ -3,38 +3,19 @@
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, datetime
 from uuid import uuid4
 
 import pytest
 from spakky.outbox.common.message import OutboxMessage
-from spakky.plugins.outbox_redis.transaction import AsyncRedisTransaction
 
 from tests.services.redis_servers import RedisServer, private_redis
 
-from .conftest import RedisOutbox, drop_outbox, make_outbox
+from .conftest import RedisOutbox, drop_outbox, make_outbox, new_message, save_all
 
 MAX_RETRY = 5
 DEADLINE = 10.0
 
 
-def _message(key: str | None = None) -> OutboxMessage:
-    return OutboxMessage(
-        id=uuid4(),
-        event_name="OrderPlaced",
-        payload=b"{}",
-        headers={},
-        created_at=datetime.now(UTC),
-        partition_key=key,
-    )
-
-
-async def _write(outbox: RedisOutbox, messages: list[OutboxMessage]) -> None:
-    storage = outbox.storage()
-    for start in range(0, len(messages), 500):
-        async with AsyncRedisTransaction(outbox.config, outbox.connections):
-            for message in messages[start : start + 500]:
-                await storage.save(message)
 
 
 async def _until[T](probe: Callable[[], Awaitable[T]], accept: Callable[[T], bool]) -> T:
@@ -52,8 +33,8 @@ async def test_fetch_pending_lease_lapsed_expect_taken_over_and_old_owner_fenced
     outbox: RedisOutbox,
 ) -> None:
     """An unrenewed claim ends after its lease; the new owner has it, the old one can neither ack nor renew."""
-    sent = _message()
-    await _write(outbox, [sent])
+    sent = new_message()
+    await save_all(outbox, [sent])
     first, second = outbox.storage(), outbox.storage()
     assert [m.id for m in await first.fetch_pending(10, MAX_RETRY)] == [sent.id]
     assert await second.fetch_pending(10, MAX_RETRY) == []
@@ -69,8 +50,8 @@ async def test_renew_claims_expect_claim_kept_past_lease_until_claim_timeout(
     outbox: RedisOutbox,
 ) -> None:
     """Renewed every third of the lease, a claim outlives its lease, but never its claim timeout."""
-    sent = _message()
-    await _write(outbox, [sent])
+    sent = new_message()
+    await save_all(outbox, [sent])
     holder, other = outbox.storage(), outbox.storage()
     await holder.fetch_pending(1, MAX_RETRY)
     lease = outbox.outbox_config.claim_lease_seconds
@@ -89,8 +70,8 @@ async def test_renew_claims_expect_claim_kept_past_lease_until_claim_timeout(
 
 async def test_renew_claims_other_owner_expect_untouched(outbox: RedisOutbox) -> None:
     """An instance renews only its own claims: another owner's lease keeps its deadline."""
-    sent = _message()
-    await _write(outbox, [sent])
+    sent = new_message()
+    await save_all(outbox, [sent])
     holder, other = outbox.storage(), outbox.storage()
     await holder.fetch_pending(1, MAX_RETRY)
     inflight = f"{outbox.keys.outbox}:inflight"
@@ -104,8 +85,8 @@ async def test_renew_claims_lapsed_not_taken_expect_renewed_and_counted_again(
     outbox: RedisOutbox,
 ) -> None:
     """A lapsed claim nobody took over may be renewed; stats count only live claims."""
-    sent = _message()
-    await _write(outbox, [sent])
+    sent = new_message()
+    await save_all(outbox, [sent])
     holder = outbox.storage()
     await holder.fetch_pending(1, MAX_RETRY)
     assert (await holder.stats()).claimed == 1
@@ -118,8 +99,8 @@ async def test_renew_claims_lapsed_not_taken_expect_renewed_and_counted_again(
 
 async def test_sync_renew_claims_expect_same_rules(outbox: RedisOutbox) -> None:
     """The synchronous storage renews only what it holds."""
-    sent = _message()
-    await _write(outbox, [sent])
+    sent = new_message()
+    await save_all(outbox, [sent])
     holder, other = outbox.sync_storage(), outbox.sync_storage()
     claimed = await asyncio.to_thread(holder.fetch_pending, 1, MAX_RETRY)
     assert [m.id for m in claimed] == [sent.id]
@@ -133,7 +114,7 @@ async def test_fetch_pending_six_deep_keys_expect_runs_leave_keys_for_another_in
 ) -> None:
     """6 keys x 6 messages interleaved, batch 6: a claim spans few keys, a second instance gets others."""
     keys = [f"k{i}" for i in range(6)]
-    await _write(outbox, [_message(key) for _ in range(6) for key in keys])
+    await save_all(outbox, [new_message(key) for _ in range(6) for key in keys])
     first, second = outbox.storage(), outbox.storage()
     a = await first.fetch_pending(6, MAX_RETRY)
     b = await second.fetch_pending(6, MAX_RETRY)
@@ -147,8 +128,8 @@ async def test_fetch_pending_many_single_message_keys_expect_one_claim_takes_all
     outbox: RedisOutbox,
 ) -> None:
     """With 100 keys of one message each, one claim of 100 takes them all, oldest first."""
-    sent = [_message(f"key-{i}") for i in range(100)]
-    await _write(outbox, sent)
+    sent = [new_message(f"key-{i}") for i in range(100)]
+    await save_all(outbox, sent)
     claimed = await outbox.storage().fetch_pending(100, MAX_RETRY)
     assert [m.id for m in claimed] == [m.id for m in sent]
 
@@ -157,9 +138,9 @@ async def test_fetch_pending_deep_key_and_keyless_expect_run_of_ten_merged_by_ag
     outbox: RedisOutbox,
 ) -> None:
     """A deep key gives a run of at most ten; keyless messages fill the batch; order is save order."""
-    deep = [_message("deep") for _ in range(30)]
-    keyless = [_message() for _ in range(5)]
-    await _write(outbox, [*deep[:15], *keyless, *deep[15:]])
+    deep = [new_message("deep") for _ in range(30)]
+    keyless = [new_message() for _ in range(5)]
+    await save_all(outbox, [*deep[:15], *keyless, *deep[15:]])
     claimed = await outbox.storage().fetch_pending(100, MAX_RETRY)
     assert [m.id for m in claimed] == [m.id for m in deep[:10]] + [m.id for m in keyless]
 
@@ -168,8 +149,8 @@ async def test_fetch_pending_corrupt_message_expect_abandoned_rest_returned(
     outbox: RedisOutbox,
 ) -> None:
     """A stored message that cannot be decoded is abandoned with the reason; the batch goes on."""
-    head, follower, other = _message("k"), _message("k"), _message()
-    await _write(outbox, [head, follower, other])
+    head, follower, other = new_message("k"), new_message("k"), new_message()
+    await save_all(outbox, [head, follower, other])
     await outbox.raw.hset(outbox.keys.message(head.id), "headers", b"\xff{")
     storage = outbox.storage()
     claimed = await storage.fetch_pending(10, MAX_RETRY)
@@ -186,8 +167,8 @@ async def test_sync_fetch_pending_corrupt_message_expect_abandoned_rest_returned
     outbox: RedisOutbox,
 ) -> None:
     """The synchronous storage sets undecodable messages aside too."""
-    broken, fine = _message(), _message()
-    await _write(outbox, [broken, fine])
+    broken, fine = new_message(), new_message()
+    await save_all(outbox, [broken, fine])
     await outbox.raw.hdel(outbox.keys.message(broken.id), "created_at")
     storage = outbox.sync_storage()
     claimed = await asyncio.to_thread(storage.fetch_pending, 10, MAX_RETRY)
@@ -209,9 +190,9 @@ async def _commands_per_claim(server: RedisServer, backlog: int, *, keyed: bool)
     """Save ``backlog`` messages, then count the commands one claim of 100 runs."""
     outbox = make_outbox(server.url)
     try:
-        await _write(
+        await save_all(
             outbox,
-            [_message(f"key-{i % (backlog // 20)}" if keyed else None) for i in range(backlog)],
+            [new_message(f"key-{i % (backlog // 20)}" if keyed else None) for i in range(backlog)],
         )
         storage = outbox.storage()
         client = server.client()

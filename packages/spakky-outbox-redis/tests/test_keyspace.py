@@ -2,17 +2,14 @@
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from uuid import uuid4
 
 import pytest
-from spakky.outbox.common.message import OutboxMessage
 from spakky.plugins.outbox_redis.transaction import (
     AsyncRedisTransaction,
     current_async_pipeline,
 )
 
-from .conftest import RedisOutbox, drop_outbox, make_outbox
+from .conftest import RedisOutbox, drop_outbox, make_outbox, new_message
 
 MAX_RETRY = 5
 
@@ -30,9 +27,6 @@ HOSTILE_NAMES = [
 ]
 """Partition keys and business names spelled like keys the outbox (or an 8.5-style layout) uses."""
 
-
-def _message(key: str | None = None) -> OutboxMessage:
-    return OutboxMessage(uuid4(), "OrderPlaced", b"{}", {}, datetime.now(UTC), partition_key=key)
 
 
 @pytest.fixture
@@ -53,8 +47,8 @@ async def test_partition_keys_spelling_other_outbox_keys_expect_outboxes_apart(
 ) -> None:
     """Messages keyed like the inner outbox's keys stay in the outer outbox, and the other way round."""
     outer, inner = nested
-    outer_sent = [_message(name) for name in HOSTILE_NAMES]
-    inner_sent = [_message(), _message("ready")]
+    outer_sent = [new_message(name) for name in HOSTILE_NAMES]
+    inner_sent = [new_message(), new_message("ready")]
     for outbox, messages in ((outer, outer_sent), (inner, inner_sent)):
         storage = outbox.storage()
         async with AsyncRedisTransaction(outbox.config, outbox.connections):
@@ -72,7 +66,7 @@ async def test_business_keys_named_like_outbox_keys_expect_both_intact(
     outbox: RedisOutbox,
 ) -> None:
     """Business keys from `RedisKeys.business` never overwrite the outbox's own keys."""
-    sent = _message("k")
+    sent = new_message("k")
     names = [*HOSTILE_NAMES, f"_outbox:msg:{sent.id}", f"msg:{sent.id}"]
     storage = outbox.storage()
     async with AsyncRedisTransaction(outbox.config, outbox.connections):
@@ -95,7 +89,7 @@ async def test_outbox_keys_expect_every_key_under_the_outbox_segment(
     storage = outbox.storage()
     async with AsyncRedisTransaction(outbox.config, outbox.connections):
         for name in HOSTILE_NAMES:
-            await storage.save(_message(name))
+            await storage.save(new_message(name))
     claimed = await storage.fetch_pending(100, MAX_RETRY)
     await storage.mark_published(claimed[0].id)
     await storage.abandon(claimed[1].id, "poison")

@@ -3,35 +3,22 @@
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, datetime
-from uuid import uuid4
 
 import pytest
 import redis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.error import OutboxStorageUnavailableError
-from spakky.plugins.outbox_redis.transaction import AsyncRedisTransaction
 
 from tests.services.redis_servers import RedisServer, private_redis
 
-from .conftest import RedisOutbox, drop_outbox, make_outbox
+from .conftest import drop_outbox, make_outbox, new_message, save_all
 
 MAX_RETRY = 5
 DEADLINE = 20.0
 
 
-def _message(key: str | None = None) -> OutboxMessage:
-    return OutboxMessage(uuid4(), "OrderPlaced", b"{}", {}, datetime.now(UTC), partition_key=key)
-
-
-async def _write(outbox: RedisOutbox, messages: list[OutboxMessage]) -> None:
-    storage = outbox.storage()
-    async with AsyncRedisTransaction(outbox.config, outbox.connections):
-        for message in messages:
-            await storage.save(message)
 
 
 async def _eventually[T](call: Callable[[], Awaitable[T]]) -> T:
@@ -56,8 +43,8 @@ async def test_restart_with_aof_expect_claims_acks_and_claims_again(durable: Red
     """Claimed before a restart, messages are acknowledged after it by the same instance; the rest claim."""
     outbox = make_outbox(durable.url)
     try:
-        sent = [_message("k"), _message("k"), _message()]
-        await _write(outbox, sent)
+        sent = [new_message("k"), new_message("k"), new_message()]
+        await save_all(outbox, sent)
         storage = outbox.storage()
         held = await storage.fetch_pending(2, MAX_RETRY)
         assert [m.id for m in held] == [m.id for m in sent[:2]]
@@ -77,8 +64,8 @@ async def test_sync_restart_with_aof_expect_storage_usable_again(durable: RedisS
     """The synchronous storage recovers from a restart the same way."""
     outbox = make_outbox(durable.url)
     try:
-        sent = _message()
-        await _write(outbox, [sent])
+        sent = new_message()
+        await save_all(outbox, [sent])
         storage = outbox.sync_storage()
         assert [m.id for m in await asyncio.to_thread(storage.fetch_pending, 1, MAX_RETRY)] == [sent.id]
         await asyncio.to_thread(durable.restart)
@@ -94,8 +81,8 @@ async def test_server_loading_expect_unavailable_then_recovered() -> None:
     with private_redis() as server:
         outbox = make_outbox(server.url)
         try:
-            sent = _message()
-            await _write(outbox, [sent])
+            sent = new_message()
+            await save_all(outbox, [sent])
             with server.client() as client:
                 pipe = client.pipeline(transaction=False)
                 for i in range(20_000):
