@@ -336,7 +336,11 @@ class AsyncRedisOutboxStorage(
         # and the business writes would commit without the message
         await cast(Any, pipeline.execute_command("EVAL", scripts.SAVE, 1, self._keys.pending, *args))
 
-    async def _claim(self, limit: int, max_retry: int) -> list[OutboxMessage]:
+    @override
+    async def fetch_pending(self, limit: int, max_retry: int) -> list[OutboxMessage]:
+        """Claim up to ``limit`` messages for this instance, oldest first, keys as runs."""
+        if limit <= 0:
+            return []
         messages, broken = self._decode(
             await self._run("fetch", self._fetch_args(limit, max_retry))
         )
@@ -345,13 +349,6 @@ class AsyncRedisOutboxStorage(
                 "settle", self._settle_args(_Settle.ABANDON, [message_id], error=reason)
             )
         return messages
-
-    @override
-    async def fetch_pending(self, limit: int, max_retry: int) -> list[OutboxMessage]:
-        """Claim up to ``limit`` messages for this instance, oldest first, keys as runs."""
-        if limit <= 0:
-            return []
-        return await self._claim(limit, max_retry)
 
     @override
     async def mark_published(self, message_id: UUID) -> None:
