@@ -72,3 +72,9 @@ class OutboxStorageUnavailableError(AbstractSpakkyOutboxError):
     """Raised when a storage cannot reach its database or server."""
 
     message = "Outbox storage is unavailable"
+
+
+class OutboxRelayStorageMissingError(AbstractSpakkyOutboxError):
+    """Raised when the relay selected by ``SPAKKY_OUTBOX__RELAY`` has no storage of its flavour."""
+
+    message = "The outbox relay has no storage of its flavour"
