@@ -49,8 +49,9 @@ class MongoOutboxHarness(AbstractOutboxHarness):
         """Prepare a fresh outbox collection on ``server`` used through ``driver``."""
         # One claim is ~5 round trips: ~5 ms on MongoDB, ~150 ms on the Python wire
         # server of a loaded machine, where a suite test's rounds of concurrent
-        # claims must still fit in one lease.
-        self.claim_lease_seconds, self.claim_timeout_seconds = (3.0, 6.0) if server.wire else (1.0, 3.0)
+        # claims must still fit in one lease, and 1.6 leases of renewals (with
+        # their round trips) within the claim timeout.
+        self.claim_lease_seconds, self.claim_timeout_seconds = (3.0, 12.0) if server.wire else (1.0, 3.0)
         self.name = f"mongodb-{driver.value}{' (wire server)' if server.wire else ''}"
         collection = f"outbox_{uuid.uuid4().hex}"
         self.config = MongoOutboxConfig().model_copy(
