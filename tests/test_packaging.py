@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("spakky-outbox", "spakky-outbox-sqlalchemy", "spakky-outbox-redis")
+PACKAGES = ("spakky-outbox", "spakky-outbox-sqlalchemy", "spakky-outbox-redis", "spakky-outbox-mongodb")
 
 PROBE = """
 import importlib, importlib.metadata as md, json
@@ -70,3 +70,34 @@ def test_packaging_postgres_extra_expect_everything_needed_installed(
     )
     assert "spakky-outbox=spakky.outbox.cli.main:main" in groups["console_scripts"]
     assert not (venv / "lib" / "python3.13" / "site-packages" / "spakky" / "__init__.py").exists()
+
+
+MONGODB_PROBE = """
+import importlib.metadata as md, json
+from pymongo import AsyncMongoClient
+from spakky.plugins.outbox_mongodb.storage import AsyncMongoOutboxStorage
+groups = {g: sorted(f"{e.name}={e.value}" for e in md.entry_points(group=g))
+          for g in ("spakky.plugins", "spakky.contributions.spakky.outbox")}
+print(json.dumps({"groups": groups, "pymongo": md.version("pymongo")}))
+"""
+
+
+def test_packaging_mongodb_extra_expect_plugin_and_pymongo_async(wheelhouse: Path, tmp_path: Path) -> None:
+    """``pip install "spakky-outbox[mongodb]"`` brings PyMongo's async API and registers both entry points."""
+    uv = shutil.which("uv") or f"{sys.executable} -m uv"
+    venv = tmp_path / "venv"
+    subprocess.run(f"{uv} venv --quiet --python 3.13 {venv}", shell=True, check=True, timeout=120)
+    subprocess.run(
+        f'{uv} pip install --quiet --python {venv}/bin/python --find-links {wheelhouse} "spakky-outbox[mongodb]"',
+        shell=True, check=True, timeout=600,
+    )
+    result = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", MONGODB_PROBE], capture_output=True, text=True, check=True, timeout=120
+    )
+    report = json.loads(result.stdout)
+    assert tuple(int(part) for part in report["pymongo"].split(".")[:2]) >= (4, 13)
+    assert "spakky-outbox-mongodb=spakky.plugins.outbox_mongodb.main:initialize" in report["groups"]["spakky.plugins"]
+    assert (
+        "spakky-outbox-mongodb=spakky.plugins.outbox_mongodb.contribution:initialize"
+        in report["groups"]["spakky.contributions.spakky.outbox"]
+    )
