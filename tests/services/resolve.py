@@ -4,9 +4,12 @@ Order: the service's environment variable when set; otherwise the local
 default when its port answers; otherwise a testcontainers container when a
 Docker engine runs. With ``SPAKKY_OUTBOX_REQUIRE_SERVICES=1`` (what ``.ci/run``
 sets) a required service that cannot be had fails the run instead of skipping.
-MongoDB and MySQL 8 are never required: no such server exists on the project's
-machines (MariaDB stands for the MySQL family there). For MongoDB the last
-resort is the in-process mongoeco wire server (`resolve_mongodb`).
+MongoDB, MySQL 8 and Kafka are not required then: no such server exists on the
+project's machines (MariaDB stands for the MySQL family there). A comma-separated
+list of names instead (``postgres,kafka``, as GitHub CI sets) requires exactly
+those services.
+For MongoDB the last resort is the in-process mongoeco wire server
+(`resolve_mongodb`), unless the run requires ``mongodb`` by name.
 """
 
 import asyncio
@@ -185,8 +188,21 @@ def resolve_mongodb() -> Iterator[MongoServer]:
     elif docker_engine_running():
         yield MongoServer(from_container(spec), wire=False)
     else:
+        if required(spec):  # a replica-set job must never pass on the stand-in
+            _unavailable(spec, f"{spec.env} unset and no Docker engine running")
         with _wire_server() as wire_url:
             yield MongoServer(wire_url, wire=True)
+
+
+def _kafka_container() -> Iterator[str]:
+    from testcontainers.kafka import KafkaContainer
+
+    kafka = KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft()
+    kafka.start(timeout=180)  # the default 30 s is tight for a broker on a busy runner
+    try:
+        yield f"kafka://{kafka.get_bootstrap_server()}"
+    finally:
+        kafka.stop()
 
 
 SERVICES: dict[str, ServiceSpec] = {
@@ -213,12 +229,20 @@ SERVICES: dict[str, ServiceSpec] = {
         "mongodb", "MONGODB_URL", "mongodb://127.0.0.1:27017/?replicaSet=rs0", False,
         lambda: _mongodb_container,
     ),
+    "kafka": ServiceSpec(
+        "kafka", "KAFKA_URL", "kafka://127.0.0.1:9092", False, lambda: _kafka_container
+    ),
 }
 
 
-def strict() -> bool:
-    """Return whether a missing required service must fail the run."""
-    return os.environ.get(REQUIRE_ENV, "") not in ("", "0", "false")
+def required(spec: ServiceSpec) -> bool:
+    """Return whether this run must fail, not skip, when the service is missing."""
+    value = os.environ.get(REQUIRE_ENV, "").strip()
+    if value in ("", "0", "false"):
+        return False
+    if value in ("1", "true"):
+        return spec.required
+    return spec.name in {name.strip() for name in value.split(",")}
 
 
 @contextmanager
@@ -256,6 +280,6 @@ _KEEP_ALIVE: list[Iterator[str]] = []
 
 
 def _unavailable(spec: ServiceSpec, reason: str) -> None:
-    if spec.required and strict():
+    if required(spec):
         pytest.fail(f"required service {spec.name} unavailable: {reason}", pytrace=False)
     pytest.skip(f"{spec.name} unavailable: {reason}")

@@ -10,7 +10,7 @@ import pytest
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.error import (
-    OutboxRelayStorageMissingError,
+    OutboxStorageFlavourMissingError,
     OutboxStorageUnavailableError,
 )
 from spakky.outbox.ports.storage import IAsyncOutboxStorage, IOutboxStorage
@@ -616,9 +616,9 @@ async def test_relay_claims_lost_expect_rest_of_batch_not_sent() -> None:
 
 async def test_relay_without_storage_of_its_flavour_expect_clear_error() -> None:
     """A relay whose storage flavour is missing fails at construction, naming the setting."""
-    with pytest.raises(OutboxRelayStorageMissingError, match="SPAKKY_OUTBOX__RELAY=async"):
+    with pytest.raises(OutboxStorageFlavourMissingError, match="SPAKKY_OUTBOX__RELAY=async"):
         AsyncOutboxRelayBackgroundService(None, AsyncRecordingEventTransport(), config())
-    with pytest.raises(OutboxRelayStorageMissingError, match="SPAKKY_OUTBOX__RELAY=sync"):
+    with pytest.raises(OutboxStorageFlavourMissingError, match="SPAKKY_OUTBOX__RELAY=sync"):
         OutboxRelayBackgroundService(None, RecordingEventTransport(), config())
 
 

@@ -47,6 +47,12 @@ class OutboxStorageNotFoundError(AbstractSpakkyOutboxError):
     )
 
 
+class OutboxStorageFlavourMissingError(AbstractSpakkyOutboxError):
+    """Raised when the sync (or async) bus or relay needs a storage flavour nobody registered."""
+
+    message = "The outbox storage registered here has no port of the flavour this needs"
+
+
 class AmbiguousOutboxStorageError(AbstractSpakkyOutboxError):
     """Raised when several outbox storages are installed and none is selected."""
 
@@ -72,9 +78,3 @@ class OutboxStorageUnavailableError(AbstractSpakkyOutboxError):
     """Raised when a storage cannot reach its database or server."""
 
     message = "Outbox storage is unavailable"
-
-
-class OutboxRelayStorageMissingError(AbstractSpakkyOutboxError):
-    """Raised when the relay selected by ``SPAKKY_OUTBOX__RELAY`` has no storage of its flavour."""
-
-    message = "The outbox relay has no storage of its flavour"

@@ -38,7 +38,7 @@ from spakky.event.error import EventDeliveryRejectedError, EventTransportNotRunn
 from spakky.event.event_publisher import IAsyncEventTransport, IEventTransport
 from spakky.outbox.common.config import OutboxConfig, RelayMode
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.error import OutboxRelayStorageMissingError
+from spakky.outbox.error import OutboxStorageFlavourMissingError
 from spakky.outbox.ports.metrics import IOutboxMetrics
 from spakky.outbox.ports.storage import (
     IAsyncOutboxAdministration,
@@ -95,20 +95,26 @@ class _BatchOutcome:
 
 
 class _PoisonMemory:
-    """Messages this relay saw fail alone while the transport delivered others.
+    """Messages known to fail on their own, not because the transport is down.
 
-    Such a message failing again counts as refused even in a batch where
-    nothing else was sent, so a lone poison message still runs out of budget
-    and is abandoned instead of stalling its key.
+    Known: this relay saw the message fail alone while the transport delivered
+    others, or any relay refused it before for a plain error (its stored
+    ``last_error`` says so). Such a message failing again counts as refused
+    even in a batch where nothing else was sent, so a lone poison message
+    still runs out of budget and is abandoned instead of stalling its key.
     """
 
     _LIMIT = 10_000
+    _REFUSAL = f"{EventDeliveryRejectedError.__name__}:"
 
     def __init__(self) -> None:
         self._ids: dict[UUID, None] = {}
 
-    def known(self, message_id: UUID) -> bool:
-        return message_id in self._ids
+    def known(self, message: OutboxMessage) -> bool:
+        if message.id in self._ids:
+            return True
+        error = message.last_error
+        return message.retry_count > 0 and error is not None and not error.startswith(self._REFUSAL)
 
     def remember(self, message_id: UUID) -> None:
         self._ids[message_id] = None
@@ -203,7 +209,7 @@ class _Batch:
                     message.id, error,
                 )
             return [m for m, _ in suspects]
-        if self.outage is None and all(poison.known(m.id) for m, _ in suspects):
+        if self.outage is None and all(poison.known(m) for m, _ in suspects):
             self.refused.extend(suspects)
             return []
         self.outage = self.outage or suspects[-1][1]
@@ -311,8 +317,8 @@ class _RelayPolicy:
         return self.config.polling_interval_seconds
 
 
-def _missing_storage(mode: RelayMode, wanted: str, other: str) -> OutboxRelayStorageMissingError:
-    return OutboxRelayStorageMissingError(
+def _missing_storage(mode: RelayMode, wanted: str, other: str) -> OutboxStorageFlavourMissingError:
+    return OutboxStorageFlavourMissingError(
         f"SPAKKY_OUTBOX__RELAY={mode} needs an {wanted} Pod and none is registered. "
         f"Register one, or set SPAKKY_OUTBOX__RELAY to the flavour of the storage you "
         f"have ({other}), or to off"
@@ -337,7 +343,7 @@ class AsyncOutboxRelayBackgroundService(AbstractAsyncBackgroundService):
         """Initialize with async storage, transport, config and optional metrics.
 
         Raises:
-            OutboxRelayStorageMissingError: No asynchronous storage is registered.
+            OutboxStorageFlavourMissingError: No asynchronous storage is registered.
         """
         if storage is None:
             raise _missing_storage(RelayMode.ASYNC, "IAsyncOutboxStorage", "sync")
@@ -436,7 +442,7 @@ class AsyncOutboxRelayBackgroundService(AbstractAsyncBackgroundService):
             except EventDeliveryRejectedError as error:
                 batch.on_refused(message, error)
             except Exception as error:
-                batch.on_failed(message, error, self._policy.poison.known(message.id))
+                batch.on_failed(message, error, self._policy.poison.known(message))
             else:
                 batch.on_sent(message)
 
@@ -608,7 +614,7 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
         """Initialize with storage, transport, config and optional metrics.
 
         Raises:
-            OutboxRelayStorageMissingError: No synchronous storage is registered.
+            OutboxStorageFlavourMissingError: No synchronous storage is registered.
         """
         if storage is None:
             raise _missing_storage(RelayMode.SYNC, "IOutboxStorage", "async")
@@ -703,7 +709,7 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
             except EventDeliveryRejectedError as error:
                 batch.on_refused(message, error)
             except Exception as error:
-                batch.on_failed(message, error, self._policy.poison.known(message.id))
+                batch.on_failed(message, error, self._policy.poison.known(message))
             else:
                 batch.on_sent(message)
 
