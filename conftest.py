@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.services.redis_servers import redis_cluster
-from tests.services.resolve import resolve_service
+from tests.services.resolve import MongoServer, resolve_mongodb, resolve_service
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +59,13 @@ def rabbitmq_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def mongodb_url() -> Iterator[str]:
-    """``mongodb://`` URL of a reachable MongoDB replica set (skipped when none)."""
-    with resolve_service("mongodb") as url:
-        yield url
+def mongodb_server() -> Iterator[MongoServer]:
+    """A MongoDB replica set (MONGODB_URL, local, Docker) or the in-process wire server."""
+    with resolve_mongodb() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mongodb_url(mongodb_server: MongoServer) -> str:
+    """``mongodb://`` URL of the MongoDB the tests use (see ``mongodb_server``)."""
+    return mongodb_server.url
