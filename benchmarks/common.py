@@ -383,6 +383,7 @@ async def commit_to_send(
         "p99_ms": quantile(latencies, 0.99),
         "max_ms": max(latencies) if latencies else math.nan,
         "mean_ms": statistics.fmean(latencies) if latencies else math.nan,
+        "latencies_ms": sorted(round(v, 3) for v in latencies),
     }
     if failures:
         result["first_failure"] = failures[0]
@@ -445,15 +446,24 @@ async def claim_cost(
     reps: int,
     budget_seconds: float,
     min_reps: int = 3,
+    before: Callable[[], Awaitable[None]] | None = None,
 ) -> dict[str, Any]:
-    """Median time of ``fetch()`` (one claim of 100), releasing the claim in between."""
+    """Median time of ``fetch()`` (one claim of 100), releasing the claim in between.
+
+    ``before`` runs untimed ahead of every claim (the keyed shape renews the
+    other instance's hold there).
+    """
     sample = ClaimSample()
+    if before is not None:
+        await before()
     started = time.perf_counter()
     messages = await fetch()
     sample.warmup_ms = (time.perf_counter() - started) * 1000
     await release(messages)
     budget_start = time.perf_counter()
     for index in range(reps):
+        if before is not None:
+            await before()
         started = time.perf_counter()
         messages = await fetch()
         sample.times_ms.append((time.perf_counter() - started) * 1000)

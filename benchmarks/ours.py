@@ -14,13 +14,18 @@ from datetime import UTC, datetime
 from functools import partial
 from types import SimpleNamespace
 from typing import Any
+from uuid import UUID
 
 from redis.asyncio import Redis
 from spakky.core.application.application_context import ApplicationContext
 from spakky.outbox.bus.outbox_event_bus import AsyncOutboxEventBus
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.ports.storage import IAsyncOutboxRetryScheduling, IAsyncOutboxStorage
+from spakky.outbox.ports.storage import (
+    IAsyncOutboxLiveness,
+    IAsyncOutboxRetryScheduling,
+    IAsyncOutboxStorage,
+)
 from spakky.outbox.relay.relay import AsyncOutboxRelayBackgroundService
 from spakky.plugins.outbox_redis import scripts
 from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
@@ -167,6 +172,33 @@ async def bench_drain(bench: OursBench, sizes: dict[str, Any]) -> dict[str, Any]
     return result
 
 
+class _Hold:
+    """Another instance's claim on the hot key, kept alive while the keyed shape is measured.
+
+    On a storage with liveness an unrenewed claim ends after the lease (10 s),
+    and a measurement can run longer; without renewal the hot key would free
+    up and the keyed figure would measure another shape.
+    """
+
+    def __init__(self) -> None:
+        self.renewals = 0
+        self.lost = False
+        self._holder: IAsyncOutboxLiveness | None = None
+        self._ids: list[UUID] = []
+
+    def keep(self, holder: IAsyncOutboxLiveness, message_id: UUID) -> None:
+        """Renew ``holder``'s claim on ``message_id`` before every measured claim."""
+        self._holder, self._ids = holder, [message_id]
+
+    async def renew(self) -> None:
+        """Renew the hold (untimed); note when it was no longer held."""
+        if self._holder is None:
+            return
+        if await self._holder.renew_claims(self._ids) != len(self._ids):
+            self.lost = True
+        self.renewals += 1
+
+
 async def _claims(
     name: str,
     storage_factory: Any,
@@ -184,10 +216,13 @@ async def _claims(
             progress(f"{name} claim {label} at {rows:,} pending (preload {seconds:.1f} s)")
             storage: IAsyncOutboxStorage = storage_factory(config)
             held_by_other: str | None = None
+            hold = _Hold()
             if keyed:
                 other: IAsyncOutboxStorage = storage_factory(config)
                 held = await other.fetch_pending(1, config.max_retry_count)
                 held_by_other = held[0].partition_key if held else None
+                if held and isinstance(other, IAsyncOutboxLiveness):
+                    hold.keep(other, held[0].id)
 
             async def fetch(storage: IAsyncOutboxStorage = storage) -> list[OutboxMessage]:
                 return await storage.fetch_pending(100, config.max_retry_count)
@@ -199,12 +234,18 @@ async def _claims(
                 await storage.release([m.id for m in messages])
 
             entry = await claim_cost(
-                fetch, release, reps=sizes["claim_reps"], budget_seconds=sizes["claim_budget_seconds"]
+                fetch,
+                release,
+                reps=sizes["claim_reps"],
+                budget_seconds=sizes["claim_budget_seconds"],
+                before=hold.renew,
             )
             entry["pending"] = rows
             if keyed:
                 entry["held_by_other"] = held_by_other
                 entry["hot_key"] = HOT_KEY
+                entry["hold_renewals"] = hold.renewals
+                entry["hold_lost"] = hold.lost
             result[label][str(rows)] = entry
             progress(
                 f"  median {entry['median_ms']:.2f} ms over {entry['reps']} claims, "

@@ -15,15 +15,24 @@ timings: the bars are printed beside the figures.
 """
 
 import argparse
+import asyncio
+import contextlib
 import json
-import math
+import os
 import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import asyncpg
+import redis
+from sqlalchemy.engine import make_url
 
 from benchmarks.common import (
     DEFAULT_PG_URL,
@@ -31,6 +40,8 @@ from benchmarks.common import (
     RESULT_PREFIX,
     env_without_spakky,
 )
+from benchmarks.plots import draw
+from benchmarks.report import build_rows, render_markdown, render_text
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_VENV = ROOT / ".venv-bench"
@@ -63,6 +74,16 @@ FULL: dict[str, Any] = {
     "redis_claim_sizes": [10_000, 1_000_000],
     "mongodb_drain_rows": 20_000,
     "mongodb_claim_sizes": [10_000, 1_000_000],
+    "relays_events": 20_000,
+    "relays_keys": [100, 1_000],
+    "relays_counts": [1, 3],
+    "relays_flush_seconds": 0.05,
+    "relays_deadline_seconds": 180.0,
+    "relays_kill_deadline_seconds": 60.0,
+    "relays_restart_deadline_seconds": 60.0,
+    "redis_down_seconds": 1.0,
+    "relays_latency_rate": 100,
+    "relays_latency_seconds": 10.0,
 }
 QUICK: dict[str, Any] = FULL | {
     "drain_rows": 2_000,
@@ -81,6 +102,8 @@ QUICK: dict[str, Any] = FULL | {
     "redis_claim_sizes": [1_000, 10_000],
     "mongodb_drain_rows": 2_000,
     "mongodb_claim_sizes": [1_000, 10_000],
+    "relays_events": 2_000,
+    "relays_latency_seconds": 2.0,
 }
 
 # (section, runs ours, runs 8.5.0)
@@ -94,7 +117,23 @@ SECTIONS: tuple[tuple[str, bool, bool], ...] = (
     ("redis_claim", True, False),
     ("mongodb_drain", True, False),
     ("mongodb_claim", True, False),
+    ("relays_drain", True, False),
+    ("relays_kill", True, False),
+    ("relays_restart", True, False),
+    ("relays_latency", True, False),
 )
+MODULES = {"mongodb": "benchmarks.mongodb", "relays": "benchmarks.processes"}
+"""Module of the sections whose name starts with the key (others: `benchmarks.ours`)."""
+
+
+PUBLISHED = ROOT / "docs" / "benchmarks"
+"""Where a full run with default flags writes its results and plots (docs/benchmarks.md shows them)."""
+SCRATCH = Path(tempfile.gettempdir()) / "spakky-bench"
+"""Where other runs write theirs."""
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
+VERSIONED = ("sqlalchemy", "asyncpg", "redis", "spakky", "matplotlib")
+"""Packages whose versions a run records."""
 
 
 def say(message: str) -> None:
@@ -174,6 +213,59 @@ def run_process(python: str, module: str, section: str, sizes: dict[str, Any]) -
     return {"error": f"exit {returncode}: {' | '.join(last)}"}
 
 
+def machine() -> dict[str, Any]:
+    """The machine, the interpreter, the packages and the workspace commit of this run."""
+    memory_kb = 0
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_kb = int(line.split()[1])
+    commit = subprocess.run(
+        ["git", "describe", "--always", "--dirty", "--exclude", "*"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    ).stdout.strip()
+    return {
+        "platform": platform.platform(),
+        "cores": os.cpu_count(),
+        "memory_gb": round(memory_kb / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "packages": {name: metadata.version(name) for name in VERSIONED},
+        "commit": commit or None,
+    }
+
+
+def server_versions(pg_url: str, redis_url: str) -> dict[str, str]:
+    """Versions of the shared PostgreSQL and Redis the run used."""
+    found: dict[str, str] = {}
+
+    async def postgres() -> str:
+        connection = await asyncpg.connect(make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False))
+        try:
+            return str(await connection.fetchval("SHOW server_version"))
+        finally:
+            await connection.close()
+
+    with contextlib.suppress(Exception):
+        found["postgres"] = asyncio.run(postgres())
+    with contextlib.suppress(Exception), redis.Redis.from_url(redis_url) as client:
+        found["redis"] = str(client.info("server")["redis_version"])
+    return found
+
+
+def headline(meta: dict[str, Any]) -> str:
+    """One paragraph naming the run: kind, duration, date, machine, versions, load."""
+    servers = meta.get("servers", {})
+    packages = meta.get("packages", {})
+    return (
+        f"spakky-outbox benchmarks: {meta['kind']} run, {meta['seconds']:.0f} s, started {meta['started']}; "
+        f"{meta['platform']}, {meta['cores']} cores, {meta['memory_gb']} GB; Python {meta['python']}; "
+        f"PostgreSQL {servers.get('postgres', '?')}, Redis {servers.get('redis', '?')}; "
+        f"SQLAlchemy {packages.get('sqlalchemy')}, asyncpg {packages.get('asyncpg')}, redis-py {packages.get('redis')}; "
+        f"baseline {meta.get('baseline') or 'not run'}; workspace {meta.get('commit')}; "
+        f"load average {meta['load_start'][0]:.1f} at start, {meta['load_end'][0]:.1f} at end"
+    )
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """``key=value`` pairs; values are JSON when they parse, text otherwise."""
     overrides: dict[str, Any] = {}
@@ -184,202 +276,6 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             overrides[key] = raw
     return overrides
-
-
-# ------------------------------------------------------------------ reporting
-def dig(data: dict[str, Any], *path: str) -> Any:
-    """``data[p0][p1]...`` or None when any step is missing."""
-    node: Any = data
-    for step in path:
-        if not isinstance(node, dict) or step not in node:
-            return None
-        node = node[step]
-    return node
-
-
-def fmt(value: Any, unit: str = "") -> str:
-    """Render a figure compactly."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, str):
-        return value
-    if abs(value) >= 1000:
-        text = f"{value:,.0f}"
-    elif abs(value) >= 100:
-        text = f"{value:.0f}"
-    elif abs(value) >= 10:
-        text = f"{value:.1f}"
-    else:
-        text = f"{value:.2f}"
-    return f"{text}{unit}"
-
-
-def factor(better: Any, worse: Any) -> str:
-    """How many times ``better`` exceeds ``worse`` (as ``12.3x``)."""
-    if not isinstance(better, int | float) or not isinstance(worse, int | float) or not worse:
-        return "-"
-    return f"{better / worse:,.1f}x" if better / worse >= 10 else f"{better / worse:.2f}x"
-
-
-def verdict(ok: bool | None) -> str:
-    """Bar outcome as text."""
-    return "-" if ok is None else ("met" if ok else "MISSED")
-
-
-type Row = tuple[str, str, str, str, str, str]
-
-
-def build_rows(ours: dict[str, Any], legacy: dict[str, Any], sizes: dict[str, Any]) -> list[Row]:
-    """Table rows: metric, ours, 8.5.0, ratio (ours better by), bar, outcome."""
-    rows: list[Row] = []
-
-    ours_drain = dig(ours, "drain", "rate")
-    fast = dig(legacy, "drain", "fast", "rate")
-    rows.append((
-        f"Drain, PostgreSQL (msg/s; ours {sizes['drain_rows']:,} rows, defaults)",
-        fmt(ours_drain),
-        fmt(dig(legacy, "drain", "default", "rate")) + " (defaults)",
-        factor(ours_drain, dig(legacy, "drain", "default", "rate")),
-        "",
-        "",
-    ))
-    rows.append((
-        "Drain vs 8.5.0 at polling 0.01 s (msg/s)",
-        fmt(ours_drain),
-        fmt(fast) + " (0.01 s)",
-        factor(ours_drain, fast),
-        ">= 20x",
-        verdict(None if ours_drain is None or fast is None else ours_drain >= 20 * fast),
-    ))
-    redis_drain = dig(ours, "redis_drain", "rate")
-    rows.append((
-        f"Drain, Redis (msg/s; {sizes['redis_drain_rows']:,} msgs) vs ours on PostgreSQL",
-        fmt(redis_drain),
-        "-",
-        factor(redis_drain, ours_drain) + " of PG",
-        "",
-        "",
-    ))
-    for level in sizes["write_concurrency"]:
-        key = f"c{level}"
-        label = "sequential" if level == 1 else f"{level} concurrent"
-        ours_ratio = dig(ours, "write", key, "ratio")
-        rows.append((
-            f"Write path {label}: commits/s with event / without",
-            f"{fmt(ours_ratio)} ({fmt(dig(ours, 'write', key, 'with_event_per_s'))}"
-            f"/{fmt(dig(ours, 'write', key, 'without_event_per_s'))})",
-            f"{fmt(dig(legacy, 'write', key, 'ratio'))} ({fmt(dig(legacy, 'write', key, 'with_event_per_s'))}"
-            f"/{fmt(dig(legacy, 'write', key, 'without_event_per_s'))})",
-            factor(dig(ours, "write", key, "with_event_per_s"), dig(legacy, "write", key, "with_event_per_s")),
-            ">= 0.85",
-            verdict(None if ours_ratio is None else ours_ratio >= 0.85),
-        ))
-        rows.append((
-            f"  reference, {label}: one extra plain row instead of the event",
-            fmt(dig(ours, "write", key, "extra_row_ratio")),
-            fmt(dig(legacy, "write", key, "extra_row_ratio")),
-            "",
-            "",
-            "",
-        ))
-    for quantile, bar in (("p50_ms", None), ("p99_ms", 50.0)):
-        mine = dig(ours, "latency", quantile)
-        rows.append((
-            f"Commit-to-send {quantile[:3]} at {sizes['latency_rate']}/s, defaults (ms)",
-            fmt(mine),
-            fmt(dig(legacy, "latency", quantile)),
-            factor(dig(legacy, "latency", quantile), mine),
-            "" if bar is None else f"< {bar:.0f} ms",
-            "" if bar is None else verdict(None if mine is None else mine < bar),
-        ))
-    idle = dig(ours, "idle", "statements_per_s")
-    rows.append((
-        "Idle relay, statements/s (relay engine)",
-        fmt(idle),
-        fmt(dig(legacy, "idle", "statements_per_s")),
-        factor(dig(legacy, "idle", "statements_per_s"), idle),
-        "<= 1/s",
-        verdict(None if idle is None else idle <= 1.0),
-    ))
-    claim_sizes = sorted({*sizes["claim_sizes"], *sizes["legacy_claim_sizes"]})
-    largest = max(sizes["claim_sizes"])
-    for kind, bar in (("keyless", 10.0), ("keyed", 20.0)):
-        for size in claim_sizes:
-            mine = dig(ours, "claim", kind, str(size))
-            theirs = dig(legacy, "claim", kind, str(size))
-            mine_ms = None if mine is None else mine["median_ms"]
-            theirs_ms = None if theirs is None else theirs["median_ms"]
-            ok: bool | None = None
-            if size == largest and mine is not None:
-                ok = mine_ms is not None and mine_ms < bar
-                if kind == "keyed":
-                    ok = ok and mine["hot_key_returned"] == 0 and mine["returned_min"] > 0
-            note = ""
-            if kind == "keyed" and mine is not None:
-                note = f" [{mine['returned_min']} returned, {mine['hot_key_returned']} of held key]"
-            rows.append((
-                f"Claim 100, {kind}{' (1k keys, held hot key)' if kind == 'keyed' else ''}, {size:,} pending (ms)",
-                fmt(mine_ms) + note,
-                fmt(theirs_ms),
-                factor(theirs_ms, mine_ms),
-                f"< {bar:.0f} ms" if size == largest else "",
-                verdict(ok) if size == largest else "",
-            ))
-    redis_sizes = sorted(sizes["redis_claim_sizes"])
-    for kind in ("keyless", "keyed"):
-        small = dig(ours, "redis_claim", kind, str(redis_sizes[0]), "median_ms")
-        large = dig(ours, "redis_claim", kind, str(redis_sizes[-1]), "median_ms")
-        growth = None if small is None or large is None else large / small
-        rows.append((
-            f"Redis claim 100, {kind}: {redis_sizes[0]:,} -> {redis_sizes[-1]:,} pending (ms)",
-            f"{fmt(small)} -> {fmt(large)} ({fmt(growth)}x)",
-            "-",
-            "",
-            "within 2x",
-            verdict(None if growth is None else growth <= 2.0),
-        ))
-    rows.extend(mongodb_rows(ours, sizes))
-    return rows
-
-
-def mongodb_rows(ours: dict[str, Any], sizes: dict[str, Any]) -> list[Row]:
-    """MongoDB drain and claim growth, or why they did not run (never wire-server figures)."""
-    not_run = dig(ours, "mongodb_drain", "not_run") or dig(ours, "mongodb_claim", "not_run")
-    if not_run:
-        return [("MongoDB (drain, claim 100)", f"not run: {not_run}", "-", "", "", "")]
-    rows: list[Row] = [(
-        f"Drain, MongoDB (msg/s; {sizes['mongodb_drain_rows']:,} msgs)",
-        fmt(dig(ours, "mongodb_drain", "rate")), "-", "", "", "",
-    )]
-    mongo_sizes = sorted(sizes["mongodb_claim_sizes"])
-    for kind in ("keyless", "keyed"):
-        small = dig(ours, "mongodb_claim", kind, str(mongo_sizes[0]), "median_ms")
-        large = dig(ours, "mongodb_claim", kind, str(mongo_sizes[-1]), "median_ms")
-        growth = None if small is None or large is None else large / small
-        rows.append((
-            f"MongoDB claim 100, {kind}: {mongo_sizes[0]:,} -> {mongo_sizes[-1]:,} pending (ms)",
-            f"{fmt(small)} -> {fmt(large)} ({fmt(growth)}x)", "-", "", "within 2x",
-            verdict(None if growth is None else growth <= 2.0),
-        ))
-    return rows
-
-
-def render_text(rows: list[Row]) -> str:
-    """Plain-text table."""
-    header: Row = ("Measurement", "ours", "8.5.0", "ours better by", "bar", "outcome")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(6)]
-    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(header))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in rows]
-    return "\n".join(lines)
-
-
-def render_markdown(rows: list[Row]) -> str:
-    """Markdown table."""
-    header = "| Measurement | ours | 8.5.0 | ours better by | bar | outcome |"
-    lines = [header, "|---|---:|---:|---:|---|---|"]
-    lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def main() -> None:
@@ -398,16 +294,29 @@ def main() -> None:
     )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a size, e.g. drain_rows=50000")
     parser.add_argument("--reinstall-baseline", action="store_true", help="recreate .venv-bench")
-    parser.add_argument("--json-out", type=Path, help="also write the raw results here")
-    parser.add_argument("--markdown-out", type=Path, help="also write the table as Markdown here")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help=f"where results.json, results.md and the plots go (default: {PUBLISHED} for a full "
+        f"run with default flags, else {SCRATCH})",
+    )
     args = parser.parse_args()
 
     sizes = (QUICK if args.quick else FULL) | parse_overrides(args.set)
-    sizes |= {"pg_url": args.pg_url, "redis_url": args.redis_url, "legacy_driver": args.legacy_driver}
+    sizes |= {
+        "pg_url": args.pg_url,
+        "redis_url": args.redis_url,
+        "legacy_driver": args.legacy_driver,
+        "skip_redis": args.skip_redis,
+    }
     wanted = {s.strip() for s in args.only.split(",") if s.strip()}
+    published = not (args.quick or wanted or args.set or args.skip_legacy or args.skip_redis)
+    out: Path = args.out or (PUBLISHED if published else SCRATCH)
     started = time.perf_counter()
+    meta = machine() | {"started": datetime.now(UTC).isoformat(timespec="seconds"), "load_start": os.getloadavg()}
     if not args.skip_legacy:
         ensure_baseline(args.reinstall_baseline)
+        meta["baseline"] = baseline_version()
 
     ours: dict[str, Any] = {}
     legacy: dict[str, Any] = {}
@@ -422,26 +331,30 @@ def main() -> None:
             legacy[section] = result.get(section, result)
         if has_ours:
             say(f"{section}: ours")
-            module = "benchmarks.mongodb" if section.startswith("mongodb") else "benchmarks.ours"
+            module = MODULES.get(section.split("_")[0], "benchmarks.ours")
             result = run_process(sys.executable, module, section, sizes)
             ours[section] = result.get(section, result)
 
-    rows = build_rows(ours, legacy, sizes)
-    elapsed = time.perf_counter() - started
+    meta |= {
+        "kind": "quick" if args.quick else "full",
+        "seconds": round(time.perf_counter() - started, 1),
+        "load_end": os.getloadavg(),
+        "servers": server_versions(args.pg_url, args.redis_url),
+    }
+    results = {"meta": meta, "sizes": sizes, "ours": ours, "legacy_85": legacy}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RESULTS_JSON).write_text(json.dumps(results, indent=1) + "\n")
     print()
-    print(
-        f"spakky-outbox benchmarks ({'quick' if args.quick else 'full'} run, "
-        f"{elapsed:.0f} s; Python {platform.python_version()}, 8.5.0 driver {args.legacy_driver})"
-    )
+    print(headline(meta))
+    rows = build_rows(results)
     print(render_text(rows))
     errors = {f"ours.{k}": v["error"] for k, v in ours.items() if isinstance(v, dict) and "error" in v}
     errors |= {f"8.5.0.{k}": v["error"] for k, v in legacy.items() if isinstance(v, dict) and "error" in v}
     for name, error in errors.items():
         print(f"! {name}: {error}")
-    if args.json_out:
-        args.json_out.write_text(json.dumps({"sizes": sizes, "ours": ours, "legacy_85": legacy}, indent=2))
-    if args.markdown_out:
-        args.markdown_out.write_text(render_markdown(rows) + "\n")
+    (out / RESULTS_MD).write_text(f"{headline(meta)}\n\n{render_markdown(rows)}\n")
+    drawn = draw(results, out)
+    print(f"\nresults: {out / RESULTS_JSON}, {out / RESULTS_MD}; plots: {', '.join(p.name for p in drawn)}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -109,12 +109,23 @@ REPORTS: list[FaultReport] = []
 class Drill:
     """Relay processes draining one target's outbox, with faults on demand."""
 
-    def __init__(self, target: Target, control: Path, *, relays: int, flush_delay: float = 0.0) -> None:
-        """Prepare ``relays`` worker processes writing to ``control``."""
+    def __init__(
+        self,
+        target: Target,
+        control: Path,
+        *,
+        relays: int,
+        flush_delay: float = 0.0,
+        settings: Mapping[str, str] = RELAY_SETTINGS,
+    ) -> None:
+        """Prepare ``relays`` worker processes writing to ``control``, configured by ``settings``."""
         self.target = target
         self.control = control
         self.relays = relays
         self.flush_delay = flush_delay
+        self.settings = settings
+        self.released_at = 0.0
+        """When `start` let the relays go (monotonic)."""
         self.workers: list[subprocess.Popen[bytes]] = []
         self.committed: list[OutboxMessage] = []
         self.poison: set[tuple[str, int]] = set()
@@ -170,8 +181,7 @@ class Drill:
 
     def start(self) -> None:
         """Spawn the relays, wait until each built its app, then let them go together."""
-        env = {**os.environ, **RELAY_SETTINGS, **self.target.env, "FAULT_FLUSH_DELAY": str(self.flush_delay)}
-        env["PYTHONPATH"] = os.pathsep.join([str(WORKER.parent), env.get("PYTHONPATH", "")])
+        env = self._env()
         for index in range(self.relays):
             self.workers.append(self._spawn(env, index))
         deadline = time.monotonic() + 90
@@ -181,12 +191,16 @@ class Drill:
                 raise AssertionError(f"relay processes did not build their apps in 90 s; logs in {self.control}")
             time.sleep(0.02)
         (self.control / "go").touch()
+        self.released_at = time.monotonic()
 
     def spawn_replacement(self) -> None:
         """Start one more relay (after a kill), released at once."""
-        env = {**os.environ, **RELAY_SETTINGS, **self.target.env, "FAULT_FLUSH_DELAY": str(self.flush_delay)}
+        self.workers.append(self._spawn(self._env(), len(self.workers)))
+
+    def _env(self) -> dict[str, str]:
+        env = {**os.environ, **self.settings, **self.target.env, "FAULT_FLUSH_DELAY": str(self.flush_delay)}
         env["PYTHONPATH"] = os.pathsep.join([str(WORKER.parent), env.get("PYTHONPATH", "")])
-        self.workers.append(self._spawn(env, len(self.workers)))
+        return env
 
     def _spawn(self, env: dict[str, str], index: int) -> subprocess.Popen[bytes]:
         with (self.control / f"relay-{index}.log").open("wb") as log:
