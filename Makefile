@@ -1,18 +1,18 @@
 # spakky-outbox workspace. `make help` lists the targets.
 .DEFAULT_GOAL := help
-UV := python3 -m uv
+UV ?= python3 -m uv
 PYTEST_ARGS ?=
 
-.PHONY: help uv setup demo test lint typecheck bench
+.PHONY: help uv setup demo test lint typecheck bench new-backend
 
 help: ## Show the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 uv: ## Install uv when missing
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 
 setup: uv ## Create .venv with every package of the workspace (locked versions)
-	@$(UV) sync --frozen --quiet
+	@$(UV) sync --frozen --all-packages --quiet
 
 demo: setup ## Run the example orders service: use cases write orders, the relay delivers events
 	@$(UV) run --frozen python -m examples.orders
@@ -20,11 +20,19 @@ demo: setup ## Run the example orders service: use cases write orders, the relay
 test: setup ## Run every test (real PostgreSQL, MariaDB, Redis, RabbitMQ where reachable)
 	@$(UV) run --frozen pytest $(PYTEST_ARGS)
 
-lint: setup typecheck ## ruff and pyright (strict)
+lint: setup typecheck ## ruff, pyright (strict), actionlint on the workflows, shellcheck on .ci/run
 	@$(UV) run --frozen ruff check .
+	@$(UV) run --frozen actionlint
+	@$(UV) run --frozen shellcheck .ci/run
 
 typecheck: setup ## pyright in strict mode over the packages
 	@$(UV) run --frozen pyright
 
 bench: setup ## Benchmarks: ours beside spakky-outbox 8.5.0 on local PostgreSQL
 	@$(UV) run --frozen python -m benchmarks.run
+
+new-backend: setup ## Create packages/spakky-outbox-$(NAME), a storage that passes the suite (NAME=acme)
+	@test -n "$(NAME)" || { echo "usage: make new-backend NAME=acme"; exit 2; }
+	@$(UV) run --frozen spakky-outbox new-backend $(NAME) --into packages
+	@$(UV) lock --quiet
+	@$(UV) sync --frozen --all-packages --quiet

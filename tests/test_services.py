@@ -31,6 +31,22 @@ def test_resolve_service_mongodb_strict_expect_skip_not_failure(monkeypatch: pyt
         pass
 
 
+def test_resolve_service_named_in_require_list_expect_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service named in a comma-separated require list fails when missing, even one never required by default."""
+    monkeypatch.setenv("KAFKA_URL", "kafka://127.0.0.1:1")
+    monkeypatch.setenv(REQUIRE_ENV, "postgres, kafka")
+    with pytest.raises(pytest.fail.Exception, match="required service kafka unavailable"), resolve_service("kafka"):
+        pass
+
+
+def test_resolve_service_left_out_of_require_list_expect_skip(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service the require list leaves out skips, even one required by default."""
+    monkeypatch.setenv("POSTGRES_URL", CLOSED)
+    monkeypatch.setenv(REQUIRE_ENV, "kafka")
+    with pytest.raises(pytest.skip.Exception, match="postgres unavailable"), resolve_service("postgres"):
+        pass
+
+
 def test_resolve_service_env_url_expect_used(monkeypatch: pytest.MonkeyPatch, redis_url: str) -> None:
     """A reachable URL from the environment is the one handed to tests."""
     monkeypatch.setenv("REDIS_URL", redis_url)

@@ -3,6 +3,7 @@
 from collections.abc import Sequence
 from typing import override
 
+from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.testing.harness import (
     AbstractOutboxHarness,
@@ -11,10 +12,9 @@ from spakky.outbox.testing.harness import (
 )
 
 from examples.custom_backend.storage import (
-    CURRENT,
+    AsyncListTransaction,
     Database,
     ListOutboxStorage,
-    UnitOfWork,
 )
 
 
@@ -26,12 +26,15 @@ class ListOutboxHarness(AbstractOutboxHarness):
     claim_timeout_seconds = 0.3
 
     def __init__(self) -> None:
-        """Create an empty database."""
+        """Create an empty database; storages use the harness's claim timeout."""
         self.database = Database()
+        self.config = OutboxConfig().model_copy(
+            update={"claim_timeout_seconds": self.claim_timeout_seconds}
+        )
 
     @override
     def new_storage(self) -> ListOutboxStorage:
-        return ListOutboxStorage(self.database, self.claim_timeout_seconds)
+        return ListOutboxStorage(self.database, self.config)
 
     @override
     async def write(
@@ -41,17 +44,20 @@ class ListOutboxHarness(AbstractOutboxHarness):
         commit: bool = True,
         business_key: str = "business",
     ) -> None:
-        work = UnitOfWork()
-        token = CURRENT.set(work)
+        # The same transaction a @Transactional() use case opens.
+        transaction = AsyncListTransaction(self.database)
+        storage = self.new_storage()
+        await transaction.initialize()
         try:
-            work.business[business_key] = True
-            storage = self.new_storage()
+            self.database.write(business_key, True)
             for message in messages:
                 await storage.save(message)
             if commit:
-                self.database.commit(work)
+                await transaction.commit()
+            else:
+                await transaction.rollback()
         finally:
-            CURRENT.reset(token)
+            await transaction.dispose()
 
     @override
     async def business_record_exists(self, business_key: str) -> bool:
@@ -71,11 +77,7 @@ class ListOutboxHarness(AbstractOutboxHarness):
                 published=r.published,
                 abandoned=r.abandoned,
                 last_error=None,
+                created_at=r.message.created_at,
             )
             for r in self.database.rows
         ]
-
-    @override
-    async def save_outside_transaction(self, message: OutboxMessage) -> bool:
-        await self.new_storage().save(message)  # raises OutboxTransactionRequiredError
-        return True

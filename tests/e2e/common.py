@@ -1,9 +1,13 @@
-"""Shared parts of the outbox → RabbitMQ end-to-end tests, whatever the storage.
+"""Shared parts of the end-to-end tests, whatever the storage and the broker.
 
 spakky-rabbitmq's transport publishes each event to the default exchange with
 the event name as routing key, into a durable queue of that name, so the tests
 consume that queue. It ignores the partition key (one FIFO queue); per-key
 order is the outbox's job and is checked on that single queue.
+
+The load tests check correctness only (every event once, each key in order),
+never speed: their counts are small enough to finish in seconds on a busy
+2-core machine, and their deadlines are generous. Rates are `make bench`'s job.
 """
 
 import asyncio
@@ -15,6 +19,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,16 +30,83 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from spakky.core.application.application import SpakkyApplication
 from spakky.outbox.common.message import OutboxMessage
+from sqlalchemy import Engine, text
 
 from .orders import E2eOrderRejectedError
 
 WORKER = Path(__file__).with_name("relay_worker.py")
-LOAD_EVENTS = 20_000
-LOAD_KEYS = 100
 LOAD_RELAYS = 3
+"""Relay processes of a load test: several, so claims really compete."""
 
 type Delivery = tuple[dict[str, Any], dict[str, Any]]
 """A consumed message: JSON body and headers."""
+
+
+@dataclass(frozen=True)
+class SqlE2e:
+    """Where one SQLAlchemy end-to-end run keeps its data (fixture `sql_e2e`)."""
+
+    async_url: str
+    """``postgresql+asyncpg://`` URL given to the app and the relays."""
+    engine: Engine
+    """Synchronous (psycopg) engine for set-up, checks and clean-up."""
+    outbox_table: str
+    orders_table: str
+
+    def rows(self, query: str) -> list[tuple[object, ...]]:
+        """Run ``query`` and return its rows as tuples."""
+        with self.engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(text(query))]
+
+
+@dataclass(frozen=True)
+class Load:
+    """A load test's shape: ``events`` spread round-robin over ``keys`` partition keys."""
+
+    events: int
+    keys: int
+    batch_size: int
+    """Relay batch size: small enough that every relay process gets batches."""
+    deadline_seconds: float
+    """How long the relays may take; generous, since this is no speed check."""
+
+    def key_and_seq(self, index: int) -> tuple[str, int]:
+        """The ``index``-th event's partition key and its rank within that key."""
+        return f"k{index % self.keys:03d}", index // self.keys
+
+    def message(self, index: int, event_name: str) -> OutboxMessage:
+        """The ``index``-th message, its JSON payload ``{id, key, seq}``."""
+        key, seq = self.key_and_seq(index)
+        return OutboxMessage(
+            id=uuid.uuid4(),
+            event_name=event_name,
+            payload=json.dumps({"id": index, "key": key, "seq": seq}).encode(),
+            headers={},
+            created_at=datetime.now(UTC),
+            partition_key=key,
+        )
+
+    def expected(self) -> set[tuple[str, int]]:
+        """Every ``(key, seq)`` the load consists of."""
+        return {self.key_and_seq(index) for index in range(self.events)}
+
+
+RABBITMQ_LOAD = Load(events=300, keys=15, batch_size=10, deadline_seconds=180.0)
+"""Through spakky-rabbitmq, which connects per message (~100-250 events/s per relay)."""
+
+SINK_LOAD = Load(events=2_000, keys=40, batch_size=100, deadline_seconds=180.0)
+"""To the file sink, at the storage's own speed (thousands of events/s)."""
+
+
+async def wait_until(
+    condition: Callable[[], bool], timeout: float, failure: Callable[[], str]
+) -> None:
+    """Poll ``condition`` until true; past ``timeout`` fail with ``failure()``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"after {timeout:.0f}s: {failure()}")
+        await asyncio.sleep(0.02)
 
 
 def rabbitmq_env(url: str) -> dict[str, str]:
@@ -70,14 +142,6 @@ class Collector:
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         self.received.append((json.loads(message.body), dict(message.headers)))
 
-    async def wait_until(self, condition: Callable[[], bool], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.02)
-        return True
-
 
 async def consume(
     channel: AbstractChannel, queue_name: str
@@ -93,7 +157,7 @@ async def consume(
 def run_on_app_loop(app: SpakkyApplication, coroutine: Any) -> Any:
     """Run a use case on the application's event loop, as a web handler would."""
     loop = app.application_context._ApplicationContext__event_loop  # type: ignore[attr-defined]
-    return asyncio.run_coroutine_threadsafe(coroutine, loop).result(10)
+    return asyncio.run_coroutine_threadsafe(coroutine, loop).result(60)
 
 
 async def place_rolled_back_then_committed(
@@ -113,7 +177,11 @@ async def place_rolled_back_then_committed(
     def order_ids() -> list[str]:
         return [body["order_id"] for body, _ in collector.received]
 
-    assert await collector.wait_until(lambda: "committed" in order_ids(), 15.0)
+    await wait_until(
+        lambda: "committed" in order_ids(),
+        60.0,
+        lambda: f"the committed order's event did not arrive; got {order_ids()}",
+    )
     # Same partition key: a stored rolled-back event would have come first.
     assert order_ids() == ["committed"]
     body, headers = collector.received[0]
@@ -122,21 +190,12 @@ async def place_rolled_back_then_committed(
     return body, headers
 
 
-def load_message(index: int, event_name: str) -> OutboxMessage:
-    """The ``index``-th load message: key ``index % LOAD_KEYS``, rank ``seq`` in it."""
-    key, seq = f"k{index % LOAD_KEYS:03d}", index // LOAD_KEYS
-    return OutboxMessage(
-        id=uuid.uuid4(),
-        event_name=event_name,
-        payload=json.dumps({"id": index, "key": key, "seq": seq}).encode(),
-        headers={},
-        created_at=datetime.now(UTC),
-        partition_key=key,
-    )
-
-
 def start_workers(
-    backend: str, stop_file: Path, log_dir: Path, mode: str | None = None
+    backend: str,
+    stop_file: Path,
+    log_dir: Path,
+    load: Load,
+    mode: str | None = None,
 ) -> list[subprocess.Popen[bytes]]:
     """Start `LOAD_RELAYS` relay processes logging to ``log_dir/relay-N.log``.
 
@@ -144,7 +203,7 @@ def start_workers(
     """
     env = {
         **os.environ,
-        "SPAKKY_OUTBOX__BATCH_SIZE": os.environ.get("E2E_BATCH_SIZE", "500"),
+        "SPAKKY_OUTBOX__BATCH_SIZE": str(load.batch_size),
         "SPAKKY_OUTBOX__CLAIM_TIMEOUT_SECONDS": "60",
     }
     workers: list[subprocess.Popen[bytes]] = []
@@ -165,10 +224,14 @@ def start_workers(
                 )
             )
     # Release all relays together once each has built its app.
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while len(list(stop_file.parent.glob("ready-*"))) < LOAD_RELAYS:
-        if time.monotonic() > deadline or any(w.poll() is not None for w in workers):
-            raise AssertionError(f"relay processes did not get ready; logs in {log_dir}")
+        if any(w.poll() is not None for w in workers):
+            raise AssertionError(f"a relay process exited early; logs in {log_dir}")
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"relay processes not ready after 120s; logs in {log_dir}"
+            )
         time.sleep(0.01)
     (stop_file.parent / "go").touch()
     return workers
@@ -196,42 +259,35 @@ async def relay_load_through_processes(
     backend: str,
     channel: AbstractChannel,
     tmp_path: Path,
-    preload: Callable[[str], Awaitable[float]],
-    deadline_seconds: float,
+    preload: Callable[[str, Load], Awaitable[None]],
+    load: Load = RABBITMQ_LOAD,
 ) -> None:
-    """Preload `LOAD_EVENTS` messages, relay them with `LOAD_RELAYS` processes, check.
+    """Preload ``load``, relay it to RabbitMQ with `LOAD_RELAYS` processes, check.
 
-    ``preload(event_name)`` stores ``load_message(i, event_name)`` for every
-    ``i`` in order and returns the seconds it took. Asserts every event arrives
-    exactly once and each key's events arrive in order; prints the throughput.
+    ``preload(event_name, load)`` stores ``load.message(i, event_name)`` for
+    every ``i`` in order. Asserts every event arrives exactly once and each
+    key's events arrive in order.
     """
     event_name = f"E2eLoad_{uuid.uuid4().hex}"
     queue, collector = await consume(channel, event_name)
     workers: list[subprocess.Popen[bytes]] = []
     stop_file = tmp_path / "stop"
     try:
-        preload_seconds = await preload(event_name)
-        started = time.perf_counter()
-        workers = start_workers(backend, stop_file, tmp_path)
-        done = await collector.wait_until(
+        await preload(event_name, load)
+        workers = start_workers(backend, stop_file, tmp_path, load)
+        await wait_until(
             lambda: (
-                len(collector.received) >= LOAD_EVENTS
+                len(collector.received) >= load.events
                 or any(w.poll() is not None for w in workers)
             ),
-            deadline_seconds,
-        )
-        elapsed = time.perf_counter() - started
-        received = len(collector.received)
-        print(
-            f"\n[{backend}] preload {LOAD_EVENTS} in {preload_seconds:.1f}s; "
-            f"relayed {received} in {elapsed:.1f}s by {LOAD_RELAYS} processes = "
-            f"{received / elapsed:.0f} events/s"
+            load.deadline_seconds,
+            lambda: (
+                f"{len(collector.received)} of {load.events} events arrived; "
+                f"relay logs in {tmp_path}"
+            ),
         )
         crashed = [w.args for w in workers if w.poll() is not None]
         assert not crashed, f"relay processes died: see {tmp_path}/relay-*.log"
-        assert done and received >= LOAD_EVENTS, (
-            f"only {received}/{LOAD_EVENTS} within {deadline_seconds}s"
-        )
         stop_workers(workers, stop_file)
         # The relays have exited: a marker published now queues behind anything
         # they sent (a late duplicate included), so its arrival drains the queue.
@@ -239,12 +295,15 @@ async def relay_load_through_processes(
             aio_pika.Message(body=json.dumps({"marker": True}).encode()),
             routing_key=event_name,
         )
-        assert await collector.wait_until(
-            lambda: "marker" in collector.received[-1][0], 15.0
+        await wait_until(
+            lambda: "marker" in collector.received[-1][0],
+            60.0,
+            lambda: "the end marker did not arrive",
         )
         del collector.received[-1]
         ids = [body["id"] for body, _ in collector.received]
-        assert len(ids) == len(set(ids)) == LOAD_EVENTS
+        assert len(ids) == len(set(ids)), "duplicate deliveries"
+        assert sorted(ids) == list(range(load.events))
         last_seq: dict[str, int] = {}
         for body, _ in collector.received:
             key, seq = body["key"], body["seq"]
@@ -252,7 +311,7 @@ async def relay_load_through_processes(
                 f"key {key}: {seq} after {last_seq[key]}"
             )
             last_seq[key] = seq
-        assert len(last_seq) == LOAD_KEYS
+        assert len(last_seq) == load.keys
     finally:
         stop_workers(workers, stop_file)
         await queue.delete(if_unused=False, if_empty=False)
@@ -262,8 +321,10 @@ PRELOAD_CHUNK = 5_000
 """Load messages written per transaction by the preload helpers."""
 
 
-async def preload_sql_outbox(async_url: str, table_name: str, event_name: str) -> float:
-    """Bulk-INSERT the load messages into a fresh outbox table, in order; return seconds.
+async def preload_sql_outbox(
+    async_url: str, table_name: str, event_name: str, load: Load
+) -> None:
+    """Bulk-INSERT the load messages into a fresh outbox table, in order.
 
     Also checks that ``seq`` (the claim order) follows the insertion order.
     """
@@ -272,11 +333,10 @@ async def preload_sql_outbox(async_url: str, table_name: str, event_name: str) -
     from sqlalchemy.ext.asyncio import create_async_engine
 
     engine = create_async_engine(async_url)
-    started = time.perf_counter()
     try:
         table = await create_outbox_table_async(engine, table_name)
-        for chunk in range(0, LOAD_EVENTS, PRELOAD_CHUNK):
-            end = min(chunk + PRELOAD_CHUNK, LOAD_EVENTS)
+        for chunk in range(0, load.events, PRELOAD_CHUNK):
+            end = min(chunk + PRELOAD_CHUNK, load.events)
             rows = [
                 {
                     "id": m.id,
@@ -287,26 +347,24 @@ async def preload_sql_outbox(async_url: str, table_name: str, event_name: str) -
                     "retry_count": 0,
                     "partition_key": m.partition_key,
                 }
-                for m in (load_message(i, event_name) for i in range(chunk, end))
+                for m in (load.message(i, event_name) for i in range(chunk, end))
             ]
             async with engine.begin() as connection:
                 await connection.execute(insert(table), rows)
-        elapsed = time.perf_counter() - started
         async with engine.connect() as connection:
             result = await connection.execute(
                 text(f"SELECT payload FROM {table_name} ORDER BY seq")
             )
             ids = [json.loads(payload)["id"] for (payload,) in result]
-        assert ids == list(range(LOAD_EVENTS))
-        return elapsed
+        assert ids == list(range(load.events))
     finally:
         await engine.dispose()
 
 
-async def preload_redis_outbox(event_name: str) -> float:
+async def preload_redis_outbox(event_name: str, load: Load) -> None:
     """Store the load messages in order through the Redis storage, in chunked MULTI/EXECs.
 
-    Uses the ``SPAKKY_OUTBOX_REDIS__*`` environment; returns seconds.
+    Uses the ``SPAKKY_OUTBOX_REDIS__*`` environment.
     """
     from spakky.outbox.common.config import OutboxConfig
     from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
@@ -318,16 +376,14 @@ async def preload_redis_outbox(event_name: str) -> float:
     connections = RedisOutboxConnectionManager(config)
     storage = AsyncRedisOutboxStorage(connections, config, OutboxConfig())
     transaction = AsyncRedisTransaction(config, connections)
-    started = time.perf_counter()
     try:
-        for chunk in range(0, LOAD_EVENTS, PRELOAD_CHUNK):
+        for chunk in range(0, load.events, PRELOAD_CHUNK):
             await transaction.initialize()
             try:
-                for index in range(chunk, min(chunk + PRELOAD_CHUNK, LOAD_EVENTS)):
-                    await storage.save(load_message(index, event_name))
+                for index in range(chunk, min(chunk + PRELOAD_CHUNK, load.events)):
+                    await storage.save(load.message(index, event_name))
                 await transaction.commit()
             finally:
                 await transaction.dispose()
     finally:
         await connections.aclose()
-    return time.perf_counter() - started

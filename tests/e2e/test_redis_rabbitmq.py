@@ -27,7 +27,6 @@ from .relay_worker import RELAY_PLUGINS
 from .shop.service import E2ePlaceOrderUseCase
 
 BACKEND = "redis"
-LOAD_DEADLINE_SECONDS = 180.0
 
 
 @pytest.fixture
@@ -87,11 +86,7 @@ async def test_redis_rabbitmq_committed_and_rolled_back_use_cases_expect_only_co
 async def test_redis_rabbitmq_three_relay_processes_expect_no_duplicate_and_per_key_order(
     e2e_env: str, rabbit: AbstractChannel, tmp_path: Path
 ) -> None:
-    """Three relay processes deliver 20,000 events over 100 keys: no duplicate, keys in order."""
+    """Three relay processes deliver a few hundred keyed events: no duplicate, keys in order."""
     await relay_load_through_processes(
-        backend=BACKEND,
-        channel=rabbit,
-        tmp_path=tmp_path,
-        preload=preload_redis_outbox,
-        deadline_seconds=LOAD_DEADLINE_SECONDS,
+        backend=BACKEND, channel=rabbit, tmp_path=tmp_path, preload=preload_redis_outbox
     )

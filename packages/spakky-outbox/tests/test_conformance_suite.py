@@ -8,10 +8,15 @@ pytest_plugins = ["pytester"]
 
 BROKEN_HARNESS = """
 import pytest
+from spakky.outbox.testing.harness import Capability
 from spakky.outbox.testing.memory import InMemoryOutboxHarness, InMemoryOutboxState
 
 class Broken(InMemoryOutboxState):
 {override}
+
+@pytest.fixture
+def outbox_harness():
+    return BrokenHarness()
 
 class BrokenHarness(InMemoryOutboxHarness):
     name = "broken"
@@ -20,10 +25,6 @@ class BrokenHarness(InMemoryOutboxHarness):
         state = Broken()
         state.clock = self.clock
         self.state = state
-
-@pytest.fixture
-def outbox_harness():
-    return BrokenHarness()
 """
 
 NO_FENCING = """
@@ -50,10 +51,18 @@ NO_ROLLBACK = """
 """
 
 
-def run_suite(pytester: pytest.Pytester, override: str, *, extra: str = "") -> pytest.RunResult:
-    """Run the suite against the in-memory reference with ``override`` patched in."""
+def run_suite(
+    pytester: pytest.Pytester, override: str, *, extra: str = "", harness: str = ""
+) -> pytest.RunResult:
+    """Run the suite against the in-memory reference with ``override`` patched in.
+
+    ``override`` goes into the state class, ``harness`` into the harness class.
+    """
     body = textwrap.indent(textwrap.dedent(override).strip("\n"), "    ")
-    pytester.makeconftest(BROKEN_HARNESS.replace("{override}", body))
+    conftest = BROKEN_HARNESS.replace("{override}", body)
+    if harness:
+        conftest += textwrap.indent(textwrap.dedent(harness).strip("\n"), "    ") + "\n"
+    pytester.makeconftest(conftest)
     pytester.makepyfile(test_suite="from spakky.outbox.testing.conformance import *  # noqa\n" + extra)
     pytester.makeini("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")
     return pytester.runpytest_inprocess("-q", "-rf", "-p", "no:cacheprovider")
@@ -102,3 +111,141 @@ def test_suite_shadowed_test_expect_run_fails(pytester: pytest.Pytester) -> None
         extra="\nasync def test_fetch_pending_empty_expect_empty_list(outbox_harness):\n    pass\n",
     )
     assert failed_names(result) == {"test_conformance_suite_complete_expect_no_shadowed_tests"}
+
+
+IGNORES_MAX_RETRY = """
+    def _eligible(self, record, now, max_retry):
+        return super()._eligible(record, now, max_retry=10**9)
+"""
+
+SPENT_HEAD_DOES_NOT_BLOCK = """
+    def claim(self, owner, limit, max_retry):
+        spent = [r for r in self.records.values() if r.pending and r.retry_count >= max_retry]
+        for record in spent:
+            record.published_at = self.clock()
+        try:
+            return super().claim(owner, limit, max_retry)
+        finally:
+            for record in spent:
+                record.published_at = None
+"""
+
+REQUEUE_KEEPS_BUDGET = """
+    def requeue_abandoned(self, ids, limit):
+        kept = {r.message.id: r.retry_count for r in self.records.values()}
+        count = super().requeue_abandoned(ids, limit)
+        for r in self.records.values():
+            r.retry_count = kept[r.message.id]
+        return count
+"""
+
+STATS_COUNT_EXPIRED_CLAIMS = """
+    def stats(self):
+        from dataclasses import replace
+        counted = super().stats()
+        claimed = sum(1 for r in self.records.values() if r.pending and r.claimed_by is not None)
+        return replace(counted, claimed=claimed)
+"""
+
+CREATED_AT_NOT_STORED = """
+    def _apply(self, messages, business):
+        from dataclasses import replace
+        from datetime import UTC, datetime
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
+        super()._apply([replace(m, created_at=epoch) for m in messages], business)
+"""
+
+RENEWAL_OUTLIVES_TIMEOUT = """
+    def renew(self, owner, ids):
+        renewed = 0
+        for message_id in ids:
+            record = self._owned(owner, message_id)
+            if record is not None:
+                record.claimed_at = self.clock()
+                record.lease_until = self.clock() + self.claim_lease
+                renewed += 1
+        return renewed
+"""
+
+RENEWAL_IGNORES_OWNER = """
+    def renew(self, owner, ids):
+        renewed = 0
+        for message_id in ids:
+            record = self.records.get(message_id)
+            if record is not None and record.claimed_at is not None:
+                record.lease_until = self.clock() + self.claim_lease
+                renewed += 1
+        return renewed
+"""
+
+HEAD_OF_EVERY_KEY = """
+    def claim(self, owner, limit, max_retry):
+        import spakky.outbox.testing.memory as memory
+        original = memory.key_run
+        memory.key_run = lambda limit: 1
+        try:
+            return super().claim(owner, limit, max_retry)
+        finally:
+            memory.key_run = original
+"""
+
+REQUEUE_IGNORES_LIMIT = """
+    def requeue_abandoned(self, ids, limit):
+        return super().requeue_abandoned(ids, 10**9)
+"""
+
+LEAKY = """
+    async def assert_no_leaks(self):
+        raise AssertionError("1 connection still checked out")
+"""
+
+BASE_ONLY = """
+    capabilities = frozenset({Capability.ASYNC_API})
+"""
+
+
+@pytest.mark.parametrize(
+    ("broken", "expected_failure", "rule_text"),
+    [
+        (IGNORES_MAX_RETRY, "test_fetch_pending_budget_spent_expect_never_returned", "reached max_retry"),
+        (SPENT_HEAD_DOES_NOT_BLOCK, "test_fetch_pending_spent_key_head_expect_followers_held", "never overtake"),
+        (REQUEUE_KEEPS_BUDGET, "test_requeue_abandoned_expect_pending_with_fresh_budget", "fresh retry budget"),
+        (STATS_COUNT_EXPIRED_CLAIMS, "test_stats_expired_claim_expect_not_counted_claimed", "only live claims count"),
+        (CREATED_AT_NOT_STORED, "test_save_created_at_expect_stored_and_returned", "created_at is stored as given"),
+        (RENEWAL_OUTLIVES_TIMEOUT, "test_renew_claims_expect_never_past_claim_timeout", "renewed without end"),
+        (RENEWAL_IGNORES_OWNER, "test_renew_claims_after_takeover_expect_fenced", "fencing"),
+        (HEAD_OF_EVERY_KEY, "test_fetch_pending_deep_keys_expect_work_left_for_other_instances", "runs of at most 3 keys"),
+        (REQUEUE_IGNORES_LIMIT, "test_requeue_abandoned_limit_expect_bounded_batches", "at most 2 per call"),
+    ],
+    ids=[
+        "ignores-max-retry", "spent-head-overtaken", "requeue-keeps-budget", "stats-count-expired",
+        "created-at-lost", "renewal-outlives-timeout", "renewal-ignores-owner", "head-of-every-key",
+        "requeue-unbounded",
+    ],
+)
+def test_suite_broken_rule_expect_named_test_fails_saying_rule(
+    pytester: pytest.Pytester, broken: str, expected_failure: str, rule_text: str
+) -> None:
+    """A storage broken in exactly one way fails the test of that rule, and the failure names it."""
+    result = run_suite(pytester, broken)
+    assert expected_failure in failed_names(result)
+    assert rule_text in result.stdout.str()
+    assert any("broken: NOT CONFORMANT" in line or "broken: BASE" in line for line in result.outlines)
+    assert not any("broken: FULL" in line for line in result.outlines)
+
+
+def test_suite_leaking_harness_expect_summary_names_leaks(pytester: pytest.Pytester) -> None:
+    """Leak-check failures are reported as leaks in the summary, not as failing capabilities."""
+    result = run_suite(pytester, "pass", harness=LEAKY)
+    summary = next(line for line in result.outlines if line.startswith("broken: "))
+    assert "LEAKS (a connection or session left open after the test)" in summary
+    assert "1 connection still checked out" in result.stdout.str()
+    assert "FULL" not in summary
+
+
+def test_suite_base_only_storage_expect_summary_says_no_key_order(pytester: pytest.Pytester) -> None:
+    """A storage declaring only the base level passes BASE and the summary says keys are not ordered."""
+    result = run_suite(pytester, "pass", harness=BASE_ONLY)
+    summary = next(line for line in result.outlines if line.startswith("broken: "))
+    assert summary.startswith("broken: BASE")
+    assert "no partition ordering" in summary

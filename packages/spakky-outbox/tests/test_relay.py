@@ -9,6 +9,10 @@ from uuid import UUID, uuid4
 import pytest
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.error import (
+    OutboxStorageFlavourMissingError,
+    OutboxStorageUnavailableError,
+)
 from spakky.outbox.ports.storage import IAsyncOutboxStorage, IOutboxStorage
 from spakky.outbox.relay.relay import (
     AsyncOutboxRelayBackgroundService,
@@ -41,7 +45,7 @@ class Rig:
 
     def __init__(self, **changes: object) -> None:
         self.harness = InMemoryOutboxHarness()
-        self.config = config(claim_timeout_seconds=1.0, **changes)
+        self.config = config(**({"claim_timeout_seconds": 1.0} | changes))
         self.storage = AsyncInMemoryOutboxStorage(self.harness.state, self.config)
         self.transport = AsyncRecordingEventTransport()
         self.relay = AsyncOutboxRelayBackgroundService(self.storage, self.transport, self.config)
@@ -100,10 +104,10 @@ async def test_relay_refusal_expect_no_later_message_of_key_overtakes() -> None:
 
 
 async def test_relay_outage_expect_no_budget_spent_and_batch_released_at_once() -> None:
-    """An outage spends nobody's budget and releases the claimed batch immediately."""
+    """An outage (every send fails) spends nobody's budget and releases the batch at once."""
     rig = Rig()
     await rig.harness.write([make("a", "a1"), make(None, "n1"), make("b", "b1")])
-    rig.transport.faults.outage_calls = 2
+    rig.transport.faults.outage_calls = 100
     outcome = await rig.relay.relay_batch()
     assert outcome.outage
     raw = await rig.harness.raw_records()
@@ -111,6 +115,82 @@ async def test_relay_outage_expect_no_budget_spent_and_batch_released_at_once() 
     rig.transport.faults.outage_calls = 0
     await rig.relay.relay_batch()
     assert rig.names() == ["a1", "n1", "b1"]
+
+
+async def test_relay_transient_send_error_expect_retried_alone_and_delivered_uncharged() -> None:
+    """A send that fails once while the rest goes through is retried alone and delivered."""
+    rig = Rig()
+    await rig.harness.write([make("a", "a1"), make("a", "a2"), make(None, "n1"), make("b", "b1")])
+    rig.transport.faults.outage_calls = 1
+    outcome = await rig.relay.relay_batch()
+    assert not outcome.outage
+    assert rig.names() == ["n1", "b1", "a1"]
+    raw = {r.event_name: r for r in await rig.harness.raw_records()}
+    assert [raw[n].retry_count for n in ("a1", "a2", "n1", "b1")] == [0, 0, 0, 0]
+    assert (raw["a1"].published, raw["a2"].published, raw["a2"].claimed) == (True, False, False)
+    await rig.relay.relay_batch()
+    assert rig.names() == ["n1", "b1", "a1", "a2"]
+
+
+class PoisonTransport(AsyncRecordingEventTransport):
+    """Raises a plain error (not a refusal) for records named ``bad*``, as an oversized payload does."""
+
+    async def send(
+        self,
+        event_name: str,
+        payload: bytes,
+        headers: dict[str, str],
+        partition_key: str | None = None,
+    ) -> None:
+        if event_name.startswith("bad"):
+            raise ValueError(f"{event_name} is too large for the broker")
+        await super().send(event_name, payload, headers, partition_key)
+
+
+async def test_relay_poison_plain_error_expect_neighbours_once_and_poison_abandoned() -> None:
+    """[ok1, ok2, bad, ok3]: every ok message is delivered once, ``bad`` is abandoned with its reason."""
+    rig = Rig()
+    rig.transport = PoisonTransport()
+    rig.relay = AsyncOutboxRelayBackgroundService(rig.storage, rig.transport, rig.config)
+    rig.relay.set_stop_event(asyncio.Event())
+    await rig.harness.write([make(name="ok1"), make(name="ok2"), make(name="bad"), make(name="ok3")])
+    await rig.drain()
+    assert rig.names() == ["ok1", "ok2", "ok3"]
+    abandoned = await rig.storage.list_abandoned()
+    assert [m.event_name for m in abandoned] == ["bad"]
+    assert abandoned[0].last_error == "ValueError: bad is too large for the broker"
+    raw = {r.event_name: r for r in await rig.harness.raw_records()}
+    assert all(raw[n].published for n in ("ok1", "ok2", "ok3"))
+
+
+async def test_relay_poison_keyed_expect_key_held_until_abandoned_then_in_order() -> None:
+    """A poison message holds its key back until abandoned; the key then goes on in order."""
+    rig = Rig()
+    rig.transport = PoisonTransport()
+    rig.relay = AsyncOutboxRelayBackgroundService(rig.storage, rig.transport, rig.config)
+    rig.relay.set_stop_event(asyncio.Event())
+    await rig.harness.write([make("k", "k1"), make("k", "bad"), make("k", "k2"), make(None, "n1")])
+    await rig.relay.relay_batch()
+    assert rig.names() == ["k1", "n1"]
+    await rig.drain()
+    assert rig.names() == ["k1", "n1", "k2"]
+    assert [m.event_name for m in await rig.storage.list_abandoned()] == ["bad"]
+
+
+async def test_relay_three_plain_failures_in_a_row_expect_outage_and_earlier_sends_acknowledged() -> None:
+    """Three plain failures in a row are an outage: what was sent before is kept, the rest released uncharged."""
+    rig = Rig()
+    rig.transport = PoisonTransport()
+    rig.relay = AsyncOutboxRelayBackgroundService(rig.storage, rig.transport, rig.config)
+    rig.relay.set_stop_event(asyncio.Event())
+    names = ["ok1", "ok2", "bad1", "bad2", "bad3", "ok3"]
+    await rig.harness.write([make(name=n) for n in names])
+    outcome = await rig.relay.relay_batch()
+    assert outcome.outage
+    assert rig.names() == ["ok1", "ok2"]
+    raw = {r.event_name: r for r in await rig.harness.raw_records()}
+    assert [raw[n].published for n in names] == [True, True, False, False, False, False]
+    assert all(raw[n].retry_count == 0 and not raw[n].claimed for n in names[2:])
 
 
 async def test_relay_transport_closed_expect_batch_released_without_charge() -> None:
@@ -272,8 +352,9 @@ def test_sync_relay_refusal_and_outage_expect_same_taxonomy() -> None:
     transport = RecordingEventTransport()
     relay = OutboxRelayBackgroundService(storage, transport, cfg)
     harness.write_sync([make("a", "a1"), make("a", "a2"), make("b", "b1")])
-    transport.faults.outage_calls = 1
+    transport.faults.outage_calls = 100
     assert relay.relay_batch().outage
+    transport.faults.outage_calls = 0
     assert all(r.retry_count == 0 for r in asyncio.run(harness.raw_records()))
     transport.faults.refuse = lambda r: r.event_name == "a1"
     relay.relay_batch()
@@ -406,3 +487,176 @@ async def test_relay_stop_expect_wake_up_resources_released() -> None:
     await relay.start_async()
     await relay.stop_async()
     assert storage.closed
+
+
+class AckFailingStorage(AsyncInMemoryOutboxStorage):
+    """Fails its first acknowledgements and counts claims, as a storage restarting after a flush."""
+
+    ack_failures = 4
+    claims = 0
+
+    async def fetch_pending(self, limit: int, max_retry: int) -> list[OutboxMessage]:
+        self.claims += 1
+        return await super().fetch_pending(limit, max_retry)
+
+    async def mark_published_many(self, message_ids: Sequence[UUID]) -> None:
+        if self.ack_failures > 0:
+            self.ack_failures -= 1
+            raise OutboxStorageUnavailableError("connection reset during restart")
+        await super().mark_published_many(message_ids)
+
+
+async def test_relay_acknowledgement_fails_expect_retried_without_new_claim_or_resend() -> None:
+    """Sent messages are acknowledged with retries; no new claim and no resend meanwhile."""
+    rig = Rig(claim_timeout_seconds=60.0)
+    storage = AckFailingStorage(rig.harness.state, rig.config)
+    relay = AsyncOutboxRelayBackgroundService(storage, rig.transport, rig.config)
+    relay.set_stop_event(asyncio.Event())
+    await rig.harness.write([make(name=f"e{i}") for i in range(5)])
+    await relay.relay_batch()
+    assert storage.ack_failures == 0
+    assert storage.claims == 1
+    assert rig.names() == [f"e{i}" for i in range(5)]
+    assert all(r.published for r in await rig.harness.raw_records())
+    await relay.relay_batch()
+    assert rig.transport.send_calls == 5
+
+
+def test_sync_relay_acknowledgement_fails_expect_retried_until_taken() -> None:
+    """The sync relay also retries an acknowledgement the storage failed to take."""
+
+    class SyncAckFailing(InMemoryOutboxStorage):
+        failures = 3
+
+        def mark_published_many(self, message_ids: Sequence[UUID]) -> None:
+            if self.failures > 0:
+                self.failures -= 1
+                raise OutboxStorageUnavailableError("restarting")
+            super().mark_published_many(message_ids)
+
+    harness = InMemoryOutboxHarness()
+    cfg = config(claim_timeout_seconds=60.0)
+    storage = SyncAckFailing(harness.state, cfg)
+    transport = RecordingEventTransport()
+    relay = OutboxRelayBackgroundService(storage, transport, cfg)
+    harness.write_sync([make(name="a"), make(name="b")])
+    relay.relay_batch()
+    assert storage.failures == 0
+    assert all(r.published for r in asyncio.run(harness.raw_records()))
+
+
+async def test_relay_acknowledgement_never_taken_expect_gives_up_after_claim_timeout() -> None:
+    """An acknowledgement is retried only while the claim can still be ours: then the relay moves on."""
+    rig = Rig(claim_timeout_seconds=0.3)
+    storage = AckFailingStorage(rig.harness.state, rig.config)
+    storage.ack_failures = 10**9
+    relay = AsyncOutboxRelayBackgroundService(storage, rig.transport, rig.config)
+    relay.set_stop_event(asyncio.Event())
+    await rig.harness.write([make(name="x")])
+    await asyncio.wait_for(relay.relay_batch(), timeout=30)
+    assert not any(r.published for r in await rig.harness.raw_records())
+
+
+class SlowSendTransport(AsyncRecordingEventTransport):
+    """Takes ``delay`` seconds per send, as a broker far away does."""
+
+    delay = 0.0
+
+    async def send(
+        self,
+        event_name: str,
+        payload: bytes,
+        headers: dict[str, str],
+        partition_key: str | None = None,
+    ) -> None:
+        await asyncio.sleep(self.delay)
+        await super().send(event_name, payload, headers, partition_key)
+
+
+async def test_relay_slow_batch_expect_claims_renewed_and_kept() -> None:
+    """A live relay on a batch slower than the lease keeps its claims: nobody else gets them."""
+    rig = Rig(claim_lease_seconds=1.5, claim_timeout_seconds=60.0)
+    rig.harness.state.clock = lambda: datetime.now(UTC)
+    transport = SlowSendTransport()
+    transport.delay = 0.3
+    relay = AsyncOutboxRelayBackgroundService(rig.storage, transport, rig.config)
+    relay.set_stop_event(asyncio.Event())
+    await rig.harness.write([make("k", f"k{i}") for i in range(12)])
+    other = AsyncInMemoryOutboxStorage(rig.harness.state, rig.config)
+    running = asyncio.ensure_future(relay.relay_batch())
+    await wait_async(lambda: transport.send_calls > 0)
+    stolen: list[OutboxMessage] = []
+    while not running.done():
+        stolen += await other.fetch_pending(100, 5)
+        await asyncio.wait({running}, timeout=0.02)
+    assert stolen == []
+    assert [d.event_name for d in transport.delivered] == [f"k{i}" for i in range(10)]
+    assert all(r.published for r in (await rig.harness.raw_records())[:10])
+
+
+class LosingStorage(AsyncInMemoryOutboxStorage):
+    """Reports every claim lost at renewal, as after another relay took them over."""
+
+    async def renew_claims(self, message_ids: Sequence[UUID]) -> int:
+        return 0
+
+
+async def test_relay_claims_lost_expect_rest_of_batch_not_sent() -> None:
+    """Once renewal says the claims are gone, the relay sends nothing more of that batch."""
+    rig = Rig(claim_lease_seconds=0.15, claim_timeout_seconds=60.0)
+    storage = LosingStorage(rig.harness.state, rig.config)
+    transport = SlowSendTransport()
+    transport.delay = 0.05
+    relay = AsyncOutboxRelayBackgroundService(storage, transport, rig.config)
+    relay.set_stop_event(asyncio.Event())
+    await rig.harness.write([make(name=f"e{i}") for i in range(40)])
+    await relay.relay_batch()
+    assert 0 < transport.send_calls < 40
+
+
+async def test_relay_without_storage_of_its_flavour_expect_clear_error() -> None:
+    """A relay whose storage flavour is missing fails at construction, naming the setting."""
+    with pytest.raises(OutboxStorageFlavourMissingError, match="SPAKKY_OUTBOX__RELAY=async"):
+        AsyncOutboxRelayBackgroundService(None, AsyncRecordingEventTransport(), config())
+    with pytest.raises(OutboxStorageFlavourMissingError, match="SPAKKY_OUTBOX__RELAY=sync"):
+        OutboxRelayBackgroundService(None, RecordingEventTransport(), config())
+
+
+async def test_relay_cycle_age_expect_none_before_run_then_recent() -> None:
+    """A relay reports how long ago it finished a claim cycle (for health checks)."""
+    rig = Rig(polling_interval_seconds=0.01)
+    assert rig.relay.seconds_since_last_cycle is None
+    await rig.relay.start_async()
+    try:
+        await wait_async(lambda: rig.relay.seconds_since_last_cycle is not None)
+        age = rig.relay.seconds_since_last_cycle
+        assert age is not None and age < 60
+    finally:
+        await rig.relay.stop_async()
+
+
+def test_sync_relay_poison_plain_error_expect_neighbours_once_and_poison_charged() -> None:
+    """The sync relay, too, delivers the neighbours of a poison message once and charges the poison."""
+
+    class SyncPoison(RecordingEventTransport):
+        def send(
+            self,
+            event_name: str,
+            payload: bytes,
+            headers: dict[str, str],
+            partition_key: str | None = None,
+        ) -> None:
+            if event_name == "bad":
+                raise ValueError("bad is too large")
+            super().send(event_name, payload, headers, partition_key)
+
+    harness = InMemoryOutboxHarness()
+    cfg = config(claim_timeout_seconds=1.0)
+    storage = InMemoryOutboxStorage(harness.state, cfg)
+    transport = SyncPoison()
+    relay = OutboxRelayBackgroundService(storage, transport, cfg)
+    harness.write_sync([make(name="ok1"), make(name="bad"), make(name="ok2")])
+    relay.relay_batch()
+    assert [d.event_name for d in transport.delivered] == ["ok1", "ok2"]
+    raw = {r.event_name: r for r in asyncio.run(harness.raw_records())}
+    assert (raw["bad"].retry_count, raw["bad"].last_error) == (1, "ValueError: bad is too large")

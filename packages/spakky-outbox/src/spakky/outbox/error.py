@@ -47,6 +47,12 @@ class OutboxStorageNotFoundError(AbstractSpakkyOutboxError):
     )
 
 
+class OutboxStorageFlavourMissingError(AbstractSpakkyOutboxError):
+    """Raised when the sync (or async) bus or relay needs a storage flavour nobody registered."""
+
+    message = "The outbox storage registered here has no port of the flavour this needs"
+
+
 class AmbiguousOutboxStorageError(AbstractSpakkyOutboxError):
     """Raised when several outbox storages are installed and none is selected."""
 

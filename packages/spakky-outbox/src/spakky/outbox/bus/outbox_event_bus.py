@@ -1,4 +1,11 @@
-"""Outbox event buses (sync and async) that replace IEventBus/IAsyncEventBus via @Primary."""
+"""Outbox event buses (sync and async) that replace IEventBus/IAsyncEventBus via @Primary.
+
+Both buses are always registered, but an application may bring a storage of
+one flavour only (an ``IAsyncOutboxStorage`` Pod of its own, as the 6.x/8.5
+docs show): the bus of the other flavour is then built without a storage and
+refuses ``send`` with `OutboxStorageFlavourMissingError`, instead of stopping
+the application at startup.
+"""
 
 from datetime import UTC, datetime
 from typing import override
@@ -11,6 +18,7 @@ from spakky.event.auth_propagation import AuthContextSnapshotHeaderInjector
 from spakky.event.event_publisher import IAsyncEventBus, IEventBus
 from spakky.outbox.bus.serializer import IntegrationEventSerializer
 from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.error import OutboxStorageFlavourMissingError
 from spakky.outbox.ports.storage import IAsyncOutboxStorage, IOutboxStorage
 from spakky.tracing.propagator import ITracePropagator
 
@@ -49,22 +57,34 @@ class _OutboxMessageFactory:
 class OutboxEventBus(IEventBus):
     """Stores integration events in the outbox, in the caller's transaction (sync)."""
 
-    _storage: IOutboxStorage
+    _storage: IOutboxStorage | None
     _factory: _OutboxMessageFactory
 
     def __init__(
         self,
-        storage: IOutboxStorage,
+        storage: IOutboxStorage | None,
         propagator: ITracePropagator,
         auth_snapshot_headers: AuthContextSnapshotHeaderInjector | None = None,
     ) -> None:
-        """Wire the storage and the outbound header policy."""
+        """Wire the storage (None: only the other flavour exists) and the header policy."""
         self._storage = storage
         self._factory = _OutboxMessageFactory(propagator, auth_snapshot_headers)
 
     @override
     def send(self, event: AbstractIntegrationEvent) -> None:
-        """Serialise the event and save it; the relay delivers it after commit."""
+        """Serialise the event and save it; the relay delivers it after commit.
+
+        Raises:
+            OutboxStorageFlavourMissingError: Only an asynchronous storage is
+                registered.
+        """
+        if self._storage is None:
+            raise OutboxStorageFlavourMissingError(
+                f"{event.event_name} was published from synchronous code, but the "
+                "outbox storage is asynchronous only (no IOutboxStorage Pod). "
+                "Publish it with IAsyncEventPublisher from an async use case, or "
+                "register an IOutboxStorage Pod too"
+            )
         self._storage.save(self._factory.build(event))
 
 
@@ -73,20 +93,32 @@ class OutboxEventBus(IEventBus):
 class AsyncOutboxEventBus(IAsyncEventBus):
     """Stores integration events in the outbox, in the caller's transaction (async)."""
 
-    _storage: IAsyncOutboxStorage
+    _storage: IAsyncOutboxStorage | None
     _factory: _OutboxMessageFactory
 
     def __init__(
         self,
-        storage: IAsyncOutboxStorage,
+        storage: IAsyncOutboxStorage | None,
         propagator: ITracePropagator,
         auth_snapshot_headers: AuthContextSnapshotHeaderInjector | None = None,
     ) -> None:
-        """Wire the storage and the outbound header policy."""
+        """Wire the storage (None: only the other flavour exists) and the header policy."""
         self._storage = storage
         self._factory = _OutboxMessageFactory(propagator, auth_snapshot_headers)
 
     @override
     async def send(self, event: AbstractIntegrationEvent) -> None:
-        """Serialise the event and save it; the relay delivers it after commit."""
+        """Serialise the event and save it; the relay delivers it after commit.
+
+        Raises:
+            OutboxStorageFlavourMissingError: Only a synchronous storage is
+                registered.
+        """
+        if self._storage is None:
+            raise OutboxStorageFlavourMissingError(
+                f"{event.event_name} was published from asynchronous code, but the "
+                "outbox storage is synchronous only (no IAsyncOutboxStorage Pod). "
+                "Publish it with IEventPublisher from a sync use case, or "
+                "register an IAsyncOutboxStorage Pod too"
+            )
         await self._storage.save(self._factory.build(event))

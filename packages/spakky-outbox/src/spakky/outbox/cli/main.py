@@ -21,6 +21,7 @@ from spakky.core.application.application_context import ApplicationContext
 from spakky.core.application.plugin import Plugin
 from spakky.outbox.error import AbstractSpakkyOutboxError
 from spakky.outbox.ports.storage import IAsyncOutboxAdministration, IAsyncOutboxStorage
+from spakky.outbox.scaffold.generate import main as new_backend
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -64,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     purge = commands.add_parser("purge", help="delete published messages older than a cutoff")
     purge.add_argument("--published-before", required=True, help="age (7d, 12h) or ISO timestamp")
     purge.add_argument("--batch", type=int, default=10_000, help="rows deleted per round trip")
+    commands.add_parser("new-backend", help="create a storage package skeleton (new-backend --help)")
     return parser
 
 
@@ -117,6 +119,9 @@ async def _execute(args: argparse.Namespace, storage: IAsyncOutboxAdministration
 def main(argv: Sequence[str] | None = None, out: Any = None) -> int:
     """Run the command; returns the process exit status."""
     out = out or sys.stdout
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["new-backend"]:  # builds no application
+        return new_backend(argv[1:], out)
     args = _parser().parse_args(argv)
     try:
         app = _build(args.include, args.scan)

@@ -73,8 +73,8 @@ def select_storage_name(config: OutboxConfig, loaded: list[str]) -> str | None:
 def register_storage(
     app: SpakkyApplication,
     name: str,
-    storage: type[IOutboxStorage],
-    async_storage: type[IAsyncOutboxStorage],
+    storage: type[IOutboxStorage] | None,
+    async_storage: type[IAsyncOutboxStorage] | None,
     transactions: tuple[type[AbstractTransaction], type[AbstractAsyncTransaction]] | None = None,
 ) -> bool:
     """Add a storage package's Pods when it is the selected storage.
@@ -82,8 +82,9 @@ def register_storage(
     Args:
         app: The application being built.
         name: The name the package announced with `announce_storage`.
-        storage: The synchronous storage Pod class.
-        async_storage: The asynchronous storage Pod class.
+        storage: The synchronous storage Pod class (None: async only; the
+            synchronous bus then refuses ``send`` with our own error).
+        async_storage: The asynchronous storage Pod class (None: sync only).
         transactions: For a storage that brings its own Spakky transactions
             (sync, async): they are added and bound, so ``@Transactional()``
             opens the transaction ``save`` joins, even beside another data
@@ -97,10 +98,12 @@ def register_storage(
     if selected != name:
         logger.debug("Outbox storage %r loaded but not selected (%r)", name, selected)
         return False
-    app.add(storage)
-    app.add(async_storage)
-    app.container.bind_to_type(IOutboxStorage, storage)
-    app.container.bind_to_type(IAsyncOutboxStorage, async_storage)
+    if storage is not None:
+        app.add(storage)
+        app.container.bind_to_type(IOutboxStorage, storage)
+    if async_storage is not None:
+        app.add(async_storage)
+        app.container.bind_to_type(IAsyncOutboxStorage, async_storage)
     if transactions is not None:
         transaction, async_transaction = transactions
         app.add(transaction)

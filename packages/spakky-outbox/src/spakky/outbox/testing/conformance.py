@@ -10,11 +10,16 @@ Tests for a capability the harness does not declare are skipped with the
 capability's name; a declared one must really work. Removing or redefining a
 suite test without ``@pytest.mark.xfail(reason=...)`` fails the run. The
 ``spakky-outbox`` pytest plugin prints the conformance level reached.
+
+Every assertion names the rule it checks and what the storage did. Messages
+are labelled by their event name (``m1``, ``m2``, ... or a role such as
+``head``), which is what failures print.
 """
 
 import asyncio
+import itertools
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any, cast
@@ -26,11 +31,13 @@ from spakky.outbox.error import AbstractSpakkyOutboxError
 from spakky.outbox.ports.storage import (
     IAsyncOutboxAdministration,
     IAsyncOutboxBatchAcknowledgement,
+    IAsyncOutboxLiveness,
     IAsyncOutboxRetryScheduling,
     IAsyncOutboxStorage,
     IAsyncOutboxWakeUp,
     IOutboxAdministration,
     IOutboxBatchAcknowledgement,
+    IOutboxLiveness,
     IOutboxRetryScheduling,
     IOutboxWakeUp,
 )
@@ -38,13 +45,14 @@ from spakky.outbox.testing.harness import (
     AbstractOutboxHarness,
     Capability,
     RawOutboxRecord,
-    wait_until,
 )
 
 MAX_RETRY = 5
 """The retry budget the suite passes to ``fetch_pending``."""
 
 type TestFunction = Callable[..., Any]
+
+_labels = itertools.count(1)
 
 
 def capability[F: TestFunction](required: Capability) -> Callable[[F], F]:
@@ -60,15 +68,15 @@ def capability[F: TestFunction](required: Capability) -> Callable[[F], F]:
 def message(
     key: str | None = None,
     *,
-    name: str = "OrderPlaced",
+    name: str | None = None,
     payload: bytes | None = None,
     headers: dict[str, str] | None = None,
 ) -> OutboxMessage:
-    """Build a fresh message as the outbox bus would."""
+    """Build a fresh message as the outbox bus would; its event name labels it in failures."""
     message_id = uuid4()
     return OutboxMessage(
         id=message_id,
-        event_name=name,
+        event_name=name if name is not None else f"m{next(_labels)}",
         payload=payload if payload is not None else b'{"id":"' + str(message_id).encode() + b'"}',
         headers=headers if headers is not None else {"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"},
         created_at=datetime.now(UTC),
@@ -76,9 +84,9 @@ def message(
     )
 
 
-async def raw_by_id(harness: AbstractOutboxHarness) -> dict[UUID, RawOutboxRecord]:
-    """Backdoor read keyed by id."""
-    return {record.id: record for record in await harness.raw_records()}
+def names(messages: Iterable[OutboxMessage | RawOutboxRecord]) -> list[str]:
+    """Labels of ``messages`` (with their key), in order, for failure messages."""
+    return [m.event_name if m.partition_key is None else f"{m.event_name}@{m.partition_key}" for m in messages]
 
 
 def ids(messages: Sequence[OutboxMessage]) -> list[UUID]:
@@ -86,16 +94,65 @@ def ids(messages: Sequence[OutboxMessage]) -> list[UUID]:
     return [m.id for m in messages]
 
 
+async def raw_by_id(harness: AbstractOutboxHarness) -> dict[UUID, RawOutboxRecord]:
+    """Backdoor read keyed by id."""
+    return {record.id: record for record in await harness.raw_records()}
+
+
+def rule(text: str, seen: object) -> str:
+    """An assertion message: the rule broken, and what the storage did instead."""
+    return f"rule: {text}; seen: {seen}"
+
+
+async def eventually[T](
+    harness: AbstractOutboxHarness,
+    probe: Callable[[], Awaitable[T]],
+    accept: Callable[[T], bool],
+    *,
+    timeout: float,
+    what: str,
+    step: float = 0.05,
+) -> tuple[T, float]:
+    """Re-run ``probe`` until ``accept`` holds, advancing the harness clock.
+
+    Returns:
+        The accepted value and the clock time waited for it.
+
+    Raises:
+        AssertionError: ``timeout`` (harness clock) passed first; names ``what``.
+    """
+    waited = 0.0
+    while True:
+        value = await probe()
+        if accept(value):
+            return value, waited
+        if waited >= timeout:
+            raise AssertionError(f"waited {timeout:g}s for {what}; last seen: {value!r}")
+        await harness.advance(step)
+        waited += step
+
+
+def claim_ends_within(harness: AbstractOutboxHarness) -> float:
+    """How long a claim made now may live unrenewed: the lease, else the claim timeout."""
+    return harness.claim_lease_seconds or harness.claim_timeout_seconds
+
+
 async def claim_after_expiry(
-    harness: AbstractOutboxHarness, storage: IAsyncOutboxStorage, limit: int = 100
+    harness: AbstractOutboxHarness,
+    storage: IAsyncOutboxStorage,
+    limit: int = 100,
+    *,
+    what: str = "an expired claim to be claimable again",
 ) -> list[OutboxMessage]:
-    """Claim with ``storage`` until something comes back, within a few claim timeouts."""
-    return await wait_until(
+    """Claim with ``storage`` until something comes back, within a few claim lifetimes."""
+    claimed, _ = await eventually(
         harness,
         lambda: storage.fetch_pending(limit, MAX_RETRY),
         bool,
         timeout=harness.claim_timeout_seconds * 6,
+        what=what,
     )
+    return claimed
 
 
 @pytest.fixture(autouse=True)
@@ -108,7 +165,11 @@ async def conformance_guard(
     if required is not None and required not in outbox_harness.capabilities:
         pytest.skip(f"capability not declared: {required}")
     yield
-    await outbox_harness.assert_no_leaks()
+    try:
+        await outbox_harness.assert_no_leaks()
+    except AssertionError as error:
+        request.node.spakky_outbox_leak = str(error) or "a connection or session was left open"
+        raise
 
 
 # --- base: transactional save ------------------------------------------------
@@ -120,8 +181,13 @@ async def test_save_commit_expect_message_and_business_record_visible(
     """A committed transaction makes the business record and the message visible."""
     sent = message()
     await outbox_harness.write([sent], business_key="order-1")
-    assert await outbox_harness.business_record_exists("order-1")
-    assert list((await raw_by_id(outbox_harness)).keys()) == [sent.id]
+    assert await outbox_harness.business_record_exists("order-1"), rule(
+        "a committed transaction keeps its business record", "business record missing"
+    )
+    stored = await outbox_harness.raw_records()
+    assert [r.id for r in stored] == [sent.id], rule(
+        "a committed transaction stores its message exactly once", names(stored)
+    )
 
 
 async def test_save_rollback_expect_neither_business_record_nor_message(
@@ -129,8 +195,11 @@ async def test_save_rollback_expect_neither_business_record_nor_message(
 ) -> None:
     """A rolled-back transaction leaves neither the business record nor the message."""
     await outbox_harness.write([message(), message("k")], commit=False, business_key="order-2")
-    assert not await outbox_harness.business_record_exists("order-2")
-    assert await outbox_harness.raw_records() == []
+    assert not await outbox_harness.business_record_exists("order-2"), rule(
+        "a rollback discards the business record", "business record committed"
+    )
+    stored = await outbox_harness.raw_records()
+    assert stored == [], rule("a rollback discards the messages saved in it", names(stored))
 
 
 async def test_save_fields_expect_stored_verbatim(outbox_harness: AbstractOutboxHarness) -> None:
@@ -143,14 +212,39 @@ async def test_save_fields_expect_stored_verbatim(outbox_harness: AbstractOutbox
     )
     await outbox_harness.write([sent])
     raw = (await raw_by_id(outbox_harness))[sent.id]
-    assert (raw.event_name, raw.payload, raw.headers, raw.partition_key) == (
-        sent.event_name, sent.payload, sent.headers, sent.partition_key,
+    stored = (raw.event_name, raw.payload, raw.headers, raw.partition_key)
+    assert stored == (sent.event_name, sent.payload, sent.headers, sent.partition_key), rule(
+        "event name, payload bytes, headers and partition key are stored verbatim", stored
     )
-    assert (raw.retry_count, raw.claimed, raw.published, raw.abandoned) == (0, False, False, False)
+    state = (raw.retry_count, raw.claimed, raw.published, raw.abandoned)
+    assert state == (0, False, False, False), rule(
+        "a new message is unclaimed, unpublished, not abandoned, with no retry spent",
+        f"retry_count, claimed, published, abandoned = {state}",
+    )
     fetched = await outbox_harness.new_storage().fetch_pending(10, MAX_RETRY)
-    assert [(m.id, m.event_name, m.payload, m.headers, m.partition_key) for m in fetched] == [
-        (sent.id, sent.event_name, sent.payload, sent.headers, sent.partition_key)
-    ]
+    got = [(m.id, m.event_name, m.payload, m.headers, m.partition_key) for m in fetched]
+    assert got == [(sent.id, sent.event_name, sent.payload, sent.headers, sent.partition_key)], rule(
+        "a claimed message carries every field as saved", got
+    )
+
+
+async def test_save_created_at_expect_stored_and_returned(outbox_harness: AbstractOutboxHarness) -> None:
+    """``created_at`` is stored, timezone-aware, and handed back with the claim (to the millisecond)."""
+    sent = message()
+    await outbox_harness.write([sent])
+    raw = (await raw_by_id(outbox_harness))[sent.id]
+    assert raw.created_at.tzinfo is not None, rule("created_at is stored timezone-aware", raw.created_at)
+    drift = abs((raw.created_at - sent.created_at).total_seconds())
+    assert drift < 0.001, rule(
+        "created_at is stored as given", f"saved {sent.created_at.isoformat()}, stored {raw.created_at.isoformat()}"
+    )
+    fetched = await outbox_harness.new_storage().fetch_pending(1, MAX_RETRY)
+    assert len(fetched) == 1, rule("a pending message can be claimed", names(fetched))
+    returned = fetched[0].created_at
+    assert returned.tzinfo is not None and abs((returned - sent.created_at).total_seconds()) < 0.001, rule(
+        "a claimed message carries created_at as saved, timezone-aware",
+        f"saved {sent.created_at.isoformat()}, returned {returned.isoformat()}",
+    )
 
 
 async def test_save_outside_transaction_expect_clear_error_or_documented_write(
@@ -161,11 +255,15 @@ async def test_save_outside_transaction_expect_clear_error_or_documented_write(
     try:
         wrote = await outbox_harness.save_outside_transaction(sent)
     except AbstractSpakkyOutboxError as error:
-        assert str(error)
-        assert await outbox_harness.raw_records() == []
+        assert str(error), rule("a refused save outside a transaction says why", repr(error))
+        stored = await outbox_harness.raw_records()
+        assert stored == [], rule("a refused save stores nothing", names(stored))
         return
-    assert wrote
-    assert list((await raw_by_id(outbox_harness)).keys()) == [sent.id]
+    assert wrote, rule("save outside a transaction refuses or writes", "neither")
+    stored = await outbox_harness.raw_records()
+    assert [r.id for r in stored] == [sent.id], rule(
+        "a documented standalone save stores the message", names(stored)
+    )
 
 
 async def test_save_large_payload_expect_intact(outbox_harness: AbstractOutboxHarness) -> None:
@@ -174,7 +272,10 @@ async def test_save_large_payload_expect_intact(outbox_harness: AbstractOutboxHa
     sent = message(payload=payload)
     await outbox_harness.write([sent])
     fetched = await outbox_harness.new_storage().fetch_pending(1, MAX_RETRY)
-    assert len(fetched) == 1 and fetched[0].payload == payload
+    assert len(fetched) == 1 and fetched[0].payload == payload, rule(
+        "a 3 MB payload round-trips byte for byte",
+        [len(m.payload) for m in fetched],
+    )
 
 
 async def test_save_many_transactions_expect_nothing_lost(
@@ -184,7 +285,12 @@ async def test_save_many_transactions_expect_nothing_lost(
     sent = [message(f"k{i % 3}" if i % 2 else None) for i in range(60)]
     for start in range(0, len(sent), 6):
         await outbox_harness.write(sent[start : start + 6], business_key=f"b{start}")
-    assert sorted(map(str, (await raw_by_id(outbox_harness)).keys())) == sorted(map(str, ids(sent)))
+    stored = await outbox_harness.raw_records()
+    missing = sorted(set(names(sent)) - set(names(stored)))
+    assert sorted(map(str, (r.id for r in stored))) == sorted(map(str, ids(sent))), rule(
+        "every committed message is stored exactly once",
+        f"{len(stored)} stored of {len(sent)}; missing {missing}",
+    )
 
 
 # --- base: claims ----------------------------------------------------------
@@ -192,7 +298,8 @@ async def test_save_many_transactions_expect_nothing_lost(
 
 async def test_fetch_pending_empty_expect_empty_list(outbox_harness: AbstractOutboxHarness) -> None:
     """An empty outbox yields an empty claim."""
-    assert await outbox_harness.new_storage().fetch_pending(10, MAX_RETRY) == []
+    claimed = await outbox_harness.new_storage().fetch_pending(10, MAX_RETRY)
+    assert claimed == [], rule("an empty outbox yields an empty claim", names(claimed))
 
 
 async def test_fetch_pending_expect_oldest_first(outbox_harness: AbstractOutboxHarness) -> None:
@@ -203,16 +310,21 @@ async def test_fetch_pending_expect_oldest_first(outbox_harness: AbstractOutboxH
     storage = outbox_harness.new_storage()
     claimed = await storage.fetch_pending(12, MAX_RETRY)
     claimed += await storage.fetch_pending(100, MAX_RETRY)
-    assert ids(claimed) == ids(sent)
+    assert ids(claimed) == ids(sent), rule(
+        "keyless messages are claimed oldest first, in commit order",
+        f"committed {names(sent)}, claimed {names(claimed)}",
+    )
 
 
 async def test_fetch_pending_limit_expect_at_most_limit(outbox_harness: AbstractOutboxHarness) -> None:
     """A claim never returns more than ``limit`` messages."""
     await outbox_harness.write([message() for _ in range(7)])
     storage = outbox_harness.new_storage()
-    assert len(await storage.fetch_pending(3, MAX_RETRY)) == 3
-    assert len(await storage.fetch_pending(3, MAX_RETRY)) == 3
-    assert len(await storage.fetch_pending(3, MAX_RETRY)) == 1
+    sizes = [len(await storage.fetch_pending(3, MAX_RETRY)) for _ in range(3)]
+    assert sizes == [3, 3, 1], rule(
+        "a claim returns at most `limit` messages and never the same one twice",
+        f"claims of limit 3 over 7 messages returned {sizes}",
+    )
 
 
 async def test_fetch_pending_claimed_expect_other_instance_gets_nothing(
@@ -221,9 +333,14 @@ async def test_fetch_pending_claimed_expect_other_instance_gets_nothing(
     """A live claim hides the message from every other instance."""
     await outbox_harness.write([message(), message()])
     first, second = outbox_harness.new_storage(), outbox_harness.new_storage()
-    assert len(await first.fetch_pending(10, MAX_RETRY)) == 2
-    assert await second.fetch_pending(10, MAX_RETRY) == []
-    assert all(r.claimed for r in await outbox_harness.raw_records())
+    mine = await first.fetch_pending(10, MAX_RETRY)
+    assert len(mine) == 2, rule("a claim takes every pending message up to the limit", names(mine))
+    theirs = await second.fetch_pending(10, MAX_RETRY)
+    assert theirs == [], rule("a live claim hides the message from other instances", names(theirs))
+    stored = await outbox_harness.raw_records()
+    assert all(r.claimed for r in stored), rule(
+        "a claim is recorded in the store", [(r.event_name, r.claimed) for r in stored]
+    )
 
 
 async def test_fetch_pending_concurrent_instances_expect_disjoint_claims(
@@ -233,34 +350,43 @@ async def test_fetch_pending_concurrent_instances_expect_disjoint_claims(
     sent = [message() for _ in range(80)]
     await outbox_harness.write(sent)
     storages = [outbox_harness.new_storage() for _ in range(4)]
-    claimed: list[UUID] = []
+    claimed: list[OutboxMessage] = []
     for _ in range(4):
         results = await asyncio.gather(*(s.fetch_pending(7, MAX_RETRY) for s in storages))
-        claimed += [m.id for batch in results for m in batch]
-    assert len(claimed) == len(set(claimed))
+        claimed += [m for batch in results for m in batch]
+    twice = sorted({n for n in names(claimed) if names(claimed).count(n) > 1})
+    assert not twice, rule("concurrent claims never hand one message to two instances", f"claimed twice: {twice}")
     rest = await storages[0].fetch_pending(100, MAX_RETRY)
-    assert sorted(map(str, claimed + ids(rest))) == sorted(map(str, ids(sent)))
+    assert sorted(map(str, ids(claimed) + ids(rest))) == sorted(map(str, ids(sent))), rule(
+        "every message is claimed exactly once across instances",
+        f"{len(claimed)} + {len(rest)} claimed of {len(sent)}",
+    )
 
 
 async def test_fetch_pending_claim_expired_expect_takeover(outbox_harness: AbstractOutboxHarness) -> None:
-    """After the claim timeout another instance takes the message over."""
+    """After the claim ends (timeout, or lapsed lease) another instance takes the message over."""
     sent = message()
     await outbox_harness.write([sent])
     first, second = outbox_harness.new_storage(), outbox_harness.new_storage()
-    assert ids(await first.fetch_pending(10, MAX_RETRY)) == [sent.id]
-    assert ids(await claim_after_expiry(outbox_harness, second)) == [sent.id]
+    assert ids(await first.fetch_pending(10, MAX_RETRY)) == [sent.id], rule("a pending message can be claimed", "nothing")
+    taken = await claim_after_expiry(outbox_harness, second, what="another instance to take over an expired claim")
+    assert ids(taken) == [sent.id], rule("an expired claim is taken over", names(taken))
 
 
 async def test_mark_published_expect_never_fetched_again(outbox_harness: AbstractOutboxHarness) -> None:
     """A published message is never handed out again, also after the claim timeout."""
-    done, other = message(), message()
+    done, other = message(name="done"), message(name="other")
     await outbox_harness.write([done, other])
     storage = outbox_harness.new_storage()
     await storage.fetch_pending(10, MAX_RETRY)
     await storage.mark_published(done.id)
     raw = await raw_by_id(outbox_harness)
-    assert raw[done.id].published and not raw[other.id].published
-    assert ids(await claim_after_expiry(outbox_harness, outbox_harness.new_storage())) == [other.id]
+    assert raw[done.id].published and not raw[other.id].published, rule(
+        "mark_published publishes that message only",
+        {"done": raw[done.id].published, "other": raw[other.id].published},
+    )
+    again = await claim_after_expiry(outbox_harness, outbox_harness.new_storage())
+    assert ids(again) == [other.id], rule("a published message is never claimed again", names(again))
 
 
 async def test_mark_published_by_expired_owner_expect_new_owner_state_kept(
@@ -271,13 +397,21 @@ async def test_mark_published_by_expired_owner_expect_new_owner_state_kept(
     await outbox_harness.write([sent])
     stale, fresh = outbox_harness.new_storage(), outbox_harness.new_storage()
     await stale.fetch_pending(10, MAX_RETRY)
-    assert ids(await claim_after_expiry(outbox_harness, fresh)) == [sent.id]
+    assert ids(await claim_after_expiry(outbox_harness, fresh)) == [sent.id], rule(
+        "an expired claim is taken over", "not taken over"
+    )
     await stale.mark_published(sent.id)
     await stale.increment_retry(sent.id)
     raw = (await raw_by_id(outbox_harness))[sent.id]
-    assert (raw.published, raw.retry_count, raw.claimed) == (False, 0, True)
+    state = (raw.published, raw.retry_count, raw.claimed)
+    assert state == (False, 0, True), rule(
+        "an instance whose claim was taken over cannot publish or spend retries (fencing)",
+        f"published, retry_count, claimed = {state}",
+    )
     await fresh.mark_published(sent.id)
-    assert (await raw_by_id(outbox_harness))[sent.id].published
+    assert (await raw_by_id(outbox_harness))[sent.id].published, rule(
+        "the new owner can publish", "not published"
+    )
 
 
 async def test_increment_retry_expect_count_raised(outbox_harness: AbstractOutboxHarness) -> None:
@@ -287,36 +421,76 @@ async def test_increment_retry_expect_count_raised(outbox_harness: AbstractOutbo
     storage = outbox_harness.new_storage()
     await storage.fetch_pending(1, MAX_RETRY)
     await storage.increment_retry(sent.id)
-    assert (await raw_by_id(outbox_harness))[sent.id].retry_count == 1
+    count = (await raw_by_id(outbox_harness))[sent.id].retry_count
+    assert count == 1, rule("increment_retry raises the stored retry count by one", count)
     again = await claim_after_expiry(outbox_harness, storage)
-    assert [(m.id, m.retry_count) for m in again] == [(sent.id, 1)]
+    got = [(m.id, m.retry_count) for m in again]
+    assert got == [(sent.id, 1)], rule("a claimed message carries its retry count", got)
 
 
-async def test_fetch_pending_budget_spent_expect_message_skipped(
+async def test_fetch_pending_budget_spent_expect_never_returned(
     outbox_harness: AbstractOutboxHarness,
 ) -> None:
-    """A message whose retry count reached ``max_retry`` is not handed out."""
-    spent, fresh = message(), message()
-    await outbox_harness.write([spent, fresh])
-    storage = outbox_harness.new_storage()
-    await storage.fetch_pending(1, 1)
-    await storage.increment_retry(spent.id)
-    assert ids(await claim_after_expiry(outbox_harness, outbox_harness.new_storage(), 10)) == [fresh.id]
-    assert await outbox_harness.new_storage().fetch_pending(10, 1) == []
+    """A message whose retry count reached ``max_retry`` is never handed out, also after its claim ends."""
+    spent, control = message(name="spent"), message(name="control")
+    await outbox_harness.write([spent, control])
+    holder = outbox_harness.new_storage()
+    assert ids(await holder.fetch_pending(2, MAX_RETRY)) == [spent.id, control.id], rule(
+        "pending messages can be claimed", "not both"
+    )
+    for _ in range(MAX_RETRY):
+        await holder.increment_retry(spent.id)
+    taker = outbox_harness.new_storage()
+    back = await claim_after_expiry(
+        outbox_harness, taker, what="the control message's claim to end (so the spent one's ends too)"
+    )
+    assert spent.id not in ids(back), rule(
+        f"fetch_pending never returns a message whose retry_count reached max_retry ({MAX_RETRY})",
+        f"claimed after expiry: {names(back)}",
+    )
+    later = await taker.fetch_pending(10, MAX_RETRY)
+    assert later == [], rule("a spent message is not claimable", names(later))
 
 
 async def test_mark_abandoned_expect_readable_and_never_fetched(
     outbox_harness: AbstractOutboxHarness,
 ) -> None:
     """An abandoned message stays stored but is never handed out again."""
-    sent, other = message(), message()
+    sent, other = message(name="abandoned"), message(name="other")
     await outbox_harness.write([sent, other])
     storage = outbox_harness.new_storage()
     await storage.fetch_pending(1, MAX_RETRY)
     await storage.mark_abandoned(sent.id)
     raw = await raw_by_id(outbox_harness)
-    assert sent.id in raw and raw[sent.id].abandoned and not raw[sent.id].published
-    assert ids(await claim_after_expiry(outbox_harness, outbox_harness.new_storage())) == [other.id]
+    assert sent.id in raw and raw[sent.id].abandoned and not raw[sent.id].published, rule(
+        "an abandoned message stays stored, marked abandoned, not published",
+        None if sent.id not in raw else (raw[sent.id].abandoned, raw[sent.id].published),
+    )
+    again = await claim_after_expiry(outbox_harness, outbox_harness.new_storage())
+    assert ids(again) == [other.id], rule("an abandoned message is never claimed again", names(again))
+
+
+@capability(Capability.RETRY_SCHEDULING)
+async def test_fetch_pending_undecodable_expect_abandoned_with_reason(
+    outbox_harness: AbstractOutboxHarness,
+) -> None:
+    """A stored message the storage cannot decode is abandoned with the reason; the rest is claimed."""
+    before, damaged, after = message(name="before"), message(name="damaged"), message(name="after")
+    await outbox_harness.write([before, damaged, after])
+    try:
+        await outbox_harness.corrupt(damaged.id)
+    except NotImplementedError:
+        pytest.skip("the harness offers no corrupt() backdoor")
+    claimed = await outbox_harness.new_storage().fetch_pending(10, MAX_RETRY)
+    assert ids(claimed) == [before.id, after.id], rule(
+        "an undecodable message is not returned, and does not stop the rest of the claim",
+        names(claimed),
+    )
+    raw = (await raw_by_id(outbox_harness))[damaged.id]
+    assert raw.abandoned and raw.last_error and "undecodable" in raw.last_error, rule(
+        "an undecodable message is abandoned with the decoding error as its reason",
+        f"abandoned={raw.abandoned}, last_error={raw.last_error!r}",
+    )
 
 
 # --- partition ordering ---------------------------------------------------
@@ -331,8 +505,11 @@ async def test_fetch_pending_keyed_batch_expect_key_order(outbox_harness: Abstra
     storage = outbox_harness.new_storage()
     claimed = await storage.fetch_pending(100, MAX_RETRY)
     for key in ("k0", "k1", "k2"):
-        assert ids([m for m in claimed if m.partition_key == key]) == ids(
-            [m for m in sent if m.partition_key == key]
+        mine = [m for m in claimed if m.partition_key == key]
+        expected = [m for m in sent if m.partition_key == key]
+        assert mine and ids(mine) == ids(expected[: len(mine)]), rule(
+            f"a claim takes a key's messages from its oldest on, in commit order (key {key})",
+            f"committed {names(expected)}, claimed {names(mine)}",
         )
 
 
@@ -341,13 +518,17 @@ async def test_fetch_pending_key_head_claimed_elsewhere_expect_key_withheld(
     outbox_harness: AbstractOutboxHarness,
 ) -> None:
     """While one instance holds a key's oldest message, no other gets that key."""
-    head, follower, other = message("a"), message("a"), message("b")
+    head, follower, other = message("a", name="head"), message("a", name="follower"), message("b", name="other")
     await outbox_harness.write([head, follower, other])
     first, second = outbox_harness.new_storage(), outbox_harness.new_storage()
-    assert ids(await first.fetch_pending(1, MAX_RETRY)) == [head.id]
-    assert ids(await second.fetch_pending(10, MAX_RETRY)) == [other.id]
+    assert ids(await first.fetch_pending(1, MAX_RETRY)) == [head.id], rule("a key's oldest message comes first", "not head")
+    theirs = await second.fetch_pending(10, MAX_RETRY)
+    assert ids(theirs) == [other.id], rule(
+        "while one instance holds a key's oldest message, no other gets that key", names(theirs)
+    )
     await first.mark_published(head.id)
-    assert ids(await second.fetch_pending(10, MAX_RETRY)) == [follower.id]
+    after = await second.fetch_pending(10, MAX_RETRY)
+    assert ids(after) == [follower.id], rule("once the head is published the key goes on", names(after))
 
 
 @capability(Capability.PARTITION_ORDERING)
@@ -355,14 +536,42 @@ async def test_fetch_pending_key_head_retried_expect_head_first_again(
     outbox_harness: AbstractOutboxHarness,
 ) -> None:
     """After a retry the key's oldest message still comes out first."""
-    head, follower = message("a"), message("a")
+    head, follower = message("a", name="head"), message("a", name="follower")
     await outbox_harness.write([head, follower])
     storage = outbox_harness.new_storage()
-    assert ids(await storage.fetch_pending(1, MAX_RETRY)) == [head.id]
+    assert ids(await storage.fetch_pending(1, MAX_RETRY)) == [head.id], rule("a key's oldest message comes first", "not head")
     await storage.increment_retry(head.id)
-    assert await outbox_harness.new_storage().fetch_pending(10, MAX_RETRY) == []
+    early = await outbox_harness.new_storage().fetch_pending(10, MAX_RETRY)
+    assert early == [], rule("a key's later messages wait while its head is claimed", names(early))
     again = await claim_after_expiry(outbox_harness, outbox_harness.new_storage())
-    assert ids(again) == [head.id, follower.id]
+    assert ids(again) in ([head.id], [head.id, follower.id]), rule(
+        "after a retry the key's oldest message comes first again", names(again)
+    )
+
+
+@capability(Capability.PARTITION_ORDERING)
+async def test_fetch_pending_spent_key_head_expect_followers_held(
+    outbox_harness: AbstractOutboxHarness,
+) -> None:
+    """A key whose oldest message spent its budget but is not abandoned lets nothing of it overtake."""
+    head, control = message("a", name="head"), message(name="control")
+    await outbox_harness.write([head, control])
+    holder = outbox_harness.new_storage()
+    assert ids(await holder.fetch_pending(2, MAX_RETRY)) == [head.id, control.id], rule(
+        "pending messages can be claimed", "not both"
+    )
+    for _ in range(MAX_RETRY):
+        await holder.increment_retry(head.id)
+    follower = message("a", name="follower")
+    await outbox_harness.write([follower])
+    taker = outbox_harness.new_storage()
+    back = await claim_after_expiry(outbox_harness, taker, what="the control message's claim to end")
+    later = back + await taker.fetch_pending(10, MAX_RETRY)
+    assert follower.id not in ids(later) and head.id not in ids(later), rule(
+        "a key's later messages never overtake its oldest undelivered message, even one whose "
+        "budget is spent (only abandoning it releases the key)",
+        f"claimed after the head's claim ended: {names(later)}",
+    )
 
 
 @capability(Capability.PARTITION_ORDERING)
@@ -370,12 +579,13 @@ async def test_fetch_pending_key_head_abandoned_expect_key_released(
     outbox_harness: AbstractOutboxHarness,
 ) -> None:
     """Abandoning a key's oldest message lets the rest of the key through."""
-    head, follower = message("a"), message("a")
+    head, follower = message("a", name="head"), message("a", name="follower")
     await outbox_harness.write([head, follower])
     storage = outbox_harness.new_storage()
     await storage.fetch_pending(1, MAX_RETRY)
     await storage.mark_abandoned(head.id)
-    assert ids(await outbox_harness.new_storage().fetch_pending(10, MAX_RETRY)) == [follower.id]
+    after = await outbox_harness.new_storage().fetch_pending(10, MAX_RETRY)
+    assert ids(after) == [follower.id], rule("abandoning a key's head releases the key", names(after))
 
 
 @capability(Capability.PARTITION_ORDERING)
@@ -388,9 +598,26 @@ async def test_fetch_pending_hot_key_blocked_expect_other_keys_served(
     others = [message(f"k{i}") for i in range(5)] + [message() for _ in range(5)]
     await outbox_harness.write(others, business_key="others")
     holder, worker = outbox_harness.new_storage(), outbox_harness.new_storage()
-    assert ids(await holder.fetch_pending(1, MAX_RETRY)) == [hot[0].id]
+    assert ids(await holder.fetch_pending(1, MAX_RETRY)) == [hot[0].id], rule("a key's oldest message comes first", "not hot[0]")
     claimed = await worker.fetch_pending(10, MAX_RETRY)
-    assert sorted(map(str, ids(claimed))) == sorted(map(str, ids(others)))
+    assert sorted(map(str, ids(claimed))) == sorted(map(str, ids(others))), rule(
+        "a held key does not starve other keys or keyless messages",
+        f"expected {sorted(names(others))}, claimed {sorted(names(claimed))}",
+    )
+
+
+@capability(Capability.PARTITION_ORDERING)
+async def test_fetch_pending_many_single_message_keys_expect_full_batch(
+    outbox_harness: AbstractOutboxHarness,
+) -> None:
+    """Many keys with one message each still fill a batch in one claim."""
+    sent = [message(f"k{i}") for i in range(30)]
+    await outbox_harness.write(sent)
+    claimed = await outbox_harness.new_storage().fetch_pending(20, MAX_RETRY)
+    assert len(claimed) == 20, rule(
+        "a claim takes up to `limit` messages across keys with one message each",
+        f"{len(claimed)} claimed of 30 keys with limit 20",
+    )
 
 
 @capability(Capability.PARTITION_ORDERING)
@@ -404,8 +631,151 @@ async def test_fetch_pending_concurrent_keyed_expect_one_holder_per_key(
     holders: dict[str, int] = {}
     for index, batch in enumerate(results):
         for claimed in batch:
-            assert claimed.partition_key is not None
-            assert holders.setdefault(claimed.partition_key, index) == index
+            assert claimed.partition_key is not None, rule("keyed messages keep their key", claimed.event_name)
+            holder = holders.setdefault(claimed.partition_key, index)
+            assert holder == index, rule(
+                "one key is held by one instance at a time",
+                f"key {claimed.partition_key} held by instances {holder} and {index}",
+            )
+
+
+# --- key spreading ------------------------------------------------------------
+
+
+@capability(Capability.KEY_SPREADING)
+async def test_fetch_pending_deep_keys_expect_work_left_for_other_instances(
+    outbox_harness: AbstractOutboxHarness,
+) -> None:
+    """With a backlog on every key, a claim takes runs of few keys, so a second instance finds work."""
+    keys = [f"k{i}" for i in range(6)]
+    for round_ in range(6):
+        await outbox_harness.write([message(k) for k in keys], business_key=f"round-{round_}")
+    first, second = outbox_harness.new_storage(), outbox_harness.new_storage()
+    mine = await first.fetch_pending(6, MAX_RETRY)
+    mine_keys = {m.partition_key for m in mine}
+    assert len(mine) == 6 and len(mine_keys) <= 3, rule(
+        "a claim of 6 over 6 keys with 6 messages each takes runs of at most 3 keys",
+        f"claimed {names(mine)}",
+    )
+    theirs = await second.fetch_pending(6, MAX_RETRY)
+    assert theirs and not mine_keys & {m.partition_key for m in theirs}, rule(
+        "a second instance claiming right after finds other keys to relay",
+        f"first claimed {names(mine)}, second claimed {names(theirs)}",
+    )
+
+
+# --- liveness -------------------------------------------------------------------
+
+
+def _liveness(storage: IAsyncOutboxStorage) -> IAsyncOutboxLiveness:
+    assert isinstance(storage, IAsyncOutboxLiveness), rule(
+        "a storage declaring liveness implements IAsyncOutboxLiveness", type(storage).__name__
+    )
+    return storage
+
+
+def _lease(harness: AbstractOutboxHarness) -> float:
+    lease = harness.claim_lease_seconds
+    assert lease is not None and lease < harness.claim_timeout_seconds, rule(
+        "a harness declaring liveness sets claim_lease_seconds shorter than claim_timeout_seconds",
+        f"lease {lease}, timeout {harness.claim_timeout_seconds}",
+    )
+    return lease
+
+
+@capability(Capability.LIVENESS)
+async def test_renew_claims_expect_claim_kept_past_lease(outbox_harness: AbstractOutboxHarness) -> None:
+    """A claim renewed in time outlives its lease: no other instance gets the message."""
+    lease = _lease(outbox_harness)
+    sent = message(name="renewed")
+    await outbox_harness.write([sent])
+    owner, other = outbox_harness.new_storage(), outbox_harness.new_storage()
+    await owner.fetch_pending(1, MAX_RETRY)
+    step, waited = lease / 10, 0.0
+    while waited < lease * 1.6:
+        kept = await _liveness(owner).renew_claims([sent.id])
+        assert kept == 1, rule("renew_claims reports the claims still held", f"{kept} of 1 after {waited:.1f}s")
+        stolen = await other.fetch_pending(10, MAX_RETRY)
+        assert stolen == [], rule(
+            "a claim renewed within its lease is not taken over",
+            f"taken over after {waited:.1f}s with a {lease}s lease: {names(stolen)}",
+        )
+        await outbox_harness.advance(step)
+        waited += step
+
+
+@capability(Capability.LIVENESS)
+async def test_claim_not_renewed_expect_free_after_lease_before_timeout(
+    outbox_harness: AbstractOutboxHarness,
+) -> None:
+    """A claim nobody renews frees up after its lease, long before the claim timeout (a dead relay)."""
+    lease = _lease(outbox_harness)
+    sent = message(name="orphan")
+    await outbox_harness.write([sent])
+    await outbox_harness.new_storage().fetch_pending(1, MAX_RETRY)
+    taker = outbox_harness.new_storage()
+    taken, waited = await eventually(
+        outbox_harness,
+        lambda: taker.fetch_pending(1, MAX_RETRY),
+        bool,
+        timeout=outbox_harness.claim_timeout_seconds * 4,
+        what="an unrenewed claim to lapse",
+    )
+    assert ids(taken) == [sent.id] and waited < outbox_harness.claim_timeout_seconds, rule(
+        f"an unrenewed claim frees up after its lease ({lease}s), before the claim timeout "
+        f"({outbox_harness.claim_timeout_seconds}s)",
+        f"taken over after {waited:.2f}s: {names(taken)}",
+    )
+
+
+@capability(Capability.LIVENESS)
+async def test_renew_claims_expect_never_past_claim_timeout(outbox_harness: AbstractOutboxHarness) -> None:
+    """Renewals never keep a claim past the claim timeout (a stuck relay loses it)."""
+    lease = _lease(outbox_harness)
+    sent = message(name="stuck")
+    await outbox_harness.write([sent])
+    owner, taker = outbox_harness.new_storage(), outbox_harness.new_storage()
+    await owner.fetch_pending(1, MAX_RETRY)
+
+    async def renew_then_claim() -> list[OutboxMessage]:
+        await _liveness(owner).renew_claims([sent.id])
+        return await taker.fetch_pending(1, MAX_RETRY)
+
+    taken, _ = await eventually(
+        outbox_harness,
+        renew_then_claim,
+        bool,
+        timeout=outbox_harness.claim_timeout_seconds * 3,
+        step=lease / 10,
+        what="a claim renewed without end to expire at the claim timeout",
+    )
+    assert ids(taken) == [sent.id], rule("a claim expires at the claim timeout however renewed", names(taken))
+    kept = await _liveness(owner).renew_claims([sent.id])
+    assert kept == 0, rule("renewing a claim taken over renews nothing", f"renewed {kept}")
+
+
+@capability(Capability.LIVENESS)
+async def test_renew_claims_after_takeover_expect_fenced(outbox_harness: AbstractOutboxHarness) -> None:
+    """A relay declared dead that wakes up renews and acknowledges nothing of the new owner's."""
+    _lease(outbox_harness)
+    sent = message(name="taken")
+    await outbox_harness.write([sent])
+    sleeper, successor = outbox_harness.new_storage(), outbox_harness.new_storage()
+    await sleeper.fetch_pending(1, MAX_RETRY)
+    taken = await claim_after_expiry(outbox_harness, successor, what="the sleeper's lease to lapse")
+    assert ids(taken) == [sent.id], rule("a lapsed claim is taken over", names(taken))
+    kept = await _liveness(sleeper).renew_claims([sent.id])
+    await sleeper.mark_published(sent.id)
+    raw = (await raw_by_id(outbox_harness))[sent.id]
+    assert (kept, raw.published, raw.claimed) == (0, False, True), rule(
+        "the old owner can neither renew nor publish over the new owner (fencing)",
+        f"renewed {kept}, published {raw.published}, claimed {raw.claimed}",
+    )
+    intruder = _liveness(outbox_harness.new_storage())
+    assert await intruder.renew_claims([sent.id]) == 0, rule(
+        "an instance never renews a claim it does not hold", "renewed another instance's claim"
+    )
+
 
 
 # --- batch acknowledgement ---------------------------------------------------
@@ -421,7 +791,11 @@ async def test_mark_published_many_expect_all_published(outbox_harness: Abstract
     await storage.fetch_pending(100, MAX_RETRY)
     await storage.mark_published_many(ids(sent[:20]))
     raw = await raw_by_id(outbox_harness)
-    assert [raw[m.id].published for m in sent] == [True] * 20 + [False] * 5
+    published = [raw[m.id].published for m in sent]
+    assert published == [True] * 20 + [False] * 5, rule(
+        "mark_published_many publishes exactly the listed messages",
+        f"published flags {published}",
+    )
 
 
 @capability(Capability.BATCH_ACKNOWLEDGEMENT)
@@ -434,9 +808,14 @@ async def test_mark_published_many_after_takeover_expect_fenced(
     stale, fresh = outbox_harness.new_storage(), outbox_harness.new_storage()
     assert isinstance(stale, IAsyncOutboxBatchAcknowledgement)
     await stale.fetch_pending(10, MAX_RETRY)
-    assert len(await claim_after_expiry(outbox_harness, fresh)) == 3
+    taken = await claim_after_expiry(outbox_harness, fresh)
+    assert len(taken) == 3, rule("expired claims are taken over", names(taken))
     await stale.mark_published_many(ids(sent))
-    assert not any(r.published for r in await outbox_harness.raw_records())
+    stored = await outbox_harness.raw_records()
+    assert not any(r.published for r in stored), rule(
+        "a batch acknowledgement from an instance whose claims were taken over changes nothing",
+        [r.event_name for r in stored if r.published],
+    )
 
 
 # --- retry scheduling ------------------------------------------------------------
@@ -455,21 +834,26 @@ async def test_schedule_retry_expect_back_after_delay_with_error(
     delay = outbox_harness.claim_timeout_seconds / 2
     await storage.schedule_retry(sent.id, delay, "EventDeliveryRejectedError: no route")
     raw = (await raw_by_id(outbox_harness))[sent.id]
-    assert (raw.retry_count, raw.last_error) == (1, "EventDeliveryRejectedError: no route")
-    assert await outbox_harness.new_storage().fetch_pending(1, MAX_RETRY) == []
-    back = await wait_until(
+    assert (raw.retry_count, raw.last_error) == (1, "EventDeliveryRejectedError: no route"), rule(
+        "schedule_retry spends one retry and keeps the error", (raw.retry_count, raw.last_error)
+    )
+    early = await outbox_harness.new_storage().fetch_pending(1, MAX_RETRY)
+    assert early == [], rule("a scheduled retry is not claimable before its delay", names(early))
+    back, _ = await eventually(
         outbox_harness,
         lambda: outbox_harness.new_storage().fetch_pending(1, MAX_RETRY),
         bool,
         timeout=delay * 8,
+        what=f"a retry scheduled {delay}s ahead to be claimable",
     )
-    assert [(m.id, m.retry_count) for m in back] == [(sent.id, 1)]
+    got = [(m.id, m.retry_count) for m in back]
+    assert got == [(sent.id, 1)], rule("a retried message comes back with its retry count", got)
 
 
 @capability(Capability.RETRY_SCHEDULING)
 async def test_schedule_retry_keyed_expect_key_waits(outbox_harness: AbstractOutboxHarness) -> None:
     """While a key's head waits for its retry, nothing later of that key is handed out."""
-    head, follower, other = message("a"), message("a"), message()
+    head, follower, other = message("a", name="head"), message("a", name="follower"), message(name="other")
     await outbox_harness.write([head, follower, other])
     storage = outbox_harness.new_storage()
     assert isinstance(storage, IAsyncOutboxRetryScheduling)
@@ -477,7 +861,9 @@ async def test_schedule_retry_keyed_expect_key_waits(outbox_harness: AbstractOut
     await storage.schedule_retry(head.id, 30.0, "refused")
     await storage.release([follower.id])
     claimed = await outbox_harness.new_storage().fetch_pending(10, MAX_RETRY)
-    assert follower.id not in ids(claimed)
+    assert follower.id not in ids(claimed), rule(
+        "while a key's head waits for its retry, the key's later messages wait too", names(claimed)
+    )
 
 
 @capability(Capability.RETRY_SCHEDULING)
@@ -491,8 +877,15 @@ async def test_release_expect_claimable_at_once_without_budget_spent(
     assert isinstance(storage, IAsyncOutboxRetryScheduling)
     await storage.fetch_pending(10, MAX_RETRY)
     await storage.release(ids(sent))
-    assert all(not r.claimed and r.retry_count == 0 for r in await outbox_harness.raw_records())
-    assert ids(await outbox_harness.new_storage().fetch_pending(10, MAX_RETRY)) == ids(sent)
+    stored = await outbox_harness.raw_records()
+    assert all(not r.claimed and r.retry_count == 0 for r in stored), rule(
+        "release drops the claims without spending retries",
+        [(r.event_name, r.claimed, r.retry_count) for r in stored],
+    )
+    again = await outbox_harness.new_storage().fetch_pending(10, MAX_RETRY)
+    assert ids(again) in (ids(sent), [sent[0].id, sent[2].id]), rule(
+        "released messages are claimable at once, in order", names(again)
+    )
 
 
 @capability(Capability.RETRY_SCHEDULING)
@@ -505,7 +898,9 @@ async def test_abandon_expect_reason_kept(outbox_harness: AbstractOutboxHarness)
     await storage.fetch_pending(1, MAX_RETRY)
     await storage.abandon(sent.id, "poison: schema mismatch")
     raw = (await raw_by_id(outbox_harness))[sent.id]
-    assert (raw.abandoned, raw.last_error) == (True, "poison: schema mismatch")
+    assert (raw.abandoned, raw.last_error) == (True, "poison: schema mismatch"), rule(
+        "abandon keeps the message with its reason", (raw.abandoned, raw.last_error)
+    )
 
 
 @capability(Capability.RETRY_SCHEDULING)
@@ -521,7 +916,11 @@ async def test_release_by_other_instance_expect_claim_kept(
     await intruder.release([sent.id])
     await intruder.schedule_retry(sent.id, 0.0, "not mine")
     raw = (await raw_by_id(outbox_harness))[sent.id]
-    assert (raw.claimed, raw.retry_count, raw.last_error) == (True, 0, None)
+    state = (raw.claimed, raw.retry_count, raw.last_error)
+    assert state == (True, 0, None), rule(
+        "release and schedule_retry only touch claims the instance holds (fencing)",
+        f"claimed, retry_count, last_error = {state}",
+    )
 
 
 # --- wake-up -----------------------------------------------------------------
@@ -541,7 +940,10 @@ async def test_wait_for_messages_commit_expect_early_wake(outbox_harness: Abstra
         await asyncio.wait({waiter}, timeout=0.05)
         if not waiter.done():
             await outbox_harness.write([message()])
-    assert waiter.done() and waiter.result() is True
+    if not waiter.done():
+        waiter.cancel()
+        raise AssertionError(rule("a commit wakes a waiting instance", "still waiting 10s after commits"))
+    assert waiter.result() is True, rule("a wake-up by a commit reports True", waiter.result())
 
 
 @capability(Capability.WAKE_UP)
@@ -551,12 +953,16 @@ async def test_wait_for_messages_commit_after_empty_claim_expect_no_lost_wake(
     """A commit between an empty claim and the following wait still wakes the waiter."""
     storage = outbox_harness.new_storage()
     assert isinstance(storage, IAsyncOutboxWakeUp)
-    assert await storage.fetch_pending(10, MAX_RETRY) == []
+    assert await storage.fetch_pending(10, MAX_RETRY) == [], rule("an empty outbox yields an empty claim", "a claim")
     await outbox_harness.write([message()])
     loop = asyncio.get_running_loop()
     started = loop.time()
-    assert await storage.wait_for_messages(10.0) is True
-    assert loop.time() - started < 5.0
+    woke = await storage.wait_for_messages(10.0)
+    took = loop.time() - started
+    assert woke is True and took < 5.0, rule(
+        "a commit made after an empty claim and before the wait is not lost",
+        f"woke={woke} after {took:.1f}s",
+    )
 
 
 @capability(Capability.WAKE_UP)
@@ -564,18 +970,23 @@ async def test_wait_for_messages_idle_expect_timeout(outbox_harness: AbstractOut
     """With nothing committed, the wait ends at its timeout and reports no wake-up."""
     storage = outbox_harness.new_storage()
     assert isinstance(storage, IAsyncOutboxWakeUp)
-    assert await storage.wait_for_messages(0.2) is False
+    woke = await storage.wait_for_messages(0.2)
+    assert woke is False, rule("with nothing committed the wait times out reporting False", woke)
 
 
 # --- administration -------------------------------------------------------------
 
 
 async def _one_of_each_state(harness: AbstractOutboxHarness) -> tuple[OutboxMessage, ...]:
-    published, abandoned, claimed, pending = message(), message(), message(), message()
+    published, abandoned = message(name="published"), message(name="abandoned")
+    claimed, pending = message(name="claimed"), message(name="pending")
     await harness.write([published, abandoned, claimed, pending])
     storage = harness.new_storage()
-    assert ids(await storage.fetch_pending(3, MAX_RETRY)) == [published.id, abandoned.id, claimed.id]
+    got = await storage.fetch_pending(3, MAX_RETRY)
+    assert ids(got) == [published.id, abandoned.id, claimed.id], rule("oldest first", names(got))
     await storage.mark_published(published.id)
+    await storage.increment_retry(abandoned.id)
+    await storage.increment_retry(abandoned.id)
     await storage.mark_abandoned(abandoned.id)
     return published, abandoned, claimed, pending
 
@@ -587,15 +998,35 @@ async def test_stats_expect_counts_by_state(outbox_harness: AbstractOutboxHarnes
     storage = outbox_harness.new_storage()
     assert isinstance(storage, IAsyncOutboxAdministration)
     stats = await storage.stats()
-    assert (stats.pending, stats.claimed, stats.published, stats.abandoned) == (2, 1, 1, 1)
-    assert stats.oldest_pending_age_seconds is not None
-    assert 0 <= stats.oldest_pending_age_seconds < 3600
+    counts = (stats.pending, stats.claimed, stats.published, stats.abandoned)
+    assert counts == (2, 1, 1, 1), rule(
+        "stats count pending (claimed included), claimed, published and abandoned messages",
+        f"pending, claimed, published, abandoned = {counts}, expected (2, 1, 1, 1)",
+    )
+    age = stats.oldest_pending_age_seconds
+    assert age is not None and 0 <= age < 3600, rule("stats measure the oldest pending message's age", age)
+
+
+@capability(Capability.ADMINISTRATION)
+async def test_stats_expired_claim_expect_not_counted_claimed(outbox_harness: AbstractOutboxHarness) -> None:
+    """A claim that ended is counted as pending, not claimed."""
+    await outbox_harness.write([message()])
+    storage = outbox_harness.new_storage()
+    assert isinstance(storage, IAsyncOutboxAdministration)
+    await storage.fetch_pending(1, MAX_RETRY)
+    await eventually(
+        outbox_harness,
+        storage.stats,
+        lambda s: s.claimed == 0 and s.pending == 1,
+        timeout=outbox_harness.claim_timeout_seconds * 3,
+        what="stats to stop counting an expired claim as claimed (rule: only live claims count)",
+    )
 
 
 @capability(Capability.ADMINISTRATION)
 async def test_list_abandoned_expect_messages_with_reason(outbox_harness: AbstractOutboxHarness) -> None:
     """Listing abandoned messages returns them with their last error."""
-    sent = message()
+    sent = message(name="refused")
     await outbox_harness.write([sent, message()])
     storage = outbox_harness.new_storage()
     assert isinstance(storage, IAsyncOutboxAdministration)
@@ -603,9 +1034,11 @@ async def test_list_abandoned_expect_messages_with_reason(outbox_harness: Abstra
     await storage.fetch_pending(1, MAX_RETRY)
     await storage.abandon(sent.id, "refused: too large")
     listed = await storage.list_abandoned()
-    assert [(m.id, m.last_error, m.abandoned_at is not None) for m in listed] == [
-        (sent.id, "refused: too large", True)
-    ]
+    got = [(m.id, m.last_error, m.abandoned_at is not None) for m in listed]
+    assert got == [(sent.id, "refused: too large", True)], rule(
+        "list_abandoned returns the abandoned messages with reason and abandoned_at",
+        [(m.event_name, m.last_error, m.abandoned_at) for m in listed],
+    )
 
 
 @capability(Capability.ADMINISTRATION)
@@ -616,11 +1049,36 @@ async def test_requeue_abandoned_expect_pending_with_fresh_budget(
     _, abandoned, _, _ = await _one_of_each_state(outbox_harness)
     storage = outbox_harness.new_storage()
     assert isinstance(storage, IAsyncOutboxAdministration)
-    assert await storage.requeue_abandoned() == 1
+    count = await storage.requeue_abandoned()
+    assert count == 1, rule("requeue_abandoned reports how many it requeued", count)
     raw = (await raw_by_id(outbox_harness))[abandoned.id]
-    assert (raw.abandoned, raw.retry_count, raw.claimed) == (False, 0, False)
-    assert abandoned.id in ids(await storage.fetch_pending(10, MAX_RETRY))
-    assert await storage.requeue_abandoned([uuid4()]) == 0
+    state = (raw.abandoned, raw.retry_count, raw.claimed)
+    assert state == (False, 0, False), rule(
+        "a requeued message is pending again, unclaimed, with a fresh retry budget",
+        f"abandoned, retry_count, claimed = {state} (it had spent 2 retries)",
+    )
+    claimed = await storage.fetch_pending(10, MAX_RETRY)
+    got = [(m.event_name, m.retry_count) for m in claimed if m.id == abandoned.id]
+    assert got == [("abandoned", 0)], rule(
+        "a requeued message is claimable with retry_count 0", [(m.event_name, m.retry_count) for m in claimed]
+    )
+    assert await storage.requeue_abandoned([uuid4()]) == 0, rule("requeueing unknown ids requeues nothing", "counted")
+
+
+@capability(Capability.ADMINISTRATION)
+async def test_requeue_abandoned_limit_expect_bounded_batches(outbox_harness: AbstractOutboxHarness) -> None:
+    """Requeue works in bounded batches: each call requeues at most ``limit``, oldest first."""
+    sent = [message(name=f"a{i}") for i in range(5)]
+    await outbox_harness.write(sent)
+    storage = outbox_harness.new_storage()
+    assert isinstance(storage, IAsyncOutboxAdministration)
+    await storage.fetch_pending(5, MAX_RETRY)
+    for m in sent:
+        await storage.mark_abandoned(m.id)
+    counts = [await storage.requeue_abandoned(limit=2) for _ in range(4)]
+    assert counts == [2, 2, 1, 0], rule("requeue_abandoned(limit=2) requeues at most 2 per call", counts)
+    claimed = await storage.fetch_pending(10, MAX_RETRY)
+    assert ids(claimed) == ids(sent), rule("requeued messages come back in their original order", names(claimed))
 
 
 @capability(Capability.ADMINISTRATION)
@@ -628,13 +1086,17 @@ async def test_purge_published_expect_only_older_published_deleted(
     outbox_harness: AbstractOutboxHarness,
 ) -> None:
     """Purging deletes published messages before the cutoff and nothing else."""
-    published, abandoned, claimed, pending = await _one_of_each_state(outbox_harness)
+    _, abandoned, claimed, pending = await _one_of_each_state(outbox_harness)
     storage = outbox_harness.new_storage()
     assert isinstance(storage, IAsyncOutboxAdministration)
-    assert await storage.purge_published(datetime.now(UTC) - timedelta(days=1)) == 0
-    assert await storage.purge_published(datetime.now(UTC) + timedelta(days=1)) == 1
-    assert set((await raw_by_id(outbox_harness)).keys()) == {abandoned.id, claimed.id, pending.id}
-    assert published.id not in await raw_by_id(outbox_harness)
+    early = await storage.purge_published(datetime.now(UTC) - timedelta(days=1))
+    assert early == 0, rule("purge keeps messages published after the cutoff", f"deleted {early}")
+    late = await storage.purge_published(datetime.now(UTC) + timedelta(days=1))
+    assert late == 1, rule("purge deletes published messages before the cutoff", f"deleted {late}")
+    left = await outbox_harness.raw_records()
+    assert {r.id for r in left} == {abandoned.id, claimed.id, pending.id}, rule(
+        "purge deletes only published messages", names(left)
+    )
 
 
 # --- synchronous API ---------------------------------------------------------
@@ -643,12 +1105,16 @@ async def test_purge_published_expect_only_older_published_deleted(
 @capability(Capability.SYNC_API)
 async def test_sync_save_commit_and_rollback_expect_atomic(outbox_harness: AbstractOutboxHarness) -> None:
     """The sync port joins the sync transaction: commit stores, rollback discards."""
-    kept, dropped = message(), message()
+    kept, dropped = message(name="kept"), message(name="dropped")
     await asyncio.to_thread(outbox_harness.write_sync, [kept], business_key="kept")
     await asyncio.to_thread(outbox_harness.write_sync, [dropped], commit=False, business_key="dropped")
-    assert await outbox_harness.business_record_exists("kept")
-    assert not await outbox_harness.business_record_exists("dropped")
-    assert list((await raw_by_id(outbox_harness)).keys()) == [kept.id]
+    business = (
+        await outbox_harness.business_record_exists("kept"),
+        await outbox_harness.business_record_exists("dropped"),
+    )
+    assert business == (True, False), rule("sync commit keeps, sync rollback discards business records", business)
+    stored = await outbox_harness.raw_records()
+    assert [r.id for r in stored] == [kept.id], rule("sync commit stores, sync rollback discards messages", names(stored))
 
 
 @capability(Capability.SYNC_API)
@@ -656,20 +1122,26 @@ async def test_sync_claim_and_acknowledge_expect_exclusive_and_fenced(
     outbox_harness: AbstractOutboxHarness,
 ) -> None:
     """Sync instances claim exclusively and acknowledge only what they hold."""
-    first_message, second_message = message(), message("a")
+    first_message, second_message = message(name="first"), message("a", name="second")
     await asyncio.to_thread(outbox_harness.write_sync, [first_message, second_message])
     first, second = outbox_harness.new_sync_storage(), outbox_harness.new_sync_storage()
     claimed = await asyncio.to_thread(first.fetch_pending, 10, MAX_RETRY)
-    assert ids(claimed) == [first_message.id, second_message.id]
-    assert await asyncio.to_thread(second.fetch_pending, 10, MAX_RETRY) == []
+    assert ids(claimed) == [first_message.id, second_message.id], rule("sync claims oldest first", names(claimed))
+    theirs = await asyncio.to_thread(second.fetch_pending, 10, MAX_RETRY)
+    assert theirs == [], rule("a live sync claim hides messages from other instances", names(theirs))
     await asyncio.to_thread(second.mark_published, first_message.id)
     await asyncio.to_thread(first.mark_published, second_message.id)
     await asyncio.to_thread(first.increment_retry, first_message.id)
     raw = await raw_by_id(outbox_harness)
-    assert (raw[first_message.id].published, raw[first_message.id].retry_count) == (False, 1)
-    assert raw[second_message.id].published
+    state = (raw[first_message.id].published, raw[first_message.id].retry_count, raw[second_message.id].published)
+    assert state == (False, 1, True), rule(
+        "sync acknowledgements are fenced by the claim's owner",
+        f"first published / retries, second published = {state}",
+    )
     await asyncio.to_thread(first.mark_abandoned, first_message.id)
-    assert (await raw_by_id(outbox_harness))[first_message.id].abandoned
+    assert (await raw_by_id(outbox_harness))[first_message.id].abandoned, rule(
+        "sync mark_abandoned abandons", "not abandoned"
+    )
 
 
 @capability(Capability.SYNC_API)
@@ -683,9 +1155,10 @@ async def test_sync_storage_capabilities_expect_declared_interfaces(
         Capability.RETRY_SCHEDULING: IOutboxRetryScheduling,
         Capability.WAKE_UP: IOutboxWakeUp,
         Capability.ADMINISTRATION: IOutboxAdministration,
+        Capability.LIVENESS: IOutboxLiveness,
     }
-    missing = [c for c, port in mirrors.items() if c in outbox_harness.capabilities and not isinstance(storage, port)]
-    assert missing == []
+    missing = [str(c) for c, port in mirrors.items() if c in outbox_harness.capabilities and not isinstance(storage, port)]
+    assert missing == [], rule("the sync storage implements every declared capability", f"missing {missing}")
 
 
 async def test_async_storage_capabilities_expect_declared_interfaces(
@@ -698,9 +1171,10 @@ async def test_async_storage_capabilities_expect_declared_interfaces(
         Capability.RETRY_SCHEDULING: IAsyncOutboxRetryScheduling,
         Capability.WAKE_UP: IAsyncOutboxWakeUp,
         Capability.ADMINISTRATION: IAsyncOutboxAdministration,
+        Capability.LIVENESS: IAsyncOutboxLiveness,
     }
-    missing = [c for c, port in ports.items() if c in outbox_harness.capabilities and not isinstance(storage, port)]
-    assert missing == []
+    missing = [str(c) for c, port in ports.items() if c in outbox_harness.capabilities and not isinstance(storage, port)]
+    assert missing == [], rule("the async storage implements every declared capability", f"missing {missing}")
 
 
 async def test_conformance_suite_complete_expect_no_shadowed_tests(
@@ -718,7 +1192,7 @@ async def test_conformance_suite_complete_expect_no_shadowed_tests(
         marks = getattr(current, "pytestmark", [])
         if not any(mark.name == "xfail" and mark.kwargs.get("reason") for mark in marks):
             problems.append(f"{name} is {'removed' if current is None else 'redefined'} without xfail(reason=...)")
-    assert problems == []
+    assert problems == [], rule("suite tests are run as shipped", problems)
 
 
 SUITE_TESTS: tuple[str, ...] = tuple(

@@ -19,6 +19,7 @@ class _Tally:
     passed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     failed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     skipped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    leaked: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
 _RESULTS = pytest.StashKey[dict[str, _Tally]]()
@@ -46,6 +47,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     tally = results[_backend_of(item)]
     if report.skipped and report.when in ("setup", "call"):
         tally.skipped[str(capability)] += 1
+    elif report.failed and report.when == "teardown" and getattr(item, "spakky_outbox_leak", None):
+        tally.leaked[str(capability)] += 1
     elif report.failed:
         tally.failed[str(capability)] += 1
     elif report.when == "call" and report.passed:
@@ -60,23 +63,41 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         return
     terminalreporter.section("spakky-outbox storage conformance")
     for backend, tally in sorted(results.items()):
-        base_ok = tally.failed["base"] == 0 and tally.passed["base"] > 0
-        base_ok = base_ok and all(tally.failed[str(c)] == 0 for c in BASE_CAPABILITIES)
-        extended = [
-            str(c) for c in Capability
-            if c not in BASE_CAPABILITIES and tally.passed[str(c)] > 0 and tally.failed[str(c)] == 0
-        ]
-        failed = sorted(c for c, n in tally.failed.items() if n)
-        total_extended = len(Capability) - len(BASE_CAPABILITIES)
-        level = "FULL" if base_ok and len(extended) == total_extended and not failed else (
-            "BASE" if base_ok else "NOT CONFORMANT"
-        )
-        passed = sum(tally.passed.values())
-        if passed == 0 and not failed:
-            terminalreporter.write_line(f"{backend}: NOT RUN - every test skipped (see skip reasons)")
-            continue
-        terminalreporter.write_line(
-            f"{backend}: {level} - {passed} passed, extended {len(extended)}/{total_extended}"
-            f" ({', '.join(extended) or 'none'})"
-            + (f"; failing: {', '.join(failed)}" if failed else "")
-        )
+        terminalreporter.write_line(f"{backend}: {_verdict(tally)}")
+
+
+def _listing(counts: dict[str, int]) -> str:
+    return ", ".join(f"{capability} ({n})" for capability, n in sorted(counts.items()) if n)
+
+
+def _verdict(tally: _Tally) -> str:
+    """One backend's level, what failed, what leaked, and what its level leaves out."""
+    passed = sum(tally.passed.values())
+    failed = {c: n for c, n in tally.failed.items() if n}
+    leaked = {c: n for c, n in tally.leaked.items() if n}
+    if passed == 0 and not failed and not leaked:
+        return "NOT RUN - every test skipped (see skip reasons)"
+    base_ok = tally.passed["base"] > 0 and not any(
+        str(c) in failed or str(c) in leaked for c in (*BASE_CAPABILITIES, "base")
+    )
+    extended = [
+        str(c) for c in Capability
+        if c not in BASE_CAPABILITIES and tally.passed[str(c)] > 0
+        and str(c) not in failed and str(c) not in leaked
+    ]
+    total_extended = len(Capability) - len(BASE_CAPABILITIES)
+    if base_ok and len(extended) == total_extended and not failed and not leaked:
+        level = "FULL"
+    else:
+        level = "BASE" if base_ok else "NOT CONFORMANT"
+    line = (
+        f"{level} - {passed} passed, extended {len(extended)}/{total_extended}"
+        f" ({', '.join(extended) or 'none'})"
+    )
+    if failed:
+        line += f"; failing: {_listing(failed)}"
+    if leaked:
+        line += f"; LEAKS (a connection or session left open after the test): {_listing(leaked)}"
+    if base_ok and str(Capability.PARTITION_ORDERING) not in extended:
+        line += "; no partition ordering: a key's messages may be relayed out of order"
+    return line

@@ -1,0 +1,1 @@
+"""Scaffold of a new storage package (``spakky-outbox new-backend NAME``)."""

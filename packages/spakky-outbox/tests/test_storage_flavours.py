@@ -1,0 +1,142 @@
+"""Applications whose storage has one flavour only (issue 10.5).
+
+The bus of the missing flavour is built without a storage, so the
+application starts and relays; publishing through that bus fails with our
+error, and the transaction it ran in rolls back.
+"""
+
+import asyncio
+import os
+from collections.abc import Coroutine, Iterator
+from typing import Any, cast
+
+import pytest
+from spakky.core.application.application import SpakkyApplication
+from spakky.core.application.application_context import ApplicationContext
+from spakky.core.application.plugin import Plugin
+from spakky.core.common.mutability import immutable
+from spakky.core.stereotype.usecase import UseCase
+from spakky.data.aspects.transactional import Transactional
+from spakky.domain.models.event import AbstractIntegrationEvent
+from spakky.event.event_publisher import IAsyncEventPublisher, IEventPublisher
+from spakky.outbox.error import OutboxStorageFlavourMissingError
+from spakky.outbox.testing.memory import (
+    AsyncInMemoryOutboxStorage,
+    AsyncInMemoryTransaction,
+    InMemoryOutboxState,
+    InMemoryOutboxStorage,
+    InMemoryTransaction,
+)
+from spakky.outbox.testing.transport import (
+    AsyncRecordingEventTransport,
+    RecordingEventTransport,
+)
+from spakky.outbox.testing.waiting import wait_for
+
+CORE_PLUGINS = {
+    Plugin(name=n)
+    for n in ("spakky-data", "spakky-domain", "spakky-event", "spakky-tracing", "spakky-outbox")
+}
+
+
+@immutable
+class NoteTaken(AbstractIntegrationEvent):
+    """The event both use cases publish."""
+
+    note_id: str
+
+
+@UseCase()
+class SyncNoteUseCase:
+    """Writes a note and publishes from synchronous code."""
+
+    def __init__(self, publisher: IEventPublisher, state: InMemoryOutboxState) -> None:
+        self._publisher = publisher
+        self._state = state
+
+    @Transactional()
+    def execute(self, note_id: str) -> None:
+        self._state.put_business(note_id, True)
+        self._publisher.publish(NoteTaken(note_id=note_id))
+
+
+@UseCase()
+class AsyncNoteUseCase:
+    """Writes a note and publishes from asynchronous code."""
+
+    def __init__(self, publisher: IAsyncEventPublisher, state: InMemoryOutboxState) -> None:
+        self._publisher = publisher
+        self._state = state
+
+    @Transactional()
+    async def execute(self, note_id: str) -> None:
+        self._state.put_business(note_id, True)
+        await self._publisher.publish(NoteTaken(note_id=note_id))
+
+
+@pytest.fixture
+def relay_env() -> Iterator[dict[str, str]]:
+    """Restore the environment a test changes; relays poll quickly."""
+    saved = dict(os.environ)
+    os.environ["SPAKKY_OUTBOX__POLLING_INTERVAL_SECONDS"] = "0.05"
+    yield cast(dict[str, str], os.environ)
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def start(storage: type[InMemoryOutboxStorage] | type[AsyncInMemoryOutboxStorage]) -> SpakkyApplication:
+    """Start the core alone with the app's own in-memory storage of one flavour."""
+    app = SpakkyApplication(ApplicationContext()).load_plugins(include=CORE_PLUGINS)
+    for pod in (
+        InMemoryOutboxState, InMemoryTransaction, AsyncInMemoryTransaction, storage,
+        RecordingEventTransport, AsyncRecordingEventTransport, SyncNoteUseCase, AsyncNoteUseCase,
+    ):
+        app.add(pod)
+    return app.start()
+
+
+def run(app: SpakkyApplication, coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine on the application's event loop thread."""
+    loop = cast(asyncio.AbstractEventLoop, app.application_context._ApplicationContext__event_loop)  # type: ignore[attr-defined]
+    asyncio.run_coroutine_threadsafe(coroutine, loop).result(10)
+
+
+def test_flavours_async_only_storage_expect_async_relayed_and_sync_publish_refused(
+    relay_env: dict[str, str],
+) -> None:
+    """Async-only storage: the app starts, relays async publishes; a sync publish fails with our error and rolls back."""
+    app = start(AsyncInMemoryOutboxStorage)
+    try:
+        context = app.application_context
+        state = context.get(InMemoryOutboxState)
+        run(app, context.get(AsyncNoteUseCase).execute("n-async"))
+        delivered = wait_for(lambda: context.get(AsyncRecordingEventTransport).delivered, timeout=10)
+        assert [d.event_name for d in delivered] == ["NoteTaken"]
+        with pytest.raises(OutboxStorageFlavourMissingError) as caught:
+            context.get(SyncNoteUseCase).execute("n-sync")
+        assert "NoteTaken" in str(caught.value) and "IAsyncEventPublisher" in str(caught.value)
+        assert state.business == {"n-async": True}
+        assert len(state.records) == 1
+    finally:
+        app.stop()
+
+
+def test_flavours_sync_only_storage_expect_sync_relayed_and_async_publish_refused(
+    relay_env: dict[str, str],
+) -> None:
+    """Sync-only storage with the thread relay: sync publishes are relayed; an async publish fails with our error and rolls back."""
+    relay_env["SPAKKY_OUTBOX__RELAY"] = "sync"
+    app = start(InMemoryOutboxStorage)
+    try:
+        context = app.application_context
+        state = context.get(InMemoryOutboxState)
+        context.get(SyncNoteUseCase).execute("n-sync")
+        delivered = wait_for(lambda: context.get(RecordingEventTransport).delivered, timeout=10)
+        assert [d.event_name for d in delivered] == ["NoteTaken"]
+        with pytest.raises(OutboxStorageFlavourMissingError) as caught:
+            run(app, context.get(AsyncNoteUseCase).execute("n-async"))
+        assert "NoteTaken" in str(caught.value) and "IEventPublisher" in str(caught.value)
+        assert state.business == {"n-sync": True}
+        assert len(state.records) == 1
+    finally:
+        app.stop()

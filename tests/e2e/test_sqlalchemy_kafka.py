@@ -1,0 +1,201 @@
+"""SQLAlchemy outbox on PostgreSQL relayed to a real Kafka through spakky-kafka 8.5.
+
+spakky-kafka's transport produces each event to the topic named after the event
+(`E2eOrderPlaced`) with the partition key as the record key, so one customer's
+orders share a partition. The topic is created with several partitions before
+the app starts, and the customers are chosen so that they cover every
+partition: per-key order is then checked across a real multi-partition topic.
+Records of earlier runs on a shared broker are told apart by this run's id.
+Kafka runs in GitHub CI (testcontainers); without a broker or Docker the test
+skips with the reason.
+"""
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.partitioner import DefaultPartitioner
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+from spakky.core.application.application import SpakkyApplication
+from spakky.core.application.application_context import ApplicationContext
+from spakky.core.application.plugin import Plugin
+from spakky.outbox.ports.storage import IAsyncOutboxStorage
+from spakky.plugins.kafka.common.config import KafkaConnectionConfig
+from spakky.plugins.kafka.event.transport import AsyncKafkaEventTransport
+from spakky.plugins.outbox_sqlalchemy.storage import AsyncSqlAlchemyOutboxStorage
+
+from . import sql_shop
+from .common import SqlE2e, patched_environ, run_on_app_loop, wait_until
+from .orders import E2eOrderPlaced, E2eOrderRejectedError
+from .relay_worker import RELAY_PLUGINS
+from .sql_shop.service import E2eSqlPlaceOrderUseCase
+
+TOPIC = E2eOrderPlaced.__name__
+PARTITIONS = 4
+CUSTOMERS_PER_PARTITION = 2
+ORDERS_PER_CUSTOMER = 6
+PLUGINS_WITHOUT_TRANSPORT = RELAY_PLUGINS["sqlalchemy"] - {
+    Plugin(name="spakky-rabbitmq")
+}
+"""The SQLAlchemy relay's plugins less spakky-rabbitmq; spakky-kafka's pods are added."""
+
+
+def _rolled_back(order: int) -> bool:
+    """Which of a customer's orders fail: each is followed by a committed one."""
+    return order % 3 == 1
+
+
+def _ensure_topic(admin: AdminClient) -> int:
+    """Create the topic with `PARTITIONS` partitions unless it exists; return its count."""
+    futures = admin.create_topics(
+        [NewTopic(TOPIC, num_partitions=PARTITIONS, replication_factor=1)]
+    )
+    try:
+        futures[TOPIC].result(60)
+    except KafkaException as error:
+        if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            raise
+    return len(admin.list_topics(TOPIC, timeout=60).topics[TOPIC].partitions)
+
+
+def _customers_covering_partitions(run: str, partitions: int) -> dict[str, int]:
+    """Customer ids of this run, `CUSTOMERS_PER_PARTITION` on each partition.
+
+    Picked with aiokafka's default partitioner (murmur2 of the key, as Kafka's
+    own clients do), which is what spakky-kafka's producer uses.
+    """
+    partitioner = DefaultPartitioner()
+    every = list(range(partitions))
+    chosen: dict[str, int] = {}
+    candidate = 0
+    while len(chosen) < partitions * CUSTOMERS_PER_PARTITION:
+        customer = f"{run}-c{candidate}"
+        partition = partitioner(customer.encode(), every, every)
+        if list(chosen.values()).count(partition) < CUSTOMERS_PER_PARTITION:
+            chosen[customer] = partition
+        candidate += 1
+    return chosen
+
+
+@dataclass
+class KafkaCollector:
+    """This run's records of `TOPIC`, as (order id, customer id, partition), in arrival order."""
+
+    run: str
+    received: list[tuple[str, str, int]] = field(default_factory=list)
+
+    async def consume(self, consumer: AIOKafkaConsumer) -> None:
+        async for record in consumer:
+            assert record.value is not None
+            body = json.loads(record.value)
+            if body["customer_id"].startswith(f"{self.run}-"):
+                self.received.append(
+                    (body["order_id"], body["customer_id"], record.partition)
+                )
+
+
+@pytest.fixture
+def kafka_sql_e2e(kafka_bootstrap: str, sql_e2e: SqlE2e) -> Iterator[SqlE2e]:
+    """`sql_e2e` with spakky-kafka pointed at the test broker."""
+    env = {
+        "SPAKKY_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "SPAKKY_KAFKA__GROUP_ID": f"e2e-{uuid.uuid4().hex}",
+        "SPAKKY_KAFKA__CLIENT_ID": "spakky-outbox-e2e",
+        "SPAKKY_KAFKA__NUMBER_OF_PARTITIONS": str(PARTITIONS),
+    }
+    with patched_environ(env):
+        yield sql_e2e
+
+
+@dataclass(frozen=True)
+class KafkaTopic:
+    """`TOPIC` on the test broker and a consumer of it."""
+
+    partitions: int
+    consumer: AIOKafkaConsumer
+    """Reads every partition from the beginning, in no consumer group."""
+
+
+@pytest.fixture
+async def kafka_topic(kafka_bootstrap: str) -> AsyncIterator[KafkaTopic]:
+    """`TOPIC` with several partitions, and a consumer of all of them."""
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    partitions = await asyncio.to_thread(_ensure_topic, admin)
+    assert partitions > 1, f"topic {TOPIC} has {partitions} partition: need several"
+    consumer = AIOKafkaConsumer(
+        TOPIC,
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        yield KafkaTopic(partitions, consumer)
+    finally:
+        await consumer.stop()
+
+
+async def test_sqlalchemy_kafka_use_cases_expect_committed_delivered_rolled_back_never_and_per_key_order(
+    kafka_sql_e2e: SqlE2e, kafka_topic: KafkaTopic
+) -> None:
+    """Orders of eight customers over four partitions: committed ones arrive once each in order, rolled-back ones never."""
+    e2e = kafka_sql_e2e
+    run = uuid.uuid4().hex[:12]
+    customers = _customers_covering_partitions(run, kafka_topic.partitions)
+    collector = KafkaCollector(run)
+    consuming = asyncio.create_task(collector.consume(kafka_topic.consumer))
+    committed: dict[str, list[str]] = {customer: [] for customer in customers}
+    app: SpakkyApplication | None = None
+    try:
+        # Not load_plugins("spakky-kafka"): 8.5 also registers its consumers,
+        # which fail to start with no @EventHandler (an empty subscription).
+        builder = SpakkyApplication(ApplicationContext()).load_plugins(
+            include=set(PLUGINS_WITHOUT_TRANSPORT)
+        )
+        builder.add(KafkaConnectionConfig)
+        builder.add(AsyncKafkaEventTransport)
+        app = builder.scan(sql_shop).start()
+        context = app.application_context
+        assert isinstance(
+            context.get(IAsyncOutboxStorage), AsyncSqlAlchemyOutboxStorage
+        )
+        use_case = context.get(E2eSqlPlaceOrderUseCase)
+        # Customers interleave, so every relay batch mixes keys and partitions.
+        for order in range(ORDERS_PER_CUSTOMER):
+            for customer in customers:
+                order_id = f"{customer}-o{order}"
+                call = use_case.execute(order_id, customer, fail=_rolled_back(order))
+                if _rolled_back(order):
+                    with pytest.raises(E2eOrderRejectedError):
+                        await asyncio.to_thread(run_on_app_loop, app, call)
+                else:
+                    await asyncio.to_thread(run_on_app_loop, app, call)
+                    committed[customer].append(order_id)
+
+        expected = sum(len(orders) for orders in committed.values())
+        await wait_until(
+            lambda: len(collector.received) >= expected,
+            120.0,
+            lambda: f"{len(collector.received)} of {expected} committed events arrived",
+        )
+        # Every rolled-back order is followed by a committed one of the same
+        # customer: had it been stored, per-key order would have relayed it first.
+        order_ids = [order_id for order_id, _, _ in collector.received]
+        assert len(order_ids) == len(set(order_ids)), "duplicate deliveries"
+        for customer, partition in customers.items():
+            arrived = [(o, p) for o, c, p in collector.received if c == customer]
+            assert [o for o, _ in arrived] == committed[customer], customer
+            assert {p for _, p in arrived} == {partition}, customer
+        assert len(set(customers.values())) == kafka_topic.partitions
+        orders = e2e.rows(f"SELECT order_id FROM {e2e.orders_table} ORDER BY order_id")
+        assert orders == sorted((o,) for ids in committed.values() for o in ids)
+    finally:
+        if app is not None:
+            await asyncio.to_thread(app.stop)
+        consuming.cancel()
+        await asyncio.gather(consuming, return_exceptions=True)
