@@ -1,10 +1,12 @@
 """Workspace-wide fixtures (every package's tests and tests/): real services, resolved once."""
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
-from tests.services.resolve import resolve_service
+from tests.services.redis_servers import redis_cluster
+from tests.services.resolve import MongoServer, resolve_mongodb, resolve_service
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +38,20 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """``redis://`` URL of one node of a Redis Cluster.
+
+    ``REDIS_CLUSTER_URL`` when set; otherwise a private 3-primary cluster
+    started from the local ``redis-server`` for this session.
+    """
+    if url := os.environ.get("REDIS_CLUSTER_URL"):
+        yield url
+        return
+    with redis_cluster() as nodes:
+        yield nodes[0].url
+
+
+@pytest.fixture(scope="session")
 def rabbitmq_url() -> Iterator[str]:
     """``amqp://`` URL of a reachable RabbitMQ."""
     with resolve_service("rabbitmq") as url:
@@ -43,7 +59,13 @@ def rabbitmq_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def mongodb_url() -> Iterator[str]:
-    """``mongodb://`` URL of a reachable MongoDB replica set (skipped when none)."""
-    with resolve_service("mongodb") as url:
-        yield url
+def mongodb_server() -> Iterator[MongoServer]:
+    """A MongoDB replica set (MONGODB_URL, local, Docker) or the in-process wire server."""
+    with resolve_mongodb() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mongodb_url(mongodb_server: MongoServer) -> str:
+    """``mongodb://`` URL of the MongoDB the tests use (see ``mongodb_server``)."""
+    return mongodb_server.url

@@ -61,6 +61,8 @@ FULL: dict[str, Any] = {
     "legacy_claim_budget_seconds": 20.0,
     "redis_drain_rows": 20_000,
     "redis_claim_sizes": [10_000, 1_000_000],
+    "mongodb_drain_rows": 20_000,
+    "mongodb_claim_sizes": [10_000, 1_000_000],
 }
 QUICK: dict[str, Any] = FULL | {
     "drain_rows": 2_000,
@@ -77,6 +79,8 @@ QUICK: dict[str, Any] = FULL | {
     "legacy_claim_budget_seconds": 3.0,
     "redis_drain_rows": 2_000,
     "redis_claim_sizes": [1_000, 10_000],
+    "mongodb_drain_rows": 2_000,
+    "mongodb_claim_sizes": [1_000, 10_000],
 }
 
 # (section, runs ours, runs 8.5.0)
@@ -88,6 +92,8 @@ SECTIONS: tuple[tuple[str, bool, bool], ...] = (
     ("idle", True, True),
     ("claim", True, True),
     ("redis_claim", True, False),
+    ("mongodb_drain", True, False),
+    ("mongodb_claim", True, False),
 )
 
 
@@ -332,6 +338,29 @@ def build_rows(ours: dict[str, Any], legacy: dict[str, Any], sizes: dict[str, An
             "within 2x",
             verdict(None if growth is None else growth <= 2.0),
         ))
+    rows.extend(mongodb_rows(ours, sizes))
+    return rows
+
+
+def mongodb_rows(ours: dict[str, Any], sizes: dict[str, Any]) -> list[Row]:
+    """MongoDB drain and claim growth, or why they did not run (never wire-server figures)."""
+    not_run = dig(ours, "mongodb_drain", "not_run") or dig(ours, "mongodb_claim", "not_run")
+    if not_run:
+        return [("MongoDB (drain, claim 100)", f"not run: {not_run}", "-", "", "", "")]
+    rows: list[Row] = [(
+        f"Drain, MongoDB (msg/s; {sizes['mongodb_drain_rows']:,} msgs)",
+        fmt(dig(ours, "mongodb_drain", "rate")), "-", "", "", "",
+    )]
+    mongo_sizes = sorted(sizes["mongodb_claim_sizes"])
+    for kind in ("keyless", "keyed"):
+        small = dig(ours, "mongodb_claim", kind, str(mongo_sizes[0]), "median_ms")
+        large = dig(ours, "mongodb_claim", kind, str(mongo_sizes[-1]), "median_ms")
+        growth = None if small is None or large is None else large / small
+        rows.append((
+            f"MongoDB claim 100, {kind}: {mongo_sizes[0]:,} -> {mongo_sizes[-1]:,} pending (ms)",
+            f"{fmt(small)} -> {fmt(large)} ({fmt(growth)}x)", "-", "", "within 2x",
+            verdict(None if growth is None else growth <= 2.0),
+        ))
     return rows
 
 
@@ -393,7 +422,8 @@ def main() -> None:
             legacy[section] = result.get(section, result)
         if has_ours:
             say(f"{section}: ours")
-            result = run_process(sys.executable, "benchmarks.ours", section, sizes)
+            module = "benchmarks.mongodb" if section.startswith("mongodb") else "benchmarks.ours"
+            result = run_process(sys.executable, module, section, sizes)
             ours[section] = result.get(section, result)
 
     rows = build_rows(ours, legacy, sizes)

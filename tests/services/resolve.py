@@ -8,13 +8,19 @@ MongoDB, MySQL 8 and Kafka are not required then: no such server exists on the
 project's machines (MariaDB stands for the MySQL family there). A comma-separated
 list of names instead (``postgres,kafka``, as GitHub CI sets) requires exactly
 those services.
+For MongoDB the last resort is the in-process mongoeco wire server
+(`resolve_mongodb`), unless the run requires ``mongodb`` by name.
 """
 
+import asyncio
 import os
 import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -98,10 +104,94 @@ def _rabbitmq_container() -> Iterator[str]:
 
 
 def _mongodb_container() -> Iterator[str]:
-    from testcontainers.mongodb import MongoDbContainer
+    # A single-node replica set without auth (auth plus --replSet needs a key file).
+    from pymongo import MongoClient
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.waiting_utils import wait_for_logs
 
-    with MongoDbContainer("mongo:7", command="--replSet rs0") as m:
-        yield m.get_connection_url()
+    with DockerContainer("mongo:7").with_command("--replSet rs0 --bind_ip_all").with_exposed_ports(27017) as m:
+        wait_for_logs(m, "Waiting for connections")
+        url = f"mongodb://{m.get_container_host_ip()}:{m.get_exposed_port(27017)}/?directConnection=true"
+        client: MongoClient[dict[str, object]] = MongoClient(url)
+        client.admin.command("replSetInitiate", {"_id": "rs0", "members": [{"_id": 0, "host": "localhost:27017"}]})
+        deadline = time.monotonic() + 60
+        while not client.admin.command("hello").get("isWritablePrimary"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the mongo:7 replica set did not elect a primary within 60 s")
+            time.sleep(0.2)
+        client.close()
+        yield url
+
+
+WIRE_SERVER_NOTE = "mongoeco wire server (in process; no concurrent transactions, no change streams)"
+"""How tests name the in-process stand-in when they skip what it cannot do."""
+
+
+@dataclass(frozen=True)
+class MongoServer:
+    """The MongoDB the tests run against: a real one, or the in-process wire server."""
+
+    url: str
+    wire: bool
+    """True for the mongoeco wire server, which lacks concurrent transactions and change streams."""
+
+    def require_real(self, what: str) -> None:
+        """Skip the calling test on the wire server, saying ``what`` it needs."""
+        if self.wire:
+            pytest.skip(f"needs a real MongoDB replica set ({what}); running on the {WIRE_SERVER_NOTE}")
+
+
+@contextmanager
+def _wire_server() -> Iterator[str]:
+    """Serve the MongoDB wire protocol from mongoeco's memory engine, on a free port."""
+    try:
+        from mongoeco.engines.memory import MemoryEngine  # pyright: ignore[reportMissingImports]
+        from mongoeco.wire import AsyncMongoEcoProxyServer  # pyright: ignore[reportMissingImports]
+    except ImportError as error:  # mongoeco needs Python 3.13
+        pytest.skip(f"mongodb unavailable: MONGODB_URL unset, no Docker engine, mongoeco not importable ({error})")
+    started = threading.Event()
+    box: dict[str, Any] = {}
+
+    async def serve() -> None:
+        server = AsyncMongoEcoProxyServer(engine=MemoryEngine(), port=0)
+        box["uri"] = (await server.start()).uri
+        box["stop"] = stop = asyncio.Event()
+        started.set()
+        try:
+            await stop.wait()
+        finally:
+            await server.close()
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), name="mongoeco-wire", daemon=True)
+    thread.start()
+    if not started.wait(30):
+        raise RuntimeError("the mongoeco wire server did not start within 30 s")
+    try:
+        yield str(box["uri"])
+    finally:
+        loop.call_soon_threadsafe(box["stop"].set)
+        thread.join(10)
+
+
+@contextmanager
+def resolve_mongodb() -> Iterator[MongoServer]:
+    """A real MongoDB (MONGODB_URL, local port, Docker) or else the in-process wire server."""
+    spec = SERVICES["mongodb"]
+    url = os.environ.get(spec.env)
+    if url:
+        if not port_open(url):
+            _unavailable(spec, f"{spec.env}={url} does not answer")
+        yield MongoServer(url, wire=False)
+    elif port_open(spec.default_url):
+        yield MongoServer(spec.default_url, wire=False)
+    elif docker_engine_running():
+        yield MongoServer(from_container(spec), wire=False)
+    else:
+        if required(spec):  # a replica-set job must never pass on the stand-in
+            _unavailable(spec, f"{spec.env} unset and no Docker engine running")
+        with _wire_server() as wire_url:
+            yield MongoServer(wire_url, wire=True)
 
 
 def _kafka_container() -> Iterator[str]:

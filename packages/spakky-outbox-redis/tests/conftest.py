@@ -1,18 +1,22 @@
 """Fixtures for the Redis outbox package tests: a real Redis, one prefix per test."""
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio
 from spakky.outbox.common.config import OutboxConfig
+from spakky.outbox.common.message import OutboxMessage
 from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
+from spakky.plugins.outbox_redis.codec import RedisKeys
 from spakky.plugins.outbox_redis.config import RedisOutboxConfig
 from spakky.plugins.outbox_redis.storage import (
     AsyncRedisOutboxStorage,
     RedisOutboxStorage,
 )
+from spakky.plugins.outbox_redis.transaction import AsyncRedisTransaction
 
 
 @dataclass
@@ -29,6 +33,11 @@ class RedisOutbox:
         """The outbox's key prefix."""
         return self.config.key_prefix
 
+    @property
+    def keys(self) -> RedisKeys:
+        """The outbox's key names."""
+        return RedisKeys(self.prefix)
+
     def storage(self) -> AsyncRedisOutboxStorage:
         """A new asyncio storage instance (one relay)."""
         return AsyncRedisOutboxStorage(
@@ -40,21 +49,53 @@ class RedisOutbox:
         return RedisOutboxStorage(self.connections, self.config, self.outbox_config)
 
 
+def new_message(key: str | None = None) -> OutboxMessage:
+    """A fresh ``OrderPlaced`` message, with partition key ``key``."""
+    return OutboxMessage(uuid.uuid4(), "OrderPlaced", b"{}", {}, datetime.now(UTC), partition_key=key)
+
+
+async def save_all(outbox: RedisOutbox, messages: Sequence[OutboxMessage]) -> None:
+    """Save ``messages`` in order, in business transactions of up to 500."""
+    storage = outbox.storage()
+    for start in range(0, len(messages), 500):
+        async with AsyncRedisTransaction(outbox.config, outbox.connections):
+            for message in messages[start : start + 500]:
+                await storage.save(message)
+
+
+def make_outbox(url: str, prefix: str | None = None) -> RedisOutbox:
+    """An outbox under ``prefix`` (default: a fresh unique one) on the Redis at ``url``.
+
+    Claims have a lease of 1 s and a timeout of 3 s, as in the conformance harness.
+    """
+    config = RedisOutboxConfig().model_copy(
+        update={"url": url, "key_prefix": prefix or f"{{unit-{uuid.uuid4().hex}}}"}
+    )
+    outbox_config = OutboxConfig().model_copy(
+        update={"claim_timeout_seconds": 3.0, "claim_lease_seconds": 1.0}
+    )
+    return RedisOutbox(
+        config,
+        outbox_config,
+        RedisOutboxConnectionManager(config),
+        redis.asyncio.Redis.from_url(url),
+    )
+
+
+async def drop_outbox(outbox: RedisOutbox) -> None:
+    """Delete the outbox's keys and close its clients."""
+    keys: list[bytes] = [k async for k in outbox.raw.scan_iter(match=f"{outbox.prefix}*")]
+    if keys:
+        await outbox.raw.delete(*keys)
+    await outbox.raw.aclose()
+    await outbox.connections.aclose()
+
+
 @pytest.fixture
 async def outbox(redis_url: str) -> AsyncIterator[RedisOutbox]:
     """A fresh outbox under a unique hash-tagged prefix, deleted afterwards."""
-    prefix = f"{{unit-{uuid.uuid4().hex}}}"
-    config = RedisOutboxConfig().model_copy(
-        update={"url": redis_url, "key_prefix": prefix}
-    )
-    outbox_config = OutboxConfig().model_copy(update={"claim_timeout_seconds": 1.0})
-    connections = RedisOutboxConnectionManager(config)
-    raw = redis.asyncio.Redis.from_url(redis_url)
+    created = make_outbox(redis_url)
     try:
-        yield RedisOutbox(config, outbox_config, connections, raw)
+        yield created
     finally:
-        keys: list[bytes] = [k async for k in raw.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await raw.delete(*keys)
-        await raw.aclose()
-        await connections.aclose()
+        await drop_outbox(created)

@@ -5,9 +5,12 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import cast
 
 import pytest
 import redis
+import redis.cluster
 from spakky.core.application.application import SpakkyApplication
 from spakky.core.application.application_context import ApplicationContext
 from spakky.core.application.plugin import Plugin
@@ -16,6 +19,7 @@ from spakky.outbox.testing.transport import (
     AsyncRecordingEventTransport,
     RecordingEventTransport,
 )
+from spakky.plugins.outbox_redis.codec import RedisKeys
 from spakky.plugins.outbox_redis.storage import AsyncRedisOutboxStorage
 
 from . import app as app_package
@@ -34,26 +38,44 @@ PLUGINS = {
 }
 
 
-@pytest.fixture
-def redis_env(redis_url: str) -> Iterator[str]:
-    """Point the app at the test Redis under a fresh prefix; delete its keys afterwards."""
+@dataclass(frozen=True)
+class _Target:
+    """Where the application's outbox lives for one test."""
+
+    url: str
+    prefix: str
+    cluster: bool
+
+    def client(self) -> redis.Redis | redis.cluster.RedisCluster:
+        """A raw client for assertions (close it after use)."""
+        if self.cluster:
+            return redis.cluster.RedisCluster.from_url(self.url)
+        return redis.Redis.from_url(self.url)
+
+
+@pytest.fixture(params=["single", "cluster"])
+def redis_env(request: pytest.FixtureRequest) -> Iterator[_Target]:
+    """Point the app at a Redis (or Redis Cluster) under a fresh prefix; delete its keys afterwards."""
+    cluster = request.param == "cluster"
+    url = cast(str, request.getfixturevalue("redis_cluster_url" if cluster else "redis_url"))
+    target = _Target(url, f"{{app-{uuid.uuid4().hex}}}", cluster)
     saved = dict(os.environ)
-    prefix = f"{{app-{uuid.uuid4().hex}}}"
     os.environ.update(
         {
-            "SPAKKY_OUTBOX_REDIS__URL": redis_url,
-            "SPAKKY_OUTBOX_REDIS__KEY_PREFIX": prefix,
+            "SPAKKY_OUTBOX_REDIS__URL": url,
+            "SPAKKY_OUTBOX_REDIS__KEY_PREFIX": target.prefix,
+            "SPAKKY_OUTBOX_REDIS__CLUSTER": str(cluster).lower(),
             "SPAKKY_OUTBOX__STORAGE": "redis",
             "SPAKKY_OUTBOX__POLLING_INTERVAL_SECONDS": "0.05",
         }
     )
     try:
-        yield prefix
+        yield target
     finally:
         os.environ.clear()
         os.environ.update(saved)
-        client = redis.Redis.from_url(redis_url)
-        keys = list(client.scan_iter(match=f"{prefix}*"))
+        client = target.client()
+        keys = list(client.scan_iter(match=f"{target.prefix}*"))
         if keys:
             client.delete(*keys)
         client.close()
@@ -81,7 +103,7 @@ def _wait_for[T](probe: Callable[[], T], timeout: float) -> T:
 
 
 def test_application_use_case_expect_order_and_event_committed_then_relayed(
-    redis_env: str, redis_url: str
+    redis_env: _Target,
 ) -> None:
     """A committed use case writes the order and its event in one EXEC; the relay sends it."""
     app = _build().start()
@@ -90,9 +112,9 @@ def test_application_use_case_expect_order_and_event_committed_then_relayed(
         assert isinstance(context.get(IAsyncOutboxStorage), AsyncRedisOutboxStorage)
         transport = context.get(AsyncRecordingEventTransport)
         _run(app, context.get(PlaceOrderUseCase).execute("o-1", "c-1"))
-        raw = redis.Redis.from_url(redis_url)
+        raw = redis_env.client()
         try:
-            assert raw.get(f"{redis_env}:order:o-1") == b"c-1"
+            assert raw.get(RedisKeys(redis_env.prefix).business("order:o-1")) == b"c-1"
         finally:
             raw.close()
         delivered = _wait_for(lambda: list(transport.delivered), timeout=10)
@@ -104,7 +126,7 @@ def test_application_use_case_expect_order_and_event_committed_then_relayed(
 
 
 def test_application_failed_use_case_expect_nothing_stored(
-    redis_env: str, redis_url: str
+    redis_env: _Target,
 ) -> None:
     """A use case failing after publishing leaves neither order nor message in Redis."""
     app = _build().start()
@@ -116,9 +138,9 @@ def test_application_failed_use_case_expect_nothing_stored(
                     "o-2", "c", fail=True
                 ),
             )
-        raw = redis.Redis.from_url(redis_url)
+        raw = redis_env.client()
         try:
-            assert list(raw.scan_iter(match=f"{redis_env}*")) == []
+            assert list(raw.scan_iter(match=f"{redis_env.prefix}*")) == []
         finally:
             raw.close()
     finally:

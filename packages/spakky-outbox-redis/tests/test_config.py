@@ -1,6 +1,7 @@
 """Tests of the Redis outbox configuration."""
 
 import pytest
+from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
 from spakky.plugins.outbox_redis.config import (
     DEFAULT_KEY_PREFIX,
     RedisOutboxConfig,
@@ -11,12 +12,12 @@ from spakky.plugins.outbox_redis.error import InvalidRedisOutboxConfigError
 
 
 def test_redis_outbox_config_defaults_expect_hash_tagged_prefix() -> None:
-    """The defaults point at local Redis under a hash-tagged prefix."""
+    """The defaults point at one local Redis under a hash-tagged prefix."""
     config = RedisOutboxConfig()
     assert config.url == "redis://127.0.0.1:6379/0"
     assert config.key_prefix == DEFAULT_KEY_PREFIX
     assert has_hash_tag(config.key_prefix)
-    assert config.published_retention_seconds == 86400.0
+    assert config.cluster is False
 
 
 def test_redis_outbox_config_env_expect_values_read(
@@ -25,8 +26,13 @@ def test_redis_outbox_config_env_expect_values_read(
     """Settings come from ``SPAKKY_OUTBOX_REDIS__*`` variables."""
     monkeypatch.setenv("SPAKKY_OUTBOX_REDIS__URL", "redis://example:6380/2")
     monkeypatch.setenv("SPAKKY_OUTBOX_REDIS__KEY_PREFIX", "app:{orders}")
+    monkeypatch.setenv("SPAKKY_OUTBOX_REDIS__CLUSTER", "true")
     config = RedisOutboxConfig()
-    assert (config.url, config.key_prefix) == ("redis://example:6380/2", "app:{orders}")
+    assert (config.url, config.key_prefix, config.cluster) == (
+        "redis://example:6380/2",
+        "app:{orders}",
+        True,
+    )
 
 
 @pytest.mark.parametrize("prefix", ["outbox", "{}outbox", "outbox}{", "{outbox"])
@@ -40,17 +46,39 @@ def test_redis_outbox_config_prefix_without_hash_tag_expect_error(
     assert "SPAKKY_OUTBOX_REDIS__KEY_PREFIX" in str(raised.value)
 
 
-def test_redis_outbox_config_zero_retention_expect_error(
+@pytest.mark.parametrize(
+    "prefix", ["{a}:_outbox", "{a}:_outbox:key:x", "{a}:_data:orders", "_data:{a}"]
+)
+def test_redis_outbox_config_prefix_inside_other_outbox_expect_error(
+    monkeypatch: pytest.MonkeyPatch, prefix: str
+) -> None:
+    """A prefix that can lie inside another outbox's key space is refused, naming the variable."""
+    monkeypatch.setenv("SPAKKY_OUTBOX_REDIS__KEY_PREFIX", prefix)
+    with pytest.raises(InvalidRedisOutboxConfigError) as raised:
+        RedisOutboxConfig()
+    assert "SPAKKY_OUTBOX_REDIS__KEY_PREFIX" in str(raised.value)
+    assert "reserves" in str(raised.value)
+
+
+def test_connection_manager_prefix_inside_other_outbox_expect_error() -> None:
+    """A configuration built in code is checked too, before any client exists."""
+    config = RedisOutboxConfig().model_copy(update={"key_prefix": "{a}:_outbox:x"})
+    with pytest.raises(InvalidRedisOutboxConfigError) as raised:
+        RedisOutboxConnectionManager(config)
+    assert str(raised.value).count("SPAKKY_OUTBOX_REDIS__KEY_PREFIX") == 1
+
+
+def test_redis_outbox_config_retention_variable_expect_ignored(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A non-positive retention is refused."""
-    monkeypatch.setenv("SPAKKY_OUTBOX_REDIS__PUBLISHED_RETENTION_SECONDS", "0")
-    with pytest.raises(InvalidRedisOutboxConfigError):
-        RedisOutboxConfig()
+    """Retention is the core's setting: the Redis package has no variable of its own."""
+    monkeypatch.setenv("SPAKKY_OUTBOX_REDIS__PUBLISHED_RETENTION_SECONDS", "5")
+    assert "published_retention_seconds" not in RedisOutboxConfig().model_dump()
 
 
-def test_check_key_prefix_without_hash_tag_expect_error() -> None:
+def test_check_key_prefix_expect_accepts_tagged_and_refuses_the_rest() -> None:
     """The programmatic check refuses a prefix that would spread over slots."""
     with pytest.raises(InvalidRedisOutboxConfigError):
         check_key_prefix("plain")
     assert check_key_prefix("x:{tag}:y") == "x:{tag}:y"
+    assert check_key_prefix("{a}:key:x") == "{a}:key:x"

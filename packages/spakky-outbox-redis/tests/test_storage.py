@@ -3,7 +3,6 @@
 import asyncio
 from datetime import UTC, datetime
 from typing import cast
-from uuid import uuid4
 
 import pytest
 from spakky.core.application.application import SpakkyApplication
@@ -26,39 +25,23 @@ from spakky.plugins.outbox_redis.transaction import (
     RedisTransaction,
 )
 
-from .conftest import RedisOutbox
+from .conftest import RedisOutbox, new_message, save_all
 
 MAX_RETRY = 5
 
 
-def _message(key: str | None = None) -> OutboxMessage:
-    return OutboxMessage(
-        id=uuid4(),
-        event_name="OrderPlaced",
-        payload=b"{}",
-        headers={},
-        created_at=datetime.now(UTC),
-        partition_key=key,
-    )
-
-
-async def _write(outbox: RedisOutbox, *messages: OutboxMessage) -> None:
-    storage = outbox.storage()
-    async with AsyncRedisTransaction(outbox.config, outbox.connections):
-        for message in messages:
-            await storage.save(message)
 
 
 async def test_scripts_flushed_expect_reloaded_for_save_and_fetch(
     outbox: RedisOutbox,
 ) -> None:
     """After SCRIPT FLUSH, saving inside MULTI and claiming both still work."""
-    first = _message()
-    await _write(outbox, first)
+    first = new_message()
+    await save_all(outbox, [first])
     storage = outbox.storage()
     await outbox.raw.script_flush()
-    second = _message()
-    await _write(outbox, second)
+    second = new_message()
+    await save_all(outbox, [second])
     await outbox.raw.script_flush()
     claimed = await storage.fetch_pending(10, MAX_RETRY)
     assert [m.id for m in claimed] == [first.id, second.id]
@@ -68,8 +51,8 @@ async def test_connections_killed_expect_storage_usable_again(
     outbox: RedisOutbox,
 ) -> None:
     """When Redis drops the connections, the next calls reconnect and succeed."""
-    sent = _message()
-    await _write(outbox, sent)
+    sent = new_message()
+    await save_all(outbox, [sent])
     storage = outbox.storage()
     await storage.stats()
     # the pool holds one idle connection now: kill exactly that one server-side
@@ -104,23 +87,26 @@ async def test_unreachable_server_expect_storage_unavailable_error(
         await connections.aclose()
 
 
-async def test_mark_published_expect_retention_ttl(outbox: RedisOutbox) -> None:
-    """A published message's hash expires after the configured retention."""
-    sent = _message()
-    await _write(outbox, sent)
+async def test_mark_published_expect_kept_until_purged(outbox: RedisOutbox) -> None:
+    """A published message stays (no TTL of its own) until a purge removes it."""
+    sent = new_message()
+    await save_all(outbox, [sent])
     storage = outbox.storage()
     await storage.fetch_pending(1, MAX_RETRY)
     await storage.mark_published(sent.id)
-    ttl = await outbox.raw.pttl(f"{outbox.prefix}:msg:{sent.id}")
-    assert 0 < ttl <= outbox.config.published_retention_seconds * 1000
+    assert await outbox.raw.pttl(outbox.keys.message(sent.id)) == -1
+    assert (await storage.stats()).published == 1
+    assert await storage.purge_published(datetime.now(UTC).replace(year=2100)) == 1
+    assert not await outbox.raw.exists(outbox.keys.message(sent.id))
+    assert (await storage.stats()).published == 0
 
 
 async def test_schedule_retry_keyed_head_expect_followers_released(
     outbox: RedisOutbox,
 ) -> None:
     """Retrying a key's head drops the same instance's claims on the rest of the key."""
-    head, follower = _message("a"), _message("a")
-    await _write(outbox, head, follower)
+    head, follower = new_message("a"), new_message("a")
+    await save_all(outbox, [head, follower])
     storage = outbox.storage()
     assert [m.id for m in await storage.fetch_pending(10, MAX_RETRY)] == [
         head.id,
@@ -128,7 +114,7 @@ async def test_schedule_retry_keyed_head_expect_followers_released(
     ]
     await storage.schedule_retry(head.id, 0.0, "refused")
     await storage.mark_published(follower.id)
-    fields = await outbox.raw.hgetall(f"{outbox.prefix}:msg:{follower.id}")
+    fields = await outbox.raw.hgetall(outbox.keys.message(follower.id))
     assert b"published_at" not in cast(dict[bytes, bytes], fields)
     again = await outbox.storage().fetch_pending(10, MAX_RETRY)
     assert [(m.id, m.retry_count, m.last_error) for m in again] == [
@@ -141,8 +127,8 @@ async def test_requeue_abandoned_keyed_expect_original_position(
     outbox: RedisOutbox,
 ) -> None:
     """A requeued keyed message goes back before the newer messages of its key."""
-    first, second = _message("a"), _message("a")
-    await _write(outbox, first, second)
+    first, second = new_message("a"), new_message("a")
+    await save_all(outbox, [first, second])
     storage = outbox.storage()
     await storage.fetch_pending(1, MAX_RETRY)
     await storage.abandon(first.id, "poison")
@@ -157,15 +143,15 @@ async def test_sync_wait_for_messages_expect_woken_by_commit(
     """The sync storage wakes from BZPOPMIN after a committed save, else times out."""
     storage = outbox.sync_storage()
     assert await asyncio.to_thread(storage.wait_for_messages, 0.1) is False
-    await _write(outbox, _message())
+    await save_all(outbox, [new_message()])
     assert await asyncio.to_thread(storage.wait_for_messages, 5.0) is True
     assert storage.wait_for_messages(0) is False
 
 
 async def test_sync_admin_expect_same_state_as_async(outbox: RedisOutbox) -> None:
     """Sync administration reads and repairs the same outbox."""
-    sent = _message()
-    await _write(outbox, sent)
+    sent = new_message()
+    await save_all(outbox, [sent])
     storage = outbox.sync_storage()
     await asyncio.to_thread(storage.fetch_pending, 1, MAX_RETRY)
     await asyncio.to_thread(storage.abandon, sent.id, "bad")

@@ -41,7 +41,7 @@ def _message(key: str | None = None) -> OutboxMessage:
 
 
 async def _message_count(outbox: RedisOutbox) -> int:
-    return len([k async for k in outbox.raw.scan_iter(match=f"{outbox.prefix}:msg:*")])
+    return len([k async for k in outbox.raw.scan_iter(match=outbox.keys.message("*"))])
 
 
 def test_current_async_pipeline_outside_transaction_expect_error() -> None:
@@ -77,12 +77,12 @@ async def test_transactional_aspect_commit_expect_business_and_message_written(
     storage = outbox.storage()
 
     async def use_case() -> str:
-        await current_async_pipeline().set(f"{outbox.prefix}:order:1", "placed")
+        await current_async_pipeline().set(outbox.keys.business("order:1"), "placed")
         await storage.save(_message("order-1"))
         return "done"
 
     assert await aspect.around_async(use_case) == "done"
-    assert await outbox.raw.get(f"{outbox.prefix}:order:1") == b"placed"
+    assert await outbox.raw.get(outbox.keys.business("order:1")) == b"placed"
     assert await _message_count(outbox) == 1
 
 
@@ -96,13 +96,13 @@ async def test_transactional_aspect_rollback_expect_business_and_message_discard
     storage = outbox.storage()
 
     async def use_case() -> None:
-        await current_async_pipeline().set(f"{outbox.prefix}:order:2", "placed")
+        await current_async_pipeline().set(outbox.keys.business("order:2"), "placed")
         await storage.save(_message())
         raise _BusinessFailureError
 
     with pytest.raises(_BusinessFailureError):
         await aspect.around_async(use_case)
-    assert await outbox.raw.exists(f"{outbox.prefix}:order:2") == 0
+    assert await outbox.raw.exists(outbox.keys.business("order:2")) == 0
     assert await _message_count(outbox) == 0
     with pytest.raises(RedisTransactionNotActiveError):
         current_async_pipeline()
@@ -116,19 +116,19 @@ async def test_sync_transactional_aspect_rollback_expect_nothing_written(
     storage = outbox.sync_storage()
 
     def failing() -> None:
-        current_pipeline().set(f"{outbox.prefix}:order:3", "placed")
+        current_pipeline().set(outbox.keys.business("order:3"), "placed")
         storage.save(_message())
         raise _BusinessFailureError
 
     def succeeding() -> None:
-        current_pipeline().set(f"{outbox.prefix}:order:4", "placed")
+        current_pipeline().set(outbox.keys.business("order:4"), "placed")
         storage.save(_message())
 
     with pytest.raises(_BusinessFailureError):
         await asyncio.to_thread(aspect.around, failing)
     await asyncio.to_thread(aspect.around, succeeding)
-    assert await outbox.raw.exists(f"{outbox.prefix}:order:3") == 0
-    assert await outbox.raw.exists(f"{outbox.prefix}:order:4") == 1
+    assert await outbox.raw.exists(outbox.keys.business("order:3")) == 0
+    assert await outbox.raw.exists(outbox.keys.business("order:4")) == 1
     assert await _message_count(outbox) == 1
 
 
@@ -137,7 +137,7 @@ async def test_nested_transaction_expect_outer_executes_once(
 ) -> None:
     """An inner transaction joins the outer one; nothing is sent before the outer commit."""
     transaction = AsyncRedisTransaction(outbox.config, outbox.connections)
-    key = f"{outbox.prefix}:nested"
+    key = outbox.keys.business("nested")
     async with transaction:
         outer = current_async_pipeline()
         async with transaction:
@@ -152,7 +152,7 @@ async def test_nested_transaction_inner_failure_expect_outer_discarded(
 ) -> None:
     """An inner rollback dooms the outer transaction even if the error is swallowed."""
     transaction = AsyncRedisTransaction(outbox.config, outbox.connections)
-    key = f"{outbox.prefix}:doomed"
+    key = outbox.keys.business("doomed")
     async with transaction:
         await current_async_pipeline().set(key, "outer")
         with pytest.raises(_BusinessFailureError):
@@ -171,7 +171,7 @@ async def test_concurrent_transactions_expect_separate_pipelines(
     async def run(name: str, fail: bool) -> None:
         try:
             async with transaction:
-                await current_async_pipeline().set(f"{outbox.prefix}:{name}", name)
+                await current_async_pipeline().set(outbox.keys.business(name), name)
                 if fail:
                     ready.set()
                     raise _BusinessFailureError
@@ -180,8 +180,8 @@ async def test_concurrent_transactions_expect_separate_pipelines(
             pass
 
     await asyncio.gather(run("kept", False), run("dropped", True))
-    assert await outbox.raw.exists(f"{outbox.prefix}:kept") == 1
-    assert await outbox.raw.exists(f"{outbox.prefix}:dropped") == 0
+    assert await outbox.raw.exists(outbox.keys.business("kept")) == 1
+    assert await outbox.raw.exists(outbox.keys.business("dropped")) == 0
 
 
 async def test_save_invalid_message_expect_error_before_queueing(

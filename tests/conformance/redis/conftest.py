@@ -4,10 +4,12 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from typing import cast, override
 
 import pytest
 import redis.asyncio
+import redis.asyncio.cluster
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.testing.harness import (
@@ -35,28 +37,41 @@ class _RollbackRequestedError(Exception):
 
 
 def _json_headers(raw: bytes) -> dict[str, str]:
-    return cast(dict[str, str], json.loads(raw))
+    """Headers as stored; none for a record `corrupt` damaged (the backdoor still lists it)."""
+    try:
+        return cast(dict[str, str], json.loads(raw))
+    except ValueError:
+        return {}
 
 
 class RedisOutboxHarness(AbstractOutboxHarness):
-    """One outbox under a unique hash-tagged key prefix on a real Redis."""
+    """One outbox under a unique hash-tagged key prefix on a real Redis (or Redis Cluster)."""
 
     name = "redis"
     capabilities = frozenset(Capability)
-    claim_timeout_seconds = 1.0
+    claim_timeout_seconds = 3.0
+    claim_lease_seconds = 1.0
 
-    def __init__(self, url: str) -> None:
-        """Prepare an outbox under a fresh prefix on the Redis at ``url``."""
+    def __init__(self, url: str, *, cluster: bool = False) -> None:
+        """Prepare an outbox under a fresh prefix on the Redis (cluster) at ``url``."""
+        self.name = "redis-cluster" if cluster else "redis"
         self.prefix = f"{{outbox-test-{uuid.uuid4().hex}}}"
         self.keys = RedisKeys(self.prefix)
         self.config = RedisOutboxConfig().model_copy(
-            update={"url": url, "key_prefix": self.prefix}
+            update={"url": url, "key_prefix": self.prefix, "cluster": cluster}
         )
         self.outbox_config = OutboxConfig().model_copy(
-            update={"claim_timeout_seconds": self.claim_timeout_seconds}
+            update={
+                "claim_timeout_seconds": self.claim_timeout_seconds,
+                "claim_lease_seconds": self.claim_lease_seconds,
+            }
         )
         self.connections = RedisOutboxConnectionManager(self.config)
-        self.backdoor = redis.asyncio.Redis.from_url(url)
+        self.backdoor: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster = (
+            redis.asyncio.cluster.RedisCluster.from_url(url)
+            if cluster
+            else redis.asyncio.Redis.from_url(url)
+        )
 
     @override
     def new_storage(self) -> AsyncRedisOutboxStorage:
@@ -84,7 +99,7 @@ class RedisOutboxHarness(AbstractOutboxHarness):
             async with AsyncRedisTransaction(self.config, self.connections):
                 pipeline = current_async_pipeline()
                 await pipeline.hset(
-                    self.keys.business(f"business:{business_key}"), "state", "written"
+                    self.keys.business(business_key), "state", "written"
                 )
                 for outbox_message in messages:
                     await storage.save(outbox_message)
@@ -106,7 +121,7 @@ class RedisOutboxHarness(AbstractOutboxHarness):
         try:
             with RedisTransaction(self.config, self.connections):
                 current_pipeline().hset(
-                    self.keys.business(f"business:{business_key}"), "state", "written"
+                    self.keys.business(business_key), "state", "written"
                 )
                 for outbox_message in messages:
                     storage.save(outbox_message)
@@ -119,16 +134,15 @@ class RedisOutboxHarness(AbstractOutboxHarness):
     async def business_record_exists(self, business_key: str) -> bool:
         """Read the business key directly."""
         return bool(
-            await self.backdoor.exists(self.keys.business(f"business:{business_key}"))
+            await self.backdoor.exists(self.keys.business(business_key))
         )
 
     @override
     async def raw_records(self) -> list[RawOutboxRecord]:
         """Scan the message hashes directly, ordered by their sequence number."""
         records: list[tuple[int, RawOutboxRecord]] = []
-        async for key in self.backdoor.scan_iter(
-            match=f"{self.prefix}:msg:*", count=1000
-        ):
+        stem = self.keys.message("")
+        async for key in self.backdoor.scan_iter(match=f"{stem}*", count=1000):
             flat = cast(
                 dict[bytes, bytes], await self.backdoor.hgetall(cast(bytes, key))
             )
@@ -140,7 +154,7 @@ class RedisOutboxHarness(AbstractOutboxHarness):
                 (
                     int(flat[b"seq"]),
                     RawOutboxRecord(
-                        id=uuid.UUID(flat[b"id"].decode()),
+                        id=uuid.UUID(cast(bytes, key).decode()[len(stem) :]),
                         event_name=flat[b"event_name"].decode(),
                         payload=flat[b"payload"],
                         headers=_json_headers(flat[b"headers"]),
@@ -150,10 +164,16 @@ class RedisOutboxHarness(AbstractOutboxHarness):
                         published=b"published_at" in flat,
                         abandoned=b"abandoned_at" in flat,
                         last_error=None if error is None else error.decode(),
+                        created_at=datetime.fromisoformat(flat[b"created_at"].decode()),
                     ),
                 )
             )
         return [record for _, record in sorted(records, key=lambda r: r[0])]
+
+    @override
+    async def corrupt(self, message_id: uuid.UUID) -> None:
+        """Overwrite the stored headers with bytes that are not JSON."""
+        await self.backdoor.hset(self.keys.message(message_id), "headers", b"\xff{")
 
     @override
     async def assert_no_leaks(self) -> None:
@@ -165,7 +185,8 @@ class RedisOutboxHarness(AbstractOutboxHarness):
             await asyncio.sleep(0.01)
         assert self.connections.in_use_connections() == 0
 
-    async def cleanup(self) -> None:
+    @override
+    async def drop(self) -> None:
         """Delete every key of this outbox and close the clients."""
         keys: list[bytes] = [
             k
@@ -177,11 +198,21 @@ class RedisOutboxHarness(AbstractOutboxHarness):
         await self.connections.aclose()
 
 
-@pytest.fixture
-async def outbox_harness(redis_url: str) -> AsyncIterator[RedisOutboxHarness]:
-    """A fresh Redis outbox under its own key prefix, removed afterwards."""
-    harness = RedisOutboxHarness(redis_url)
+@pytest.fixture(params=["single", "cluster"])
+async def outbox_harness(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[RedisOutboxHarness]:
+    """A fresh Redis outbox under its own key prefix, removed afterwards.
+
+    Runs every test twice: on one Redis server, and on a 3-primary Redis
+    Cluster through redis-py's cluster client.
+    """
+    if request.param == "cluster":
+        url = cast(str, request.getfixturevalue("redis_cluster_url"))
+        harness = RedisOutboxHarness(url, cluster=True)
+    else:
+        harness = RedisOutboxHarness(cast(str, request.getfixturevalue("redis_url")))
     try:
         yield harness
     finally:
-        await harness.cleanup()
+        await harness.drop()

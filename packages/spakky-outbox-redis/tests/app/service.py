@@ -7,6 +7,7 @@ from spakky.core.stereotype.usecase import UseCase
 from spakky.data.aspects.transactional import Transactional
 from spakky.domain.models.event import AbstractIntegrationEvent
 from spakky.event.event_publisher import IAsyncEventPublisher
+from spakky.plugins.outbox_redis.codec import RedisKeys
 from spakky.plugins.outbox_redis.transaction import current_async_pipeline
 
 
@@ -40,8 +41,8 @@ class PlaceOrderUseCase:
         self, order_id: str, customer_id: str, *, fail: bool = False
     ) -> None:
         """Place an order; ``fail`` raises after publishing."""
-        prefix = os.environ["SPAKKY_OUTBOX_REDIS__KEY_PREFIX"]
-        await current_async_pipeline().set(f"{prefix}:order:{order_id}", customer_id)
+        keys = RedisKeys(os.environ["SPAKKY_OUTBOX_REDIS__KEY_PREFIX"])
+        await current_async_pipeline().set(keys.business(f"order:{order_id}"), customer_id)
         await self._publisher.publish(
             OrderPlaced(order_id=order_id, customer_id=customer_id)
         )

@@ -1,45 +1,68 @@
-"""Conversion between `OutboxMessage` and the Redis hash that stores it."""
+"""Key names, and conversion between `OutboxMessage` and what the scripts store and return."""
 
 import json
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 from uuid import UUID
 
 from spakky.outbox.common.message import OutboxMessage
+from spakky.plugins.outbox_redis.config import DATA_SEGMENT, OUTBOX_SEGMENT
 from spakky.plugins.outbox_redis.error import InvalidOutboxMessageError
 
 type RedisValue = str | bytes | int | float
 
+MESSAGE_FIELDS: tuple[str, ...] = (
+    "event_name",
+    "payload",
+    "headers",
+    "created_at",
+    "partition_key",
+    "retry_count",
+    "last_error",
+    "claimed_at",
+    "published_at",
+    "abandoned_at",
+)
+"""Hash fields the scripts return for a message, after its id, in this order."""
+
+_EMPTY_HEADERS = b"{}"
+
 
 @dataclass(frozen=True)
 class RedisKeys:
-    """Names of the keys of one outbox, all under one hash-tagged prefix."""
+    """Names of the keys of one outbox, all under one hash-tagged prefix.
+
+    The outbox's own keys are ``<prefix>:_outbox:...`` and business keys
+    ``<prefix>:_data:...``; a partition key or business name only ever fills
+    the last part, so neither can name another key of this outbox, and no
+    other outbox's prefix may contain those segments (see `check_key_prefix`).
+    """
 
     prefix: str
 
     @property
-    def ready(self) -> str:
-        """ZSET of claimable messages (keyless ones and each key's head)."""
-        return f"{self.prefix}:ready"
+    def outbox(self) -> str:
+        """Common start of every key the outbox itself keeps."""
+        return f"{self.prefix}:{OUTBOX_SEGMENT}"
 
     @property
-    def marker(self) -> str:
-        """ZSET relays block on to wake up after a save."""
-        return f"{self.prefix}:marker"
+    def pending(self) -> str:
+        """ZSET of every undelivered message by position (also routes script calls)."""
+        return f"{self.outbox}:pending"
 
     @property
-    def dead(self) -> str:
-        """ZSET of abandoned messages, by age."""
-        return f"{self.prefix}:dead"
+    def wake(self) -> str:
+        """ZSET relays block on (BZPOPMIN) to wake up after a save."""
+        return f"{self.outbox}:wake"
 
     def message(self, message_id: UUID | str) -> str:
         """HASH holding one message."""
-        return f"{self.prefix}:msg:{message_id}"
+        return f"{self.outbox}:msg:{message_id}"
 
     def business(self, name: str) -> str:
-        """A key for business data that shares the outbox's hash tag."""
-        return f"{self.prefix}:{name}"
+        """A key for business data in the outbox's slot, apart from the outbox's own keys."""
+        return f"{self.prefix}:{DATA_SEGMENT}:{name}"
 
 
 def save_arguments(prefix: str, message: OutboxMessage) -> list[RedisValue]:
@@ -81,48 +104,79 @@ def save_arguments(prefix: str, message: OutboxMessage) -> list[RedisValue]:
     ]
 
 
-def pairs_to_mapping(flat: Sequence[bytes]) -> dict[bytes, bytes]:
-    """Turn a flat HGETALL reply ``[k1, v1, k2, v2...]`` into a dict."""
-    return {flat[i]: flat[i + 1] for i in range(0, len(flat) - 1, 2)}
+def unframe(blob: bytes) -> list[bytes | None]:
+    """Split a reply the scripts framed as ``<length>:<bytes>`` items (``-`` for none).
+
+    One framed string per reply spares the client parsing a bulk string per
+    field, which dominated the cost of a claim.
+    """
+    items: list[bytes | None] = []
+    append = items.append
+    position, end = 0, len(blob)
+    while position < end:
+        if blob[position] == 45:  # "-": the field is absent
+            append(None)
+            position += 1
+            continue
+        colon = blob.index(b":", position)
+        start = colon + 1
+        position = start + int(blob[position:colon])
+        append(blob[start:position])
+    return items
 
 
-def _text(fields: Mapping[bytes, bytes], name: bytes) -> str | None:
-    """Decode one optional text field."""
-    value = fields.get(name)
-    return None if value is None else value.decode()
-
-
-def from_millis(value: bytes | str | None) -> datetime | None:
+def from_millis(value: bytes | None) -> datetime | None:
     """Convert Redis milliseconds (as stored by the scripts) to an aware datetime."""
     if value is None:
         return None
-    return datetime.fromtimestamp(int(float(value)) / 1000, tz=UTC)
+    return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
 
 
-def to_message(fields: Mapping[bytes, bytes]) -> OutboxMessage:
-    """Build an `OutboxMessage` from the fields of its hash."""
-    headers: dict[str, str] = json.loads(fields[b"headers"])
+def to_message(message_id: bytes, fields: list[bytes | None]) -> OutboxMessage:
+    """Build an `OutboxMessage` from its id and its `MESSAGE_FIELDS` values.
+
+    Raises:
+        ValueError: A damaged record (the storage abandons such a message with
+            the error as its reason; other decoding errors are caught alike).
+    """
+    (
+        event_name,
+        payload,
+        headers,
+        created_at,
+        partition_key,
+        retry_count,
+        last_error,
+        claimed_at,
+        published_at,
+        abandoned_at,
+    ) = fields
+    if event_name is None or payload is None or headers is None or created_at is None:
+        raise ValueError("a required field (event_name, payload, headers, created_at) is missing")
+    decoded: object = {} if headers == _EMPTY_HEADERS else json.loads(headers)
+    if not isinstance(decoded, dict):
+        raise ValueError("headers are not a JSON object")
     return OutboxMessage(
-        id=UUID(fields[b"id"].decode()),
-        event_name=fields[b"event_name"].decode(),
-        payload=fields[b"payload"],
-        headers=headers,
-        created_at=datetime.fromisoformat(fields[b"created_at"].decode()),
-        published_at=from_millis(fields.get(b"published_at")),
-        retry_count=int(fields.get(b"retry_count", b"0")),
-        claimed_at=from_millis(fields.get(b"claimed_at")),
-        partition_key=_text(fields, b"partition_key"),
-        abandoned_at=from_millis(fields.get(b"abandoned_at")),
-        last_error=_text(fields, b"last_error"),
+        id=UUID(message_id.decode()),
+        event_name=event_name.decode(),
+        payload=payload,
+        headers=cast(dict[str, str], decoded),
+        created_at=datetime.fromisoformat(created_at.decode()),
+        published_at=from_millis(published_at),
+        retry_count=0 if retry_count is None else int(retry_count),
+        claimed_at=from_millis(claimed_at),
+        partition_key=None if partition_key is None else partition_key.decode(),
+        abandoned_at=from_millis(abandoned_at),
+        last_error=None if last_error is None else last_error.decode(),
     )
 
 
-def age_seconds(created_at: bytes | None, now_millis: bytes | str) -> float | None:
+def age_seconds(created_at: bytes | None, now_millis: bytes) -> float | None:
     """Age of a message created at ``created_at`` (ISO) by the server clock."""
     if created_at is None:
         return None
     created = datetime.fromisoformat(created_at.decode())
     if created.tzinfo is None:
         created = created.replace(tzinfo=UTC)
-    now = datetime.fromtimestamp(int(float(now_millis)) / 1000, tz=UTC)
+    now = datetime.fromtimestamp(int(now_millis) / 1000, tz=UTC)
     return max(0.0, (now - created).total_seconds())

@@ -11,42 +11,80 @@ from spakky.plugins.outbox_redis.error import InvalidRedisOutboxConfigError
 SPAKKY_OUTBOX_REDIS_CONFIG_ENV_PREFIX: str = "SPAKKY_OUTBOX_REDIS__"
 """Environment prefix of every Redis outbox setting."""
 
+KEY_PREFIX_VARIABLE: str = f"{SPAKKY_OUTBOX_REDIS_CONFIG_ENV_PREFIX}KEY_PREFIX"
+"""The variable naming the key prefix, quoted in errors about it."""
+
 DEFAULT_KEY_PREFIX: str = "{spakky-outbox}"
 """Default key prefix; the braces form the Redis Cluster hash tag."""
 
+OUTBOX_SEGMENT: str = "_outbox"
+"""Key segment after the prefix under which the outbox keeps its own keys."""
 
-def has_hash_tag(prefix: str) -> bool:
-    """Return whether ``prefix`` contains a non-empty Redis Cluster hash tag.
+DATA_SEGMENT: str = "_data"
+"""Key segment after the prefix under which `RedisKeys.business` puts business keys."""
+
+RESERVED_SEGMENTS: frozenset[str] = frozenset({OUTBOX_SEGMENT, DATA_SEGMENT})
+"""Segments no prefix may contain: every key of an outbox is ``<prefix>:<reserved
+segment>:<rest>``, so a prefix holding one could be the inside of another outbox."""
+
+
+def hash_tag(prefix: str) -> str | None:
+    """Return the Redis Cluster hash tag of ``prefix`` (between the braces), or None.
 
     Redis hashes only the part between the first ``{`` and the first ``}``
     after it, when that part is not empty.
     """
     start = prefix.find("{")
     if start < 0:
-        return False
+        return None
     end = prefix.find("}", start + 1)
-    return end > start + 1
+    return prefix[start + 1 : end] if end > start + 1 else None
+
+
+def has_hash_tag(prefix: str) -> bool:
+    """Return whether ``prefix`` contains a non-empty Redis Cluster hash tag."""
+    return hash_tag(prefix) is not None
+
+
+def key_prefix_problem(prefix: str) -> str | None:
+    """Say what is wrong with ``prefix`` as an outbox key prefix, or None when it is fine."""
+    if not has_hash_tag(prefix):
+        return (
+            f"{prefix!r} needs a hash tag such as '{{app}}' so every outbox key (and "
+            "the business keys sharing its transactions) maps to one Redis Cluster slot"
+        )
+    reserved = sorted(RESERVED_SEGMENTS.intersection(prefix.split(":")))
+    if reserved:
+        return (
+            f"{prefix!r} contains the segment {reserved[0]!r}, which the outbox reserves "
+            f"for its own keys ('<prefix>:{OUTBOX_SEGMENT}:...') and business keys "
+            f"('<prefix>:{DATA_SEGMENT}:...'): such a prefix can lie inside the key "
+            "space of another outbox and share its keys. Choose a prefix without "
+            f"{sorted(RESERVED_SEGMENTS)} segments"
+        )
+    return None
 
 
 def check_key_prefix(prefix: str) -> str:
-    """Return ``prefix`` when it holds a hash tag.
+    """Return ``prefix`` when it can hold an outbox.
 
     Raises:
-        InvalidRedisOutboxConfigError: The prefix has no hash tag, so the
-            outbox keys could land in different cluster slots.
+        InvalidRedisOutboxConfigError: The prefix has no hash tag, or contains
+            a reserved segment so it could overlap another outbox's keys.
     """
-    if not has_hash_tag(prefix):
-        raise InvalidRedisOutboxConfigError(
-            f"key prefix {prefix!r} needs a hash tag such as '{{app}}' so every "
-            "outbox key (and the business keys sharing its transactions) maps to "
-            "one Redis Cluster slot"
-        )
+    problem = key_prefix_problem(prefix)
+    if problem is not None:
+        raise InvalidRedisOutboxConfigError(f"{KEY_PREFIX_VARIABLE}={problem}")
     return prefix
 
 
 @Configuration()
 class RedisOutboxConfig(BaseSettings):
-    """Where and how the Redis outbox stores its messages."""
+    """Where and how the Redis outbox stores its messages.
+
+    Published messages are kept as long as the core's
+    ``SPAKKY_OUTBOX__PUBLISHED_RETENTION_SECONDS`` says (the relay purges them).
+    """
 
     model_config: ClassVar[SettingsConfigDict] = SettingsConfigDict(
         env_prefix=SPAKKY_OUTBOX_REDIS_CONFIG_ENV_PREFIX,
@@ -55,22 +93,23 @@ class RedisOutboxConfig(BaseSettings):
     )
 
     url: str = "redis://127.0.0.1:6379/0"
-    """Redis URL (``redis://``, ``rediss://`` or ``unix://``)."""
+    """Redis URL (``redis://``, ``rediss://`` or ``unix://``); any node when `cluster`."""
     key_prefix: str = DEFAULT_KEY_PREFIX
     """Prefix of every outbox key; must contain a hash tag such as ``{app}``."""
-    published_retention_seconds: Annotated[float, Field(gt=0)] = 86400.0
-    """How long a published message stays readable before Redis expires it."""
+    cluster: bool = False
+    """Talk to a Redis Cluster through redis-py's cluster client (``url`` names one node)."""
     autocommit: bool = True
     """Whether `@Transactional()` commits (EXEC) when the use case returns."""
     expired_claim_sweep: Annotated[int, Field(ge=1)] = 1000
-    """Most expired claims one fetch returns to the ready set."""
+    """Most lapsed claims and due retries one fetch makes claimable again."""
 
     @field_validator("key_prefix")
     @classmethod
     def _validate_key_prefix(cls, value: str) -> str:
-        """Reject a prefix without a hash tag."""
-        if not has_hash_tag(value):
-            raise ValueError("must contain a Redis Cluster hash tag such as '{app}'")
+        """Reject a prefix without a hash tag or with a reserved segment."""
+        problem = key_prefix_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     def __init__(self) -> None:

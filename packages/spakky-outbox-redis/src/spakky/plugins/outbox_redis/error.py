@@ -22,3 +22,24 @@ class InvalidOutboxMessageError(AbstractSpakkyOutboxError):
     """Raised when a message cannot be stored because a field has the wrong type."""
 
     message = "Outbox message cannot be stored in Redis"
+
+
+class CrossSlotWriteError(AbstractSpakkyOutboxError):
+    """Raised when a transaction on a Redis Cluster writes a key outside the outbox's slot."""
+
+    message = (
+        "On a Redis Cluster a @Transactional() use case may only write keys in the "
+        "outbox's slot: give business keys the outbox's hash tag, e.g. "
+        "RedisKeys(prefix).business(name). Nothing was written"
+    )
+
+
+class UncheckedClusterCommandError(AbstractSpakkyOutboxError):
+    """Raised when an asyncio cluster transaction queues a command whose keys only the server knows."""
+
+    message = (
+        "An asyncio Redis Cluster transaction cannot queue a command whose keys "
+        "only the server can list (e.g. SORT ... STORE, ZUNIONSTORE): its slot "
+        "cannot be checked, nor routed by redis-py. Use commands with fixed key "
+        "positions, or the synchronous transaction"
+    )

@@ -1,80 +1,118 @@
-"""Lua scripts that implement the outbox over hashes, sorted sets and lists.
+"""Lua scripts that implement the outbox over hashes and sorted sets.
 
-Every key lives under one prefix containing a Redis Cluster hash tag, so all of
-them share one slot. The scripts build key names from that prefix (passed as
-``ARGV[1]``); ``KEYS[1]`` is always the prefix's ``ready`` key so that cluster
-clients route the call to the right node.
+Every key lives under one prefix ``P`` containing a Redis Cluster hash tag, so
+all of them share one slot. The scripts build key names from that prefix
+(``ARGV[1]``); ``KEYS[1]`` is always the outbox's ``pending`` key so cluster
+clients route the call to the slot's node. The outbox's own keys sit under
+``O = P:_outbox``:
 
-Layout (``P`` is the prefix):
+- ``O:seq``        counter giving every message its position (save order).
+- ``O:msg:<id>``   HASH with the message fields and its state.
+- ``O:pending``    ZSET (score = seq): every undelivered message.
+- ``O:free``       ZSET (score = seq): claimable keyless messages.
+- ``O:key:<pk>``   ZSET (score = seq): the undelivered messages of one partition key.
+- ``O:heads``      ZSET (score = seq of the head, member = pk): keys whose oldest
+  undelivered message is claimable.
+- ``O:inflight``   ZSET (score = claim deadline, ms): claimed messages.
+- ``O:delayed``    ZSET (score = not-before, ms): messages waiting for a retry.
+- ``O:dead``       ZSET (score = seq): abandoned messages.
+- ``O:published``  ZSET (score = published time, ms): delivered messages.
+- ``O:wake``       ZSET relays block on (BZPOPMIN) to wake up after a save.
 
-- ``P:seq``        counter giving every message its position.
-- ``P:msg:<id>``   HASH with the message fields and its state.
-- ``P:ready``      ZSET (score = seq): claimable keyless messages and keys' heads.
-- ``P:key:<pk>``   LIST of the undelivered ids of one partition key, oldest first.
-- ``P:pending``    ZSET (score = seq): every undelivered message.
-- ``P:inflight``   ZSET (score = lease deadline, ms): claimed messages.
-- ``P:delayed``    ZSET (score = not-before, ms): messages waiting for a retry.
-- ``P:dead``       ZSET (score = seq): abandoned messages.
-- ``P:published``  ZSET (score = published time, ms): delivered messages.
-- ``P:marker``     ZSET relays block on (BZPOPMIN) to wake up after a save.
+Every script costs O(batch · log n) whatever the backlog: lanes are read in
+windows of the batch size, a key's queue is a sorted set (a requeued message
+goes back to its place, a follower is found, in O(log n)), and lapsed claims
+and due retries are swept at most ``sweep`` per claim. Times come from Redis
+``TIME`` so that relays on several hosts agree.
 
-Times come from Redis ``TIME`` so that relays on several hosts agree.
+Messages go back to the client as one framed string (``<length>:<bytes>``,
+``-`` for an absent field): the id and `MESSAGE_FIELDS` of each, after the
+server time.
 """
 
-_COMMON = """
+from spakky.plugins.outbox_redis.codec import MESSAGE_FIELDS
+from spakky.plugins.outbox_redis.config import OUTBOX_SEGMENT
+
+
+def _field_index(name: str) -> int:
+    return MESSAGE_FIELDS.index(name) + 1
+
+
+_COMMON = f"""
 local p = ARGV[1]
+local o = p .. ':{OUTBOX_SEGMENT}'
+local free, heads, pending = o .. ':free', o .. ':heads', o .. ':pending'
+local inflight, delayed = o .. ':inflight', o .. ':delayed'
+local FIELDS = {{{", ".join(f"'{name}'" for name in MESSAGE_FIELDS)}}}
+local F_KEY, F_RETRY, F_CLAIMED = {_field_index("partition_key")}, {_field_index("retry_count")}, {_field_index("claimed_at")}
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function mkey(id) return p .. ':msg:' .. id end
-local function kkey(pk) return p .. ':key:' .. pk end
-local function is_head(id, pk)
-  return redis.call('LINDEX', kkey(pk), 0) == id
+local function mkey(id) return o .. ':msg:' .. id end
+local function kkey(pk) return o .. ':key:' .. pk end
+local function live(set, id, now)
+  local score = redis.call('ZSCORE', set, id)
+  return score and tonumber(score) > now
 end
--- put a message back among the claimable ones if it may be claimed on its own
-local function make_ready(id)
-  local fields = redis.call('HMGET', mkey(id), 'seq', 'partition_key')
-  if not fields[1] then return end
-  if (not fields[2]) or is_head(id, fields[2]) then
-    redis.call('ZADD', p .. ':ready', fields[1], id)
+-- a key is in heads exactly while its oldest undelivered message is claimable
+local function promote(pk, now)
+  local head = redis.call('ZRANGE', kkey(pk), 0, 0, 'WITHSCORES')
+  if #head == 0 or live(inflight, head[1], now) or live(delayed, head[1], now) then
+    redis.call('ZREM', heads, pk)
+  else
+    redis.call('ZADD', heads, head[2], pk)
   end
 end
--- the head of a key, once free, becomes claimable
-local function promote(pk)
-  local head = redis.call('LINDEX', kkey(pk), 0)
-  if not head then return end
-  if redis.call('ZSCORE', p .. ':inflight', head) then return end
-  if redis.call('ZSCORE', p .. ':delayed', head) then return end
-  local seq = redis.call('HGET', mkey(head), 'seq')
-  if seq then redis.call('ZADD', p .. ':ready', seq, head) end
+-- a message nobody holds any more goes back to its lane
+local function claimable(id, now)
+  local f = redis.call('HMGET', mkey(id), 'seq', 'partition_key')
+  if not f[1] then return end
+  if f[2] then promote(f[2], now) else redis.call('ZADD', free, f[1], id) end
 end
--- take a message out of every lane it may sit in
-local function unlane(id)
-  redis.call('ZREM', p .. ':ready', id)
-  redis.call('ZREM', p .. ':inflight', id)
-  redis.call('ZREM', p .. ':delayed', id)
+-- variadic ZADD / ZREM in slices, one call per thousand members rather than one each
+local function zadd_all(key, flat)
+  for i = 1, #flat, 2000 do redis.call('ZADD', key, unpack(flat, i, math.min(i + 1999, #flat))) end
+end
+local function zrem_all(key, ids)
+  for i = 1, #ids, 1000 do redis.call('ZREM', key, unpack(ids, i, math.min(i + 999, #ids))) end
+end
+local out, n_out = {{}}, 0
+local function put(v)
+  if v then
+    out[n_out + 1] = #v
+    out[n_out + 2] = ':'
+    out[n_out + 3] = v
+    n_out = n_out + 3
+  else
+    n_out = n_out + 1
+    out[n_out] = '-'
+  end
+end
+local function put_message(id, f)
+  put(id)
+  for i = 1, #FIELDS do put(f[i]) end
 end
 """
 
-SAVE = """
-local p = ARGV[1]
+SAVE = f"""
+local o = ARGV[1] .. ':{OUTBOX_SEGMENT}'
 local id = ARGV[2]
-local mk = p .. ':msg:' .. id
+local mk = o .. ':msg:' .. id
 if redis.call('EXISTS', mk) == 1 then return 0 end
-local seq = redis.call('INCR', p .. ':seq')
-redis.call('HSET', mk, 'id', id, 'event_name', ARGV[3], 'payload', ARGV[4],
-  'headers', ARGV[5], 'created_at', ARGV[6], 'retry_count', ARGV[7], 'seq', seq)
+local seq = redis.call('INCR', o .. ':seq')
+redis.call('HSET', mk, 'event_name', ARGV[3], 'payload', ARGV[4], 'headers', ARGV[5],
+  'created_at', ARGV[6], 'retry_count', ARGV[7], 'seq', seq)
 if ARGV[8] == '1' then
+  local kk = o .. ':key:' .. ARGV[9]
   redis.call('HSET', mk, 'partition_key', ARGV[9])
-  if redis.call('RPUSH', p .. ':key:' .. ARGV[9], id) == 1 then
-    redis.call('ZADD', p .. ':ready', seq, id)
-  end
+  redis.call('ZADD', kk, seq, id)
+  if redis.call('ZCARD', kk) == 1 then redis.call('ZADD', o .. ':heads', seq, ARGV[9]) end
 else
-  redis.call('ZADD', p .. ':ready', seq, id)
+  redis.call('ZADD', o .. ':free', seq, id)
 end
-redis.call('ZADD', p .. ':pending', seq, id)
-redis.call('ZADD', p .. ':marker', 0, 'wake')
+redis.call('ZADD', o .. ':pending', seq, id)
+redis.call('ZADD', o .. ':wake', 0, 'wake')
 return 1
 """
 """Store one message; queued inside the caller's MULTI. Cannot fail on valid input.
@@ -88,85 +126,102 @@ FETCH = (
     + """
 local limit = tonumber(ARGV[2])
 local max_retry = tonumber(ARGV[3])
-local timeout = tonumber(ARGV[4])
+local hold = tonumber(ARGV[4])
 local owner = ARGV[5]
-local retention = tonumber(ARGV[6])
-local sweep = tonumber(ARGV[7])
+local sweep = tonumber(ARGV[6])
+local run = tonumber(ARGV[7])
 local now = now_ms()
-local ready = p .. ':ready'
-local inflight = p .. ':inflight'
-local delayed = p .. ':delayed'
+-- lanes are read in windows of ``limit``; a few windows skip entries whose
+-- budget is spent without ever reading more than a few batches
+local WINDOWS = 4
 
--- expired leases and due retries become claimable again
+-- lapsed claims and due retries become claimable again
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', inflight, '-inf', now, 'LIMIT', 0, sweep)) do
   redis.call('ZREM', inflight, id)
-  redis.call('HDEL', mkey(id), 'owner', 'claimed_at')
-  make_ready(id)
+  redis.call('HDEL', mkey(id), 'owner')
+  claimable(id, now)
 end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, sweep)) do
   redis.call('ZREM', delayed, id)
-  make_ready(id)
-end
-redis.call('ZREMRANGEBYSCORE', p .. ':published', '-inf', now - retention)
-
-local function spent(id)
-  local rc = redis.call('HGET', mkey(id), 'retry_count')
-  return (not rc) or tonumber(rc) >= max_retry
+  claimable(id, now)
 end
 
--- candidates: ready entries (oldest first), then for keyed heads the free
--- prefix of the messages queued behind them. Followers are gathered only
--- while fewer than ``limit`` candidates exist, so one claim reads O(limit)
--- entries however long the keys are.
+local function read(id)
+  local f = redis.call('HMGET', mkey(id), unpack(FIELDS))
+  if tonumber(f[F_RETRY] or '0') >= max_retry then return nil end
+  return f
+end
+
+-- keyless lane: the oldest claimable messages
 local cands = {}
-local keyed = {}
 local offset = 0
-local windows = 0
-while #cands < limit and windows < 8 do
-  local window = redis.call('ZRANGE', ready, offset, offset + limit - 1, 'WITHSCORES')
+for _ = 1, WINDOWS do
+  if #cands >= limit then break end
+  local window = redis.call('ZRANGE', free, offset, offset + limit - 1, 'WITHSCORES')
   if #window == 0 then break end
   for i = 1, #window, 2 do
-    local id = window[i]
-    if #cands < limit and not spent(id) then
-      cands[#cands + 1] = {tonumber(window[i + 1]), id}
-      local pk = redis.call('HGET', mkey(id), 'partition_key')
-      if pk then keyed[#keyed + 1] = pk end
+    if #cands >= limit then break end
+    local f = read(window[i])
+    if f then cands[#cands + 1] = {tonumber(window[i + 1]), window[i], f, false} end
+  end
+  offset = offset + limit
+end
+
+-- keyed lane: whole runs (each key's claimable prefix, at most ``run``), key
+-- after key by the age of their heads, until the batch is full
+local keyed = 0
+offset = 0
+for _ = 1, WINDOWS do
+  if keyed >= limit then break end
+  local window = redis.call('ZRANGE', heads, offset, offset + limit - 1)
+  if #window == 0 then break end
+  for _, pk in ipairs(window) do
+    if keyed >= limit then break end
+    local members = redis.call('ZRANGE', kkey(pk), 0, math.min(run, limit - keyed) - 1, 'WITHSCORES')
+    for i = 1, #members, 2 do
+      local id = members[i]
+      if live(inflight, id, now) or live(delayed, id, now) then break end
+      local f = read(id)
+      if not f then break end
+      cands[#cands + 1] = {tonumber(members[i + 1]), id, f, i == 1 and pk}
+      keyed = keyed + 1
     end
   end
   offset = offset + limit
-  windows = windows + 1
 end
-local budget = limit
-for _, pk in ipairs(keyed) do
-  if budget <= 0 then break end
-  local followers = redis.call('LRANGE', kkey(pk), 1, math.min(budget, limit - 1))
-  for _, nid in ipairs(followers) do
-    if spent(nid) then break end
-    local lease = redis.call('ZSCORE', inflight, nid)
-    if lease and tonumber(lease) > now then break end
-    local nb = redis.call('ZSCORE', delayed, nid)
-    if nb and tonumber(nb) > now then break end
-    cands[#cands + 1] = {tonumber(redis.call('HGET', mkey(nid), 'seq')), nid}
-    budget = budget - 1
-  end
-end
-table.sort(cands, function(a, b) return a[1] < b[1] end)
 
-local out = {}
+-- merged by position and cut at ``limit``: each key's part stays a prefix
+table.sort(cands, function(a, b) return a[1] < b[1] end)
+local stamp = tostring(now)
+put(stamp)
+local deadlines, keyless, keyed_ids, taken_keys = {}, {}, {}, {}
 for i = 1, math.min(limit, #cands) do
-  local id = cands[i][2]
-  unlane(id)
-  redis.call('ZADD', inflight, now + timeout, id)
+  local c = cands[i]
+  local id, f = c[2], c[3]
+  deadlines[#deadlines + 1] = now + hold
+  deadlines[#deadlines + 1] = id
+  if f[F_KEY] then
+    keyed_ids[#keyed_ids + 1] = id
+    if c[4] then taken_keys[#taken_keys + 1] = c[4] end
+  else
+    keyless[#keyless + 1] = id
+  end
   redis.call('HSET', mkey(id), 'owner', owner, 'claimed_at', now)
-  out[#out + 1] = redis.call('HGETALL', mkey(id))
+  f[F_CLAIMED] = stamp
+  put_message(id, f)
 end
-return out
+zadd_all(inflight, deadlines)
+zrem_all(free, keyless)
+zrem_all(delayed, keyed_ids)
+zrem_all(heads, taken_keys)
+return table.concat(out)
 """
 )
 """Claim up to ``limit`` messages for ``owner``.
 
-ARGV: prefix, limit, max_retry, claim timeout ms, owner token, published
-retention ms, how many expired leases to sweep. Returns HGETALL lists.
+ARGV: prefix, limit, max_retry, hold ms (the first lease: the shorter of
+lease and claim timeout), owner token, how many lapsed claims to sweep, key
+run length. Returns the framed server time and messages.
 """
 
 SETTLE = (
@@ -174,135 +229,189 @@ SETTLE = (
     + """
 local owner = ARGV[2]
 local mode = ARGV[3]
-local retention = tonumber(ARGV[4])
-local delay = tonumber(ARGV[5])
-local err = ARGV[6]
-local has_err = ARGV[7] == '1'
+local delay = tonumber(ARGV[4])
+local err = ARGV[5]
+local has_err = ARGV[6] == '1'
 local now = now_ms()
 local done = 0
+local touched = {}
 
--- drop this owner's claims on the messages queued behind ``id`` in its key:
--- they may not be published before ``id``
-local function release_followers(id, pk)
-  local pos = redis.call('LPOS', kkey(pk), id)
-  if not pos then return end
-  for _, nid in ipairs(redis.call('LRANGE', kkey(pk), pos + 1, pos + 1000)) do
-    if redis.call('HGET', mkey(nid), 'owner') == owner then
-      redis.call('ZREM', p .. ':inflight', nid)
+-- drop this owner's claims on the messages right behind ``seq`` in a key: they
+-- may not be published before it (this owner's claims there are contiguous)
+local function release_followers(pk, seq)
+  local from = '(' .. seq
+  while true do
+    local window = redis.call('ZRANGEBYSCORE', kkey(pk), from, '+inf', 'WITHSCORES', 'LIMIT', 0, 10)
+    if #window == 0 then return end
+    for i = 1, #window, 2 do
+      local nid = window[i]
+      if redis.call('HGET', mkey(nid), 'owner') ~= owner then return end
+      redis.call('ZREM', inflight, nid)
       redis.call('HDEL', mkey(nid), 'owner', 'claimed_at')
+      from = '(' .. window[i + 1]
     end
   end
 end
 
-for i = 8, #ARGV do
-  local id = ARGV[i]
+local left, landed = {}, {}
+for id in string.gmatch(ARGV[7], '[^,]+') do
   local mk = mkey(id)
-  local fields = redis.call('HMGET', mk, 'owner', 'partition_key', 'seq')
-  if fields[1] == owner then
-    local pk = fields[2]
+  local f = redis.call('HMGET', mk, 'owner', 'partition_key', 'seq')
+  if f[1] == owner then
+    local pk = f[2]
     done = done + 1
     if has_err then redis.call('HSET', mk, 'last_error', err) end
     if mode == 'publish' or mode == 'abandon' then
-      unlane(id)
-      redis.call('ZREM', p .. ':pending', id)
-      redis.call('HDEL', mk, 'owner', 'claimed_at')
+      left[#left + 1] = id
       if mode == 'publish' then
         redis.call('HSET', mk, 'published_at', now)
-        redis.call('ZADD', p .. ':published', now, id)
-        redis.call('PEXPIRE', mk, retention)
+        landed[#landed + 1] = now
       else
         redis.call('HSET', mk, 'abandoned_at', now)
-        redis.call('ZADD', p .. ':dead', fields[3], id)
+        landed[#landed + 1] = f[3]
       end
+      landed[#landed + 1] = id
+      redis.call('HDEL', mk, 'owner', 'claimed_at')
       if pk then
-        redis.call('LREM', kkey(pk), 1, id)
-        promote(pk)
+        touched[pk] = touched[pk] or {}
+        table.insert(touched[pk], id)
       end
     elseif mode == 'increment' then
       redis.call('HINCRBY', mk, 'retry_count', 1)
-    elseif mode == 'retry' or mode == 'release' then
+    else
+      -- retry or release
       if mode == 'retry' then redis.call('HINCRBY', mk, 'retry_count', 1) end
-      if pk then release_followers(id, pk) end
-      redis.call('ZREM', p .. ':inflight', id)
+      redis.call('ZREM', inflight, id)
       redis.call('HDEL', mk, 'owner', 'claimed_at')
+      if pk then
+        release_followers(pk, f[3])
+        touched[pk] = touched[pk] or {}
+      end
       if mode == 'retry' and delay > 0 then
-        redis.call('ZADD', p .. ':delayed', now + delay, id)
-      else
-        make_ready(id)
+        redis.call('ZADD', delayed, now + delay, id)
+      elseif not pk then
+        redis.call('ZADD', free, f[3], id)
       end
     end
   end
 end
+-- delivered or given up: out of every lane, into published or dead
+zrem_all(inflight, left)
+zrem_all(pending, left)
+if mode == 'publish' then zadd_all(o .. ':published', landed) else zadd_all(o .. ':dead', landed) end
+for pk, gone in pairs(touched) do zrem_all(kkey(pk), gone) end
+for pk in pairs(touched) do promote(pk, now) end
 return done
 """
 )
 """Acknowledge, retry, abandon or release messages this owner holds.
 
 ARGV: prefix, owner token, mode (publish, abandon, increment, retry, release),
-published retention ms, retry delay ms, error text, has-error flag, ids...
-Messages whose claim this owner no longer holds are left untouched (fencing).
-Returns how many messages were settled.
+retry delay ms, error text, has-error flag, ids joined by commas (one argument
+is cheaper to send than a hundred). Messages whose claim this owner no longer
+holds are left untouched (fencing). Returns how many were settled.
+"""
+
+RENEW = (
+    _COMMON
+    + """
+local owner = ARGV[2]
+local timeout = tonumber(ARGV[3])
+local lease = tonumber(ARGV[4])
+local now = now_ms()
+local renewed = 0
+for id in string.gmatch(ARGV[5], '[^,]+') do
+  local f = redis.call('HMGET', mkey(id), 'owner', 'claimed_at')
+  if f[1] == owner and f[2] then
+    local ends = tonumber(f[2]) + timeout
+    if ends > now then
+      redis.call('ZADD', inflight, math.min(ends, now + lease), id)
+      renewed = renewed + 1
+    end
+  end
+end
+return renewed
+"""
+)
+"""Push the lease of the messages this owner holds to now + lease, never past the claim timeout.
+
+ARGV: prefix, owner token, claim timeout ms, lease ms, ids joined by commas. A sweep by any
+fetch clears the owner of a lapsed claim, so only claims nobody swept (or took
+over) are renewed. Returns how many were renewed.
 """
 
 REQUEUE = (
     _COMMON
     + """
-local ids = {}
-if ARGV[2] == 'all' then
-  ids = redis.call('ZRANGE', p .. ':dead', 0, -1)
+local limit = tonumber(ARGV[2])
+local dead = o .. ':dead'
+local ids
+if ARGV[3] == 'oldest' then
+  ids = redis.call('ZRANGE', dead, 0, limit - 1)
 else
-  for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
-end
-local done = 0
-for _, id in ipairs(ids) do
-  if redis.call('ZSCORE', p .. ':dead', id) then
-    local mk = mkey(id)
-    local fields = redis.call('HMGET', mk, 'seq', 'partition_key')
-    local seq = tonumber(fields[1])
-    redis.call('ZREM', p .. ':dead', id)
-    redis.call('HDEL', mk, 'abandoned_at', 'owner', 'claimed_at')
-    redis.call('HSET', mk, 'retry_count', 0)
-    redis.call('ZADD', p .. ':pending', seq, id)
-    local pk = fields[2]
-    if pk then
-      -- re-enter the key's queue at its original position
-      local kk = kkey(pk)
-      local old_head = redis.call('LINDEX', kk, 0)
-      local placed = false
-      for _, other in ipairs(redis.call('LRANGE', kk, 0, -1)) do
-        if tonumber(redis.call('HGET', mkey(other), 'seq')) > seq then
-          redis.call('LINSERT', kk, 'BEFORE', other, id)
-          placed = true
-          break
-        end
-      end
-      if not placed then redis.call('RPUSH', kk, id) end
-      if old_head and redis.call('LINDEX', kk, 0) ~= old_head then
-        redis.call('ZREM', p .. ':ready', old_head)
-      end
-      promote(pk)
-    else
-      redis.call('ZADD', p .. ':ready', seq, id)
-    end
-    done = done + 1
+  ids = {}
+  for id in string.gmatch(ARGV[4], '[^,]+') do
+    if #ids >= limit then break end
+    ids[#ids + 1] = id
   end
 end
-if done > 0 then redis.call('ZADD', p .. ':marker', 0, 'wake') end
+local now = now_ms()
+local scores = {}
+for i = 1, #ids, 1000 do
+  local chunk = redis.call('ZMSCORE', dead, unpack(ids, i, math.min(i + 999, #ids)))
+  for j = 1, #chunk do scores[i + j - 1] = chunk[j] end
+end
+local back, by_key, keyless = {}, {}, {}
+for i, id in ipairs(ids) do
+  if scores[i] then
+    local mk = mkey(id)
+    local f = redis.call('HMGET', mk, 'seq', 'partition_key')
+    back[#back + 1] = id
+    -- an id without its hash only leaves the dead set: nothing to requeue
+    if f[1] then
+      redis.call('HDEL', mk, 'abandoned_at', 'owner', 'claimed_at')
+      redis.call('HSET', mk, 'retry_count', 0)
+      local lane = keyless
+      if f[2] then
+        by_key[f[2]] = by_key[f[2]] or {}
+        lane = by_key[f[2]]
+      end
+      lane[#lane + 1] = f[1]
+      lane[#lane + 1] = id
+    end
+  end
+end
+zrem_all(dead, back)
+for _, lane in pairs(by_key) do zadd_all(pending, lane) end
+zadd_all(pending, keyless)
+zadd_all(free, keyless)
+-- keyed ones go back to their original place in their key's order
+local touched = {}
+for pk, lane in pairs(by_key) do
+  zadd_all(kkey(pk), lane)
+  touched[pk] = true
+end
+local done = #back
+for pk in pairs(touched) do promote(pk, now) end
+if done > 0 then redis.call('ZADD', o .. ':wake', 0, 'wake') end
 return done
 """
 )
-"""Make abandoned messages pending again with a fresh budget.
+"""Make up to ``limit`` abandoned messages pending again with a fresh budget.
 
-ARGV: prefix, 'all' or 'ids', ids... Returns how many were requeued.
+ARGV: prefix, limit, 'oldest' or 'ids', ids joined by commas. Returns how many were requeued.
 """
 
-PURGE = """
-local p = ARGV[1]
-local ids = redis.call('ZRANGEBYSCORE', p .. ':published', '-inf', '(' .. ARGV[2],
+PURGE = f"""
+local o = ARGV[1] .. ':{OUTBOX_SEGMENT}'
+local published = o .. ':published'
+local ids = redis.call('ZRANGEBYSCORE', published, '-inf', '(' .. ARGV[2],
   'LIMIT', 0, tonumber(ARGV[3]))
-for _, id in ipairs(ids) do
-  redis.call('DEL', p .. ':msg:' .. id)
-  redis.call('ZREM', p .. ':published', id)
+for i = 1, #ids, 1000 do
+  local hashes = {{}}
+  for j = i, math.min(i + 999, #ids) do hashes[#hashes + 1] = o .. ':msg:' .. ids[j] end
+  redis.call('DEL', unpack(hashes))
+  redis.call('ZREM', published, unpack(ids, i, math.min(i + 999, #ids)))
 end
 return #ids
 """
@@ -311,18 +420,17 @@ return #ids
 STATS = (
     _COMMON
     + """
-local retention = tonumber(ARGV[2])
 local now = now_ms()
 local oldest = false
-local first = redis.call('ZRANGE', p .. ':pending', 0, 0)
+local first = redis.call('ZRANGE', pending, 0, 0)
 if #first > 0 then
   oldest = redis.call('HGET', mkey(first[1]), 'created_at') or false
 end
 return {
-  redis.call('ZCARD', p .. ':pending'),
-  redis.call('ZCOUNT', p .. ':inflight', '(' .. now, '+inf'),
-  redis.call('ZCOUNT', p .. ':published', '(' .. (now - retention), '+inf'),
-  redis.call('ZCARD', p .. ':dead'),
+  redis.call('ZCARD', pending),
+  redis.call('ZCOUNT', inflight, '(' .. now, '+inf'),
+  redis.call('ZCARD', o .. ':published'),
+  redis.call('ZCARD', o .. ':dead'),
   oldest,
   tostring(now),
 }
@@ -330,5 +438,17 @@ return {
 )
 """Counts by state, the oldest pending ``created_at`` and the server time (ms).
 
-ARGV: prefix, published retention ms.
+ARGV: prefix. Only live claims (deadline not passed) count as claimed.
 """
+
+LIST_ABANDONED = (
+    _COMMON
+    + """
+put(tostring(now_ms()))
+for _, id in ipairs(redis.call('ZRANGE', o .. ':dead', 0, tonumber(ARGV[2]) - 1)) do
+  put_message(id, redis.call('HMGET', mkey(id), unpack(FIELDS)))
+end
+return table.concat(out)
+"""
+)
+"""The ARGV[2] oldest abandoned messages, framed like a claim."""

@@ -6,17 +6,26 @@ outbox ``save`` queues its script on the same pipeline, and commit sends them
 all in one MULTI/EXEC. Rollback discards the queue: nothing reaches Redis.
 
 Commands queued on the pipeline return the pipeline, not a result: reads
-inside the transaction see nothing queued yet (Redis semantics). Keep business
-keys under the outbox hash tag when you run Redis Cluster.
+inside the transaction see nothing queued yet (Redis semantics). On a Redis
+Cluster every key the transaction writes must be in the outbox's slot (share
+its hash tag); the cluster pipeline refuses any other key when it is queued,
+with `CrossSlotWriteError`, so nothing is written. Keys are found from the
+server's command table (loaded by the cluster client); the synchronous
+pipeline asks the server for commands with movable keys, which the asyncio one
+refuses (`UncheckedClusterCommandError`).
 """
 
+from collections.abc import Generator, Mapping, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
-from typing import override
+from typing import Any, cast, override
 
 import redis.asyncio
 import redis.asyncio.client
+import redis.asyncio.cluster
 import redis.client
+import redis.cluster
+from redis.exceptions import RedisClusterException
 from spakky.core.pod.annotations.pod import Pod
 from spakky.data.persistency.transaction import (
     AbstractAsyncTransaction,
@@ -24,14 +33,108 @@ from spakky.data.persistency.transaction import (
 )
 from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
 from spakky.plugins.outbox_redis.config import RedisOutboxConfig
-from spakky.plugins.outbox_redis.error import RedisTransactionNotActiveError
+from spakky.plugins.outbox_redis.error import (
+    CrossSlotWriteError,
+    RedisTransactionNotActiveError,
+    UncheckedClusterCommandError,
+)
+
+type SyncPipeline = redis.client.Pipeline | redis.cluster.ClusterPipeline
+"""The MULTI/EXEC pipeline of a synchronous transaction."""
+type AsyncPipeline = redis.asyncio.client.Pipeline | redis.asyncio.cluster.ClusterPipeline
+"""The MULTI/EXEC pipeline of an asyncio transaction."""
+
+_SCRIPT_COMMANDS = frozenset({"eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"})
+"""Commands whose keys follow a key count (``EVAL script numkeys key...``)."""
+
+
+def command_keys(commands: Mapping[str, Any], args: Sequence[Any]) -> list[Any] | None:
+    """Return the keys a command names, from the server's command table.
+
+    Args:
+        commands: ``COMMAND`` output by lower-case name (redis-py's cluster
+            clients keep it as ``commands_parser.commands``).
+        args: The command and its arguments, as queued.
+
+    Returns:
+        The keys, or None when only the server can tell (movable keys).
+    """
+    name = str(args[0]).lower()
+    if name in _SCRIPT_COMMANDS:
+        return list(args[3 : 3 + int(args[2])])
+    spec = cast(Mapping[str, Any] | None, commands.get(name))
+    if spec is None or "movablekeys" in spec["flags"]:
+        return None
+    first, last, step = spec["first_key_pos"], spec["last_key_pos"], spec["step_count"]
+    if first <= 0 or step <= 0:
+        return []
+    if last < 0:
+        last += len(args)
+    return [args[i] for i in range(first, last + 1, step)]
+
+
+def _cross_slot(key: object, slot: int, prefix: str, outbox_slot: int) -> CrossSlotWriteError:
+    return CrossSlotWriteError(
+        f"key {key!r} maps to slot {slot}, the outbox {prefix!r} to slot "
+        f"{outbox_slot} (SPAKKY_OUTBOX_REDIS__KEY_PREFIX)"
+    )
+
+
+class _GuardedClusterPipeline(redis.cluster.ClusterPipeline):
+    """Cluster MULTI/EXEC pipeline that refuses, when queued, a key outside the outbox's slot."""
+
+    outbox_prefix: str
+
+    @override
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        outbox_slot = self.keyslot(self.outbox_prefix)
+        keys = command_keys(cast(Mapping[str, Any], self.commands_parser.commands), args)
+        if keys is None:
+            # movable keys: redis-py asks the server which slot they are in
+            try:
+                slot = self.determine_slot(*args)
+            except RedisClusterException as error:
+                raise CrossSlotWriteError(f"{args[0]}: {error}") from None
+            if slot is not None and slot != outbox_slot:
+                raise _cross_slot(args[1:], slot, self.outbox_prefix, outbox_slot)
+        for key in keys or ():
+            if (slot := self.keyslot(key)) != outbox_slot:
+                raise _cross_slot(key, slot, self.outbox_prefix, outbox_slot)
+        return super().execute_command(*args, **kwargs)
+
+
+class _AsyncGuardedClusterPipeline(redis.asyncio.cluster.ClusterPipeline):
+    """Asyncio cluster MULTI/EXEC pipeline that refuses, when queued, a key outside the outbox's slot."""
+
+    outbox_prefix: str
+
+    @override
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        client = self.cluster_client
+        outbox_slot = client.keyslot(self.outbox_prefix)
+        keys = command_keys(client.commands_parser.commands, args)
+        if keys is None:
+            raise UncheckedClusterCommandError(str(args[0]))
+        for key in keys:
+            if (slot := client.keyslot(key)) != outbox_slot:
+                raise _cross_slot(key, slot, self.outbox_prefix, outbox_slot)
+        return super().execute_command(*args, **kwargs)
+
+    @override
+    def __await__(self) -> Generator[Any, None, "_AsyncGuardedClusterPipeline"]:
+        # redis-py's cluster pipeline re-initialises (emptying its queue) when
+        # awaited; ``await pipe.hset(...)`` must keep what was queued, as on one server
+        return self._queued().__await__()
+
+    async def _queued(self) -> "_AsyncGuardedClusterPipeline":
+        return self
 
 
 @dataclass
 class _AsyncScope:
     """One open asyncio transaction in a context."""
 
-    pipeline: redis.asyncio.client.Pipeline
+    pipeline: AsyncPipeline
     depth: int = 0
     rollback_only: bool = False
     token: Token["_AsyncScope | None"] | None = field(default=None)
@@ -41,7 +144,7 @@ class _AsyncScope:
 class _SyncScope:
     """One open synchronous transaction in a context."""
 
-    pipeline: redis.client.Pipeline
+    pipeline: SyncPipeline
     depth: int = 0
     rollback_only: bool = False
     token: Token["_SyncScope | None"] | None = field(default=None)
@@ -55,7 +158,7 @@ _sync_scope: ContextVar[_SyncScope | None] = ContextVar(
 )
 
 
-def current_async_pipeline() -> redis.asyncio.client.Pipeline:
+def current_async_pipeline() -> AsyncPipeline:
     """Return the MULTI/EXEC pipeline of the asyncio transaction open in this context.
 
     Queue business writes on it (``await pipe.hset(...)``); they are executed
@@ -70,7 +173,7 @@ def current_async_pipeline() -> redis.asyncio.client.Pipeline:
     return scope.pipeline
 
 
-def current_pipeline() -> redis.client.Pipeline:
+def current_pipeline() -> SyncPipeline:
     """Return the MULTI/EXEC pipeline of the synchronous transaction open in this context.
 
     Raises:
@@ -80,6 +183,28 @@ def current_pipeline() -> redis.client.Pipeline:
     if scope is None:
         raise RedisTransactionNotActiveError()
     return scope.pipeline
+
+
+async def _open_async_pipeline(connections: RedisOutboxConnectionManager) -> AsyncPipeline:
+    client = connections.async_client
+    if isinstance(client, redis.asyncio.cluster.RedisCluster):
+        await client.initialize()  # loads the command table the key check reads
+        # redis-py's protocol classes leave an attribute abstract that the real class sets
+        pipeline = _AsyncGuardedClusterPipeline(client, transaction=True)  # pyright: ignore[reportAbstractUsage]
+        pipeline.outbox_prefix = connections.key_prefix
+        return pipeline
+    return client.pipeline(transaction=True)
+
+
+def _open_pipeline(connections: RedisOutboxConnectionManager) -> SyncPipeline:
+    client = connections.client
+    if isinstance(client, redis.cluster.RedisCluster):
+        pipeline = client.pipeline(transaction=True)
+        # same state, one method more: redis-py builds the pipeline, we add the check
+        pipeline.__class__ = _GuardedClusterPipeline
+        cast(_GuardedClusterPipeline, pipeline).outbox_prefix = connections.key_prefix
+        return pipeline
+    return client.pipeline(transaction=True)
 
 
 @Pod()
@@ -106,7 +231,7 @@ class AsyncRedisTransaction(AbstractAsyncTransaction):
         if scope is not None:
             scope.depth += 1
             return
-        scope = _AsyncScope(self._connections.async_client.pipeline(transaction=True))
+        scope = _AsyncScope(await _open_async_pipeline(self._connections))
         scope.token = _async_scope.set(scope)
 
     @override
@@ -165,7 +290,7 @@ class RedisTransaction(AbstractTransaction):
         if scope is not None:
             scope.depth += 1
             return
-        scope = _SyncScope(self._connections.client.pipeline(transaction=True))
+        scope = _SyncScope(_open_pipeline(self._connections))
         scope.token = _sync_scope.set(scope)
 
     @override

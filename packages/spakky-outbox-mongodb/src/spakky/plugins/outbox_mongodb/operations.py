@@ -1,0 +1,540 @@
+"""What the storages ask of MongoDB, written once for the sync and asyncio drivers.
+
+Each storage operation is a *plan*: a generator that yields database
+operations (`Find`, `Aggregate`, `UpdateMany`...) and receives their results.
+`run_plan` executes a plan on a PyMongo ``Collection``; `run_plan_async` on a
+PyMongo ``AsyncCollection`` or a Motor collection. So the claim algorithm,
+the fences and the administration queries exist once.
+
+Every time rule uses the server clock (``$$NOW`` in expressions and update
+pipelines), so relays on different hosts agree.
+"""
+
+from collections.abc import Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+from uuid import UUID
+
+from bson import ObjectId
+from pymongo.collection import Collection
+from pymongo.errors import OperationFailure
+from spakky.outbox.common.claims import choose_batch, key_run, undecodable_reason
+from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.common.stats import OutboxStats
+from spakky.plugins.outbox_mongodb.documents import (
+    ORDER,
+    Document,
+    IndexSpec,
+    State,
+    position,
+    to_message,
+)
+from spakky.plugins.outbox_mongodb.driver import maybe_await
+
+_INDEX_NOT_FOUND = 27
+"""``IndexNotFound``: another process dropped the index first."""
+
+
+@dataclass(frozen=True)
+class Find:
+    """``find`` with projection, sort and limit; returns the documents."""
+
+    filter: Mapping[str, Any]
+    projection: Mapping[str, Any] | None = None
+    sort: Mapping[str, int] | None = None
+    limit: int = 0
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """``aggregate``; returns the documents."""
+
+    pipeline: Sequence[Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class UpdateMany:
+    """``update_many`` (operators or a pipeline); returns the matched count."""
+
+    filter: Mapping[str, Any]
+    update: Mapping[str, Any] | Sequence[Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class DeleteMany:
+    """``delete_many``; returns the deleted count."""
+
+    filter: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Count:
+    """``count_documents``; returns the count."""
+
+    filter: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class CollectionExists:
+    """Whether the collection exists; returns a bool."""
+
+
+@dataclass(frozen=True)
+class IndexInformation:
+    """``index_information()``; returns name -> description."""
+
+
+@dataclass(frozen=True)
+class CreateIndex:
+    """``create_index`` from an `IndexSpec`."""
+
+    spec: IndexSpec
+
+
+@dataclass(frozen=True)
+class DropIndex:
+    """``drop_index``; an index already gone is fine."""
+
+    name: str
+
+
+type Operation = (
+    Find | Aggregate | UpdateMany | DeleteMany | Count | CollectionExists
+    | IndexInformation | CreateIndex | DropIndex
+)
+type Plan[T] = Generator[Operation, Any, T]
+
+
+def _index_options(spec: IndexSpec) -> dict[str, Any]:
+    options: dict[str, Any] = {"name": spec.name, "partialFilterExpression": dict(spec.partial)}
+    if spec.expire_after_seconds is not None:
+        options["expireAfterSeconds"] = spec.expire_after_seconds
+    return options
+
+
+def _execute(operation: Operation, collection: Collection[Document]) -> Any:
+    match operation:
+        case Find(filter, projection, sort, limit):
+            return collection.find(filter, projection, sort=_sort(sort), limit=limit).to_list()
+        case Aggregate(pipeline):
+            return collection.aggregate(list(pipeline)).to_list()
+        case UpdateMany(filter, update):
+            return collection.update_many(filter, _update(update)).matched_count
+        case DeleteMany(filter):
+            return collection.delete_many(filter).deleted_count
+        case Count(filter):
+            return collection.count_documents(filter)
+        case CollectionExists():
+            return bool(collection.database.list_collection_names(filter={"name": collection.name}))
+        case IndexInformation():
+            return collection.index_information()
+        case CreateIndex(spec):
+            return collection.create_index(list(spec.keys), **_index_options(spec))
+        case DropIndex(name):
+            try:
+                return collection.drop_index(name)
+            except OperationFailure as error:
+                if error.code != _INDEX_NOT_FOUND:
+                    raise
+                return None
+
+
+async def _execute_async(operation: Operation, collection: Any) -> Any:
+    # ``collection``: a PyMongo AsyncCollection or a Motor collection (untyped).
+    match operation:
+        case Find(filter, projection, sort, limit):
+            cursor = collection.find(filter, projection, sort=_sort(sort), limit=limit)
+            return await cursor.to_list(None)
+        case Aggregate(pipeline):
+            cursor = await maybe_await(collection.aggregate(list(pipeline)))
+            return await cursor.to_list(None)
+        case UpdateMany(filter, update):
+            return (await collection.update_many(filter, _update(update))).matched_count
+        case DeleteMany(filter):
+            return (await collection.delete_many(filter)).deleted_count
+        case Count(filter):
+            return await collection.count_documents(filter)
+        case CollectionExists():
+            names = await collection.database.list_collection_names(filter={"name": collection.name})
+            return bool(names)
+        case IndexInformation():
+            return await collection.index_information()
+        case CreateIndex(spec):
+            return await collection.create_index(list(spec.keys), **_index_options(spec))
+        case DropIndex(name):
+            try:
+                return await collection.drop_index(name)
+            except OperationFailure as error:
+                if error.code != _INDEX_NOT_FOUND:
+                    raise
+                return None
+
+
+def _sort(sort: Mapping[str, int] | None) -> list[tuple[str, int]] | None:
+    return None if sort is None else list(sort.items())
+
+
+def _update(update: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Any:
+    return dict(update) if isinstance(update, Mapping) else list(update)
+
+
+def run_plan[T](plan: Plan[T], collection: Collection[Document]) -> T:
+    """Execute ``plan`` with the synchronous driver."""
+    reply: Any = None
+    while True:
+        try:
+            operation = plan.send(reply)
+        except StopIteration as finished:
+            return cast(T, finished.value)
+        reply = _execute(operation, collection)
+
+
+async def run_plan_async[T](plan: Plan[T], collection: Any) -> T:
+    """Execute ``plan`` with PyMongo's asyncio driver or Motor."""
+    reply: Any = None
+    while True:
+        try:
+            operation = plan.send(reply)
+        except StopIteration as finished:
+            return cast(T, finished.value)
+        reply = await _execute_async(operation, collection)
+
+
+def ensure_indexes(indexes: Iterable[IndexSpec]) -> Plan[None]:
+    """Create missing indexes; recreate one whose definition changed (e.g. the TTL).
+
+    Never run it inside a transaction: the storages run it at startup.
+    """
+    existing: dict[str, Mapping[str, Any]] = yield IndexInformation()
+    for spec in indexes:
+        info = existing.get(spec.name)
+        if info is not None and spec.matches(info):
+            continue
+        if info is not None:
+            yield DropIndex(spec.name)
+        yield CreateIndex(spec)
+
+
+def _not_before_now(field_name: str) -> dict[str, Any]:
+    """``field <= $$NOW``; a null or missing field counts as due (BSON orders null first)."""
+    return {"$lte": [f"${field_name}", "$$NOW"]}
+
+
+@dataclass
+class _Candidate:
+    id: Any
+    key: str | None
+    position: int
+
+
+@dataclass
+class OutboxQueries:
+    """The plans of one storage instance, fenced by its owner token."""
+
+    collection_name: str
+    claim_timeout_ms: int
+    claim_lease_ms: int
+    owner: str = field(default_factory=lambda: ObjectId().binary.hex())
+    key_cursor: str | None = None
+    """Where the next keyed walk starts: keys are visited in turn, across claims."""
+
+    # --- filters and updates ------------------------------------------------
+
+    def _eligible(self, max_retry: int) -> dict[str, Any]:
+        return {
+            "state": State.PENDING.value,
+            "retry_count": {"$lt": max_retry},
+            "$expr": _not_before_now("available_at"),
+        }
+
+    def _owned(self, message_ids: Sequence[UUID]) -> dict[str, Any]:
+        return {"_id": {"$in": list(message_ids)}, "state": State.PENDING.value, "claimed_by": self.owner}
+
+    @staticmethod
+    def _unclaimed(**extra: Any) -> list[dict[str, Any]]:
+        return [{"$set": {"claimed_by": None, "claim_id": None, "claimed_at": None, **extra}}]
+
+    # --- claims -----------------------------------------------------------------
+
+    def claim(self, limit: int, max_retry: int) -> Plan[list[OutboxMessage]]:
+        """Claim up to ``limit`` messages: keyless oldest first, keys as runs.
+
+        Reads candidates from the two lanes, claims them with one update that
+        re-checks eligibility, re-reads each claimed key's head to keep only a
+        prefix that starts at the key's oldest undelivered message (another
+        relay may have won part of it), then loads the documents; a document
+        that cannot be decoded is abandoned with the reason.
+        """
+        if limit <= 0:
+            return []
+        run = key_run(limit)
+        keyless_docs: list[Document] = yield Aggregate([
+            {"$match": {**self._eligible(max_retry), "partition_key": None}},
+            {"$sort": ORDER},
+            {"$limit": limit},
+            {"$project": {"created_at": 1, "oid": 1}},
+        ])
+        keyless = [_Candidate(d["_id"], None, position(d)) for d in keyless_docs]
+        runs = yield from self._key_runs(limit, max_retry, run)
+        chosen = choose_batch(keyless, runs, limit, lambda c: c.position)
+        if not chosen:
+            return []
+        claim_id = ObjectId()
+        hold_ms = min(self.claim_lease_ms, self.claim_timeout_ms)
+        yield UpdateMany(
+            {"_id": {"$in": [c.id for c in chosen]}, **self._eligible(max_retry)},
+            [{"$set": {
+                "claimed_by": self.owner,
+                "claim_id": claim_id,
+                "claimed_at": "$$NOW",
+                "available_at": {"$add": ["$$NOW", hold_ms]},
+            }}],
+        )
+        kept = yield from self._keep_key_prefixes(chosen, claim_id)
+        documents: list[Document] = yield Find(
+            {"_id": {"$in": kept}, "claimed_by": self.owner, "claim_id": claim_id}
+        )
+        documents.sort(key=position)
+        messages: list[OutboxMessage] = []
+        for document in documents:
+            try:
+                messages.append(to_message(document))
+            except Exception as error:  # a damaged document must not stall the relay
+                yield UpdateMany(
+                    {"_id": document["_id"], "claimed_by": self.owner, "claim_id": claim_id},
+                    self._unclaimed(
+                        state=State.ABANDONED.value,
+                        abandoned_at="$$NOW",
+                        available_at=None,
+                        last_error={"$literal": undecodable_reason(error)},
+                    ),
+                )
+        return messages
+
+    def _key_runs(self, limit: int, max_retry: int, run: int) -> Plan[list[list[_Candidate]]]:
+        """Walk keys from the rotating cursor; per key, the eligible prefix of its head.
+
+        One window reads the next pending messages in key order, so one round
+        trip covers many shallow keys or one deep key; after a deep key the
+        window shrinks to one run. At most ``2 * limit`` keys are visited.
+        """
+        runs: list[list[_Candidate]] = []
+        taken = visited = 0
+        start = cursor = self.key_cursor
+        wrapped = False
+        window = limit
+        while taken < limit and visited < 2 * limit:
+            keys: dict[str, Any] = {"$type": "string"}
+            if cursor is not None:
+                keys["$gt"] = cursor
+            if wrapped and start is not None:
+                keys["$lte"] = start
+            docs: list[Document] = yield Aggregate([
+                {"$match": {"state": State.PENDING.value, "partition_key": keys}},
+                {"$sort": {"partition_key": 1, **ORDER}},
+                {"$limit": window},
+                {"$project": {
+                    "partition_key": 1,
+                    "created_at": 1,
+                    "oid": 1,
+                    "ok": {"$and": [
+                        {"$lt": ["$retry_count", max_retry]},
+                        _not_before_now("available_at"),
+                    ]},
+                }},
+            ])
+            groups: dict[str, list[Document]] = {}
+            for doc in docs:
+                groups.setdefault(doc["partition_key"], []).append(doc)
+            for key, group in groups.items():
+                visited += 1
+                cursor = key
+                prefix: list[_Candidate] = []
+                for doc in group[:run]:
+                    if not doc["ok"]:
+                        break
+                    prefix.append(_Candidate(doc["_id"], key, position(doc)))
+                if prefix:
+                    runs.append(prefix)
+                    taken += len(prefix)
+                if taken >= limit or visited >= 2 * limit:
+                    break
+            if taken >= limit or visited >= 2 * limit:
+                break
+            if len(docs) < window:  # walked past the last key
+                if wrapped or start is None:
+                    cursor = cursor if wrapped else None
+                    break
+                wrapped, cursor = True, None
+            window = run if len(groups) == 1 else max(run, limit - taken)
+        self.key_cursor = cursor
+        return runs
+
+    def _keep_key_prefixes(self, chosen: Sequence[_Candidate], claim_id: ObjectId) -> Plan[list[Any]]:
+        """Keep, per claimed key, only the claimed messages that start at the key's head.
+
+        Between reading candidates and claiming them another relay may have
+        claimed part of a key, or a requeued message may have become its head;
+        whatever of a key is not a prefix held by this claim is released.
+        """
+        keyless = [c.id for c in chosen if c.key is None]
+        runs: dict[str, list[_Candidate]] = {}
+        for candidate in chosen:
+            if candidate.key is not None:
+                runs.setdefault(candidate.key, []).append(candidate)
+        if not runs:
+            return keyless
+        branches = [
+            [
+                {"$match": {"state": State.PENDING.value, "partition_key": {"$eq": key, "$type": "string"}}},
+                {"$sort": ORDER},
+                {"$limit": len(run)},
+                {"$project": {"partition_key": 1, "claim_id": 1}},
+            ]
+            for key, run in runs.items()
+        ]
+        pipeline = [*branches[0], *({"$unionWith": {"coll": self.collection_name, "pipeline": b}} for b in branches[1:])]
+        heads: list[Document] = yield Aggregate(pipeline)
+        kept: list[Any] = []
+        broken: set[str] = set()
+        for doc in heads:
+            key = doc["partition_key"]
+            if key in broken:
+                continue
+            if doc.get("claim_id") == claim_id:
+                kept.append(doc["_id"])
+            else:
+                broken.add(key)
+        held = set(kept)
+        lost = [c.id for run in runs.values() for c in run if c.id not in held]
+        if lost:
+            yield UpdateMany(
+                {"_id": {"$in": lost}, "claimed_by": self.owner, "claim_id": claim_id},
+                self._unclaimed(available_at=None),
+            )
+        return keyless + kept
+
+    # --- acknowledgements -----------------------------------------------------
+
+    def publish(self, message_ids: Sequence[UUID]) -> Plan[int]:
+        """Mark this instance's claimed messages published."""
+        if not message_ids:
+            return 0
+        return (yield UpdateMany(
+            self._owned(message_ids),
+            self._unclaimed(state=State.PUBLISHED.value, published_at="$$NOW", available_at=None),
+        ))
+
+    def increment_retry(self, message_id: UUID) -> Plan[int]:
+        """Spend one retry; the claim stays until it ends (6.x behaviour)."""
+        return (yield UpdateMany(self._owned([message_id]), {"$inc": {"retry_count": 1}}))
+
+    def schedule_retry(self, message_id: UUID, delay_seconds: float, error: str) -> Plan[int]:
+        """Spend one retry, keep ``error``, release the claim until the delay passed."""
+        return (yield UpdateMany(
+            self._owned([message_id]),
+            self._unclaimed(
+                retry_count={"$add": ["$retry_count", 1]},
+                last_error={"$literal": error},
+                available_at={"$add": ["$$NOW", max(0, round(delay_seconds * 1000))]},
+            ),
+        ))
+
+    def abandon(self, message_id: UUID, error: str | None) -> Plan[int]:
+        """Give up on a message, keeping it readable with its reason."""
+        reason: dict[str, Any] = {} if error is None else {"last_error": {"$literal": error}}
+        return (yield UpdateMany(
+            self._owned([message_id]),
+            self._unclaimed(state=State.ABANDONED.value, abandoned_at="$$NOW", available_at=None, **reason),
+        ))
+
+    def release(self, message_ids: Sequence[UUID]) -> Plan[int]:
+        """Drop this instance's claims without spending budget."""
+        if not message_ids:
+            return 0
+        return (yield UpdateMany(self._owned(message_ids), self._unclaimed(available_at=None)))
+
+    def renew(self, message_ids: Sequence[UUID]) -> Plan[int]:
+        """Extend the lease of claims this instance holds that are younger than the timeout."""
+        if not message_ids:
+            return 0
+        return (yield UpdateMany(
+            {
+                **self._owned(message_ids),
+                "$expr": {"$gt": ["$claimed_at", {"$subtract": ["$$NOW", self.claim_timeout_ms]}]},
+            },
+            [{"$set": {"available_at": {"$min": [
+                {"$add": ["$$NOW", self.claim_lease_ms]},
+                {"$add": ["$claimed_at", self.claim_timeout_ms]},
+            ]}}}],
+        ))
+
+    # --- administration -----------------------------------------------------------
+
+    def stats(self) -> Plan[OutboxStats]:
+        """Count by state; pending ones are read (claims and age), the rest counted by index."""
+        pending: list[Document] = yield Aggregate([
+            {"$match": {"state": State.PENDING.value}},
+            {"$group": {
+                "_id": None,
+                "pending": {"$sum": 1},
+                "claimed": {"$sum": {"$cond": [
+                    {"$and": [{"$gt": ["$claimed_by", None]}, {"$gt": ["$available_at", "$$NOW"]}]}, 1, 0,
+                ]}},
+                "oldest": {"$min": "$created_at"},
+                "now": {"$max": "$$NOW"},
+            }},
+        ])
+        published: int = yield Count({"state": State.PUBLISHED.value, "published_at": {"$type": "date"}})
+        abandoned: int = yield Count({"state": State.ABANDONED.value, "created_at": {"$type": "date"}})
+        summary: Document = pending[0] if pending else {"pending": 0, "claimed": 0, "oldest": None, "now": None}
+        oldest, now = summary["oldest"], summary["now"]
+        age = (
+            max(0.0, (now - oldest).total_seconds())
+            if isinstance(oldest, datetime) and isinstance(now, datetime)
+            else None
+        )
+        return OutboxStats(
+            pending=int(summary["pending"]),
+            claimed=int(summary["claimed"]),
+            published=published,
+            abandoned=abandoned,
+            oldest_pending_age_seconds=age,
+        )
+
+    def list_abandoned(self, limit: int) -> Plan[list[Document]]:
+        """Abandoned documents, oldest first."""
+        if limit <= 0:
+            return []
+        return (yield Find({"state": State.ABANDONED.value}, sort=ORDER, limit=limit))
+
+    def requeue_abandoned(self, message_ids: Sequence[UUID] | None, limit: int) -> Plan[int]:
+        """Make up to ``limit`` abandoned messages pending with a fresh budget."""
+        if limit <= 0 or (message_ids is not None and not message_ids):
+            return 0
+        wanted: dict[str, Any] = {"state": State.ABANDONED.value}
+        if message_ids is not None:
+            wanted["_id"] = {"$in": list(message_ids)}
+        found: list[Document] = yield Find(wanted, {"_id": 1}, sort=ORDER, limit=limit)
+        if not found:
+            return 0
+        return (yield UpdateMany(
+            {"_id": {"$in": [d["_id"] for d in found]}, "state": State.ABANDONED.value},
+            self._unclaimed(
+                state=State.PENDING.value,
+                retry_count={"$literal": 0},
+                abandoned_at=None,
+                available_at=None,
+            ),
+        ))
+
+    def purge_published(self, before: datetime, limit: int) -> Plan[int]:
+        """Delete up to ``limit`` messages published before ``before``."""
+        if limit <= 0:
+            return 0
+        old = {"state": State.PUBLISHED.value, "published_at": {"$lt": before}}
+        found: list[Document] = yield Find(old, {"_id": 1}, limit=limit)
+        if not found:
+            return 0
+        return (yield DeleteMany({"_id": {"$in": [d["_id"] for d in found]}, **old}))

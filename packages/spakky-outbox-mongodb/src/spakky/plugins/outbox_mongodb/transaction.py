@@ -1,0 +1,340 @@
+"""Spakky transactions over a MongoDB session bound to the current context.
+
+A ``@Transactional()`` use case starts a ``ClientSession`` and a transaction.
+Business repositories pass `current_async_session()` (or `current_session()`)
+to their own collection calls, on the session's client; the outbox ``save``
+inserts through the same session, so business documents and messages commit
+or abort together. Where the installed PyMongo has ``ClientSession.bind()``
+(4.17+), the session is also bound, so calls on that client inside the use
+case join the transaction even without ``session=``; calls on *another*
+client then fail (PyMongo's rule), so use the session's client.
+
+Transactions need a replica set or a sharded cluster. A transaction lives at
+most 60 s by default, and one session must not serve concurrent operations
+(no ``asyncio.gather`` over writes inside a use case).
+"""
+
+import logging
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from contextvars import ContextVar, Token
+from dataclasses import dataclass, field
+from typing import Any, override
+
+from pymongo.client_session import ClientSession
+from pymongo.errors import ConnectionFailure, PyMongoError
+from spakky.core.pod.annotations.pod import Pod
+from spakky.data.persistency.transaction import (
+    AbstractAsyncTransaction,
+    AbstractTransaction,
+)
+from spakky.outbox.common.wakeup import WakeUpHub
+from spakky.outbox.error import OutboxStorageUnavailableError
+from spakky.plugins.outbox_mongodb.client import MongoOutboxConnectionManager
+from spakky.plugins.outbox_mongodb.config import MongoOutboxConfig
+from spakky.plugins.outbox_mongodb.driver import is_motor, maybe_await
+from spakky.plugins.outbox_mongodb.error import (
+    MongoTransactionNotActiveError,
+    MongoTransactionRetryableError,
+)
+
+logger = logging.getLogger(__name__)
+
+COMMIT_ATTEMPTS = 3
+"""Commits tried while MongoDB answers ``UnknownTransactionCommitResult`` (a commit is idempotent)."""
+
+
+@dataclass
+class _Scope[S]:
+    """One open transaction in a context; nested transactions join it."""
+
+    session: S
+    depth: int = 0
+    rollback_only: bool = False
+    bound: Any = None
+    """The entered ``session.bind()`` context, when the driver has one."""
+    token: Token[Any] | None = None
+    hubs: set[WakeUpHub] = field(default_factory=set[WakeUpHub])
+    """Outboxes this transaction saved into, signalled after the commit."""
+
+
+_async_scope: ContextVar[_Scope[Any] | None] = ContextVar(
+    "spakky_outbox_mongodb_async_transaction", default=None
+)
+_sync_scope: ContextVar[_Scope[ClientSession] | None] = ContextVar(
+    "spakky_outbox_mongodb_transaction", default=None
+)
+
+
+def current_async_session() -> Any:
+    """Return the session of the asyncio transaction open in this context.
+
+    Pass it to your own calls on its client (``session.client``)::
+
+        session = current_async_session()
+        orders = session.client["shop"]["orders"]
+        await orders.insert_one(order, session=session)
+
+    It is PyMongo's ``AsyncClientSession``, or Motor's session with
+    ``SPAKKY_OUTBOX_MONGODB__DRIVER=motor``.
+
+    Raises:
+        MongoTransactionNotActiveError: No `AsyncMongoTransaction` is open here.
+    """
+    scope = _async_scope.get()
+    if scope is None:
+        raise MongoTransactionNotActiveError()
+    return scope.session
+
+
+def current_session() -> ClientSession:
+    """Return the session of the synchronous transaction open in this context.
+
+    Raises:
+        MongoTransactionNotActiveError: No `MongoTransaction` is open here.
+    """
+    scope = _sync_scope.get()
+    if scope is None:
+        raise MongoTransactionNotActiveError()
+    return scope.session
+
+
+def async_scope() -> _Scope[Any] | None:
+    """The asyncio transaction open in this context (for the outbox ``save``)."""
+    return _async_scope.get()
+
+
+def sync_scope() -> _Scope[ClientSession] | None:
+    """The synchronous transaction open in this context (for the outbox ``save``)."""
+    return _sync_scope.get()
+
+
+def translate_error(error: PyMongoError) -> Exception:
+    """Our error for a transient or connection failure; ``error`` itself otherwise."""
+    if error.has_error_label("TransientTransactionError"):
+        return MongoTransactionRetryableError(
+            f"TransientTransactionError ({error}): MongoDB aborted the transaction, "
+            "nothing of the use case was written; run the use case again"
+        )
+    if error.has_error_label("UnknownTransactionCommitResult"):
+        return MongoTransactionRetryableError(
+            f"UnknownTransactionCommitResult ({error}) after {COMMIT_ATTEMPTS} commit "
+            "attempts: the use case may or may not be stored; check its business "
+            "documents before running it again"
+        )
+    if isinstance(error, ConnectionFailure):
+        return OutboxStorageUnavailableError(str(error))
+    return error
+
+
+def _commit_failed(error: PyMongoError, attempt: int) -> bool:
+    """Whether to give up on the commit (``False``: retry it)."""
+    return not error.has_error_label("UnknownTransactionCommitResult") or attempt >= COMMIT_ATTEMPTS
+
+
+def _signal(scope: _Scope[Any]) -> None:
+    for hub in scope.hubs:
+        hub.signal()
+
+
+@Pod()
+class AsyncMongoTransaction(AbstractAsyncTransaction):
+    """Asyncio transaction: a MongoDB session and transaction for the use case.
+
+    Nested transactions in one context join the outermost one, which alone
+    commits (or aborts). The session always ends, whatever happened.
+    """
+
+    def __init__(
+        self, config: MongoOutboxConfig, connections: MongoOutboxConnectionManager
+    ) -> None:
+        """Bind the transaction to the outbox's clients."""
+        super().__init__(autocommit=config.autocommit)
+        self._connections = connections
+
+    @override
+    async def initialize(self) -> None:
+        """Start a session and a transaction in this context, or join the open one."""
+        scope = _async_scope.get()
+        if scope is not None:
+            scope.depth += 1
+            return
+        client = self._connections.async_client
+        session = await maybe_await(client.start_session())
+        self._connections.open_sessions += 1
+        scope = _Scope[Any](session)
+        try:
+            await maybe_await(session.start_transaction(**self._connections.transaction_options()))
+            bind: Callable[..., AbstractAsyncContextManager[Any]] | None = (
+                None if is_motor(client) else getattr(session, "bind", None)
+            )
+            if bind is not None:
+                scope.bound = bind(end_session=False)
+                await scope.bound.__aenter__()
+        except BaseException:
+            await self._end(scope)
+            raise
+        scope.token = _async_scope.set(scope)
+
+    @override
+    async def commit(self) -> None:
+        """Commit (outermost transaction only), retrying an unknown commit result."""
+        scope = _async_scope.get()
+        if scope is None or scope.depth > 0:
+            return
+        if scope.rollback_only:
+            await self._abort(scope)
+            return
+        attempt = 1
+        while True:
+            try:
+                await scope.session.commit_transaction()
+                break
+            except PyMongoError as error:
+                if _commit_failed(error, attempt):
+                    raise translate_error(error) from error
+                attempt += 1
+        _signal(scope)
+
+    @override
+    async def rollback(self) -> None:
+        """Abort; an inner rollback dooms the outer transaction."""
+        scope = _async_scope.get()
+        if scope is None:
+            return
+        if scope.depth > 0:
+            scope.rollback_only = True
+            return
+        await self._abort(scope)
+
+    @override
+    async def dispose(self) -> None:
+        """Leave the transaction; the outermost one unbinds and ends its session."""
+        scope = _async_scope.get()
+        if scope is None:
+            return
+        if scope.depth > 0:
+            scope.depth -= 1
+            return
+        if scope.token is not None:
+            _async_scope.reset(scope.token)
+        await self._end(scope)
+
+    @staticmethod
+    async def _abort(scope: _Scope[Any]) -> None:
+        # Spakky calls rollback before dispose without a finally: never raise
+        # here, or the session would never end; the server aborts it anyway.
+        if not scope.session.in_transaction:
+            return
+        try:
+            await scope.session.abort_transaction()
+        except PyMongoError:
+            logger.warning("MongoDB abortTransaction failed; the server aborts it on timeout", exc_info=True)
+
+    async def _end(self, scope: _Scope[Any]) -> None:
+        try:
+            if scope.bound is not None:
+                await scope.bound.__aexit__(None, None, None)
+        finally:
+            self._connections.open_sessions -= 1
+            try:
+                await maybe_await(scope.session.end_session())
+            except PyMongoError:
+                logger.warning("MongoDB endSession failed", exc_info=True)
+
+
+@Pod()
+class MongoTransaction(AbstractTransaction):
+    """Synchronous transaction: a PyMongo session and transaction for the use case."""
+
+    def __init__(
+        self, config: MongoOutboxConfig, connections: MongoOutboxConnectionManager
+    ) -> None:
+        """Bind the transaction to the outbox's clients."""
+        super().__init__(autocommit=config.autocommit)
+        self._connections = connections
+
+    @override
+    def initialize(self) -> None:
+        """Start a session and a transaction in this context, or join the open one."""
+        scope = _sync_scope.get()
+        if scope is not None:
+            scope.depth += 1
+            return
+        session = self._connections.client.start_session()
+        self._connections.open_sessions += 1
+        scope = _Scope[ClientSession](session)
+        try:
+            session.start_transaction(**self._connections.transaction_options())
+            bind: Callable[..., AbstractContextManager[Any]] | None = getattr(session, "bind", None)
+            if bind is not None:
+                scope.bound = bind(end_session=False)
+                scope.bound.__enter__()
+        except BaseException:
+            self._end(scope)
+            raise
+        scope.token = _sync_scope.set(scope)
+
+    @override
+    def commit(self) -> None:
+        """Commit (outermost transaction only), retrying an unknown commit result."""
+        scope = _sync_scope.get()
+        if scope is None or scope.depth > 0:
+            return
+        if scope.rollback_only:
+            self._abort(scope)
+            return
+        attempt = 1
+        while True:
+            try:
+                scope.session.commit_transaction()
+                break
+            except PyMongoError as error:
+                if _commit_failed(error, attempt):
+                    raise translate_error(error) from error
+                attempt += 1
+        _signal(scope)
+
+    @override
+    def rollback(self) -> None:
+        """Abort; an inner rollback dooms the outer transaction."""
+        scope = _sync_scope.get()
+        if scope is None:
+            return
+        if scope.depth > 0:
+            scope.rollback_only = True
+            return
+        self._abort(scope)
+
+    @override
+    def dispose(self) -> None:
+        """Leave the transaction; the outermost one unbinds and ends its session."""
+        scope = _sync_scope.get()
+        if scope is None:
+            return
+        if scope.depth > 0:
+            scope.depth -= 1
+            return
+        if scope.token is not None:
+            _sync_scope.reset(scope.token)
+        self._end(scope)
+
+    @staticmethod
+    def _abort(scope: _Scope[ClientSession]) -> None:
+        if not scope.session.in_transaction:
+            return
+        try:
+            scope.session.abort_transaction()
+        except PyMongoError:
+            logger.warning("MongoDB abortTransaction failed; the server aborts it on timeout", exc_info=True)
+
+    def _end(self, scope: _Scope[ClientSession]) -> None:
+        try:
+            if scope.bound is not None:
+                scope.bound.__exit__(None, None, None)
+        finally:
+            self._connections.open_sessions -= 1
+            try:
+                scope.session.end_session()
+            except PyMongoError:
+                logger.warning("MongoDB endSession failed", exc_info=True)

@@ -1,0 +1,1 @@
+"""Orders service used by the application test."""

@@ -1,0 +1,99 @@
+"""A real Spakky application using the MongoDB outbox through its entry points."""
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pymongo import MongoClient
+from spakky.core.application.application import SpakkyApplication
+from spakky.core.application.application_context import ApplicationContext
+from spakky.core.application.plugin import Plugin
+from spakky.data.persistency.transaction import AbstractAsyncTransaction
+from spakky.outbox.ports.storage import IAsyncOutboxStorage
+from spakky.outbox.testing.transport import (
+    AsyncRecordingEventTransport,
+    RecordingEventTransport,
+)
+from spakky.outbox.testing.waiting import wait_for
+from spakky.plugins.outbox_mongodb.storage import AsyncMongoOutboxStorage
+from spakky.plugins.outbox_mongodb.transaction import AsyncMongoTransaction
+
+from . import app as app_package
+from .app.service import OrderRejectedError, PlaceOrderUseCase
+
+PLUGINS = {
+    Plugin(name=n)
+    for n in (
+        "spakky-data",
+        "spakky-domain",
+        "spakky-event",
+        "spakky-tracing",
+        "spakky-outbox",
+        "spakky-outbox-mongodb",
+    )
+}
+
+
+@pytest.fixture
+def mongodb_env(mongodb_url: str) -> Iterator[MongoClient[dict[str, Any]]]:
+    """Point the app at a fresh database; drop it afterwards. Yields a raw client."""
+    saved = dict(os.environ)
+    database = f"app_{uuid.uuid4().hex[:12]}"
+    os.environ.update(
+        {
+            "SPAKKY_OUTBOX_MONGODB__URL": mongodb_url,
+            "SPAKKY_OUTBOX_MONGODB__DATABASE": database,
+            "SPAKKY_OUTBOX__STORAGE": "mongodb",
+            "SPAKKY_OUTBOX__POLLING_INTERVAL_SECONDS": "0.05",
+        }
+    )
+    client: MongoClient[dict[str, Any]] = MongoClient(mongodb_url, uuidRepresentation="standard")
+    try:
+        yield client
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        client.drop_database(database)
+        client.close()
+
+
+def _build() -> SpakkyApplication:
+    app = SpakkyApplication(ApplicationContext()).load_plugins(include=PLUGINS)
+    app.add(RecordingEventTransport)
+    app.add(AsyncRecordingEventTransport)
+    return app.scan(app_package)
+
+
+def _run(app: SpakkyApplication, coroutine: Any) -> Any:
+    loop = app.application_context._ApplicationContext__event_loop  # type: ignore[attr-defined]
+    return asyncio.run_coroutine_threadsafe(coroutine, loop).result(30)
+
+
+def test_application_use_case_expect_committed_order_relayed_and_rolled_back_never(
+    mongodb_env: MongoClient[dict[str, Any]],
+) -> None:
+    """A committed use case stores the order and its event, which the relay sends; a failed one leaves nothing."""
+    app = _build().start()
+    try:
+        context = app.application_context
+        assert isinstance(context.get(IAsyncOutboxStorage), AsyncMongoOutboxStorage)
+        assert isinstance(context.get(AbstractAsyncTransaction), AsyncMongoTransaction)
+        database = mongodb_env[os.environ["SPAKKY_OUTBOX_MONGODB__DATABASE"]]
+        assert "spakky_outbox_keyed_pending" in database["spakky_outbox"].index_information()
+        transport = context.get(AsyncRecordingEventTransport)
+        use_case = context.get(PlaceOrderUseCase)
+        _run(app, use_case.execute("o-1", "c-1"))
+        assert database["orders"].find_one({"_id": "o-1"}) == {"_id": "o-1", "customer_id": "c-1"}
+        delivered = wait_for(lambda: list(transport.delivered), timeout=20)
+        assert [(d.event_name, d.partition_key) for d in delivered] == [("OrderPlaced", "c-1")]
+        wait_for(lambda: database["spakky_outbox"].count_documents({"state": "published"}) == 1, timeout=20)
+        with pytest.raises(OrderRejectedError):
+            _run(app, use_case.execute("o-2", "c-2", fail=True))
+        assert database["orders"].find_one({"_id": "o-2"}) is None
+        assert database["spakky_outbox"].count_documents({}) == 1
+        assert [d.event_name for d in transport.delivered] == ["OrderPlaced"]
+    finally:
+        app.stop()

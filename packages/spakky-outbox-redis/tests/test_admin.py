@@ -1,0 +1,125 @@
+"""Administration on Redis: bounded requeue (never blocks the server), and where an outbox lives."""
+
+import asyncio
+from typing import Any, cast
+from uuid import uuid4
+
+import pytest
+from spakky.outbox.common.config import OutboxConfig
+from spakky.outbox.common.message import OutboxMessage
+from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
+from spakky.plugins.outbox_redis.config import RedisOutboxConfig
+from spakky.plugins.outbox_redis.storage import (
+    AsyncRedisOutboxStorage,
+    RedisOutboxStorage,
+    redact_url,
+)
+
+from tests.services.redis_servers import private_redis
+
+from .conftest import RedisOutbox, drop_outbox, make_outbox, new_message, save_all
+
+MAX_RETRY = 5
+ABANDONED = 10_000
+SLOW_MICROSECONDS = 50_000
+"""No script may hold the server this long (SLOWLOG threshold of the private server)."""
+
+
+
+async def _abandon_all(outbox: RedisOutbox, messages: list[OutboxMessage]) -> None:
+    """Save ``messages`` and abandon every one through the storage, as a relay would."""
+    await save_all(outbox, messages)
+    storage = outbox.storage()
+    abandoned = 0
+    while abandoned < len(messages):
+        claimed = await storage.fetch_pending(100, MAX_RETRY)
+        assert claimed, f"only {abandoned} of {len(messages)} could be claimed"
+        await asyncio.gather(*(storage.abandon(m.id, "refused") for m in claimed))
+        abandoned += len(claimed)
+
+
+async def test_requeue_abandoned_ten_thousand_on_one_key_expect_no_slow_script() -> None:
+    """Requeuing 10,000 abandoned messages of one key, a batch per call, never blocks Redis for 50 ms."""
+    with private_redis("--slowlog-log-slower-than", str(SLOW_MICROSECONDS)) as server:
+        outbox = make_outbox(server.url)
+        try:
+            sent = [new_message("hot") for _ in range(ABANDONED)]
+            await _abandon_all(outbox, sent)
+            storage = outbox.storage()
+            assert (await storage.stats()).abandoned == ABANDONED
+            client = server.client()
+            try:
+                client.slowlog_reset()
+                counts: list[int] = []
+                while not counts or counts[-1] == 1000:
+                    counts.append(await storage.requeue_abandoned(limit=1000))
+                slow = cast(list[dict[str, Any]], client.slowlog_get(128))
+            finally:
+                client.close()
+            assert sum(counts) == ABANDONED
+            assert [(e["duration"], e["command"][:60]) for e in slow] == []
+            stats = await storage.stats()
+            assert (stats.pending, stats.abandoned) == (ABANDONED, 0)
+            # back in their original order, with a fresh budget
+            claimed = await outbox.storage().fetch_pending(100, MAX_RETRY)
+            assert [m.id for m in claimed] == [m.id for m in sent[:10]]
+            assert {m.retry_count for m in claimed} == {0}
+        finally:
+            await drop_outbox(outbox)
+
+
+async def test_requeue_abandoned_limit_and_ids_expect_bounded_and_oldest_first(
+    outbox: RedisOutbox,
+) -> None:
+    """``limit`` caps one call; None takes the oldest; named ids requeue only those."""
+    sent = [new_message("k" if i % 2 else None) for i in range(7)]
+    await _abandon_all(outbox, sent)
+    storage = outbox.storage()
+    assert await storage.requeue_abandoned([sent[6].id, uuid4()], limit=5) == 1
+    assert await storage.requeue_abandoned(limit=3) == 3
+    listed = await storage.list_abandoned()
+    assert [m.id for m in listed] == [m.id for m in sent[3:6]]
+    assert await storage.requeue_abandoned(limit=0) == 0
+    assert await storage.requeue_abandoned(limit=10) == 3
+    assert (await storage.stats()).abandoned == 0
+
+
+def test_redact_url_expect_no_password() -> None:
+    """URLs lose the password in the authority and in the query, and keep the rest."""
+    assert redact_url("redis://user:s3cret@host:6380/2") == "redis://user@host:6380/2"
+    assert redact_url("redis://:s3cret@host/0") == "redis://host/0"
+    assert redact_url("rediss://host/0?password=s3cret&ssl_cert_reqs=none") == (
+        "rediss://host/0?ssl_cert_reqs=none"
+    )
+    assert redact_url("unix:///run/redis.sock?db=1") == "unix:///run/redis.sock?db=1"
+
+
+def test_target_defaults_expect_location_and_defaulted_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Left at its defaults, the target names the default location and both settings."""
+    for name in ("URL", "KEY_PREFIX", "CLUSTER"):
+        monkeypatch.delenv(f"SPAKKY_OUTBOX_REDIS__{name}", raising=False)
+    config = RedisOutboxConfig()
+    storage = RedisOutboxStorage(RedisOutboxConnectionManager(config), config, OutboxConfig())
+    target = storage.target()
+    assert (target.backend, target.location) == (
+        "redis",
+        "redis://127.0.0.1:6379/0 key prefix {spakky-outbox}",
+    )
+    assert target.defaulted == ("SPAKKY_OUTBOX_REDIS__URL", "SPAKKY_OUTBOX_REDIS__KEY_PREFIX")
+
+
+def test_target_configured_expect_no_password_nothing_defaulted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Set by the environment, the target shows the URL without its password and the prefix."""
+    monkeypatch.setenv("SPAKKY_OUTBOX_REDIS__URL", "redis://app:s3cret@cache:6380/3")
+    monkeypatch.setenv("SPAKKY_OUTBOX_REDIS__KEY_PREFIX", "{shop}")
+    monkeypatch.setenv("SPAKKY_OUTBOX_REDIS__CLUSTER", "true")
+    config = RedisOutboxConfig()
+    storage = AsyncRedisOutboxStorage(RedisOutboxConnectionManager(config), config, OutboxConfig())
+    target = storage.target()
+    assert target.location == "redis://app@cache:6380/3 key prefix {shop} (cluster)"
+    assert "s3cret" not in repr(target)
+    assert target.defaulted == ()

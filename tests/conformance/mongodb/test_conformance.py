@@ -1,0 +1,1 @@
+from spakky.outbox.testing.conformance import *  # noqa: F403

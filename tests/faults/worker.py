@@ -1,0 +1,55 @@
+"""One relay process for the fault tests: a Spakky app relaying to the fault sink.
+
+Run as ``worker.py BACKEND CONTROL_DIR`` where BACKEND is ``sqlalchemy`` or
+``redis`` (configured through ``SPAKKY_*`` variables) and CONTROL_DIR holds the
+sink files and the control files: the worker touches ``ready-<pid>`` once its
+app is built, starts relaying when ``go`` exists, and stops cleanly on SIGTERM
+or when ``stop`` exists. SIGKILL is the point of some tests: then nothing is
+cleaned up, exactly like a crashed pod.
+"""
+
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from spakky.core.application.application import SpakkyApplication
+from spakky.core.application.application_context import ApplicationContext
+from spakky.core.application.plugin import Plugin
+
+_CORE = ("spakky-data", "spakky-domain", "spakky-event", "spakky-tracing", "spakky-auth", "spakky-outbox")
+PLUGINS: dict[str, tuple[str, ...]] = {
+    "sqlalchemy": (*_CORE, "spakky-sqlalchemy", "spakky-outbox-sqlalchemy"),
+    "redis": (*_CORE, "spakky-outbox-redis"),
+}
+
+
+def main(backend: str, control: Path) -> int:
+    """Build the relay app, wait for ``go``, relay until asked to stop."""
+    from sink import SINK_DIR_ENV, FaultSinkEventTransport
+
+    os.environ[SINK_DIR_ENV] = str(control)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    app = SpakkyApplication(ApplicationContext()).load_plugins(
+        include={Plugin(name=name) for name in PLUGINS[backend]}
+    )
+    app.add(FaultSinkEventTransport)
+    (control / f"ready-{os.getpid()}").touch()
+    while not (control / "go").exists():
+        if stop.wait(0.01) or (control / "stop").exists():
+            return 0
+    app.start()
+    try:
+        while not stop.is_set() and not (control / "stop").exists():
+            stop.wait(0.05)
+    finally:
+        app.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], Path(sys.argv[2])))
