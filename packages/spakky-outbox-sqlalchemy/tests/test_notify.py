@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+from spakky.outbox.common.wakeup import WakeUpHub
 from spakky.plugins.outbox_sqlalchemy.wakeup import (
     PgNotificationListener,
-    WakeUpHub,
     notify_channel,
 )
 from sqlalchemy.engine import make_url

@@ -10,6 +10,7 @@ import pytest
 from spakky.core.application.application import SpakkyApplication
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.common.wakeup import WakeUpHub
 from spakky.outbox.error import (
     OutboxStorageUnavailableError,
     OutboxTransactionRequiredError,
@@ -23,7 +24,6 @@ from spakky.plugins.outbox_sqlalchemy.storage import (
 from spakky.plugins.outbox_sqlalchemy.wakeup import (
     PgNotificationListener,
     PgNotificationThread,
-    WakeUpHub,
     notify_channel,
 )
 from spakky.plugins.sqlalchemy.common.config import SQLAlchemyConnectionConfig

@@ -4,13 +4,12 @@ import asyncio
 import threading
 from pathlib import Path
 
+from spakky.outbox.common.wakeup import WakeUpHub, wake_up_hub
 from spakky.plugins.outbox_sqlalchemy.wakeup import (
     NotifyThrottle,
-    WakeUpHub,
     notify_channel,
     run_after_commit,
     signal_after_commit,
-    wake_up_hub,
 )
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session

@@ -20,6 +20,7 @@ from spakky.core.pod.annotations.pod import Pod
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import OutboxStats, OutboxTarget
+from spakky.outbox.common.wakeup import WakeUpHub, wake_up_hub
 from spakky.outbox.error import OutboxTransactionRequiredError
 from spakky.outbox.ports.storage import (
     IAsyncOutboxAdministration,
@@ -55,12 +56,10 @@ from spakky.plugins.outbox_sqlalchemy.wakeup import (
     DeferredNotifyThread,
     PgNotificationListener,
     PgNotificationThread,
-    WakeUpHub,
     notify_channel,
     notify_throttle,
     run_after_commit,
     signal_after_commit,
-    wake_up_hub,
 )
 from spakky.plugins.sqlalchemy.persistency.connection_manager import (
     AsyncConnectionManager,

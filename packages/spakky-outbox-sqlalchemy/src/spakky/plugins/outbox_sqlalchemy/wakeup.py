@@ -1,6 +1,6 @@
 """Wake-up signals: in-process after commit, and PostgreSQL LISTEN/NOTIFY.
 
-Each outbox table has one process-wide `WakeUpHub`. A saving session signals it
+Each outbox table has one process-wide `WakeUpHub` (core's). A saving session signals it
 right after its commit; on PostgreSQL the saving transaction also sends a
 ``pg_notify`` that a `PgNotificationListener` in every relay process turns into
 a signal. NOTIFYs are throttled per process; one the throttle holds back is
@@ -13,11 +13,12 @@ import contextlib
 import logging
 import threading
 import time
-from asyncio import AbstractEventLoop, Future
+from asyncio import AbstractEventLoop
 from collections.abc import Callable
 from functools import cache
 from typing import Any
 
+from spakky.outbox.common.wakeup import WakeUpHub
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session
@@ -26,75 +27,6 @@ from sqlalchemy.pool import NullPool
 logger = logging.getLogger(__name__)
 
 _AFTER_COMMIT = "spakky_outbox_after_commit"
-
-
-def _wake(future: Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-class WakeUpHub:
-    """Process-wide signal that messages were committed to one outbox table."""
-
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._generation = 0
-        self._waiters: set[tuple[AbstractEventLoop, Future[None]]] = set()
-
-    @property
-    def generation(self) -> int:
-        """How many signals this hub has received so far."""
-        with self._condition:
-            return self._generation
-
-    def signal(self) -> None:
-        """Wake every waiter, in any thread or event loop."""
-        with self._condition:
-            self._generation += 1
-            self._condition.notify_all()
-            waiters = list(self._waiters)
-        for loop, future in waiters:
-            # The loop may close meanwhile; a committing thread must never fail here.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_wake, future)
-
-    def wait(self, seen: int, timeout: float) -> bool:
-        """Block until the generation differs from ``seen`` or ``timeout`` passes."""
-        with self._condition:
-            return self._condition.wait_for(
-                lambda: self._generation != seen, timeout=max(0.0, timeout)
-            )
-
-    async def wait_async(self, seen: int, timeout: float) -> bool:
-        """Wait until the generation differs from ``seen`` or ``timeout`` passes."""
-        loop = asyncio.get_running_loop()
-        future: Future[None] = loop.create_future()
-        entry = (loop, future)
-        with self._condition:
-            if self._generation != seen:
-                return True
-            self._waiters.add(entry)
-        try:
-            done, _ = await asyncio.wait({future}, timeout=max(0.0, timeout))
-            return bool(done)
-        finally:
-            with self._condition:
-                self._waiters.discard(entry)
-            future.cancel()
-
-
-_hubs: dict[str, WakeUpHub] = {}
-_hubs_lock = threading.Lock()
-
-
-def wake_up_hub(table_name: str) -> WakeUpHub:
-    """Return the process-wide hub of the outbox table ``table_name``."""
-    with _hubs_lock:
-        hub = _hubs.get(table_name)
-        if hub is None:
-            hub = WakeUpHub()
-            _hubs[table_name] = hub
-        return hub
 
 
 def _after_commit(session: Session) -> None:
