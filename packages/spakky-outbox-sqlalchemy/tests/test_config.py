@@ -49,6 +49,7 @@ def test_sqlalchemy_outbox_config_bad_table_name_expect_error(
     with pytest.raises(InvalidOutboxTableNameError) as raised:
         SqlAlchemyOutboxConfig()
     assert repr(name) in str(raised.value)
+    assert "SPAKKY_OUTBOX_SQLALCHEMY__TABLE_NAME" in str(raised.value)
 
 
 def test_sqlalchemy_outbox_config_bad_throttle_expect_error_naming_variable(
@@ -61,7 +62,7 @@ def test_sqlalchemy_outbox_config_bad_throttle_expect_error_naming_variable(
     assert "SPAKKY_OUTBOX_SQLALCHEMY__NOTIFY_THROTTLE_SECONDS" in str(raised.value)
 
 
-@pytest.mark.parametrize("name", ["a", "_x", "Outbox_2", "x" * 63])
+@pytest.mark.parametrize("name", ["a", "_x", "Outbox_2", "order", "user", "x" * 63])
 def test_validate_table_name_identifier_expect_returned(name: str) -> None:
     """Plain identifiers up to 63 characters are accepted unchanged."""
     assert validate_table_name(name) == name

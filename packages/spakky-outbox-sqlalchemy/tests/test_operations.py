@@ -3,17 +3,23 @@
 import pytest
 from spakky.plugins.outbox_sqlalchemy.error import UnsupportedOutboxDialectError
 from spakky.plugins.outbox_sqlalchemy.operations import (
-    MAX_UNION_KEYS,
     DialectKind,
     OutboxSql,
+    decode_headers,
     dialect_kind,
 )
-from spakky.plugins.outbox_sqlalchemy.schema import default_outbox_table
+from spakky.plugins.outbox_sqlalchemy.schema import outbox_table
 from sqlalchemy.dialects import mssql, mysql, postgresql, sqlite
 
+_DIALECTS = {
+    DialectKind.POSTGRESQL: postgresql.dialect(),
+    DialectKind.MYSQL: mysql.dialect(is_mariadb=True),
+    DialectKind.SQLITE: sqlite.dialect(),
+}
 
-def _sql(kind: DialectKind) -> OutboxSql:
-    return OutboxSql(default_outbox_table, kind, "owner", 1.5)
+
+def _sql(kind: DialectKind, table_name: str = "spakky_outbox_message") -> OutboxSql:
+    return OutboxSql(outbox_table(table_name), _DIALECTS[kind], "owner", 3.0, 1.0)
 
 
 @pytest.mark.parametrize(
@@ -39,37 +45,52 @@ def test_dialect_kind_unsupported_expect_error() -> None:
     assert "mssql" in str(raised.value)
 
 
-def test_outbox_sql_seconds_expect_dialect_units() -> None:
-    """Durations bind as seconds, microseconds or an SQLite date modifier."""
-    assert _sql(DialectKind.POSTGRESQL).seconds("d", 1.5) == {"d": 1.5}
-    assert _sql(DialectKind.MYSQL).seconds("d", 1.5) == {"d": 1_500_000}
-    assert _sql(DialectKind.SQLITE).seconds("d", 1.5, sign=-1) == {
-        "d": "-1.500000 seconds"
+def test_outbox_sql_durations_expect_dialect_units_and_span_capped() -> None:
+    """Durations bind as seconds, microseconds or an SQLite modifier; the span is the lease."""
+    assert _sql(DialectKind.POSTGRESQL)._durations() == {
+        "claim_span": 1.0,
+        "claim_lease": 1.0,
+        "claim_timeout": 3.0,
     }
+    assert _sql(DialectKind.MYSQL)._durations()["claim_timeout"] == 3_000_000
+    assert _sql(DialectKind.SQLITE)._durations()["claim_span"] == "+1.000000 seconds"
+    capped = OutboxSql(outbox_table(), _DIALECTS[DialectKind.SQLITE], "o", 2.0, 30.0)
+    assert capped._durations()["claim_span"] == "+2.000000 seconds"
 
 
-def test_outbox_sql_candidates_postgresql_expect_one_lateral_probe() -> None:
-    """On PostgreSQL the keyed lane is one LATERAL probe over an array of keys."""
-    sql, params = _sql(DialectKind.POSTGRESQL)._candidates(["a", "b"], 10)
-    assert "CROSS JOIN LATERAL" in sql and "UNION ALL SELECT * FROM (SELECT" not in sql
-    assert (params["keys"], params["per_key"], params["batch"]) == (["a", "b"], 5, 10)
+@pytest.mark.parametrize("kind", list(DialectKind))
+@pytest.mark.parametrize("table_name", ["order", "Outbox"])
+def test_outbox_sql_table_name_expect_quoted_for_dialect(
+    kind: DialectKind, table_name: str
+) -> None:
+    """Reserved words and mixed case enter the SQL quoted the dialect's way."""
+    quote = "`" if kind is DialectKind.MYSQL else '"'
+    sql = _sql(kind, table_name)
+    assert sql._name == f"{quote}{table_name}{quote}"
+    assert f"FROM {quote}{table_name}{quote} WHERE" in sql._keyless_probe
+    assert f" {table_name} " not in sql._keyless_probe
 
 
-def test_outbox_sql_candidates_mysql_expect_generated_column_branches() -> None:
-    """On MariaDB/MySQL each key is one UNION branch on the generated column."""
-    sql, params = _sql(DialectKind.MYSQL)._candidates(["a", "b", "c"], 10)
-    assert sql.count("pending_key = :k") == 3
-    assert (params["k0"], params["k2"], params["per_key"]) == ("a", "c", 4)
+def test_outbox_sql_plain_table_name_expect_unquoted() -> None:
+    """A plain lower-case name needs no quotes."""
+    assert _sql(DialectKind.POSTGRESQL)._name == "spakky_outbox_message"
 
 
-def test_outbox_sql_candidates_no_keys_expect_keyless_lane_only() -> None:
-    """With no pending keys only the keyless lane is queried."""
-    sql, params = _sql(DialectKind.SQLITE)._candidates([], 10)
-    assert "prefix_ok" not in sql and "per_key" not in params
+def test_outbox_sql_eligibility_expect_lease_and_backoff_by_database_clock() -> None:
+    """A row is claimable without a live lease and past its backoff, on the server clock."""
+    eligible = _sql(DialectKind.POSTGRESQL)._eligible
+    assert "(lease_until IS NULL OR lease_until <= now())" in eligible
+    assert "(not_before IS NULL OR not_before <= now())" in eligible
 
 
-def test_outbox_sql_key_limit_expect_capped_without_lateral() -> None:
-    """Dialects without LATERAL visit at most `MAX_UNION_KEYS` keys per claim."""
-    assert _sql(DialectKind.POSTGRESQL)._key_limit(100) == 200
-    assert _sql(DialectKind.MYSQL)._key_limit(100) == MAX_UNION_KEYS
-    assert _sql(DialectKind.SQLITE)._key_limit(5) == 10
+def test_decode_headers_object_expect_dict() -> None:
+    """Stored JSON text of an object decodes to the headers."""
+    assert decode_headers('{"traceparent": "00-1"}') == {"traceparent": "00-1"}
+    assert decode_headers(b"{}") == {}
+
+
+@pytest.mark.parametrize("raw", ["[1, 2]", '"text"', "{not json", "null"])
+def test_decode_headers_not_an_object_expect_value_error(raw: str) -> None:
+    """Anything but a JSON object is refused with ValueError (JSON errors are ones too)."""
+    with pytest.raises(ValueError):
+        decode_headers(raw)

@@ -102,6 +102,22 @@ def test_outbox_indexes_created_per_dialect_expect_only_their_own(
     }
 
 
+@pytest.mark.parametrize("dialect", [postgresql.dialect(), sqlite.dialect()])
+def test_outbox_abandoned_index_expect_partial_in_requeue_order(dialect: Dialect) -> None:
+    """Requeue walks abandoned rows oldest first through the partial index, no sort."""
+    ddl = str(
+        CreateIndex(_index("ix_spakky_outbox_message_abandoned")).compile(dialect=dialect)
+    )
+    assert ddl.endswith("(abandoned_at, seq) WHERE abandoned_at IS NOT NULL")
+
+
+def test_outbox_table_lease_until_expect_nullable_utc_time() -> None:
+    """Each claim's end is a nullable UTC time (DATETIME(6) on MariaDB/MySQL)."""
+    column = default_outbox_table.c.lease_until
+    assert column.nullable and isinstance(column.type, UtcDateTime)
+    assert "lease_until DATETIME(6)" in _ddl(mysql.dialect(is_mariadb=True))
+
+
 def test_outbox_table_same_name_expect_same_table_own_metadata() -> None:
     """Each name maps to one table; custom names live outside the shared metadata."""
     custom = outbox_table("custom_outbox")

@@ -10,6 +10,7 @@ import pytest
 from spakky.core.application.application import SpakkyApplication
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.common.wakeup import WakeUpHub
 from spakky.outbox.error import (
     OutboxStorageUnavailableError,
     OutboxTransactionRequiredError,
@@ -23,7 +24,6 @@ from spakky.plugins.outbox_sqlalchemy.storage import (
 from spakky.plugins.outbox_sqlalchemy.wakeup import (
     PgNotificationListener,
     PgNotificationThread,
-    WakeUpHub,
     notify_channel,
 )
 from spakky.plugins.sqlalchemy.common.config import SQLAlchemyConnectionConfig
@@ -117,12 +117,16 @@ def test_unopenable_sqlite_sync_expect_storage_unavailable_error(
 
 
 @pytest.mark.parametrize("driver", ["postgresql+asyncpg", "postgresql+psycopg"])
+@pytest.mark.parametrize("case", ["lower", "Mixed"])
 async def test_pg_notify_on_commit_expect_other_process_listener_woken(
-    postgres_url: str, driver: str
+    postgres_url: str, driver: str, case: str
 ) -> None:
-    """A saving commit NOTIFYs; a listener with its own hub (another process) wakes."""
+    """A saving commit NOTIFYs; a listener with its own hub (another process) wakes.
+
+    A mixed-case table gives a mixed-case channel: NOTIFY and LISTEN agree on it.
+    """
     url = make_url(postgres_url).set(drivername=driver).render_as_string(False)
-    outbox = await open_outbox(url)
+    outbox = await open_outbox(url, table_name=f"{case}_{uuid4().hex[:12]}")
     remote_hub = WakeUpHub()
     listener = PgNotificationListener(
         outbox.connections.connection,

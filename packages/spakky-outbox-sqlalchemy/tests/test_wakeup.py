@@ -4,12 +4,12 @@ import asyncio
 import threading
 from pathlib import Path
 
+from spakky.outbox.common.wakeup import WakeUpHub, wake_up_hub
 from spakky.plugins.outbox_sqlalchemy.wakeup import (
     NotifyThrottle,
-    WakeUpHub,
     notify_channel,
+    run_after_commit,
     signal_after_commit,
-    wake_up_hub,
 )
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
@@ -68,6 +68,32 @@ def test_notify_throttle_within_interval_expect_refused() -> None:
     assert throttle.allow("a", 60.0) is False
     assert throttle.allow("b", 60.0) is True
     assert throttle.allow("a", 0.0) is True
+
+
+def test_notify_throttle_remaining_expect_rest_of_window() -> None:
+    """After a NOTIFY the window's rest is owed; unknown channels may notify now."""
+    throttle = NotifyThrottle()
+    assert throttle.remaining("a", 60.0) == 0.0
+    throttle.record("a")
+    assert 59.0 < throttle.remaining("a", 60.0) <= 60.0
+    assert throttle.remaining("a", 0.0) == 0.0
+    assert throttle.allow("a", 60.0) is False
+
+
+def test_run_after_commit_same_key_expect_callback_once(tmp_path: Path) -> None:
+    """Callbacks run once per key after commit, none after rollback."""
+    engine = create_engine(f"sqlite:///{tmp_path}/callbacks.db")
+    calls: list[str] = []
+    with Session(engine) as session:
+        session.execute(text("SELECT 1"))
+        run_after_commit(session, "k", lambda: calls.append("rolled back"))
+        session.rollback()
+        session.execute(text("SELECT 1"))
+        run_after_commit(session, "k", lambda: calls.append("first"))
+        run_after_commit(session, "k", lambda: calls.append("second"))
+        session.commit()
+    engine.dispose()
+    assert calls == ["first"]
 
 
 def test_notify_channel_long_table_expect_63_characters() -> None:

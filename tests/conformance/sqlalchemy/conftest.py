@@ -46,7 +46,17 @@ from spakky.plugins.sqlalchemy.persistency.transaction import (
     AsyncTransaction,
     Transaction,
 )
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.engine import make_url
 
 
@@ -85,7 +95,8 @@ class SqlAlchemyOutboxHarness(AbstractOutboxHarness):
     """One outbox table (plus a business table) on a real database."""
 
     capabilities = frozenset(Capability)
-    claim_timeout_seconds = 1.0
+    claim_timeout_seconds = 3.0
+    claim_lease_seconds = 1.0
 
     def __init__(self, name: str, async_url: str, sync_url: str) -> None:
         """Prepare engines and managers the way spakky-sqlalchemy builds them."""
@@ -108,7 +119,10 @@ class SqlAlchemyOutboxHarness(AbstractOutboxHarness):
         self.sync_sessions = SessionManager(self.sync_connections)
         self.sync_sessions.set_application_context(context)
         self.outbox_config = OutboxConfig().model_copy(
-            update={"claim_timeout_seconds": self.claim_timeout_seconds}
+            update={
+                "claim_timeout_seconds": self.claim_timeout_seconds,
+                "claim_lease_seconds": self.claim_lease_seconds,
+            }
         )
         self.config = SqlAlchemyOutboxConfig().model_copy(
             update={"table_name": self.table_name}
@@ -127,7 +141,8 @@ class SqlAlchemyOutboxHarness(AbstractOutboxHarness):
         mark_table_created(engine.sync_engine, self.table_name)
         mark_table_created(self.sync_connections.connection, self.table_name)
 
-    async def teardown(self) -> None:
+    @override
+    async def drop(self) -> None:
         """Close listeners, drop both tables and dispose the engines."""
         for storage in self.storages:
             await storage.close_wake_up()
@@ -231,16 +246,28 @@ class SqlAlchemyOutboxHarness(AbstractOutboxHarness):
                 id=row["id"],
                 event_name=row["event_name"],
                 payload=bytes(row["payload"]),
-                headers=dict(row["headers"]),
+                headers=dict(row["headers"]) if isinstance(row["headers"], dict) else {},
                 partition_key=row["partition_key"],
                 retry_count=row["retry_count"],
                 claimed=row["claimed_by"] is not None,
                 published=row["published_at"] is not None,
                 abandoned=row["abandoned_at"] is not None,
                 last_error=row["last_error"],
+                created_at=row["created_at"],
             )
             for row in rows
         ]
+
+    @override
+    async def corrupt(self, message_id: uuid.UUID) -> None:
+        """Backdoor: store headers that are JSON but not an object."""
+        statement = (
+            update(self.table)
+            .where(self.table.c.id == message_id)
+            .values(headers=["not", "an", "object"])
+        )
+        async with self.async_connections.connection.begin() as connection:
+            await connection.execute(statement)
 
     @override
     async def assert_no_leaks(self) -> None:
@@ -281,4 +308,4 @@ async def outbox_harness(
     try:
         yield harness
     finally:
-        await harness.teardown()
+        await harness.drop()

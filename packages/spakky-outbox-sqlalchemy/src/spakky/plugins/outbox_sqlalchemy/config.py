@@ -12,7 +12,11 @@ from spakky.plugins.outbox_sqlalchemy.error import (
     InvalidOutboxTableNameError,
 )
 
+STORAGE_NAME = "sqlalchemy"
+"""Value of ``SPAKKY_OUTBOX__STORAGE`` that selects this storage."""
 SPAKKY_OUTBOX_SQLALCHEMY_CONFIG_ENV_PREFIX: str = "SPAKKY_OUTBOX_SQLALCHEMY__"
+TABLE_NAME_VARIABLE = f"{SPAKKY_OUTBOX_SQLALCHEMY_CONFIG_ENV_PREFIX}TABLE_NAME"
+"""Environment variable naming the outbox table."""
 DEFAULT_OUTBOX_TABLE_NAME: str = "spakky_outbox_message"
 """Table used when ``SPAKKY_OUTBOX_SQLALCHEMY__TABLE_NAME`` is unset."""
 
@@ -22,8 +26,10 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 def validate_table_name(name: str) -> str:
     """Return ``name`` when it is a plain SQL identifier.
 
+    Reserved words and mixed case are accepted: the outbox SQL quotes the name.
+
     Raises:
-        InvalidOutboxTableNameError: The name could not be used unquoted.
+        InvalidOutboxTableNameError: The name is not a plain identifier.
     """
     if _IDENTIFIER.fullmatch(name) is None:
         raise InvalidOutboxTableNameError(repr(name))
@@ -41,7 +47,7 @@ class SqlAlchemyOutboxConfig(BaseSettings):
     )
 
     table_name: str = DEFAULT_OUTBOX_TABLE_NAME
-    """Name of the outbox table (a plain SQL identifier)."""
+    """Name of the outbox table: a plain SQL identifier, quoted where needed."""
     create_table: bool = True
     """Create the table and its indexes on first use when they are missing."""
     notify: bool = True

@@ -2,13 +2,11 @@
 
 from spakky.core.application.application import SpakkyApplication
 from spakky.outbox.common.registry import register_storage
+from spakky.plugins.outbox_sqlalchemy.config import STORAGE_NAME
 from spakky.plugins.outbox_sqlalchemy.storage import (
     AsyncSqlAlchemyOutboxStorage,
     SqlAlchemyOutboxStorage,
 )
-
-STORAGE_NAME = "sqlalchemy"
-"""Value of ``SPAKKY_OUTBOX__STORAGE`` that selects this storage."""
 
 
 def initialize(app: SpakkyApplication) -> None:

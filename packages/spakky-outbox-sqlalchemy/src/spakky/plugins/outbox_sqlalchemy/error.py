@@ -7,8 +7,9 @@ class InvalidOutboxTableNameError(AbstractSpakkyOutboxError):
     """Raised when the configured outbox table name is not a plain SQL identifier."""
 
     message = (
-        "Outbox table name must be a plain SQL identifier: a letter or underscore "
-        "followed by up to 62 letters, digits or underscores"
+        "The outbox table name (SPAKKY_OUTBOX_SQLALCHEMY__TABLE_NAME) must be a "
+        "letter or underscore followed by up to 62 letters, digits or underscores; "
+        "reserved words and mixed case are fine, the name is quoted"
     )
 
 
@@ -25,3 +26,27 @@ class UnsupportedOutboxDialectError(AbstractSpakkyOutboxError):
         "The SQLAlchemy outbox supports PostgreSQL, MariaDB 10.6+/MySQL 8.0.1+ "
         "and SQLite 3.35+"
     )
+
+
+class OutboxTableNotFoundError(AbstractSpakkyOutboxError):
+    """Raised when the outbox table is missing where it must already exist.
+
+    Administration (stats, list, requeue, purge) and acknowledgements never
+    create the table; only saving and claiming do, and only with
+    ``SPAKKY_OUTBOX_SQLALCHEMY__CREATE_TABLE`` on.
+    """
+
+    message = "The outbox table does not exist"
+
+    def __init__(self, url: str, table_name: str) -> None:
+        """Name the database (URL without password) and the table."""
+        self.url = url
+        self.table_name = table_name
+        super().__init__(
+            f"table {table_name!r} at {url}. Create it in a migration with "
+            "spakky.plugins.outbox_sqlalchemy.schema.create_outbox_table(engine, "
+            f"{table_name!r}) (or create_outbox_table_async), or let a relay or a "
+            "save create it with SPAKKY_OUTBOX_SQLALCHEMY__CREATE_TABLE=true (the "
+            "default); check SPAKKY_SQLALCHEMY__CONNECTION_STRING and "
+            "SPAKKY_OUTBOX_SQLALCHEMY__TABLE_NAME if it should exist"
+        )

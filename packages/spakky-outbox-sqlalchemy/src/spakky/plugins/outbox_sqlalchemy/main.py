@@ -2,8 +2,10 @@
 
 from spakky.core.application.application import SpakkyApplication
 from spakky.outbox.common.registry import announce_storage
-from spakky.plugins.outbox_sqlalchemy.config import SqlAlchemyOutboxConfig
-from spakky.plugins.outbox_sqlalchemy.contribution import STORAGE_NAME
+from spakky.plugins.outbox_sqlalchemy.config import (
+    STORAGE_NAME,
+    SqlAlchemyOutboxConfig,
+)
 
 
 def initialize(app: SpakkyApplication) -> None:

@@ -1,16 +1,23 @@
-"""Outbox SQL per dialect: claims, acknowledgements and administration.
+"""Outbox SQL per dialect: claims, leases, acknowledgements and administration.
 
 Every operation is a plain function of a synchronous `Connection`, so the sync
 storage calls it directly and the async one through
 `AsyncConnection.run_sync`; both run exactly the same statements. Time always
 comes from the database clock, so relays on different hosts agree.
 
-Claims take two lanes (see docs): the oldest eligible keyless messages, and,
-for partition keys visited by a rotating skip-scan cursor, the longest
-eligible prefix of each key's first undelivered messages. Both are bounded by
-the batch, so one claim costs O(batch) whatever the backlog.
+A claim sets ``lease_until``, the moment it ends: its lease
+(``claim_lease_seconds``) or the claim timeout, whichever comes first; a
+renewal moves it to now + lease, never past the claim timeout. A row is
+claimable when it has no claim or its ``lease_until`` has passed.
+
+Claims take two lanes (see docs): the oldest eligible keyless messages, and
+runs of each key's oldest undelivered messages (`key_run` long), keys visited
+by a rotating skip-scan cursor until the runs fill the batch; `choose_batch`
+merges them. Both lanes are bounded by the batch, so one claim costs O(batch)
+whatever the backlog.
 """
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +26,12 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
+from spakky.outbox.common.claims import (
+    KEY_RUN,
+    choose_batch,
+    key_run,
+    undecodable_reason,
+)
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import OutboxStats
 from spakky.plugins.outbox_sqlalchemy.error import UnsupportedOutboxDialectError
@@ -30,6 +43,7 @@ from sqlalchemy import (
     Integer,
     Row,
     Table,
+    Text,
     TextClause,
     Uuid,
     bindparam,
@@ -41,6 +55,8 @@ from sqlalchemy.dialects import postgresql
 
 PENDING = "published_at IS NULL AND abandoned_at IS NULL"
 """Undelivered rows: neither published nor abandoned."""
+ABANDONED = "abandoned_at IS NOT NULL AND published_at IS NULL"
+"""Abandoned rows (the ones operators list and requeue)."""
 
 MESSAGE_COLUMNS: tuple[str, ...] = (
     "seq",
@@ -57,10 +73,11 @@ MESSAGE_COLUMNS: tuple[str, ...] = (
     "last_error",
 )
 
-
 MAX_UNION_KEYS = 64
-"""Keys per claim on dialects without LATERAL (one UNION branch each); the
-rotating cursor brings the remaining keys in on the following claims."""
+"""Keys per statement on dialects without LATERAL (one UNION branch each)."""
+KEYS_PER_BATCH = 2
+"""Keys one claim visits at most, per message of the batch (keys whose head
+another relay holds yield nothing, so a claim may look past some)."""
 
 
 class DialectKind(StrEnum):
@@ -91,35 +108,58 @@ class ClaimCursor:
     """Where the keyed lane's walk over partition keys resumes (one per relay)."""
 
     after: str | None = None
-    """Last key visited by a walk that stopped early; None starts from the first."""
+    """Last key a claim finished with; None starts from the first key."""
+    run_length: float = float(KEY_RUN)
+    """Eligible messages per visited key in recent claims: how many keys the
+    next claim walks at first (fewer when runs are long)."""
 
 
-@dataclass
 class _Clock:
-    now: str
-    cutoff: str
-    later: str
+    """Time arithmetic on the database clock, per dialect."""
+
+    _SQLITE_FORMAT = "'%Y-%m-%d %H:%M:%f'"
+
+    def __init__(self, kind: DialectKind) -> None:
+        self.kind = kind
+        if kind is DialectKind.POSTGRESQL:
+            self.now = "now()"
+        elif kind is DialectKind.MYSQL:
+            self.now = "UTC_TIMESTAMP(6)"
+        else:
+            # SQLite stores UtcDateTime as text with microseconds; match it.
+            self.now = f"(strftime({self._SQLITE_FORMAT}, 'now') || '000')"
+        self.least = "MIN" if kind is DialectKind.SQLITE else "LEAST"
+
+    def after(self, param: str, start: str | None = None) -> str:
+        """``start`` (default: now) plus the seconds bound as ``param`` (see `seconds`)."""
+        if self.kind is DialectKind.POSTGRESQL:
+            base = start or "now()"
+            return f"({base} + CAST(:{param} AS double precision) * interval '1 second')"
+        if self.kind is DialectKind.MYSQL:
+            return f"({start or 'UTC_TIMESTAMP(6)'} + INTERVAL :{param} MICROSECOND)"
+        base = start or "'now'"
+        return f"(strftime({self._SQLITE_FORMAT}, {base}, :{param}) || '000')"
+
+    def seconds(self, name: str, value: float) -> dict[str, Any]:
+        """Bind a non-negative duration the way `after` expects it."""
+        value = max(0.0, value)
+        if self.kind is DialectKind.POSTGRESQL:
+            return {name: float(value)}
+        if self.kind is DialectKind.MYSQL:
+            return {name: round(value * 1_000_000)}
+        return {name: f"+{value:.6f} seconds"}
 
 
-def _clock(kind: DialectKind) -> _Clock:
-    if kind is DialectKind.POSTGRESQL:
-        return _Clock(
-            now="now()",
-            cutoff="(now() - CAST(:claim_timeout AS double precision) * interval '1 second')",
-            later="(now() + CAST(:delay AS double precision) * interval '1 second')",
-        )
-    if kind is DialectKind.MYSQL:
-        return _Clock(
-            now="UTC_TIMESTAMP(6)",
-            cutoff="(UTC_TIMESTAMP(6) - INTERVAL :claim_timeout MICROSECOND)",
-            later="(UTC_TIMESTAMP(6) + INTERVAL :delay MICROSECOND)",
-        )
-    fmt = "'%Y-%m-%d %H:%M:%f'"
-    return _Clock(
-        now=f"(strftime({fmt}, 'now') || '000')",
-        cutoff=f"(strftime({fmt}, 'now', :claim_timeout) || '000')",
-        later=f"(strftime({fmt}, 'now', :delay) || '000')",
-    )
+def decode_headers(raw: object) -> dict[str, str]:
+    """Headers from their stored JSON text.
+
+    Raises:
+        ValueError: The text is not JSON or not a JSON object.
+    """
+    value: object = json.loads(raw) if isinstance(raw, (str, bytes)) else raw
+    if not isinstance(value, dict):
+        raise ValueError(f"headers are not a JSON object: {str(raw)[:200]!r}")
+    return dict(value)  # pyright: ignore[reportUnknownArgumentType]
 
 
 @dataclass
@@ -127,26 +167,42 @@ class OutboxSql:
     """Statements of one outbox table on one dialect, for one relay's owner token."""
 
     table: Table
-    kind: DialectKind
+    dialect: Dialect
     owner: str
     """This instance's owner token; every acknowledgement is fenced by it."""
     claim_timeout_seconds: float
+    claim_lease_seconds: float
     cursor: ClaimCursor = field(default_factory=ClaimCursor)
 
     def __post_init__(self) -> None:
-        self._clock = _clock(self.kind)
-        self._name = self.table.name
-        self._cols = ", ".join(MESSAGE_COLUMNS)
-        self._typed = [self.table.c[name] for name in MESSAGE_COLUMNS]
+        self.kind = dialect_kind(self.dialect)
+        clock = self._clock = _Clock(self.kind)
+        # The one place the table's name enters SQL text: quoted as the dialect
+        # needs (reserved words such as ``order``, mixed case such as ``Outbox``).
+        self._name = self.dialect.identifier_preparer.format_table(self.table)
+        # Headers come back as text and are decoded row by row, so one damaged
+        # row cannot fail a whole claim.
+        raw_headers = {
+            DialectKind.POSTGRESQL: "CAST(headers AS TEXT) AS headers",
+            DialectKind.MYSQL: "CAST(headers AS CHAR) AS headers",
+            DialectKind.SQLITE: "headers",
+        }[self.kind]
+        self._cols = ", ".join(
+            raw_headers if name == "headers" else name for name in MESSAGE_COLUMNS
+        )
+        self._typed = [
+            column("headers", Text()) if name == "headers" else self.table.c[name]
+            for name in MESSAGE_COLUMNS
+        ]
         self._insert = insert(self.table)
         self._eligible = (
             "retry_count < :max_retry"
-            f" AND (claimed_at IS NULL OR claimed_at < {self._clock.cutoff})"
-            f" AND (not_before IS NULL OR not_before <= {self._clock.now})"
+            f" AND (lease_until IS NULL OR lease_until <= {clock.now})"
+            f" AND (not_before IS NULL OR not_before <= {clock.now})"
         )
         self._claim_set = (
-            f"UPDATE {self._name} SET claimed_at = {self._clock.now}, "
-            "claimed_by = :owner, not_before = NULL"
+            f"UPDATE {self._name} SET claimed_at = {clock.now}, claimed_by = :owner, "
+            f"not_before = NULL, lease_until = {clock.after('claim_span')}"
         )
         self._keyless_probe = (
             "SELECT * FROM (SELECT seq, partition_key AS k FROM "
@@ -157,16 +213,15 @@ class OutboxSql:
         )
 
     # ----------------------------------------------------------------- helpers
-    def seconds(self, name: str, value: float, *, sign: int = 1) -> dict[str, Any]:
-        """Bind a duration the way this dialect's time arithmetic expects."""
-        if self.kind is DialectKind.POSTGRESQL:
-            return {name: float(value)}
-        if self.kind is DialectKind.MYSQL:
-            return {name: round(value * 1_000_000)}
-        return {name: f"{'+' if sign >= 0 else '-'}{abs(value):.6f} seconds"}
-
-    def _timeout(self) -> dict[str, Any]:
-        return self.seconds("claim_timeout", self.claim_timeout_seconds, sign=-1)
+    def _durations(self) -> dict[str, Any]:
+        """The claim's span (lease, capped by the timeout), lease and timeout."""
+        clock = self._clock
+        span = min(self.claim_lease_seconds, self.claim_timeout_seconds)
+        return (
+            clock.seconds("claim_span", span)
+            | clock.seconds("claim_lease", self.claim_lease_seconds)
+            | clock.seconds("claim_timeout", self.claim_timeout_seconds)
+        )
 
     def _in(self, col: str, name: str) -> str:
         if self.kind is DialectKind.POSTGRESQL:
@@ -183,14 +238,18 @@ class OutboxSql:
         return stmt.bindparams(bindparam("id", type_=Uuid()))
 
     @staticmethod
-    def to_message(row: Row[Any]) -> OutboxMessage:
-        """Build the model from a row of `MESSAGE_COLUMNS`."""
+    def to_message(row: Row[Any], headers: dict[str, str] | None = None) -> OutboxMessage:
+        """Build the model from a row of `MESSAGE_COLUMNS` (headers as stored text).
+
+        Raises:
+            ValueError: The stored headers cannot be decoded (unless given).
+        """
         m = row._mapping
         return OutboxMessage(
             id=m["id"],
             event_name=m["event_name"],
             payload=bytes(m["payload"]),
-            headers=dict(m["headers"] or {}),
+            headers=decode_headers(m["headers"]) if headers is None else headers,
             created_at=m["created_at"],
             published_at=m["published_at"],
             retry_count=m["retry_count"],
@@ -224,30 +283,29 @@ class OutboxSql:
 
     # ------------------------------------------------------------------ claims
     def _walk_keys(
-        self, conn: Connection, after: str | None, key_limit: int
+        self, conn: Connection, after: str | None, until: str | None, key_limit: int
     ) -> list[str]:
-        """Distinct undelivered partition keys after ``after``, in key order."""
+        """Distinct undelivered keys after ``after`` and up to ``until``, in key order."""
         params: dict[str, Any] = {"key_limit": key_limit}
+        col = "pending_key" if self.kind is DialectKind.MYSQL else "partition_key"
+        first = f"{col} > :cursor" if after is not None else f"{col} IS NOT NULL"
+        bound = ""
         if after is not None:
             params["cursor"] = after
+        if until is not None:
+            params["until"] = until
+            bound = f" AND {col} <= :until"
         if self.kind is DialectKind.MYSQL:
             # The generated column's index serves DISTINCT directly; MariaDB runs
             # the recursive skip scan below far slower.
-            first = (
-                "pending_key > :cursor"
-                if after is not None
-                else "pending_key IS NOT NULL"
-            )
             sql = (
-                f"SELECT DISTINCT pending_key AS k FROM {self._name} WHERE {first} "
-                "ORDER BY pending_key LIMIT :key_limit"
+                f"SELECT DISTINCT {col} AS k FROM {self._name} WHERE {first}{bound} "
+                f"ORDER BY {col} LIMIT :key_limit"
             )
             return [str(k) for k in conn.execute(text(sql), params).scalars()]
         # A skip scan: one index probe per distinct key, however long each key is.
-        col, pending = "partition_key", f"{PENDING} AND "
-        first = f"{col} > :cursor" if after is not None else f"{col} IS NOT NULL"
         probe = (
-            f"SELECT {col} FROM {self._name} WHERE {pending}{{cond}} "
+            f"SELECT {col} FROM {self._name} WHERE {PENDING} AND {{cond}}{bound} "
             f"ORDER BY {col} LIMIT 1"
         )
         sql = (
@@ -260,75 +318,96 @@ class OutboxSql:
         )
         return [str(k) for k in conn.execute(text(sql), params).scalars()]
 
-    def _keys_for_claim(self, conn: Connection, key_limit: int) -> list[str]:
-        after = self.cursor.after
-        keys = self._walk_keys(conn, after, key_limit)
-        if len(keys) >= key_limit:
-            self.cursor.after = keys[-1]
-            return keys
-        self.cursor.after = None
-        if after is not None:
-            seen = set(keys)
-            for key in self._walk_keys(conn, None, key_limit - len(keys)):
-                if key > after or key in seen:
-                    break
-                keys.append(key)
-        return keys
-
-    def _key_limit(self, limit: int) -> int:
-        """Keys one claim visits: twice the batch, fewer where each key is a UNION branch."""
-        if self.kind is DialectKind.POSTGRESQL:
-            return 2 * limit
-        return min(2 * limit, MAX_UNION_KEYS)
-
-    def _candidates(
-        self, keys: Sequence[str], limit: int
-    ) -> tuple[str, dict[str, Any]]:
-        """The claim's candidate query: both lanes, oldest first, at most ``limit``."""
-        params: dict[str, Any] = {"batch": limit}
-        branches = [
-            "SELECT * FROM (SELECT seq, partition_key AS k FROM "
-            f"{self._name} WHERE partition_key IS NULL AND {PENDING} AND "
-            f"{self._eligible} ORDER BY seq LIMIT :batch) AS keyless"
-        ]
-        if keys:
-            params["per_key"] = max(1, math.ceil(limit / len(keys)))
-            run = (
-                "SELECT seq, partition_key AS k, CASE WHEN "
-                f"{self._eligible} THEN 1 ELSE 0 END AS ok FROM {self._name} "
-                "WHERE {cond} ORDER BY seq LIMIT :per_key"
-            )
-            if self.kind is DialectKind.POSTGRESQL:
-                # One LATERAL probe per key: a plan whose size does not grow with it.
-                params["keys"] = list(keys)
-                runs_sql = (
-                    "SELECT r.seq, r.k, r.ok FROM unnest(CAST(:keys AS text[])) "
-                    "AS walked(key) CROSS JOIN LATERAL ("
-                    + run.format(cond=f"partition_key = walked.key AND {PENDING}")
-                    + ") AS r"
-                )
-            else:
-                key_cond = (
-                    "pending_key = :k{index}"
-                    if self.kind is DialectKind.MYSQL
-                    else f"partition_key = :k{{index}} AND {PENDING}"
-                )
-                runs: list[str] = []
-                for index, key in enumerate(keys):
-                    params[f"k{index}"] = key
-                    cond = key_cond.format(index=index)
-                    runs.append(f"SELECT * FROM ({run.format(cond=cond)}) AS r{index}")
-                runs_sql = " UNION ALL ".join(runs)
-            branches.append(
-                "SELECT seq, k FROM (SELECT seq, k, MIN(ok) OVER (PARTITION BY k "
-                f"ORDER BY seq) AS prefix_ok FROM ({runs_sql}) AS runs"
-                ") AS prefixes WHERE prefix_ok = 1"
-            )
-        sql = (
-            f"SELECT seq, k FROM ({' UNION ALL '.join(branches)}) AS candidates "
-            "ORDER BY seq LIMIT :batch"
+    def _runs(
+        self, conn: Connection, keys: Sequence[str], run: int, base: dict[str, Any]
+    ) -> dict[str, list[int]]:
+        """Per key, the seqs of the eligible prefix of its ``run`` oldest undelivered rows."""
+        params: dict[str, Any] = base | {"per_key": run}
+        one_key = (
+            "SELECT seq, partition_key AS k, CASE WHEN "
+            f"{self._eligible} THEN 1 ELSE 0 END AS ok FROM {self._name} "
+            "WHERE {cond} ORDER BY seq LIMIT :per_key"
         )
-        return sql, params
+        if self.kind is DialectKind.POSTGRESQL:
+            # One LATERAL probe per key: a plan whose size does not grow with it.
+            params["keys"] = list(keys)
+            runs_sql = (
+                "SELECT r.seq, r.k, r.ok FROM unnest(CAST(:keys AS text[])) "
+                "AS walked(key) CROSS JOIN LATERAL ("
+                + one_key.format(cond=f"partition_key = walked.key AND {PENDING}")
+                + ") AS r"
+            )
+        else:
+            key_cond = (
+                "pending_key = :k{index}"
+                if self.kind is DialectKind.MYSQL
+                else f"partition_key = :k{{index}} AND {PENDING}"
+            )
+            branches: list[str] = []
+            for index, key in enumerate(keys):
+                params[f"k{index}"] = key
+                cond = key_cond.format(index=index)
+                branches.append(f"SELECT * FROM ({one_key.format(cond=cond)}) AS r{index}")
+            runs_sql = " UNION ALL ".join(branches)
+        sql = (
+            "SELECT seq, k FROM (SELECT seq, k, MIN(ok) OVER (PARTITION BY k "
+            f"ORDER BY seq) AS prefix_ok FROM ({runs_sql}) AS runs"
+            ") AS prefixes WHERE prefix_ok = 1 ORDER BY seq"
+        )
+        runs: dict[str, list[int]] = {}
+        for seq, key in conn.execute(text(sql), params):
+            runs.setdefault(str(key), []).append(int(seq))
+        return runs
+
+    def _keyed_lane(
+        self, conn: Connection, limit: int, base: dict[str, Any]
+    ) -> list[tuple[str, list[int]]]:
+        """Keys in visiting order with their runs, walked until the runs fill ``limit``.
+
+        The walk starts after the cursor and wraps around once. How many keys
+        it asks for at a time follows the run length seen so far, so deep keys
+        cost one round trip; it never visits more than `KEYS_PER_BATCH` keys
+        per message of the batch.
+        """
+        run = key_run(limit)
+        budget = KEYS_PER_BATCH * limit
+        per_statement = budget if self.kind is DialectKind.POSTGRESQL else MAX_UNION_KEYS
+        start = self.cursor.after
+        after, until = start, None
+        visited: list[tuple[str, list[int]]] = []
+        gathered = 0
+        estimate = self.cursor.run_length
+        while gathered < limit and len(visited) < budget:
+            wanted = math.ceil((limit - gathered) / max(1.0, estimate))
+            count = min(wanted, budget - len(visited), per_statement)
+            keys = self._walk_keys(conn, after, until, count)
+            if keys:
+                runs = self._runs(conn, keys, run, base)
+                visited.extend((key, runs.get(key, [])) for key in keys)
+                gathered += sum(len(r) for r in runs.values())
+                estimate = gathered / len(visited)
+                after = keys[-1]
+            if len(keys) < count:  # this part of the key space is walked
+                if until is not None or start is None:
+                    break
+                after, until = None, start  # wrap around, up to where we began
+        if visited:
+            self.cursor.run_length = min(float(run), max(1.0, estimate))
+        return visited
+
+    def _advance(
+        self, visited: Sequence[tuple[str, Sequence[int]]], chosen: set[int]
+    ) -> None:
+        """Move the cursor past the keys this claim finished with.
+
+        A key is finished when its whole run was taken or it had none (its
+        head is held elsewhere or waits); the next claim starts after the last
+        finished key, so keys the batch had no room for come first next time.
+        """
+        for key, seqs in visited:
+            if not chosen.issuperset(seqs):
+                break
+            self.cursor.after = key
 
     def claim(
         self, conn: Connection, limit: int, max_retry: int
@@ -336,48 +415,59 @@ class OutboxSql:
         """Claim up to ``limit`` messages for this owner; run inside one transaction."""
         if limit <= 0:
             return []
-        base = {"max_retry": max_retry, "owner": self.owner} | self._timeout()
+        base = {"max_retry": max_retry, "owner": self.owner} | self._durations()
         if self.kind is DialectKind.SQLITE:
             # Take the write lock first: a deferred transaction upgrading after
             # another writer's commit fails at once instead of waiting.
             conn.exec_driver_sql("BEGIN IMMEDIATE")
-            keys = self._keys_for_claim(conn, self._key_limit(limit))
+        elif self.kind is DialectKind.MYSQL:
+            # READ COMMITTED for this transaction only: no gap locks on the scans.
+            conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        # One cheap statement first: the keyless lane, plus whether any keyed
+        # message is pending. An idle outbox costs this one statement per poll,
+        # and a keyless-only backlog needs no key walk.
+        found = conn.execute(text(self._keyless_probe), base | {"batch": limit}).all()
+        keyless = [(int(r[0]), None) for r in found if r[0] is not None]
+        visited: list[tuple[str, list[int]]] = []
+        if len(keyless) < len(found):
+            if self.kind is DialectKind.POSTGRESQL:
+                # The key walk's estimated cost can trip JIT compilation, which
+                # costs far more than the claim itself.
+                conn.execute(text("SET LOCAL jit = off"))
+            visited = self._keyed_lane(conn, limit, base)
         else:
-            # One cheap statement first: the keyless lane, plus whether any keyed
-            # message is pending. An idle outbox costs this one statement per poll,
-            # and a keyless-only backlog needs no key walk.
-            found = conn.execute(text(self._keyless_probe), base | {"batch": limit}).all()
-            keyed_pending = any(r[0] is None for r in found)
-            if keyed_pending:
-                if self.kind is DialectKind.POSTGRESQL:
-                    # The key walk's estimated cost can trip JIT compilation, which
-                    # costs far more than the claim itself.
-                    conn.execute(text("SET LOCAL jit = off"))
-                keys = self._keys_for_claim(conn, self._key_limit(limit))
-            else:
-                keys = []
-                self.cursor.after = None
-            if not keys:
-                return self._lock_and_claim(conn, [r for r in found if r[0] is not None], base)
-        candidates, params = self._candidates(keys, limit)
-        params |= base
+            self.cursor.after = None
+        runs = [[(seq, key) for seq in seqs] for key, seqs in visited]
+        chosen = choose_batch(keyless, runs, limit, lambda c: c[0])
+        self._advance(visited, {seq for seq, _ in chosen})
+        if not chosen:
+            return []
         if self.kind is DialectKind.SQLITE:
-            stmt = text(
-                f"{self._claim_set} WHERE seq IN (SELECT seq FROM ({candidates}) AS c) "
-                f"RETURNING {self._cols}"
-            ).columns(*self._typed)
-            rows = conn.execute(stmt, params).all()
-            return self._ordered(rows)
-        found = conn.execute(text(candidates), params).all()
-        return self._lock_and_claim(conn, found, base)
+            # Writers are serialised (BEGIN IMMEDIATE): the choice still holds.
+            rows = self._update_returning(conn, [seq for seq, _ in chosen], base)
+        else:
+            rows = self._lock_and_claim(conn, chosen, base)
+        return self._decoded(conn, rows)
+
+    def _update_returning(
+        self, conn: Connection, seqs: Sequence[int], base: dict[str, Any]
+    ) -> Sequence[Row[Any]]:
+        stmt = self._list_param(
+            text(
+                f"{self._claim_set} WHERE {self._in('seq', 'seqs')} RETURNING {self._cols}"
+            ),
+            "seqs",
+            uuid=False,
+        ).columns(*self._typed)
+        return conn.execute(stmt, base | {"seqs": list(seqs)}).all()
 
     def _lock_and_claim(
-        self, conn: Connection, found: Sequence[Sequence[Any]], base: dict[str, Any]
-    ) -> list[OutboxMessage]:
+        self,
+        conn: Connection,
+        found: Sequence[tuple[int, str | None]],
+        base: dict[str, Any],
+    ) -> Sequence[Row[Any]]:
         """Lock the candidates that are still free, keep each key's prefix, claim them."""
-        if not found:
-            return []
-        max_retry = base["max_retry"]
         lock = self._list_param(
             text(
                 f"SELECT seq FROM {self._name} WHERE {self._in('seq', 'seqs')} "
@@ -386,13 +476,11 @@ class OutboxSql:
             "seqs",
             uuid=False,
         )
-        lock_params = {"seqs": [int(r[0]) for r in found], "max_retry": max_retry}
-        locked = {
-            int(s) for s in conn.execute(lock, lock_params | self._timeout()).scalars()
-        }
+        lock_params = base | {"seqs": [seq for seq, _ in found]}
+        locked = {int(s) for s in conn.execute(lock, lock_params).scalars()}
         accepted: list[int] = []
         blocked: set[str] = set()
-        for seq, key in ((int(r[0]), r[1]) for r in found):
+        for seq, key in found:
             if key is not None and key in blocked:
                 continue
             if seq in locked:
@@ -401,34 +489,60 @@ class OutboxSql:
                 blocked.add(key)
         if not accepted:
             return []
+        if self.kind is DialectKind.POSTGRESQL:
+            return self._update_returning(conn, accepted, base)
         update = self._list_param(
             text(f"{self._claim_set} WHERE {self._in('seq', 'seqs')}"), "seqs", uuid=False
         )
-        update_params = {"seqs": accepted, "owner": self.owner}
-        if self.kind is DialectKind.POSTGRESQL:
-            stmt = self._list_param(
-                text(
-                    f"{self._claim_set} WHERE {self._in('seq', 'seqs')} RETURNING {self._cols}"
-                ),
-                "seqs",
-                uuid=False,
-            ).columns(*self._typed)
-            rows = conn.execute(stmt, update_params).all()
-        else:
-            conn.execute(update, update_params)
-            select = self._list_param(
-                text(
-                    f"SELECT {self._cols} FROM {self._name} WHERE {self._in('seq', 'seqs')}"
-                ),
-                "seqs",
-                uuid=False,
-            ).columns(*self._typed)
-            rows = conn.execute(select, {"seqs": accepted}).all()
-        return self._ordered(rows)
+        conn.execute(update, base | {"seqs": accepted})
+        select = self._list_param(
+            text(f"SELECT {self._cols} FROM {self._name} WHERE {self._in('seq', 'seqs')}"),
+            "seqs",
+            uuid=False,
+        ).columns(*self._typed)
+        return conn.execute(select, {"seqs": accepted}).all()
 
-    def _ordered(self, rows: Sequence[Row[Any]]) -> list[OutboxMessage]:
-        by_seq = sorted(rows, key=lambda r: int(r._mapping["seq"]))
-        return [self.to_message(r) for r in by_seq]
+    def _decoded(self, conn: Connection, rows: Sequence[Row[Any]]) -> list[OutboxMessage]:
+        """Messages of the claimed rows in save order; undecodable ones are abandoned."""
+        messages: list[OutboxMessage] = []
+        damaged: list[dict[str, Any]] = []
+        for row in sorted(rows, key=lambda r: int(r._mapping["seq"])):
+            try:
+                messages.append(self.to_message(row))
+            except Exception as error:  # any decoding failure: keep it as the reason
+                damaged.append(
+                    {"seq": int(row._mapping["seq"]), "error": undecodable_reason(error)}
+                )
+        if damaged:
+            conn.execute(
+                text(
+                    f"UPDATE {self._name} SET abandoned_at = {self._clock.now}, "
+                    "claimed_by = NULL, lease_until = NULL, last_error = :error "
+                    "WHERE seq = :seq AND claimed_by = :owner"
+                ),
+                [params | {"owner": self.owner} for params in damaged],
+            )
+        return messages
+
+    # --------------------------------------------------------------- liveness
+    def renew(self, conn: Connection, message_ids: Sequence[UUID]) -> int:
+        """Push the lease of this owner's live claims among ``message_ids``; count them."""
+        if not message_ids:
+            return 0
+        clock = self._clock
+        deadline = clock.after("claim_timeout", "claimed_at")
+        stmt = self._list_param(
+            text(
+                f"UPDATE {self._name} SET lease_until = "
+                f"{clock.least}({deadline}, {clock.after('claim_lease')}) "
+                f"WHERE {self._in('id', 'ids')} AND claimed_by = :owner AND {PENDING} "
+                f"AND {deadline} > {clock.now}"
+            ),
+            "ids",
+            uuid=True,
+        )
+        params = {"ids": list(message_ids), "owner": self.owner} | self._durations()
+        return conn.execute(stmt, params).rowcount
 
     # ------------------------------------------------------ acknowledgements
     def _fenced(self, assignments: str, *, many: bool = False) -> TextClause:
@@ -441,9 +555,12 @@ class OutboxSql:
             self._list_param(stmt, "ids", uuid=True) if many else self._id_param(stmt)
         )
 
+    def _published(self) -> str:
+        return f"published_at = {self._clock.now}, claimed_by = NULL, lease_until = NULL"
+
     def mark_published(self, conn: Connection, message_id: UUID) -> None:
         """Set ``published_at`` when this owner holds the message."""
-        stmt = self._fenced(f"published_at = {self._clock.now}, claimed_by = NULL")
+        stmt = self._fenced(self._published())
         conn.execute(stmt, {"id": message_id, "owner": self.owner})
 
     def mark_published_many(
@@ -452,19 +569,19 @@ class OutboxSql:
         """Publish every message among ``message_ids`` this owner holds, in one statement."""
         if not message_ids:
             return
-        stmt = self._fenced(
-            f"published_at = {self._clock.now}, claimed_by = NULL", many=True
-        )
+        stmt = self._fenced(self._published(), many=True)
         conn.execute(stmt, {"ids": list(message_ids), "owner": self.owner})
 
     def increment_retry(self, conn: Connection, message_id: UUID) -> None:
-        """Spend one retry and keep the lease: the message returns when it expires."""
+        """Spend one retry and keep the claim: the message returns when it ends."""
         stmt = self._fenced("retry_count = retry_count + 1")
         conn.execute(stmt, {"id": message_id, "owner": self.owner})
 
     def abandon(self, conn: Connection, message_id: UUID, error: str | None) -> None:
         """Set ``abandoned_at`` (and the reason, when given) when this owner holds it."""
-        assignments = f"abandoned_at = {self._clock.now}, claimed_by = NULL"
+        assignments = (
+            f"abandoned_at = {self._clock.now}, claimed_by = NULL, lease_until = NULL"
+        )
         params: dict[str, Any] = {"id": message_id, "owner": self.owner}
         if error is not None:
             assignments += ", last_error = :error"
@@ -477,32 +594,34 @@ class OutboxSql:
         """Spend one retry, keep ``error``, release the claim until the delay passed."""
         stmt = self._fenced(
             "retry_count = retry_count + 1, last_error = :error, claimed_by = NULL, "
-            f"claimed_at = NULL, not_before = {self._clock.later}"
+            f"claimed_at = NULL, lease_until = NULL, not_before = {self._clock.after('delay')}"
         )
         params = {"id": message_id, "owner": self.owner, "error": error}
-        conn.execute(stmt, params | self.seconds("delay", max(0.0, delay_seconds)))
+        conn.execute(stmt, params | self._clock.seconds("delay", delay_seconds))
 
     def release(self, conn: Connection, message_ids: Sequence[UUID]) -> None:
         """Drop this owner's claims on ``message_ids`` without spending retries."""
         if not message_ids:
             return
-        stmt = self._fenced("claimed_by = NULL, claimed_at = NULL", many=True)
+        stmt = self._fenced(
+            "claimed_by = NULL, claimed_at = NULL, lease_until = NULL", many=True
+        )
         conn.execute(stmt, {"ids": list(message_ids), "owner": self.owner})
 
     # --------------------------------------------------------- administration
     def stats(self, conn: Connection) -> OutboxStats:
         """Counts by state and the oldest pending age, by the database clock."""
+        now = self._clock.now
         stmt = text(
             "SELECT "
             f"COALESCE(SUM(CASE WHEN {PENDING} THEN 1 ELSE 0 END), 0) AS pending, "
             f"COALESCE(SUM(CASE WHEN {PENDING} AND claimed_by IS NOT NULL "
-            f"AND claimed_at >= {self._clock.cutoff} THEN 1 ELSE 0 END), 0) AS claimed, "
+            f"AND lease_until > {now} THEN 1 ELSE 0 END), 0) AS claimed, "
             "COALESCE(SUM(CASE WHEN published_at IS NOT NULL THEN 1 ELSE 0 END), 0) "
             "AS published, "
-            "COALESCE(SUM(CASE WHEN published_at IS NULL AND abandoned_at IS NOT NULL "
-            "THEN 1 ELSE 0 END), 0) AS abandoned, "
+            f"COALESCE(SUM(CASE WHEN {ABANDONED} THEN 1 ELSE 0 END), 0) AS abandoned, "
             f"MIN(CASE WHEN {PENDING} THEN created_at END) AS oldest, "
-            f"{self._clock.now} AS db_now "
+            f"{now} AS db_now "
             f"FROM {self._name}"
         ).columns(
             column("pending", Integer()),
@@ -512,10 +631,10 @@ class OutboxSql:
             column("oldest", UtcDateTime()),
             column("db_now", UtcDateTime()),
         )
-        row = conn.execute(stmt, self._timeout()).one()
+        row = conn.execute(stmt).one()
         oldest: datetime | None = row.oldest
-        now: datetime = row.db_now
-        age = None if oldest is None else max(0.0, (now - oldest).total_seconds())
+        db_now: datetime = row.db_now
+        age = None if oldest is None else max(0.0, (db_now - oldest).total_seconds())
         return OutboxStats(
             pending=int(row.pending),
             claimed=int(row.claimed),
@@ -525,30 +644,59 @@ class OutboxSql:
         )
 
     def list_abandoned(self, conn: Connection, limit: int) -> list[OutboxMessage]:
-        """Abandoned messages, oldest first, with their last error."""
+        """Abandoned messages, oldest abandoned first, with their last error.
+
+        A message abandoned because it could not be decoded is listed with
+        empty headers; its ``last_error`` says what was wrong.
+        """
         stmt = text(
-            f"SELECT {self._cols} FROM {self._name} WHERE abandoned_at IS NOT NULL "
-            "AND published_at IS NULL ORDER BY seq LIMIT :limit"
+            f"SELECT {self._cols} FROM {self._name} WHERE {ABANDONED} "
+            "ORDER BY abandoned_at, seq LIMIT :limit"
         ).columns(*self._typed)
-        return [self.to_message(r) for r in conn.execute(stmt, {"limit": limit})]
+        messages: list[OutboxMessage] = []
+        for row in conn.execute(stmt, {"limit": limit}):
+            try:
+                messages.append(self.to_message(row))
+            except ValueError:
+                messages.append(self.to_message(row, headers={}))
+        return messages
 
     def requeue_abandoned(
-        self, conn: Connection, message_ids: Sequence[UUID] | None
+        self, conn: Connection, message_ids: Sequence[UUID] | None, limit: int
     ) -> int:
-        """Make abandoned messages pending again with a fresh retry budget."""
-        sql = (
-            f"UPDATE {self._name} SET abandoned_at = NULL, retry_count = 0, "
-            "claimed_at = NULL, claimed_by = NULL, not_before = NULL "
-            "WHERE abandoned_at IS NOT NULL AND published_at IS NULL"
-        )
-        if message_ids is None:
-            return conn.execute(text(sql)).rowcount
-        if not message_ids:
+        """Make up to ``limit`` abandoned messages pending with a fresh retry budget.
+
+        Oldest abandoned first; the ``abandoned_at`` index bounds the cost by
+        ``limit`` whatever the number of abandoned messages.
+        """
+        if limit <= 0 or (message_ids is not None and not message_ids):
             return 0
-        stmt = self._list_param(
-            text(f"{sql} AND {self._in('id', 'ids')}"), "ids", uuid=True
+        where = ABANDONED
+        params: dict[str, Any] = {"limit": limit}
+        if message_ids is not None:
+            where += f" AND {self._in('id', 'ids')}"
+            params["ids"] = list(message_ids)
+        assignments = (
+            "abandoned_at = NULL, retry_count = 0, claimed_at = NULL, "
+            "claimed_by = NULL, not_before = NULL, lease_until = NULL"
         )
-        return conn.execute(stmt, {"ids": list(message_ids)}).rowcount
+        if self.kind is DialectKind.MYSQL:
+            sql = (
+                f"UPDATE {self._name} SET {assignments} WHERE {where} "
+                "ORDER BY abandoned_at, seq LIMIT :limit"
+            )
+        else:
+            # The outer condition again: a concurrent requeue of the same rows
+            # must not reset a claim taken in between.
+            sql = (
+                f"UPDATE {self._name} SET {assignments} WHERE {ABANDONED} AND seq IN "
+                f"(SELECT seq FROM {self._name} WHERE {where} "
+                "ORDER BY abandoned_at, seq LIMIT :limit)"
+            )
+        stmt = text(sql)
+        if message_ids is not None:
+            stmt = self._list_param(stmt, "ids", uuid=True)
+        return conn.execute(stmt, params).rowcount
 
     def purge_published(self, conn: Connection, before: datetime, limit: int) -> int:
         """Delete up to ``limit`` messages published before ``before``."""

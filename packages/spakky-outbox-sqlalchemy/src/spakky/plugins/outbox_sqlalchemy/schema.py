@@ -5,6 +5,7 @@
 another name in its own `MetaData`.
 """
 
+import hashlib
 import threading
 from datetime import UTC, datetime
 from typing import Any, cast, override
@@ -91,8 +92,29 @@ def _key_type() -> TypeEngine[str]:
     )
 
 
+_MAX_IDENTIFIER = 63
+"""Longest identifier every supported dialect accepts (PostgreSQL's limit)."""
+
+
+def index_name(table_name: str, suffix: str) -> str:
+    """Name of one of the outbox table's indexes, short enough for every dialect.
+
+    ``ix_<table>_<suffix>``; a long table name is cut and completed with a
+    hash of the full name, so names stay distinct.
+    """
+    name = f"ix_{table_name}_{suffix}"
+    if len(name) <= _MAX_IDENTIFIER:
+        return name
+    digest = hashlib.sha256(table_name.encode()).hexdigest()[:8]
+    keep = _MAX_IDENTIFIER - len(f"ix__{digest}_{suffix}")
+    return f"ix_{table_name[:keep]}_{digest}_{suffix}"
+
+
 def define_outbox_table(name: str, metadata: MetaData) -> Table:
     """Define the outbox table called ``name`` in ``metadata``.
+
+    Any plain identifier works, reserved words (``order``) and mixed case
+    (``Outbox``) included: SQLAlchemy quotes it wherever the dialect needs.
 
     Raises:
         InvalidOutboxTableNameError: ``name`` is not a plain SQL identifier.
@@ -122,6 +144,12 @@ def define_outbox_table(name: str, metadata: MetaData) -> Table:
         Column("claimed_at", UtcDateTime(), nullable=True),
         Column("claimed_by", String(32), nullable=True, comment="Owner token"),
         Column("not_before", UtcDateTime(), nullable=True, comment="Retry backoff"),
+        Column(
+            "lease_until",
+            UtcDateTime(),
+            nullable=True,
+            comment="When the claim ends: its lease or the claim timeout, if sooner",
+        ),
         Column("partition_key", _key_type(), nullable=True),
         Column("abandoned_at", UtcDateTime(), nullable=True),
         Column("last_error", Text(), nullable=True),
@@ -139,27 +167,28 @@ def define_outbox_table(name: str, metadata: MetaData) -> Table:
         ("keyless", (table.c.seq,), f"{_PENDING_SQL} AND partition_key IS NULL"),
         ("keyed", (table.c.partition_key, table.c.seq), f"{_PENDING_SQL} AND partition_key IS NOT NULL"),
         ("published", (table.c.published_at,), "published_at IS NOT NULL"),
-        ("abandoned", (table.c.abandoned_at,), "abandoned_at IS NOT NULL"),
+        ("abandoned", (table.c.abandoned_at, table.c.seq), "abandoned_at IS NOT NULL"),
     )
     for suffix, columns, where in partial:
         Index(
-            f"ix_{name}_{suffix}",
+            index_name(name, suffix),
             *columns,
             postgresql_where=text(where),
             sqlite_where=text(where),
         ).ddl_if(dialect=_PARTIAL_DIALECTS)
-    # MySQL / MariaDB: no partial indexes; a generated column stands in.
+    # MySQL / MariaDB: no partial indexes; a generated column stands in. InnoDB
+    # appends the primary key to each index, so (abandoned_at) orders by seq too.
     Index(
-        f"ix_{name}_state",
+        index_name(name, "state"),
         table.c.published_at,
         table.c.abandoned_at,
         table.c.partition_key,
         table.c.seq,
     ).ddl_if(dialect=_MYSQL_DIALECTS)
-    Index(f"ix_{name}_pending_key", table.c.pending_key, table.c.seq).ddl_if(
+    Index(index_name(name, "pending_key"), table.c.pending_key, table.c.seq).ddl_if(
         dialect=_MYSQL_DIALECTS
     )
-    Index(f"ix_{name}_abandoned_at", table.c.abandoned_at).ddl_if(
+    Index(index_name(name, "abandoned_at"), table.c.abandoned_at).ddl_if(
         dialect=_MYSQL_DIALECTS
     )
     return table

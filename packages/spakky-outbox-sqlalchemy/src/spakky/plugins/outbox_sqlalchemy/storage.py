@@ -2,9 +2,13 @@
 
 ``save`` writes through the business session that ``@Transactional()`` opened;
 every other operation runs in its own short transaction on the engine, fenced
-by the instance's owner token (one instance = one relay process).
+by the instance's owner token (one instance = one relay process). Only saving
+and claiming create the table (with ``create_table``); administration never
+does. A lost connection becomes `OutboxStorageUnavailableError` and is never
+handed out by the pool again (see `outage`).
 """
 
+import asyncio
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -15,38 +19,47 @@ from uuid import UUID
 from spakky.core.pod.annotations.pod import Pod
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import OutboxStats
-from spakky.outbox.error import (
-    OutboxStorageUnavailableError,
-    OutboxTransactionRequiredError,
-)
+from spakky.outbox.common.stats import OutboxStats, OutboxTarget
+from spakky.outbox.common.wakeup import WakeUpHub, wake_up_hub
+from spakky.outbox.error import OutboxTransactionRequiredError
 from spakky.outbox.ports.storage import (
     IAsyncOutboxAdministration,
     IAsyncOutboxBatchAcknowledgement,
+    IAsyncOutboxLiveness,
     IAsyncOutboxRetryScheduling,
     IAsyncOutboxStorage,
     IAsyncOutboxWakeUp,
     IOutboxAdministration,
     IOutboxBatchAcknowledgement,
+    IOutboxLiveness,
     IOutboxRetryScheduling,
     IOutboxStorage,
     IOutboxWakeUp,
 )
-from spakky.plugins.outbox_sqlalchemy.config import SqlAlchemyOutboxConfig
-from spakky.plugins.outbox_sqlalchemy.operations import (
-    DialectKind,
-    OutboxSql,
-    dialect_kind,
+from spakky.plugins.outbox_sqlalchemy.config import (
+    STORAGE_NAME,
+    TABLE_NAME_VARIABLE,
+    SqlAlchemyOutboxConfig,
+)
+from spakky.plugins.outbox_sqlalchemy.error import OutboxTableNotFoundError
+from spakky.plugins.outbox_sqlalchemy.operations import DialectKind, OutboxSql
+from spakky.plugins.outbox_sqlalchemy.outage import (
+    connection_lost,
+    is_outage,
+    unavailable,
+    watch_connection_loss,
 )
 from spakky.plugins.outbox_sqlalchemy.schema import outbox_table
 from spakky.plugins.outbox_sqlalchemy.wakeup import (
+    NOTIFY_SQL,
+    AsyncDeferredNotify,
+    DeferredNotifyThread,
     PgNotificationListener,
     PgNotificationThread,
-    WakeUpHub,
     notify_channel,
     notify_throttle,
+    run_after_commit,
     signal_after_commit,
-    wake_up_hub,
 )
 from spakky.plugins.sqlalchemy.persistency.connection_manager import (
     AsyncConnectionManager,
@@ -58,8 +71,7 @@ from spakky.plugins.sqlalchemy.persistency.session_manager import (
     SessionNotInitializedError,
 )
 from sqlalchemy import Connection, Engine, inspect, text
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 _created: set[tuple[str, str]] = set()
@@ -92,25 +104,28 @@ class _OutboxCore:
     ) -> None:
         self.config = config
         self.table = outbox_table(config.table_name)
-        self.kind = dialect_kind(sync_engine.dialect)
+        self.url = sync_engine.url.render_as_string(hide_password=True)
         self.owner = uuid.uuid4().hex
         """Owner token of this instance: one instance stands for one relay process."""
         self.sql = OutboxSql(
             table=self.table,
-            kind=self.kind,
+            dialect=sync_engine.dialect,
             owner=self.owner,
             claim_timeout_seconds=outbox_config.claim_timeout_seconds,
+            claim_lease_seconds=outbox_config.claim_lease_seconds,
         )
+        self.kind = self.sql.kind
         self.hub: WakeUpHub = wake_up_hub(config.table_name)
         self.seen = self.hub.generation
         self.channel = notify_channel(config.table_name)
 
-    def should_notify(self) -> bool:
-        return (
-            self.config.notify
-            and self.kind is DialectKind.POSTGRESQL
-            and notify_throttle.allow(self.channel, self.config.notify_throttle_seconds)
-        )
+    def notifies(self) -> bool:
+        """Whether saves announce themselves with NOTIFY (PostgreSQL, ``notify`` on)."""
+        return self.config.notify and self.kind is DialectKind.POSTGRESQL
+
+    def notify_now(self) -> bool:
+        """Whether the throttle lets this save NOTIFY inside its transaction."""
+        return notify_throttle.allow(self.channel, self.config.notify_throttle_seconds)
 
     def table_exists(self, connection: Connection) -> bool:
         """Whether the outbox table exists, as seen by ``connection``."""
@@ -125,30 +140,44 @@ class _OutboxCore:
         if not _table_created(connection.engine, self.table.name):
             self.table.create(connection, checkfirst=True)
 
+    def must_create(self, engine: Engine) -> bool:
+        """Whether a save or claim has to make sure the table exists first."""
+        return self.config.create_table and not _table_created(engine, self.table.name)
+
+    def creation_failure(self, error: Exception, exists: bool | None) -> Exception | None:
+        """What a failed CREATE TABLE raises; None when another instance made it."""
+        if exists:
+            return None
+        return unavailable(error) if is_outage(error) else error
+
+    def missing(self) -> OutboxTableNotFoundError:
+        """Our error for the missing table, naming the database and the table."""
+        return OutboxTableNotFoundError(self.url, self.table.name)
+
+    def failure(self, error: Exception, exists: bool | None) -> Exception:
+        """What to raise for ``error``; ``exists`` is the table check (None: not made)."""
+        if connection_lost(error):
+            return unavailable(error)
+        if exists is False:
+            return self.missing()
+        return unavailable(error) if is_outage(error) else error
+
+    def checks_table(self, error: Exception) -> bool:
+        """Whether ``error`` may come from a missing table (worth a catalog check)."""
+        return isinstance(error, DBAPIError) and not connection_lost(error)
+
+    def target(self) -> OutboxTarget:
+        """Backend, URL without password and table; the table variable when defaulted."""
+        defaulted = () if "table_name" in self.config.model_fields_set else (TABLE_NAME_VARIABLE,)
+        return OutboxTarget(
+            backend=STORAGE_NAME,
+            location=f"{self.url} table {self.table.name}",
+            defaulted=defaulted,
+        )
+
     def take_generation(self) -> int:
         seen, self.seen = self.seen, self.hub.generation
         return seen
-
-
-def _unavailable(error: Exception) -> OutboxStorageUnavailableError:
-    cause = error.orig if isinstance(error, DBAPIError) else error
-    return OutboxStorageUnavailableError(f"{type(cause).__name__}: {cause}")
-
-
-def _is_outage(error: Exception) -> bool:
-    """Whether ``error`` means the database could not be reached or was lost."""
-    if isinstance(error, DBAPIError):
-        return error.connection_invalidated or isinstance(
-            error, (OperationalError, InterfaceError)
-        )
-    return isinstance(error, OSError)  # asyncpg raises OSError when refused
-
-
-def _claim_engine[E: (Engine, AsyncEngine)](engine: E, kind: DialectKind) -> E:
-    """MariaDB/MySQL claims run at READ COMMITTED to avoid gap locks."""
-    if kind is DialectKind.MYSQL:
-        return engine.execution_options(isolation_level="READ COMMITTED")
-    return engine
 
 
 ASYNC_STORAGE_POD_NAME = "spakky_outbox_sqlalchemy_async_storage"
@@ -164,6 +193,7 @@ class AsyncSqlAlchemyOutboxStorage(
     IAsyncOutboxRetryScheduling,
     IAsyncOutboxWakeUp,
     IAsyncOutboxAdministration,
+    IAsyncOutboxLiveness,
 ):
     """Asynchronous SQLAlchemy outbox storage (PostgreSQL, MariaDB/MySQL, SQLite)."""
 
@@ -176,52 +206,62 @@ class AsyncSqlAlchemyOutboxStorage(
     ) -> None:
         """Bind the storage to the business session manager and the engine."""
         self._session_manager = session_manager
-        self._engine = connection_manager.connection
+        self._engine = watch_connection_loss(connection_manager.connection)
         self._core = _OutboxCore(self._engine.sync_engine, outbox_config, config)
-        self._claim_engine = _claim_engine(self._engine, self._core.kind)
         self._listener: PgNotificationListener | None = None
+        self._owed_notify: AsyncDeferredNotify | None = None
 
     @property
     def owner_token(self) -> str:
         """This instance's owner token."""
         return self._core.owner
 
+    @override
+    def target(self) -> OutboxTarget:
+        """Backend ``sqlalchemy``, the URL without password, and the table."""
+        return self._core.target()
+
     async def _ensure_table(self) -> None:
         core = self._core
-        if not core.config.create_table or _table_created(
-            self._engine.sync_engine, core.table.name
-        ):
+        if not core.must_create(self._engine.sync_engine):
             return
         try:
             async with self._engine.begin() as connection:
                 await connection.run_sync(
                     lambda c: core.table.create(c, checkfirst=True)
                 )
-        except (DBAPIError, OSError) as error:
+        except Exception as error:
             # Another instance may have created it between check and CREATE.
-            try:
-                async with self._engine.connect() as connection:
-                    exists = await connection.run_sync(core.table_exists)
-            except (DBAPIError, OSError):
-                exists = False
-            if not exists:
-                if _is_outage(error):
-                    raise _unavailable(error) from error
+            failure = core.creation_failure(error, await self._table_exists())
+            if failure is error:
                 raise
+            if failure is not None:
+                raise failure from error
         mark_table_created(self._engine.sync_engine, core.table.name)
 
-    async def _run[T](
-        self, operation: Callable[[Connection], T], *, claim: bool = False
-    ) -> T:
-        await self._ensure_table()
-        engine = self._claim_engine if claim else self._engine
+    async def _table_exists(self) -> bool | None:
+        """Whether the table exists; None when even that cannot be asked."""
         try:
-            async with engine.begin() as connection:
+            async with self._engine.connect() as connection:
+                return await connection.run_sync(self._core.table_exists)
+        except Exception:  # the question failed too: the original error stands
+            return None
+
+    async def _run[T](
+        self, operation: Callable[[Connection], T], *, create: bool = False
+    ) -> T:
+        if create:
+            await self._ensure_table()
+        try:
+            async with self._engine.begin() as connection:
                 return await connection.run_sync(operation)
-        except (DBAPIError, OSError) as error:
-            if _is_outage(error):
-                raise _unavailable(error) from error
-            raise
+        except Exception as error:
+            core = self._core
+            exists = await self._table_exists() if core.checks_table(error) else None
+            failure = core.failure(error, exists)
+            if failure is error:
+                raise
+            raise failure from error
 
     @override
     async def save(self, message: OutboxMessage) -> None:
@@ -240,16 +280,31 @@ class AsyncSqlAlchemyOutboxStorage(
         # without the ORM execution path a Session.execute takes.
         connection = await session.connection()
         await connection.execute(*core.sql.insert(message))
-        if core.should_notify():
-            await connection.execute(
-                text("SELECT pg_notify(:channel, '')"), {"channel": core.channel}
-            )
+        if core.notifies():
+            if core.notify_now():
+                await connection.execute(text(NOTIFY_SQL), {"channel": core.channel})
+            else:
+                owed = self._owed()
+                loop = asyncio.get_running_loop()
+                run_after_commit(session.sync_session, owed, lambda: owed.committed(loop))
         signal_after_commit(session.sync_session, core.hub)
+
+    def _owed(self) -> AsyncDeferredNotify:
+        if self._owed_notify is None:
+            self._owed_notify = AsyncDeferredNotify(
+                self._engine, self._core.channel, self._core.config.notify_throttle_seconds
+            )
+        return self._owed_notify
 
     @override
     async def fetch_pending(self, limit: int, max_retry: int) -> list[OutboxMessage]:
         sql = self._core.sql
-        return await self._run(lambda c: sql.claim(c, limit, max_retry), claim=True)
+        return await self._run(lambda c: sql.claim(c, limit, max_retry), create=True)
+
+    @override
+    async def renew_claims(self, message_ids: Sequence[UUID]) -> int:
+        sql = self._core.sql
+        return await self._run(lambda c: sql.renew(c, message_ids))
 
     @override
     async def mark_published(self, message_id: UUID) -> None:
@@ -293,11 +348,7 @@ class AsyncSqlAlchemyOutboxStorage(
     @override
     async def wait_for_messages(self, timeout: float) -> bool:
         core = self._core
-        if (
-            self._listener is None
-            and core.config.notify
-            and core.kind is DialectKind.POSTGRESQL
-        ):
+        if self._listener is None and core.notifies():
             self._listener = PgNotificationListener(
                 self._engine, core.channel, core.hub
             )
@@ -310,7 +361,7 @@ class AsyncSqlAlchemyOutboxStorage(
     async def start_listening(self) -> None:
         """Open the LISTEN connection now and wait until it is in place (PostgreSQL)."""
         core = self._core
-        if not core.config.notify or core.kind is not DialectKind.POSTGRESQL:
+        if not core.notifies():
             return
         if self._listener is None:
             self._listener = PgNotificationListener(
@@ -321,7 +372,10 @@ class AsyncSqlAlchemyOutboxStorage(
 
     @override
     async def close_wake_up(self) -> None:
-        """Stop the LISTEN connection, if one was opened."""
+        """Send a NOTIFY still owed, and stop the LISTEN connection if one was opened."""
+        owed, self._owed_notify = self._owed_notify, None
+        if owed is not None:
+            await owed.close()
         listener, self._listener = self._listener, None
         if listener is not None:
             await listener.stop()
@@ -336,9 +390,11 @@ class AsyncSqlAlchemyOutboxStorage(
         return await self._run(lambda c: sql.list_abandoned(c, limit))
 
     @override
-    async def requeue_abandoned(self, message_ids: Sequence[UUID] | None = None) -> int:
+    async def requeue_abandoned(
+        self, message_ids: Sequence[UUID] | None = None, limit: int = 1_000
+    ) -> int:
         sql = self._core.sql
-        return await self._run(lambda c: sql.requeue_abandoned(c, message_ids))
+        return await self._run(lambda c: sql.requeue_abandoned(c, message_ids, limit))
 
     @override
     async def purge_published(self, before: datetime, limit: int = 10_000) -> int:
@@ -353,6 +409,7 @@ class SqlAlchemyOutboxStorage(
     IOutboxRetryScheduling,
     IOutboxWakeUp,
     IOutboxAdministration,
+    IOutboxLiveness,
 ):
     """Synchronous SQLAlchemy outbox storage (PostgreSQL, MariaDB/MySQL, SQLite).
 
@@ -369,50 +426,60 @@ class SqlAlchemyOutboxStorage(
     ) -> None:
         """Bind the storage to the business session manager and the engine."""
         self._session_manager = session_manager
-        self._engine = connection_manager.connection
+        self._engine = watch_connection_loss(connection_manager.connection)
         self._core = _OutboxCore(self._engine, outbox_config, config)
-        self._claim_engine = _claim_engine(self._engine, self._core.kind)
         self._listener: PgNotificationThread | None = None
         self._listener_lock = threading.Lock()
+        self._owed_notify: DeferredNotifyThread | None = None
 
     @property
     def owner_token(self) -> str:
         """This instance's owner token."""
         return self._core.owner
 
+    @override
+    def target(self) -> OutboxTarget:
+        """Backend ``sqlalchemy``, the URL without password, and the table."""
+        return self._core.target()
+
     def _ensure_table(self) -> None:
         core = self._core
-        if not core.config.create_table or _table_created(
-            self._engine, core.table.name
-        ):
+        if not core.must_create(self._engine):
             return
         try:
             core.table.create(self._engine, checkfirst=True)
-        except (DBAPIError, OSError) as error:
+        except Exception as error:
             # Another instance may have created it between check and CREATE.
-            try:
-                with self._engine.connect() as connection:
-                    exists = core.table_exists(connection)
-            except (DBAPIError, OSError):
-                exists = False
-            if not exists:
-                if _is_outage(error):
-                    raise _unavailable(error) from error
+            failure = core.creation_failure(error, self._table_exists())
+            if failure is error:
                 raise
+            if failure is not None:
+                raise failure from error
         mark_table_created(self._engine, core.table.name)
 
-    def _run[T](
-        self, operation: Callable[[Connection], T], *, claim: bool = False
-    ) -> T:
-        self._ensure_table()
-        engine = self._claim_engine if claim else self._engine
+    def _table_exists(self) -> bool | None:
+        """Whether the table exists; None when even that cannot be asked."""
         try:
-            with engine.begin() as connection:
+            with self._engine.connect() as connection:
+                return self._core.table_exists(connection)
+        except Exception:  # the question failed too: the original error stands
+            return None
+
+    def _run[T](
+        self, operation: Callable[[Connection], T], *, create: bool = False
+    ) -> T:
+        if create:
+            self._ensure_table()
+        try:
+            with self._engine.begin() as connection:
                 return operation(connection)
-        except (DBAPIError, OSError) as error:
-            if _is_outage(error):
-                raise _unavailable(error) from error
-            raise
+        except Exception as error:
+            core = self._core
+            exists = self._table_exists() if core.checks_table(error) else None
+            failure = core.failure(error, exists)
+            if failure is error:
+                raise
+            raise failure from error
 
     @override
     def save(self, message: OutboxMessage) -> None:
@@ -426,16 +493,32 @@ class SqlAlchemyOutboxStorage(
         else:
             self._ensure_table()
         session.execute(*core.sql.insert(message))
-        if core.should_notify():
-            session.execute(
-                text("SELECT pg_notify(:channel, '')"), {"channel": core.channel}
-            )
+        if core.notifies():
+            if core.notify_now():
+                session.execute(text(NOTIFY_SQL), {"channel": core.channel})
+            else:
+                owed = self._owed()
+                run_after_commit(session, owed, owed.committed)
         signal_after_commit(session, core.hub)
+
+    def _owed(self) -> DeferredNotifyThread:
+        with self._listener_lock:
+            if self._owed_notify is None:
+                self._owed_notify = DeferredNotifyThread(
+                    self._engine,
+                    self._core.channel,
+                    self._core.config.notify_throttle_seconds,
+                )
+            return self._owed_notify
 
     @override
     def fetch_pending(self, limit: int, max_retry: int) -> list[OutboxMessage]:
         sql = self._core.sql
-        return self._run(lambda c: sql.claim(c, limit, max_retry), claim=True)
+        return self._run(lambda c: sql.claim(c, limit, max_retry), create=True)
+
+    @override
+    def renew_claims(self, message_ids: Sequence[UUID]) -> int:
+        return self._run(lambda c: self._core.sql.renew(c, message_ids))
 
     @override
     def mark_published(self, message_id: UUID) -> None:
@@ -489,9 +572,12 @@ class SqlAlchemyOutboxStorage(
 
     @override
     def close_wake_up(self) -> None:
-        """Stop the LISTEN thread, if one was started."""
+        """Send a NOTIFY still owed, and stop the LISTEN thread if one was started."""
         with self._listener_lock:
             listener, self._listener = self._listener, None
+            owed, self._owed_notify = self._owed_notify, None
+        if owed is not None:
+            owed.close()
         if listener is not None:
             listener.stop()
 
@@ -514,8 +600,12 @@ class SqlAlchemyOutboxStorage(
         return self._run(lambda c: self._core.sql.list_abandoned(c, limit))
 
     @override
-    def requeue_abandoned(self, message_ids: Sequence[UUID] | None = None) -> int:
-        return self._run(lambda c: self._core.sql.requeue_abandoned(c, message_ids))
+    def requeue_abandoned(
+        self, message_ids: Sequence[UUID] | None = None, limit: int = 1_000
+    ) -> int:
+        return self._run(
+            lambda c: self._core.sql.requeue_abandoned(c, message_ids, limit)
+        )
 
     @override
     def purge_published(self, before: datetime, limit: int = 10_000) -> int:

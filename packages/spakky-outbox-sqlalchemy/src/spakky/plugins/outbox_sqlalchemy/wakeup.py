@@ -1,9 +1,11 @@
 """Wake-up signals: in-process after commit, and PostgreSQL LISTEN/NOTIFY.
 
-Each outbox table has one process-wide `WakeUpHub`. A saving session signals it
+Each outbox table has one process-wide `WakeUpHub` (core's). A saving session signals it
 right after its commit; on PostgreSQL the saving transaction also sends a
-throttled ``pg_notify`` that a `PgNotificationListener` in every relay process
-turns into a signal. Signals are hints only: relays keep polling.
+``pg_notify`` that a `PgNotificationListener` in every relay process turns into
+a signal. NOTIFYs are throttled per process; one the throttle holds back is
+owed, and sent after the commit at the end of the throttle window, never
+dropped. Signals are hints only: relays keep polling.
 """
 
 import asyncio
@@ -11,97 +13,30 @@ import contextlib
 import logging
 import threading
 import time
-from asyncio import AbstractEventLoop, Future
+from asyncio import AbstractEventLoop
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from spakky.outbox.common.wakeup import WakeUpHub
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 logger = logging.getLogger(__name__)
 
-_PENDING_HUBS = "spakky_outbox_wake_up_hubs"
-
-
-def _wake(future: Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-class WakeUpHub:
-    """Process-wide signal that messages were committed to one outbox table."""
-
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._generation = 0
-        self._waiters: set[tuple[AbstractEventLoop, Future[None]]] = set()
-
-    @property
-    def generation(self) -> int:
-        """How many signals this hub has received so far."""
-        with self._condition:
-            return self._generation
-
-    def signal(self) -> None:
-        """Wake every waiter, in any thread or event loop."""
-        with self._condition:
-            self._generation += 1
-            self._condition.notify_all()
-            waiters = list(self._waiters)
-        for loop, future in waiters:
-            # The loop may close meanwhile; a committing thread must never fail here.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_wake, future)
-
-    def wait(self, seen: int, timeout: float) -> bool:
-        """Block until the generation differs from ``seen`` or ``timeout`` passes."""
-        with self._condition:
-            return self._condition.wait_for(
-                lambda: self._generation != seen, timeout=max(0.0, timeout)
-            )
-
-    async def wait_async(self, seen: int, timeout: float) -> bool:
-        """Wait until the generation differs from ``seen`` or ``timeout`` passes."""
-        loop = asyncio.get_running_loop()
-        future: Future[None] = loop.create_future()
-        entry = (loop, future)
-        with self._condition:
-            if self._generation != seen:
-                return True
-            self._waiters.add(entry)
-        try:
-            done, _ = await asyncio.wait({future}, timeout=max(0.0, timeout))
-            return bool(done)
-        finally:
-            with self._condition:
-                self._waiters.discard(entry)
-            future.cancel()
-
-
-_hubs: dict[str, WakeUpHub] = {}
-_hubs_lock = threading.Lock()
-
-
-def wake_up_hub(table_name: str) -> WakeUpHub:
-    """Return the process-wide hub of the outbox table ``table_name``."""
-    with _hubs_lock:
-        hub = _hubs.get(table_name)
-        if hub is None:
-            hub = WakeUpHub()
-            _hubs[table_name] = hub
-        return hub
+_AFTER_COMMIT = "spakky_outbox_after_commit"
 
 
 def _after_commit(session: Session) -> None:
-    hubs: set[WakeUpHub] = session.info.pop(_PENDING_HUBS, set())
-    for hub in hubs:
-        hub.signal()
+    callbacks: dict[object, Callable[[], None]] = session.info.pop(_AFTER_COMMIT, {})
+    for callback in callbacks.values():
+        callback()
 
 
 def _after_rollback(session: Session) -> None:
-    session.info.pop(_PENDING_HUBS, None)
+    session.info.pop(_AFTER_COMMIT, None)
 
 
 @cache
@@ -111,11 +46,19 @@ def _listen_to_sessions() -> None:
     event.listen(Session, "after_rollback", _after_rollback)
 
 
+def run_after_commit(session: Session, key: object, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once ``session``'s current transaction commits (once per ``key``).
+
+    The callback runs in the committing thread and must not raise.
+    """
+    _listen_to_sessions()
+    pending: dict[object, Callable[[], None]] = session.info.setdefault(_AFTER_COMMIT, {})
+    pending.setdefault(key, callback)
+
+
 def signal_after_commit(session: Session, hub: WakeUpHub) -> None:
     """Signal ``hub`` once ``session``'s current transaction commits."""
-    _listen_to_sessions()
-    pending: set[WakeUpHub] = session.info.setdefault(_PENDING_HUBS, set())
-    pending.add(hub)
+    run_after_commit(session, hub, hub.signal)
 
 
 class NotifyThrottle:
@@ -135,9 +78,151 @@ class NotifyThrottle:
             self._last[channel] = now
             return True
 
+    def remaining(self, channel: str, interval: float) -> float:
+        """Seconds until ``channel`` may be notified again (0 when it may now)."""
+        with self._lock:
+            last = self._last.get(channel)
+        if last is None:
+            return 0.0
+        return max(0.0, last + interval - time.monotonic())
+
+    def record(self, channel: str) -> None:
+        """Record a NOTIFY sent on ``channel`` now."""
+        with self._lock:
+            self._last[channel] = time.monotonic()
+
 
 notify_throttle = NotifyThrottle()
 """The process-wide NOTIFY throttle."""
+
+NOTIFY_SQL = "SELECT pg_notify(:channel, '')"
+"""Announces committed saves on a channel (sent inside or after the saving transaction)."""
+
+
+class _OwedNotify:
+    """A NOTIFY the throttle held back, owed at the end of its window (one per storage)."""
+
+    def __init__(self, channel: str, interval: float) -> None:
+        self.channel = channel
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._owed = False
+
+    def _owe(self) -> float | None:
+        """Owe a NOTIFY; return its delay, or None when one is already owed."""
+        with self._lock:
+            if self._owed:
+                return None
+            self._owed = True
+        return notify_throttle.remaining(self.channel, self.interval)
+
+    def _settle(self) -> bool:
+        """Take the debt (recorded as a NOTIFY sent now); False when none was owed."""
+        with self._lock:
+            owed, self._owed = self._owed, False
+        if owed:
+            notify_throttle.record(self.channel)
+        return owed
+
+
+class AsyncDeferredNotify(_OwedNotify):
+    """Sends a held-back NOTIFY from the event loop once the throttle window ends.
+
+    A save whose NOTIFY the throttle suppressed still has to wake relays in
+    other processes: after its commit one NOTIFY is owed, sent at the end of
+    the window on a connection of its own, so several such commits cost one.
+    """
+
+    def __init__(self, engine: AsyncEngine, channel: str, interval: float) -> None:
+        super().__init__(channel, interval)
+        self._url = engine.url
+        self._engine: AsyncEngine | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def committed(self, loop: AbstractEventLoop) -> None:
+        """After a commit whose NOTIFY was held back: send one at the window's end."""
+        delay = self._owe()
+        if delay is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._schedule, loop, delay)
+
+    def _schedule(self, loop: AbstractEventLoop, delay: float) -> None:
+        self._timer = loop.call_later(delay, self._fire, loop)
+
+    def _fire(self, loop: AbstractEventLoop) -> None:
+        self._timer = None
+        task = loop.create_task(self._send())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self) -> None:
+        if not self._settle():
+            return
+        if self._engine is None:
+            self._engine = create_async_engine(self._url, poolclass=NullPool)
+        try:
+            async with self._engine.begin() as connection:
+                await connection.execute(text(NOTIFY_SQL), {"channel": self.channel})
+        except Exception:  # a wake-up is a hint: relays keep polling
+            logger.warning("Outbox NOTIFY could not be sent", exc_info=True)
+
+    async def close(self) -> None:
+        """Send an owed NOTIFY now and close the connection."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        await self._send()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            await engine.dispose()
+
+
+class DeferredNotifyThread(_OwedNotify):
+    """Synchronous `AsyncDeferredNotify`: a timer thread sends the held-back NOTIFY."""
+
+    def __init__(self, engine: Engine, channel: str, interval: float) -> None:
+        super().__init__(channel, interval)
+        self._url = engine.url
+        self._engine: Engine | None = None
+        self._engine_lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    def committed(self) -> None:
+        """After a commit whose NOTIFY was held back: send one at the window's end."""
+        delay = self._owe()
+        if delay is not None:
+            timer = threading.Timer(delay, self._send)
+            timer.daemon = True
+            self._timer = timer
+            timer.start()
+
+    def _send(self) -> None:
+        if not self._settle():
+            return
+        with self._engine_lock:
+            if self._engine is None:
+                self._engine = create_engine(self._url, poolclass=NullPool)
+            engine = self._engine
+        try:
+            with engine.begin() as connection:
+                connection.execute(text(NOTIFY_SQL), {"channel": self.channel})
+        except Exception:  # a wake-up is a hint: relays keep polling
+            logger.warning("Outbox NOTIFY could not be sent", exc_info=True)
+
+    def close(self) -> None:
+        """Send an owed NOTIFY now and close the connection."""
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        self._send()
+        if timer is not None:
+            timer.join()
+        with self._engine_lock:
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.dispose()
 
 
 def notify_channel(table_name: str) -> str:

@@ -977,7 +977,13 @@ async def test_wait_for_messages_idle_expect_timeout(outbox_harness: AbstractOut
 # --- administration -------------------------------------------------------------
 
 
-async def _one_of_each_state(harness: AbstractOutboxHarness) -> tuple[OutboxMessage, ...]:
+async def _one_of_each_state(
+    harness: AbstractOutboxHarness,
+) -> tuple[IAsyncOutboxStorage, tuple[OutboxMessage, ...]]:
+    """One published, one abandoned (after spending retries), one claimed, one pending message.
+
+    Returns the instance holding the claim, and the four messages in that order.
+    """
     published, abandoned = message(name="published"), message(name="abandoned")
     claimed, pending = message(name="claimed"), message(name="pending")
     await harness.write([published, abandoned, claimed, pending])
@@ -988,15 +994,18 @@ async def _one_of_each_state(harness: AbstractOutboxHarness) -> tuple[OutboxMess
     await storage.increment_retry(abandoned.id)
     await storage.increment_retry(abandoned.id)
     await storage.mark_abandoned(abandoned.id)
-    return published, abandoned, claimed, pending
+    return storage, (published, abandoned, claimed, pending)
 
 
 @capability(Capability.ADMINISTRATION)
 async def test_stats_expect_counts_by_state(outbox_harness: AbstractOutboxHarness) -> None:
     """Stats count pending, claimed, published and abandoned messages."""
-    await _one_of_each_state(outbox_harness)
+    holder, (_, _, claimed, _) = await _one_of_each_state(outbox_harness)
     storage = outbox_harness.new_storage()
     assert isinstance(storage, IAsyncOutboxAdministration)
+    if isinstance(holder, IAsyncOutboxLiveness):
+        # A live relay renews while it works; the claim must not lapse under a slow machine.
+        await holder.renew_claims([claimed.id])
     stats = await storage.stats()
     counts = (stats.pending, stats.claimed, stats.published, stats.abandoned)
     assert counts == (2, 1, 1, 1), rule(
@@ -1046,7 +1055,7 @@ async def test_requeue_abandoned_expect_pending_with_fresh_budget(
     outbox_harness: AbstractOutboxHarness,
 ) -> None:
     """Requeued messages are claimable again with their retry count reset."""
-    _, abandoned, _, _ = await _one_of_each_state(outbox_harness)
+    _, (_, abandoned, _, _) = await _one_of_each_state(outbox_harness)
     storage = outbox_harness.new_storage()
     assert isinstance(storage, IAsyncOutboxAdministration)
     count = await storage.requeue_abandoned()
@@ -1086,7 +1095,7 @@ async def test_purge_published_expect_only_older_published_deleted(
     outbox_harness: AbstractOutboxHarness,
 ) -> None:
     """Purging deletes published messages before the cutoff and nothing else."""
-    _, abandoned, claimed, pending = await _one_of_each_state(outbox_harness)
+    _, (_, abandoned, claimed, pending) = await _one_of_each_state(outbox_harness)
     storage = outbox_harness.new_storage()
     assert isinstance(storage, IAsyncOutboxAdministration)
     early = await storage.purge_published(datetime.now(UTC) - timedelta(days=1))

@@ -1,0 +1,144 @@
+"""Administration on every dialect: bounded requeue, target, never creating the table."""
+
+import asyncio
+from datetime import UTC, datetime
+from uuid import uuid4
+
+import pytest
+from spakky.plugins.outbox_sqlalchemy.config import (
+    TABLE_NAME_VARIABLE,
+    SqlAlchemyOutboxConfig,
+)
+from spakky.plugins.outbox_sqlalchemy.error import OutboxTableNotFoundError
+from sqlalchemy import inspect
+from sqlalchemy.engine import make_url
+
+from .conftest import (
+    SYNC_DRIVER,
+    AsyncOutbox,
+    close_outbox,
+    message,
+    open_outbox,
+    sync_twin,
+)
+
+
+async def test_requeue_abandoned_limit_expect_oldest_abandoned_first_in_batches(
+    any_outbox: AsyncOutbox,
+) -> None:
+    """Requeue takes at most ``limit`` per call, oldest abandoned first, until none is left."""
+    sent = [message("k") for _ in range(5)]
+    await any_outbox.write(sent)
+    storage = any_outbox.storage()
+    for expected in sent:
+        claimed = await storage.fetch_pending(1, 5)
+        assert [m.id for m in claimed] == [expected.id]
+        await storage.abandon(expected.id, "refused")
+    assert await storage.requeue_abandoned(limit=2) == 2
+    rows = await any_outbox.rows()
+    assert [rows[m.id].abandoned_at is None for m in sent] == [True, True, False, False, False]
+    assert (rows[sent[0].id].retry_count, rows[sent[0].id].claimed_by) == (0, None)
+    assert await storage.requeue_abandoned(limit=2) == 2
+    assert await storage.requeue_abandoned(limit=2) == 1
+    assert await storage.requeue_abandoned(limit=2) == 0
+    claimed = await storage.fetch_pending(10, 5)
+    assert [m.id for m in claimed] == [m.id for m in sent], "back in their key's order"
+
+
+async def test_requeue_abandoned_ids_expect_only_those_up_to_limit(
+    any_outbox: AsyncOutbox,
+) -> None:
+    """With ids, only those abandoned ones are requeued, at most ``limit``."""
+    sent = [message() for _ in range(3)]
+    await any_outbox.write(sent)
+    storage = any_outbox.storage()
+    await storage.fetch_pending(10, 5)
+    for m in sent:
+        await storage.abandon(m.id, "refused")
+    wanted = [sent[2].id, sent[1].id, uuid4()]
+    assert await storage.requeue_abandoned(wanted, limit=1) == 1
+    assert await storage.requeue_abandoned(wanted) == 1
+    assert await storage.requeue_abandoned(wanted) == 0
+    assert await storage.requeue_abandoned([]) == 0
+    rows = await any_outbox.rows()
+    assert [rows[m.id].abandoned_at is None for m in sent] == [False, True, True]
+
+
+async def test_target_expect_url_without_password_and_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The target names backend, URL (password hidden) and table; defaults are flagged."""
+    monkeypatch.delenv(TABLE_NAME_VARIABLE, raising=False)
+    url = "postgresql+asyncpg://outbox:s3cret@db.example:5432/shop"
+    custom = await open_outbox(url, table_name="orders_outbox")
+    default = await open_outbox(url)
+    default.config = SqlAlchemyOutboxConfig()  # nothing set: the table is defaulted
+    try:
+        target = custom.storage().target()
+        assert target.backend == "sqlalchemy"
+        assert "s3cret" not in target.location
+        assert target.location == "postgresql+asyncpg://outbox:***@db.example:5432/shop table orders_outbox"
+        assert target.defaulted == ()
+        assert default.storage().target().defaulted == (TABLE_NAME_VARIABLE,)
+        sync = sync_twin(custom, "postgresql+psycopg")
+        assert sync.storage().target().location.endswith("/shop table orders_outbox")
+        sync.connections.dispose()
+    finally:
+        await close_outbox(custom, drop=False)
+        await close_outbox(default, drop=False)
+
+
+async def test_administration_missing_table_expect_our_error_and_no_table_created(
+    database_url: str,
+) -> None:
+    """Stats, list, requeue and purge never create the table; they say how to create it."""
+    outbox = await open_outbox(database_url)  # create_table is on: only saves/claims may
+    storage = outbox.storage()
+    operations = {
+        "stats": storage.stats,
+        "list_abandoned": storage.list_abandoned,
+        "requeue_abandoned": storage.requeue_abandoned,
+        "purge_published": lambda: storage.purge_published(datetime.now(UTC)),
+        "mark_published": lambda: storage.mark_published(uuid4()),
+        "renew_claims": lambda: storage.renew_claims([uuid4()]),
+    }
+    try:
+        for name, operation in operations.items():
+            with pytest.raises(OutboxTableNotFoundError) as raised:
+                await operation()
+            text = str(raised.value)
+            assert outbox.config.table_name in text, name
+            assert make_url(database_url).render_as_string(hide_password=True) in text, name
+            assert "create_outbox_table" in text and "SPAKKY_OUTBOX_SQLALCHEMY__CREATE_TABLE" in text
+        async with outbox.connections.connection.connect() as connection:
+            tables = await connection.run_sync(lambda c: inspect(c).get_table_names())
+        assert outbox.config.table_name not in tables
+    finally:
+        await close_outbox(outbox)
+
+
+async def test_sync_administration_missing_table_expect_our_error(database_url: str) -> None:
+    """The sync storage refuses the same way."""
+    outbox = await open_outbox(database_url)
+    driver = outbox.connections.connection.url.drivername
+    sync = sync_twin(outbox, SYNC_DRIVER[driver])
+    try:
+        with pytest.raises(OutboxTableNotFoundError):
+            await asyncio.to_thread(sync.storage().stats)
+    finally:
+        await asyncio.to_thread(sync.close)
+        await close_outbox(outbox)
+
+
+async def test_fetch_pending_create_table_off_expect_our_error(database_url: str) -> None:
+    """With ``create_table`` off a claim on a missing table refuses too; on, it creates it."""
+    off = await open_outbox(database_url, create_table=False)
+    try:
+        with pytest.raises(OutboxTableNotFoundError):
+            await off.storage().fetch_pending(10, 5)
+        on = await open_outbox(database_url, table_name=off.config.table_name)
+        assert await on.storage().fetch_pending(10, 5) == []
+        assert (await off.storage().stats()).pending == 0
+        await on.connections.dispose()
+    finally:
+        await close_outbox(off)

@@ -1,0 +1,274 @@
+"""Claims on every dialect: leases and renewal, key runs, undecodable rows (port v2)."""
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+import pytest
+from spakky.outbox.common.claims import key_run
+from spakky.outbox.common.message import OutboxMessage
+from spakky.plugins.outbox_sqlalchemy.operations import KEYS_PER_BATCH, OutboxSql
+from spakky.plugins.outbox_sqlalchemy.storage import AsyncSqlAlchemyOutboxStorage
+from sqlalchemy import Connection
+
+from .conftest import (
+    SYNC_DRIVER,
+    AsyncOutbox,
+    close_outbox,
+    message,
+    open_outbox,
+    sync_twin,
+)
+
+DEADLINE_SECONDS = 60.0
+"""Generous: server clocks, two loaded cores."""
+
+
+async def _eventually[T](probe: Callable[[], Awaitable[T]], accept: Callable[[T], bool]) -> T:
+    """Re-run ``probe`` until ``accept`` holds; fail at the deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE_SECONDS
+    while True:
+        value = await probe()
+        if accept(value):
+            return value
+        assert loop.time() < deadline, f"condition not reached; last value {value!r}"
+        await asyncio.sleep(0.05)
+
+
+def _ids(messages: Sequence[OutboxMessage]) -> list[object]:
+    return [m.id for m in messages]
+
+
+@pytest.fixture
+async def outboxes(database_url: str) -> AsyncIterator[Callable[..., Awaitable[AsyncOutbox]]]:
+    """Open outboxes with chosen lease and timeout on one database; close them after."""
+    opened: list[AsyncOutbox] = []
+
+    async def open_one(**settings: float) -> AsyncOutbox:
+        outbox = await open_outbox(database_url, **settings)
+        opened.append(outbox)
+        return outbox
+
+    yield open_one
+    for outbox in opened:
+        await close_outbox(outbox)
+
+
+# --- liveness --------------------------------------------------------------------
+
+
+async def test_lease_lapsed_expect_claim_free_long_before_claim_timeout(
+    outboxes: Callable[..., Awaitable[AsyncOutbox]],
+) -> None:
+    """An unrenewed claim ends with its lease; the old holder is fenced out."""
+    outbox = await outboxes(claim_lease_seconds=1.0, claim_timeout_seconds=3600.0)
+    dead, alive = outbox.storage(), outbox.storage()
+    sent = message()
+    await outbox.write([sent])
+    assert _ids(await dead.fetch_pending(10, 5)) == [sent.id]
+    taken = await _eventually(lambda: alive.fetch_pending(10, 5), bool)
+    assert _ids(taken) == [sent.id]
+    assert await dead.renew_claims([sent.id]) == 0
+    await dead.mark_published(sent.id)
+    assert (await outbox.rows())[sent.id].published_at is None
+
+
+async def test_renew_claims_expect_lease_pushed_and_claim_kept(
+    outboxes: Callable[..., Awaitable[AsyncOutbox]],
+) -> None:
+    """A renewal moves ``lease_until`` later; meanwhile nobody else can claim."""
+    outbox = await outboxes(claim_lease_seconds=30.0, claim_timeout_seconds=3600.0)
+    holder, other = outbox.storage(), outbox.storage()
+    sent, unknown = message(), message()
+    await outbox.write([sent])
+    await holder.fetch_pending(10, 5)
+    first = (await outbox.rows())[sent.id].lease_until
+
+    async def renewed_lease() -> object:
+        assert await holder.renew_claims([sent.id, unknown.id]) == 1
+        return (await outbox.rows())[sent.id].lease_until
+
+    await _eventually(renewed_lease, lambda lease: lease > first)
+    assert await other.fetch_pending(10, 5) == []
+    assert await other.renew_claims([sent.id]) == 0
+    assert await holder.renew_claims([]) == 0
+
+
+async def test_renew_claims_expect_never_past_claim_timeout(
+    outboxes: Callable[..., Awaitable[AsyncOutbox]],
+) -> None:
+    """Renewals cap the lease at the claim timeout, after which others take over."""
+    outbox = await outboxes(claim_lease_seconds=3600.0, claim_timeout_seconds=2.0)
+    holder, other = outbox.storage(), outbox.storage()
+    sent = message()
+    await outbox.write([sent])
+    await holder.fetch_pending(10, 5)
+    assert await holder.renew_claims([sent.id]) == 1
+    row = (await outbox.rows())[sent.id]
+    assert (row.lease_until - row.claimed_at).total_seconds() <= 2.0
+    taken = await _eventually(lambda: other.fetch_pending(10, 5), bool)
+    assert _ids(taken) == [sent.id]
+    assert await holder.renew_claims([sent.id]) == 0
+
+
+async def test_stats_lapsed_claim_expect_not_counted_until_renewed(
+    outboxes: Callable[..., Awaitable[AsyncOutbox]],
+) -> None:
+    """Only live claims count; the holder may renew a lapsed claim nobody took."""
+    outbox = await outboxes(claim_lease_seconds=3.0, claim_timeout_seconds=3600.0)
+    holder = outbox.storage()
+    sent = message()
+    await outbox.write([sent])
+    await holder.fetch_pending(10, 5)
+    await _eventually(holder.stats, lambda stats: stats.claimed == 0)
+    assert (await outbox.rows())[sent.id].claimed_by == holder.owner_token
+    assert await holder.renew_claims([sent.id]) == 1
+    assert (await holder.stats()).claimed == 1
+
+
+async def test_sync_renew_claims_expect_only_own_live_claims(database_url: str) -> None:
+    """The sync storage renews like the async one."""
+    outbox = await open_outbox(database_url, claim_lease_seconds=30.0, claim_timeout_seconds=60.0)
+    driver = outbox.connections.connection.url.drivername
+    sync = sync_twin(outbox, SYNC_DRIVER[driver])
+    try:
+        sent = message()
+        await outbox.write([sent])
+        holder, other = sync.storage(), sync.storage()
+        assert _ids(await asyncio.to_thread(holder.fetch_pending, 10, 5)) == [sent.id]
+        assert await asyncio.to_thread(holder.renew_claims, [sent.id]) == 1
+        assert await asyncio.to_thread(other.renew_claims, [sent.id]) == 0
+    finally:
+        await asyncio.to_thread(sync.close)
+        await close_outbox(outbox)
+
+
+# --- key runs ----------------------------------------------------------------------
+
+
+async def test_fetch_pending_deep_keys_expect_runs_of_few_keys_left_for_others(
+    any_outbox: AsyncOutbox,
+) -> None:
+    """6 keys x 6 interleaved messages, limit 6: A spans few keys, B gets others."""
+    sent = [message(f"key{k}") for _ in range(6) for k in range(6)]
+    await any_outbox.write(sent)
+    first, second = any_outbox.storage(), any_outbox.storage()
+    a = await first.fetch_pending(6, 5)
+    b = await second.fetch_pending(6, 5)
+    a_keys, b_keys = {m.partition_key for m in a}, {m.partition_key for m in b}
+    assert len(a) == 6 and len(a_keys) <= 3
+    assert b and not (a_keys & b_keys)
+    for claim in (a, b):
+        for key in {m.partition_key for m in claim}:
+            in_order = [m.id for m in sent if m.partition_key == key]
+            got = [m.id for m in claim if m.partition_key == key]
+            assert got == in_order[: len(got)], "a key's part must be its oldest messages"
+
+
+async def test_fetch_pending_many_single_message_keys_expect_one_claim_takes_all(
+    any_outbox: AsyncOutbox,
+) -> None:
+    """100 keys of one message each: a claim of 100 takes them all (several key walks)."""
+    sent = [message(f"k{index:03d}") for index in range(100)]
+    await any_outbox.write(sent)
+    claimed = await any_outbox.storage().fetch_pending(100, 5)
+    assert _ids(claimed) == _ids(sent)
+
+
+async def test_fetch_pending_mixed_lanes_expect_save_order_and_limit(
+    any_outbox: AsyncOutbox,
+) -> None:
+    """Keyless and keyed messages merge by save order; the cut keeps each key a prefix."""
+    sent = [message(None if index % 3 == 0 else f"k{index % 2}") for index in range(30)]
+    await any_outbox.write(sent)
+    claimed = await any_outbox.storage().fetch_pending(12, 5)
+    assert len(claimed) == 12
+    positions = [_ids(sent).index(m.id) for m in claimed]
+    assert positions == sorted(positions)
+    for key in ("k0", "k1"):
+        in_order = [m.id for m in sent if m.partition_key == key]
+        got = [m.id for m in claimed if m.partition_key == key]
+        assert got == in_order[: len(got)]
+
+
+async def test_fetch_pending_cursor_expect_keys_served_in_rotation(
+    any_outbox: AsyncOutbox,
+) -> None:
+    """Keys the batch had no room for come first in the next claim of the same relay."""
+    sent = [message(f"key{k}") for _ in range(12) for k in range(4)]
+    await any_outbox.write(sent)
+    relay = any_outbox.storage()
+    seen: list[str | None] = []
+    for _ in range(4):
+        claimed = await relay.fetch_pending(10, 5)
+        assert len({m.partition_key for m in claimed}) == 1  # one run of 10 fills it
+        seen.append(claimed[0].partition_key)
+        await relay.mark_published_many(_ids(claimed))
+    assert sorted(seen) == ["key0", "key1", "key2", "key3"]
+
+
+@pytest.mark.parametrize(("keys", "depth", "limit"), [(300, 1, 10), (12, 30, 10)])
+async def test_keyed_lane_any_backlog_expect_keys_visited_bounded_by_batch(
+    any_outbox: AsyncOutbox, keys: int, depth: int, limit: int
+) -> None:
+    """However many keys wait, one claim visits at most a few per batch slot."""
+    await any_outbox.write([message(f"k{k:04d}") for _ in range(depth) for k in range(keys)])
+    storage = any_outbox.storage()
+    sql: OutboxSql = storage._core.sql  # pyright: ignore[reportPrivateUsage]
+    visited = await _visit(any_outbox, storage, sql, limit)
+    assert len(visited) <= KEYS_PER_BATCH * limit
+    if depth >= key_run(limit):
+        assert len(visited) == 1, "deep keys: one key's run fills the batch"
+    else:
+        assert sum(len(seqs) for _, seqs in visited) >= limit
+
+
+async def _visit(
+    outbox: AsyncOutbox, storage: AsyncSqlAlchemyOutboxStorage, sql: OutboxSql, limit: int
+) -> list[tuple[str, list[int]]]:
+    base = {"max_retry": 5, "owner": storage.owner_token} | sql._durations()  # pyright: ignore[reportPrivateUsage]
+
+    def visit(connection: Connection) -> list[tuple[str, list[int]]]:
+        return sql._keyed_lane(connection, limit, base)  # pyright: ignore[reportPrivateUsage]
+
+    async with outbox.connections.connection.connect() as connection:
+        return await connection.run_sync(visit)
+
+
+# --- undecodable rows --------------------------------------------------------------
+
+
+async def test_fetch_pending_undecodable_headers_expect_abandoned_rest_returned(
+    any_outbox: AsyncOutbox,
+) -> None:
+    """A row whose headers are not a JSON object is abandoned with the reason; others come."""
+    first, damaged, last = message("k"), message("k"), message()
+    await any_outbox.write([first, damaged, last])
+    table = any_outbox.config.table_name
+    json_array = "CAST('[1, 2]' AS JSON)" if "postgresql" in any_outbox.url else "'[1, 2]'"
+    await any_outbox.execute(
+        f"UPDATE {table} SET headers = {json_array} WHERE seq = "
+        f"(SELECT seq FROM (SELECT seq FROM {table} ORDER BY seq LIMIT 1 OFFSET 1) AS s)"
+    )
+    storage = any_outbox.storage()
+    assert _ids(await storage.fetch_pending(10, 5)) == [first.id, last.id]
+    row = (await any_outbox.rows())[damaged.id]
+    assert row.abandoned_at is not None and row.claimed_by is None
+    assert row.last_error.startswith("undecodable stored message: ValueError: headers are not a JSON object")
+    listed = await storage.list_abandoned()
+    assert [(m.id, m.headers) for m in listed] == [(damaged.id, {})]
+
+
+async def test_fetch_pending_sqlite_invalid_json_text_expect_abandoned(
+    sqlite_outbox: AsyncOutbox,
+) -> None:
+    """SQLite keeps any text in a JSON column; text that is not JSON is abandoned too."""
+    kept, damaged = message(), message()
+    await sqlite_outbox.write([kept, damaged])
+    table = sqlite_outbox.config.table_name
+    await sqlite_outbox.execute(
+        f"UPDATE {table} SET headers = '{{not json' WHERE seq = (SELECT MAX(seq) FROM {table})"
+    )
+    assert _ids(await sqlite_outbox.storage().fetch_pending(10, 5)) == [kept.id]
+    error = (await sqlite_outbox.rows())[damaged.id].last_error
+    assert error.startswith("undecodable stored message: JSONDecodeError")
