@@ -256,7 +256,8 @@ def correctness(entry: Any) -> str:
     """`` [lost 0, reordered 0, duplicates 0]`` of one relay-process scenario."""
     if not isinstance(entry, dict) or "lost" not in entry:
         return ""
-    return f" [lost {entry['lost']}, reordered {entry['reorderings']}, duplicates {entry['duplicates']}]"
+    late = f", {entry['pending_at_deadline']} still pending at the deadline" if entry.get("pending_at_deadline") else ""
+    return f" [lost {entry['lost']}, reordered {entry['reorderings']}, duplicates {entry['duplicates']}{late}]"
 
 
 def scenario_cell(entry: Any, figure: str) -> str:
