@@ -118,6 +118,8 @@ class _OutboxCore:
         self.hub: WakeUpHub = wake_up_hub(config.table_name)
         self.seen = self.hub.generation
         self.channel = notify_channel(config.table_name)
+        self.table_ready = False
+        """Whether this process is known to have the table (see `must_create`)."""
 
     def notifies(self) -> bool:
         """Whether saves announce themselves with NOTIFY (PostgreSQL, ``notify`` on)."""
@@ -142,7 +144,13 @@ class _OutboxCore:
 
     def must_create(self, engine: Engine) -> bool:
         """Whether a save or claim has to make sure the table exists first."""
-        return self.config.create_table and not _table_created(engine, self.table.name)
+        if self.table_ready or not self.config.create_table:
+            return False
+        # The process-wide record never forgets a table, so once it holds this
+        # one the answer is kept here: a save then skips the lookup (and the
+        # URL it is keyed by) altogether.
+        self.table_ready = _table_created(engine, self.table.name)
+        return not self.table_ready
 
     def creation_failure(self, error: Exception, exists: bool | None) -> Exception | None:
         """What a failed CREATE TABLE raises; None when another instance made it."""

@@ -99,6 +99,15 @@ NOTIFY_SQL = "SELECT pg_notify(:channel, '')"
 """Announces committed saves on a channel (sent inside or after the saving transaction)."""
 
 
+_NOTIFY_POOL: dict[str, Any] = {"pool_size": 1, "max_overflow": 0, "isolation_level": "AUTOCOMMIT"}
+"""Held-back NOTIFYs reuse one connection, in autocommit: one round trip each
+(a connection per NOTIFY cost every writer a connection set-up, and the
+server a backend, every throttle window)."""
+_NOTIFY_ATTEMPTS = 2
+"""A pooled connection a database restart closed fails once; the pool then
+replaces it, so the second attempt goes through."""
+
+
 class _OwedNotify:
     """A NOTIFY the throttle held back, owed at the end of its window (one per storage)."""
 
@@ -160,12 +169,15 @@ class AsyncDeferredNotify(_OwedNotify):
         if not self._settle():
             return
         if self._engine is None:
-            self._engine = create_async_engine(self._url, poolclass=NullPool)
-        try:
-            async with self._engine.begin() as connection:
-                await connection.execute(text(NOTIFY_SQL), {"channel": self.channel})
-        except Exception:  # a wake-up is a hint: relays keep polling
-            logger.warning("Outbox NOTIFY could not be sent", exc_info=True)
+            self._engine = create_async_engine(self._url, **_NOTIFY_POOL)
+        for attempt in range(_NOTIFY_ATTEMPTS):
+            try:
+                async with self._engine.connect() as connection:
+                    await connection.execute(text(NOTIFY_SQL), {"channel": self.channel})
+                return
+            except Exception:  # a wake-up is a hint: relays keep polling
+                if attempt == _NOTIFY_ATTEMPTS - 1:
+                    logger.warning("Outbox NOTIFY could not be sent", exc_info=True)
 
     async def close(self) -> None:
         """Send an owed NOTIFY now and close the connection."""
@@ -203,13 +215,16 @@ class DeferredNotifyThread(_OwedNotify):
             return
         with self._engine_lock:
             if self._engine is None:
-                self._engine = create_engine(self._url, poolclass=NullPool)
+                self._engine = create_engine(self._url, **_NOTIFY_POOL)
             engine = self._engine
-        try:
-            with engine.begin() as connection:
-                connection.execute(text(NOTIFY_SQL), {"channel": self.channel})
-        except Exception:  # a wake-up is a hint: relays keep polling
-            logger.warning("Outbox NOTIFY could not be sent", exc_info=True)
+        for attempt in range(_NOTIFY_ATTEMPTS):
+            try:
+                with engine.connect() as connection:
+                    connection.execute(text(NOTIFY_SQL), {"channel": self.channel})
+                return
+            except Exception:  # a wake-up is a hint: relays keep polling
+                if attempt == _NOTIFY_ATTEMPTS - 1:
+                    logger.warning("Outbox NOTIFY could not be sent", exc_info=True)
 
     def close(self) -> None:
         """Send an owed NOTIFY now and close the connection."""
