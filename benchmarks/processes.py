@@ -24,8 +24,10 @@ Prints one JSON result line (see `benchmarks.common`).
 """
 
 import asyncio
+import itertools
 import json
 import shutil
+import statistics
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -280,7 +282,8 @@ class Scenarios:
         """SIGKILL one of three relays after a quarter of the drain; time every key's resumption.
 
         The killed relay dies half-way through a flush, holding a claimed batch
-        (``stalled_keys`` shows its keys; none means the timing missed). A key it
+        (see `mid_flush`; ``stalled_keys`` shows its keys, none means the timing
+        missed). A key it
         held resumes once its lease lapses unrenewed (storages with liveness) or
         its claim times out (the others).
         """
@@ -293,12 +296,9 @@ class Scenarios:
         try:
             drill.start()
             await drill.wait_delivered(events // 4, 120, "deliveries before the kill")
-            # Kill a relay in the middle of a flush, when it holds a claimed batch: the
-            # relay that delivered last acknowledges and claims again within a few
-            # milliseconds, then flushes for `flush` seconds; half-way through it dies.
-            last = drill.deliveries()[-1]
-            await asyncio.sleep(max(0.0, last.at_ns / 1e9 + self.flush / 2 - time.monotonic()))
-            drill.kill(next(i for i, w in enumerate(drill.workers) if w.pid == last.pid))
+            pid, kill_at = mid_flush(drill.deliveries(), self.flush)
+            await asyncio.sleep(max(0.0, kill_at - time.monotonic()))
+            drill.kill(next(i for i, w in enumerate(drill.workers) if w.pid == pid))
             killed_at = time.monotonic()
             error = await deliver_all(drill, float(self.sizes["relays_kill_deadline_seconds"]), "after the kill")
         finally:
@@ -419,6 +419,20 @@ class Scenarios:
             f"at {result['achieved_rate']:.0f}/s; {describe(report)}"
         )
         return result
+
+
+def mid_flush(deliveries: list[Delivery], flush: float) -> tuple[int, float]:
+    """The relay that delivered last, and when it will be half-way through its next flush.
+
+    Kill it then and it dies holding a claimed batch. Its cycle (acknowledge,
+    claim, send, flush) is read from its own recent flushes, since on a loaded
+    machine acknowledging and claiming can take longer than the flush itself.
+    """
+    pid = deliveries[-1].pid
+    flushes = sorted({d.at_ns for d in deliveries if d.pid == pid})[-6:]
+    gaps = [(b - a) / 1e9 for a, b in itertools.pairwise(flushes)]
+    cycle = statistics.median(gaps) if gaps else flush * 1.5
+    return pid, flushes[-1] / 1e9 + cycle - flush / 2
 
 
 def stalled_keys(deliveries: list[Delivery], at: float, *, threshold: float) -> list[str]:

@@ -32,6 +32,7 @@ async def bench_write(bench: Any, sizes: dict[str, Any], *, label: str) -> dict[
         bench.transaction(bus),
         bench.context.clear_context,
         seconds=sizes["write_seconds"],
+        rounds=sizes.get("write_rounds", 8),
         concurrency_levels=sizes["write_concurrency"],
         warmup=sizes.get("write_warmup", 0.5),
     )
