@@ -12,6 +12,8 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
+from spakky.plugins.outbox_sqlalchemy.schema import create_outbox_table
+from sqlalchemy import create_engine, inspect
 
 COMMAND = str(Path(sys.executable).parent / "spakky-outbox")
 SECRET = "hunter2-" + uuid4().hex[:6]
@@ -77,6 +79,9 @@ def test_cli_two_storages_none_chosen_expect_one_line_exit_2() -> None:
 
 def test_cli_sqlite_storage_expect_loaded_with_spakky_sqlalchemy(tmp_path: Path) -> None:
     """Choosing the SQLAlchemy storage loads spakky-sqlalchemy (which it needs) and not Redis or RabbitMQ."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+    create_outbox_table(engine)
+    engine.dispose()
     done = spakky_outbox(
         "status",
         "--json",
@@ -112,3 +117,23 @@ def test_cli_health_unreachable_redis_expect_exit_1_without_password() -> None:
     assert done.returncode == 1, done.stderr
     assert SECRET not in done.stdout + done.stderr
     assert '"storage_reachable": false' in done.stdout and '"healthy": false' in done.stdout
+
+
+def test_cli_status_missing_table_expect_one_line_exit_2_and_nothing_created(tmp_path: Path) -> None:
+    """``status`` against a database without the outbox table says how to create it and creates nothing."""
+    database = tmp_path / "mistyped.db"
+    done = spakky_outbox(
+        "status",
+        SPAKKY_OUTBOX__STORAGE="sqlalchemy",
+        SPAKKY_SQLALCHEMY__CONNECTION_STRING=f"sqlite+aiosqlite:///{database}",
+    )
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
+    assert "The outbox table does not exist" in line and "spakky_outbox_message" in line
+    assert "create_outbox_table" in line
+    engine = create_engine(f"sqlite:///{database}")
+    try:
+        with engine.connect() as connection:
+            assert not inspect(connection).get_table_names()
+    finally:
+        engine.dispose()
