@@ -1,5 +1,6 @@
 """The ``spakky-outbox`` command against a real Redis outbox."""
 
+import contextlib
 import io
 import json
 import os
@@ -150,3 +151,35 @@ def test_cli_bad_cutoff_expect_clear_error(cli_env: str) -> None:
     with pytest.raises(Exception, match="give an age like 7d"):
         parse_cutoff("last tuesday")
     assert parse_cutoff("2d", datetime(2026, 1, 3, tzinfo=UTC)) == datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_cli_requeue_all_expect_batches_and_key_order_kept(
+    seeder: tuple[RedisOutboxStorage, RedisTransaction],
+) -> None:
+    """``requeue --all --batch 2`` requeues every abandoned message in bounded steps, back in key order."""
+    storage, transaction = seeder
+    sent = [message(f"m{i}", key="k") for i in range(5)]
+    with transaction:
+        for m in sent:
+            storage.save(m)
+    for m in sent:
+        assert [c.id for c in storage.fetch_pending(1, 5)] == [m.id]
+        storage.abandon(m.id, "refused")
+    status, text = run("requeue", "--all", "--dry-run")
+    assert status == 0 and "redis" in text and json.loads(run("status", "--json")[1])["abandoned"] == 5
+    status, text = run("requeue", "--all", "--batch", "2")
+    assert status == 0 and "requeued 5" in text
+    stats = json.loads(run("status", "--json")[1])
+    assert (stats["abandoned"], stats["pending"]) == (0, 5)
+    claimed = [m.id for m in storage.fetch_pending(10, 5)]
+    assert claimed == [m.id for m in sent][: len(claimed)] and claimed
+
+
+def test_cli_requeue_default_prefix_expect_refused_naming_variable(cli_env: str) -> None:
+    """A destructive command on a key prefix left at its default is refused, naming the variable."""
+    del os.environ["SPAKKY_OUTBOX_REDIS__KEY_PREFIX"]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status, _ = run("requeue", "--all")
+    assert status == 2
+    assert "SPAKKY_OUTBOX_REDIS__KEY_PREFIX" in err.getvalue()
