@@ -45,13 +45,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.faults)
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Print what each drill counted."""
-    if not REPORTS:
-        return
-    terminalreporter.section("outbox fault injection")
-    for report in REPORTS:
-        terminalreporter.write_line(report.line())
+_PROPERTY = "fault_drill"
+"""Report property carrying a drill's summary line; the root conftest prints them."""
+
+
+@pytest.fixture(autouse=True)
+def _attach_drill_reports(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Put the lines of this test's drills on its report, so the session can print them."""
+    first = len(REPORTS)
+    yield
+    for report in REPORTS[first:]:
+        request.node.user_properties.append((_PROPERTY, report.line()))
 
 
 def _outbox_config() -> OutboxConfig:
