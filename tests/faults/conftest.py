@@ -7,7 +7,7 @@ server. Every target gets its own table or key prefix and removes it after.
 
 import contextvars
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,8 @@ from sqlalchemy.engine import make_url
 
 from tests.faults.drill import RELAY_SETTINGS, REPORTS, Target
 from tests.faults.proxy import FaultProxy, fault_proxy
+from tests.services.private import running_private_postgres
+from tests.services.redis_servers import private_redis
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -156,51 +158,83 @@ async def sqlite_target(tmp_path: Path) -> AsyncIterator[Target]:
         yield target
 
 
+async def _redis_target(name: str, direct_url: str, relay_url: str) -> AsyncIterator[Target]:
+    prefix = f"{{fault-{uuid.uuid4().hex[:12]}}}"
+    config = RedisOutboxConfig().model_copy(update={"url": direct_url, "key_prefix": prefix})
+    connections = RedisOutboxConnectionManager(config)
+    storage = AsyncRedisOutboxStorage(connections, config, _outbox_config())
+    transaction = AsyncRedisTransaction(config, connections)
+
+    async def write(messages: list[OutboxMessage]) -> None:
+        async def commit() -> None:
+            await transaction.initialize()
+            try:
+                for message in messages:
+                    await storage.save(message)
+                await transaction.commit()
+            finally:
+                await transaction.dispose()
+
+        await _in_fresh_context(commit())
+
+    try:
+        yield Target(
+            name=name,
+            backend="redis",
+            env={
+                "SPAKKY_OUTBOX__STORAGE": "redis",
+                "SPAKKY_OUTBOX_REDIS__URL": relay_url,
+                "SPAKKY_OUTBOX_REDIS__KEY_PREFIX": prefix,
+            },
+            storage=storage,
+            write=write,
+        )
+    finally:
+        await connections.aclose()
+        client = redis.Redis.from_url(direct_url)
+        try:
+            keys = list(client.scan_iter(match=f"{prefix}*", count=5_000))
+            for start in range(0, len(keys), 5_000):
+                client.delete(*keys[start : start + 5_000])
+        except redis.RedisError:
+            pass  # a private server already gone takes its keys with it
+        finally:
+            client.close()
+
+
 @pytest.fixture
 async def redis_target(redis_url: str, proxy_for: dict[str, FaultProxy]) -> AsyncIterator[Target]:
     """Redis under a fresh hash-tagged prefix; the relays go through a fault proxy."""
-    prefix = f"{{fault-{uuid.uuid4().hex[:12]}}}"
     host, port = redis_url.split("//", 1)[1].split("/", 1)[0].split(":")
     with fault_proxy(host, int(port)) as proxy:
         proxy_for["redis"] = proxy
-        config = RedisOutboxConfig().model_copy(update={"url": redis_url, "key_prefix": prefix})
-        connections = RedisOutboxConnectionManager(config)
-        storage = AsyncRedisOutboxStorage(connections, config, _outbox_config())
-        transaction = AsyncRedisTransaction(config, connections)
+        async for target in _redis_target("redis", redis_url, f"redis://127.0.0.1:{proxy.port}/0"):
+            yield target
 
-        async def write(messages: list[OutboxMessage]) -> None:
-            async def commit() -> None:
-                await transaction.initialize()
-                try:
-                    for message in messages:
-                        await storage.save(message)
-                    await transaction.commit()
-                finally:
-                    await transaction.dispose()
 
-            await _in_fresh_context(commit())
+@pytest.fixture
+def restartable() -> dict[str, Callable[[], None]]:
+    """How to restart the private server of the target fixture that registered one."""
+    return {}
 
-        try:
-            yield Target(
-                name="redis",
-                backend="redis",
-                env={
-                    "SPAKKY_OUTBOX__STORAGE": "redis",
-                    "SPAKKY_OUTBOX_REDIS__URL": f"redis://127.0.0.1:{proxy.port}/0",
-                    "SPAKKY_OUTBOX_REDIS__KEY_PREFIX": prefix,
-                },
-                storage=storage,
-                write=write,
-            )
-        finally:
-            await connections.aclose()
-            client = redis.Redis.from_url(redis_url)
-            try:
-                keys = list(client.scan_iter(match=f"{prefix}*", count=5_000))
-                for start in range(0, len(keys), 5_000):
-                    client.delete(*keys[start : start + 5_000])
-            finally:
-                client.close()
+
+@pytest.fixture
+async def private_postgres_target(restartable: dict[str, Callable[[], None]]) -> AsyncIterator[Target]:
+    """A private PostgreSQL cluster the drill may restart (``pg_ctl restart -m fast``)."""
+    with running_private_postgres() as server:
+        restartable["private-postgres"] = server.restart
+        url = make_url(server.url).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+        async for target in _sql_target("private-postgres", url, url, {}):
+            yield target
+
+
+@pytest.fixture
+async def private_redis_target(restartable: dict[str, Callable[[], None]]) -> AsyncIterator[Target]:
+    """A private redis-server with AOF on, which the drill may restart (data kept)."""
+    with private_redis("--appendonly", "yes", "--appendfsync", "always") as server:
+        restartable["private-redis"] = server.restart
+        async for target in _redis_target("private-redis", server.url, server.url):
+            yield target
 
 
 @pytest.fixture
