@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+
 def _pg_bin() -> Path:
     """The newest Debian/Ubuntu PostgreSQL binaries (``SPAKKY_OUTBOX_PG_BIN`` overrides)."""
     if override := os.environ.get("SPAKKY_OUTBOX_PG_BIN"):
