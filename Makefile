@@ -2,6 +2,9 @@
 .DEFAULT_GOAL := help
 UV ?= python3 -m uv
 PYTEST_ARGS ?=
+# Parallel pytest workers: most tests wait on servers, leases and relay processes,
+# so three share two cores well. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 3
 
 .PHONY: help uv setup demo test lint typecheck bench new-backend
 
@@ -18,7 +21,7 @@ demo: setup ## Run the example orders service: use cases write orders, the relay
 	@$(UV) run --frozen python -m examples.orders
 
 test: setup ## Run every test (real PostgreSQL, MariaDB, Redis, RabbitMQ where reachable)
-	@$(UV) run --frozen pytest $(PYTEST_ARGS)
+	@$(UV) run --frozen pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: setup typecheck ## ruff, pyright (strict), actionlint on the workflows, shellcheck on .ci/run
 	@$(UV) run --frozen ruff check .
@@ -28,7 +31,7 @@ lint: setup typecheck ## ruff, pyright (strict), actionlint on the workflows, sh
 typecheck: setup ## pyright in strict mode over the packages
 	@$(UV) run --frozen pyright
 
-bench: setup ## Benchmarks: ours beside spakky-outbox 8.5.0 on local PostgreSQL
+bench: setup ## Benchmarks: ours beside spakky-outbox 8.5.0 (PostgreSQL, Redis, relay processes); table, JSON and plots in docs/benchmarks/
 	@$(UV) run --frozen python -m benchmarks.run
 
 new-backend: setup ## Create packages/spakky-outbox-$(NAME), a storage that passes the suite (NAME=acme)

@@ -2,6 +2,7 @@
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -69,3 +70,21 @@ def mongodb_server() -> Iterator[MongoServer]:
 def mongodb_url(mongodb_server: MongoServer) -> str:
     """``mongodb://`` URL of the MongoDB the tests use (see ``mongodb_server``)."""
     return mongodb_server.url
+
+
+_DRILL_LINES: list[str] = []
+"""Fault-drill summary lines gathered from test reports (from pytest-xdist workers too)."""
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Gather the fault drills' lines (tests/faults) from teardown reports."""
+    if report.when == "teardown":
+        _DRILL_LINES.extend(str(value) for name, value in report.user_properties if name == "fault_drill")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print what each fault drill counted."""
+    if _DRILL_LINES:
+        terminalreporter.section("outbox fault injection")
+        for line in sorted(_DRILL_LINES):
+            terminalreporter.write_line(line)

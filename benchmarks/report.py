@@ -135,7 +135,7 @@ def write_rows(ours: dict[str, Any], legacy: dict[str, Any], sizes: dict[str, An
         ))
         rows.append((
             f"  reference, {label}: one extra plain row instead of the event; ours as a share of it",
-            f"{fmt(reference)}; ours at {fmt(share)}x of it",
+            f"{fmt(reference)}; ours at {'-' if share is None else f'{share:.3f}'}x of it",
             fmt(dig(legacy, "write", key, "extra_row_ratio")),
             "",
             f">= {WRITE_BAR}x",

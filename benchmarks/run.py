@@ -1,17 +1,22 @@
-"""Run every benchmark once and print ours beside spakky-outbox 8.5.0, with ratios.
+"""Run every benchmark once and print ours beside spakky-outbox 8.5.0, with ratios and bars.
 
 Usage (from the workspace root)::
 
-    uv run python -m benchmarks.run            # full run (a few minutes)
-    uv run python -m benchmarks.run --quick    # smoke run with small sizes (< 1 min)
+    uv run python -m benchmarks.run            # full run (about 15 minutes)
+    uv run python -m benchmarks.run --quick    # smoke run with small sizes
     uv run python -m benchmarks.run --only drain,claim --set claim_sizes=[1000,100000]
 
 The published baseline runs in its own virtualenv ``.venv-bench`` (created on
 first use with ``uv venv`` / ``uv pip install``), by `benchmarks.legacy_85`;
-ours runs in the workspace venv, by `benchmarks.ours`. Each section starts a
-fresh process per implementation; both use the same PostgreSQL (separate
-schemas, dropped afterwards) and ours also Redis. Nothing here asserts on
-timings: the bars are printed beside the figures.
+ours runs in the workspace venv, by `benchmarks.ours` (in-process sections),
+`benchmarks.processes` (relay processes) and `benchmarks.mongodb`. Each section
+starts a fresh process per implementation. Nothing here asserts on timings:
+the bars are printed beside the figures.
+
+Every run writes ``results.json`` (all figures), ``results.md`` (the table)
+and PNG plots drawn from that JSON (`benchmarks.plots`): a full run with
+default flags into ``docs/benchmarks/``, any other run into a scratch
+directory (``--out`` chooses).
 """
 
 import argparse
@@ -65,14 +70,14 @@ FULL: dict[str, Any] = {
     "latency_rate": 100,
     "latency_seconds": 10.0,
     "idle_seconds": 10.0,
-    "claim_sizes": [1_000, 10_000, 1_000_000],
+    "claim_sizes": [1_000, 10_000, 100_000, 1_000_000],
     "legacy_claim_sizes": [1_000, 10_000],
     "claim_keys": 1_000,
     "claim_reps": 10,
     "claim_budget_seconds": 20.0,
     "legacy_claim_budget_seconds": 20.0,
     "redis_drain_rows": 20_000,
-    "redis_claim_sizes": [10_000, 1_000_000],
+    "redis_claim_sizes": [10_000, 100_000, 1_000_000],
     "mongodb_drain_rows": 20_000,
     "mongodb_claim_sizes": [10_000, 1_000_000],
     "relays_events": 20_000,

@@ -86,12 +86,14 @@ def main() -> None:
             committed = connection.execute(select(func.count()).select_from(orders)).scalar_one()
         engine.dispose()
         transport = context.get(PrintingEventTransport)
-        deadline = time.monotonic() + 15
-        while len(transport.delivered) < committed and time.monotonic() < deadline:
-            time.sleep(0.02)
         storage = context.get(IAsyncOutboxStorage)  # type: ignore[type-abstract]
         assert isinstance(storage, IAsyncOutboxAdministration)
+        # Delivered first, acknowledged just after: wait for both (or 15 s).
+        deadline = time.monotonic() + 15
         stats = run(storage.stats())
+        while (len(transport.delivered) < committed or stats.pending) and time.monotonic() < deadline:
+            time.sleep(0.02)
+            stats = run(storage.stats())
         print(
             f"Summary: {committed} orders committed, {len(transport.delivered)} events relayed, "
             f"outbox pending={stats.pending} published={stats.published} abandoned={stats.abandoned}"

@@ -5,9 +5,8 @@ server, so a drill can cut the database away without touching the shared
 server. Every target gets its own table or key prefix and removes it after.
 """
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from spakky.outbox.common.config import OutboxConfig
@@ -17,6 +16,8 @@ from tests.faults.drill import RELAY_SETTINGS, REPORTS, Target
 from tests.faults.proxy import FaultProxy, fault_proxy
 from tests.faults.targets import redis_target as build_redis_target
 from tests.faults.targets import sql_target
+from tests.services.private import running_private_postgres
+from tests.services.redis_servers import private_redis
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -26,13 +27,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.faults)
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Print what each drill counted."""
-    if not REPORTS:
-        return
-    terminalreporter.section("outbox fault injection")
-    for report in REPORTS:
-        terminalreporter.write_line(report.line())
+_PROPERTY = "fault_drill"
+"""Report property carrying a drill's summary line; the root conftest prints them."""
+
+
+@pytest.fixture(autouse=True)
+def _attach_drill_reports(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Put the lines of this test's drills on its report, so the session can print them."""
+    first = len(REPORTS)
+    yield
+    for report in REPORTS[first:]:
+        request.node.user_properties.append((_PROPERTY, report.line()))
 
 
 def _outbox_config() -> OutboxConfig:
@@ -94,6 +99,31 @@ async def redis_target(redis_url: str, proxy_for: dict[str, FaultProxy]) -> Asyn
         proxy_for["redis"] = proxy
         relay_url = f"redis://127.0.0.1:{proxy.port}/0"
         async with build_redis_target("redis", redis_url, relay_url, _outbox_config()) as target:
+            yield target
+
+
+@pytest.fixture
+def restartable() -> dict[str, Callable[[], None]]:
+    """How to restart the private server of the target fixture that registered one."""
+    return {}
+
+
+@pytest.fixture
+async def private_postgres_target(restartable: dict[str, Callable[[], None]]) -> AsyncIterator[Target]:
+    """A private PostgreSQL cluster the drill may restart (``pg_ctl restart -m fast``)."""
+    with running_private_postgres() as server:
+        restartable["private-postgres"] = server.restart
+        url = make_url(server.url).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+        async with sql_target("private-postgres", url, url, _outbox_config()) as target:
+            yield target
+
+
+@pytest.fixture
+async def private_redis_target(restartable: dict[str, Callable[[], None]]) -> AsyncIterator[Target]:
+    """A private redis-server with AOF on, which the drill may restart (data kept)."""
+    with private_redis("--appendonly", "yes", "--appendfsync", "always") as server:
+        restartable["private-redis"] = server.restart
+        async with build_redis_target("private-redis", server.url, server.url, _outbox_config()) as target:
             yield target
 
 

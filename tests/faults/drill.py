@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.common.stats import OutboxStats
+from spakky.outbox.error import OutboxStorageUnavailableError
 from spakky.outbox.ports.storage import IAsyncOutboxAdministration, IAsyncOutboxStorage
 
 from tests.faults.sink import OUTAGE_FILE, Delivery, count_deliveries, read_deliveries
@@ -170,10 +172,8 @@ class Drill:
 
     async def wait_abandoned(self, count: int, timeout: float) -> None:
         """Wait until ``count`` messages are abandoned."""
-        storage = self.target.storage
-        assert isinstance(storage, IAsyncOutboxAdministration)
         deadline = time.monotonic() + timeout
-        while (stats := await storage.stats()).abandoned < count:
+        while (stats := await self._stats()).abandoned < count:
             self._check_alive()
             if time.monotonic() > deadline:
                 raise AssertionError(f"{stats.abandoned}/{count} poison messages abandoned after {timeout:g} s; {stats}")
@@ -232,12 +232,19 @@ class Drill:
             await asyncio.sleep(0.02)
         return time.monotonic()
 
-    async def wait_settled(self, timeout: float) -> None:
-        """Wait until nothing is pending in the outbox (every message published or abandoned)."""
+    async def _stats(self) -> OutboxStats:
+        """The outbox's counts; asked again when the storage reports itself unavailable once."""
         storage = self.target.storage
         assert isinstance(storage, IAsyncOutboxAdministration)
+        try:
+            return await storage.stats()
+        except OutboxStorageUnavailableError:
+            return await storage.stats()  # the dead pooled connection is gone now
+
+    async def wait_settled(self, timeout: float) -> None:
+        """Wait until nothing is pending in the outbox (every message published or abandoned)."""
         deadline = time.monotonic() + timeout
-        while (stats := await storage.stats()).pending:
+        while (stats := await self._stats()).pending:
             self._check_alive()
             if time.monotonic() > deadline:
                 raise AssertionError(f"{stats.pending} messages still pending after {timeout:g} s; {stats}")

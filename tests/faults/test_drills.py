@@ -8,6 +8,7 @@ section; rates and recovery bars are measured by ``make bench``.
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,38 @@ async def test_drill_storage_cut_mid_drain_expect_acknowledged_and_resumed(
     report.recovery = (
         f"deliveries resumed {resume_after(drill.deliveries(), restored_at, per_key=False):.1f} s "
         "after the storage came back"
+    )
+    _assert_exact(report.line(), report.lost, report.reorderings)
+    assert report.duplicates <= BATCH, report.line()
+    assert report.abandoned == 0, report.line()
+
+
+@pytest.fixture(params=["private-postgres", "private-redis"])
+def private_target(request: pytest.FixtureRequest) -> Target:
+    """A backend on a private server of our own, which the drill restarts."""
+    return request.getfixturevalue(f"{request.param.replace('-', '_')}_target")
+
+
+async def test_drill_storage_restart_mid_drain_expect_acknowledged_and_resumed(
+    private_target: Target, control: Path, restartable: dict[str, Callable[[], None]]
+) -> None:
+    """Restart the storage server (PostgreSQL fast restart, Redis with AOF) mid-drain."""
+    drill = Drill(private_target, control, relays=3, flush_delay=0.05)
+    await drill.load(3000, keys=30)
+    try:
+        drill.start()
+        await drill.wait_delivered(600, 60, "deliveries before the restart")
+        restart_at = time.monotonic()
+        await asyncio.to_thread(restartable[private_target.name])
+        back_at = time.monotonic()
+        await drill.wait_settled(SETTLE_SECONDS)
+    finally:
+        drill.stop()
+    report = await drill.report("storage server restarted mid-drain")
+    deliveries = drill.deliveries()
+    report.recovery = (
+        f"server down and up in {back_at - restart_at:.1f} s; deliveries resumed "
+        f"{resume_after(deliveries, back_at, per_key=False):.1f} s after it accepted connections again"
     )
     _assert_exact(report.line(), report.lost, report.reorderings)
     assert report.duplicates <= BATCH, report.line()

@@ -28,7 +28,19 @@ from pathlib import Path
 
 import pytest
 
-PG_BIN = Path(os.environ.get("SPAKKY_OUTBOX_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def _pg_bin() -> Path:
+    """The newest Debian/Ubuntu PostgreSQL binaries (``SPAKKY_OUTBOX_PG_BIN`` overrides)."""
+    if override := os.environ.get("SPAKKY_OUTBOX_PG_BIN"):
+        return Path(override)
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda path: int(path.parent.name) if path.parent.name.isdigit() else 0,
+    )
+    return found[-1] if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _pg_bin()
 """Where initdb and pg_ctl live (``SPAKKY_OUTBOX_PG_BIN`` overrides)."""
 START_TIMEOUT = 60.0
 """Seconds a private server may take to start (the machine is shared and slow)."""

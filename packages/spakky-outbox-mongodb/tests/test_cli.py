@@ -68,7 +68,7 @@ def test_cli_status_requeue_purge_expect_operator_view(cli_env: str) -> None:
         assert status == 0 and "published=1" in text and "abandoned=1" in text
         status, text = run("abandoned")
         assert str(poison.id) in text and "refused: no route" in text
-        assert run("requeue", "--all")[1].endswith("requeued 1\n")
+        assert run("requeue", "--all")[1].endswith("requeued 1 of 1\n")
         status, text = run("purge", "--published-before", "2099-01-01T00:00:00")
         assert status == 0 and "purged 1" in text
         assert "pending=1" in run("status")[1]

@@ -6,6 +6,7 @@ from spakky.core.application.application import SpakkyApplication
 from spakky.outbox.bus.outbox_event_bus import AsyncOutboxEventBus, OutboxEventBus
 from spakky.outbox.common.config import OutboxConfig, RelayMode
 from spakky.outbox.common.registry import OutboxStorageGuard
+from spakky.outbox.relay.health import OutboxHealthCheck
 from spakky.outbox.relay.relay import (
     AsyncOutboxRelayBackgroundService,
     OutboxRelayBackgroundService,
@@ -15,7 +16,7 @@ from spakky.outbox.relay.relay import (
 def initialize(app: SpakkyApplication) -> None:
     """Initialize the Outbox plugin.
 
-    Registers the configuration, both outbox buses and the one relay that
+    Registers the configuration, both outbox buses, the health check and the one relay that
     ``SPAKKY_OUTBOX__RELAY`` selects. Settings are validated here, so a bad value
     fails at startup with an error naming the variable to change.
 
@@ -27,6 +28,7 @@ def initialize(app: SpakkyApplication) -> None:
     app.add(OutboxStorageGuard)
     app.add(OutboxEventBus)
     app.add(AsyncOutboxEventBus)
+    app.add(OutboxHealthCheck)
     if find_spec("opentelemetry") is not None:
         from spakky.outbox.relay.opentelemetry import OpenTelemetryOutboxMetrics
 

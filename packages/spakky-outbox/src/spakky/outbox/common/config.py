@@ -1,5 +1,6 @@
 """Outbox configuration, read from ``SPAKKY_OUTBOX__*`` environment variables."""
 
+import re
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
@@ -11,16 +12,47 @@ from spakky.outbox.error import InvalidOutboxConfigError
 SPAKKY_OUTBOX_CONFIG_ENV_PREFIX: str = "SPAKKY_OUTBOX__"
 
 
-def describe_settings_error(env_prefix: str, error: ValidationError) -> str:
-    """Name each invalid environment variable, its value and what is wrong with it.
+_SECRET_WORD = re.compile(r"pass|pwd|secret|token|credential|private|auth|^key$|_key$", re.IGNORECASE)
+"""Field names whose values are never shown (``password``, ``api_key``; not ``key_prefix``)."""
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s]*@")
+"""The ``user:password@`` part of a URL (up to its last ``@``: passwords may hold one)."""
+_PASSWORD_PAIR = re.compile(r"(?P<name>password|pwd)=\S+", re.IGNORECASE)
+"""A ``password=...`` pair of a key-value connection string."""
 
-    Storage packages use it too, so every ``SPAKKY_OUTBOX*`` error reads alike.
+
+def redact_credentials(text: str) -> str:
+    """Replace URL credentials and ``password=`` values in ``text`` with ``***``."""
+    text = _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
+    return _PASSWORD_PAIR.sub(r"\g<name>=***", text)
+
+
+def _shown_input(location: tuple[int | str, ...], value: object) -> str | None:
+    """The input as it may be printed, or None when it must not be."""
+    if any(isinstance(part, str) and _SECRET_WORD.search(part) for part in location):
+        return None
+    if isinstance(value, bool | int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(redact_credentials(value))
+    # Containers (a missing field's error carries every variable of the model) never show.
+    return None
+
+
+def describe_settings_error(env_prefix: str, error: ValidationError) -> str:
+    """Name each invalid environment variable and what is wrong with it.
+
+    The value is shown when it is safe: never for fields that look secret
+    (password, secret, token, key, credentials), never as a whole set of
+    variables, and URLs and connection strings lose their credentials. Storage packages use it too,
+    so every ``SPAKKY_OUTBOX*`` error reads alike.
     """
-    return "; ".join(
-        f"{env_prefix}{'__'.join(str(part) for part in e['loc']).upper()}"
-        f"={e.get('input')!r}: {e['msg']}"
-        for e in error.errors()
-    )
+    parts: list[str] = []
+    for e in error.errors():
+        name = f"{env_prefix}{'__'.join(str(part) for part in e['loc']).upper()}"
+        shown = _shown_input(e["loc"], e.get("input"))
+        message = redact_credentials(e["msg"])
+        parts.append(f"{name}: {message}" if shown is None else f"{name}={shown}: {message}")
+    return "; ".join(parts)
 
 
 _KEEP_FOREVER = frozenset({"none", "forever", "off"})

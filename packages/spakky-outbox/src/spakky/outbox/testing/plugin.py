@@ -25,6 +25,20 @@ class _Tally:
 _RESULTS = pytest.StashKey[dict[str, _Tally]]()
 """Per-session tallies, kept on the config so nested (pytester) sessions stay apart."""
 
+_SESSIONS: list[pytest.Config] = []
+"""Configs of the sessions running in this process, innermost last (pytester nests them)."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Track the running session, so reports are tallied into the right one."""
+    _SESSIONS.append(config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Forget a finished session."""
+    if config in _SESSIONS:
+        _SESSIONS.remove(config)
+
 
 def _backend_of(item: pytest.Item) -> str:
     """Name a backend by its harness's ``name`` and the test's parameter id."""
@@ -33,26 +47,42 @@ def _backend_of(item: pytest.Item) -> str:
     return f"{name}[{callspec.id}]" if callspec is not None else name
 
 
+_PROPERTY = "spakky_outbox_conformance"
+"""Name of the report property carrying (backend, capability, leaked)."""
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    """Record the outcome of each suite test by backend and capability."""
+    """Label each suite test's report with its backend and capability.
+
+    The label travels with the report, so the tally (`pytest_runtest_logreport`)
+    also works where reports come from other processes (pytest-xdist).
+    """
     outcome = cast(Any, (yield))
     report = cast(pytest.TestReport, outcome.get_result())
     function = getattr(item, "function", None)
     if function is None or getattr(function, "__module__", None) != _SUITE_MODULE:
         return
     capability = getattr(function, "spakky_outbox_capability", None) or "base"
-    fresh: dict[str, _Tally] = defaultdict(_Tally)
-    results = item.config.stash.setdefault(_RESULTS, fresh)
-    tally = results[_backend_of(item)]
+    leaked = bool(getattr(item, "spakky_outbox_leak", None))
+    report.user_properties.append((_PROPERTY, (_backend_of(item), str(capability), leaked)))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Tally a labelled suite report by backend and capability."""
+    label = next((value for name, value in report.user_properties if name == _PROPERTY), None)
+    if label is None:
+        return
+    backend, capability, leaked = cast(tuple[str, str, bool], label)
+    tally = _SESSIONS[-1].stash.setdefault(_RESULTS, defaultdict(_Tally))[backend]
     if report.skipped and report.when in ("setup", "call"):
-        tally.skipped[str(capability)] += 1
-    elif report.failed and report.when == "teardown" and getattr(item, "spakky_outbox_leak", None):
-        tally.leaked[str(capability)] += 1
+        tally.skipped[capability] += 1
+    elif report.failed and report.when == "teardown" and leaked:
+        tally.leaked[capability] += 1
     elif report.failed:
-        tally.failed[str(capability)] += 1
+        tally.failed[capability] += 1
     elif report.when == "call" and report.passed:
-        tally.passed[str(capability)] += 1
+        tally.passed[capability] += 1
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

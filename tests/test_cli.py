@@ -1,0 +1,139 @@
+"""The installed ``spakky-outbox`` command with every workspace package installed beside it.
+
+Run as a process, as an operator would: spakky-rabbitmq and both storage
+packages are installed in this environment, so these tests check which
+plugins the command loads and how it fails.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+from spakky.plugins.outbox_sqlalchemy.schema import create_outbox_table
+from sqlalchemy import create_engine, inspect
+
+COMMAND = str(Path(sys.executable).parent / "spakky-outbox")
+SECRET = "hunter2-" + uuid4().hex[:6]
+"""A password that must never appear in anything the command prints."""
+
+
+def spakky_outbox(*argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run the command with only the given ``SPAKKY_*`` variables set."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SPAKKY_")}
+    return subprocess.run(
+        [COMMAND, *argv], env=clean | env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+@pytest.fixture
+def redis_env(redis_url: str) -> dict[str, str]:
+    """Settings of a Redis outbox under a fresh prefix (deleted afterwards: it stays empty)."""
+    return {
+        "SPAKKY_OUTBOX__STORAGE": "redis",
+        "SPAKKY_OUTBOX_REDIS__URL": redis_url,
+        "SPAKKY_OUTBOX_REDIS__KEY_PREFIX": "{cli-" + uuid4().hex[:8] + "}",
+    }
+
+
+def test_cli_other_plugins_unconfigured_expect_status_works(redis_env: dict[str, str]) -> None:
+    """Half-configured spakky-rabbitmq and unconfigured spakky-sqlalchemy are not loaded (they crashed it with a traceback holding the password)."""
+    done = spakky_outbox(
+        "status", SPAKKY_RABBITMQ__PASSWORD=SECRET, SPAKKY_RABBITMQ__HOST="broker", **redis_env
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.splitlines()[1] == (
+        "pending=0 claimed=0 published=0 abandoned=0 oldest_pending_age=-"
+    )
+
+
+def test_cli_included_plugin_with_bad_settings_expect_one_line_exit_2_without_secret(
+    redis_env: dict[str, str],
+) -> None:
+    """A plugin the operator includes on purpose fails in one line naming its variables, never their secret values."""
+    done = spakky_outbox(
+        "--include",
+        "spakky-data,spakky-domain,spakky-event,spakky-tracing,spakky-outbox,spakky-outbox-redis,spakky-rabbitmq",
+        "status",
+        SPAKKY_RABBITMQ__PASSWORD=SECRET,
+        SPAKKY_RABBITMQ__PORT="not-a-port",
+        **redis_env,
+    )
+    assert done.returncode == 2
+    assert SECRET not in done.stdout + done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith("spakky-outbox: error: invalid settings (RabbitMQConnectionConfig): ")
+    assert "SPAKKY_RABBITMQ__HOST: Field required" in line
+    assert "SPAKKY_RABBITMQ__PORT='not-a-port': Input should be a valid integer" in line
+
+
+def test_cli_two_storages_none_chosen_expect_one_line_exit_2() -> None:
+    """With both storage packages installed and none chosen, the command says which variable to set."""
+    done = spakky_outbox("status")
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
+    assert "Several outbox storages are installed" in line and "SPAKKY_OUTBOX__STORAGE" in line
+
+
+def test_cli_sqlite_storage_expect_loaded_with_spakky_sqlalchemy(tmp_path: Path) -> None:
+    """Choosing the SQLAlchemy storage loads spakky-sqlalchemy (which it needs) and not Redis or RabbitMQ."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+    create_outbox_table(engine)
+    engine.dispose()
+    done = spakky_outbox(
+        "status",
+        "--json",
+        SPAKKY_OUTBOX__STORAGE="sqlalchemy",
+        SPAKKY_SQLALCHEMY__CONNECTION_STRING=f"sqlite+aiosqlite:///{tmp_path / 'app.db'}",
+        SPAKKY_RABBITMQ__PASSWORD=SECRET,
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    assert '"pending": 0' in done.stdout
+
+
+def test_cli_sqlite_unreachable_path_expect_one_line_exit_2(tmp_path: Path) -> None:
+    """A SQLite path in a missing directory fails in one line, exit 2."""
+    done = spakky_outbox(
+        "status",
+        SPAKKY_OUTBOX__STORAGE="sqlalchemy",
+        SPAKKY_SQLALCHEMY__CONNECTION_STRING=f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'app.db'}",
+    )
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
+    assert line.startswith("spakky-outbox: error: ") and "unable to open database file" in line
+
+
+def test_cli_health_unreachable_redis_expect_exit_1_without_password() -> None:
+    """``health`` against a Redis that does not answer exits 1 and never prints the URL's password."""
+    done = spakky_outbox(
+        "health",
+        "--json",
+        SPAKKY_OUTBOX__STORAGE="redis",
+        SPAKKY_OUTBOX_REDIS__URL=f"redis://:{SECRET}@127.0.0.1:1/0",
+        SPAKKY_OUTBOX_REDIS__KEY_PREFIX="{cli-health}",
+    )
+    assert done.returncode == 1, done.stderr
+    assert SECRET not in done.stdout + done.stderr
+    assert '"storage_reachable": false' in done.stdout and '"healthy": false' in done.stdout
+
+
+def test_cli_status_missing_table_expect_one_line_exit_2_and_nothing_created(tmp_path: Path) -> None:
+    """``status`` against a database without the outbox table says how to create it and creates nothing."""
+    database = tmp_path / "mistyped.db"
+    done = spakky_outbox(
+        "status",
+        SPAKKY_OUTBOX__STORAGE="sqlalchemy",
+        SPAKKY_SQLALCHEMY__CONNECTION_STRING=f"sqlite+aiosqlite:///{database}",
+    )
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
+    assert "The outbox table does not exist" in line and "spakky_outbox_message" in line
+    assert "create_outbox_table" in line
+    engine = create_engine(f"sqlite:///{database}")
+    try:
+        with engine.connect() as connection:
+            assert not inspect(connection).get_table_names()
+    finally:
+        engine.dispose()
