@@ -69,6 +69,7 @@ FULL: dict[str, Any] = {
     "write_concurrency": [1, 16],
     "latency_rate": 100,
     "latency_seconds": 10.0,
+    "latency_warmup": 2.0,
     "idle_seconds": 10.0,
     "claim_sizes": [1_000, 10_000, 100_000, 1_000_000],
     "legacy_claim_sizes": [1_000, 10_000],
@@ -90,6 +91,7 @@ FULL: dict[str, Any] = {
     "redis_down_seconds": 1.0,
     "relays_latency_rate": 100,
     "relays_latency_seconds": 10.0,
+    "relays_latency_warmup": 2.0,
 }
 QUICK: dict[str, Any] = FULL | {
     "drain_rows": 2_000,
@@ -99,6 +101,7 @@ QUICK: dict[str, Any] = FULL | {
     "write_rounds": 2,
     "write_warmup": 0.2,
     "latency_seconds": 1.5,
+    "latency_warmup": 0.5,
     "idle_seconds": 1.5,
     "claim_sizes": [1_000, 10_000],
     "legacy_claim_sizes": [1_000],
@@ -111,6 +114,7 @@ QUICK: dict[str, Any] = FULL | {
     "mongodb_claim_sizes": [1_000, 10_000],
     "relays_events": 2_000,
     "relays_latency_seconds": 2.0,
+    "relays_latency_warmup": 0.5,
 }
 
 # (section, runs ours, runs 8.5.0)

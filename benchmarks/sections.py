@@ -58,6 +58,7 @@ async def bench_latency(bench: Any, sizes: dict[str, Any], *, label: str) -> dic
         bench.context.clear_context,
         rate=sizes["latency_rate"],
         seconds=sizes["latency_seconds"],
+        warmup=sizes.get("latency_warmup", 0.0),
         drain_timeout=config.polling_interval_seconds * 3 + 2,
     )
     progress(f"{label} latency: p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms")
