@@ -2,6 +2,7 @@
 
 import contextvars
 
+import pytest
 from spakky.outbox.common.transaction import TransactionScope, TransactionScopes
 
 
@@ -78,3 +79,17 @@ def test_scopes_dispose_outermost_expect_previous_scope_restored() -> None:
     scopes.open(inner)
     assert scopes.dispose() is inner
     assert scopes.current() is outer
+
+
+def test_scopes_required_outside_transaction_expect_backend_error() -> None:
+    """Outside a transaction `required` raises the error the backend names; inside it returns the scope."""
+
+    class NoTransactionError(Exception):
+        pass
+
+    scopes = _scopes()
+    with pytest.raises(NoTransactionError):
+        scopes.required(NoTransactionError)
+    scope = TransactionScope("pipeline")
+    scopes.open(scope)
+    assert scopes.required(NoTransactionError) is scope

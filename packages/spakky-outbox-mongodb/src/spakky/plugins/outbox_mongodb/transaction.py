@@ -78,10 +78,7 @@ def current_async_session() -> Any:
     Raises:
         MongoTransactionNotActiveError: No `AsyncMongoTransaction` is open here.
     """
-    scope = _async_scopes.current()
-    if scope is None:
-        raise MongoTransactionNotActiveError()
-    return scope.session
+    return _async_scopes.required(MongoTransactionNotActiveError).session
 
 
 def current_session() -> ClientSession:
@@ -90,10 +87,7 @@ def current_session() -> ClientSession:
     Raises:
         MongoTransactionNotActiveError: No `MongoTransaction` is open here.
     """
-    scope = _sync_scopes.current()
-    if scope is None:
-        raise MongoTransactionNotActiveError()
-    return scope.session
+    return _sync_scopes.required(MongoTransactionNotActiveError).session
 
 
 def async_scope() -> _Scope[Any] | None:

@@ -144,10 +144,7 @@ def current_async_pipeline() -> AsyncPipeline:
     Raises:
         RedisTransactionNotActiveError: No `AsyncRedisTransaction` is open here.
     """
-    scope = _async_scopes.current()
-    if scope is None:
-        raise RedisTransactionNotActiveError()
-    return scope.resource
+    return _async_scopes.required(RedisTransactionNotActiveError).resource
 
 
 def current_pipeline() -> SyncPipeline:
@@ -156,10 +153,7 @@ def current_pipeline() -> SyncPipeline:
     Raises:
         RedisTransactionNotActiveError: No `RedisTransaction` is open here.
     """
-    scope = _sync_scopes.current()
-    if scope is None:
-        raise RedisTransactionNotActiveError()
-    return scope.resource
+    return _sync_scopes.required(RedisTransactionNotActiveError).resource
 
 
 async def _open_async_pipeline(connections: RedisOutboxConnectionManager) -> AsyncPipeline:

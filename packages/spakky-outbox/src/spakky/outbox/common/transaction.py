@@ -8,6 +8,7 @@ rollback-only, so the outermost commit rolls back instead. `TransactionScopes`
 makes these decisions; the storage's transactions do the backend's work.
 """
 
+from collections.abc import Callable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,13 @@ class TransactionScopes[S: TransactionScope[Any]]:
     def current(self) -> S | None:
         """The scope open in this context, or None outside any transaction."""
         return self._current.get()
+
+    def required(self, error: Callable[[], Exception]) -> S:
+        """The scope open in this context; raise ``error()`` outside any transaction."""
+        scope = self._current.get()
+        if scope is None:
+            raise error()
+        return scope
 
     def join(self) -> bool:
         """Join the scope open in this context; False when none is (the caller opens one)."""
