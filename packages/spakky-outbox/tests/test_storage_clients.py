@@ -31,8 +31,6 @@ class _Client:
         self.closed = True
 
 
-def _clients() -> StorageClients[_Client, _Client]:
-    return StorageClients(_Client, _Client, lambda client: client.aclose())
 
 
 @pytest.fixture
@@ -47,17 +45,25 @@ def other_loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop.close()
 
 
-async def _async_client_of(clients: StorageClients[_Client, _Client]) -> _Client:
-    return clients.async_client
+type _Opened = tuple[StorageClients[_Client, _Client], _Client, _Client]
+
+
+def _open(other_loop: asyncio.AbstractEventLoop) -> _Opened:
+    """Clients with the synchronous one and ``other_loop``'s asyncio one opened."""
+    clients = StorageClients(_Client, _Client, lambda client: client.aclose())
+
+    async def open_there() -> _Client:
+        return clients.async_client
+
+    theirs = asyncio.run_coroutine_threadsafe(open_there(), other_loop).result(30)
+    return clients, clients.client, theirs
 
 
 def test_storage_clients_two_loops_expect_one_client_each_closed_on_its_loop(
     other_loop: asyncio.AbstractEventLoop,
 ) -> None:
     """Each running loop gets its own client; `close` closes each on the loop that opened it."""
-    clients = _clients()
-    sync_client = clients.client
-    theirs = asyncio.run_coroutine_threadsafe(_async_client_of(clients), other_loop).result(30)
+    clients, sync_client, theirs = _open(other_loop)
 
     async def scenario() -> tuple[_Client, asyncio.AbstractEventLoop]:
         ours = clients.async_client
@@ -81,9 +87,7 @@ def test_storage_clients_aclose_expect_only_running_loops_client_closed(
     other_loop: asyncio.AbstractEventLoop,
 ) -> None:
     """`aclose` closes the running loop's client and the synchronous one, not another loop's."""
-    clients = _clients()
-    sync_client = clients.client
-    theirs = asyncio.run_coroutine_threadsafe(_async_client_of(clients), other_loop).result(30)
+    clients, sync_client, theirs = _open(other_loop)
 
     async def scenario() -> _Client:
         ours = clients.async_client
