@@ -10,6 +10,7 @@ from bson.binary import Binary, UuidRepresentation
 from bson.codec_options import CodecOptions
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.error import InvalidOutboxMessageError
 from spakky.plugins.outbox_mongodb.client import MongoOutboxConnectionManager
 from spakky.plugins.outbox_mongodb.documents import (
     ABANDONED,
@@ -20,7 +21,6 @@ from spakky.plugins.outbox_mongodb.documents import (
     to_document,
     to_message,
 )
-from spakky.plugins.outbox_mongodb.error import InvalidOutboxMessageError
 from spakky.plugins.outbox_mongodb.transaction import AsyncMongoTransaction
 
 from .conftest import MongoOutbox

@@ -10,11 +10,11 @@ from spakky.data.aspects.transactional import (
     TransactionalAspect,
 )
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.error import OutboxTransactionRequiredError
-from spakky.plugins.outbox_redis.error import (
+from spakky.outbox.error import (
     InvalidOutboxMessageError,
-    RedisTransactionNotActiveError,
+    OutboxTransactionRequiredError,
 )
+from spakky.plugins.outbox_redis.error import RedisTransactionNotActiveError
 from spakky.plugins.outbox_redis.transaction import (
     AsyncRedisTransaction,
     RedisTransaction,

@@ -31,6 +31,12 @@ class OutboxSerializationError(AbstractSpakkyOutboxError):
         )
 
 
+class InvalidOutboxMessageError(AbstractSpakkyOutboxError):
+    """Raised when a message cannot be stored because a field has the wrong type."""
+
+    message = "Outbox message cannot be stored"
+
+
 class InvalidOutboxConfigError(AbstractSpakkyOutboxError):
     """Raised when an ``SPAKKY_OUTBOX__*`` setting has an invalid value."""
 

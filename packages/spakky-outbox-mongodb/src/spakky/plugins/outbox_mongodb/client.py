@@ -5,9 +5,7 @@ The asyncio client is PyMongo's ``AsyncMongoClient`` or Motor's (see
 PyMongo's ``MongoClient``.
 """
 
-import asyncio
 import threading
-import weakref
 from typing import Any, override
 
 from pymongo import MongoClient
@@ -18,6 +16,7 @@ from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
 from spakky.core.pod.annotations.pod import Pod
 from spakky.core.service.interfaces.service import IService
+from spakky.outbox.common.clients import StorageClients
 from spakky.outbox.common.config import OutboxConfig, RelayMode
 from spakky.outbox.common.stats import OutboxTarget
 from spakky.outbox.common.wakeup import WakeUpHub, wake_up_hub
@@ -40,7 +39,6 @@ from spakky.plugins.outbox_mongodb.driver import (
 from spakky.plugins.outbox_mongodb.error import MongoReplicaSetRequiredError
 from spakky.plugins.outbox_mongodb.operations import ensure_indexes, run_plan
 
-_CLOSE_TIMEOUT_SECONDS = 5.0
 _NOT_A_REPLICA_SET = 20
 """``IllegalOperation``: "Transaction numbers are only allowed on a replica set member or mongos"."""
 
@@ -59,10 +57,8 @@ class MongoOutboxConnectionManager(IService):
         check_url(config.url)
         self._config = config
         self._outbox_config = outbox_config
-        self._lock = threading.Lock()
-        self._client: MongoClient[Document] | None = None
-        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
+        self._clients = StorageClients[MongoClient[Document], Any](
+            self.new_client, self.new_async_client, lambda client: maybe_await(client.close())
         )
         self.open_sessions = 0
         """Sessions the outbox's transactions started and did not end yet (leak checks)."""
@@ -99,21 +95,12 @@ class MongoOutboxConnectionManager(IService):
     @property
     def client(self) -> MongoClient[Document]:
         """The synchronous client (thread-safe connection pool)."""
-        with self._lock:
-            if self._client is None:
-                self._client = MongoClient[Document](self._config.url, **CLIENT_OPTIONS)
-            return self._client
+        return self._clients.client
 
     @property
     def async_client(self) -> Any:
         """The asyncio client (PyMongo or Motor) of the running event loop."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            client = self._async_clients.get(loop)
-            if client is None:
-                client = new_async_client(self._config)
-                self._async_clients[loop] = client
-            return client
+        return self._clients.async_client
 
     def new_client(self) -> MongoClient[Document]:
         """A separate synchronous client (for a change stream thread); the caller closes it."""
@@ -209,39 +196,8 @@ class MongoOutboxConnectionManager(IService):
 
     async def aclose(self) -> None:
         """Close the running loop's asyncio client and the synchronous client."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            client = self._async_clients.pop(loop, None)
-        if client is not None:
-            await maybe_await(client.close())
-        self._close_sync()
-
-    def _close_sync(self) -> None:
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
+        await self._clients.aclose()
 
     def close(self) -> None:
         """Close every client; asyncio ones on their own loop when it still runs."""
-        with self._lock:
-            async_clients = list(self._async_clients.items())
-            self._async_clients.clear()
-        try:
-            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            current = None
-        for loop, client in async_clients:
-            if loop.is_closed():
-                continue
-            if loop is current:
-                loop.create_task(maybe_await(client.close()))
-            elif loop.is_running():
-                future = asyncio.run_coroutine_threadsafe(maybe_await(client.close()), loop)
-                try:
-                    future.result(_CLOSE_TIMEOUT_SECONDS)
-                except Exception:
-                    future.cancel()
-            else:
-                loop.run_until_complete(maybe_await(client.close()))
-        self._close_sync()
+        self._clients.close()

@@ -24,8 +24,8 @@ from uuid import UUID
 from bson import ObjectId
 from bson.binary import UuidRepresentation
 from bson.codec_options import CodecOptions
-from spakky.outbox.common.message import OutboxMessage
-from spakky.plugins.outbox_mongodb.error import InvalidOutboxMessageError
+from spakky.outbox.common.message import OutboxMessage, validate_message
+from spakky.outbox.error import InvalidOutboxMessageError
 
 type Document = dict[str, Any]
 
@@ -57,19 +57,7 @@ def to_document(message: OutboxMessage) -> Document:
     Raises:
         InvalidOutboxMessageError: A field has a type MongoDB cannot store as is.
     """
-    if not isinstance(message.id, UUID):  # pyright: ignore[reportUnnecessaryIsInstance]
-        raise InvalidOutboxMessageError("id must be a UUID")
-    if not isinstance(message.event_name, str):  # pyright: ignore[reportUnnecessaryIsInstance]
-        raise InvalidOutboxMessageError("event_name must be a str")
-    if not isinstance(message.payload, bytes | bytearray):  # pyright: ignore[reportUnnecessaryIsInstance]
-        raise InvalidOutboxMessageError("payload must be bytes")
-    if not isinstance(message.created_at, datetime):  # pyright: ignore[reportUnnecessaryIsInstance]
-        raise InvalidOutboxMessageError("created_at must be a datetime")
-    if not isinstance(message.retry_count, int) or message.retry_count < 0:  # pyright: ignore[reportUnnecessaryIsInstance]
-        raise InvalidOutboxMessageError("retry_count must be a non-negative int")
-    key = message.partition_key
-    if key is not None and not isinstance(key, str):  # pyright: ignore[reportUnnecessaryIsInstance]
-        raise InvalidOutboxMessageError("partition_key must be a str or None")
+    validate_message(message)
     headers = dict(message.headers)
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):  # pyright: ignore[reportUnnecessaryIsInstance]
         raise InvalidOutboxMessageError("headers must map str to str")
@@ -83,7 +71,7 @@ def to_document(message: OutboxMessage) -> Document:
         "headers": headers,
         "created_at": created_at,
         "oid": ObjectId(),
-        "partition_key": key,
+        "partition_key": message.partition_key,
         "state": State.PENDING.value,
         "retry_count": message.retry_count,
         "claimed_by": None,

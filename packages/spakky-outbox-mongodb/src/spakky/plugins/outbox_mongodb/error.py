@@ -49,9 +49,3 @@ class MongoOutboxCollectionMissingError(OutboxStorageUnavailableError):
     """Raised by administration when the outbox collection does not exist."""
 
     message = "The MongoDB outbox collection does not exist"
-
-
-class InvalidOutboxMessageError(AbstractSpakkyOutboxError):
-    """Raised when a message cannot be stored because a field has the wrong type."""
-
-    message = "Outbox message cannot be stored in MongoDB"

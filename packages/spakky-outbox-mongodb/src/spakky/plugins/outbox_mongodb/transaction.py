@@ -17,7 +17,6 @@ most 60 s by default, and one session must not serve concurrent operations
 import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import Any, override
 
@@ -28,6 +27,7 @@ from spakky.data.persistency.transaction import (
     AbstractAsyncTransaction,
     AbstractTransaction,
 )
+from spakky.outbox.common.transaction import TransactionScope, TransactionScopes
 from spakky.outbox.common.wakeup import WakeUpHub
 from spakky.outbox.error import OutboxStorageUnavailableError
 from spakky.plugins.outbox_mongodb.client import MongoOutboxConnectionManager
@@ -45,25 +45,22 @@ COMMIT_ATTEMPTS = 3
 
 
 @dataclass
-class _Scope[S]:
-    """One open transaction in a context; nested transactions join it."""
+class _Scope[S](TransactionScope[S]):
+    """One open transaction in a context: its session, bind context and wake-up hubs."""
 
-    session: S
-    depth: int = 0
-    rollback_only: bool = False
     bound: Any = None
     """The entered ``session.bind()`` context, when the driver has one."""
-    token: Token[Any] | None = None
     hubs: set[WakeUpHub] = field(default_factory=set[WakeUpHub])
     """Outboxes this transaction saved into, signalled after the commit."""
 
+    @property
+    def session(self) -> S:
+        """The session the transaction runs in."""
+        return self.resource
 
-_async_scope: ContextVar[_Scope[Any] | None] = ContextVar(
-    "spakky_outbox_mongodb_async_transaction", default=None
-)
-_sync_scope: ContextVar[_Scope[ClientSession] | None] = ContextVar(
-    "spakky_outbox_mongodb_transaction", default=None
-)
+
+_async_scopes = TransactionScopes[_Scope[Any]]("spakky_outbox_mongodb_async_transaction")
+_sync_scopes = TransactionScopes[_Scope[ClientSession]]("spakky_outbox_mongodb_transaction")
 
 
 def current_async_session() -> Any:
@@ -81,10 +78,7 @@ def current_async_session() -> Any:
     Raises:
         MongoTransactionNotActiveError: No `AsyncMongoTransaction` is open here.
     """
-    scope = _async_scope.get()
-    if scope is None:
-        raise MongoTransactionNotActiveError()
-    return scope.session
+    return _async_scopes.required(MongoTransactionNotActiveError).session
 
 
 def current_session() -> ClientSession:
@@ -93,20 +87,17 @@ def current_session() -> ClientSession:
     Raises:
         MongoTransactionNotActiveError: No `MongoTransaction` is open here.
     """
-    scope = _sync_scope.get()
-    if scope is None:
-        raise MongoTransactionNotActiveError()
-    return scope.session
+    return _sync_scopes.required(MongoTransactionNotActiveError).session
 
 
 def async_scope() -> _Scope[Any] | None:
     """The asyncio transaction open in this context (for the outbox ``save``)."""
-    return _async_scope.get()
+    return _async_scopes.current()
 
 
 def sync_scope() -> _Scope[ClientSession] | None:
     """The synchronous transaction open in this context (for the outbox ``save``)."""
-    return _sync_scope.get()
+    return _sync_scopes.current()
 
 
 def translate_error(error: PyMongoError) -> Exception:
@@ -155,9 +146,7 @@ class AsyncMongoTransaction(AbstractAsyncTransaction):
     @override
     async def initialize(self) -> None:
         """Start a session and a transaction in this context, or join the open one."""
-        scope = _async_scope.get()
-        if scope is not None:
-            scope.depth += 1
+        if _async_scopes.join():
             return
         client = self._connections.async_client
         session = await maybe_await(client.start_session())
@@ -174,13 +163,13 @@ class AsyncMongoTransaction(AbstractAsyncTransaction):
         except BaseException:
             await self._end(scope)
             raise
-        scope.token = _async_scope.set(scope)
+        _async_scopes.open(scope)
 
     @override
     async def commit(self) -> None:
         """Commit (outermost transaction only), retrying an unknown commit result."""
-        scope = _async_scope.get()
-        if scope is None or scope.depth > 0:
+        scope = _async_scopes.commit()
+        if scope is None:
             return
         if scope.rollback_only:
             await self._abort(scope)
@@ -199,26 +188,16 @@ class AsyncMongoTransaction(AbstractAsyncTransaction):
     @override
     async def rollback(self) -> None:
         """Abort; an inner rollback dooms the outer transaction."""
-        scope = _async_scope.get()
-        if scope is None:
-            return
-        if scope.depth > 0:
-            scope.rollback_only = True
-            return
-        await self._abort(scope)
+        scope = _async_scopes.rollback()
+        if scope is not None:
+            await self._abort(scope)
 
     @override
     async def dispose(self) -> None:
         """Leave the transaction; the outermost one unbinds and ends its session."""
-        scope = _async_scope.get()
-        if scope is None:
-            return
-        if scope.depth > 0:
-            scope.depth -= 1
-            return
-        if scope.token is not None:
-            _async_scope.reset(scope.token)
-        await self._end(scope)
+        scope = _async_scopes.dispose()
+        if scope is not None:
+            await self._end(scope)
 
     @staticmethod
     async def _abort(scope: _Scope[Any]) -> None:
@@ -257,9 +236,7 @@ class MongoTransaction(AbstractTransaction):
     @override
     def initialize(self) -> None:
         """Start a session and a transaction in this context, or join the open one."""
-        scope = _sync_scope.get()
-        if scope is not None:
-            scope.depth += 1
+        if _sync_scopes.join():
             return
         session = self._connections.client.start_session()
         self._connections.open_sessions += 1
@@ -273,13 +250,13 @@ class MongoTransaction(AbstractTransaction):
         except BaseException:
             self._end(scope)
             raise
-        scope.token = _sync_scope.set(scope)
+        _sync_scopes.open(scope)
 
     @override
     def commit(self) -> None:
         """Commit (outermost transaction only), retrying an unknown commit result."""
-        scope = _sync_scope.get()
-        if scope is None or scope.depth > 0:
+        scope = _sync_scopes.commit()
+        if scope is None:
             return
         if scope.rollback_only:
             self._abort(scope)
@@ -298,26 +275,16 @@ class MongoTransaction(AbstractTransaction):
     @override
     def rollback(self) -> None:
         """Abort; an inner rollback dooms the outer transaction."""
-        scope = _sync_scope.get()
-        if scope is None:
-            return
-        if scope.depth > 0:
-            scope.rollback_only = True
-            return
-        self._abort(scope)
+        scope = _sync_scopes.rollback()
+        if scope is not None:
+            self._abort(scope)
 
     @override
     def dispose(self) -> None:
         """Leave the transaction; the outermost one unbinds and ends its session."""
-        scope = _sync_scope.get()
-        if scope is None:
-            return
-        if scope.depth > 0:
-            scope.depth -= 1
-            return
-        if scope.token is not None:
-            _sync_scope.reset(scope.token)
-        self._end(scope)
+        scope = _sync_scopes.dispose()
+        if scope is not None:
+            self._end(scope)
 
     @staticmethod
     def _abort(scope: _Scope[ClientSession]) -> None:

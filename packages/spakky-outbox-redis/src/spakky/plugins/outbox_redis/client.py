@@ -1,8 +1,6 @@
 """Redis clients shared by the outbox storages and transactions: one server or a cluster."""
 
-import asyncio
 import threading
-import weakref
 from collections.abc import Iterable
 from typing import cast, override
 
@@ -12,14 +10,13 @@ import redis.asyncio.cluster
 import redis.cluster
 from spakky.core.pod.annotations.pod import Pod
 from spakky.core.service.interfaces.service import IService
+from spakky.outbox.common.clients import StorageClients
 from spakky.plugins.outbox_redis.config import RedisOutboxConfig, check_key_prefix
 
 type SyncRedisClient = redis.Redis | redis.cluster.RedisCluster
 """A synchronous client: one server, or redis-py's cluster client."""
 type AsyncRedisClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
 """An asyncio client: one server, or redis-py's cluster client."""
-
-_CLOSE_TIMEOUT_SECONDS = 5.0
 
 
 @Pod()
@@ -33,21 +30,15 @@ class RedisOutboxConnectionManager(IService):
     """
 
     _config: RedisOutboxConfig
-    _lock: threading.Lock
-    _client: SyncRedisClient | None
-    _closing: set[asyncio.Task[None]]
-    _async_clients: weakref.WeakKeyDictionary[
-        asyncio.AbstractEventLoop, AsyncRedisClient
-    ]
+    _clients: StorageClients[SyncRedisClient, AsyncRedisClient]
 
     def __init__(self, config: RedisOutboxConfig) -> None:
         """Prepare lazily created clients for ``config.url``."""
         check_key_prefix(config.key_prefix)
         self._config = config
-        self._lock = threading.Lock()
-        self._client = None
-        self._async_clients = weakref.WeakKeyDictionary()
-        self._closing = set()
+        self._clients = StorageClients(
+            self._new_client, self._new_async_client, lambda client: client.aclose()
+        )
 
     @property
     def key_prefix(self) -> str:
@@ -62,79 +53,34 @@ class RedisOutboxConnectionManager(IService):
     @property
     def client(self) -> SyncRedisClient:
         """The synchronous client (thread-safe connection pools)."""
-        with self._lock:
-            if self._client is None:
-                if self._config.cluster:
-                    self._client = redis.cluster.RedisCluster.from_url(self._config.url)
-                else:
-                    self._client = redis.Redis.from_url(self._config.url)
-            return self._client
+        return self._clients.client
 
     @property
     def async_client(self) -> AsyncRedisClient:
         """The asyncio client of the running event loop."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            client = self._async_clients.get(loop)
-            if client is None:
-                if self._config.cluster:
-                    client = redis.asyncio.cluster.RedisCluster.from_url(
-                        self._config.url
-                    )
-                else:
-                    client = redis.asyncio.Redis.from_url(self._config.url)
-                self._async_clients[loop] = client
-            return client
+        return self._clients.async_client
+
+    def _new_client(self) -> SyncRedisClient:
+        if self._config.cluster:
+            return redis.cluster.RedisCluster.from_url(self._config.url)
+        return redis.Redis.from_url(self._config.url)
+
+    def _new_async_client(self) -> AsyncRedisClient:
+        if self._config.cluster:
+            return redis.asyncio.cluster.RedisCluster.from_url(self._config.url)
+        return redis.asyncio.Redis.from_url(self._config.url)
 
     def in_use_connections(self) -> int:
         """Count connections currently checked out of every pool (leak check)."""
-        with self._lock:
-            clients: list[SyncRedisClient | AsyncRedisClient] = list(
-                self._async_clients.values()
-            )
-            if self._client is not None:
-                clients.append(self._client)
-        return sum(_in_use(client) for client in clients)
+        return sum(_in_use(client) for client in self._clients.opened())
 
     async def aclose(self) -> None:
         """Close the running loop's asyncio client and the synchronous client."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            client = self._async_clients.pop(loop, None)
-        if client is not None:
-            await client.aclose()
-        self._close_sync()
-
-    def _close_sync(self) -> None:
-        """Close the synchronous client, if one was opened."""
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
+        await self._clients.aclose()
 
     def close(self) -> None:
         """Close every client; asyncio ones on their own loop when it still runs."""
-        with self._lock:
-            async_clients = list(self._async_clients.items())
-            self._async_clients.clear()
-        try:
-            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            current = None
-        for loop, client in async_clients:
-            if loop.is_closed():
-                continue
-            if loop is current:
-                self._closing.add(loop.create_task(client.aclose()))
-            elif loop.is_running():
-                future = asyncio.run_coroutine_threadsafe(client.aclose(), loop)
-                try:
-                    future.result(_CLOSE_TIMEOUT_SECONDS)
-                except Exception:
-                    future.cancel()
-            else:
-                loop.run_until_complete(client.aclose())
-        self._close_sync()
+        self._clients.close()
 
     @override
     def set_stop_event(self, stop_event: threading.Event) -> None:

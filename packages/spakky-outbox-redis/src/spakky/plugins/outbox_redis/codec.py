@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 from typing import cast
 from uuid import UUID
 
-from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.common.message import OutboxMessage, validate_message
+from spakky.outbox.error import InvalidOutboxMessageError
 from spakky.plugins.outbox_redis.config import DATA_SEGMENT, OUTBOX_SEGMENT
-from spakky.plugins.outbox_redis.error import InvalidOutboxMessageError
 
 type RedisValue = str | bytes | int | float
 
@@ -74,19 +74,8 @@ def save_arguments(prefix: str, message: OutboxMessage) -> list[RedisValue]:
     Raises:
         InvalidOutboxMessageError: A field has a type Redis cannot store as is.
     """
-    if not isinstance(message.id, UUID):  # pyright: ignore[reportUnnecessaryIsInstance]
-        raise InvalidOutboxMessageError("id must be a UUID")
-    if not isinstance(message.event_name, str):  # pyright: ignore[reportUnnecessaryIsInstance]
-        raise InvalidOutboxMessageError("event_name must be a str")
-    if not isinstance(message.payload, bytes | bytearray):  # pyright: ignore[reportUnnecessaryIsInstance]
-        raise InvalidOutboxMessageError("payload must be bytes")
-    if not isinstance(message.created_at, datetime):  # pyright: ignore[reportUnnecessaryIsInstance]
-        raise InvalidOutboxMessageError("created_at must be a datetime")
-    if not isinstance(message.retry_count, int) or message.retry_count < 0:  # pyright: ignore[reportUnnecessaryIsInstance]
-        raise InvalidOutboxMessageError("retry_count must be a non-negative int")
+    validate_message(message)
     key = message.partition_key
-    if key is not None and not isinstance(key, str):  # pyright: ignore[reportUnnecessaryIsInstance]
-        raise InvalidOutboxMessageError("partition_key must be a str or None")
     try:
         headers = json.dumps(dict(message.headers), ensure_ascii=False)
     except (TypeError, ValueError) as error:

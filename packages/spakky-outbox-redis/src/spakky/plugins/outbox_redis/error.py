@@ -18,12 +18,6 @@ class RedisTransactionNotActiveError(AbstractSpakkyOutboxError):
     )
 
 
-class InvalidOutboxMessageError(AbstractSpakkyOutboxError):
-    """Raised when a message cannot be stored because a field has the wrong type."""
-
-    message = "Outbox message cannot be stored in Redis"
-
-
 class CrossSlotWriteError(AbstractSpakkyOutboxError):
     """Raised when a transaction on a Redis Cluster writes a key outside the outbox's slot."""
 

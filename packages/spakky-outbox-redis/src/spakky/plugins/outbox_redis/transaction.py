@@ -16,8 +16,6 @@ refuses (`UncheckedClusterCommandError`).
 """
 
 from collections.abc import Generator, Mapping, Sequence
-from contextvars import ContextVar, Token
-from dataclasses import dataclass, field
 from typing import Any, cast, override
 
 import redis.asyncio
@@ -31,6 +29,7 @@ from spakky.data.persistency.transaction import (
     AbstractAsyncTransaction,
     AbstractTransaction,
 )
+from spakky.outbox.common.transaction import TransactionScope, TransactionScopes
 from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
 from spakky.plugins.outbox_redis.config import RedisOutboxConfig
 from spakky.plugins.outbox_redis.error import (
@@ -130,32 +129,10 @@ class _AsyncGuardedClusterPipeline(redis.asyncio.cluster.ClusterPipeline):
         return self
 
 
-@dataclass
-class _AsyncScope:
-    """One open asyncio transaction in a context."""
-
-    pipeline: AsyncPipeline
-    depth: int = 0
-    rollback_only: bool = False
-    token: Token["_AsyncScope | None"] | None = field(default=None)
-
-
-@dataclass
-class _SyncScope:
-    """One open synchronous transaction in a context."""
-
-    pipeline: SyncPipeline
-    depth: int = 0
-    rollback_only: bool = False
-    token: Token["_SyncScope | None"] | None = field(default=None)
-
-
-_async_scope: ContextVar[_AsyncScope | None] = ContextVar(
-    "spakky_outbox_redis_async_transaction", default=None
+_async_scopes = TransactionScopes[TransactionScope[AsyncPipeline]](
+    "spakky_outbox_redis_async_transaction"
 )
-_sync_scope: ContextVar[_SyncScope | None] = ContextVar(
-    "spakky_outbox_redis_transaction", default=None
-)
+_sync_scopes = TransactionScopes[TransactionScope[SyncPipeline]]("spakky_outbox_redis_transaction")
 
 
 def current_async_pipeline() -> AsyncPipeline:
@@ -167,10 +144,7 @@ def current_async_pipeline() -> AsyncPipeline:
     Raises:
         RedisTransactionNotActiveError: No `AsyncRedisTransaction` is open here.
     """
-    scope = _async_scope.get()
-    if scope is None:
-        raise RedisTransactionNotActiveError()
-    return scope.pipeline
+    return _async_scopes.required(RedisTransactionNotActiveError).resource
 
 
 def current_pipeline() -> SyncPipeline:
@@ -179,10 +153,7 @@ def current_pipeline() -> SyncPipeline:
     Raises:
         RedisTransactionNotActiveError: No `RedisTransaction` is open here.
     """
-    scope = _sync_scope.get()
-    if scope is None:
-        raise RedisTransactionNotActiveError()
-    return scope.pipeline
+    return _sync_scopes.required(RedisTransactionNotActiveError).resource
 
 
 async def _open_async_pipeline(connections: RedisOutboxConnectionManager) -> AsyncPipeline:
@@ -227,47 +198,33 @@ class AsyncRedisTransaction(AbstractAsyncTransaction):
     @override
     async def initialize(self) -> None:
         """Open a pipeline in this context, or join the one already open."""
-        scope = _async_scope.get()
-        if scope is not None:
-            scope.depth += 1
-            return
-        scope = _AsyncScope(await _open_async_pipeline(self._connections))
-        scope.token = _async_scope.set(scope)
+        if not _async_scopes.join():
+            _async_scopes.open(TransactionScope(await _open_async_pipeline(self._connections)))
 
     @override
     async def commit(self) -> None:
         """Send the queued commands in one MULTI/EXEC (outermost transaction only)."""
-        scope = _async_scope.get()
-        if scope is None or scope.depth > 0:
+        scope = _async_scopes.commit()
+        if scope is None:
             return
         if scope.rollback_only:
-            await scope.pipeline.reset()
-            return
-        await scope.pipeline.execute()
+            await scope.resource.reset()
+        else:
+            await scope.resource.execute()
 
     @override
     async def rollback(self) -> None:
         """Discard the queued commands; an inner rollback dooms the outer one."""
-        scope = _async_scope.get()
-        if scope is None:
-            return
-        if scope.depth > 0:
-            scope.rollback_only = True
-            return
-        await scope.pipeline.reset()
+        scope = _async_scopes.rollback()
+        if scope is not None:
+            await scope.resource.reset()
 
     @override
     async def dispose(self) -> None:
         """Leave the transaction; the outermost one releases its pipeline."""
-        scope = _async_scope.get()
-        if scope is None:
-            return
-        if scope.depth > 0:
-            scope.depth -= 1
-            return
-        await scope.pipeline.reset()
-        if scope.token is not None:
-            _async_scope.reset(scope.token)
+        scope = _async_scopes.dispose()
+        if scope is not None:
+            await scope.resource.reset()
 
 
 @Pod()
@@ -286,44 +243,30 @@ class RedisTransaction(AbstractTransaction):
     @override
     def initialize(self) -> None:
         """Open a pipeline in this context, or join the one already open."""
-        scope = _sync_scope.get()
-        if scope is not None:
-            scope.depth += 1
-            return
-        scope = _SyncScope(_open_pipeline(self._connections))
-        scope.token = _sync_scope.set(scope)
+        if not _sync_scopes.join():
+            _sync_scopes.open(TransactionScope(_open_pipeline(self._connections)))
 
     @override
     def commit(self) -> None:
         """Send the queued commands in one MULTI/EXEC (outermost transaction only)."""
-        scope = _sync_scope.get()
-        if scope is None or scope.depth > 0:
+        scope = _sync_scopes.commit()
+        if scope is None:
             return
         if scope.rollback_only:
-            scope.pipeline.reset()
-            return
-        scope.pipeline.execute()
+            scope.resource.reset()
+        else:
+            scope.resource.execute()
 
     @override
     def rollback(self) -> None:
         """Discard the queued commands; an inner rollback dooms the outer one."""
-        scope = _sync_scope.get()
-        if scope is None:
-            return
-        if scope.depth > 0:
-            scope.rollback_only = True
-            return
-        scope.pipeline.reset()
+        scope = _sync_scopes.rollback()
+        if scope is not None:
+            scope.resource.reset()
 
     @override
     def dispose(self) -> None:
         """Leave the transaction; the outermost one releases its pipeline."""
-        scope = _sync_scope.get()
-        if scope is None:
-            return
-        if scope.depth > 0:
-            scope.depth -= 1
-            return
-        scope.pipeline.reset()
-        if scope.token is not None:
-            _sync_scope.reset(scope.token)
+        scope = _sync_scopes.dispose()
+        if scope is not None:
+            scope.resource.reset()

@@ -4,6 +4,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
+from spakky.outbox.error import InvalidOutboxMessageError
+
 
 @dataclass(frozen=True)
 class OutboxMessage:
@@ -27,3 +29,28 @@ class OutboxMessage:
     """When the relay gave up on this message. None means it is still pending."""
     last_error: str | None = field(default=None)
     """Text of the last delivery failure, kept for operators."""
+
+
+def validate_message(message: OutboxMessage) -> None:
+    """Refuse a message whose fields do not have the types the model declares.
+
+    Storages call it before writing anything, so a bad message fails the save
+    with the field's name instead of storing what cannot be read back. Headers
+    are left to the storage, which knows how it encodes them.
+
+    Raises:
+        InvalidOutboxMessageError: Names the first field with a wrong type.
+    """
+    if not isinstance(message.id, UUID):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise InvalidOutboxMessageError("id must be a UUID")
+    if not isinstance(message.event_name, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise InvalidOutboxMessageError("event_name must be a str")
+    if not isinstance(message.payload, bytes | bytearray):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise InvalidOutboxMessageError("payload must be bytes")
+    if not isinstance(message.created_at, datetime):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise InvalidOutboxMessageError("created_at must be a datetime")
+    if not isinstance(message.retry_count, int) or message.retry_count < 0:  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise InvalidOutboxMessageError("retry_count must be a non-negative int")
+    key = message.partition_key
+    if key is not None and not isinstance(key, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise InvalidOutboxMessageError("partition_key must be a str or None")
