@@ -2,7 +2,7 @@
 
 Usage (from the workspace root)::
 
-    uv run python -m benchmarks.run            # full run (about 15 minutes)
+    uv run python -m benchmarks.run            # full run (about 12 minutes)
     uv run python -m benchmarks.run --quick    # smoke run with small sizes
     uv run python -m benchmarks.run --only drain,claim --set claim_sizes=[1000,100000]
 
