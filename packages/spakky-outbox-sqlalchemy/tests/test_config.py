@@ -19,7 +19,7 @@ def test_sqlalchemy_outbox_config_defaults_expect_documented_values() -> None:
     assert (config.create_table, config.notify, config.notify_throttle_seconds) == (
         True,
         True,
-        0.25,
+        0.02,
     )
 
 

@@ -51,8 +51,8 @@ class SqlAlchemyOutboxConfig(BaseSettings):
     create_table: bool = True
     """Create the table and its indexes on first use when they are missing."""
     notify: bool = True
-    """On PostgreSQL, send a throttled NOTIFY from saving transactions and LISTEN for it."""
-    notify_throttle_seconds: Annotated[float, Field(ge=0)] = 0.25
+    """On PostgreSQL, send a NOTIFY after each saving commit (coalesced) and LISTEN for it."""
+    notify_throttle_seconds: Annotated[float, Field(ge=0)] = 0.02
     """Shortest gap between two NOTIFYs sent by one process."""
 
     @field_validator("table_name")

@@ -51,13 +51,11 @@ from spakky.plugins.outbox_sqlalchemy.outage import (
 )
 from spakky.plugins.outbox_sqlalchemy.schema import outbox_table
 from spakky.plugins.outbox_sqlalchemy.wakeup import (
-    NOTIFY_SQL,
     AsyncDeferredNotify,
     DeferredNotifyThread,
     PgNotificationListener,
     PgNotificationThread,
     notify_channel,
-    notify_throttle,
     run_after_commit,
     signal_after_commit,
 )
@@ -70,7 +68,7 @@ from spakky.plugins.sqlalchemy.persistency.session_manager import (
     SessionManager,
     SessionNotInitializedError,
 )
-from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import Connection, Engine, inspect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -125,9 +123,6 @@ class _OutboxCore:
         """Whether saves announce themselves with NOTIFY (PostgreSQL, ``notify`` on)."""
         return self.config.notify and self.kind is DialectKind.POSTGRESQL
 
-    def notify_now(self) -> bool:
-        """Whether the throttle lets this save NOTIFY inside its transaction."""
-        return notify_throttle.allow(self.channel, self.config.notify_throttle_seconds)
 
     def table_exists(self, connection: Connection) -> bool:
         """Whether the outbox table exists, as seen by ``connection``."""
@@ -289,12 +284,11 @@ class AsyncSqlAlchemyOutboxStorage(
         connection = await session.connection()
         await connection.execute(*core.sql.insert(message))
         if core.notifies():
-            if core.notify_now():
-                await connection.execute(text(NOTIFY_SQL), {"channel": core.channel})
-            else:
-                owed = self._owed()
-                loop = asyncio.get_running_loop()
-                run_after_commit(session.sync_session, owed, lambda: owed.committed(loop))
+            # Announced after the commit, off the use case's path: no extra round
+            # trip in the business transaction, and nothing announced that rolls back.
+            owed = self._owed()
+            loop = asyncio.get_running_loop()
+            run_after_commit(session.sync_session, owed, lambda: owed.committed(loop))
         signal_after_commit(session.sync_session, core.hub)
 
     def _owed(self) -> AsyncDeferredNotify:
@@ -502,11 +496,8 @@ class SqlAlchemyOutboxStorage(
             self._ensure_table()
         session.execute(*core.sql.insert(message))
         if core.notifies():
-            if core.notify_now():
-                session.execute(text(NOTIFY_SQL), {"channel": core.channel})
-            else:
-                owed = self._owed()
-                run_after_commit(session, owed, owed.committed)
+            owed = self._owed()  # sent after the commit, as in the async save
+            run_after_commit(session, owed, owed.committed)
         signal_after_commit(session, core.hub)
 
     def _owed(self) -> DeferredNotifyThread:

@@ -1,11 +1,11 @@
 """Wake-up signals: in-process after commit, and PostgreSQL LISTEN/NOTIFY.
 
 Each outbox table has one process-wide `WakeUpHub` (core's). A saving session signals it
-right after its commit; on PostgreSQL the saving transaction also sends a
-``pg_notify`` that a `PgNotificationListener` in every relay process turns into
-a signal. NOTIFYs are throttled per process; one the throttle holds back is
-owed, and sent after the commit at the end of the throttle window, never
-dropped. Signals are hints only: relays keep polling.
+right after its commit; on PostgreSQL each such commit is also announced with a
+``pg_notify``, sent after the commit on a connection of the storage's own, that a
+`PgNotificationListener` in every relay process turns into a signal. Commits
+within the throttle window of the last NOTIFY share one sent at the window's
+end: delayed, never dropped. Signals are hints only: relays keep polling.
 """
 
 import asyncio
@@ -19,8 +19,8 @@ from functools import cache
 from typing import Any
 
 from spakky.outbox.common.wakeup import WakeUpHub
-from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
@@ -68,16 +68,6 @@ class NotifyThrottle:
         self._lock = threading.Lock()
         self._last: dict[str, float] = {}
 
-    def allow(self, channel: str, interval: float) -> bool:
-        """Return True (and record it) when ``channel`` may be notified now."""
-        now = time.monotonic()
-        with self._lock:
-            last = self._last.get(channel)
-            if last is not None and now - last < interval:
-                return False
-            self._last[channel] = now
-            return True
-
     def remaining(self, channel: str, interval: float) -> float:
         """Seconds until ``channel`` may be notified again (0 when it may now)."""
         with self._lock:
@@ -95,17 +85,18 @@ class NotifyThrottle:
 notify_throttle = NotifyThrottle()
 """The process-wide NOTIFY throttle."""
 
-NOTIFY_SQL = "SELECT pg_notify(:channel, '')"
-"""Announces committed saves on a channel (sent inside or after the saving transaction)."""
+def notify_statement(channel: str) -> str:
+    """The statement announcing committed saves on ``channel`` (sent after the commit).
+
+    A literal rather than a parameter, so the driver runs it in one simple
+    round trip; the channel comes from a validated table name and is quoted.
+    """
+    return "SELECT pg_notify('" + channel.replace("'", "''") + "', '')"
 
 
-_NOTIFY_POOL: dict[str, Any] = {"pool_size": 1, "max_overflow": 0, "isolation_level": "AUTOCOMMIT"}
-"""Held-back NOTIFYs reuse one connection, in autocommit: one round trip each
-(a connection per NOTIFY cost every writer a connection set-up, and the
-server a backend, every throttle window)."""
 _NOTIFY_ATTEMPTS = 2
-"""A pooled connection a database restart closed fails once; the pool then
-replaces it, so the second attempt goes through."""
+"""A kept connection a database restart closed fails once; the second attempt
+opens a new one."""
 
 
 class _OwedNotify:
@@ -146,6 +137,9 @@ class AsyncDeferredNotify(_OwedNotify):
         super().__init__(channel, interval)
         self._url = engine.url
         self._engine: AsyncEngine | None = None
+        self._connection: AsyncConnection | None = None
+        self._raw: Any = None
+        self._loop: AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -168,16 +162,43 @@ class AsyncDeferredNotify(_OwedNotify):
     async def _send(self) -> None:
         if not self._settle():
             return
-        if self._engine is None:
-            self._engine = create_async_engine(self._url, **_NOTIFY_POOL)
         for attempt in range(_NOTIFY_ATTEMPTS):
             try:
-                async with self._engine.connect() as connection:
-                    await connection.execute(text(NOTIFY_SQL), {"channel": self.channel})
+                driver = await self._driver()
+                await driver.execute(notify_statement(self.channel))
                 return
             except Exception:  # a wake-up is a hint: relays keep polling
+                await self._drop()
                 if attempt == _NOTIFY_ATTEMPTS - 1:
                     logger.warning("Outbox NOTIFY could not be sent", exc_info=True)
+
+    async def _driver(self) -> Any:
+        """The driver connection NOTIFYs go through, opened on first use and kept.
+
+        Sending on the driver (asyncpg or psycopg) itself, in autocommit, costs
+        one round trip and little CPU: with NOTIFYs every few milliseconds under
+        load, SQLAlchemy's execution path per NOTIFY was a cost every writer paid.
+        """
+        loop = asyncio.get_running_loop()
+        if self._connection is not None and self._loop is not loop:
+            # A connection belongs to the loop that opened it: leave it behind.
+            self._connection = None
+        if self._connection is None:
+            if self._engine is None:
+                self._engine = create_async_engine(self._url, poolclass=NullPool)
+            connection = await self._engine.connect()
+            raw = await connection.get_raw_connection()
+            driver: Any = raw.driver_connection
+            if not type(driver).__module__.startswith("asyncpg"):
+                await driver.set_autocommit(True)
+            self._connection, self._raw, self._loop = connection, driver, loop
+        return self._raw
+
+    async def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.invalidate()
 
     async def close(self) -> None:
         """Send an owed NOTIFY now and close the connection."""
@@ -186,6 +207,7 @@ class AsyncDeferredNotify(_OwedNotify):
             self._timer = None
         await self._send()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._drop()
         engine, self._engine = self._engine, None
         if engine is not None:
             await engine.dispose()
@@ -198,6 +220,8 @@ class DeferredNotifyThread(_OwedNotify):
         super().__init__(channel, interval)
         self._url = engine.url
         self._engine: Engine | None = None
+        self._connection: Connection | None = None
+        self._raw: Any = None
         self._engine_lock = threading.Lock()
         self._timer: threading.Timer | None = None
 
@@ -214,17 +238,31 @@ class DeferredNotifyThread(_OwedNotify):
         if not self._settle():
             return
         with self._engine_lock:
+            for attempt in range(_NOTIFY_ATTEMPTS):
+                try:
+                    self._driver().execute(notify_statement(self.channel))
+                    return
+                except Exception:  # a wake-up is a hint: relays keep polling
+                    self._drop()
+                    if attempt == _NOTIFY_ATTEMPTS - 1:
+                        logger.warning("Outbox NOTIFY could not be sent", exc_info=True)
+
+    def _driver(self) -> Any:
+        """The psycopg connection NOTIFYs go through (autocommit), opened on first use and kept."""
+        if self._connection is None:
             if self._engine is None:
-                self._engine = create_engine(self._url, **_NOTIFY_POOL)
-            engine = self._engine
-        for attempt in range(_NOTIFY_ATTEMPTS):
-            try:
-                with engine.connect() as connection:
-                    connection.execute(text(NOTIFY_SQL), {"channel": self.channel})
-                return
-            except Exception:  # a wake-up is a hint: relays keep polling
-                if attempt == _NOTIFY_ATTEMPTS - 1:
-                    logger.warning("Outbox NOTIFY could not be sent", exc_info=True)
+                self._engine = create_engine(self._url, poolclass=NullPool)
+            connection = self._engine.connect()
+            driver: Any = connection.connection.driver_connection
+            driver.autocommit = True
+            self._connection, self._raw = connection, driver
+        return self._raw
+
+    def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.invalidate()
 
     def close(self) -> None:
         """Send an owed NOTIFY now and close the connection."""
@@ -235,6 +273,7 @@ class DeferredNotifyThread(_OwedNotify):
         if timer is not None:
             timer.join()
         with self._engine_lock:
+            self._drop()
             engine, self._engine = self._engine, None
         if engine is not None:
             engine.dispose()
