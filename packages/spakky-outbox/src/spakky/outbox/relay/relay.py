@@ -16,7 +16,7 @@ retries until the storage takes it (or the claim is provably over), and no new
 claim is made meanwhile, so a storage restart between flush and acknowledgement
 costs seconds, not a claim timeout. On storages with liveness the relay renews
 its claims while it works, so a dead relay's messages free up within a lease.
-A storage error never ends the relay; a full batch is followed by the next
+A storage error never ends the relay; any batch that found work is followed by the next
 claim without sleeping; a stop finishes what was sent and releases the rest.
 """
 
@@ -308,11 +308,16 @@ class _RelayPolicy:
         )
 
     def idle_delay(self, outcome: _BatchOutcome) -> float:
-        """Pause before the next claim: none after a full batch."""
+        """Pause before the next claim: none after a batch that found work.
+
+        A short batch may only mean other relays hold the rest of the backlog
+        (keys, locked rows): claiming again at once costs one cheap claim when
+        the outbox is really drained, while resting would idle through a backlog.
+        """
         if outcome.outage:
             return self.outage_delay()
         self.outage_streak = 0
-        if outcome.claimed >= self.config.batch_size:
+        if outcome.claimed > 0:
             return 0.0
         return self.config.polling_interval_seconds
 
