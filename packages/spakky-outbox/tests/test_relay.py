@@ -4,6 +4,7 @@ import asyncio
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import override
 from uuid import UUID, uuid4
 
 import pytest
@@ -17,6 +18,8 @@ from spakky.outbox.ports.storage import IAsyncOutboxStorage, IOutboxStorage
 from spakky.outbox.relay.relay import (
     AsyncOutboxRelayBackgroundService,
     OutboxRelayBackgroundService,
+    _BatchOutcome,
+    _RelayPolicy,
 )
 from spakky.outbox.testing.memory import (
     AsyncInMemoryOutboxStorage,
@@ -299,6 +302,45 @@ async def test_relay_full_batch_expect_next_claim_without_sleep() -> None:
         assert rig.transport.flush_calls == 4
     finally:
         await rig.relay.stop_async()
+
+
+class RaceLosingStorage(AsyncInMemoryOutboxStorage):
+    """Comes back empty from its second claim, as when another relay took the rows it chose."""
+
+    claims = 0
+
+    @override
+    async def fetch_pending(self, limit: int, max_retry: int) -> list[OutboxMessage]:
+        self.claims += 1
+        if self.claims == 2:
+            return []
+        return await super().fetch_pending(limit, max_retry)
+
+
+async def test_relay_empty_claim_after_work_expect_backlog_claimed_again_before_polling_interval() -> None:
+    """An empty claim right after work (a race lost to another relay) is retried soon, not after polling."""
+    rig = Rig(batch_size=10, polling_interval_seconds=3600)
+    rig.storage = RaceLosingStorage(rig.harness.state, rig.config)
+    rig.relay = AsyncOutboxRelayBackgroundService(rig.storage, rig.transport, rig.config)
+    rig.relay.set_stop_event(asyncio.Event())
+    await rig.harness.write([make(name=f"e{i}") for i in range(25)])
+    await rig.relay.start_async()
+    try:
+        await wait_async(lambda: len(rig.transport.delivered) == 25, timeout=10)
+    finally:
+        await rig.relay.stop_async()
+
+
+def test_relay_policy_empty_claims_after_work_expect_pause_grows_to_polling_interval() -> None:
+    """After work, empty claims pause 50 ms, doubling, then the polling interval; never before work."""
+    policy = _RelayPolicy(config(polling_interval_seconds=1.0), None)
+    empty, work = _BatchOutcome(claimed=0), _BatchOutcome(claimed=3)
+    assert policy.idle_delay(empty) == 1.0
+    assert policy.idle_delay(work) == 0.0
+    delays = [policy.idle_delay(empty) for _ in range(7)]
+    assert delays == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    assert policy.idle_delay(work) == 0.0
+    assert policy.idle_delay(empty) == 0.05
 
 
 async def test_relay_wake_up_expect_delivery_before_polling_interval() -> None:

@@ -17,7 +17,8 @@ claim is made meanwhile, so a storage restart between flush and acknowledgement
 costs seconds, not a claim timeout. On storages with liveness the relay renews
 its claims while it works, so a dead relay's messages free up within a lease.
 A storage error never ends the relay; any batch that found work is followed by the next
-claim without sleeping; a stop finishes what was sent and releases the rest.
+claim without sleeping, and an empty claim just after one by a short pause that
+grows to the polling interval; a stop finishes what was sent and releases the rest.
 """
 
 import asyncio
@@ -74,6 +75,9 @@ _SETTLE_BACKOFF_MAX_SECONDS = 1.0
 """Longest pause between acknowledgement retries, so recovery is seen within a second."""
 _STOP_GRACE_SECONDS = 5.0
 """How long a stopping relay keeps trying to settle what it sent."""
+_CONTENDED_BACKOFF_BASE_SECONDS = 0.05
+"""First pause after an empty claim that followed work: other relays may have
+taken the rows this one chose, and the backlog may not be drained."""
 
 
 def _reason(error: BaseException) -> str:
@@ -229,6 +233,8 @@ class _RelayPolicy:
         self.config = config
         self.metrics = metrics
         self.outage_streak = 0
+        self.empty_since_work: int | None = None
+        """Empty claims in a row since the last one that found work (None: no work yet)."""
         self._next_housekeeping = 0.0
         self.last_cycle: float | None = None
         """``time.monotonic()`` when the relay last finished a claim cycle."""
@@ -313,13 +319,25 @@ class _RelayPolicy:
         A short batch may only mean other relays hold the rest of the backlog
         (keys, locked rows): claiming again at once costs one cheap claim when
         the outbox is really drained, while resting would idle through a backlog.
+        An empty claim right after work may have lost its rows to another relay's
+        concurrent claim, so the pause grows from 50 ms to the polling interval
+        over a few empty claims instead of starting there.
         """
         if outcome.outage:
             return self.outage_delay()
         self.outage_streak = 0
         if outcome.claimed > 0:
+            self.empty_since_work = 0
             return 0.0
-        return self.config.polling_interval_seconds
+        polling = self.config.polling_interval_seconds
+        if self.empty_since_work is None:
+            return polling
+        delay = _CONTENDED_BACKOFF_BASE_SECONDS * 2**self.empty_since_work
+        if delay >= polling:
+            self.empty_since_work = None
+            return polling
+        self.empty_since_work += 1
+        return delay
 
 
 def _missing_storage(mode: RelayMode, wanted: str, other: str) -> OutboxStorageFlavourMissingError:
