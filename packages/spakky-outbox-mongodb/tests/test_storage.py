@@ -11,6 +11,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from pymongo.errors import OperationFailure
 from spakky.outbox.common.claims import undecodable_reason
 from spakky.outbox.common.message import OutboxMessage
 from spakky.plugins.outbox_mongodb.client import MongoOutboxConnectionManager
@@ -146,11 +147,29 @@ async def test_wait_for_messages_other_process_commit_expect_change_stream_wake(
     await storage.close_wake_up()
 
 
-async def test_wait_for_messages_no_change_streams_expect_polling_fallback(outbox: MongoOutbox) -> None:
+class _RefusingChangeStreams:
+    """An outbox collection whose ``watch`` fails as on a standalone server (code 40573)."""
+
+    def __init__(self, collection: Any) -> None:
+        self._collection = collection
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._collection, name)
+
+    def watch(self, *_: Any, **__: Any) -> Any:
+        raise OperationFailure("The $changeStream stage is only supported on replica sets", code=40573)
+
+
+async def test_wait_for_messages_no_change_streams_expect_polling_fallback(
+    outbox: MongoOutbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Where the server refuses change streams the watcher stops; in-process commits still wake."""
-    if not outbox.server.wire:
-        pytest.skip("the server has change streams; the fallback is exercised on the wire server")
     storage = outbox.storage()
+    if not outbox.server.wire:
+        # A replica set has change streams: its refusal is played; the wire server's is real.
+        connections: Any = storage._connections  # pyright: ignore[reportPrivateUsage]
+        real = connections.async_collection
+        monkeypatch.setattr(connections, "async_collection", lambda client=None: _RefusingChangeStreams(real(client)))
     assert await storage.fetch_pending(10, MAX_RETRY) == []
     assert await storage.wait_for_messages(0.3) is False
     watcher: Any = storage._watcher
