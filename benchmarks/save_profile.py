@@ -8,8 +8,13 @@ Every variant is one committed transaction inserting one business row, plus:
 
 - ``plain``: nothing more;
 - ``extra_row``: a second business row (the reference of ``make bench``);
-- ``raw_insert``: the outbox INSERT alone, prebuilt statement and parameters
-  of a prebuilt message, on the session's connection (no storage code);
+- ``raw_insert``: the outbox INSERT alone, as the storage sends it (on asyncpg
+  straight to the driver), for a prebuilt message on the session's connection
+  (no storage code);
+- ``driver_extra_row`` and ``driver_insert``: the second business row and the
+  outbox INSERT sent straight through asyncpg on the session's own connection
+  (same transaction, no SQLAlchemy): what the row costs the database and the
+  driver, the floor under any storage code;
 - ``save``: ``storage.save`` of a prebuilt message (table check, INSERT,
   NOTIFY or after-commit notify, after-commit signal);
 - ``save_no_notify``: the same with ``notify`` off;
@@ -29,6 +34,7 @@ import argparse
 import asyncio
 import cProfile
 import io
+import json
 import pstats
 import statistics
 import time
@@ -46,7 +52,15 @@ from spakky.tracing.w3c_propagator import W3CTracePropagator
 from sqlalchemy import insert
 
 from benchmarks.common import DEFAULT_PG_URL, OrderPlaced, spawn
-from benchmarks.ours import OursBench, orders
+from benchmarks.ours import TABLE, OursBench, orders
+
+DRIVER_ORDER = f"INSERT INTO {orders.name} (order_id, customer_id) VALUES ($1, $2)"
+"""The second business row, as asyncpg takes it."""
+DRIVER_INSERT = (
+    f"INSERT INTO {TABLE} (id, event_name, payload, headers, created_at, retry_count) "
+    "VALUES ($1, $2, $3, $4, $5, 0)"
+)
+"""The outbox row of a fresh keyless message, as asyncpg takes it."""
 
 type Step = Callable[[Any, str], Awaitable[None]]
 """``step(session, order_id)``: what a variant adds to the transaction."""
@@ -84,7 +98,25 @@ def variants(bench: OursBench) -> dict[str, Step]:
 
     async def raw_insert(session: Any, order_id: str) -> None:
         connection = await session.connection()
-        await connection.execute(*sql.insert(message(order_id)))
+        sent = message(order_id)
+        direct = sql.driver_insert(sent)
+        if direct is not None:
+            await connection.exec_driver_sql(*direct)
+        else:
+            await connection.execute(*sql.insert(sent))
+
+    async def driver(session: Any) -> Any:
+        connection = await session.connection()
+        return (await connection.get_raw_connection()).driver_connection
+
+    async def driver_extra_row(session: Any, order_id: str) -> None:
+        await (await driver(session)).execute(DRIVER_ORDER, order_id, "c2")
+
+    async def driver_insert(session: Any, order_id: str) -> None:
+        sent = message(order_id)
+        await (await driver(session)).execute(
+            DRIVER_INSERT, sent.id, sent.event_name, sent.payload, json.dumps(sent.headers), sent.created_at
+        )
 
     async def save(session: Any, order_id: str) -> None:
         await storage.save(message(order_id))
@@ -102,6 +134,8 @@ def variants(bench: OursBench) -> dict[str, Step]:
         "plain": plain,
         "extra_row": extra_row,
         "raw_insert": raw_insert,
+        "driver_extra_row": driver_extra_row,
+        "driver_insert": driver_insert,
         "save": save,
         "save_no_notify": save_no_notify,
         "event": event,
@@ -175,6 +209,8 @@ def describe(concurrency: int, times: dict[str, float], cpu: dict[str, float]) -
     steps = (
         ("outbox INSERT statement alone (raw_insert - plain)", "raw_insert", "plain"),
         ("second business row (extra_row - plain)", "extra_row", "plain"),
+        ("outbox row, database and driver only (driver_insert - plain)", "driver_insert", "plain"),
+        ("second business row, database and driver only (driver_extra_row - plain)", "driver_extra_row", "plain"),
         ("storage code around the INSERT, notify off (save_no_notify - raw_insert)", "save_no_notify", "raw_insert"),
         ("NOTIFY / after-commit notify (save - save_no_notify)", "save", "save_no_notify"),
         ("bus: serialise, headers, message (event - save)", "event", "save"),

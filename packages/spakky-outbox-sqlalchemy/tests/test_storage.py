@@ -17,6 +17,7 @@ from spakky.outbox.error import (
 )
 from spakky.plugins.outbox_sqlalchemy import contribution, main
 from spakky.plugins.outbox_sqlalchemy.config import SqlAlchemyOutboxConfig
+from spakky.plugins.outbox_sqlalchemy.schema import outbox_table
 from spakky.plugins.outbox_sqlalchemy.storage import (
     AsyncSqlAlchemyOutboxStorage,
     SqlAlchemyOutboxStorage,
@@ -29,7 +30,7 @@ from spakky.plugins.outbox_sqlalchemy.wakeup import (
 from spakky.plugins.sqlalchemy.common.config import SQLAlchemyConnectionConfig
 from spakky.plugins.sqlalchemy.persistency.connection_manager import ConnectionManager
 from spakky.plugins.sqlalchemy.persistency.session_manager import SessionManager
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
 from .conftest import AsyncOutbox, close_outbox, open_outbox
@@ -76,6 +77,35 @@ async def test_first_use_create_table_expect_table_created(
     claimed = await storage.fetch_pending(10, 5)
     assert [m.id for m in claimed] == [sent.id]
     assert claimed[0].claimed_at is not None and claimed[0].created_at.tzinfo is UTC
+
+
+async def test_save_fresh_and_redelivered_messages_expect_every_column_stored_as_given(
+    any_outbox: AsyncOutbox,
+) -> None:
+    """A fresh message (straight to the driver on asyncpg) and a refused one store the same way on every driver."""
+    naive_utc = datetime(2026, 1, 2, 3, 4, 5, 678901)
+    fresh = OutboxMessage(
+        uuid4(), "OrderPlaced", b"\x00\xff{}", {"traceparent": "00-1-2-01", "note": 'é "q" \\'},
+        naive_utc, partition_key="customer-é",
+    )
+    refused = OutboxMessage(
+        uuid4(), "OrderPaid", b"{}", {}, datetime(2026, 1, 2, 4, tzinfo=UTC),
+        retry_count=2, last_error="EventDeliveryRejectedError: full",
+    )
+    await any_outbox.write([fresh, refused])
+    table = outbox_table(any_outbox.config.table_name)
+    async with any_outbox.connections.connection.connect() as connection:
+        rows = {r.id: r for r in (await connection.execute(select(table))).mappings()}
+    assert set(rows) == {fresh.id, refused.id}
+    stored = rows[fresh.id]
+    assert (stored.event_name, bytes(stored.payload), stored.headers, stored.partition_key) == (
+        "OrderPlaced", b"\x00\xff{}", {"traceparent": "00-1-2-01", "note": 'é "q" \\'}, "customer-é",
+    )
+    assert stored.created_at == naive_utc.replace(tzinfo=UTC)
+    assert (stored.retry_count, stored.published_at, stored.claimed_by, stored.abandoned_at) == (0, None, None, None)
+    again = rows[refused.id]
+    assert (again.retry_count, again.last_error, again.partition_key) == (2, "EventDeliveryRejectedError: full", None)
+    assert rows[fresh.id].seq < again.seq
 
 
 @pytest.mark.parametrize(

@@ -48,6 +48,12 @@ _PARTIAL_DIALECTS = cast(str, _PARTIAL)
 _MYSQL_DIALECTS = cast(str, _MYSQL)
 
 
+def as_utc(value: datetime) -> datetime:
+    """``value`` as an aware UTC datetime; a naive one is taken to be UTC already."""
+    aware = value.replace(tzinfo=UTC) if value.tzinfo is None else value
+    return aware.astimezone(UTC)
+
+
 class UtcDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetime on every dialect.
 
@@ -70,8 +76,7 @@ class UtcDateTime(TypeDecorator[datetime]):
     ) -> datetime | None:
         if value is None:
             return None
-        aware = value.replace(tzinfo=UTC) if value.tzinfo is None else value
-        utc = aware.astimezone(UTC)
+        utc = as_utc(value)
         return utc if dialect.name == "postgresql" else utc.replace(tzinfo=None)
 
     @override

@@ -282,7 +282,11 @@ class AsyncSqlAlchemyOutboxStorage(
         # Core-level execution on the session's connection: same transaction,
         # without the ORM execution path a Session.execute takes.
         connection = await session.connection()
-        await connection.execute(*core.sql.insert(message))
+        direct = core.sql.driver_insert(message)
+        if direct is not None:
+            await connection.exec_driver_sql(*direct)
+        else:
+            await connection.execute(*core.sql.insert(message))
         if core.notifies():
             # Announced after the commit, off the use case's path: no extra round
             # trip in the business transaction, and nothing announced that rolls back.
