@@ -2,18 +2,21 @@
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
 
 import pytest
 from spakky.outbox.common.claims import key_run
 from spakky.outbox.common.message import OutboxMessage
 from spakky.plugins.outbox_sqlalchemy.operations import KEYS_PER_BATCH, OutboxSql
 from spakky.plugins.outbox_sqlalchemy.storage import AsyncSqlAlchemyOutboxStorage
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
 from .conftest import (
+    ASYNC_DRIVERS,
     SYNC_DRIVER,
     AsyncOutbox,
     close_outbox,
+    driver_url,
     message,
     open_outbox,
     sync_twin,
@@ -189,6 +192,38 @@ async def test_fetch_pending_mixed_lanes_expect_save_order_and_limit(
         in_order = [m.id for m in sent if m.partition_key == key]
         got = [m.id for m in claimed if m.partition_key == key]
         assert got == in_order[: len(got)]
+
+
+@pytest.fixture(params=[d for d in ASYNC_DRIVERS if not d.startswith("sqlite")])
+async def locking_outbox(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncOutbox]:
+    """An outbox on each database whose claims lock rows (SKIP LOCKED), not the whole file."""
+    outbox = await open_outbox(driver_url(request, request.param, tmp_path))
+    yield outbox
+    await close_outbox(outbox)
+
+
+async def test_fetch_pending_candidates_taken_concurrently_expect_next_keys_claimed(
+    locking_outbox: AsyncOutbox,
+) -> None:
+    """A claim whose every candidate another claim holds locked walks on to free keys, not empty."""
+    held = [message("k1") for _ in range(10)]
+    free = [message("k2") for _ in range(10)]
+    await locking_outbox.write(held + free)
+    table = locking_outbox.config.table_name
+    async with locking_outbox.connections.connection.connect() as connection:
+        seqs = (await connection.execute(text(f"SELECT seq FROM {table} WHERE partition_key = 'k1'"))).scalars().all()
+        await connection.commit()
+        # Another relay's claim in flight: k1's run locked row by row (a primary key
+        # lookup each; MariaDB may scan a whole index for a list and lock every row).
+        other = await connection.execution_options(isolation_level="READ COMMITTED")
+        await other.begin()
+        for seq in seqs:
+            await other.execute(text(f"SELECT seq FROM {table} WHERE seq = :seq FOR UPDATE"), {"seq": seq})
+        claimed = await locking_outbox.storage().fetch_pending(10, 5)
+        await other.rollback()
+    assert _ids(claimed) == _ids(free), "the claim must go past candidates locked by a concurrent claim"
+    later = await locking_outbox.storage().fetch_pending(10, 5)
+    assert _ids(later) == _ids(held)
 
 
 async def test_fetch_pending_cursor_expect_keys_served_in_rotation(

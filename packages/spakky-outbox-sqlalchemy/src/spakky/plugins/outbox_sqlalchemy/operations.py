@@ -78,6 +78,8 @@ MAX_UNION_KEYS = 64
 KEYS_PER_BATCH = 2
 """Keys one claim visits at most, per message of the batch (keys whose head
 another relay holds yield nothing, so a claim may look past some)."""
+CLAIM_ATTEMPTS = 3
+"""Choices one claim makes when concurrent claims took every candidate it chose."""
 
 
 class DialectKind(StrEnum):
@@ -470,11 +472,33 @@ class OutboxSql:
         elif self.kind is DialectKind.MYSQL:
             # READ COMMITTED for this transaction only: no gap locks on the scans.
             conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        if self.kind is DialectKind.SQLITE:
+            # Writers are serialised (BEGIN IMMEDIATE): the choice still holds.
+            chosen = self._choose(conn, limit, base)
+            if not chosen:
+                return []
+            return self._decoded(conn, self._update_returning(conn, [seq for seq, _ in chosen], base))
+        for _ in range(CLAIM_ATTEMPTS):
+            chosen = self._choose(conn, limit, base)
+            if not chosen:
+                return []
+            rows = self._lock_and_claim(conn, chosen, base)
+            if rows:
+                return self._decoded(conn, rows)
+            # Every candidate went to a concurrent claim of another relay (they
+            # walk toward the same free keys): walk on past them rather than
+            # come back empty while work is left.
+        return []
+
+    def _choose(
+        self, conn: Connection, limit: int, base: dict[str, Any]
+    ) -> list[tuple[int, str | None]]:
+        """Candidates of one claim, in save order, and the cursor moved past them."""
         # One cheap statement first: the keyless lane, plus whether any keyed
         # message is pending. An idle outbox costs this one statement per poll,
         # and a keyless-only backlog needs no key walk.
         found = conn.execute(text(self._keyless_probe), base | {"batch": limit}).all()
-        keyless = [(int(r[0]), None) for r in found if r[0] is not None]
+        keyless: list[tuple[int, str | None]] = [(int(r[0]), None) for r in found if r[0] is not None]
         visited: list[tuple[str, list[int]]] = []
         if len(keyless) < len(found):
             if self.kind is DialectKind.POSTGRESQL:
@@ -484,17 +508,10 @@ class OutboxSql:
             visited = self._keyed_lane(conn, limit, base)
         else:
             self.cursor.after = None
-        runs = [[(seq, key) for seq in seqs] for key, seqs in visited]
+        runs: list[list[tuple[int, str | None]]] = [[(seq, key) for seq in seqs] for key, seqs in visited]
         chosen = choose_batch(keyless, runs, limit, lambda c: c[0])
         self._advance(visited, {seq for seq, _ in chosen})
-        if not chosen:
-            return []
-        if self.kind is DialectKind.SQLITE:
-            # Writers are serialised (BEGIN IMMEDIATE): the choice still holds.
-            rows = self._update_returning(conn, [seq for seq, _ in chosen], base)
-        else:
-            rows = self._lock_and_claim(conn, chosen, base)
-        return self._decoded(conn, rows)
+        return chosen
 
     def _update_returning(
         self, conn: Connection, seqs: Sequence[int], base: dict[str, Any]
