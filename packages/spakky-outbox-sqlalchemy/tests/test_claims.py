@@ -307,3 +307,21 @@ async def test_fetch_pending_sqlite_invalid_json_text_expect_abandoned(
     assert _ids(await sqlite_outbox.storage().fetch_pending(10, 5)) == [kept.id]
     error = (await sqlite_outbox.rows())[damaged.id].last_error
     assert error.startswith("undecodable stored message: JSONDecodeError")
+
+
+async def test_fetch_pending_during_other_claim_expect_other_keys_claimed(
+    locking_outbox: AsyncOutbox,
+) -> None:
+    """While one relay's claim transaction is open, another relay claims the keys it did not take."""
+    first_key = [message("k1") for _ in range(10)]
+    second_key = [message("k2") for _ in range(10)]
+    await locking_outbox.write(first_key + second_key)
+    first, second = locking_outbox.storage(), locking_outbox.storage()
+    sql = first._core.sql  # pyright: ignore[reportPrivateUsage] - to hold the claim open
+    async with locking_outbox.connections.connection.connect() as connection:
+        await connection.begin()
+        taken = await connection.run_sync(lambda c: sql.claim(c, 10, 5))
+        claimed = await second.fetch_pending(10, 5)
+        await connection.rollback()
+    assert _ids(taken) == _ids(first_key)
+    assert _ids(claimed) == _ids(second_key), "a claim in flight must lock only the rows it takes"
