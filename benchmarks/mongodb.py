@@ -19,7 +19,6 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.relay.relay import AsyncOutboxRelayBackgroundService
 from spakky.plugins.outbox_mongodb.client import MongoOutboxConnectionManager
 from spakky.plugins.outbox_mongodb.config import MongoOutboxConfig, redact_url
 from spakky.plugins.outbox_mongodb.documents import CODEC_OPTIONS, to_document
@@ -27,13 +26,11 @@ from spakky.plugins.outbox_mongodb.storage import AsyncMongoOutboxStorage
 
 from benchmarks.common import (
     HOT_KEY,
-    CountingTransport,
-    drain,
     emit,
     parse_args,
-    progress,
 )
 from benchmarks.ours import _claims  # pyright: ignore[reportPrivateUsage] - the shared claim-cost loop
+from benchmarks.sections import drain_preloaded
 
 DATABASE = "spakky_bench"
 COLLECTION = "bench_outbox"
@@ -106,13 +103,7 @@ async def bench_mongodb_drain(bench: MongoBench, sizes: dict[str, Any]) -> dict[
     """Drain a preloaded MongoDB outbox at default settings."""
     rows = sizes["mongodb_drain_rows"]
     await bench.preload(rows)
-    config = OutboxConfig()
-    transport = CountingTransport(rows)
-    relay = AsyncOutboxRelayBackgroundService(bench.storage(config), transport, config)
-    progress(f"ours (MongoDB) drain: {rows} messages, defaults")
-    result = await drain(relay, transport, timeout=max(60.0, rows / 100))
-    progress(f"ours (MongoDB) drain: {result['rate']:.0f} msg/s")
-    return result
+    return await drain_preloaded(bench.storage, rows, "ours (MongoDB)")
 
 
 async def bench_mongodb_claim(bench: MongoBench, sizes: dict[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,6 @@ from spakky.outbox.ports.storage import (
     IAsyncOutboxRetryScheduling,
     IAsyncOutboxStorage,
 )
-from spakky.outbox.relay.relay import AsyncOutboxRelayBackgroundService
 from spakky.plugins.outbox_redis import scripts
 from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
 from spakky.plugins.outbox_redis.config import RedisOutboxConfig
@@ -51,10 +50,8 @@ from benchmarks.common import (
     EVENT,
     EXTRA_ROW,
     HOT_KEY,
-    CountingTransport,
     OrderPlaced,
     claim_cost,
-    drain,
     driver_url,
     emit,
     parse_args,
@@ -163,13 +160,7 @@ async def bench_drain(bench: OursBench, sizes: dict[str, Any]) -> dict[str, Any]
     """Drain a preloaded outbox at default settings."""
     rows = sizes["drain_rows"]
     await preload(bench.engine, TABLE, rows)
-    config = OutboxConfig()
-    transport = CountingTransport(rows)
-    relay = AsyncOutboxRelayBackgroundService(bench.storage(config), transport, config)
-    progress(f"ours (PostgreSQL) drain: {rows} rows, defaults")
-    result = await drain(relay, transport, timeout=max(60.0, rows / 100))
-    progress(f"ours (PostgreSQL) drain: {result['rate']:.0f} msg/s")
-    return result
+    return await sections.drain_preloaded(bench.storage, rows, LABEL)
 
 
 class _Hold:
@@ -345,13 +336,7 @@ async def bench_redis_drain(redis_bench: RedisBench, sizes: dict[str, Any]) -> d
     """Drain a preloaded Redis outbox at default settings."""
     rows = sizes["redis_drain_rows"]
     await redis_bench.preload(rows)
-    config = OutboxConfig()
-    transport = CountingTransport(rows)
-    relay = AsyncOutboxRelayBackgroundService(redis_bench.storage(config), transport, config)
-    progress(f"ours (Redis) drain: {rows} messages, defaults")
-    result = await drain(relay, transport, timeout=max(60.0, rows / 100))
-    progress(f"ours (Redis) drain: {result['rate']:.0f} msg/s")
-    return result
+    return await sections.drain_preloaded(redis_bench.storage, rows, "ours (Redis)")
 
 
 async def bench_redis_claim(redis_bench: RedisBench, sizes: dict[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ so one function measures either; ``bench`` is the process's own bench object
 ``storage(config)``, ``transaction(bus)``, ``truncate()``, ``context`` and ``engine``.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 from spakky.outbox.bus.outbox_event_bus import AsyncOutboxEventBus
@@ -17,6 +18,7 @@ from benchmarks.common import (
     EVENT,
     CountingTransport,
     commit_to_send,
+    drain,
     idle_statements,
     progress,
     write_path,
@@ -77,4 +79,17 @@ async def bench_idle(
     if note is not None:
         result["note"] = note
     progress(f"{label} idle: {result['statements_per_s']:.2f} statements/s")
+    return result
+
+
+async def drain_preloaded(
+    storage_for: Callable[[OutboxConfig], Any], rows: int, label: str
+) -> dict[str, Any]:
+    """Drain ``rows`` preloaded messages with one in-process relay at default settings."""
+    config = OutboxConfig()
+    transport = CountingTransport(rows)
+    relay = AsyncOutboxRelayBackgroundService(storage_for(config), transport, config)
+    progress(f"{label} drain: {rows} messages, defaults")
+    result = await drain(relay, transport, timeout=max(60.0, rows / 100))
+    progress(f"{label} drain: {result['rate']:.0f} msg/s")
     return result
