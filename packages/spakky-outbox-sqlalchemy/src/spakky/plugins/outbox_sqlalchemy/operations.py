@@ -286,26 +286,21 @@ class OutboxSql:
         case of every ``bus.send``) binds only the columns it sets: each bound
         column costs a type conversion per save, and the rest are NULL or 0.
         """
-        if _fresh(message):
-            return self._insert, {
-                "id": message.id,
-                "event_name": message.event_name,
-                "payload": message.payload,
-                "headers": dict(message.headers),
-                "created_at": message.created_at,
-                "partition_key": message.partition_key,
-            }
-        return self._insert, {
+        fresh = {
             "id": message.id,
             "event_name": message.event_name,
             "payload": message.payload,
             "headers": dict(message.headers),
             "created_at": message.created_at,
+            "partition_key": message.partition_key,
+        }
+        if _fresh(message):
+            return self._insert, fresh
+        return self._insert, fresh | {
             "published_at": message.published_at,
             "retry_count": message.retry_count,
             "claimed_at": None,
             "claimed_by": None,
-            "partition_key": message.partition_key,
             "abandoned_at": message.abandoned_at,
             "last_error": message.last_error,
         }
