@@ -6,6 +6,7 @@ server. Every target gets its own table or key prefix and removes it after.
 """
 
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -61,26 +62,31 @@ def proxy_for() -> Iterator[dict[str, FaultProxy]]:
     yield proxies
 
 
+@asynccontextmanager
+async def _proxied_sql_target(
+    name: str, server_url: str, driver: str, port: int, proxy_for: dict[str, FaultProxy]
+) -> AsyncIterator[Target]:
+    """A SQL target on ``server_url`` through ``driver``; the relays go through a fault proxy."""
+    direct = make_url(server_url).set(drivername=driver)
+    url = direct.render_as_string(hide_password=False)
+    with fault_proxy(direct.host or "127.0.0.1", direct.port or port) as proxy:
+        proxy_for[name] = proxy
+        async with sql_target(name, url, _via(proxy, url), _outbox_config()) as target:
+            yield target
+
+
 @pytest.fixture
 async def postgres_target(postgres_url: str, proxy_for: dict[str, FaultProxy]) -> AsyncIterator[Target]:
     """PostgreSQL through asyncpg; the relays go through a fault proxy."""
-    direct = make_url(postgres_url).set(drivername="postgresql+asyncpg")
-    url = direct.render_as_string(hide_password=False)
-    with fault_proxy(direct.host or "127.0.0.1", direct.port or 5432) as proxy:
-        proxy_for["postgres"] = proxy
-        async with sql_target("postgres", url, _via(proxy, url), _outbox_config()) as target:
-            yield target
+    async with _proxied_sql_target("postgres", postgres_url, "postgresql+asyncpg", 5432, proxy_for) as target:
+        yield target
 
 
 @pytest.fixture
 async def mariadb_target(mariadb_url: str, proxy_for: dict[str, FaultProxy]) -> AsyncIterator[Target]:
     """MariaDB through aiomysql; the relays go through a fault proxy."""
-    direct = make_url(mariadb_url).set(drivername="mysql+aiomysql")
-    url = direct.render_as_string(hide_password=False)
-    with fault_proxy(direct.host or "127.0.0.1", direct.port or 3306) as proxy:
-        proxy_for["mariadb"] = proxy
-        async with sql_target("mariadb", url, _via(proxy, url), _outbox_config()) as target:
-            yield target
+    async with _proxied_sql_target("mariadb", mariadb_url, "mysql+aiomysql", 3306, proxy_for) as target:
+        yield target
 
 
 @pytest.fixture
