@@ -94,9 +94,6 @@ class Load:
 RABBITMQ_LOAD = Load(events=300, keys=15, batch_size=10, deadline_seconds=180.0)
 """Through spakky-rabbitmq, which connects per message (~100-250 events/s per relay)."""
 
-SINK_LOAD = Load(events=2_000, keys=40, batch_size=100, deadline_seconds=180.0)
-"""To the file sink, at the storage's own speed (thousands of events/s)."""
-
 
 async def wait_until(
     condition: Callable[[], bool], timeout: float, failure: Callable[[], str]
@@ -195,12 +192,8 @@ def start_workers(
     stop_file: Path,
     log_dir: Path,
     load: Load,
-    mode: str | None = None,
 ) -> list[subprocess.Popen[bytes]]:
-    """Start `LOAD_RELAYS` relay processes logging to ``log_dir/relay-N.log``.
-
-    ``mode`` is the worker's optional third argument (``sink:DIR``).
-    """
+    """Start `LOAD_RELAYS` relay processes logging to ``log_dir/relay-N.log``."""
     env = {
         **os.environ,
         "SPAKKY_OUTBOX__BATCH_SIZE": str(load.batch_size),
@@ -211,13 +204,7 @@ def start_workers(
         with (log_dir / f"relay-{index}.log").open("wb") as log:
             workers.append(
                 subprocess.Popen(
-                    [
-                        sys.executable,
-                        str(WORKER),
-                        str(stop_file),
-                        backend,
-                        *([mode] if mode else []),
-                    ],
+                    [sys.executable, str(WORKER), str(stop_file), backend],
                     env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,

@@ -1,11 +1,9 @@
-"""One relay process: a Spakky app relaying an outbox to RabbitMQ (or a file).
+"""One relay process: a Spakky app relaying an outbox to RabbitMQ.
 
-Run as ``relay_worker.py STOP_FILE BACKEND [sink:DIR]`` where BACKEND is a key of
+Run as ``relay_worker.py STOP_FILE BACKEND`` where BACKEND is a key of
 `RELAY_PLUGINS` (``redis`` or ``sqlalchemy``). Configured by environment
 (``SPAKKY_OUTBOX__*``, ``SPAKKY_OUTBOX_REDIS__*`` or ``SPAKKY_SQLALCHEMY__*`` and
-``SPAKKY_OUTBOX_SQLALCHEMY__*``, ``SPAKKY_RABBITMQ__*``). With ``sink:DIR`` the
-app loads no spakky-rabbitmq and relays to `file_sink.FileSinkEventTransport`
-instead, which appends to ``DIR/sink-<pid>.log``. Runs until SIGTERM/SIGINT or
+``SPAKKY_OUTBOX_SQLALCHEMY__*``, ``SPAKKY_RABBITMQ__*``). Runs until SIGTERM/SIGINT or
 until STOP_FILE exists, then stops the app cleanly. Before starting the app it
 touches ``ready-<pid>`` beside STOP_FILE and waits for a ``go`` file there.
 """
@@ -39,33 +37,12 @@ RELAY_PLUGINS: dict[str, frozenset[Plugin]] = {
 }
 """Plugins of a relay (and of the test's service app), per outbox backend."""
 
-SINK_MODE = "sink:"
-"""Prefix of the optional third argument: relay to files in this directory."""
-
-
-def build_app(backend: str, mode: str | None) -> SpakkyApplication:
-    """The relay app: RabbitMQ transport, or the file sink for ``sink:DIR``."""
-    plugins = set(RELAY_PLUGINS[backend])
-    if mode is None:
-        return SpakkyApplication(ApplicationContext()).load_plugins(include=plugins)
-    if not mode.startswith(SINK_MODE):
-        raise SystemExit(f"unknown relay mode {mode!r}; expected {SINK_MODE}DIR")
-    # Run as a script, this directory is on sys.path (no package-relative import).
-    from file_sink import SINK_DIR_ENV, FileSinkEventTransport
-
-    os.environ[SINK_DIR_ENV] = mode.removeprefix(SINK_MODE)
-    plugins.discard(Plugin(name="spakky-rabbitmq"))
-    app = SpakkyApplication(ApplicationContext()).load_plugins(include=plugins)
-    app.add(FileSinkEventTransport)
-    return app
-
-
-def main(stop_file: Path, backend: str, mode: str | None = None) -> int:
+def main(stop_file: Path, backend: str) -> int:
     """Run the relay app until asked to stop."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    app = build_app(backend, mode)
+    app = SpakkyApplication(ApplicationContext()).load_plugins(include=set(RELAY_PLUGINS[backend]))
     # Wait at the start line so every relay competes from the first claim.
     (stop_file.parent / f"ready-{os.getpid()}").touch()
     while not (stop_file.parent / "go").exists():
@@ -81,4 +58,4 @@ def main(stop_file: Path, backend: str, mode: str | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1]), sys.argv[2], *sys.argv[3:4]))
+    sys.exit(main(Path(sys.argv[1]), sys.argv[2]))

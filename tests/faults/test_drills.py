@@ -194,3 +194,26 @@ async def test_drill_slow_broker_one_then_three_relays_expect_exact_delivery(
             report.notes.append(f"{seconds[1] / seconds[3]:.2f}x faster than 1 relay in this run")
         _assert_exact(report.line(), report.lost, report.reorderings)
         assert report.duplicates == 0 and report.abandoned == 0, report.line()
+
+
+async def test_drill_three_relays_fast_sink_expect_exactly_once_in_key_order_and_clean_stop(
+    main_target: Target, tmp_path: Path
+) -> None:
+    """Three relays, batches of 100, no flush delay (they compete on the storage alone): once each, keys in order."""
+    events, keys = 2000, 40
+    drill = Drill(main_target, tmp_path, relays=3, settings=RELAY_SETTINGS | {"SPAKKY_OUTBOX__BATCH_SIZE": "100"})
+    await drill.load(events, keys=keys)
+    try:
+        drill.start()
+        started = time.monotonic()
+        await drill.wait_delivered(events, SETTLE_SECONDS, "drain with 3 relays")
+        took = time.monotonic() - started
+        await drill.wait_settled(SETTLE_SECONDS)
+    finally:
+        drill.stop()
+    assert [w.returncode for w in drill.workers] == [0, 0, 0], f"relays did not stop cleanly; see {tmp_path}/relay-*.log"
+    report = await drill.report(f"no flush delay, 3 relays, {keys} keys")
+    report.recovery = f"drained {events} in {took:.1f} s"
+    _assert_exact(report.line(), report.lost, report.reorderings)
+    assert (report.committed, report.delivered) == (events, events), report.line()
+    assert report.duplicates == 0 and report.abandoned == 0, report.line()
