@@ -7,7 +7,13 @@ from typing import Any
 import pytest
 
 from tests.services.redis_servers import redis_cluster
-from tests.services.resolve import MongoServer, resolve_mongodb, resolve_service
+from tests.services.resolve import (
+    KafkaBroker,
+    MongoServer,
+    resolve_kafka,
+    resolve_mongodb,
+    resolve_service,
+)
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +63,13 @@ def rabbitmq_url() -> Iterator[str]:
     """``amqp://`` URL of a reachable RabbitMQ."""
     with resolve_service("rabbitmq") as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[KafkaBroker]:
+    """A Kafka broker: Apache Kafka where one is reachable (URL, port 9092, Docker), else a private Tansu."""
+    with resolve_kafka() as broker:
+        yield broker
 
 
 @pytest.fixture(scope="session")

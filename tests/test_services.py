@@ -2,7 +2,15 @@
 
 import pytest
 
-from tests.services.resolve import REQUIRE_ENV, resolve_service
+from tests.services.resolve import (
+    REQUIRE_ENV,
+    SERVICES,
+    docker_engine_running,
+    port_open,
+    required,
+    resolve_kafka,
+    resolve_service,
+)
 
 CLOSED = "postgresql://postgres@127.0.0.1:1/test"
 
@@ -52,3 +60,26 @@ def test_resolve_service_env_url_expect_used(monkeypatch: pytest.MonkeyPatch, re
     monkeypatch.setenv("REDIS_URL", redis_url)
     with resolve_service("redis") as url:
         assert url == redis_url
+
+
+def test_resolve_kafka_nothing_reachable_expect_private_tansu_taking_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no KAFKA_URL, nothing on 9092 and no Docker, a private Tansu serves Kafka and confirms an idempotent produce."""
+    monkeypatch.delenv("KAFKA_URL", raising=False)
+    if port_open(SERVICES["kafka"].default_url) or docker_engine_running():
+        pytest.skip("a Kafka on 9092 or a Docker engine comes first here")
+    from confluent_kafka import Producer
+
+    with resolve_kafka() as broker:
+        assert broker.tansu
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": True, "acks": "all"})
+        outcomes: list[object] = []
+        producer.produce("services-probe", b"{}", key=b"k", on_delivery=lambda error, _: outcomes.append(error))
+        assert producer.flush(30) == 0
+        assert outcomes == [None]
+
+
+def test_required_kafka_under_ci_setting_expect_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``SPAKKY_OUTBOX_REQUIRE_SERVICES=1`` requires Kafka (Tansu stands in where no Apache Kafka runs)."""
+    monkeypatch.setenv(REQUIRE_ENV, "1")
+    assert required(SERVICES["kafka"])
+    assert not required(SERVICES["mongodb"])

@@ -9,8 +9,6 @@ from aio_pika.abc import AbstractChannel
 from spakky.plugins.outbox_sqlalchemy.schema import drop_outbox_table
 from sqlalchemy import create_engine, make_url, text
 
-from tests.services.resolve import resolve_service
-
 from .common import SqlE2e, patched_environ
 from .sql_shop.service import ORDERS_TABLE_ENV
 
@@ -25,13 +23,6 @@ async def rabbit(rabbitmq_url: str) -> AsyncIterator[AbstractChannel]:
         yield channel
     finally:
         await connection.close()
-
-
-@pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
-    """``host:port`` of a reachable Kafka broker (skipped when none)."""
-    with resolve_service("kafka") as url:
-        yield url.removeprefix("kafka://")
 
 
 @pytest.fixture

