@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # so three share two cores well. TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 3
 
-.PHONY: help uv setup demo test lint typecheck bench new-backend
+.PHONY: help uv setup demo test lint typecheck unasync bench new-backend
 
 help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -23,13 +23,17 @@ demo: setup ## Run the example orders service: use cases write orders, the relay
 test: setup ## Run every test (real PostgreSQL, MariaDB, Redis, RabbitMQ where reachable)
 	@$(UV) run --frozen pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
-lint: setup typecheck ## ruff, pyright (strict), actionlint on the workflows, shellcheck on .ci/run
+lint: setup typecheck ## ruff, pyright (strict), sync twins up to date, actionlint on the workflows, shellcheck on .ci/run
 	@$(UV) run --frozen ruff check .
+	@$(UV) run --frozen python tools/unasync.py --check
 	@$(UV) run --frozen actionlint
 	@$(UV) run --frozen shellcheck .ci/run
 
 typecheck: setup ## pyright in strict mode over the packages
 	@$(UV) run --frozen pyright
+
+unasync: setup ## Regenerate every sync twin (sync_*.py) from its async source (async_*.py)
+	@$(UV) run --frozen python tools/unasync.py
 
 bench: setup ## Benchmarks: ours beside spakky-outbox 8.5.0 (PostgreSQL, Redis, relay processes); table, JSON and plots in docs/benchmarks/
 	@$(UV) run --frozen python -m benchmarks.run

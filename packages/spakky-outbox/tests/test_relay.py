@@ -18,9 +18,8 @@ from spakky.outbox.ports.storage import IAsyncOutboxStorage, IOutboxStorage
 from spakky.outbox.relay.relay import (
     AsyncOutboxRelayBackgroundService,
     OutboxRelayBackgroundService,
-    _BatchOutcome,
-    _RelayPolicy,
 )
+from spakky.outbox.relay.state import BatchOutcome, RelayPolicy
 from spakky.outbox.testing.memory import (
     AsyncInMemoryOutboxStorage,
     InMemoryOutboxHarness,
@@ -333,8 +332,8 @@ async def test_relay_empty_claim_after_work_expect_backlog_claimed_again_before_
 
 def test_relay_policy_empty_claims_after_work_expect_pause_grows_to_polling_interval() -> None:
     """After work, empty claims pause 50 ms, doubling, then the polling interval; never before work."""
-    policy = _RelayPolicy(config(polling_interval_seconds=1.0), None)
-    empty, work = _BatchOutcome(claimed=0), _BatchOutcome(claimed=3)
+    policy = RelayPolicy(config(polling_interval_seconds=1.0), None)
+    empty, work = BatchOutcome(claimed=0), BatchOutcome(claimed=3)
     assert policy.idle_delay(empty) == 1.0
     assert policy.idle_delay(work) == 0.0
     delays = [policy.idle_delay(empty) for _ in range(7)]

@@ -1,0 +1,267 @@
+"""The async outbox relay: claims stored messages and relays them to the async transport.
+
+It only does the I/O: what a message's outcome means is decided in
+`spakky.outbox.relay.state`, and the waiting that differs between the
+flavours lives in `spakky.outbox.relay.primitives`.
+"""
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import override
+from uuid import UUID
+
+from spakky.core.pod.annotations.pod import Pod
+from spakky.core.service.background import AbstractAsyncBackgroundService
+from spakky.event.event_publisher import IAsyncEventTransport
+from spakky.outbox.common.config import OutboxConfig, RelayMode
+from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.ports.metrics import IOutboxMetrics
+from spakky.outbox.ports.storage import (
+    IAsyncOutboxAdministration,
+    IAsyncOutboxBatchAcknowledgement,
+    IAsyncOutboxLiveness,
+    IAsyncOutboxRetryScheduling,
+    IAsyncOutboxStorage,
+    IAsyncOutboxWakeUp,
+)
+from spakky.outbox.relay.primitives import (
+    AsyncEvent,
+    AsyncRepeater,
+    rest_async,
+    sleep_async,
+)
+from spakky.outbox.relay.state import (
+    PURGE_BATCH,
+    BatchOutcome,
+    ClaimedBatch,
+    MessageState,
+    RelayPolicy,
+    logger,
+    missing_storage,
+    reason,
+)
+
+
+@Pod()
+class AsyncOutboxRelayBackgroundService(AbstractAsyncBackgroundService):
+    """Claims stored messages and relays them to the async transport."""
+
+    _storage: IAsyncOutboxStorage
+    _transport: IAsyncEventTransport
+    _config: OutboxConfig
+
+    def __init__(
+        self,
+        storage: IAsyncOutboxStorage | None,
+        transport: IAsyncEventTransport,
+        config: OutboxConfig,
+        metrics: IOutboxMetrics | None = None,
+    ) -> None:
+        """Initialize with async storage, transport, config and optional metrics.
+
+        Raises:
+            OutboxStorageFlavourMissingError: No asynchronous storage is registered.
+        """
+        if storage is None:
+            raise missing_storage(RelayMode.ASYNC)
+        self._storage = storage
+        self._transport = transport
+        self._config = config
+        self._policy = RelayPolicy(config, metrics)
+        self._stop_event = AsyncEvent()
+
+    @property
+    def seconds_since_last_cycle(self) -> float | None:
+        """Seconds since the relay last finished a claim cycle; None before the first."""
+        return self._policy.seconds_since_last_cycle()
+
+    @override
+    async def initialize_async(self) -> None:
+        """Nothing to prepare: storages and transports own their connections."""
+        self._policy.started()
+
+    @override
+    async def dispose_async(self) -> None:
+        """Release the storage's wake-up resources; `run_async` left no claim behind."""
+        if isinstance(self._storage, IAsyncOutboxWakeUp):
+            await self._storage.close_wake_up()
+
+    @override
+    async def run_async(self) -> None:
+        """Relay until stopped; storage errors are logged and retried, never fatal."""
+        logger.info(
+            "Outbox relay started (%s, batch %d)", type(self._storage).__name__, self._config.batch_size
+        )
+        while not self._stopping():
+            try:
+                outcome = await self.relay_batch()
+                if self._policy.housekeeping_due():
+                    await self.housekeeping()
+            except Exception:
+                logger.exception("Outbox storage failed; the relay backs off and retries")
+                outcome = BatchOutcome(outage=True)
+            delay = self._policy.cycle_done(outcome)
+            if delay > 0 and not self._stopping():
+                await self._rest(delay, wake_on_commit=not outcome.outage)
+        logger.info("Outbox relay stopped")
+
+    def _stopping(self) -> bool:
+        return self._policy.stopping(self._stop_event.is_set())
+
+    async def housekeeping(self) -> None:
+        """Report the backlog and purge published messages past retention."""
+        storage = self._storage
+        if not isinstance(storage, IAsyncOutboxAdministration):
+            return
+        if self._policy.metrics is not None:
+            stats = await storage.stats()
+            self._policy.metrics.record_backlog(stats.pending, stats.oldest_pending_age_seconds)
+        cutoff = self._policy.retention_cutoff()
+        while cutoff is not None and await storage.purge_published(cutoff, PURGE_BATCH) >= PURGE_BATCH:
+            logger.info("Outbox retention purged %d published messages; continuing", PURGE_BATCH)
+
+    async def relay_batch(self) -> BatchOutcome:
+        """Claim one batch, send it, flush once, and settle every message."""
+        messages = await self._storage.fetch_pending(
+            self._config.batch_size, self._config.max_retry_count
+        )
+        if not messages:
+            return BatchOutcome()
+        batch = ClaimedBatch(messages, self._config.claim_timeout_seconds)
+        keeper = self._keep_claims(batch)
+        try:
+            await self._send_all(batch)
+            await self._flush(batch)
+            for message in batch.judge_suspects(self._policy.poison):
+                await self._send_alone(batch, message)
+        finally:
+            if keeper is not None:
+                await keeper.stop()
+        await self._settle(batch)
+        return BatchOutcome(claimed=len(messages), outage=batch.outage is not None)
+
+    async def _send_all(self, batch: ClaimedBatch) -> None:
+        for message in batch.messages:
+            if not batch.sendable(message, self._stopping()):
+                continue
+            try:
+                await self._send(message)
+            except Exception as error:
+                batch.on_failed(message, error, self._policy.poison.known(message))
+            else:
+                batch.on_sent(message)
+
+    async def _send(self, message: OutboxMessage) -> None:
+        await self._transport.send(
+            message.event_name, message.payload, message.headers, message.partition_key
+        )
+
+    async def _send_flushed(self, message: OutboxMessage) -> None:
+        await self._send(message)
+        await self._transport.flush()
+
+    async def _flush(self, batch: ClaimedBatch) -> None:
+        """Flush once; on a refused flush confirm one by one."""
+        if not batch.in_state(MessageState.SENT):
+            return
+        try:
+            await self._transport.flush()
+        except Exception as error:
+            await self._confirm_one_by_one(batch, batch.on_flush_error(error))
+        else:
+            batch.on_flushed()
+
+    async def _confirm_one_by_one(self, batch: ClaimedBatch, sent: list[OutboxMessage]) -> None:
+        """Replay a refused flush a message at a time so the refusal lands on its owner."""
+        for message in sent:
+            if not batch.confirming(message):
+                continue
+            try:
+                await self._send_flushed(message)
+            except Exception as error:
+                if not batch.on_confirm_failed(message, error):
+                    return
+            else:
+                batch.on_confirmed(message)
+
+    async def _send_alone(self, batch: ClaimedBatch, message: OutboxMessage) -> None:
+        """Retry a suspect alone: delivered, or refused with its own error."""
+        try:
+            await self._send_flushed(message)
+        except Exception as error:
+            batch.on_failed_alone(message, error, self._policy.poison)
+        else:
+            batch.on_confirmed(message)
+
+    def _keep_claims(self, batch: ClaimedBatch) -> AsyncRepeater | None:
+        """On a storage with liveness, renew the batch's claims while the relay works on it."""
+        storage = self._storage
+        if not isinstance(storage, IAsyncOutboxLiveness):
+            return None
+
+        async def renew() -> bool:
+            held = batch.holding()
+            try:
+                kept = await storage.renew_claims(held)
+            except Exception as error:
+                logger.warning("Could not renew %d outbox claims: %s", len(held), error)
+                return True
+            return batch.claims_kept(kept, len(held))
+
+        return AsyncRepeater(renew, self._policy.renew_interval(), "outbox-claim-renewal")
+
+    async def _settle(self, batch: ClaimedBatch) -> None:
+        """Acknowledge what was delivered, then record refusals, then release the rest."""
+        storage = self._storage
+        delivered = [m.id for m in batch.in_state(MessageState.DELIVERED)]
+        if delivered:
+            await self._persist(batch, "acknowledge", lambda: self._acknowledge(delivered))
+            self._policy.relayed(delivered)
+        for message, error in batch.refusals():
+            await self._persist(batch, "refuse", lambda m=message, e=error: self._refuse(m, e))
+        released = [m.id for m in batch.in_state(MessageState.RELEASED)]
+        if released and isinstance(storage, IAsyncOutboxRetryScheduling):
+            await self._persist(batch, "release", lambda: storage.release(released))
+
+    async def _persist(self, batch: ClaimedBatch, what: str, write: Callable[[], Awaitable[None]]) -> None:
+        """Run one storage write, retrying with backoff until it lands or the claim is over."""
+        attempt = 0
+        while True:
+            try:
+                await write()
+            except Exception as error:
+                self._stopping()
+                delay = self._policy.settle_failed(batch, what, attempt, error)
+                if delay is None:
+                    return
+                await sleep_async(delay)
+                attempt += 1
+            else:
+                self._policy.settled(what, attempt)
+                return
+
+    async def _refuse(self, message: OutboxMessage, error: BaseException) -> None:
+        """Spend one retry (with backoff) or abandon."""
+        storage = self._storage
+        if self._policy.refused(message):
+            if isinstance(storage, IAsyncOutboxRetryScheduling):
+                await storage.abandon(message.id, reason(error))
+            else:
+                await storage.mark_abandoned(message.id)
+        elif isinstance(storage, IAsyncOutboxRetryScheduling):
+            await storage.schedule_retry(message.id, self._policy.retry_delay(message), reason(error))
+        else:
+            await storage.increment_retry(message.id)
+
+    async def _acknowledge(self, ids: Sequence[UUID]) -> None:
+        storage = self._storage
+        if isinstance(storage, IAsyncOutboxBatchAcknowledgement):
+            await storage.mark_published_many(ids)
+        else:
+            for message_id in ids:
+                await storage.mark_published(message_id)
+
+    async def _rest(self, delay: float, *, wake_on_commit: bool) -> None:
+        """Sleep up to ``delay``; a stop, or a commit when the storage can tell, wakes early."""
+        storage = self._storage
+        wake = storage.wait_for_messages if wake_on_commit and isinstance(storage, IAsyncOutboxWakeUp) else None
+        await rest_async(self._stop_event, delay, wake)

@@ -1,0 +1,270 @@
+# Sync twin generated from packages/spakky-outbox/src/spakky/outbox/relay/async_relay.py by tools/unasync.py; do not edit it.
+# Change the async source and run `make unasync`: `make lint` fails while this file differs.
+# Source sha256: 88e7f820c8f92f9f3dc4ef27feac3a14919299a2c8ad62a4aa01a2d7eb1d4974
+"""The sync outbox relay: claims stored messages and relays them to the sync transport.
+
+It only does the I/O: what a message's outcome means is decided in
+`spakky.outbox.relay.state`, and the waiting that differs between the
+flavours lives in `spakky.outbox.relay.primitives`.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import override
+from uuid import UUID
+
+from spakky.core.pod.annotations.pod import Pod
+from spakky.core.service.background import AbstractBackgroundService
+from spakky.event.event_publisher import IEventTransport
+from spakky.outbox.common.config import OutboxConfig, RelayMode
+from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.ports.metrics import IOutboxMetrics
+from spakky.outbox.ports.storage import (
+    IOutboxAdministration,
+    IOutboxBatchAcknowledgement,
+    IOutboxLiveness,
+    IOutboxRetryScheduling,
+    IOutboxStorage,
+    IOutboxWakeUp,
+)
+from spakky.outbox.relay.primitives import (
+    Event,
+    Repeater,
+    rest,
+    sleep,
+)
+from spakky.outbox.relay.state import (
+    PURGE_BATCH,
+    BatchOutcome,
+    ClaimedBatch,
+    MessageState,
+    RelayPolicy,
+    logger,
+    missing_storage,
+    reason,
+)
+
+
+@Pod()
+class OutboxRelayBackgroundService(AbstractBackgroundService):
+    """Claims stored messages and relays them to the sync transport."""
+
+    _storage: IOutboxStorage
+    _transport: IEventTransport
+    _config: OutboxConfig
+
+    def __init__(
+        self,
+        storage: IOutboxStorage | None,
+        transport: IEventTransport,
+        config: OutboxConfig,
+        metrics: IOutboxMetrics | None = None,
+    ) -> None:
+        """Initialize with sync storage, transport, config and optional metrics.
+
+        Raises:
+            OutboxStorageFlavourMissingError: No synchronous storage is registered.
+        """
+        if storage is None:
+            raise missing_storage(RelayMode.SYNC)
+        self._storage = storage
+        self._transport = transport
+        self._config = config
+        self._policy = RelayPolicy(config, metrics)
+        self._stop_event = Event()
+
+    @property
+    def seconds_since_last_cycle(self) -> float | None:
+        """Seconds since the relay last finished a claim cycle; None before the first."""
+        return self._policy.seconds_since_last_cycle()
+
+    @override
+    def initialize(self) -> None:
+        """Nothing to prepare: storages and transports own their connections."""
+        self._policy.started()
+
+    @override
+    def dispose(self) -> None:
+        """Release the storage's wake-up resources; `run` left no claim behind."""
+        if isinstance(self._storage, IOutboxWakeUp):
+            self._storage.close_wake_up()
+
+    @override
+    def run(self) -> None:
+        """Relay until stopped; storage errors are logged and retried, never fatal."""
+        logger.info(
+            "Outbox relay started (%s, batch %d)", type(self._storage).__name__, self._config.batch_size
+        )
+        while not self._stopping():
+            try:
+                outcome = self.relay_batch()
+                if self._policy.housekeeping_due():
+                    self.housekeeping()
+            except Exception:
+                logger.exception("Outbox storage failed; the relay backs off and retries")
+                outcome = BatchOutcome(outage=True)
+            delay = self._policy.cycle_done(outcome)
+            if delay > 0 and not self._stopping():
+                self._rest(delay, wake_on_commit=not outcome.outage)
+        logger.info("Outbox relay stopped")
+
+    def _stopping(self) -> bool:
+        return self._policy.stopping(self._stop_event.is_set())
+
+    def housekeeping(self) -> None:
+        """Report the backlog and purge published messages past retention."""
+        storage = self._storage
+        if not isinstance(storage, IOutboxAdministration):
+            return
+        if self._policy.metrics is not None:
+            stats = storage.stats()
+            self._policy.metrics.record_backlog(stats.pending, stats.oldest_pending_age_seconds)
+        cutoff = self._policy.retention_cutoff()
+        while cutoff is not None and storage.purge_published(cutoff, PURGE_BATCH) >= PURGE_BATCH:
+            logger.info("Outbox retention purged %d published messages; continuing", PURGE_BATCH)
+
+    def relay_batch(self) -> BatchOutcome:
+        """Claim one batch, send it, flush once, and settle every message."""
+        messages = self._storage.fetch_pending(
+            self._config.batch_size, self._config.max_retry_count
+        )
+        if not messages:
+            return BatchOutcome()
+        batch = ClaimedBatch(messages, self._config.claim_timeout_seconds)
+        keeper = self._keep_claims(batch)
+        try:
+            self._send_all(batch)
+            self._flush(batch)
+            for message in batch.judge_suspects(self._policy.poison):
+                self._send_alone(batch, message)
+        finally:
+            if keeper is not None:
+                keeper.stop()
+        self._settle(batch)
+        return BatchOutcome(claimed=len(messages), outage=batch.outage is not None)
+
+    def _send_all(self, batch: ClaimedBatch) -> None:
+        for message in batch.messages:
+            if not batch.sendable(message, self._stopping()):
+                continue
+            try:
+                self._send(message)
+            except Exception as error:
+                batch.on_failed(message, error, self._policy.poison.known(message))
+            else:
+                batch.on_sent(message)
+
+    def _send(self, message: OutboxMessage) -> None:
+        self._transport.send(
+            message.event_name, message.payload, message.headers, message.partition_key
+        )
+
+    def _send_flushed(self, message: OutboxMessage) -> None:
+        self._send(message)
+        self._transport.flush()
+
+    def _flush(self, batch: ClaimedBatch) -> None:
+        """Flush once; on a refused flush confirm one by one."""
+        if not batch.in_state(MessageState.SENT):
+            return
+        try:
+            self._transport.flush()
+        except Exception as error:
+            self._confirm_one_by_one(batch, batch.on_flush_error(error))
+        else:
+            batch.on_flushed()
+
+    def _confirm_one_by_one(self, batch: ClaimedBatch, sent: list[OutboxMessage]) -> None:
+        """Replay a refused flush a message at a time so the refusal lands on its owner."""
+        for message in sent:
+            if not batch.confirming(message):
+                continue
+            try:
+                self._send_flushed(message)
+            except Exception as error:
+                if not batch.on_confirm_failed(message, error):
+                    return
+            else:
+                batch.on_confirmed(message)
+
+    def _send_alone(self, batch: ClaimedBatch, message: OutboxMessage) -> None:
+        """Retry a suspect alone: delivered, or refused with its own error."""
+        try:
+            self._send_flushed(message)
+        except Exception as error:
+            batch.on_failed_alone(message, error, self._policy.poison)
+        else:
+            batch.on_confirmed(message)
+
+    def _keep_claims(self, batch: ClaimedBatch) -> Repeater | None:
+        """On a storage with liveness, renew the batch's claims while the relay works on it."""
+        storage = self._storage
+        if not isinstance(storage, IOutboxLiveness):
+            return None
+
+        def renew() -> bool:
+            held = batch.holding()
+            try:
+                kept = storage.renew_claims(held)
+            except Exception as error:
+                logger.warning("Could not renew %d outbox claims: %s", len(held), error)
+                return True
+            return batch.claims_kept(kept, len(held))
+
+        return Repeater(renew, self._policy.renew_interval(), "outbox-claim-renewal")
+
+    def _settle(self, batch: ClaimedBatch) -> None:
+        """Acknowledge what was delivered, then record refusals, then release the rest."""
+        storage = self._storage
+        delivered = [m.id for m in batch.in_state(MessageState.DELIVERED)]
+        if delivered:
+            self._persist(batch, "acknowledge", lambda: self._acknowledge(delivered))
+            self._policy.relayed(delivered)
+        for message, error in batch.refusals():
+            self._persist(batch, "refuse", lambda m=message, e=error: self._refuse(m, e))
+        released = [m.id for m in batch.in_state(MessageState.RELEASED)]
+        if released and isinstance(storage, IOutboxRetryScheduling):
+            self._persist(batch, "release", lambda: storage.release(released))
+
+    def _persist(self, batch: ClaimedBatch, what: str, write: Callable[[], None]) -> None:
+        """Run one storage write, retrying with backoff until it lands or the claim is over."""
+        attempt = 0
+        while True:
+            try:
+                write()
+            except Exception as error:
+                self._stopping()
+                delay = self._policy.settle_failed(batch, what, attempt, error)
+                if delay is None:
+                    return
+                sleep(delay)
+                attempt += 1
+            else:
+                self._policy.settled(what, attempt)
+                return
+
+    def _refuse(self, message: OutboxMessage, error: BaseException) -> None:
+        """Spend one retry (with backoff) or abandon."""
+        storage = self._storage
+        if self._policy.refused(message):
+            if isinstance(storage, IOutboxRetryScheduling):
+                storage.abandon(message.id, reason(error))
+            else:
+                storage.mark_abandoned(message.id)
+        elif isinstance(storage, IOutboxRetryScheduling):
+            storage.schedule_retry(message.id, self._policy.retry_delay(message), reason(error))
+        else:
+            storage.increment_retry(message.id)
+
+    def _acknowledge(self, ids: Sequence[UUID]) -> None:
+        storage = self._storage
+        if isinstance(storage, IOutboxBatchAcknowledgement):
+            storage.mark_published_many(ids)
+        else:
+            for message_id in ids:
+                storage.mark_published(message_id)
+
+    def _rest(self, delay: float, *, wake_on_commit: bool) -> None:
+        """Sleep up to ``delay``; a stop, or a commit when the storage can tell, wakes early."""
+        storage = self._storage
+        wake = storage.wait_for_messages if wake_on_commit and isinstance(storage, IOutboxWakeUp) else None
+        rest(self._stop_event, delay, wake)
