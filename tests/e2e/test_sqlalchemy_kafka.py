@@ -1,5 +1,7 @@
 """SQLAlchemy outbox on PostgreSQL relayed to a real Kafka, by each Kafka transport.
 
+The transports: spakky-kafka's async and sync ones, and the outbox's own Kafka
+adapter (``SPAKKY_OUTBOX__DELIVERY=kafka``) under the async and the sync relay.
 Every transport produces each event to the topic named after the event
 (`E2eOrderPlaced`) with the partition key as the record key, so one customer's
 orders share a partition. The topic is created with several partitions before
@@ -102,6 +104,8 @@ class Flavour:
     pods: tuple[type, ...]
     """What the app adds besides the outbox plugins."""
     partitioner: Partitioner
+    delivery: str | None = None
+    """``SPAKKY_OUTBOX__DELIVERY``: the outbox's own adapter instead of the pods'."""
 
 
 FLAVOURS = {
@@ -113,6 +117,8 @@ FLAVOURS = {
     "spakky-kafka-sync": Flavour(
         "spakky-kafka-sync", "sync", (KafkaConnectionConfig, KafkaEventTransport), crc32_partition
     ),
+    "outbox-kafka-async": Flavour("outbox-kafka-async", "async", (), murmur2_partition, delivery="kafka"),
+    "outbox-kafka-sync": Flavour("outbox-kafka-sync", "sync", (), murmur2_partition, delivery="kafka"),
 }
 
 
@@ -172,6 +178,9 @@ def kafka_sql_e2e(kafka_broker: KafkaBroker, sql_e2e: SqlE2e, flavour: Flavour) 
         "SPAKKY_KAFKA__NUMBER_OF_PARTITIONS": str(PARTITIONS),
         "SPAKKY_OUTBOX__RELAY": flavour.relay,
     }
+    if flavour.delivery is not None:
+        env["SPAKKY_OUTBOX__DELIVERY"] = flavour.delivery
+        env["SPAKKY_OUTBOX_KAFKA__BOOTSTRAP_SERVERS"] = kafka_broker.bootstrap
     if flavour.relay == "sync":
         # One driver for both flavours: psycopg 3 serves the async use case and the sync relay.
         env["SPAKKY_SQLALCHEMY__CONNECTION_STRING"] = (

@@ -11,6 +11,7 @@ import pytest
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.error import (
+    OutboxDeliveryRefusedError,
     OutboxStorageFlavourMissingError,
     OutboxStorageUnavailableError,
 )
@@ -230,6 +231,36 @@ async def test_relay_flush_refusal_expect_one_by_one_with_refused_charged() -> N
     assert rig.names() == ["b1"]
     raw = {r.event_name: r for r in await rig.harness.raw_records()}
     assert (raw["a1"].retry_count, raw["a2"].retry_count, raw["b1"].published) == (1, 0, True)
+
+
+class PositionRefusingTransport(AsyncRecordingEventTransport):
+    """Like the outbox's own adapters: a flush delivers the batch but the records named ``bad*``, refused by position."""
+
+    @override
+    async def flush(self) -> None:
+        recorder = self._recorder
+        batch, recorder.buffered = recorder.buffered, []
+        recorder.flushes += 1
+        recorder.delivered.extend(r for r in batch if not r.event_name.startswith("bad"))
+        refused = {i: f"too large: {r.event_name}" for i, r in enumerate(batch) if r.event_name.startswith("bad")}
+        if refused:
+            raise OutboxDeliveryRefusedError(refused)
+
+
+async def test_relay_flush_refusal_by_position_expect_refused_charged_and_nothing_resent() -> None:
+    """A flush refusal naming its records (OutboxDeliveryRefusedError): those are charged with their own reason, the rest published, nothing sent twice."""
+    rig = Rig()
+    rig.transport = PositionRefusingTransport()
+    rig.relay = AsyncOutboxRelayBackgroundService(rig.storage, rig.transport, rig.config)
+    rig.relay.set_stop_event(asyncio.Event())
+    await rig.harness.write([make("a", "bad-a1"), make("a", "a2"), make("b", "b1"), make(None, "bad-n1")])
+    await rig.relay.relay_batch()
+    assert (rig.transport.send_calls, rig.transport.flush_calls) == (4, 1)
+    assert rig.names() == ["a2", "b1"]
+    raw = {r.event_name: r for r in await rig.harness.raw_records()}
+    assert [raw[n].retry_count for n in ("bad-a1", "a2", "b1", "bad-n1")] == [1, 0, 0, 1]
+    assert [raw[n].published for n in ("bad-a1", "a2", "b1", "bad-n1")] == [False, True, True, False]
+    assert raw["bad-a1"].last_error == "EventDeliveryRejectedError: too large: bad-a1"
 
 
 async def test_relay_poison_expect_abandoned_on_backoff_schedule_with_last_error() -> None:

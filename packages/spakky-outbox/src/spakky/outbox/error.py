@@ -3,6 +3,7 @@
 from abc import ABC
 
 from spakky.core.common.error import AbstractSpakkyFrameworkError
+from spakky.event.error import EventDeliveryRejectedError, EventTransportNotRunningError
 
 
 class AbstractSpakkyOutboxError(AbstractSpakkyFrameworkError, ABC):
@@ -84,3 +85,38 @@ class OutboxStorageUnavailableError(AbstractSpakkyOutboxError):
     """Raised when a storage cannot reach its database or server."""
 
     message = "Outbox storage is unavailable"
+
+
+class OutboxDeliveryNotInstalledError(AbstractSpakkyOutboxError):
+    """Raised when ``SPAKKY_OUTBOX__DELIVERY`` names an adapter whose client library is missing."""
+
+    message = "The delivery adapter SPAKKY_OUTBOX__DELIVERY names is not installed"
+
+
+class OutboxBrokerUnavailableError(AbstractSpakkyOutboxError, EventTransportNotRunningError):
+    """Raised by the outbox's delivery adapters when the broker cannot be reached or confirm.
+
+    It is an `EventTransportNotRunningError`, so the relay treats it as an outage:
+    the batch is released untouched and nobody's retry budget is spent.
+    """
+
+    message = "Broker unavailable"
+
+
+class OutboxDeliveryRefusedError(EventDeliveryRejectedError):
+    """Raised by a delivery adapter's ``flush`` when the broker refused some records of the batch.
+
+    ``refused`` maps the position of each refused record, counted over the
+    ``send`` calls since the previous flush, to the broker's reason; every
+    other record of the batch was confirmed.
+    """
+
+    message = "Broker refused part of the batch"
+
+    refused: dict[int, str]
+
+    def __init__(self, refused: dict[int, str]) -> None:
+        """Keep which records were refused and why."""
+        self.refused = refused
+        super().__init__([f"record {position}: {reason}" for position, reason in sorted(refused.items())])
+        self.args = (f"{self.message}: {'; '.join(self.reasons)}",)

@@ -6,6 +6,7 @@ from spakky.core.application.application import SpakkyApplication
 from spakky.outbox.bus.outbox_event_bus import AsyncOutboxEventBus, OutboxEventBus
 from spakky.outbox.common.config import OutboxConfig, RelayMode
 from spakky.outbox.common.registry import OutboxStorageGuard
+from spakky.outbox.delivery.registry import register_delivery
 from spakky.outbox.relay.health import OutboxHealthCheck
 from spakky.outbox.relay.relay import (
     AsyncOutboxRelayBackgroundService,
@@ -16,8 +17,9 @@ from spakky.outbox.relay.relay import (
 def initialize(app: SpakkyApplication) -> None:
     """Initialize the Outbox plugin.
 
-    Registers the configuration, both outbox buses, the health check and the one relay that
-    ``SPAKKY_OUTBOX__RELAY`` selects. Settings are validated here, so a bad value
+    Registers the configuration, both outbox buses, the health check, the one relay that
+    ``SPAKKY_OUTBOX__RELAY`` selects and, when ``SPAKKY_OUTBOX__DELIVERY`` names one, the
+    outbox's own delivery adapter. Settings are validated here, so a bad value
     fails at startup with an error naming the variable to change.
 
     Args:
@@ -33,6 +35,7 @@ def initialize(app: SpakkyApplication) -> None:
         from spakky.outbox.relay.opentelemetry import OpenTelemetryOutboxMetrics
 
         app.add(OpenTelemetryOutboxMetrics)
+    register_delivery(app, config)
     match config.relay:
         case RelayMode.ASYNC:
             app.add(AsyncOutboxRelayBackgroundService)

@@ -70,6 +70,15 @@ class RelayMode(StrEnum):
     """Run no relay: the process only writes (e.g. a web process beside workers)."""
 
 
+class DeliveryChoice(StrEnum):
+    """Which of the outbox's own delivery adapters the relay sends through."""
+
+    KAFKA = "kafka"
+    """Kafka through confluent-kafka (``spakky-outbox[kafka]``, settings ``SPAKKY_OUTBOX_KAFKA__*``)."""
+    RABBITMQ = "rabbitmq"
+    """RabbitMQ through aiormq (``spakky-outbox[rabbitmq]``, settings ``SPAKKY_OUTBOX_RABBITMQ__*``)."""
+
+
 @Configuration()
 class OutboxConfig(BaseSettings):
     """Outbox plugin configuration loaded from environment variables."""
@@ -97,6 +106,9 @@ class OutboxConfig(BaseSettings):
     """Name of the storage to use when several are installed (e.g. ``sqlalchemy``)."""
     relay: RelayMode = RelayMode.ASYNC
     """Which relay this process runs: ``async``, ``sync`` or ``off``."""
+    delivery: DeliveryChoice | None = None
+    """The outbox's own delivery adapter the relay sends through (``kafka``, ``rabbitmq``);
+    unset, it sends through the application's event transport (e.g. spakky-kafka's)."""
     retry_backoff_base_seconds: Annotated[float, Field(ge=0)] = 0.5
     """First retry delay; doubles per retry, with equal jitter (half fixed, half random)."""
     retry_backoff_max_seconds: Annotated[float, Field(ge=0)] = 30.0

@@ -16,7 +16,10 @@ from uuid import UUID
 from spakky.event.error import EventDeliveryRejectedError, EventTransportNotRunningError
 from spakky.outbox.common.config import OutboxConfig, RelayMode
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.error import OutboxStorageFlavourMissingError
+from spakky.outbox.error import (
+    OutboxDeliveryRefusedError,
+    OutboxStorageFlavourMissingError,
+)
 from spakky.outbox.ports.metrics import IOutboxMetrics
 from spakky.outbox.relay.backoff import backoff_delay
 
@@ -228,11 +231,23 @@ class ClaimedBatch:
     def on_flush_error(self, error: Exception) -> list[OutboxMessage]:
         """The flush failed: return the sent messages to confirm one by one, if any.
 
-        A refused flush refused part of the batch: each sent message is replayed
-        alone, so the refusal lands on its owner. Any other error is the
+        A refused flush refused part of the batch: when the transport names the
+        refused messages (`OutboxDeliveryRefusedError`, the outbox's own
+        adapters), those are refused and the others delivered; otherwise each
+        sent message is replayed alone, so the refusal lands on its owner. Any other error is the
         transport failing as a whole: nothing sent was confirmed, all is released.
         """
         sent = self.in_state(MessageState.SENT)
+        if isinstance(error, OutboxDeliveryRefusedError) and all(0 <= p < len(sent) for p in error.refused):
+            # The transport says which: refuse those, the rest was confirmed (nothing replayed).
+            logger.warning("Flush refused %d of a batch of %d", len(error.refused), len(sent))
+            for position, message in enumerate(sent):
+                refusal = error.refused.get(position)
+                if refusal is None:
+                    self._move(message, MessageState.DELIVERED)
+                else:
+                    self.on_refused(message, EventDeliveryRejectedError([refusal]))
+            return []
         if isinstance(error, EventDeliveryRejectedError):
             logger.warning("Flush refused part of a batch of %d; confirming one by one", len(sent))
             return sent

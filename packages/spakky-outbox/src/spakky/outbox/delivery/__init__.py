@@ -1,0 +1,1 @@
+"""The outbox's own delivery adapters: Kafka and RabbitMQ transports that confirm every batch."""

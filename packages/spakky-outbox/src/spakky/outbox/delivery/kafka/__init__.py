@@ -1,0 +1,1 @@
+"""Kafka delivery through confluent-kafka (librdkafka): ``pip install "spakky-outbox[kafka]"``."""

@@ -1,0 +1,1 @@
+"""RabbitMQ delivery through aiormq with publisher confirms: ``pip install "spakky-outbox[rabbitmq]"``."""

@@ -1,0 +1,1 @@
+"""A consuming service: spakky-kafka / spakky-rabbitmq consumers of `E2eOrderPlaced`."""
