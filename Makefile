@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # so three share two cores well. TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 3
 
-.PHONY: help uv setup demo test lint typecheck unasync bench new-backend
+.PHONY: help uv setup demo test lint typecheck unasync bench screenshots new-backend
 
 help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,6 +37,9 @@ unasync: setup ## Regenerate every sync twin (sync_*.py) from its async source (
 
 bench: setup ## Benchmarks: ours beside spakky-outbox 8.5.0 (PostgreSQL, Redis, relay processes); table, JSON and plots in docs/benchmarks/
 	@$(UV) run --frozen python -m benchmarks.run
+
+screenshots: setup ## Run the console's browser tests and keep their screenshots in docs/images/console
+	@SPAKKY_OUTBOX_CONSOLE_SCREENSHOTS=docs/images/console $(UV) run --frozen pytest -n 0 -q tests/console/test_browser.py
 
 new-backend: setup ## Create packages/spakky-outbox-$(NAME), a storage that passes the suite (NAME=acme)
 	@test -n "$(NAME)" || { echo "usage: make new-backend NAME=acme"; exit 2; }

@@ -8,7 +8,6 @@ healthy), 1 unhealthy (``health``), 2 error (one line on stderr).
 """
 
 import argparse
-import asyncio
 import math
 import os
 import re
@@ -28,6 +27,7 @@ from spakky.core.common.error import AbstractSpakkyFrameworkError
 from spakky.outbox.cli import render
 from spakky.outbox.cli.plugins import outbox_plugins
 from spakky.outbox.common.config import describe_settings_error, redact_credentials
+from spakky.outbox.common.loop import StorageLoop
 from spakky.outbox.common.stats import OutboxTarget
 from spakky.outbox.error import AbstractSpakkyOutboxError
 from spakky.outbox.ports.storage import IAsyncOutboxAdministration, IAsyncOutboxStorage
@@ -147,11 +147,7 @@ def _build(include: str | None, scan: str | None) -> SpakkyApplication:
 
 
 def _run[T](app: SpakkyApplication, coroutine: Coroutine[Any, Any, T]) -> T:
-    loop = cast(
-        asyncio.AbstractEventLoop,
-        app.application_context._ApplicationContext__event_loop,  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue]
-    )
-    return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+    return StorageLoop.of(app.application_context).run_blocking(coroutine)
 
 
 def _check_location(args: argparse.Namespace, target: OutboxTarget) -> None:

@@ -1,0 +1,1 @@
+"""The operator console: web pages and a JSON API over the storage's administration capability."""

@@ -1,0 +1,51 @@
+"""Console settings, read from ``SPAKKY_OUTBOX_CONSOLE__*`` environment variables."""
+
+from typing import Annotated, ClassVar
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from spakky.outbox.common.config import describe_settings_error
+from spakky.outbox.error import InvalidOutboxConfigError
+
+SPAKKY_OUTBOX_CONSOLE_ENV_PREFIX = "SPAKKY_OUTBOX_CONSOLE__"
+MAX_PAGE_SIZE = 200
+"""Most rows one page or API call returns, whatever is asked."""
+DEFAULT_PAGE_SIZE = 50
+ACTION_BATCH = 1_000
+"""Most messages one confirmed action changes; a larger scope takes several."""
+
+
+class OutboxConsoleConfig(BaseSettings):
+    """How the operator console behaves; every field has a safe default."""
+
+    model_config: ClassVar[SettingsConfigDict] = SettingsConfigDict(
+        env_prefix=SPAKKY_OUTBOX_CONSOLE_ENV_PREFIX, allow_inf_nan=False
+    )
+
+    token: SecretStr | None = None
+    """Token an operator gives to act (requeue, purge). None: the console is read-only."""
+    max_pending_age_seconds: Annotated[float, Field(gt=0)] | None = None
+    """Health limit on the oldest pending message, as ``spakky-outbox health --max-pending-age``."""
+    session_seconds: Annotated[float, Field(gt=0)] = 8 * 3600.0
+    """How long a sign-in lasts."""
+    secure_cookies: bool = False
+    """Mark the sign-in cookie ``Secure`` (set it when the console is served over HTTPS)."""
+
+    def __init__(self, **values: object) -> None:
+        """Load the settings from the environment; keyword arguments override it.
+
+        Raises:
+            InvalidOutboxConfigError: A variable holds a value of the wrong type
+                or range; the error names the variable, never a token.
+        """
+        try:
+            super().__init__(**values)  # pyright: ignore[reportArgumentType]
+        except ValidationError as error:
+            raise InvalidOutboxConfigError(
+                describe_settings_error(SPAKKY_OUTBOX_CONSOLE_ENV_PREFIX, error)
+            ) from None
+
+    @property
+    def read_only(self) -> bool:
+        """Whether actions are refused (no token set)."""
+        return self.token is None or not self.token.get_secret_value()

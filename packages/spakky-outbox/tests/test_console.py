@@ -1,0 +1,315 @@
+"""The console's pages and JSON API over the in-memory reference storage (HTTP, no browser).
+
+Security rules are checked request by request: read-only without a token,
+sign-in, CSRF, same origin, confirmations bound to their dry run, bounded
+pages, escaped stored text, no secret rendered. Browser tests on real
+storages live in the workspace's ``tests/console``.
+"""
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid4
+
+import pytest
+from pydantic import SecretStr
+from spakky.outbox.common.config import OutboxConfig
+from spakky.outbox.common.fingerprint import failure_fingerprint
+from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.console.app import create_console_app
+from spakky.outbox.console.config import MAX_PAGE_SIZE, OutboxConsoleConfig
+from spakky.outbox.console.security import SESSION_COOKIE
+from spakky.outbox.testing.memory import (
+    AsyncInMemoryOutboxStorage,
+    InMemoryOutboxState,
+    InMemoryOutboxStorage,
+)
+from starlette.testclient import TestClient
+
+TOKEN = "s3cret-console-token"
+NO_ROUTE = "EventDeliveryRejectedError: no route for order {n}"
+TIMEOUT = "TimeoutError: broker 10.0.0.5:5672 did not answer in 30 s"
+
+
+def seed(state: InMemoryOutboxState, count: int, error: str | None = None, **fields: object) -> list[UUID]:
+    """Save ``count`` messages; abandon them with ``error`` (``{n}`` numbered) when given."""
+    storage = InMemoryOutboxStorage(state, OutboxConfig())
+    messages = [
+        OutboxMessage(
+            uuid4(),
+            str(fields.get("event_name", "OrderPlaced")),
+            b'{"customer": "Ada Lovelace"}',
+            {"spakky.auth.context_snapshot": "signed-snapshot-value"},
+            datetime.now(UTC) - timedelta(minutes=5),
+            partition_key=fields.get("key"),  # type: ignore[arg-type]
+        )
+        for _ in range(count)
+    ]
+    with state.transaction():
+        for message in messages:
+            storage.save(message)
+    if error is not None:
+        claimed = storage.fetch_pending(count, 5)
+        assert len(claimed) == count
+        for n, message in enumerate(claimed):
+            storage.abandon(message.id, error.format(n=n))
+    return [m.id for m in messages]
+
+
+def abandoned_ids(state: InMemoryOutboxState) -> set[UUID]:
+    """Backdoor: ids of the abandoned records."""
+    return {r.message.id for r in state.records.values() if r.abandoned_at is not None}
+
+
+@pytest.fixture
+def state() -> InMemoryOutboxState:
+    return InMemoryOutboxState()
+
+
+def client_for(state: InMemoryOutboxState, token: str | None = TOKEN) -> TestClient:
+    """A client of the console over ``state`` (read-only when ``token`` is None)."""
+    config = OutboxConsoleConfig(token=None if token is None else SecretStr(token))
+    app = create_console_app(AsyncInMemoryOutboxStorage(state, OutboxConfig()), config=config)
+    return TestClient(app, base_url="http://127.0.0.1")
+
+
+@pytest.fixture
+def client(state: InMemoryOutboxState) -> Iterator[TestClient]:
+    with client_for(state) as client:
+        yield client
+
+
+def sign_in(client: TestClient, name: str = "ada") -> str:
+    """Sign in; return the CSRF token the pages carry."""
+    response = client.post("/sign-in", data={"name": name, "token": TOKEN}, follow_redirects=False)
+    assert response.status_code == 303
+    return csrf_of(client.get("/abandoned").text)
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert match, "the page has no CSRF token"
+    return match.group(1)
+
+
+def confirmation_of(html: str) -> str:
+    match = re.search(r'name="confirmation" value="([^"]+)"', html)
+    assert match, "the page has no confirmation"
+    return match.group(1)
+
+
+def test_console_overview_expect_counts_and_oldest_age(state: InMemoryOutboxState, client: TestClient) -> None:
+    """The overview page and its API show the counts by state from the storage."""
+    seed(state, 4)
+    seed(state, 3, NO_ROUTE)
+    page = client.get("/")
+    assert page.status_code == 200
+    assert re.search(r'id="count-pending">4<', page.text)
+    assert re.search(r'id="count-abandoned">3<', page.text)
+    document = client.get("/api/overview").json()
+    assert (document["pending"], document["abandoned"], document["read_only"]) == (4, 3, False)
+    assert document["oldest_pending_age_seconds"] >= 300
+
+
+def test_console_failure_groups_expect_one_group_per_kind_with_count(
+    state: InMemoryOutboxState, client: TestClient
+) -> None:
+    """Abandoned messages group by error type and normalised message, largest group first."""
+    seed(state, 5, NO_ROUTE)
+    seed(state, 2, TIMEOUT)
+    document = client.get("/api/failure-groups").json()
+    groups = document["groups"]
+    assert [(g["error_type"], g["count"]) for g in groups] == [
+        ("EventDeliveryRejectedError", 5),
+        ("TimeoutError", 2),
+    ]
+    assert groups[0]["pattern"] == "no route for order <n>"
+    assert groups[0]["fingerprint"] == failure_fingerprint("EventDeliveryRejectedError: no route for order 77")
+    assert document["complete"] is True
+    assert groups[0]["first_seen"] <= groups[0]["last_seen"]
+
+
+def test_console_read_only_without_token_expect_every_action_refused(state: InMemoryOutboxState) -> None:
+    """Without a token the console shows everything and refuses every action, forms and API alike."""
+    seed(state, 2, NO_ROUTE)
+    with client_for(state, token=None) as client:
+        page = client.get("/abandoned")
+        assert 'id="read-only"' in page.text and "Requeue" not in page.text
+        refused = client.post("/actions/requeue/dry-run", data={"scope": "all"})
+        assert refused.status_code == 403 and "read-only" in refused.text
+        assert client.post("/sign-in", data={"token": ""}).status_code == 403
+        api = client.post("/api/actions/requeue/dry-run", json={"scope": "all"}, headers={"Authorization": "Bearer "})
+        assert api.status_code == 403 and "read-only" in api.json()["error"]
+    assert len(abandoned_ids(state)) == 2
+
+
+def test_console_sign_in_wrong_token_expect_refused_without_echo(client: TestClient) -> None:
+    """A wrong token is refused, and neither it nor the real one is shown."""
+    response = client.post("/sign-in", data={"name": "eve", "token": "guess-" + TOKEN[:4]})
+    assert response.status_code == 403
+    assert SESSION_COOKIE not in response.cookies
+    assert "guess-" not in response.text and TOKEN not in response.text
+
+
+def test_console_action_without_csrf_expect_refused(state: InMemoryOutboxState, client: TestClient) -> None:
+    """A signed-in form post without the CSRF token, or with another one, changes nothing."""
+    seed(state, 2, NO_ROUTE)
+    csrf = sign_in(client)
+    for form in ({"scope": "all"}, {"scope": "all", "csrf": csrf[:-2] + "xx"}):
+        response = client.post("/actions/requeue/dry-run", data=form)
+        assert response.status_code == 403 and "CSRF" in response.text
+    assert len(abandoned_ids(state)) == 2
+
+
+def test_console_action_from_another_site_expect_refused(state: InMemoryOutboxState, client: TestClient) -> None:
+    """A form posted from another site or origin is refused even with the right cookie and CSRF token."""
+    seed(state, 1, NO_ROUTE)
+    csrf = sign_in(client)
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "http://evil.example"}):
+        response = client.post("/actions/requeue/dry-run", data={"scope": "all", "csrf": csrf}, headers=headers)
+        assert response.status_code == 403
+    assert len(abandoned_ids(state)) == 1
+
+
+def test_console_requeue_group_expect_dry_run_then_only_that_group_requeued(
+    state: InMemoryOutboxState, client: TestClient
+) -> None:
+    """A group's dry run counts it and changes nothing; confirming requeues exactly that group."""
+    route = seed(state, 3, NO_ROUTE)
+    timeouts = seed(state, 2, TIMEOUT)
+    csrf = sign_in(client)
+    fingerprint = failure_fingerprint(NO_ROUTE.format(n=0))
+    preview = client.post(
+        "/actions/requeue/dry-run", data={"scope": "group", "fingerprint": fingerprint, "csrf": csrf}
+    )
+    assert preview.status_code == 200
+    assert re.search(r'id="dry-run-count">3<', preview.text)
+    assert abandoned_ids(state) == {*route, *timeouts}
+    done = client.post(
+        "/actions/requeue", data={"confirmation": confirmation_of(preview.text), "csrf": csrf}
+    )
+    assert done.status_code == 200 and re.search(r'id="affected">3<', done.text)
+    assert abandoned_ids(state) == set(timeouts)
+    assert all(state.records[i].retry_count == 0 for i in route)
+    entry = client.get("/api/audit").json()["entries"][0]
+    assert (entry["action"], entry["scope"], entry["affected"]) == ("requeue", f"group {fingerprint}", 3)
+    assert entry["actor"].startswith("ada (")
+
+
+def test_console_requeue_one_and_selection_expect_just_those(state: InMemoryOutboxState, client: TestClient) -> None:
+    """A per-row button requeues one message; the selection form requeues the checked ones."""
+    ids = seed(state, 4, NO_ROUTE)
+    csrf = sign_in(client)
+    one = client.post("/actions/requeue/dry-run", data={"only": str(ids[0]), "id": str(ids[1]), "csrf": csrf})
+    assert re.search(r'id="dry-run-count">1<', one.text)
+    client.post("/actions/requeue", data={"confirmation": confirmation_of(one.text), "csrf": csrf})
+    assert abandoned_ids(state) == set(ids[1:])
+    chosen = client.post(
+        "/actions/requeue/dry-run", data={"scope": "selection", "id": [str(ids[1]), str(ids[2])], "csrf": csrf}
+    )
+    assert re.search(r'id="dry-run-count">2<', chosen.text)
+    client.post("/actions/requeue", data={"confirmation": confirmation_of(chosen.text), "csrf": csrf})
+    assert abandoned_ids(state) == {ids[3]}
+
+
+def test_console_confirmation_reused_elsewhere_expect_refused(state: InMemoryOutboxState, client: TestClient) -> None:
+    """A confirmation works only for its action and its sign-in; a forged one never."""
+    seed(state, 2, NO_ROUTE)
+    csrf = sign_in(client)
+    preview = client.post("/actions/requeue/dry-run", data={"scope": "all", "csrf": csrf})
+    confirmation = confirmation_of(preview.text)
+    other_action = client.post("/actions/purge-published", data={"confirmation": confirmation, "csrf": csrf})
+    assert other_action.status_code == 403
+    forged = client.post("/actions/requeue", data={"confirmation": confirmation[:-3] + "abc", "csrf": csrf})
+    assert forged.status_code == 403
+    with client_for(state) as other:
+        other_csrf = sign_in(other, "bob")
+        stolen = other.post("/actions/requeue", data={"confirmation": confirmation, "csrf": other_csrf})
+        assert stolen.status_code == 403
+    api = client.post(
+        "/api/actions/requeue", json={"confirmation": confirmation}, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert api.status_code == 403
+    assert len(abandoned_ids(state)) == 2
+
+
+def test_console_api_dry_run_then_act_expect_requeued_and_audited(state: InMemoryOutboxState, client: TestClient) -> None:
+    """Scripts requeue with the bearer token: dry run, then its confirmation."""
+    seed(state, 3, TIMEOUT)
+    auth = {"Authorization": f"Bearer {TOKEN}", "X-Outbox-Operator": "nightly-job"}
+    assert client.post("/api/actions/requeue/dry-run", json={"scope": "all"}).status_code == 403
+    dry = client.post("/api/actions/requeue/dry-run", json={"scope": "all"}, headers=auth).json()
+    assert (dry["count"], dry["description"]) == (3, "all abandoned")
+    assert len(abandoned_ids(state)) == 3
+    done = client.post("/api/actions/requeue", json={"confirmation": dry["confirmation"]}, headers=auth).json()
+    assert (done["entry"]["affected"], done["more"]) == (3, False)
+    assert done["entry"]["actor"].startswith("nightly-job (")
+    assert abandoned_ids(state) == set()
+
+
+def test_console_purge_published_expect_dry_run_count_then_deleted(state: InMemoryOutboxState, client: TestClient) -> None:
+    """Purging published messages before a cutoff: the dry run counts, the confirmation deletes."""
+    ids = seed(state, 3)
+    storage = InMemoryOutboxStorage(state, OutboxConfig())
+    for message in storage.fetch_pending(3, 5):
+        storage.mark_published(message.id)
+    csrf = sign_in(client)
+    cutoff = (datetime.now(UTC) + timedelta(minutes=1)).isoformat()
+    preview = client.post("/actions/purge-published/dry-run", data={"before": cutoff, "csrf": csrf})
+    assert re.search(r'id="dry-run-count">3<', preview.text)
+    assert all(i in state.records for i in ids)
+    client.post("/actions/purge-published", data={"confirmation": confirmation_of(preview.text), "csrf": csrf})
+    assert not any(i in state.records for i in ids)
+    bad = client.post("/actions/purge-published/dry-run", data={"before": "last tuesday", "csrf": csrf})
+    assert bad.status_code == 400 and "ISO timestamp" in bad.text
+
+
+def test_console_page_size_above_bound_expect_400(client: TestClient) -> None:
+    """A page or API call never returns more than the bound; asking for more is an error naming it."""
+    for path in ("/abandoned", "/api/abandoned", "/api/failure-groups", "/api/audit"):
+        response = client.get(path, params={"limit": MAX_PAGE_SIZE + 1})
+        assert response.status_code == 400 and str(MAX_PAGE_SIZE) in response.text
+        assert client.get(path, params={"limit": "ten"}).status_code == 400
+
+
+def test_console_selection_above_bound_expect_400(state: InMemoryOutboxState, client: TestClient) -> None:
+    """One selection holds at most a page of ids."""
+    csrf = sign_in(client)
+    ids = [str(uuid4()) for _ in range(MAX_PAGE_SIZE + 1)]
+    response = client.post("/actions/requeue/dry-run", data={"scope": "selection", "id": ids, "csrf": csrf})
+    assert response.status_code == 400 and str(MAX_PAGE_SIZE) in response.text
+
+
+def test_console_stored_control_characters_expect_escaped(state: InMemoryOutboxState, client: TestClient) -> None:
+    """Stored text is shown escaped: no markup, no terminal escape, no bidi override reaches the page."""
+    seed(state, 1, "ValueError: bad \x1b[31mred\u202e <script>alert(1)</script>", event_name="Order<b>\x07", key="k\n1")
+    html = client.get("/abandoned").text
+    assert "<script>alert" not in html and "<b>" not in html
+    assert "\x1b" not in html and "\u202e" not in html and "\x07" not in html
+    assert r"\x1b[31mred\u202e" in html and r"Order&lt;b&gt;\x07" in html and r"k\x0a1" in html
+
+
+def test_console_pages_expect_no_secret_rendered(state: InMemoryOutboxState, client: TestClient) -> None:
+    """Neither the token nor stored headers or payloads appear on any page or API document."""
+    seed(state, 2, NO_ROUTE)
+    sign_in(client)
+    for path in ("/", "/abandoned", "/audit", "/api/overview", "/api/abandoned", "/api/failure-groups"):
+        body = client.get(path).text
+        assert TOKEN not in body
+        assert "signed-snapshot-value" not in body and "Ada Lovelace" not in body
+
+
+def test_console_security_headers_expect_no_script_no_framing(client: TestClient) -> None:
+    """Every response forbids scripts, framing and caching."""
+    response = client.get("/")
+    assert "default-src 'none'" in response.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["cache-control"] == "no-store"
+
+
+def test_console_unknown_action_expect_404(client: TestClient) -> None:
+    """An action the console does not know is a 404 naming it, escaped."""
+    sign_in(client)
+    response = client.post("/api/actions/drop-table", json={}, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 404 and "drop-table" in response.json()["error"]

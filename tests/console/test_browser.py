@@ -1,0 +1,271 @@
+"""The operator console in a real headless Chromium, over a real Spakky application on PostgreSQL.
+
+The application is built the way ``spakky-outbox`` builds it (``load_plugins``
+from ``SPAKKY_*`` settings, relay off) with the SQLAlchemy storage on a fresh
+table; the console is mounted at ``/outbox`` inside a parent Starlette app, as
+a service would mount it. The outbox is filled through the storage's own calls
+(save in a transaction, claim, abandon with a reason), and every check of what
+an action did reads the table with SQL, not through the console.
+"""
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import pytest
+from playwright.sync_api import Page, expect
+from pydantic import SecretStr
+from spakky.core.application.application import SpakkyApplication
+from spakky.core.application.application_context import ApplicationContext
+from spakky.data.persistency.transaction import AbstractAsyncTransaction
+from spakky.outbox.cli.plugins import outbox_plugins
+from spakky.outbox.common.fingerprint import failure_fingerprint
+from spakky.outbox.common.loop import StorageLoop
+from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.console.app import outbox_console
+from spakky.outbox.console.config import OutboxConsoleConfig
+from spakky.outbox.ports.storage import (
+    IAsyncOutboxRetryScheduling,
+    IAsyncOutboxStorage,
+    IAsyncOutboxWakeUp,
+)
+from sqlalchemy import Engine, create_engine, make_url, text
+from starlette.applications import Starlette
+from starlette.responses import HTMLResponse, PlainTextResponse
+from starlette.routing import Mount, Route
+
+from .conftest import serve
+
+TOKEN = "console-" + uuid4().hex
+NO_ROUTE = "EventDeliveryRejectedError: no route for order {n}"
+TIMEOUT = "TimeoutError: broker 10.0.0.5:5672 did not answer in 30 s"
+Shot = Callable[[Page, str], Path]
+
+
+@contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+class Outbox:
+    """A started application over a fresh PostgreSQL outbox table, and SQL access to that table."""
+
+    def __init__(self, app: SpakkyApplication, engine: Engine, table: str) -> None:
+        self.app = app
+        self.engine = engine
+        self.table = table
+        context = app.application_context
+        self.storage = context.get(IAsyncOutboxStorage)  # type: ignore[type-abstract]
+        self.transaction = context.get(AbstractAsyncTransaction)  # type: ignore[type-abstract]
+        self.loop = StorageLoop.of(context)
+
+    def seed(self, count: int, error: str | None = None, key: str | None = None, name: str = "OrderPlaced") -> list[UUID]:
+        """Save ``count`` messages in one transaction; abandon them with ``error`` when given."""
+        messages = [
+            OutboxMessage(uuid4(), name, b"{}", {}, datetime.now(UTC) - timedelta(minutes=3), partition_key=key)
+            for _ in range(count)
+        ]
+
+        async def run() -> None:
+            async with self.transaction:
+                for message in messages:
+                    await self.storage.save(message)
+            if error is None:
+                return
+            assert isinstance(self.storage, IAsyncOutboxRetryScheduling)
+            # Claim until every new message was claimed once; hand others back untouched.
+            left = {m.id for m in messages}
+            for _ in range(100):
+                claimed = await self.storage.fetch_pending(100, 5)
+                others = [m.id for m in claimed if m.id not in left]
+                for message in (m for m in claimed if m.id in left):
+                    await self.storage.abandon(message.id, error.format(n=len(left)))
+                    left.discard(message.id)
+                await self.storage.release(others)
+                if not left:
+                    return
+            raise AssertionError(f"{len(left)} seeded messages were never claimed")
+
+        self.loop.run_blocking(run())
+        return [m.id for m in messages]
+
+    def count(self, where: str) -> int:
+        """Rows of the table matching ``where`` (raw SQL, not the storage)."""
+        with self.engine.connect() as connection:
+            return int(connection.execute(text(f"SELECT count(*) FROM {self.table} WHERE {where}")).scalar_one())
+
+
+@pytest.fixture
+def outbox(postgres_url: str) -> Iterator[Outbox]:
+    """A Spakky application with the SQLAlchemy outbox on a fresh PostgreSQL table (relay off)."""
+    url = make_url(postgres_url)
+    table = f"console_outbox_{uuid4().hex[:12]}"
+    env = {
+        "SPAKKY_SQLALCHEMY__CONNECTION_STRING": url.set(drivername="postgresql+asyncpg").render_as_string(
+            hide_password=False
+        ),
+        "SPAKKY_OUTBOX__STORAGE": "sqlalchemy",
+        "SPAKKY_OUTBOX__RELAY": "off",
+        "SPAKKY_OUTBOX_SQLALCHEMY__TABLE_NAME": table,
+    }
+    engine = create_engine(url.set(drivername="postgresql+psycopg"))
+    with _environ(env):
+        app = SpakkyApplication(ApplicationContext())
+        app.load_plugins(include=outbox_plugins())
+        app.start()
+    outbox = Outbox(app, engine, table)
+    try:
+        yield outbox
+    finally:
+        # With no relay in the process nothing else closes the NOTIFY
+        # connection the saves opened (the relay does it when it stops).
+        assert isinstance(outbox.storage, IAsyncOutboxWakeUp)
+        outbox.loop.run_blocking(outbox.storage.close_wake_up())
+        app.stop()
+        with engine.begin() as connection:
+            connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
+        engine.dispose()
+
+
+def _service(outbox: Outbox, token: str | None) -> Starlette:
+    """A service with the console mounted at ``/outbox``."""
+    config = OutboxConsoleConfig(token=None if token is None else SecretStr(token))
+
+    async def home(_: object) -> PlainTextResponse:
+        return PlainTextResponse("orders service")
+
+    return Starlette(
+        routes=[Route("/", home), Mount("/outbox", outbox_console(outbox.app.application_context, config))]
+    )
+
+
+@pytest.fixture
+def console(outbox: Outbox) -> Iterator[str]:
+    """Base URL of the console (with a token) mounted in a service."""
+    with serve(_service(outbox, TOKEN)) as base:
+        yield f"{base}/outbox"
+
+
+def sign_in(page: Page, console: str, name: str = "ada") -> None:
+    page.goto(f"{console}/sign-in")
+    page.fill("input[name=name]", name)
+    page.fill("input[name=token]", TOKEN)
+    page.click("#sign-in-submit")
+    expect(page.locator("header .who")).to_contain_text(name)
+
+
+def test_console_browser_overview_with_backlog_expect_storage_counts(
+    outbox: Outbox, console: str, page: Page, screenshot: Shot
+) -> None:
+    """The overview shows the backlog the table holds: counts by state and the oldest pending age."""
+    for key in ("customer-1", "customer-2", "customer-3", None):
+        outbox.seed(12, key=key)
+    outbox.seed(6, NO_ROUTE, key="customer-7")
+    outbox.seed(3, TIMEOUT)
+    page.goto(f"{console}/")
+    pending = outbox.count("published_at IS NULL AND abandoned_at IS NULL")
+    assert pending == 48
+    expect(page.locator("#count-pending")).to_have_text(str(pending))
+    expect(page.locator("#count-abandoned")).to_have_text(str(outbox.count("abandoned_at IS NOT NULL")))
+    expect(page.locator("#oldest-pending")).to_contain_text("min")
+    expect(page.locator("#health")).to_contain_text("Healthy")
+    expect(page.locator("#target")).to_contain_text(outbox.table)
+    expect(page.locator("#target")).not_to_contain_text(TOKEN)
+    screenshot(page, "overview")
+
+
+def test_console_browser_requeue_group_expect_storage_changes(
+    outbox: Outbox, console: str, page: Page, screenshot: Shot
+) -> None:
+    """Requeue one failure group from the page: the dry run changes nothing, the confirmation requeues exactly that group."""
+    outbox.seed(20, key="customer-1")
+    route = outbox.seed(6, NO_ROUTE, key="customer-7")
+    outbox.seed(3, TIMEOUT)
+    sign_in(page, console)
+    page.goto(f"{console}/abandoned")
+    fingerprint = failure_fingerprint(NO_ROUTE.format(n=1))
+    row = page.locator(f'#groups tr[data-fingerprint="{fingerprint}"]')
+    expect(row.locator(".count")).to_have_text("6")
+    expect(page.locator("#groups tbody tr")).to_have_count(2)
+    screenshot(page, "abandoned")
+
+    row.locator(".requeue-group").click()
+    expect(page.locator("#dry-run-count")).to_have_text("6")
+    assert outbox.count("abandoned_at IS NOT NULL") == 9
+    screenshot(page, "confirm")
+
+    page.click("#confirm")
+    expect(page.locator("#affected")).to_have_text("6")
+    assert outbox.count("abandoned_at IS NOT NULL") == 3
+    ids = ", ".join(f"'{i}'" for i in route)
+    assert outbox.count(f"id IN ({ids}) AND abandoned_at IS NULL AND retry_count = 0 AND published_at IS NULL") == 6
+    screenshot(page, "done")
+
+    page.goto(f"{console}/")
+    expect(page.locator("#count-abandoned")).to_have_text("3")
+    expect(page.locator("#count-pending")).to_have_text("26")
+    page.goto(f"{console}/audit")
+    first = page.locator("#audit tbody tr").first
+    expect(first).to_contain_text("requeue")
+    expect(first).to_contain_text(f"group {fingerprint}")
+    expect(first).to_contain_text("ada (127.0.0.1)")
+    screenshot(page, "audit")
+
+
+def test_console_browser_without_token_expect_read_only_and_refused(outbox: Outbox, page: Page) -> None:
+    """A console without a token shows the backlog, offers no action and refuses a posted one."""
+    outbox.seed(4, NO_ROUTE)
+    with serve(_service(outbox, None)) as base:
+        page.goto(f"{base}/outbox/abandoned")
+        expect(page.locator("#read-only")).to_be_visible()
+        expect(page.locator("#groups .count")).to_have_text("4")
+        expect(page.locator("button")).to_have_count(0)
+        page.goto(f"{base}/outbox/sign-in")
+        expect(page.locator("main")).to_contain_text("read-only")
+        refused = page.request.post(f"{base}/outbox/actions/requeue/dry-run", form={"scope": "all"})
+        assert refused.status == 403 and "read-only" in refused.text()
+        api = page.request.post(
+            f"{base}/outbox/api/actions/requeue/dry-run",
+            data={"scope": "all"},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert api.status == 403
+    assert outbox.count("abandoned_at IS NOT NULL") == 4
+
+
+def test_console_browser_wrong_token_and_forged_form_expect_refused(
+    outbox: Outbox, console: str, page: Page, screenshot: Shot
+) -> None:
+    """A wrong token does not sign in; a form on another site cannot act even for a signed-in operator."""
+    outbox.seed(5, TIMEOUT)
+    page.goto(f"{console}/sign-in")
+    page.fill("input[name=token]", "not-the-token")
+    page.click("#sign-in-submit")
+    expect(page.locator("#problem")).to_contain_text("not the console token")
+    screenshot(page, "sign-in-refused")
+
+    sign_in(page, console)
+    attacker_form = (
+        f'<form method="post" action="{console}/actions/requeue/dry-run">'
+        '<input name="scope" value="all"><button id="go">win a prize</button></form>'
+    )
+
+    async def attacker(_: object) -> HTMLResponse:
+        return HTMLResponse(attacker_form)
+
+    with serve(Starlette(routes=[Route("/", attacker)])) as evil:
+        page.goto(evil)
+        page.click("#go")
+        expect(page.locator("#problem")).to_be_visible()
+        assert re.search(r"sign in|another site|CSRF", page.locator("#problem").inner_text())
+    assert outbox.count("abandoned_at IS NOT NULL") == 5
