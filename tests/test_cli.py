@@ -12,8 +12,12 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
-from spakky.plugins.outbox_sqlalchemy.schema import create_outbox_table
+from spakky.plugins.outbox_sqlalchemy.schema import (
+    create_outbox_table,
+    drop_outbox_table,
+)
 from sqlalchemy import create_engine, inspect
+from sqlalchemy.engine import make_url
 
 COMMAND = str(Path(sys.executable).parent / "spakky-outbox")
 SECRET = "hunter2-" + uuid4().hex[:6]
@@ -137,3 +141,42 @@ def test_cli_status_missing_table_expect_one_line_exit_2_and_nothing_created(tmp
             assert not inspect(connection).get_table_names()
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_cli_sqlalchemy_password_in_url_query_expect_never_printed(postgres_url: str, as_json: bool) -> None:
+    """A ``?password=`` in the connection string shows neither in the target line (text or JSON) nor in the missing-table error."""
+    url = make_url(postgres_url).set(drivername="postgresql+asyncpg").update_query_dict({"password": SECRET})
+    table = f"cli_{uuid4().hex[:10]}"
+    env = {
+        "SPAKKY_OUTBOX__STORAGE": "sqlalchemy",
+        "SPAKKY_SQLALCHEMY__CONNECTION_STRING": url.render_as_string(hide_password=False),
+        "SPAKKY_OUTBOX_SQLALCHEMY__TABLE_NAME": table,
+    }
+    flags = ["--json"] if as_json else []
+    missing = spakky_outbox("status", *flags, **env)
+    assert missing.returncode == 2 and "The outbox table does not exist" in missing.stderr
+    engine = create_engine(make_url(postgres_url).set(drivername="postgresql+psycopg"))
+    create_outbox_table(engine, table)
+    try:
+        done = spakky_outbox("status", *flags, **env)
+    finally:
+        drop_outbox_table(engine, table)
+        engine.dispose()
+    assert (done.returncode, done.stderr) == (0, "")
+    assert f"/test table {table}" in done.stdout
+    assert SECRET not in missing.stdout + missing.stderr + done.stdout
+
+
+@pytest.mark.parametrize("template", ["redis://:{}/x@127.0.0.1:1/0", "rediss//:{}@127.0.0.1:1/0"])
+def test_cli_malformed_redis_url_expect_password_never_printed(template: str) -> None:
+    """A password with an unencoded ``/``, or a URL missing the ``:`` of its scheme, never shows in the target line."""
+    done = spakky_outbox(
+        "status",
+        SPAKKY_OUTBOX__STORAGE="redis",
+        SPAKKY_OUTBOX_REDIS__URL=template.format(SECRET),
+        SPAKKY_OUTBOX_REDIS__KEY_PREFIX="{cli-malformed}",
+    )
+    target = done.stdout.splitlines()[0]
+    assert target.startswith("target: redis ") and "***@127.0.0.1:1/0 key prefix {cli-malformed}" in target
+    assert SECRET not in done.stdout

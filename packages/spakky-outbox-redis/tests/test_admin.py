@@ -12,7 +12,6 @@ from spakky.plugins.outbox_redis.config import RedisOutboxConfig
 from spakky.plugins.outbox_redis.storage import (
     AsyncRedisOutboxStorage,
     RedisOutboxStorage,
-    redact_url,
 )
 
 from tests.services.redis_servers import private_redis
@@ -84,14 +83,27 @@ async def test_requeue_abandoned_limit_and_ids_expect_bounded_and_oldest_first(
     assert (await storage.stats()).abandoned == 0
 
 
-def test_redact_url_expect_no_password() -> None:
-    """URLs lose the password in the authority and in the query, and keep the rest."""
-    assert redact_url("redis://user:s3cret@host:6380/2") == "redis://user@host:6380/2"
-    assert redact_url("redis://:s3cret@host/0") == "redis://host/0"
-    assert redact_url("rediss://host/0?password=s3cret&ssl_cert_reqs=none") == (
-        "rediss://host/0?ssl_cert_reqs=none"
-    )
-    assert redact_url("unix:///run/redis.sock?db=1") == "unix:///run/redis.sock?db=1"
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://user:S3cretPw@host:6380/2", "redis://user@host:6380/2"),
+        ("rediss://host/0?password=S3cretPw&ssl_cert_reqs=none", "rediss://host/0?ssl_cert_reqs=none"),
+        ("unix:///run/redis.sock?db=1", "unix:///run/redis.sock?db=1"),
+        # malformed: an unencoded "/" in the password, a missing ":" after the scheme
+        ("redis://:S3c/retPw@127.0.0.1:1/0", "redis://***@127.0.0.1:1/0"),
+        ("rediss//:S3cretPw@x", "rediss//***@x"),
+    ],
+)
+def test_target_url_expect_no_password_even_malformed(
+    monkeypatch: pytest.MonkeyPatch, url: str, shown: str
+) -> None:
+    """The target line never holds the password, however the URL is written."""
+    monkeypatch.setenv("SPAKKY_OUTBOX_REDIS__URL", url)
+    config = RedisOutboxConfig()
+    storage = RedisOutboxStorage(RedisOutboxConnectionManager(config), config, OutboxConfig())
+    location = storage.target().location
+    assert location == f"{shown} key prefix {{spakky-outbox}}"
+    assert "S3c" not in location
 
 
 def test_target_defaults_expect_location_and_defaulted_settings(

@@ -1,6 +1,7 @@
 """Administration on every dialect: bounded requeue, target, never creating the table."""
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 from uuid import uuid4
 
@@ -10,17 +11,32 @@ from spakky.plugins.outbox_sqlalchemy.config import (
     SqlAlchemyOutboxConfig,
 )
 from spakky.plugins.outbox_sqlalchemy.error import OutboxTableNotFoundError
-from sqlalchemy import inspect
+from spakky.plugins.outbox_sqlalchemy.operations import OutboxSql
+from spakky.plugins.outbox_sqlalchemy.schema import outbox_table
+from sqlalchemy import Connection, create_engine, inspect
 from sqlalchemy.engine import make_url
 
 from .conftest import (
     SYNC_DRIVER,
     AsyncOutbox,
     close_outbox,
+    driver_url,
     message,
     open_outbox,
     sync_twin,
 )
+
+SAVE_DEADLINE_SECONDS = 20.0
+"""A save takes milliseconds; one held by an admin lock waits for its commit (or 50 s)."""
+
+_ADMIN: dict[str, tuple[str, Callable[[OutboxSql, Connection], int]]] = {
+    "requeue": ("abandoned_at = CURRENT_TIMESTAMP", lambda sql, c: sql.requeue_abandoned(c, None, 1_000)),
+    "purge": (
+        "published_at = CURRENT_TIMESTAMP - INTERVAL '1' HOUR",
+        lambda sql, c: sql.purge_published(c, datetime.now(UTC), 1_000),
+    ),
+}
+"""Per operation: how the row it works on is set up, and the operation."""
 
 
 async def test_requeue_abandoned_limit_expect_oldest_abandoned_first_in_batches(
@@ -77,7 +93,7 @@ async def test_target_expect_url_without_password_and_table(
         target = custom.storage().target()
         assert target.backend == "sqlalchemy"
         assert "s3cret" not in target.location
-        assert target.location == "postgresql+asyncpg://outbox:***@db.example:5432/shop table orders_outbox"
+        assert target.location == "postgresql+asyncpg://outbox@db.example:5432/shop table orders_outbox"
         assert target.defaulted == ()
         assert default.storage().target().defaulted == (TABLE_NAME_VARIABLE,)
         sync = sync_twin(custom, "postgresql+psycopg")
@@ -142,3 +158,58 @@ async def test_fetch_pending_create_table_off_expect_our_error(database_url: str
         await on.connections.dispose()
     finally:
         await close_outbox(off)
+
+
+@pytest.mark.parametrize("operation", sorted(_ADMIN))
+@pytest.mark.parametrize("driver", ["postgresql+asyncpg", "mysql+aiomysql"])
+async def test_admin_transaction_open_expect_business_save_not_blocked(
+    request: pytest.FixtureRequest, tmp_path: object, driver: str, operation: str
+) -> None:
+    """While a requeue or purge has not committed yet, business saves go through.
+
+    MariaDB/MySQL ran both at REPEATABLE READ as ranged statements: their
+    next-key locks covered the index gap each new row's entry goes into, so
+    every save waited for the operation to commit.
+    """
+    outbox = await open_outbox(driver_url(request, driver, tmp_path))  # type: ignore[arg-type]
+    admin = create_engine(make_url(outbox.url).set(drivername=SYNC_DRIVER[driver]))
+    try:
+        await outbox.write([message(key) for key in ("a", None, "b", None)])
+        name = outbox.config.table_name
+        setup, run = _ADMIN[operation]
+        await outbox.execute(f"UPDATE {name} SET {setup} WHERE partition_key = 'a'")
+        sql = OutboxSql(outbox_table(name), admin.dialect, "admin", 3.0, 1.0)
+        with admin.connect() as connection, connection.begin() as transaction:
+            assert run(sql, connection) == 1
+            saved = message("z")  # its index entries go last among the undelivered rows'
+
+            try:
+                await asyncio.wait_for(outbox.write([saved]), SAVE_DEADLINE_SECONDS)
+            except TimeoutError:
+                pytest.fail(f"a business save waited for the open {operation}")
+            finally:
+                transaction.rollback()
+        assert saved.id in await outbox.rows()
+    finally:
+        admin.dispose()
+        await close_outbox(outbox)
+
+
+@pytest.mark.parametrize("driver", ["postgresql+asyncpg", "postgresql+psycopg"])
+async def test_password_in_url_query_expect_never_in_target_nor_missing_table_error(
+    postgres_url: str, driver: str
+) -> None:
+    """A ``?password=`` (libpq, psycopg, asyncpg and pymysql take one) shows neither in the target nor in the error the relay logs."""
+    secret = f"S3cret{uuid4().hex[:6]}"
+    url = make_url(postgres_url).set(drivername=driver).update_query_dict({"password": secret})
+    outbox = await open_outbox(url.render_as_string(hide_password=False))
+    try:
+        storage = outbox.storage()
+        location = storage.target().location
+        assert secret not in location and location.endswith(f"/test table {outbox.config.table_name}")
+        with pytest.raises(OutboxTableNotFoundError) as raised:
+            await storage.stats()
+        assert secret not in str(raised.value) and secret not in repr(raised.value.args)
+        assert "/test" in str(raised.value)
+    finally:
+        await close_outbox(outbox, drop=False)

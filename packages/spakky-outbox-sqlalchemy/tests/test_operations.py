@@ -67,7 +67,13 @@ def test_outbox_sql_table_name_expect_quoted_for_dialect(
     quote = "`" if kind is DialectKind.MYSQL else '"'
     sql = _sql(kind, table_name)
     assert sql._name == f"{quote}{table_name}{quote}"
-    assert f"FROM {quote}{table_name}{quote} WHERE" in sql._keyless_probe
+    index = f"ix_{table_name}_state"
+    hint = (
+        f" FORCE INDEX ({sql.dialect.identifier_preparer.quote(index)})"
+        if kind is DialectKind.MYSQL
+        else ""
+    )
+    assert f"FROM {quote}{table_name}{quote}{hint} WHERE" in sql._keyless_probe
     assert f" {table_name} " not in sql._keyless_probe
 
 

@@ -30,7 +30,7 @@ from spakky.plugins.outbox_sqlalchemy.wakeup import (
 from spakky.plugins.sqlalchemy.common.config import SQLAlchemyConnectionConfig
 from spakky.plugins.sqlalchemy.persistency.connection_manager import ConnectionManager
 from spakky.plugins.sqlalchemy.persistency.session_manager import SessionManager
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, inspect, select, text
 from sqlalchemy.engine import make_url
 
 from .conftest import AsyncOutbox, close_outbox, open_outbox
@@ -275,7 +275,11 @@ def test_pg_notification_thread_expect_woken_and_stopped(postgres_url: str) -> N
 async def test_first_use_concurrent_instances_expect_table_created_once(
     request: pytest.FixtureRequest, tmp_path: Path, driver: str
 ) -> None:
-    """Relays starting together all get past the table creation race."""
+    """Relays starting together all get past the table creation race.
+
+    Claims name the table's indexes (MySQL/MariaDB), so the table must never
+    be visible before them, and the losers' copies must be gone.
+    """
     if driver == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path}/race.db"
     else:
@@ -287,5 +291,8 @@ async def test_first_use_concurrent_instances_expect_table_created_once(
         storages = [outbox.storage() for _ in range(4)]
         results = await asyncio.gather(*(s.fetch_pending(10, 5) for s in storages))
         assert results == [[], [], [], []]
+        async with outbox.connections.connection.connect() as connection:
+            tables = await connection.run_sync(lambda c: inspect(c).get_table_names())
+        assert [t for t in tables if t.startswith(outbox.config.table_name)] == [outbox.config.table_name]
     finally:
         await close_outbox(outbox)

@@ -5,7 +5,11 @@ from typing import ClassVar
 import pytest
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from spakky.outbox.common.config import describe_settings_error, redact_credentials
+from spakky.outbox.common.config import (
+    describe_settings_error,
+    redact_credentials,
+    redact_url,
+)
 
 
 class _ServiceSettings(BaseSettings):
@@ -82,3 +86,25 @@ def test_redact_credentials_expect_every_url_masked() -> None:
         redact_credentials("cannot reach redis://:pw@a:6379/0 nor amqp://guest:guest@b/")
         == "cannot reach redis://***@a:6379/0 nor amqp://***@b/"
     )
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://user:s3cret@host:6380/2", "redis://user@host:6380/2"),
+        ("redis://:s3cret@host/0", "redis://host/0"),
+        ("mysql://u:p@ss@h/db", "mysql://u@h/db"),
+        ("postgresql+asyncpg://u@h/db?password=s3cret", "postgresql+asyncpg://u@h/db"),
+        ("postgresql://h/db?sslmode=require&Password=s3cret&application_name=a", "postgresql://h/db?sslmode=require&application_name=a"),
+        ("rediss://host/0?password=s3cret&ssl_cert_reqs=none", "rediss://host/0?ssl_cert_reqs=none"),
+        ("unix:///run/redis.sock?db=1", "unix:///run/redis.sock?db=1"),
+        ("sqlite+aiosqlite:////tmp/app.db", "sqlite+aiosqlite:////tmp/app.db"),
+        ("redis://:s3c/ret@127.0.0.1:1/0", "redis://***@127.0.0.1:1/0"),
+        ("redis://:s3c?ret@127.0.0.1:1/0", "redis://***@127.0.0.1:1/0"),
+        ("rediss//:s3cret@x", "rediss//***@x"),
+    ],
+)
+def test_redact_url_expect_no_password_even_malformed(url: str, shown: str) -> None:
+    """User and hosts stay; a password goes from the user part and the query, also from a malformed URL."""
+    assert redact_url(url) == shown
+    assert "s3c" not in redact_url(url)

@@ -9,20 +9,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pymongo.errors import ConfigurationError, InvalidURI
 from pymongo.uri_parser import parse_uri
 from spakky.core.stereotype.configuration import Configuration
+from spakky.outbox.common import config as outbox_config
 from spakky.outbox.common.config import describe_settings_error
 from spakky.plugins.outbox_mongodb.error import InvalidMongoOutboxConfigError
 
 SPAKKY_OUTBOX_MONGODB_CONFIG_ENV_PREFIX: str = "SPAKKY_OUTBOX_MONGODB__"
 """Environment prefix of every MongoDB outbox setting."""
 
-_USERINFO = re.compile(r"^(?P<scheme>[a-z+]+://)(?P<user>[^:@/]*)(?::[^@/]*)?@", re.IGNORECASE)
 _DATABASE_FORBIDDEN = frozenset('/\\. "$')
 
 
 def redact_url(url: str) -> str:
-    """Return ``url`` without its password and query string (which may hold secrets)."""
-    shown = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}@" if m["user"] else m["scheme"], url)
-    return shown.split("?", 1)[0]
+    """Return ``url`` without its password and query string (its options may hold secrets)."""
+    return outbox_config.redact_url(url).split("?", 1)[0]
 
 
 class MongoDriver(StrEnum):

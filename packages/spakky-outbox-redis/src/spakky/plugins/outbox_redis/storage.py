@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, cast, override
-from urllib.parse import parse_qsl, urlencode, urlsplit
 from uuid import UUID
 
 from redis.commands.core import AsyncScript, Script
@@ -27,7 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from spakky.core.pod.annotations.pod import Pod
 from spakky.outbox.common.claims import key_run, undecodable_reason
-from spakky.outbox.common.config import OutboxConfig
+from spakky.outbox.common.config import OutboxConfig, redact_url
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import OutboxStats, OutboxTarget
 from spakky.outbox.error import (
@@ -110,18 +109,6 @@ class _Settle:
     INCREMENT = "increment"
     RETRY = "retry"
     RELEASE = "release"
-
-
-def redact_url(url: str) -> str:
-    """Return ``url`` without its password (in the authority or the query)."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        host = netloc.rpartition("@")[2]
-        netloc = f"{parts.username}@{host}" if parts.username else host
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k.lower() != "password"]
-    redacted = f"{parts.scheme}://{netloc}{parts.path}"
-    return f"{redacted}?{urlencode(query)}" if query else redacted
 
 
 _REQUEUE_CHUNK = 200

@@ -14,7 +14,11 @@ Claims take two lanes (see docs): the oldest eligible keyless messages, and
 runs of each key's oldest undelivered messages (`key_run` long), keys visited
 by a rotating skip-scan cursor until the runs fill the batch; `choose_batch`
 merges them. Both lanes are bounded by the batch, so one claim costs O(batch)
-whatever the backlog.
+whatever the backlog, and whatever the planner's statistics say: on
+MySQL/MariaDB every claim statement names its index (``FORCE INDEX``), since
+InnoDB's refreshed statistics during a backlog made it walk the primary key over
+every delivered row; elsewhere each statement asks for the order only its
+partial index gives, so a scan of the table can never look cheaper.
 """
 
 import json
@@ -35,7 +39,7 @@ from spakky.outbox.common.claims import (
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import OutboxStats
 from spakky.plugins.outbox_sqlalchemy.error import UnsupportedOutboxDialectError
-from spakky.plugins.outbox_sqlalchemy.schema import UtcDateTime, as_utc
+from spakky.plugins.outbox_sqlalchemy.schema import UtcDateTime, as_utc, index_name
 from sqlalchemy import (
     BigInteger,
     Connection,
@@ -222,15 +226,40 @@ class OutboxSql:
             f"UPDATE {self._name} SET claimed_at = {clock.now}, claimed_by = :owner, "
             f"not_before = NULL, lease_until = {clock.after('claim_span')}"
         )
+        # Whether any keyed message is pending: the first key in key order, which
+        # only the keyed index yields without reading the table (an EXISTS let
+        # PostgreSQL pick a full scan on statistics from before a drain).
+        any_key = (
+            f"SELECT pending_key FROM {self._name}{self._force('pending_key')} "
+            "WHERE pending_key IS NOT NULL ORDER BY pending_key LIMIT 1"
+            if self.kind is DialectKind.MYSQL
+            else f"SELECT partition_key FROM {self._name} WHERE {PENDING} "
+            "AND partition_key IS NOT NULL ORDER BY partition_key LIMIT 1"
+        )
         self._keyless_probe = (
             "SELECT * FROM (SELECT seq, partition_key AS k FROM "
-            f"{self._name} WHERE partition_key IS NULL AND {PENDING} AND "
-            f"{self._eligible} ORDER BY seq LIMIT :batch) AS keyless "
-            "UNION ALL SELECT NULL, NULL FROM (SELECT 1 AS one) AS probe WHERE EXISTS "
-            f"(SELECT 1 FROM {self._name} WHERE partition_key IS NOT NULL AND {PENDING})"
+            f"{self._name}{self._force('state')} WHERE partition_key IS NULL AND "
+            f"{PENDING} AND {self._eligible} ORDER BY seq LIMIT :batch) AS keyless "
+            "UNION ALL SELECT NULL, NULL FROM (SELECT 1 AS one) AS probe "
+            f"WHERE ({any_key}) IS NOT NULL"
         )
 
     # ----------------------------------------------------------------- helpers
+    def _force(self, index: str | None) -> str:
+        """On MySQL/MariaDB, the hint binding a statement to one of the table's indexes.
+
+        ``index`` is an index suffix (see `index_name`), None for the primary
+        key; other dialects get no hint.
+        """
+        if self.kind is not DialectKind.MYSQL:
+            return ""
+        name = (
+            "PRIMARY"
+            if index is None
+            else self.dialect.identifier_preparer.quote(index_name(self.table.name, index))
+        )
+        return f" FORCE INDEX ({name})"
+
     def _durations(self) -> dict[str, Any]:
         """The claim's span (lease, capped by the timeout), lease and timeout."""
         clock = self._clock
@@ -343,8 +372,8 @@ class OutboxSql:
             # The generated column's index serves DISTINCT directly; MariaDB runs
             # the recursive skip scan below far slower.
             sql = (
-                f"SELECT DISTINCT {col} AS k FROM {self._name} WHERE {first}{bound} "
-                f"ORDER BY {col} LIMIT :key_limit"
+                f"SELECT DISTINCT {col} AS k FROM {self._name}{self._force('pending_key')} "
+                f"WHERE {first}{bound} ORDER BY {col} LIMIT :key_limit"
             )
             return [str(k) for k in conn.execute(text(sql), params).scalars()]
         # A skip scan: one index probe per distinct key, however long each key is.
@@ -369,7 +398,8 @@ class OutboxSql:
         params: dict[str, Any] = base | {"per_key": run}
         one_key = (
             "SELECT seq, partition_key AS k, CASE WHEN "
-            f"{self._eligible} THEN 1 ELSE 0 END AS ok FROM {self._name} "
+            f"{self._eligible} THEN 1 ELSE 0 END AS ok FROM "
+            f"{self._name}{self._force('pending_key')} "
             "WHERE {cond} ORDER BY seq LIMIT :per_key"
         )
         if self.kind is DialectKind.POSTGRESQL:
@@ -464,9 +494,8 @@ class OutboxSql:
             # Take the write lock first: a deferred transaction upgrading after
             # another writer's commit fails at once instead of waiting.
             conn.exec_driver_sql("BEGIN IMMEDIATE")
-        elif self.kind is DialectKind.MYSQL:
-            # READ COMMITTED for this transaction only: no gap locks on the scans.
-            conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        else:
+            self._read_committed(conn)  # no gap locks on the scans
         if self.kind is DialectKind.SQLITE:
             # Writers are serialised (BEGIN IMMEDIATE): the choice still holds.
             chosen = self._choose(conn, limit, base)
@@ -529,8 +558,9 @@ class OutboxSql:
         """Lock the candidates that are still free, keep each key's prefix, claim them."""
         lock = self._list_param(
             text(
-                f"SELECT seq FROM {self._name} WHERE {self._in('seq', 'seqs')} "
-                f"AND {PENDING} AND {self._eligible} FOR UPDATE SKIP LOCKED"
+                f"SELECT seq FROM {self._name}{self._force(None)} WHERE "
+                f"{self._in('seq', 'seqs')} AND {PENDING} AND {self._eligible} "
+                "FOR UPDATE SKIP LOCKED"
             ),
             "seqs",
             uuid=False,
@@ -709,8 +739,8 @@ class OutboxSql:
         empty headers; its ``last_error`` says what was wrong.
         """
         stmt = text(
-            f"SELECT {self._cols} FROM {self._name} WHERE {ABANDONED} "
-            "ORDER BY abandoned_at, seq LIMIT :limit"
+            f"SELECT {self._cols} FROM {self._name}{self._force('abandoned_at')} "
+            f"WHERE {ABANDONED} ORDER BY abandoned_at, seq LIMIT :limit"
         ).columns(*self._typed)
         messages: list[OutboxMessage] = []
         for row in conn.execute(stmt, {"limit": limit}):
@@ -720,13 +750,37 @@ class OutboxSql:
                 messages.append(self.to_message(row, headers={}))
         return messages
 
+    def _read_committed(self, conn: Connection) -> None:
+        """MySQL/MariaDB: READ COMMITTED for this transaction (run it first): no gap locks."""
+        if self.kind is DialectKind.MYSQL:
+            conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+
+    def _by_seq(
+        self, conn: Connection, choose: TextClause, params: dict[str, Any], change: str
+    ) -> int:
+        """Run ``change`` (an UPDATE or DELETE ending in WHERE) on the rows ``choose`` reads.
+
+        MySQL/MariaDB administration: READ COMMITTED, rows read without locks,
+        then changed by primary key, so only those rows are locked.
+        """
+        self._read_committed(conn)
+        seqs = [int(seq) for seq in conn.execute(choose, params).scalars()]
+        if not seqs:
+            return 0
+        stmt = self._list_param(text(f"{change} {self._in('seq', 'seqs')}"), "seqs", uuid=False)
+        return conn.execute(stmt, {"seqs": seqs}).rowcount
+
     def requeue_abandoned(
         self, conn: Connection, message_ids: Sequence[UUID] | None, limit: int
     ) -> int:
         """Make up to ``limit`` abandoned messages pending with a fresh retry budget.
 
         Oldest abandoned first; the ``abandoned_at`` index bounds the cost by
-        ``limit`` whatever the number of abandoned messages.
+        ``limit`` whatever the number of abandoned messages. It never holds up
+        a business save: on MySQL/MariaDB it reads the rows without locking
+        them and updates them by primary key at READ COMMITTED, so it locks
+        only those rows (a ranged UPDATE at REPEATABLE READ next-key locked the
+        index gap every new row's entry goes into).
         """
         if limit <= 0 or (message_ids is not None and not message_ids):
             return 0
@@ -739,37 +793,48 @@ class OutboxSql:
             "abandoned_at = NULL, retry_count = 0, claimed_at = NULL, "
             "claimed_by = NULL, not_before = NULL, lease_until = NULL"
         )
+        # The abandoned condition again on the rows updated: a concurrent
+        # requeue of the same rows must not reset a claim taken in between.
         if self.kind is DialectKind.MYSQL:
-            sql = (
-                f"UPDATE {self._name} SET {assignments} WHERE {where} "
+            # Named ids go through the id index, the oldest through abandoned_at.
+            hint = self._force("abandoned_at") if message_ids is None else ""
+            choose = text(
+                f"SELECT seq FROM {self._name}{hint} WHERE {where} "
                 "ORDER BY abandoned_at, seq LIMIT :limit"
             )
-        else:
-            # The outer condition again: a concurrent requeue of the same rows
-            # must not reset a claim taken in between.
-            sql = (
-                f"UPDATE {self._name} SET {assignments} WHERE {ABANDONED} AND seq IN "
-                f"(SELECT seq FROM {self._name} WHERE {where} "
-                "ORDER BY abandoned_at, seq LIMIT :limit)"
-            )
-        stmt = text(sql)
+            if message_ids is not None:
+                choose = self._list_param(choose, "ids", uuid=True)
+            change = f"UPDATE {self._name} SET {assignments} WHERE {ABANDONED} AND"
+            return self._by_seq(conn, choose, params, change)
+        stmt = text(
+            f"UPDATE {self._name} SET {assignments} WHERE {ABANDONED} AND seq IN "
+            f"(SELECT seq FROM {self._name} WHERE {where} "
+            "ORDER BY abandoned_at, seq LIMIT :limit)"
+        )
         if message_ids is not None:
             stmt = self._list_param(stmt, "ids", uuid=True)
         return conn.execute(stmt, params).rowcount
 
     def purge_published(self, conn: Connection, before: datetime, limit: int) -> int:
-        """Delete up to ``limit`` messages published before ``before``."""
+        """Delete up to ``limit`` messages published before ``before``.
+
+        On MySQL/MariaDB the rows are chosen without locks and deleted by
+        primary key at READ COMMITTED, like `requeue_abandoned`, so a purge
+        never holds up a business save.
+        """
         if limit <= 0:
             return 0
+        params: dict[str, Any] = {"before": before, "limit": limit}
         if self.kind is DialectKind.MYSQL:
-            sql = (
-                f"DELETE FROM {self._name} WHERE published_at < :before "
-                "ORDER BY published_at LIMIT :limit"
-            )
-        else:
-            sql = (
-                f"DELETE FROM {self._name} WHERE seq IN (SELECT seq FROM {self._name} "
-                "WHERE published_at < :before ORDER BY published_at LIMIT :limit)"
-            )
+            choose = text(
+                f"SELECT seq FROM {self._name}{self._force('state')} "
+                "WHERE published_at < :before ORDER BY published_at LIMIT :limit"
+            ).bindparams(bindparam("before", type_=UtcDateTime()))
+            change = f"DELETE FROM {self._name} WHERE published_at IS NOT NULL AND"
+            return self._by_seq(conn, choose, params, change)
+        sql = (
+            f"DELETE FROM {self._name} WHERE seq IN (SELECT seq FROM {self._name} "
+            "WHERE published_at < :before ORDER BY published_at LIMIT :limit)"
+        )
         stmt = text(sql).bindparams(bindparam("before", type_=UtcDateTime()))
-        return conn.execute(stmt, {"before": before, "limit": limit}).rowcount
+        return conn.execute(stmt, params).rowcount

@@ -7,6 +7,7 @@ another name in its own `MetaData`.
 
 import hashlib
 import threading
+import uuid
 from datetime import UTC, datetime
 from typing import Any, cast, override
 
@@ -33,10 +34,12 @@ from sqlalchemy import (
     TypeDecorator,
     Uuid,
     insert,
+    inspect,
     select,
     text,
 )
 from sqlalchemy.dialects import mysql
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.types import TypeEngine
 
@@ -124,6 +127,11 @@ def define_outbox_table(name: str, metadata: MetaData) -> Table:
     Raises:
         InvalidOutboxTableNameError: ``name`` is not a plain SQL identifier.
     """
+    return _define(name, metadata, name)
+
+
+def _define(name: str, metadata: MetaData, indexes_of: str) -> Table:
+    """The outbox table ``name`` with the indexes of the table ``indexes_of``."""
     validate_table_name(name)
     table = Table(
         name,
@@ -176,7 +184,7 @@ def define_outbox_table(name: str, metadata: MetaData) -> Table:
     )
     for suffix, columns, where in partial:
         Index(
-            index_name(name, suffix),
+            index_name(indexes_of, suffix),
             *columns,
             postgresql_where=text(where),
             sqlite_where=text(where),
@@ -184,16 +192,16 @@ def define_outbox_table(name: str, metadata: MetaData) -> Table:
     # MySQL / MariaDB: no partial indexes; a generated column stands in. InnoDB
     # appends the primary key to each index, so (abandoned_at) orders by seq too.
     Index(
-        index_name(name, "state"),
+        index_name(indexes_of, "state"),
         table.c.published_at,
         table.c.abandoned_at,
         table.c.partition_key,
         table.c.seq,
     ).ddl_if(dialect=_MYSQL_DIALECTS)
-    Index(index_name(name, "pending_key"), table.c.pending_key, table.c.seq).ddl_if(
+    Index(index_name(indexes_of, "pending_key"), table.c.pending_key, table.c.seq).ddl_if(
         dialect=_MYSQL_DIALECTS
     )
-    Index(index_name(name, "abandoned_at"), table.c.abandoned_at).ddl_if(
+    Index(index_name(indexes_of, "abandoned_at"), table.c.abandoned_at).ddl_if(
         dialect=_MYSQL_DIALECTS
     )
     return table
@@ -223,8 +231,30 @@ def outbox_table(name: str = DEFAULT_OUTBOX_TABLE_NAME) -> Table:
         return table
 
 
-def _create(connection: Connection, table: Table) -> None:
-    table.create(connection, checkfirst=True)
+def create_table(connection: Connection, table: Table) -> None:
+    """Create ``table`` (an outbox table) with its indexes unless it exists.
+
+    MySQL/MariaDB get a table and its indexes in separate statements, so a
+    relay could see the table before its indexes, which claims name: there it
+    is built whole under another name and renamed into place (one atomic step;
+    when another relay was first, the copy is dropped).
+    """
+    if connection.dialect.name not in _MYSQL:
+        table.create(connection, checkfirst=True)
+        return
+    if inspect(connection).has_table(table.name):
+        return
+    staging = _define(f"{table.name[:48]}_new_{uuid.uuid4().hex[:8]}", MetaData(), table.name)
+    staging.create(connection)
+    preparer = connection.dialect.identifier_preparer
+    try:
+        connection.exec_driver_sql(
+            f"RENAME TABLE {preparer.format_table(staging)} TO {preparer.format_table(table)}"
+        )
+    except DBAPIError:
+        staging.drop(connection)
+        if not inspect(connection).has_table(table.name):
+            raise
 
 
 def _drop(connection: Connection, table: Table) -> None:
@@ -237,10 +267,10 @@ def create_outbox_table(
     """Create the outbox table and its indexes when missing; return the table."""
     table = outbox_table(name)
     if isinstance(engine, Connection):
-        _create(engine, table)
+        create_table(engine, table)
     else:
         with engine.begin() as connection:
-            _create(connection, table)
+            create_table(connection, table)
     return table
 
 
@@ -250,7 +280,7 @@ async def create_outbox_table_async(
     """Create the outbox table and its indexes when missing (async engine)."""
     table = outbox_table(name)
     async with engine.begin() as connection:
-        await connection.run_sync(_create, table)
+        await connection.run_sync(create_table, table)
     return table
 
 

@@ -17,7 +17,7 @@ from typing import override
 from uuid import UUID
 
 from spakky.core.pod.annotations.pod import Pod
-from spakky.outbox.common.config import OutboxConfig
+from spakky.outbox.common.config import OutboxConfig, redact_url
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import OutboxStats, OutboxTarget
 from spakky.outbox.common.wakeup import WakeUpHub, wake_up_hub
@@ -49,7 +49,7 @@ from spakky.plugins.outbox_sqlalchemy.outage import (
     unavailable,
     watch_connection_loss,
 )
-from spakky.plugins.outbox_sqlalchemy.schema import outbox_table
+from spakky.plugins.outbox_sqlalchemy.schema import create_table, outbox_table
 from spakky.plugins.outbox_sqlalchemy.wakeup import (
     AsyncDeferredNotify,
     DeferredNotifyThread,
@@ -102,7 +102,8 @@ class _OutboxCore:
     ) -> None:
         self.config = config
         self.table = outbox_table(config.table_name)
-        self.url = sync_engine.url.render_as_string(hide_password=True)
+        self.url = redact_url(sync_engine.url.render_as_string(hide_password=False))
+        """The engine's URL as it may be printed (no password, in the user part or the query)."""
         self.owner = uuid.uuid4().hex
         """Owner token of this instance: one instance stands for one relay process."""
         self.sql = OutboxSql(
@@ -135,7 +136,7 @@ class _OutboxCore:
     def create_in(self, connection: Connection) -> None:
         """Create the table on ``connection`` unless this process knows it exists."""
         if not _table_created(connection.engine, self.table.name):
-            self.table.create(connection, checkfirst=True)
+            create_table(connection, self.table)
 
     def must_create(self, engine: Engine) -> bool:
         """Whether a save or claim has to make sure the table exists first."""
@@ -230,9 +231,7 @@ class AsyncSqlAlchemyOutboxStorage(
             return
         try:
             async with self._engine.begin() as connection:
-                await connection.run_sync(
-                    lambda c: core.table.create(c, checkfirst=True)
-                )
+                await connection.run_sync(create_table, core.table)
         except Exception as error:
             # Another instance may have created it between check and CREATE.
             failure = core.creation_failure(error, await self._table_exists())
@@ -453,7 +452,8 @@ class SqlAlchemyOutboxStorage(
         if not core.must_create(self._engine):
             return
         try:
-            core.table.create(self._engine, checkfirst=True)
+            with self._engine.begin() as connection:
+                create_table(connection, core.table)
         except Exception as error:
             # Another instance may have created it between check and CREATE.
             failure = core.creation_failure(error, self._table_exists())

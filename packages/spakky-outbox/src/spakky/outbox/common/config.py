@@ -14,16 +14,40 @@ SPAKKY_OUTBOX_CONFIG_ENV_PREFIX: str = "SPAKKY_OUTBOX__"
 
 _SECRET_WORD = re.compile(r"pass|pwd|secret|token|credential|private|auth|^key$|_key$", re.IGNORECASE)
 """Field names whose values are never shown (``password``, ``api_key``; not ``key_prefix``)."""
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s]*@")
-"""The ``user:password@`` part of a URL (up to its last ``@``: passwords may hold one)."""
+_URL_CREDENTIALS = re.compile(r"//\S*@")
+"""The ``user:password@`` part of a URL, up to the last ``@`` before a blank: passwords
+may hold ``@`` or ``/``, and a URL missing the colon of ``scheme://`` still has one."""
+_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<hosts>[^/?#]*)(?P<tail>[^@]*)", re.DOTALL)
+"""A URL whose ``@`` (if any) is in its user part: the shape `redact_url` takes apart."""
 _PASSWORD_PAIR = re.compile(r"(?P<name>password|pwd)=\S+", re.IGNORECASE)
 """A ``password=...`` pair of a key-value connection string."""
 
 
 def redact_credentials(text: str) -> str:
     """Replace URL credentials and ``password=`` values in ``text`` with ``***``."""
-    text = _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
+    text = _URL_CREDENTIALS.sub("//***@", text)
     return _PASSWORD_PAIR.sub(r"\g<name>=***", text)
+
+
+def redact_url(url: str) -> str:
+    """``url`` as it may be printed: no password, neither in its user part nor its query.
+
+    The user name, hosts, path and other query parameters stay. A URL that
+    does not parse as one (no ``://``, or an ``@`` past its hosts, as an
+    unencoded ``/`` in a password makes it) loses everything up to its last
+    ``@`` instead.
+    """
+    parsed = _URL.fullmatch(url)
+    if parsed is None:
+        return redact_credentials(url)
+    userinfo, at, hosts = parsed["hosts"].rpartition("@")
+    user = userinfo.partition(":")[0]
+    shown = f"{parsed['scheme']}://{user}@{hosts}" if at and user else f"{parsed['scheme']}://{hosts}"
+    path, question, query = parsed["tail"].partition("?")
+    if not question:
+        return shown + path
+    kept = [pair for pair in query.split("&") if not _SECRET_WORD.search(pair.partition("=")[0])]
+    return f"{shown}{path}?{'&'.join(kept)}" if kept else shown + path
 
 
 def _shown_input(location: tuple[int | str, ...], value: object) -> str | None:

@@ -1,0 +1,169 @@
+"""Claim plans whatever the statistics say: no statement of a claim scans the table.
+
+Each case loads a table whose statistics mislead the planner the way real
+ones did (a fresh backlog on top of delivered rows, analysed or not; a
+drained backlog the statistics still count) and explains every statement one
+claim runs. The sizes are the smallest that showed the bad plans here; the
+1M-row figures are in ``benchmarks/table_size.py``.
+"""
+
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from spakky.plugins.outbox_sqlalchemy.operations import OutboxSql
+from spakky.plugins.outbox_sqlalchemy.schema import (
+    create_outbox_table,
+    drop_outbox_table,
+)
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+
+DELIVERED = 50_000
+"""Published rows under the backlog (MariaDB planned along the primary key from here on)."""
+BACKLOG = DELIVERED // 10
+"""Pending rows of a fresh backlog: the 10% of changes that make InnoDB refresh its statistics."""
+BATCH = 100
+
+
+@dataclass
+class _Table:
+    engine: Engine
+    name: str
+    sql: OutboxSql
+
+    @property
+    def postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    def run(self, *statements: str, **params: Any) -> None:
+        with self.engine.begin() as connection:
+            for statement in statements:
+                connection.execute(text(statement), params)
+
+    def insert(self, count: int, *, published: bool) -> None:
+        """``count`` rows, half of them on 100 keys; published or pending."""
+        published_at = "CURRENT_TIMESTAMP" if published else "NULL"
+        if self.postgres:
+            numbers = "generate_series(1, :count) AS n(i)"
+            new_id, key = "gen_random_uuid()", "'k' || (i % 100)"
+        else:  # digits crossed: no sequence engine or recursion limit needed
+            digit = "(SELECT 0 AS d UNION ALL " + " UNION ALL ".join(f"SELECT {d}" for d in range(1, 10)) + ")"
+            numbers = (
+                f"(SELECT a.d + 10 * b.d + 100 * c.d + 1000 * e.d + 10000 * f.d + 1 AS i FROM "
+                f"{digit} a CROSS JOIN {digit} b CROSS JOIN {digit} c CROSS JOIN {digit} e "
+                f"CROSS JOIN {digit} f) AS n WHERE i <= :count"
+            )
+            new_id, key = "REPLACE(UUID(), '-', '')", "CONCAT('k', i % 100)"
+        self.run(
+            f"INSERT INTO {self.name} (id, event_name, payload, headers, partition_key, "
+            "created_at, published_at, retry_count) "
+            f"SELECT {new_id}, 'OrderPlaced', 'x', '{{}}', CASE WHEN i % 2 = 0 THEN {key} END, "
+            f"CURRENT_TIMESTAMP, {published_at}, 0 FROM {numbers}",
+            count=count,
+        )
+
+    def analyze(self) -> None:
+        self.run(f"ANALYZE {self.name}" if self.postgres else f"ANALYZE TABLE {self.name}")
+
+    def claim_statements(self) -> list[tuple[str, Any]]:
+        """The statements one claim runs, with their parameters (rolled back)."""
+        captured: list[tuple[str, Any]] = []
+
+        def capture(_c: object, _cursor: object, statement: str, parameters: Any, *_: object) -> None:
+            captured.append((statement, parameters))
+
+        with self.engine.connect() as connection:
+            event.listen(connection, "before_cursor_execute", capture)
+            with connection.begin() as transaction:
+                self.sql.claim(connection, BATCH, 5)
+                transaction.rollback()
+            event.remove(connection, "before_cursor_execute", capture)
+        return [(s, p) for s, p in captured if s.lstrip().upper().startswith(("SELECT", "WITH"))]
+
+    def full_scans(self, connection: Connection, statement: str, params: Any) -> list[str]:
+        """Accesses to the outbox table that read all of it (or all of one index)."""
+        if self.postgres:
+            plan = connection.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement, params).scalar_one()
+            nodes = plan if isinstance(plan, list) else json.loads(plan)
+            return [
+                f"{node['Node Type']} on {node['Relation Name']}"
+                for node in _nodes(nodes[0]["Plan"])
+                if node["Node Type"] == "Seq Scan" and node.get("Relation Name") == self.name
+            ]
+        rows = connection.exec_driver_sql("EXPLAIN " + statement, params).mappings().all()
+        return [
+            f"type={row['type']} key={row['key']} rows={row['rows']}"
+            for row in rows
+            if row["table"] == self.name and row["type"] in ("ALL", "index")
+        ]
+
+
+def _nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from _nodes(child)
+
+
+@pytest.fixture(params=["postgres", "mariadb"])
+def table(request: pytest.FixtureRequest) -> Iterator[_Table]:
+    """An empty outbox table whose statistics only change when a test says so."""
+    base = make_url(request.getfixturevalue(f"{request.param}_url"))
+    driver = "postgresql+psycopg" if request.param == "postgres" else "mysql+pymysql"
+    engine = create_engine(base.set(drivername=driver))
+    name = f"plans_{uuid.uuid4().hex[:12]}"
+    sql = OutboxSql(
+        table=create_outbox_table(engine, name),
+        dialect=engine.dialect,
+        owner=uuid.uuid4().hex,
+        claim_timeout_seconds=300.0,
+        claim_lease_seconds=30.0,
+    )
+    made = _Table(engine, name, sql)
+    made.run(
+        f"ALTER TABLE {name} SET (autovacuum_enabled = false)"
+        if made.postgres
+        else f"ALTER TABLE {name} STATS_AUTO_RECALC = 0"
+    )
+    yield made
+    drop_outbox_table(engine, name)
+    engine.dispose()
+
+
+def _assert_no_full_scan(table: _Table) -> None:
+    statements = table.claim_statements()
+    assert statements, "the claim ran no SELECT"
+    with table.engine.connect() as connection:
+        found = {
+            statement[:160]: scans
+            for statement, params in statements
+            if (scans := table.full_scans(connection, statement, params))
+        }
+    assert not found, f"claim statements read the whole table: {found}"
+
+
+def test_claim_fresh_backlog_statistics_from_before_expect_no_full_scan(table: _Table) -> None:
+    """A backlog the statistics have not seen yet (no ANALYZE since) is claimed along the indexes."""
+    table.insert(DELIVERED, published=True)
+    table.analyze()
+    table.insert(BACKLOG, published=False)
+    _assert_no_full_scan(table)
+
+
+def test_claim_fresh_backlog_analyzed_expect_no_full_scan(table: _Table) -> None:
+    """Statistics that count the backlog (InnoDB refreshes them at 10% changed) keep the indexes."""
+    table.insert(DELIVERED, published=True)
+    table.insert(BACKLOG, published=False)
+    table.analyze()
+    _assert_no_full_scan(table)
+
+
+def test_claim_empty_after_drain_statistics_still_pending_expect_no_full_scan(table: _Table) -> None:
+    """An empty claim after a drain the statistics missed (they say all pending) reads no table."""
+    table.insert(DELIVERED, published=False)
+    table.analyze()
+    table.run(f"UPDATE {table.name} SET published_at = CURRENT_TIMESTAMP")
+    _assert_no_full_scan(table)
