@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/relay/async_relay.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256: 88e7f820c8f92f9f3dc4ef27feac3a14919299a2c8ad62a4aa01a2d7eb1d4974
+# Source sha256 (with the tool's): 1b115c6341b2c8a038acd783589f4d25f30430fc86cd22cd06388c4c7e1715b0
 """The sync outbox relay: claims stored messages and relays them to the sync transport.
 
 It only does the I/O: what a message's outcome means is decided in
