@@ -3,6 +3,7 @@
 from importlib.util import find_spec
 
 from spakky.core.application.application import SpakkyApplication
+from spakky.outbox.application.loop import ApplicationEventLoop
 from spakky.outbox.bus.outbox_event_bus import AsyncOutboxEventBus, OutboxEventBus
 from spakky.outbox.common.config import OutboxConfig, RelayMode
 from spakky.outbox.common.registry import OutboxStorageGuard
@@ -17,9 +18,10 @@ from spakky.outbox.relay.relay import (
 def initialize(app: SpakkyApplication) -> None:
     """Initialize the Outbox plugin.
 
-    Registers the configuration, both outbox buses, the health check, the one relay that
-    ``SPAKKY_OUTBOX__RELAY`` selects and, when ``SPAKKY_OUTBOX__DELIVERY`` names one, the
-    outbox's own delivery adapter. Settings are validated here, so a bad value
+    Registers the configuration, both outbox buses, the health check,
+    `ApplicationEventLoop`, the one relay that ``SPAKKY_OUTBOX__RELAY`` selects and,
+    when ``SPAKKY_OUTBOX__DELIVERY`` names one, the outbox's own delivery adapter.
+    Settings are validated here, so a bad value
     fails at startup with an error naming the variable to change.
 
     Args:
@@ -31,6 +33,7 @@ def initialize(app: SpakkyApplication) -> None:
     app.add(OutboxEventBus)
     app.add(AsyncOutboxEventBus)
     app.add(OutboxHealthCheck)
+    app.add(ApplicationEventLoop)
     if find_spec("opentelemetry") is not None:
         from spakky.outbox.relay.opentelemetry import OpenTelemetryOutboxMetrics
 
