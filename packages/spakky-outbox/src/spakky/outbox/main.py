@@ -1,5 +1,6 @@
 """Plugin initialization entry point."""
 
+import logging
 from importlib.util import find_spec
 
 from spakky.core.application.application import SpakkyApplication
@@ -14,6 +15,8 @@ from spakky.outbox.relay.relay import (
     OutboxRelayBackgroundService,
 )
 
+logger = logging.getLogger(__name__)
+
 
 def initialize(app: SpakkyApplication) -> None:
     """Initialize the Outbox plugin.
@@ -21,8 +24,9 @@ def initialize(app: SpakkyApplication) -> None:
     Registers the configuration, both outbox buses, the health check,
     `ApplicationEventLoop`, the one relay that ``SPAKKY_OUTBOX__RELAY`` selects and,
     when ``SPAKKY_OUTBOX__DELIVERY`` names one, the outbox's own delivery adapter.
-    Settings are validated here, so a bad value
-    fails at startup with an error naming the variable to change.
+    Settings are validated here, so a bad value fails at startup with an error
+    naming the variable to change, and a costly one (a busy polling interval, a
+    huge batch) is logged as a warning.
 
     Args:
         app: The Spakky application instance.
@@ -39,6 +43,9 @@ def initialize(app: SpakkyApplication) -> None:
 
         app.add(OpenTelemetryOutboxMetrics)
     register_delivery(app, config)
+    if config.relay is not RelayMode.OFF:
+        for warning in config.unusual_settings():
+            logger.warning("Outbox setting %s", warning)
     match config.relay:
         case RelayMode.ASYNC:
             app.add(AsyncOutboxRelayBackgroundService)
