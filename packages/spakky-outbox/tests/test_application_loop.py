@@ -8,9 +8,8 @@ from memory_app import build_app
 from outbox_testapp.service import PlaceOrderUseCase
 from spakky.outbox.application.loop import ApplicationEventLoop
 from spakky.outbox.error import ApplicationLoopReentryError, ApplicationNotStartedError
-from spakky.outbox.testing.memory import (
-    InMemoryOutboxState,
-)
+from spakky.outbox.testing.memory import InMemoryOutboxState
+from spakky.tracing.context import TraceContext
 
 
 def test_application_event_loop_use_case_expect_committed_on_application_loop() -> None:
@@ -109,5 +108,29 @@ def test_application_event_loop_timeout_expect_timeout_error_and_coroutine_cance
         with pytest.raises(TimeoutError):
             loop.run(slow(), timeout=0.2)
         assert cancelled.wait(10)
+    finally:
+        app.stop()
+
+
+def test_application_event_loop_trace_expect_caller_trace_continued_or_one_started() -> None:
+    """A call continues the caller's trace, or starts one, so stored events carry a traceparent."""
+    app = build_app().start()
+    try:
+        context = app.application_context
+        loop = context.get(ApplicationEventLoop)
+        use_case = context.get(PlaceOrderUseCase)
+        state = context.get(InMemoryOutboxState)
+        loop.run(use_case.execute("o-1", "alice"), timeout=10)
+        caller = TraceContext.new_root()
+        TraceContext.set(caller)
+        try:
+            loop.run(use_case.execute("o-2", "alice"), timeout=10)
+        finally:
+            TraceContext.clear()
+        started, continued = [
+            TraceContext.from_traceparent(r.message.headers["traceparent"]) for r in state.records.values()
+        ]
+        assert continued.trace_id == caller.trace_id
+        assert started.trace_id != caller.trace_id
     finally:
         app.stop()

@@ -20,6 +20,7 @@ from spakky.core.pod.interfaces.aware.application_context_aware import (
 )
 from spakky.core.service.interfaces.service import IAsyncService
 from spakky.outbox.error import ApplicationLoopReentryError, ApplicationNotStartedError
+from spakky.tracing.context import TraceContext
 
 
 @Pod()
@@ -65,7 +66,9 @@ class ApplicationEventLoop(IAsyncService, IApplicationContextAware):
 
         Each call runs in a fresh Spakky context, as a request would: its own
         context-scoped Pods, database session and transaction, so calls from
-        several threads never share one session.
+        several threads never share one session. It continues the caller's
+        trace (`TraceContext`) or starts one, so the events it publishes carry
+        a ``traceparent`` to the broker.
 
         Args:
             coroutine: E.g. ``use_case.execute(command)``.
@@ -96,4 +99,6 @@ class ApplicationEventLoop(IAsyncService, IApplicationContextAware):
     async def _in_own_context[T](self, coroutine: Coroutine[Any, Any, T]) -> T:
         if self._context is not None:
             self._context.clear_context()
+        if TraceContext.get() is None:
+            TraceContext.set(TraceContext.new_root())
         return await coroutine
