@@ -7,8 +7,9 @@ checked by what the last non-blank line before its fence says:
   character (the file is what a test runs, e.g. a quickstart project);
 - ``<!-- not run: why -->``: the rare block that cannot run, with the reason;
 - nothing: ``python`` blocks run as a script, ``bash``/``sh`` blocks with
-  ``bash -euo pipefail``, both in a scratch directory with the workspace's
-  venv first on ``PATH``; ``toml``/``json`` blocks must parse.
+  ``bash -euo pipefail``, both in a scratch directory and home with the
+  workspace's venv first on ``PATH`` (pip refuses to install anywhere);
+  ``toml``/``json`` blocks must parse.
 """
 
 import json
@@ -103,9 +104,15 @@ def test_doc_code_block_expect_runs_or_is_a_tested_file(block: Block, tmp_path: 
     )
     script = tmp_path / "block"
     script.write_text(block.body)
-    # In a scratch directory, never the repository: a block may write where it runs.
+    # In a scratch directory with a scratch home, never the repository: a block may write
+    # where it runs. pip refuses to install outside a venv, so a block that installs fails.
     command = [sys.executable] if block.lang == "python" else ["bash", "-euo", "pipefail"]
-    env = clean_env(PATH=f"{Path(sys.executable).parent}:{clean_env()['PATH']}")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = clean_env(
+        PATH=f"{Path(sys.executable).parent}:{clean_env()['PATH']}", HOME=str(home),
+        PIP_REQUIRE_VIRTUALENV="1", PYTHONUSERBASE=str(home / ".local"), XDG_CACHE_HOME=str(home / ".cache"),
+    )
     result = subprocess.run(
         [*command, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT
     )

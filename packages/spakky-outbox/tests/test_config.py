@@ -9,6 +9,7 @@ from outbox_testapp.service import PlaceOrderUseCase
 from spakky.outbox.application.loop import ApplicationEventLoop
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.error import InvalidOutboxConfigError
+from spakky.outbox.relay.state import BatchOutcome, RelayPolicy
 from spakky.outbox.testing.memory import AsyncInMemoryOutboxStorage
 from spakky.outbox.testing.transport import (
     AsyncRecordingEventTransport,
@@ -140,3 +141,12 @@ def test_relay_max_retry_count_zero_expect_abandoned_at_first_refusal_and_key_go
         assert json.loads(abandoned.payload)["order_id"] == "o-1"
     finally:
         app.stop()
+
+
+def test_relay_policy_polling_zero_expect_no_idle_pause_but_outage_backoff(env: OutboxEnv) -> None:
+    """POLLING_INTERVAL_SECONDS=0: an idle relay claims again at once, but an outage still backs off from 0.1 s."""
+    env["POLLING_INTERVAL_SECONDS"] = "0"
+    policy = RelayPolicy(OutboxConfig(), None)
+    assert policy.idle_delay(BatchOutcome(claimed=0)) == 0.0
+    outage = [policy.idle_delay(BatchOutcome(outage=True)) for _ in range(4)]
+    assert 0.05 <= outage[0] <= 0.1 and outage[3] >= 0.4, outage

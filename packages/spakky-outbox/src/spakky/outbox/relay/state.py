@@ -447,11 +447,9 @@ class RelayPolicy:
     def outage_delay(self) -> float:
         """Pause after a storage or transport outage; grows while it lasts."""
         self.outage_streak += 1
-        return backoff_delay(
-            self.outage_streak - 1,
-            min(self.config.polling_interval_seconds, OUTAGE_BACKOFF_BASE_SECONDS),
-            self.config.outage_backoff_max_seconds,
-        )
+        # A polling interval of 0 asks for no idle pause, not for a busy loop against an outage.
+        base = min(self.config.polling_interval_seconds, OUTAGE_BACKOFF_BASE_SECONDS) or OUTAGE_BACKOFF_BASE_SECONDS
+        return backoff_delay(self.outage_streak - 1, base, self.config.outage_backoff_max_seconds)
 
     def idle_delay(self, outcome: BatchOutcome) -> float:
         """Pause before the next claim: none after a batch that found work.
