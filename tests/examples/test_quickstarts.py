@@ -39,10 +39,11 @@ from tests.examples.venvs import (
     fresh_venv,
     uv_offline_first,
 )
-from tests.services.resolve import MongoServer
+from tests.services.resolve import KafkaBroker, MongoServer
 
 QUICKSTART = ROOT / "examples" / "quickstart"
 CONSUMER = QUICKSTART / "consumer"
+KAFKA_CONSUMER = QUICKSTART / "consumer-kafka"
 QUEUE_LOCK = Path(tempfile.gettempdir()) / "spakky-outbox-quickstart-orderplaced.lock"
 """Held around each run: every quickstart consumes the RabbitMQ queue ``OrderPlaced``,
 and two consumers of one queue would share its messages (across xdist workers too)."""
@@ -174,8 +175,8 @@ def copy(source: Path, into: Path) -> Path:
 
 @pytest.fixture
 def rabbitmq_settings(rabbitmq_url: str) -> dict[str, str]:
-    """The documented ``SPAKKY_RABBITMQ__*`` settings for the test broker."""
-    return rabbitmq_env(rabbitmq_url)
+    """The documented settings for the test broker: the service's adapter and the consumer's spakky-rabbitmq."""
+    return {"SPAKKY_OUTBOX_RABBITMQ__URL": rabbitmq_url, **rabbitmq_env(rabbitmq_url)}
 
 
 @pytest.fixture
@@ -209,6 +210,21 @@ def test_quickstart_postgres_rabbitmq_expect_committed_orders_printed_with_their
     env = clean_env(SPAKKY_SQLALCHEMY__CONNECTION_STRING=postgres_database, **rabbitmq_settings)
     service = copy(QUICKSTART / "postgres-rabbitmq", tmp_path)
     run = run_quickstart(service, copy(CONSUMER, tmp_path), env)
+    check(run, postgres_orders(postgres_database))
+
+
+def test_quickstart_postgres_kafka_expect_committed_orders_printed_with_their_trace(
+    postgres_database: str, kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    """PostgreSQL + Kafka (the outbox's own adapter): the committed orders reach a plain Kafka consumer in order, traced."""
+    env = clean_env(
+        SPAKKY_SQLALCHEMY__CONNECTION_STRING=postgres_database,
+        SPAKKY_OUTBOX_KAFKA__BOOTSTRAP_SERVERS=kafka_broker.bootstrap,
+        KAFKA_BOOTSTRAP_SERVERS=kafka_broker.bootstrap,
+        KAFKA_GROUP_ID=f"quickstart-{uuid.uuid4().hex}",
+    )
+    service = copy(QUICKSTART / "postgres-kafka", tmp_path)
+    run = run_quickstart(service, copy(KAFKA_CONSUMER, tmp_path), env)
     check(run, postgres_orders(postgres_database))
 
 
@@ -253,7 +269,7 @@ def test_quickstart_mongodb_rabbitmq_expect_committed_orders_printed_with_their_
 
 @pytest.fixture(scope="module")
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Our wheels the PostgreSQL quickstart installs (the core and the SQLAlchemy storage)."""
+    """Our wheels the PostgreSQL quickstart installs (the core, with its RabbitMQ adapter, and the SQLAlchemy storage)."""
     out = tmp_path_factory.mktemp("wheelhouse")
     for package in ("spakky-outbox", "spakky-outbox-sqlalchemy"):
         build_wheel(package, out)

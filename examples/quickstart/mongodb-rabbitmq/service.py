@@ -23,19 +23,16 @@ SETTINGS = {
     # spakky-outbox-mongodb: the replica set and database of the orders and of the outbox
     "SPAKKY_OUTBOX_MONGODB__URL": "mongodb://127.0.0.1:27017/?replicaSet=rs0",
     "SPAKKY_OUTBOX_MONGODB__DATABASE": "shop",
-    # spakky-rabbitmq: where the relay sends the events
-    "SPAKKY_RABBITMQ__USE_SSL": "false",
-    "SPAKKY_RABBITMQ__HOST": "127.0.0.1",
-    "SPAKKY_RABBITMQ__PORT": "5672",
-    "SPAKKY_RABBITMQ__USER": "guest",
-    "SPAKKY_RABBITMQ__PASSWORD": "guest",
-    # spakky-outbox: every default is fine (see its SPAKKY_OUTBOX__* settings)
+    # spakky-outbox: relay through its own RabbitMQ adapter (publisher confirms,
+    # persistent messages) to a durable queue named after the event
+    "SPAKKY_OUTBOX__DELIVERY": "rabbitmq",
+    "SPAKKY_OUTBOX_RABBITMQ__URL": "amqp://guest:guest@127.0.0.1:5672/",
 }
 PLUGINS = {
     Plugin(name=name)
     for name in (
-        "spakky-data", "spakky-domain", "spakky-event", "spakky-tracing", "spakky-auth",
-        "spakky-rabbitmq", "spakky-outbox", "spakky-outbox-mongodb",
+        "spakky-data", "spakky-domain", "spakky-event", "spakky-tracing",
+        "spakky-outbox", "spakky-outbox-mongodb",
     )
 }
 ORDERS = [("alice", 120), ("bob", 5000), ("alice", 40)]
