@@ -1,6 +1,6 @@
 """Errors raised by the Redis outbox storage."""
 
-from spakky.outbox.error import AbstractOutboxDetailedError, InvalidOutboxConfigError
+from spakky.outbox.error import AbstractSpakkyOutboxError, InvalidOutboxConfigError
 
 
 class InvalidRedisOutboxConfigError(InvalidOutboxConfigError):
@@ -9,7 +9,7 @@ class InvalidRedisOutboxConfigError(InvalidOutboxConfigError):
     message = "Invalid Redis outbox configuration"
 
 
-class RedisTransactionNotActiveError(AbstractOutboxDetailedError):
+class RedisTransactionNotActiveError(AbstractSpakkyOutboxError):
     """Raised when the current Redis pipeline is requested outside a transaction."""
 
     message = (
@@ -18,7 +18,7 @@ class RedisTransactionNotActiveError(AbstractOutboxDetailedError):
     )
 
 
-class CrossSlotWriteError(AbstractOutboxDetailedError):
+class CrossSlotWriteError(AbstractSpakkyOutboxError):
     """Raised when a transaction on a Redis Cluster writes a key outside the outbox's slot."""
 
     message = (
@@ -28,7 +28,7 @@ class CrossSlotWriteError(AbstractOutboxDetailedError):
     )
 
 
-class UncheckedClusterCommandError(AbstractOutboxDetailedError):
+class UncheckedClusterCommandError(AbstractSpakkyOutboxError):
     """Raised when an asyncio cluster transaction queues a command whose keys only the server knows."""
 
     message = (

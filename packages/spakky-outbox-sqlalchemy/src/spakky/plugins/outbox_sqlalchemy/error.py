@@ -1,9 +1,9 @@
 """Errors raised by the SQLAlchemy outbox storage."""
 
-from spakky.outbox.error import AbstractOutboxDetailedError, InvalidOutboxConfigError
+from spakky.outbox.error import AbstractSpakkyOutboxError
 
 
-class InvalidOutboxTableNameError(AbstractOutboxDetailedError):
+class InvalidOutboxTableNameError(AbstractSpakkyOutboxError):
     """Raised when the configured outbox table name is not a plain SQL identifier."""
 
     message = (
@@ -13,13 +13,13 @@ class InvalidOutboxTableNameError(AbstractOutboxDetailedError):
     )
 
 
-class InvalidOutboxSqlAlchemyConfigError(InvalidOutboxConfigError):
+class InvalidOutboxSqlAlchemyConfigError(AbstractSpakkyOutboxError):
     """Raised when an ``SPAKKY_OUTBOX_SQLALCHEMY__*`` setting has an invalid value."""
 
     message = "Invalid SQLAlchemy outbox configuration"
 
 
-class UnsupportedOutboxDialectError(AbstractOutboxDetailedError):
+class UnsupportedOutboxDialectError(AbstractSpakkyOutboxError):
     """Raised when the database dialect cannot host the outbox."""
 
     message = (
@@ -28,7 +28,7 @@ class UnsupportedOutboxDialectError(AbstractOutboxDetailedError):
     )
 
 
-class OutboxTableNotFoundError(AbstractOutboxDetailedError):
+class OutboxTableNotFoundError(AbstractSpakkyOutboxError):
     """Raised when the outbox table is missing where it must already exist.
 
     Administration (stats, list, requeue, purge) and acknowledgements never

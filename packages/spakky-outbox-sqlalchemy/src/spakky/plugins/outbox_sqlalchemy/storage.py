@@ -22,7 +22,20 @@ from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import OutboxStats, OutboxTarget
 from spakky.outbox.common.wakeup import WakeUpHub, wake_up_hub
 from spakky.outbox.error import OutboxTransactionRequiredError
-from spakky.outbox.ports.storage import IAsyncOutboxFullStorage, IOutboxFullStorage
+from spakky.outbox.ports.storage import (
+    IAsyncOutboxAdministration,
+    IAsyncOutboxBatchAcknowledgement,
+    IAsyncOutboxLiveness,
+    IAsyncOutboxRetryScheduling,
+    IAsyncOutboxStorage,
+    IAsyncOutboxWakeUp,
+    IOutboxAdministration,
+    IOutboxBatchAcknowledgement,
+    IOutboxLiveness,
+    IOutboxRetryScheduling,
+    IOutboxStorage,
+    IOutboxWakeUp,
+)
 from spakky.plugins.outbox_sqlalchemy.config import (
     STORAGE_NAME,
     TABLE_NAME_VARIABLE,
@@ -179,7 +192,12 @@ SYNC_STORAGE_POD_NAME = "spakky_outbox_sqlalchemy_storage"
 
 @Pod(name=ASYNC_STORAGE_POD_NAME)
 class AsyncSqlAlchemyOutboxStorage(
-    IAsyncOutboxFullStorage,
+    IAsyncOutboxStorage,
+    IAsyncOutboxBatchAcknowledgement,
+    IAsyncOutboxRetryScheduling,
+    IAsyncOutboxWakeUp,
+    IAsyncOutboxAdministration,
+    IAsyncOutboxLiveness,
 ):
     """Asynchronous SQLAlchemy outbox storage (PostgreSQL, MariaDB/MySQL, SQLite)."""
 
@@ -391,7 +409,12 @@ class AsyncSqlAlchemyOutboxStorage(
 
 @Pod(name=SYNC_STORAGE_POD_NAME)
 class SqlAlchemyOutboxStorage(
-    IOutboxFullStorage,
+    IOutboxStorage,
+    IOutboxBatchAcknowledgement,
+    IOutboxRetryScheduling,
+    IOutboxWakeUp,
+    IOutboxAdministration,
+    IOutboxLiveness,
 ):
     """Synchronous SQLAlchemy outbox storage (PostgreSQL, MariaDB/MySQL, SQLite).
 

@@ -1,1 +1,0 @@
-"""What consumer.py scans: the event handlers of this consuming service."""

@@ -1,1 +1,0 @@
-"""The shop: what service.py scans (its event and its use case)."""

@@ -1,1 +1,0 @@
-"""Calling into a started Spakky application from the application's own code."""
