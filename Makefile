@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # so three share two cores well. TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 3
 
-.PHONY: help uv setup demo test lint typecheck unasync bench screenshots new-backend
+.PHONY: help uv setup demo test lint typecheck unasync bench screenshots new-backend docs
 
 help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,6 +22,9 @@ demo: setup ## Run the example orders service: use cases write orders, the relay
 
 test: setup ## Run every test (real PostgreSQL, MariaDB, Redis, RabbitMQ where reachable)
 	@$(UV) run --frozen pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+
+docs: setup ## Copy each file the docs include into its code block again (see docs/contributing.md)
+	@$(UV) run --frozen python -m tests.docs.sync
 
 lint: setup typecheck ## ruff, pyright (strict), sync twins up to date, actionlint on the workflows, shellcheck on .ci/run
 	@$(UV) run --frozen ruff check .

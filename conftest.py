@@ -1,6 +1,7 @@
 """Workspace-wide fixtures (every package's tests and tests/): real services, resolved once."""
 
 import os
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -96,8 +97,20 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Print what each fault drill counted."""
+    """Print what each fault drill counted, and why tests were skipped (one line per reason)."""
     if _DRILL_LINES:
         terminalreporter.section("outbox fault injection")
         for line in sorted(_DRILL_LINES):
             terminalreporter.write_line(line)
+    reasons = Counter(_skip_reason(report) for report in terminalreporter.stats.get("skipped", []))
+    if reasons:
+        terminalreporter.section("skip reasons")
+        for reason, count in sorted(reasons.items(), key=lambda item: (-item[1], item[0])):
+            terminalreporter.write_line(f"{count:5d}  {reason}")
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    """The reason a skipped test gave (``Skipped: `` removed)."""
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return reason.removeprefix("Skipped: ")

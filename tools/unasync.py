@@ -34,7 +34,7 @@ import re
 import subprocess
 import sys
 import tokenize
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,33 +63,68 @@ DOTTED: dict[tuple[str, ...], tuple[str, ...]] = {
 
 _PREFIX = re.compile(r"^(_*)(I|Abstract)?Async(?=[A-Z])")
 _SUFFIX = re.compile(r"^(\w+?)_async$")
-_MODULE = re.compile(r"^async_(\w+)$")
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_PROSE = {"async": "sync", "Async": "Sync", "asynchronous": "synchronous", "Asynchronous": "Synchronous"}
-_ARTICLE = re.compile(r"\b([Aa])n (?=sync\b|synchronous\b|Sync\b)")
+_INFIX = re.compile(r"^(\w+?)_async_(\w+)$")
+_LEADING = re.compile(r"^(_*)async_(\w+)$")
+_WORD = re.compile(r"(?:\b([Aa]n) )?(\.?)([A-Za-z_][A-Za-z0-9_]*)")
+_PROSE = {
+    "async": "sync",
+    "Async": "Sync",
+    "asynchronous": "synchronous",
+    "Asynchronous": "Synchronous",
+    "asyncio": "synchronous",
+    "Asyncio": "Synchronous",
+}
+"""Words of docstrings and comments (not after a dot: ``redis.asyncio`` is a module)."""
+_VOWEL = re.compile(r"^[aeiouAEIOU]")
 _PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
 _HEADER = "# Sync twin generated from {source} by {tool}; do not edit it.\n"
 _HEADER_HELP = "# Change the async source and run `make unasync`: `make lint` fails while this file differs.\n"
-_HEADER_HASH = "# Source sha256: {digest}\n"
-_HASH_LINE = re.compile(r"^# Source sha256: ([0-9a-f]{64})$", re.MULTILINE)
-_SOURCE_LINE = re.compile(r"generated from (\S+) by ")
+_HEADER_HASH = "# Source sha256 (with the tool's): {digest}\n"
+_HASH_LINE = re.compile(r"^# Source sha256 \(with the tool's\): ([0-9a-f]{64})$", re.MULTILINE)
 
 
-def rename(name: str) -> str:
-    """The sync name of ``name``."""
+def rename(name: str, *, module: bool = False) -> str:
+    """The sync name of ``name`` (``module``: a module of an import path)."""
     if name in NAMES:
         return NAMES[name]
-    if _MODULE.match(name):
-        return _MODULE.sub(r"sync_\1", name)
     if _PREFIX.match(name):
         return _PREFIX.sub(r"\1\2", name)
-    return _SUFFIX.sub(r"\1", name)
+    if module:
+        return _LEADING.sub(r"\1sync_\2", name)
+    for pattern, replacement in ((_INFIX, r"\1_\2"), (_SUFFIX, r"\1"), (_LEADING, r"\1\2")):
+        if pattern.match(name):
+            return pattern.sub(replacement, name)
+    return name
+
+
+def _rename_class(name: str) -> str:
+    """Names as plain strings may hold them: only the table and ``AsyncX``-style class names."""
+    if name in NAMES:
+        return NAMES[name]
+    return _PREFIX.sub(r"\1\2", name)
+
+
+def _words(text: str, renamer: Callable[[str, bool], str]) -> str:
+    """Rename the words of ``text``; "an AsyncX" becomes "a X" where the article must change."""
+
+    def one(match: re.Match[str]) -> str:
+        article, dot, word = match[1], match[2], match[3]
+        new = renamer(word, bool(dot))
+        if article and new != word and not _VOWEL.match(new):
+            article = article[0]
+        return (f"{article} " if article else "") + dot + new
+
+    return _WORD.sub(one, text)
 
 
 def _prose(text: str) -> str:
-    """Docstrings and comments: the same renames, and "async" reads "sync"."""
-    text = _WORD.sub(lambda m: _PROSE.get(m[0]) or rename(m[0]), text)
-    return _ARTICLE.sub(r"\1 ", text)
+    """Docstrings and comments: the renames, and "async" reads "sync"."""
+    return _words(text, lambda word, dotted: (not dotted and _PROSE.get(word)) or rename(word, module=dotted))
+
+
+def _string(text: str) -> str:
+    """Plain strings (error messages): class names of the table and ``AsyncX`` style only."""
+    return _words(text, lambda word, _: _rename_class(word))
 
 
 def _is_doc(tokens: Sequence[tokenize.TokenInfo], index: int) -> bool:
@@ -112,9 +147,15 @@ def convert(source: str) -> str:
 
     edits: list[tuple[int, int, str]] = []
     index = 0
+    module_path = False
+    """Inside the module path of an import statement (``from a.b import``, ``import a.b``)."""
     while index < len(tokens):
         token = tokens[index]
         following = tokens[index + 1] if index + 1 < len(tokens) else token
+        if token.type == tokenize.NAME and token.string in ("from", "import") and _starts_statement(tokens, index):
+            module_path = True
+        elif token.type in (tokenize.NEWLINE, tokenize.NL) or token.string in ("import", "as", ","):
+            module_path = module_path and token.string == "," and _in_import(tokens, index)
         if token.type == tokenize.NAME and (
             token.string == "await"
             or (token.string == "async" and following.string in ("def", "with", "for"))
@@ -137,16 +178,33 @@ def convert(source: str) -> str:
                 edits.append((offset(token.start), offset(end), ".".join(replacement)))
                 index += 2 * length - 1
                 continue
-            renamed = rename(token.string)
+            renamed = rename(token.string, module=module_path)
             if renamed != token.string:
                 edits.append((offset(token.start), offset(token.end), renamed))
         elif token.type == tokenize.COMMENT or (token.type == tokenize.STRING and _is_doc(tokens, index)):
             edits.append((offset(token.start), offset(token.end), _prose(token.string)))
+        elif token.type in (tokenize.STRING, tokenize.FSTRING_MIDDLE):
+            edits.append((offset(token.start), offset(token.end), _string(token.string)))
         index += 1
     result = source
     for begin, end, text in sorted(edits, reverse=True):
         result = result[:begin] + text + result[end:]
     return result
+
+
+def _starts_statement(tokens: Sequence[tokenize.TokenInfo], index: int) -> bool:
+    before = tokens[index - 1].type if index else tokenize.NEWLINE
+    return before in (tokenize.NEWLINE, tokenize.NL, tokenize.INDENT, tokenize.DEDENT, tokenize.ENCODING)
+
+
+def _in_import(tokens: Sequence[tokenize.TokenInfo], index: int) -> bool:
+    """Whether the comma at ``index`` separates modules of an ``import a, b`` statement."""
+    for token in reversed(tokens[:index]):
+        if token.type in (tokenize.NEWLINE, tokenize.NL):
+            return False
+        if token.string == "import":
+            return _starts_statement(tokens, tokens.index(token))
+    return False
 
 
 def _dotted_at(tokens: Sequence[tokenize.TokenInfo], index: int) -> tuple[int, tuple[str, ...]] | None:
@@ -203,8 +261,9 @@ class Pair:
         return twin
 
 
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+def _digest(source_text: str) -> str:
+    """The source's digest, salted with this tool's own text: new rules are no hand edit."""
+    return hashlib.sha256(source_text.encode() + Path(__file__).read_bytes()).hexdigest()
 
 
 def _fix_imports(text: str, filename: str) -> str:

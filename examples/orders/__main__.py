@@ -5,16 +5,15 @@ The service keeps its orders and its outbox in one embedded SQLite file
 settings, and prints what happened.
 """
 
-import asyncio
 import os
 import time
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 from spakky.core.application.application import SpakkyApplication
 from spakky.core.application.application_context import ApplicationContext
 from spakky.core.application.plugin import Plugin
+from spakky.outbox.application.loop import ApplicationEventLoop
 from spakky.outbox.ports.storage import IAsyncOutboxAdministration, IAsyncOutboxStorage
 from sqlalchemy import create_engine, func, select
 
@@ -54,13 +53,10 @@ def build() -> SpakkyApplication:
     return app.scan(orders_package)
 
 
-async def place(
-    context: ApplicationContext, use_case: PlaceOrderUseCase, order: tuple[str, str, int]
-) -> str:
-    """Place one order in its own Spakky context, as every concurrent caller must."""
-    context.clear_context()
+def place(loop: ApplicationEventLoop, use_case: PlaceOrderUseCase, order: tuple[str, str, int]) -> str:
+    """Place one order on the application's event loop (each call in a Spakky context of its own)."""
     try:
-        await use_case.execute(*order)
+        loop.run(use_case.execute(*order), timeout=30)
     except OrderRejectedError as error:
         return f"  [usecase] {order[0]} rolled back: {error}"
     return f"  [usecase] {order[0]} committed"
@@ -71,16 +67,12 @@ def main() -> None:
     prepare_database()
     app = build().start()
     context = cast(ApplicationContext, app.application_context)
-    loop = cast(asyncio.AbstractEventLoop, context._ApplicationContext__event_loop)  # type: ignore[attr-defined]
-
-    def run[T](coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(30)
-
+    loop = context.get(ApplicationEventLoop)
     try:
         use_case = context.get(PlaceOrderUseCase)
         print(f"Orders service on SQLite ({DATABASE.name}); placing orders in @Transactional() use cases:")
         for order in ORDERS:
-            print(run(place(context, use_case, order)))
+            print(place(loop, use_case, order))
         engine = create_engine(f"sqlite:///{DATABASE}")
         with engine.connect() as connection:
             committed = connection.execute(select(func.count()).select_from(orders)).scalar_one()
@@ -90,10 +82,10 @@ def main() -> None:
         assert isinstance(storage, IAsyncOutboxAdministration)
         # Delivered first, acknowledged just after: wait for both (or 15 s).
         deadline = time.monotonic() + 15
-        stats = run(storage.stats())
+        stats = loop.run(storage.stats(), timeout=30)
         while (len(transport.delivered) < committed or stats.pending) and time.monotonic() < deadline:
             time.sleep(0.02)
-            stats = run(storage.stats())
+            stats = loop.run(storage.stats(), timeout=30)
         print(
             f"Summary: {committed} orders committed, {len(transport.delivered)} events relayed, "
             f"outbox pending={stats.pending} published={stats.published} abandoned={stats.abandoned}"

@@ -29,7 +29,9 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from spakky.core.application.application import SpakkyApplication
+from spakky.outbox.application.loop import ApplicationEventLoop
 from spakky.outbox.common.message import OutboxMessage
+from spakky.tracing.context import TraceContext
 from sqlalchemy import Engine, text
 
 from .orders import E2eOrderRejectedError
@@ -153,8 +155,7 @@ async def consume(
 
 def run_on_app_loop(app: SpakkyApplication, coroutine: Any) -> Any:
     """Run a use case on the application's event loop, as a web handler would."""
-    loop = app.application_context._ApplicationContext__event_loop  # type: ignore[attr-defined]
-    return asyncio.run_coroutine_threadsafe(coroutine, loop).result(60)
+    return app.application_context.get(ApplicationEventLoop).run(coroutine, timeout=60)
 
 
 async def place_rolled_back_then_committed(
@@ -163,13 +164,20 @@ async def place_rolled_back_then_committed(
     """Run a failing then a succeeding order use case; return the one delivery.
 
     ``use_case.execute(order_id, customer_id, fail=...)`` must publish
-    `E2eOrderPlaced` inside its transaction.
+    `E2eOrderPlaced` inside its transaction. The committed one runs in a trace,
+    as a request would, whose ``traceparent`` must reach the broker.
     """
     with pytest.raises(E2eOrderRejectedError):
         await asyncio.to_thread(
             run_on_app_loop, app, use_case.execute("rolled-back", "c-1", fail=True)
         )
-    await asyncio.to_thread(run_on_app_loop, app, use_case.execute("committed", "c-1"))
+    trace = TraceContext.new_root()
+
+    def committed_in_trace() -> None:
+        TraceContext.set(trace)
+        run_on_app_loop(app, use_case.execute("committed", "c-1"))
+
+    await asyncio.to_thread(committed_in_trace)
 
     def order_ids() -> list[str]:
         return [body["order_id"] for body, _ in collector.received]
@@ -184,6 +192,7 @@ async def place_rolled_back_then_committed(
     body, headers = collector.received[0]
     assert body["customer_id"] == "c-1"
     assert all(isinstance(v, str) for v in headers.values())
+    assert headers.get("traceparent") == trace.to_traceparent(), headers
     return body, headers
 
 

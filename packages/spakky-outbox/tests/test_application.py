@@ -1,16 +1,15 @@
 """A real Spakky application with the outbox plugin loaded through its entry points."""
 
-import asyncio
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from typing import Any
 
-import outbox_testapp as app_package
 import pytest
+from memory_app import build_app
 from outbox_testapp.service import HANDLED, PlaceOrderUseCase
 from spakky.core.application.application import SpakkyApplication
-from spakky.core.application.application_context import ApplicationContext
-from spakky.core.application.plugin import Plugin
+from spakky.outbox.application.loop import ApplicationEventLoop
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.error import (
     InvalidOutboxConfigError,
@@ -21,37 +20,12 @@ from spakky.outbox.relay.relay import (
     AsyncOutboxRelayBackgroundService,
     OutboxRelayBackgroundService,
 )
-from spakky.outbox.testing.memory import (
-    AsyncInMemoryOutboxStorage,
-    AsyncInMemoryTransaction,
-    InMemoryOutboxState,
-    InMemoryOutboxStorage,
-    InMemoryTransaction,
-)
+from spakky.outbox.testing.memory import InMemoryOutboxState
 from spakky.outbox.testing.transport import (
     AsyncRecordingEventTransport,
     RecordingEventTransport,
 )
 from spakky.outbox.testing.waiting import wait_for
-
-CORE_PLUGINS = {
-    Plugin(name=n)
-    for n in ("spakky-data", "spakky-domain", "spakky-event", "spakky-tracing", "spakky-outbox")
-}
-
-
-def build_app(*, storage: bool = True) -> SpakkyApplication:
-    """Load the core plugins, register the in-memory storage and scan the service."""
-    app = SpakkyApplication(ApplicationContext()).load_plugins(include=CORE_PLUGINS)
-    app.add(InMemoryOutboxState)
-    app.add(InMemoryTransaction)
-    app.add(AsyncInMemoryTransaction)
-    if storage:
-        app.add(InMemoryOutboxStorage)
-        app.add(AsyncInMemoryOutboxStorage)
-    app.add(RecordingEventTransport)
-    app.add(AsyncRecordingEventTransport)
-    return app.scan(app_package)
 
 
 @pytest.fixture
@@ -64,10 +38,9 @@ def fast_env() -> Iterator[None]:
     os.environ.update(saved)
 
 
-def run(app: SpakkyApplication, coroutine: object) -> object:
+def run[T](app: SpakkyApplication, coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine on the application's event loop thread."""
-    loop = app.application_context._ApplicationContext__event_loop  # type: ignore[attr-defined]
-    return asyncio.run_coroutine_threadsafe(coroutine, loop).result(10)  # type: ignore[arg-type]
+    return app.application_context.get(ApplicationEventLoop).run(coroutine, timeout=10)
 
 
 def test_application_use_case_expect_integration_event_relayed_and_domain_event_handled(

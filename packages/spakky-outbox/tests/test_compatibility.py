@@ -54,3 +54,31 @@ def test_entry_point_expect_spakky_plugins_registration() -> None:
     """The core registers ``spakky-outbox = spakky.outbox.main:initialize``."""
     found = {ep.name: ep.value for ep in entry_points(group="spakky.plugins")}
     assert found["spakky-outbox"] == "spakky.outbox.main:initialize"
+
+
+def test_outbox_error_app_subclass_expect_exception_semantics() -> None:
+    """An app's 8.5 subclass (no ``message``, any arguments) is raised with its args and str, as in 8.5."""
+    from spakky.outbox.error import AbstractSpakkyOutboxError
+
+    class OrderError(AbstractSpakkyOutboxError):
+        pass
+
+    assert (OrderError("detail").args, str(OrderError("detail"))) == (("detail",), "detail")
+    assert str(OrderError("o-1", 409)) == "('o-1', 409)" and str(OrderError()) == ""
+
+
+def test_outbox_error_ours_expect_class_message_then_detail() -> None:
+    """This project's errors print their class message, then the detail they were raised with."""
+    from spakky.outbox.error import (
+        AbstractSpakkyOutboxError,
+        InvalidOutboxConfigError,
+        OutboxSerializationError,
+        OutboxStorageUnavailableError,
+    )
+
+    error = OutboxStorageUnavailableError("redis://***@db:6379/0 refused the connection")
+    assert str(error) == "Outbox storage is unavailable: redis://***@db:6379/0 refused the connection"
+    assert error.detail == "redis://***@db:6379/0 refused the connection"
+    assert str(OutboxStorageUnavailableError()) == "Outbox storage is unavailable"
+    assert isinstance(error, AbstractSpakkyOutboxError)
+    assert issubclass(InvalidOutboxConfigError, ValueError) and issubclass(OutboxSerializationError, ValueError)

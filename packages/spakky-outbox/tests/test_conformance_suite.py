@@ -180,7 +180,7 @@ RENEWAL_IGNORES_OWNER = """
 
 HEAD_OF_EVERY_KEY = """
     def claim(self, owner, limit, max_retry):
-        import spakky.outbox.testing.memory as memory
+        import spakky.outbox.testing.memory_state as memory
         original = memory.key_run
         memory.key_run = lambda limit: 1
         try:

@@ -11,9 +11,9 @@ from collections.abc import Coroutine, Iterator
 from typing import Any, cast
 
 import pytest
+from memory_app import CORE_PLUGINS
 from spakky.core.application.application import SpakkyApplication
 from spakky.core.application.application_context import ApplicationContext
-from spakky.core.application.plugin import Plugin
 from spakky.core.common.mutability import immutable
 from spakky.core.stereotype.usecase import UseCase
 from spakky.data.aspects.transactional import Transactional
@@ -32,11 +32,6 @@ from spakky.outbox.testing.transport import (
     RecordingEventTransport,
 )
 from spakky.outbox.testing.waiting import wait_for
-
-CORE_PLUGINS = {
-    Plugin(name=n)
-    for n in ("spakky-data", "spakky-domain", "spakky-event", "spakky-tracing", "spakky-outbox")
-}
 
 
 @immutable

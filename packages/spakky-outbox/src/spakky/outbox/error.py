@@ -7,7 +7,20 @@ from spakky.event.error import EventDeliveryRejectedError, EventTransportNotRunn
 
 
 class AbstractSpakkyOutboxError(AbstractSpakkyFrameworkError, ABC):
-    """Base exception for Spakky Outbox errors."""
+    """Base exception for Spakky Outbox errors.
+
+    Built like any exception, as in 8.5: an application's own subclass keeps
+    the ``args`` and ``str()`` it is raised with, whether or not it defines a
+    ``message``. The errors of this project derive from
+    `AbstractOutboxDetailedError`.
+    """
+
+
+class AbstractOutboxDetailedError(AbstractSpakkyOutboxError, ABC):
+    """Base of this project's errors: the class ``message``, then an optional detail."""
+
+    detail: str | None
+    """What this occurrence adds to the class message (None: nothing)."""
 
     def __init__(self, detail: str | None = None) -> None:
         """Build the error, appending an optional detail to the class message."""
@@ -15,8 +28,12 @@ class AbstractSpakkyOutboxError(AbstractSpakkyFrameworkError, ABC):
         super().__init__(self.message if detail is None else f"{self.message}: {detail}")
 
 
-class OutboxSerializationError(AbstractSpakkyOutboxError):
-    """Raised when an integration event cannot be serialised into an outbox message."""
+class OutboxSerializationError(AbstractOutboxDetailedError, ValueError):
+    """Raised when an integration event cannot be serialised into an outbox message.
+
+    A `ValueError`, as pydantic's serialisation error was in 8.5, so an
+    ``except ValueError`` around ``publish()`` still catches it.
+    """
 
     message = "Integration event cannot be serialised for the outbox"
 
@@ -32,19 +49,22 @@ class OutboxSerializationError(AbstractSpakkyOutboxError):
         )
 
 
-class InvalidOutboxMessageError(AbstractSpakkyOutboxError):
+class InvalidOutboxMessageError(AbstractOutboxDetailedError):
     """Raised when a message cannot be stored because a field has the wrong type."""
 
     message = "Outbox message cannot be stored"
 
 
-class InvalidOutboxConfigError(AbstractSpakkyOutboxError):
-    """Raised when an ``SPAKKY_OUTBOX__*`` setting has an invalid value."""
+class InvalidOutboxConfigError(AbstractOutboxDetailedError, ValueError):
+    """Raised when an ``SPAKKY_OUTBOX__*`` setting has an invalid value.
+
+    A `ValueError`, as pydantic's validation error was in 8.5.
+    """
 
     message = "Invalid outbox configuration"
 
 
-class OutboxStorageNotFoundError(AbstractSpakkyOutboxError):
+class OutboxStorageNotFoundError(AbstractOutboxDetailedError):
     """Raised when no outbox storage is installed or registered."""
 
     message = (
@@ -54,25 +74,25 @@ class OutboxStorageNotFoundError(AbstractSpakkyOutboxError):
     )
 
 
-class OutboxStorageFlavourMissingError(AbstractSpakkyOutboxError):
+class OutboxStorageFlavourMissingError(AbstractOutboxDetailedError):
     """Raised when the sync (or async) bus or relay needs a storage flavour nobody registered."""
 
     message = "The outbox storage registered here has no port of the flavour this needs"
 
 
-class AmbiguousOutboxStorageError(AbstractSpakkyOutboxError):
+class AmbiguousOutboxStorageError(AbstractOutboxDetailedError):
     """Raised when several outbox storages are installed and none is selected."""
 
     message = "Several outbox storages are installed; choose one"
 
 
-class UnknownOutboxStorageError(AbstractSpakkyOutboxError):
+class UnknownOutboxStorageError(AbstractOutboxDetailedError):
     """Raised when ``SPAKKY_OUTBOX__STORAGE`` names a storage that is not installed."""
 
     message = "SPAKKY_OUTBOX__STORAGE names a storage that is not installed"
 
 
-class OutboxTransactionRequiredError(AbstractSpakkyOutboxError):
+class OutboxTransactionRequiredError(AbstractOutboxDetailedError):
     """Raised when ``save`` is called outside the business transaction."""
 
     message = (
@@ -81,19 +101,19 @@ class OutboxTransactionRequiredError(AbstractSpakkyOutboxError):
     )
 
 
-class OutboxStorageUnavailableError(AbstractSpakkyOutboxError):
+class OutboxStorageUnavailableError(AbstractOutboxDetailedError):
     """Raised when a storage cannot reach its database or server."""
 
     message = "Outbox storage is unavailable"
 
 
-class OutboxDeliveryNotInstalledError(AbstractSpakkyOutboxError):
+class OutboxDeliveryNotInstalledError(AbstractOutboxDetailedError):
     """Raised when ``SPAKKY_OUTBOX__DELIVERY`` names an adapter whose client library is missing."""
 
     message = "The delivery adapter SPAKKY_OUTBOX__DELIVERY names is not installed"
 
 
-class OutboxBrokerUnavailableError(AbstractSpakkyOutboxError, EventTransportNotRunningError):
+class OutboxBrokerUnavailableError(AbstractOutboxDetailedError, EventTransportNotRunningError):
     """Raised by the outbox's delivery adapters when the broker cannot be reached or confirm.
 
     It is an `EventTransportNotRunningError`, so the relay treats it as an outage:
@@ -120,3 +140,21 @@ class OutboxDeliveryRefusedError(EventDeliveryRejectedError):
         self.refused = refused
         super().__init__([f"record {position}: {reason}" for position, reason in sorted(refused.items())])
         self.args = (f"{self.message}: {'; '.join(self.reasons)}",)
+
+
+class ApplicationNotStartedError(AbstractOutboxDetailedError):
+    """Raised when a coroutine is handed to the application's loop before start or after stop."""
+
+    message = (
+        "The application is not started: call SpakkyApplication.start() before "
+        "running its use cases through ApplicationEventLoop"
+    )
+
+
+class ApplicationLoopReentryError(AbstractOutboxDetailedError):
+    """Raised when ApplicationEventLoop.run is called from the application's own loop."""
+
+    message = (
+        "ApplicationEventLoop.run was called on the application's event loop, where "
+        "waiting for the result would block the loop for good: await the coroutine instead"
+    )

@@ -1,8 +1,10 @@
 """Plugin initialization entry point."""
 
+import logging
 from importlib.util import find_spec
 
 from spakky.core.application.application import SpakkyApplication
+from spakky.outbox.application.loop import ApplicationEventLoop
 from spakky.outbox.bus.outbox_event_bus import AsyncOutboxEventBus, OutboxEventBus
 from spakky.outbox.common.config import OutboxConfig, RelayMode
 from spakky.outbox.common.registry import OutboxStorageGuard
@@ -13,14 +15,18 @@ from spakky.outbox.relay.relay import (
     OutboxRelayBackgroundService,
 )
 
+logger = logging.getLogger(__name__)
+
 
 def initialize(app: SpakkyApplication) -> None:
     """Initialize the Outbox plugin.
 
-    Registers the configuration, both outbox buses, the health check, the one relay that
-    ``SPAKKY_OUTBOX__RELAY`` selects and, when ``SPAKKY_OUTBOX__DELIVERY`` names one, the
-    outbox's own delivery adapter. Settings are validated here, so a bad value
-    fails at startup with an error naming the variable to change.
+    Registers the configuration, both outbox buses, the health check,
+    `ApplicationEventLoop`, the one relay that ``SPAKKY_OUTBOX__RELAY`` selects and,
+    when ``SPAKKY_OUTBOX__DELIVERY`` names one, the outbox's own delivery adapter.
+    Settings are validated here, so a bad value fails at startup with an error
+    naming the variable to change, and a costly one (a busy polling interval, a
+    huge batch) is logged as a warning.
 
     Args:
         app: The Spakky application instance.
@@ -31,11 +37,15 @@ def initialize(app: SpakkyApplication) -> None:
     app.add(OutboxEventBus)
     app.add(AsyncOutboxEventBus)
     app.add(OutboxHealthCheck)
+    app.add(ApplicationEventLoop)
     if find_spec("opentelemetry") is not None:
         from spakky.outbox.relay.opentelemetry import OpenTelemetryOutboxMetrics
 
         app.add(OpenTelemetryOutboxMetrics)
     register_delivery(app, config)
+    if config.relay is not RelayMode.OFF:
+        for warning in config.unusual_settings():
+            logger.warning("Outbox setting %s", warning)
     match config.relay:
         case RelayMode.ASYNC:
             app.add(AsyncOutboxRelayBackgroundService)

@@ -1,7 +1,7 @@
 """Errors raised by the MongoDB outbox storage."""
 
 from spakky.outbox.error import (
-    AbstractSpakkyOutboxError,
+    AbstractOutboxDetailedError,
     InvalidOutboxConfigError,
     OutboxStorageUnavailableError,
 )
@@ -13,7 +13,7 @@ class InvalidMongoOutboxConfigError(InvalidOutboxConfigError):
     message = "Invalid MongoDB outbox configuration"
 
 
-class MongoTransactionNotActiveError(AbstractSpakkyOutboxError):
+class MongoTransactionNotActiveError(AbstractOutboxDetailedError):
     """Raised when the current session is requested outside a transaction."""
 
     message = (
@@ -22,7 +22,7 @@ class MongoTransactionNotActiveError(AbstractSpakkyOutboxError):
     )
 
 
-class MongoTransactionRetryableError(AbstractSpakkyOutboxError):
+class MongoTransactionRetryableError(AbstractOutboxDetailedError):
     """Raised when MongoDB aborted a transaction for a transient reason.
 
     Nothing of the use case was written (``TransientTransactionError``), or
@@ -33,7 +33,7 @@ class MongoTransactionRetryableError(AbstractSpakkyOutboxError):
     message = "MongoDB transaction failed for a transient reason"
 
 
-class MongoReplicaSetRequiredError(AbstractSpakkyOutboxError):
+class MongoReplicaSetRequiredError(AbstractOutboxDetailedError):
     """Raised at startup when the server cannot run multi-document transactions."""
 
     message = (

@@ -90,12 +90,12 @@ def current_session() -> ClientSession:
     return _sync_scopes.required(MongoTransactionNotActiveError).session
 
 
-def async_scope() -> _Scope[Any] | None:
+def current_async_scope() -> _Scope[Any] | None:
     """The asyncio transaction open in this context (for the outbox ``save``)."""
     return _async_scopes.current()
 
 
-def sync_scope() -> _Scope[ClientSession] | None:
+def current_scope() -> _Scope[ClientSession] | None:
     """The synchronous transaction open in this context (for the outbox ``save``)."""
     return _sync_scopes.current()
 

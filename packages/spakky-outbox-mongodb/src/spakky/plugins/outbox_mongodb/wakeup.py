@@ -116,7 +116,7 @@ class AsyncChangeStreamWatcher:
             await maybe_await(client.close())
 
 
-class ChangeStreamThread:
+class ChangeStreamWatcher:
     """Synchronous counterpart of `AsyncChangeStreamWatcher`: a daemon thread."""
 
     def __init__(self, connections: MongoOutboxConnectionManager, hub: WakeUpHub) -> None:

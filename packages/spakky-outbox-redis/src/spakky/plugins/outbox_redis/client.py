@@ -13,7 +13,7 @@ from spakky.core.service.interfaces.service import IService
 from spakky.outbox.common.clients import StorageClients
 from spakky.plugins.outbox_redis.config import RedisOutboxConfig, check_key_prefix
 
-type SyncRedisClient = redis.Redis | redis.cluster.RedisCluster
+type RedisClient = redis.Redis | redis.cluster.RedisCluster
 """A synchronous client: one server, or redis-py's cluster client."""
 type AsyncRedisClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
 """An asyncio client: one server, or redis-py's cluster client."""
@@ -30,7 +30,7 @@ class RedisOutboxConnectionManager(IService):
     """
 
     _config: RedisOutboxConfig
-    _clients: StorageClients[SyncRedisClient, AsyncRedisClient]
+    _clients: StorageClients[RedisClient, AsyncRedisClient]
 
     def __init__(self, config: RedisOutboxConfig) -> None:
         """Prepare lazily created clients for ``config.url``."""
@@ -51,7 +51,7 @@ class RedisOutboxConnectionManager(IService):
         return self._config.cluster
 
     @property
-    def client(self) -> SyncRedisClient:
+    def client(self) -> RedisClient:
         """The synchronous client (thread-safe connection pools)."""
         return self._clients.client
 
@@ -60,7 +60,7 @@ class RedisOutboxConnectionManager(IService):
         """The asyncio client of the running event loop."""
         return self._clients.async_client
 
-    def _new_client(self) -> SyncRedisClient:
+    def _new_client(self) -> RedisClient:
         if self._config.cluster:
             return redis.cluster.RedisCluster.from_url(self._config.url)
         return redis.Redis.from_url(self._config.url)
@@ -100,7 +100,7 @@ def _pool_in_use(pool: redis.ConnectionPool | redis.asyncio.ConnectionPool) -> i
     return len(list(cast(Iterable[object], pool._get_in_use_connections())))
 
 
-def _in_use(client: SyncRedisClient | AsyncRedisClient) -> int:
+def _in_use(client: RedisClient | AsyncRedisClient) -> int:
     """Connections checked out of one client's pools (every node's for a cluster)."""
     if isinstance(client, redis.asyncio.cluster.RedisCluster):
         return sum(

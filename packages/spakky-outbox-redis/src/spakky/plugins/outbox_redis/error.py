@@ -1,6 +1,6 @@
 """Errors raised by the Redis outbox storage."""
 
-from spakky.outbox.error import AbstractSpakkyOutboxError, InvalidOutboxConfigError
+from spakky.outbox.error import AbstractOutboxDetailedError, InvalidOutboxConfigError
 
 
 class InvalidRedisOutboxConfigError(InvalidOutboxConfigError):
@@ -9,7 +9,7 @@ class InvalidRedisOutboxConfigError(InvalidOutboxConfigError):
     message = "Invalid Redis outbox configuration"
 
 
-class RedisTransactionNotActiveError(AbstractSpakkyOutboxError):
+class RedisTransactionNotActiveError(AbstractOutboxDetailedError):
     """Raised when the current Redis pipeline is requested outside a transaction."""
 
     message = (
@@ -18,7 +18,7 @@ class RedisTransactionNotActiveError(AbstractSpakkyOutboxError):
     )
 
 
-class CrossSlotWriteError(AbstractSpakkyOutboxError):
+class CrossSlotWriteError(AbstractOutboxDetailedError):
     """Raised when a transaction on a Redis Cluster writes a key outside the outbox's slot."""
 
     message = (
@@ -28,7 +28,7 @@ class CrossSlotWriteError(AbstractSpakkyOutboxError):
     )
 
 
-class UncheckedClusterCommandError(AbstractSpakkyOutboxError):
+class UncheckedClusterCommandError(AbstractOutboxDetailedError):
     """Raised when an asyncio cluster transaction queues a command whose keys only the server knows."""
 
     message = (

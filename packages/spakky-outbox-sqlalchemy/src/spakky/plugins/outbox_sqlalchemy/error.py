@@ -1,9 +1,9 @@
 """Errors raised by the SQLAlchemy outbox storage."""
 
-from spakky.outbox.error import AbstractSpakkyOutboxError
+from spakky.outbox.error import AbstractOutboxDetailedError, InvalidOutboxConfigError
 
 
-class InvalidOutboxTableNameError(AbstractSpakkyOutboxError):
+class InvalidOutboxTableNameError(AbstractOutboxDetailedError):
     """Raised when the configured outbox table name is not a plain SQL identifier."""
 
     message = (
@@ -13,13 +13,13 @@ class InvalidOutboxTableNameError(AbstractSpakkyOutboxError):
     )
 
 
-class InvalidOutboxSqlAlchemyConfigError(AbstractSpakkyOutboxError):
+class InvalidOutboxSqlAlchemyConfigError(InvalidOutboxConfigError):
     """Raised when an ``SPAKKY_OUTBOX_SQLALCHEMY__*`` setting has an invalid value."""
 
     message = "Invalid SQLAlchemy outbox configuration"
 
 
-class UnsupportedOutboxDialectError(AbstractSpakkyOutboxError):
+class UnsupportedOutboxDialectError(AbstractOutboxDetailedError):
     """Raised when the database dialect cannot host the outbox."""
 
     message = (
@@ -28,7 +28,7 @@ class UnsupportedOutboxDialectError(AbstractSpakkyOutboxError):
     )
 
 
-class OutboxTableNotFoundError(AbstractSpakkyOutboxError):
+class OutboxTableNotFoundError(AbstractOutboxDetailedError):
     """Raised when the outbox table is missing where it must already exist.
 
     Administration (stats, list, requeue, purge) and acknowledgements never

@@ -22,20 +22,7 @@ from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import OutboxStats, OutboxTarget
 from spakky.outbox.common.wakeup import WakeUpHub, wake_up_hub
 from spakky.outbox.error import OutboxTransactionRequiredError
-from spakky.outbox.ports.storage import (
-    IAsyncOutboxAdministration,
-    IAsyncOutboxBatchAcknowledgement,
-    IAsyncOutboxLiveness,
-    IAsyncOutboxRetryScheduling,
-    IAsyncOutboxStorage,
-    IAsyncOutboxWakeUp,
-    IOutboxAdministration,
-    IOutboxBatchAcknowledgement,
-    IOutboxLiveness,
-    IOutboxRetryScheduling,
-    IOutboxStorage,
-    IOutboxWakeUp,
-)
+from spakky.outbox.ports.storage import IAsyncOutboxFullStorage, IOutboxFullStorage
 from spakky.plugins.outbox_sqlalchemy.config import (
     STORAGE_NAME,
     TABLE_NAME_VARIABLE,
@@ -192,12 +179,7 @@ SYNC_STORAGE_POD_NAME = "spakky_outbox_sqlalchemy_storage"
 
 @Pod(name=ASYNC_STORAGE_POD_NAME)
 class AsyncSqlAlchemyOutboxStorage(
-    IAsyncOutboxStorage,
-    IAsyncOutboxBatchAcknowledgement,
-    IAsyncOutboxRetryScheduling,
-    IAsyncOutboxWakeUp,
-    IAsyncOutboxAdministration,
-    IAsyncOutboxLiveness,
+    IAsyncOutboxFullStorage,
 ):
     """Asynchronous SQLAlchemy outbox storage (PostgreSQL, MariaDB/MySQL, SQLite)."""
 
@@ -409,12 +391,7 @@ class AsyncSqlAlchemyOutboxStorage(
 
 @Pod(name=SYNC_STORAGE_POD_NAME)
 class SqlAlchemyOutboxStorage(
-    IOutboxStorage,
-    IOutboxBatchAcknowledgement,
-    IOutboxRetryScheduling,
-    IOutboxWakeUp,
-    IOutboxAdministration,
-    IOutboxLiveness,
+    IOutboxFullStorage,
 ):
     """Synchronous SQLAlchemy outbox storage (PostgreSQL, MariaDB/MySQL, SQLite).
 

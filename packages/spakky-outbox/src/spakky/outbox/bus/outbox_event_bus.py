@@ -7,6 +7,7 @@ refuses ``send`` with `OutboxStorageFlavourMissingError`, instead of stopping
 the application at startup.
 """
 
+import re
 from datetime import UTC, datetime
 from typing import override
 from uuid import uuid4
@@ -21,6 +22,26 @@ from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.error import OutboxStorageFlavourMissingError
 from spakky.outbox.ports.storage import IAsyncOutboxStorage, IOutboxStorage
 from spakky.tracing.propagator import ITracePropagator
+
+_AUTHORIZATION_NAME = re.compile(r"\s*(?:\S*[-_])?authorization\s*", re.IGNORECASE)
+"""``Authorization``, ``Proxy-Authorization``, ``X-Forwarded-Authorization``, ..."""
+_BEARER_VALUE = re.compile(r"\s*bearer\s+\S", re.IGNORECASE)
+"""A bearer credential, however it is spaced or cased (``bearer\\t<token>``, ``  Bearer x``)."""
+
+
+def drop_credentials(headers: dict[str, str]) -> None:
+    """Remove every header that carries a credential, before the message is stored.
+
+    Authorization headers go whatever their scheme (a Basic one holds a
+    password), and so does any header whose value is a bearer token: a stored
+    message outlives the request, and consumers get the signed auth snapshot instead.
+    """
+    carrying = [
+        name for name, value in headers.items()
+        if _AUTHORIZATION_NAME.fullmatch(name) or _BEARER_VALUE.match(value)
+    ]
+    for name in carrying:
+        del headers[name]
 
 
 class _OutboxMessageFactory:
@@ -42,6 +63,7 @@ class _OutboxMessageFactory:
         headers: dict[str, str] = {}
         self._propagator.inject(headers)
         self._auth_snapshot_headers.inject(headers)
+        drop_credentials(headers)
         return OutboxMessage(
             id=uuid4(),
             event_name=event.event_name,

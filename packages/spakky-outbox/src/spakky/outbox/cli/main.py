@@ -29,7 +29,7 @@ from spakky.outbox.cli.plugins import outbox_plugins
 from spakky.outbox.common.config import describe_settings_error, redact_credentials
 from spakky.outbox.common.loop import StorageLoop
 from spakky.outbox.common.stats import OutboxTarget
-from spakky.outbox.error import AbstractSpakkyOutboxError
+from spakky.outbox.error import AbstractOutboxDetailedError, AbstractSpakkyOutboxError
 from spakky.outbox.ports.storage import IAsyncOutboxAdministration, IAsyncOutboxStorage
 from spakky.outbox.relay.health import OutboxHealthCheck
 from spakky.outbox.scaffold.generate import main as new_backend
@@ -42,7 +42,7 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-class OutboxCommandError(AbstractSpakkyOutboxError):
+class OutboxCommandError(AbstractOutboxDetailedError):
     """Raised for a command-line usage the outbox cannot carry out."""
 
     message = "spakky-outbox"

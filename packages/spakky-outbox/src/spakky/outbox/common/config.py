@@ -4,7 +4,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from spakky.core.stereotype.configuration import Configuration
 from spakky.outbox.error import InvalidOutboxConfigError
@@ -74,13 +74,68 @@ def describe_settings_error(env_prefix: str, error: ValidationError) -> str:
     for e in error.errors():
         name = f"{env_prefix}{'__'.join(str(part) for part in e['loc']).upper()}"
         shown = _shown_input(e["loc"], e.get("input"))
-        message = redact_credentials(e["msg"])
+        # A validator's own ValueError reads as its text, without pydantic's "Value error, ".
+        message = redact_credentials(
+            e["msg"].removeprefix("Value error, ") if e["type"] == "value_error" else e["msg"]
+        )
         parts.append(f"{name}: {message}" if shown is None else f"{name}={shown}: {message}")
     return "; ".join(parts)
 
 
 _KEEP_FOREVER = frozenset({"none", "forever", "off"})
 """Values of ``PUBLISHED_RETENTION_SECONDS`` that keep published messages."""
+
+
+def _polling_interval(value: float) -> float:
+    if value < 0:
+        raise ValueError("must be 0 or more seconds (0: claim again without pausing)")
+    return value
+
+
+def _batch_size(value: int) -> int:
+    if value < 1:
+        raise ValueError(
+            "must be at least 1: a relay claiming no message delivers nothing "
+            "(SPAKKY_OUTBOX__RELAY=off runs no relay in this process)"
+        )
+    return value
+
+
+def _max_retry_count(value: int) -> int:
+    if value < 0:
+        raise ValueError("must be 0 or more (0 or 1: abandon a message at its first refusal)")
+    # 8.5 passed 0 on to the storage, whose claims then matched no message; 0
+    # retries means what 1 attempt means: abandon at the first refusal.
+    return max(value, 1)
+
+
+def _claim_timeout(value: float) -> float:
+    if value <= 0:
+        raise ValueError(
+            "must be more than 0 seconds: a claim that lasts no time lets every "
+            "relay take the same messages (default 300)"
+        )
+    return value
+
+
+MIN_CLAIM_LEASE_SECONDS = 1.0
+"""Shortest claim lease: renewals (every third of it) stay a few per second at most."""
+
+
+def _claim_lease(value: float) -> float:
+    if value < MIN_CLAIM_LEASE_SECONDS:
+        raise ValueError(
+            f"must be at least {MIN_CLAIM_LEASE_SECONDS:g} second: a relay renews "
+            "its claims every third of the lease, and a shorter lease costs more "
+            "renewals than sends and is lost in a pause of a live relay (default 10)"
+        )
+    return value
+
+
+BUSY_POLLING_SECONDS = 0.01
+"""Below this polling interval an idle relay claims so often that startup warns."""
+LARGE_BATCH_SIZE = 10_000
+"""Above this batch size one claim holds the storage long enough that startup warns."""
 
 
 class RelayMode(StrEnum):
@@ -114,15 +169,16 @@ class OutboxConfig(BaseSettings):
         allow_inf_nan=False,
     )
 
-    polling_interval_seconds: Annotated[float, Field(gt=0)] = 1.0
-    """Longest sleep between two claims when nothing wakes the relay earlier."""
-    batch_size: Annotated[int, Field(ge=1)] = 100
+    polling_interval_seconds: Annotated[float, AfterValidator(_polling_interval)] = 1.0
+    """Longest sleep between two claims when nothing wakes the relay earlier (0: no pause)."""
+    batch_size: Annotated[int, AfterValidator(_batch_size)] = 100
     """Messages claimed per round trip."""
-    max_retry_count: Annotated[int, Field(ge=1)] = 5
-    """Refusals a message may receive before it is abandoned."""
-    claim_timeout_seconds: Annotated[float, Field(gt=0)] = 300.0
+    max_retry_count: Annotated[int, AfterValidator(_max_retry_count)] = 5
+    """Refusals a message may receive before it is abandoned (0 and 1 alike:
+    abandoned at the first refusal, never retried)."""
+    claim_timeout_seconds: Annotated[float, AfterValidator(_claim_timeout)] = 300.0
     """Longest a claim lasts, even while its relay is alive (the 8.5 meaning)."""
-    claim_lease_seconds: Annotated[float, Field(gt=0)] = 10.0
+    claim_lease_seconds: Annotated[float, AfterValidator(_claim_lease)] = 10.0
     """Lease of a claim on storages with liveness: a relay renews it every third
     of this while it works, so a dead relay's messages free up this long after
     its last renewal, while a slow batch keeps its claim up to the claim timeout."""
@@ -149,6 +205,32 @@ class OutboxConfig(BaseSettings):
         if isinstance(value, str) and value.strip().lower() in _KEEP_FOREVER:
             return None
         return value
+
+    def unusual_settings(self) -> tuple[str, ...]:
+        """Warnings about accepted values that make a relay costly, one per setting.
+
+        8.5 accepted these, so they are not refused; the relay logs each at startup.
+        """
+        found: list[str] = []
+        prefix = SPAKKY_OUTBOX_CONFIG_ENV_PREFIX
+        if self.polling_interval_seconds < BUSY_POLLING_SECONDS:
+            pause = (
+                "without pausing" if self.polling_interval_seconds == 0
+                else f"after {self.polling_interval_seconds:g} s"
+            )
+            found.append(
+                f"{prefix}POLLING_INTERVAL_SECONDS={self.polling_interval_seconds:g}: an idle "
+                f"relay claims again {pause}, one storage round trip each time; commits "
+                "wake the relay early where the storage can, so the default 1.0 costs "
+                "no latency there"
+            )
+        if self.batch_size > LARGE_BATCH_SIZE:
+            found.append(
+                f"{prefix}BATCH_SIZE={self.batch_size}: one claim of that many messages "
+                "holds the storage for long (one Redis script, one large transaction) "
+                "and keeps every payload in memory; batches of 100-1000 drain as fast"
+            )
+        return tuple(found)
 
     def __init__(self) -> None:
         """Load outbox configuration from environment variables.

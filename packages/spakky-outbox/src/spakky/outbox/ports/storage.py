@@ -300,3 +300,25 @@ class IAsyncOutboxLiveness(ABC):
         Returns:
             How many of ``message_ids`` this instance still holds.
         """
+
+
+class IOutboxFullStorage(
+    IOutboxStorage,
+    IOutboxBatchAcknowledgement,
+    IOutboxRetryScheduling,
+    IOutboxWakeUp,
+    IOutboxAdministration,
+    IOutboxLiveness,
+):
+    """The sync port with every optional capability: one base for a storage that has them all."""
+
+
+class IAsyncOutboxFullStorage(
+    IAsyncOutboxStorage,
+    IAsyncOutboxBatchAcknowledgement,
+    IAsyncOutboxRetryScheduling,
+    IAsyncOutboxWakeUp,
+    IAsyncOutboxAdministration,
+    IAsyncOutboxLiveness,
+):
+    """The async port with every optional capability: one base for a storage that has them all."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from string import Template
 from typing import TextIO
 
-from spakky.outbox.error import AbstractSpakkyOutboxError
+from spakky.outbox.error import AbstractOutboxDetailedError, AbstractSpakkyOutboxError
 
 TEMPLATE = Path(__file__).parent / "template"
 """The package skeleton: ``*.tmpl`` files, ``__module__`` standing for the module's folder."""
@@ -26,13 +26,13 @@ CORE_DISTRIBUTION = "spakky-outbox"
 _NAME = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
 
 
-class InvalidBackendNameError(AbstractSpakkyOutboxError):
+class InvalidBackendNameError(AbstractOutboxDetailedError):
     """Raised when a new storage's name cannot name a package, a module and a setting."""
 
     message = "Invalid storage name"
 
 
-class BackendDirectoryExistsError(AbstractSpakkyOutboxError):
+class BackendDirectoryExistsError(AbstractOutboxDetailedError):
     """Raised when the new package's directory already exists (nothing is overwritten)."""
 
     message = "The package directory already exists; nothing was written"

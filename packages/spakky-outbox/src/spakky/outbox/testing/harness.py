@@ -9,7 +9,7 @@ from enum import StrEnum
 from uuid import UUID
 
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.error import AbstractSpakkyOutboxError
+from spakky.outbox.error import AbstractOutboxDetailedError
 from spakky.outbox.ports.storage import IAsyncOutboxStorage, IOutboxStorage
 
 
@@ -42,7 +42,7 @@ EXTENDED_CAPABILITIES: frozenset[Capability] = frozenset(Capability) - BASE_CAPA
 """Optional capabilities; tests for undeclared ones are skipped with the name."""
 
 
-class CapabilityNotDeclaredError(AbstractSpakkyOutboxError):
+class CapabilityNotDeclaredError(AbstractOutboxDetailedError):
     """Raised when the suite asks a harness for something it did not declare."""
 
     message = "The harness does not declare this capability"

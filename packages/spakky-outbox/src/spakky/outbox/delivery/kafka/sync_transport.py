@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/delivery/kafka/async_transport.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256: fc73fe3f4634d1e52fef8a277dd455ccda47aeef15983648250bcb97df6ed470
+# Source sha256 (with the tool's): b08b9bb60d7b7609050b28db0bfc011b8ba3b4938d89d797b90caad0876dd4f0
 """Kafka delivery for the sync relay: Spakky's `IEventTransport` on confluent-kafka.
 
 ``send`` queues a record in one long-lived idempotent producer (``acks=all``)

@@ -1,0 +1,1 @@
+"""What consumer.py scans: the event handlers of this consuming service."""

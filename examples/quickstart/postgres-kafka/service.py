@@ -1,0 +1,81 @@
+"""The shop service: ``python service.py`` places three orders and relays their events until Ctrl-C.
+
+Needs PostgreSQL and Kafka. The settings below point at local ones and
+yield to the environment: ``export SPAKKY_SQLALCHEMY__CONNECTION_STRING=...``
+points the service elsewhere.
+"""
+
+import asyncio
+import os
+import signal
+import threading
+import uuid
+
+from spakky.core.application.application import SpakkyApplication
+from spakky.core.application.application_context import ApplicationContext
+from spakky.core.application.plugin import Plugin
+from spakky.outbox.application.loop import ApplicationEventLoop
+from spakky.tracing.context import TraceContext
+from sqlalchemy.ext.asyncio import create_async_engine
+
+import shop
+from shop.orders import OrderRejectedError, PlaceOrder, metadata
+
+SETTINGS = {
+    # spakky-sqlalchemy: the database of the orders and of the outbox table
+    "SPAKKY_SQLALCHEMY__CONNECTION_STRING": "postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/postgres",
+    # spakky-outbox: relay through its own Kafka adapter (idempotent, acks=all),
+    # which creates a missing topic (named after the event) at its first record
+    "SPAKKY_OUTBOX__DELIVERY": "kafka",
+    "SPAKKY_OUTBOX_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9092",
+}
+PLUGINS = {
+    Plugin(name=name)
+    for name in (
+        "spakky-data", "spakky-domain", "spakky-event", "spakky-tracing",
+        "spakky-sqlalchemy", "spakky-outbox", "spakky-outbox-sqlalchemy",
+    )
+}
+ORDERS = [("alice", 120), ("bob", 5000), ("alice", 40)]
+
+
+async def create_orders_table() -> None:
+    """Create the shop's own table; the outbox creates its table itself."""
+    engine = create_async_engine(os.environ["SPAKKY_SQLALCHEMY__CONNECTION_STRING"])
+    async with engine.begin() as connection:
+        await connection.run_sync(metadata.create_all)
+    await engine.dispose()
+
+
+def main() -> None:
+    """Place the orders, then keep relaying until Ctrl-C or SIGTERM."""
+    for name, value in SETTINGS.items():
+        os.environ.setdefault(name, value)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    asyncio.run(create_orders_table())
+    app = SpakkyApplication(ApplicationContext()).load_plugins(include=PLUGINS).scan(shop).start()
+    try:
+        loop = app.application_context.get(ApplicationEventLoop)  # the app's own event loop
+        place_order = app.application_context.get(PlaceOrder)
+        run = uuid.uuid4().hex[:6]
+        for number, (customer, amount) in enumerate(ORDERS, start=1):
+            order_id = f"{run}-{number}"
+            trace = TraceContext.new_root()  # a web framework's middleware does this per request
+            TraceContext.set(trace)
+            try:
+                loop.run(place_order.execute(order_id, customer, amount))
+                print(f"[service] {order_id} committed, trace {trace.trace_id}", flush=True)
+            except OrderRejectedError as error:
+                print(f"[service] {order_id} rolled back, nothing stored or sent: {error}", flush=True)
+            finally:
+                TraceContext.clear()
+        print("[service] relaying (Ctrl-C stops)", flush=True)
+        stop.wait()
+    finally:
+        app.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The shop: what service.py scans (its event and its use case)."""

@@ -1,0 +1,244 @@
+"""What the Redis outbox storages of both flavours share: settings, script arguments, reply decoding."""
+
+
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from typing import Any, cast
+from uuid import UUID
+
+from redis.exceptions import (
+    ClusterDownError,
+    ReadOnlyError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from spakky.outbox.common.claims import key_run, undecodable_reason
+from spakky.outbox.common.config import OutboxConfig, redact_url
+from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.common.stats import OutboxStats, OutboxTarget
+from spakky.outbox.error import OutboxTransactionRequiredError
+from spakky.plugins.outbox_redis import scripts
+from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
+from spakky.plugins.outbox_redis.codec import (
+    MESSAGE_FIELDS,
+    RedisKeys,
+    RedisValue,
+    age_seconds,
+    save_arguments,
+    to_message,
+    unframe,
+)
+from spakky.plugins.outbox_redis.config import (
+    KEY_PREFIX_VARIABLE,
+    SPAKKY_OUTBOX_REDIS_CONFIG_ENV_PREFIX,
+    RedisOutboxConfig,
+    check_key_prefix,
+)
+from spakky.plugins.outbox_redis.error import RedisTransactionNotActiveError
+
+STORAGE_BACKEND = "redis"
+"""Backend name in `OutboxTarget`."""
+
+UNAVAILABLE = (
+    RedisConnectionError,  # includes BusyLoadingError: a restarted server loading its data
+    RedisTimeoutError,
+    ClusterDownError,
+    TryAgainError,
+    SlotNotCoveredError,
+    ReadOnlyError,  # a replica promoted a moment ago, or a primary demoted
+)
+"""Redis errors that mean the server (or the slot's node) cannot serve now."""
+
+SCRIPTS: dict[str, str] = {
+    "fetch": scripts.FETCH,
+    "settle": scripts.SETTLE,
+    "renew": scripts.RENEW,
+    "requeue": scripts.REQUEUE,
+    "purge": scripts.PURGE,
+    "stats": scripts.STATS,
+    "abandoned": scripts.LIST_ABANDONED,
+}
+
+WIDTH = 1 + len(MESSAGE_FIELDS)
+"""Framed items per message: its id, then its fields."""
+
+
+class Settle:
+    """Modes of the settle script."""
+
+    PUBLISH = "publish"
+    ABANDON = "abandon"
+    INCREMENT = "increment"
+    RETRY = "retry"
+    RELEASE = "release"
+
+
+_REQUEUE_CHUNK = 200
+"""Most abandoned messages one requeue script moves (a few ms of server time)."""
+_PURGE_CHUNK = 1000
+"""Most published messages one purge script deletes (a few ms of server time)."""
+
+type Step = tuple[list[RedisValue], int | None]
+"""One administration script call: its ARGV, and the count below which the oldest-first walk is over
+(None: the call works on named ids, and the next chunk follows regardless)."""
+
+
+def _steps(limit: int, chunk: int) -> Iterator[int]:
+    """Split ``limit`` into script-sized steps: a call of any size holds the server milliseconds at a time."""
+    while limit > 0:
+        yield min(chunk, limit)
+        limit -= chunk
+
+
+def _joined(message_ids: Sequence[UUID | bytes]) -> str:
+    """Ids as the scripts take them: one comma-separated argument."""
+    return ",".join(i.decode() if isinstance(i, bytes) else str(i) for i in message_ids)
+
+
+class RedisOutboxStorageBase:
+    """State, arguments and reply decoding shared by the sync and asyncio storages."""
+
+    _keys: RedisKeys
+    _owner: str
+    _claim_timeout_ms: int
+    _lease_ms: int
+    _sweep: int
+    _config: RedisOutboxConfig
+    _connections: RedisOutboxConnectionManager
+
+    def __init__(
+        self,
+        connections: RedisOutboxConnectionManager,
+        config: RedisOutboxConfig,
+        outbox_config: OutboxConfig,
+    ) -> None:
+        self._connections = connections
+        self._config = config
+        self._keys = RedisKeys(check_key_prefix(config.key_prefix))
+        self._owner = uuid.uuid4().hex
+        self._claim_timeout_ms = max(1, round(outbox_config.claim_timeout_seconds * 1000))
+        self._lease_ms = max(1, round(outbox_config.claim_lease_seconds * 1000))
+        self._sweep = config.expired_claim_sweep
+
+    @property
+    def owner(self) -> str:
+        """Token fencing this instance's claims."""
+        return self._owner
+
+    def target(self) -> OutboxTarget:
+        """Backend ``redis``, the URL without password, and the key prefix."""
+        location = f"{redact_url(self._config.url)} key prefix {self._keys.prefix}"
+        if self._config.cluster:
+            location += " (cluster)"
+        settings = {"url": f"{SPAKKY_OUTBOX_REDIS_CONFIG_ENV_PREFIX}URL", "key_prefix": KEY_PREFIX_VARIABLE}
+        return OutboxTarget(
+            backend=STORAGE_BACKEND,
+            location=location,
+            defaulted=tuple(
+                variable
+                for name, variable in settings.items()
+                if name not in self._config.model_fields_set
+            ),
+        )
+
+    @staticmethod
+    def _pipeline[P](current: Callable[[], P], transaction: str) -> P:
+        """The open transaction's pipeline, from ``current`` of the caller's flavour.
+
+        Raises:
+            OutboxTransactionRequiredError: No transaction (``transaction`` names its class) is open.
+        """
+        try:
+            return current()
+        except RedisTransactionNotActiveError:
+            raise OutboxTransactionRequiredError(f"open {transaction} (or use @Transactional())") from None
+
+    def _save_command(self, message: OutboxMessage) -> list[RedisValue]:
+        """``EVAL`` arguments (after the command name) that save ``message``."""
+        return [scripts.SAVE, 1, self._keys.pending, *save_arguments(self._keys.prefix, message)]
+
+    def _fetch_args(self, limit: int, max_retry: int) -> list[RedisValue]:
+        return [
+            self._keys.prefix,
+            limit,
+            max_retry,
+            min(self._claim_timeout_ms, self._lease_ms),
+            self._owner,
+            self._sweep,
+            key_run(limit),
+        ]
+
+    def _settle_args(
+        self,
+        mode: str,
+        message_ids: Sequence[UUID | bytes],
+        *,
+        delay_seconds: float = 0.0,
+        error: str | None = None,
+    ) -> list[RedisValue]:
+        return [
+            self._keys.prefix,
+            self._owner,
+            mode,
+            max(0, round(delay_seconds * 1000)),
+            "" if error is None else error,
+            "0" if error is None else "1",
+            _joined(message_ids),
+        ]
+
+    def _renew_args(self, message_ids: Sequence[UUID]) -> list[RedisValue]:
+        return [
+            self._keys.prefix,
+            self._owner,
+            self._claim_timeout_ms,
+            self._lease_ms,
+            _joined(message_ids),
+        ]
+
+    def _requeue_steps(
+        self, message_ids: Sequence[UUID] | None, limit: int
+    ) -> Iterator[Step]:
+        if message_ids is None:
+            for step in _steps(limit, _REQUEUE_CHUNK):
+                yield [self._keys.prefix, step, "oldest"], step
+            return
+        chosen = message_ids[: max(0, limit)]
+        for start in range(0, len(chosen), _REQUEUE_CHUNK):
+            part = chosen[start : start + _REQUEUE_CHUNK]
+            yield [self._keys.prefix, len(part), "ids", _joined(part)], None
+
+    def _purge_steps(self, before: datetime, limit: int) -> Iterator[Step]:
+        cutoff = round(before.timestamp() * 1000)
+        for step in _steps(limit, _PURGE_CHUNK):
+            yield [self._keys.prefix, cutoff, step], step
+
+    @staticmethod
+    def _decode(reply: Any) -> tuple[list[OutboxMessage], list[tuple[bytes, str]]]:
+        """Split a framed reply into messages and (id, reason) of undecodable ones."""
+        items = unframe(cast(bytes, reply))
+        messages: list[OutboxMessage] = []
+        broken: list[tuple[bytes, str]] = []
+        for start in range(1, len(items), WIDTH):
+            message_id = cast(bytes, items[start])
+            try:
+                messages.append(to_message(message_id, items[start + 1 : start + WIDTH]))
+            except Exception as error:  # any damage: the message is set aside, the batch goes on
+                broken.append((message_id, undecodable_reason(error)))
+        return messages, broken
+
+    @staticmethod
+    def _stats(reply: Any) -> OutboxStats:
+        row = cast(list[Any], reply)
+        oldest = cast(bytes | None, row[4])
+        return OutboxStats(
+            pending=int(row[0]),
+            claimed=int(row[1]),
+            published=int(row[2]),
+            abandoned=int(row[3]),
+            oldest_pending_age_seconds=age_seconds(oldest, cast(bytes, row[5])),
+        )
+
+

@@ -1,0 +1,1 @@
+"""Calling into a started Spakky application from the application's own code."""

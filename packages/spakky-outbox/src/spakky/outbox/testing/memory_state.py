@@ -1,0 +1,366 @@
+"""The in-memory reference's shared store: messages, claims and business records of one application.
+
+`InMemoryOutboxState` does all the work under one lock; the storages of both
+flavours (`spakky.outbox.testing.async_memory` and its generated twin
+`spakky.outbox.testing.sync_memory`) are thin views on it with their own owner
+token, standing for relay processes.
+"""
+
+import asyncio
+import threading
+from collections.abc import Callable, Generator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid4
+
+from spakky.core.pod.annotations.pod import Pod
+from spakky.outbox.common.claims import choose_batch, key_run
+from spakky.outbox.common.config import OutboxConfig
+from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.common.stats import OutboxStats
+
+type Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    """Return the current UTC time."""
+    return datetime.now(UTC)
+
+
+class ManualClock:
+    """A clock tests move by hand, so claim expiry and backoff need no waiting."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        """Start at ``start`` (default: now)."""
+        self.now = start or system_clock()
+
+    def __call__(self) -> datetime:
+        """Return the clock's current time."""
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward."""
+        self.now += timedelta(seconds=seconds)
+
+
+@dataclass
+class _Record:
+    message: OutboxMessage
+    seq: int
+    claimed_by: UUID | None = None
+    claimed_at: datetime | None = None
+    lease_until: datetime | None = None
+    not_before: datetime | None = None
+    published_at: datetime | None = None
+    abandoned_at: datetime | None = None
+    retry_count: int = 0
+    last_error: str | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.published_at is None and self.abandoned_at is None
+
+    def view(self) -> OutboxMessage:
+        return replace(
+            self.message,
+            published_at=self.published_at,
+            retry_count=self.retry_count,
+            claimed_at=self.claimed_at,
+            abandoned_at=self.abandoned_at,
+            last_error=self.last_error,
+        )
+
+
+@dataclass
+class Pending:
+    """One open transaction's writes, applied together at commit."""
+
+    messages: list[OutboxMessage] = field(default_factory=list[OutboxMessage])
+    business: dict[str, object] = field(default_factory=dict[str, object])
+
+
+@Pod()
+class InMemoryOutboxState:
+    """The shared store behind every in-memory storage instance of one application."""
+
+    def __init__(self) -> None:
+        """Create an empty store on the system clock."""
+        self.clock: Clock = system_clock
+        self.claim_timeout = timedelta(seconds=300)
+        self.claim_lease = timedelta(seconds=10)
+        self.records: dict[UUID, _Record] = {}
+        self.business: dict[str, object] = {}
+        self._seq = 0
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._version = 0
+        self._async_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._transaction: ContextVar[Pending | None] = ContextVar(
+            f"spakky_outbox_memory_tx_{id(self)}", default=None
+        )
+
+    # --- transactions ---------------------------------------------------------
+
+    def begin(self) -> Token[Pending | None]:
+        """Open a transaction in the current context."""
+        return self._transaction.set(Pending())
+
+    def commit(self) -> None:
+        """Apply the current transaction's business writes and messages atomically."""
+        pending = self._transaction.get()
+        if pending is None:
+            return
+        self._apply(pending.messages, pending.business)
+        self._transaction.set(Pending())
+
+    def rollback(self) -> None:
+        """Discard the current transaction's writes."""
+        if self._transaction.get() is not None:
+            self._transaction.set(Pending())
+
+    def end(self, token: Token[Pending | None]) -> None:
+        """Close the transaction opened with ``token``."""
+        self._transaction.reset(token)
+
+    @contextmanager
+    def transaction(self, *, commit: bool = True) -> Generator[None]:
+        """Run a block in a transaction that commits (or rolls back) at the end."""
+        token = self.begin()
+        try:
+            yield
+            if commit:
+                self.commit()
+        finally:
+            self.end(token)
+
+    def put_business(self, key: str, value: object) -> None:
+        """Write a business record in the current transaction (or at once)."""
+        pending = self._transaction.get()
+        if pending is None:
+            self._apply([], {key: value})
+        else:
+            pending.business[key] = value
+
+    def save(self, message: OutboxMessage) -> None:
+        """Queue a message in the current transaction, or store it at once outside one."""
+        pending = self._transaction.get()
+        if pending is None:
+            self._apply([message], {})
+        else:
+            pending.messages.append(message)
+
+    def _apply(self, messages: Sequence[OutboxMessage], business: dict[str, object]) -> None:
+        with self._lock:
+            self.business.update(business)
+            for message in messages:
+                self._seq += 1
+                self.records[message.id] = _Record(
+                    message=message, seq=self._seq, retry_count=message.retry_count
+                )
+            if messages:
+                self._version += 1
+                self._changed.notify_all()
+                for loop, event in list(self._async_waiters):
+                    loop.call_soon_threadsafe(event.set)
+
+    # --- claims and acknowledgements -----------------------------------------
+
+    def claim(self, owner: UUID, limit: int, max_retry: int) -> list[OutboxMessage]:
+        """Claim the oldest eligible messages, keeping each key's order.
+
+        Keyless messages come oldest first; keys come as runs (see
+        `choose_batch`), visited in the order of their oldest message.
+        """
+        with self._lock:
+            now = self.clock()
+            run = key_run(limit)
+            keyless: list[_Record] = []
+            runs: dict[str, list[_Record]] = {}
+            closed: set[str] = set()
+            for record in self.records.values():
+                if not record.pending:
+                    continue
+                key = record.message.partition_key
+                if key is None:
+                    if len(keyless) < limit and self._eligible(record, now, max_retry):
+                        keyless.append(record)
+                elif key not in closed:
+                    prefix = runs.setdefault(key, [])
+                    if len(prefix) < run and self._eligible(record, now, max_retry):
+                        prefix.append(record)
+                    else:
+                        closed.add(key)
+            chosen = choose_batch(keyless, runs.values(), limit, lambda r: r.seq)
+            for record in chosen:
+                record.claimed_by, record.claimed_at = owner, now
+                record.lease_until = now + self.claim_lease
+            return [record.view() for record in chosen]
+
+    def _eligible(self, record: _Record, now: datetime, max_retry: int) -> bool:
+        if record.retry_count >= max_retry:
+            return False
+        if record.not_before is not None and record.not_before > now:
+            return False
+        return not self._claim_live(record, now)
+
+    def _claim_live(self, record: _Record, now: datetime) -> bool:
+        """Whether a claim holds: within the claim timeout and its lease."""
+        if record.claimed_at is None or record.claimed_at + self.claim_timeout <= now:
+            return False
+        return record.lease_until is None or record.lease_until > now
+
+    def _owned(self, owner: UUID, message_id: UUID) -> _Record | None:
+        record = self.records.get(message_id)
+        if record is None or record.claimed_by != owner or not record.pending:
+            return None
+        return record
+
+    def publish(self, owner: UUID, ids: Sequence[UUID]) -> None:
+        """Mark this owner's claimed messages published."""
+        with self._lock:
+            for message_id in ids:
+                if record := self._owned(owner, message_id):
+                    record.published_at = self.clock()
+                    record.claimed_by = record.claimed_at = None
+
+    def increment_retry(self, owner: UUID, message_id: UUID) -> None:
+        """Spend one retry and keep the claim until it expires (6.x behaviour)."""
+        with self._lock:
+            if record := self._owned(owner, message_id):
+                record.retry_count += 1
+
+    def schedule_retry(self, owner: UUID, message_id: UUID, delay: float, error: str) -> None:
+        """Spend one retry, keep the error and release the claim until ``delay`` passed."""
+        with self._lock:
+            if record := self._owned(owner, message_id):
+                record.retry_count += 1
+                record.last_error = error
+                record.claimed_by = record.claimed_at = None
+                record.not_before = self.clock() + timedelta(seconds=delay)
+
+    def abandon(self, owner: UUID, message_id: UUID, error: str | None) -> None:
+        """Give up on a message, keeping it readable with its reason."""
+        with self._lock:
+            if record := self._owned(owner, message_id):
+                record.abandoned_at = self.clock()
+                record.claimed_by = record.claimed_at = None
+                if error is not None:
+                    record.last_error = error
+
+    def release(self, owner: UUID, ids: Sequence[UUID]) -> None:
+        """Drop this owner's claims without spending budget."""
+        with self._lock:
+            for message_id in ids:
+                if record := self._owned(owner, message_id):
+                    record.claimed_by = record.claimed_at = None
+
+    def renew(self, owner: UUID, ids: Sequence[UUID]) -> int:
+        """Extend the lease of this owner's claims younger than the claim timeout."""
+        with self._lock:
+            now = self.clock()
+            renewed = 0
+            for message_id in ids:
+                record = self._owned(owner, message_id)
+                if record is None or record.claimed_at is None:
+                    continue
+                if record.claimed_at + self.claim_timeout <= now:
+                    continue
+                record.lease_until = now + self.claim_lease
+                renewed += 1
+            return renewed
+
+    # --- wake-up ---------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        """Counter raised by every commit that stores messages."""
+        return self._version
+
+    def wait(self, seen: int, timeout: float) -> bool:
+        """Block until a commit after version ``seen`` or until ``timeout`` passes."""
+        with self._lock:
+            return self._changed.wait_for(lambda: self._version != seen, timeout)
+
+    async def wait_async(self, seen: int, timeout: float) -> bool:
+        """Wait until a commit after version ``seen`` or until ``timeout`` passes."""
+        waiter = (asyncio.get_running_loop(), asyncio.Event())
+        with self._lock:
+            if self._version != seen:
+                return True
+            self._async_waiters.add(waiter)
+        try:
+            await asyncio.wait_for(waiter[1].wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            with self._lock:
+                self._async_waiters.discard(waiter)
+
+    # --- administration ------------------------------------------------------
+
+    def stats(self) -> OutboxStats:
+        """Count messages by state."""
+        with self._lock:
+            now = self.clock()
+            pending = [r for r in self.records.values() if r.pending]
+            claimed = [r for r in pending if r.claimed_by is not None and self._claim_live(r, now)]
+            oldest = min((r.message.created_at for r in pending), default=None)
+            return OutboxStats(
+                pending=len(pending),
+                claimed=len(claimed),
+                published=sum(r.published_at is not None for r in self.records.values()),
+                abandoned=sum(r.abandoned_at is not None for r in self.records.values()),
+                oldest_pending_age_seconds=(
+                    None if oldest is None else max(0.0, (now - oldest).total_seconds())
+                ),
+            )
+
+    def list_abandoned(self, limit: int) -> list[OutboxMessage]:
+        """Return abandoned messages, oldest first."""
+        with self._lock:
+            return [r.view() for r in self.records.values() if r.abandoned_at is not None][:limit]
+
+    def requeue_abandoned(self, ids: Sequence[UUID] | None, limit: int) -> int:
+        """Make up to ``limit`` abandoned messages pending again with a fresh budget."""
+        with self._lock:
+            wanted = None if ids is None else set(ids)
+            count = 0
+            for record in self.records.values():
+                if count >= limit:
+                    break
+                if record.abandoned_at is None or (wanted is not None and record.message.id not in wanted):
+                    continue
+                record.abandoned_at = record.not_before = None
+                record.claimed_by = record.claimed_at = record.lease_until = None
+                record.retry_count = 0
+                count += 1
+            return count
+
+    def purge_published(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` messages published before ``before``."""
+        with self._lock:
+            doomed = [
+                message_id for message_id, r in self.records.items()
+                if r.published_at is not None and r.published_at < before
+            ][:limit]
+            for message_id in doomed:
+                del self.records[message_id]
+            return len(doomed)
+
+
+class InMemoryOutboxView:
+    """One storage instance's view of the shared state: its owner token and settings.
+
+    Both flavours of storage build on it; their constructors take the same Pods.
+    """
+
+    def __init__(self, state: InMemoryOutboxState, config: OutboxConfig) -> None:
+        """Bind to the shared state with a new owner token."""
+        self._state = state
+        self._owner = uuid4()
+        self._seen_version = state.version
+        state.claim_timeout = timedelta(seconds=config.claim_timeout_seconds)
+        state.claim_lease = timedelta(seconds=config.claim_lease_seconds)

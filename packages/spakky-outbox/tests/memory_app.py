@@ -1,0 +1,36 @@
+"""A real Spakky application on the in-memory storage, for the core's application tests."""
+
+import outbox_testapp as app_package
+from spakky.core.application.application import SpakkyApplication
+from spakky.core.application.application_context import ApplicationContext
+from spakky.core.application.plugin import Plugin
+from spakky.outbox.testing.memory import (
+    AsyncInMemoryOutboxStorage,
+    AsyncInMemoryTransaction,
+    InMemoryOutboxState,
+    InMemoryOutboxStorage,
+    InMemoryTransaction,
+)
+from spakky.outbox.testing.transport import (
+    AsyncRecordingEventTransport,
+    RecordingEventTransport,
+)
+
+CORE_PLUGINS = {
+    Plugin(name=n)
+    for n in ("spakky-data", "spakky-domain", "spakky-event", "spakky-tracing", "spakky-outbox")
+}
+
+
+def build_app(*, storage: bool = True) -> SpakkyApplication:
+    """Load the core plugins, register the in-memory storage and transports, scan the test service."""
+    app = SpakkyApplication(ApplicationContext()).load_plugins(include=CORE_PLUGINS)
+    app.add(InMemoryOutboxState)
+    app.add(InMemoryTransaction)
+    app.add(AsyncInMemoryTransaction)
+    if storage:
+        app.add(InMemoryOutboxStorage)
+        app.add(AsyncInMemoryOutboxStorage)
+    app.add(RecordingEventTransport)
+    app.add(AsyncRecordingEventTransport)
+    return app.scan(app_package)
