@@ -8,6 +8,8 @@ claim takes, so every backend spreads keys across relays the same way.
 
 from collections.abc import Callable, Iterable, Sequence
 
+from spakky.outbox.common.reasons import storable_reason
+
 KEY_RUN = 10
 """Most messages of one key a claim takes: a deep backlog spans few keys per
 batch (leaving the others to other relays), a shallow one still fills it."""
@@ -47,5 +49,5 @@ def choose_batch[T](
 
 
 def undecodable_reason(error: BaseException) -> str:
-    """The reason kept with a stored message a storage could not decode."""
-    return f"undecodable stored message: {type(error).__name__}: {error}"
+    """The reason kept with a stored message a storage could not decode (storable everywhere)."""
+    return storable_reason(f"undecodable stored message: {type(error).__name__}: {error}")

@@ -16,6 +16,10 @@ AsyncEvent = asyncio.Event
 """The async relay's stop event until the application sets its own."""
 Event = threading.Event
 """The sync relay's stop event until the application sets its own."""
+AsyncLock = asyncio.Lock
+"""Serialises the async relay's storage writes with its claim renewals."""
+Lock = threading.Lock
+"""Serialises the sync relay's storage writes with its claim renewals (a thread)."""
 
 
 async def sleep_async(seconds: float) -> None:

@@ -16,6 +16,7 @@ from uuid import UUID
 from spakky.event.error import EventDeliveryRejectedError, EventTransportNotRunningError
 from spakky.outbox.common.config import OutboxConfig, RelayMode
 from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.common.reasons import ascii_reason, storable_reason
 from spakky.outbox.error import (
     OutboxDeliveryRefusedError,
     OutboxStorageFlavourMissingError,
@@ -42,16 +43,29 @@ SETTLE_BACKOFF_MAX_SECONDS = 1.0
 """Longest pause between acknowledgement retries, so recovery is seen within a second."""
 STOP_GRACE_SECONDS = 5.0
 """How long a stopping relay keeps trying to settle what it sent."""
+LEASE_MARGIN = 0.1
+"""Part of a claim's lease a relay keeps in hand: it starts no send or flush in the last tenth."""
+MESSAGE_SETTLE_ATTEMPTS = 4
+"""Attempts at one message's refusal or abandonment before the relay goes on without it
+(the last one with its reason in ASCII): a write failing for that message alone must not
+hold up the relay; the message comes back when its claim ends, its budget unspent."""
+NO_RETRY_LIMIT = 2**31 - 1
+"""The ``max_retry`` a relay claims with when it abandons spent messages itself, so a
+lowered ``MAX_RETRY_COUNT`` never leaves them unclaimed and unabandoned."""
 CONTENDED_BACKOFF_BASE_SECONDS = 0.05
 """First pause after an empty claim that followed work: other relays may have
 taken the rows this one chose, and the backlog may not be drained."""
 
 
 def reason(error: BaseException) -> str:
-    """Render a delivery error as the text kept with the message."""
+    """Render a delivery error as the text kept with the message (and logged).
+
+    Storable by every backend and free of credentials (see
+    `spakky.outbox.common.reasons.storable_reason`).
+    """
     if isinstance(error, EventDeliveryRejectedError) and error.reasons:
-        return f"{type(error).__name__}: {'; '.join(error.reasons)}"
-    return f"{type(error).__name__}: {error}"
+        return storable_reason(f"{type(error).__name__}: {'; '.join(error.reasons)}")
+    return storable_reason(f"{type(error).__name__}: {error}")
 
 
 def missing_storage(mode: RelayMode) -> OutboxStorageFlavourMissingError:
@@ -82,33 +96,36 @@ class PoisonMemory:
 
     Known: this relay saw the message fail alone while the transport delivered
     others, or any relay refused it before for a plain error (its stored
-    ``last_error`` says so). Such a message failing again counts as refused
-    even in a batch where nothing else was sent, so a lone poison message
-    still runs out of budget and is abandoned instead of stalling its key.
+    ``last_error`` says so). Such a message failing again *the same way* (the
+    same reason text) counts as refused even in a batch where nothing else was
+    sent, so a lone poison message still runs out of budget and is abandoned
+    instead of stalling its key. Failing any other way (a broker that went
+    away: ``ConnectionError`` where it used to be ``ValueError: too large``) is
+    an outage like any other, and spends nothing.
     """
 
     _LIMIT = 10_000
-    _REFUSAL = f"{EventDeliveryRejectedError.__name__}:"
 
     def __init__(self) -> None:
-        self._ids: dict[UUID, None] = {}
+        self._reasons: dict[UUID, str] = {}
 
-    def known(self, message: OutboxMessage) -> bool:
-        """Whether ``message`` failed on its own before."""
-        if message.id in self._ids:
-            return True
-        error = message.last_error
-        return message.retry_count > 0 and error is not None and not error.startswith(self._REFUSAL)
+    def known(self, message: OutboxMessage, error: BaseException) -> bool:
+        """Whether ``message`` failed on its own before, with the reason ``error`` gives now."""
+        failure = reason(error)
+        remembered = self._reasons.get(message.id)
+        if remembered is not None:
+            return remembered == failure
+        return message.retry_count > 0 and message.last_error == failure
 
-    def remember(self, message_id: UUID) -> None:
-        """Note that the message failed alone."""
-        self._ids[message_id] = None
-        if len(self._ids) > self._LIMIT:
-            del self._ids[next(iter(self._ids))]
+    def remember(self, message_id: UUID, error: BaseException) -> None:
+        """Note that the message failed alone, and how."""
+        self._reasons[message_id] = reason(error)
+        if len(self._reasons) > self._LIMIT:
+            del self._reasons[next(iter(self._reasons))]
 
     def forget(self, message_id: UUID) -> None:
         """Drop the message (delivered or abandoned)."""
-        self._ids.pop(message_id, None)
+        self._reasons.pop(message_id, None)
 
 
 class MessageState(StrEnum):
@@ -124,6 +141,8 @@ class MessageState(StrEnum):
     """Failed with a plain error: the batch shows whose fault it is."""
     REFUSED = "refused"
     """Refused (or failed alone): spends one retry or is abandoned."""
+    ABANDONED = "abandoned"
+    """Budget spent and already abandoned in the storage: its key goes on in this batch."""
     RELEASED = "released"
     """Not sent, or sent unconfirmed: given back untouched."""
 
@@ -141,21 +160,54 @@ class _Tracked:
 class ClaimedBatch:
     """One claimed batch as the relay works through it: every message's state in one place.
 
-    Sending only moves messages between states; every storage write
-    (acknowledge, refuse, release) happens afterwards, in the order the
-    messages reached their state, so claims are never renewed and settled at
-    the same time.
+    Sending only moves messages between states; storage writes (acknowledge,
+    refuse, release; an abandonment that lets a key go on) are serialised with
+    the claim renewals, which renew only what no write has settled yet.
+
+    The batch also knows how long its claims last on its own clock: from the
+    moment the claim was asked for (``time.monotonic()`` before the storage
+    call, so never later than the storage's own start of the lease) plus the
+    lease, pushed by every renewal that kept every claim, never past the claim
+    timeout. Nothing is sent or flushed once that time (less a margin of a
+    tenth of the lease) has passed, once a renewal failed or was refused: a
+    relay that was paused (a GC pause, a frozen VM) past its lease resumes
+    without delivering a batch other relays may have taken over.
     """
 
-    def __init__(self, messages: list[OutboxMessage], claim_timeout: float) -> None:
+    def __init__(
+        self,
+        messages: list[OutboxMessage],
+        claimed_at: float,
+        claim_timeout: float,
+        lease: float | None,
+    ) -> None:
+        """Track ``messages`` claimed at monotonic time ``claimed_at``.
+
+        Args:
+            messages: The claimed messages, in claim order.
+            claimed_at: ``time.monotonic()`` just before the claim was asked for.
+            claim_timeout: The claim timeout (the longest any claim lasts).
+            lease: The claim lease on storages with liveness; None when claims
+                last the claim timeout.
+        """
         self.messages = messages
-        self.claimed_at = time.monotonic()
-        self.claim_deadline = self.claimed_at + claim_timeout
+        self.claimed_at = claimed_at
+        self.claim_deadline = claimed_at + claim_timeout
+        self._lease = lease
+        span = claim_timeout if lease is None else min(lease, claim_timeout)
+        self._margin = span * LEASE_MARGIN
+        self.lease_deadline = claimed_at + span
+        """Monotonic time the claims may have lapsed by, as far as this relay knows."""
         self._tracked = {m.id: _Tracked(m) for m in messages}
         self._moves = 0
+        self._settled: set[UUID] = set()
         self.halted: set[str] = set()
         self.outage: BaseException | None = None
         self.lost = False
+        """A renewal was refused: another relay (or time) took some of the claims."""
+        self.renewal_failed = False
+        """A renewal failed: the claims may lapse, so nothing more is sent."""
+        self._lapse_logged = False
         self._streak = 0
 
     def _move(self, message: OutboxMessage, state: MessageState, error: BaseException | None = None) -> None:
@@ -175,9 +227,72 @@ class ClaimedBatch:
         """Refused messages with their errors, in the order they were refused."""
         return [(t.message, t.error) for t in self._in(MessageState.REFUSED) if t.error is not None]
 
+    def refused_error(self, message: OutboxMessage) -> BaseException | None:
+        """The refusal ``message`` just met, if it is refused."""
+        tracked = self._tracked[message.id]
+        return tracked.error if tracked.state is MessageState.REFUSED else None
+
+    # --- the claims' lifetime ---------------------------------------------------
+
+    def _claims_held(self) -> bool:
+        """Whether this relay may still start delivering: claims neither lost nor lapsed."""
+        if self.lost:
+            return False
+        if time.monotonic() < self.lease_deadline - self._margin:
+            return True
+        if not self._lapse_logged:
+            self._lapse_logged = True
+            logger.error(
+                "Outbox claims of this batch may have lapsed (%.1f s since the claim: the relay "
+                "was paused or stalled past its lease); sending nothing more of it",
+                time.monotonic() - self.claimed_at,
+            )
+        return False
+
+    def may_send(self) -> bool:
+        """Whether a send may start: claims held and no renewal failed."""
+        return not self.renewal_failed and self._claims_held()
+
+    def on_renewed(self, kept: int, held: int, started: float) -> None:
+        """Record a renewal's answer (asked at monotonic ``started``).
+
+        Every claim kept pushes the batch's deadline; fewer kept than held
+        means claims were lost (taken over after a lapse this relay did not
+        see, e.g. a step of the storage server's clock): nothing more is sent
+        or flushed.
+        """
+        if kept >= held:
+            if self._lease is not None:
+                self.lease_deadline = min(started + self._lease, self.claim_deadline)
+            return
+        if not self.lost:
+            logger.warning(
+                "Lost %d of %d outbox claims to another relay or to time; sending nothing more of this batch",
+                held - kept, held,
+            )
+        self.lost = True
+
+    def on_renewal_failed(self, held: int, error: Exception) -> None:
+        """A renewal failed: the claims may lapse unseen, so nothing more is sent."""
+        if not self.renewal_failed:
+            logger.warning(
+                "Could not renew %d outbox claims; sending nothing more of this batch: %s", held, reason(error)
+            )
+        self.renewal_failed = True
+
+    def holding(self) -> list[UUID]:
+        """Ids this relay still holds: claimed, and not settled by a storage write yet."""
+        return [m.id for m in self.messages if m.id not in self._settled]
+
+    def settled(self, ids: list[UUID]) -> None:
+        """A storage write took (or gave up on) ``ids``: they are no longer renewed."""
+        self._settled.update(ids)
+
+    # --- sending ------------------------------------------------------------------
+
     def sendable(self, message: OutboxMessage, stopping: bool) -> bool:
-        """Whether to send ``message`` now; if not (stop, outage, lost claims, key held), release it."""
-        if stopping or self.outage is not None or self.lost or self.blocked(message):
+        """Whether to send ``message`` now; if not (stop, outage, claims in doubt, key held), release it."""
+        if stopping or self.outage is not None or self.blocked(message) or not self.may_send():
             self._move(message, MessageState.RELEASED)
             return False
         return True
@@ -197,10 +312,25 @@ class ClaimedBatch:
 
     def on_refused(self, message: OutboxMessage, error: BaseException) -> None:
         """The transport refused ``message``: it spends budget and holds back its key."""
-        logger.warning("Transport refused outbox message %s: %s", message.id, error)
+        logger.warning("Transport refused outbox message %s: %s", message.id, reason(error))
         self._move(message, MessageState.REFUSED, error)
         self._halt(message)
         self._streak = 0
+
+    def on_abandoned(self, message: OutboxMessage) -> None:
+        """``message`` (budget spent) is abandoned in the storage: its key goes on in this batch.
+
+        Only a message whose key was not held when it was sent can get here,
+        so the key was held back by this message alone.
+        """
+        self._move(message, MessageState.ABANDONED)
+        if message.partition_key is not None:
+            self.halted.discard(message.partition_key)
+
+    def on_abandon_failed(self, message: OutboxMessage) -> None:
+        """Abandoning ``message`` did not land: it is given back, and its key waits for it."""
+        self._move(message, MessageState.RELEASED)
+        self._halt(message)
 
     def on_failed(self, message: OutboxMessage, error: Exception, known_poison: bool) -> None:
         """Sending failed: a refusal is the message's; a plain error makes it suspect.
@@ -222,6 +352,21 @@ class ClaimedBatch:
         self._streak += 1
         if self._streak >= OUTAGE_STREAK:
             self.outage = error
+
+    def flushable(self) -> bool:
+        """Whether to flush now: something was sent and the claims still hold.
+
+        With the claims in doubt, what was sent is released unconfirmed (a
+        transport that buffers until its flush may still deliver it later).
+        """
+        sent = self.in_state(MessageState.SENT)
+        if not sent:
+            return False
+        if self._claims_held():
+            return True
+        for message in sent:
+            self._move(message, MessageState.RELEASED)
+        return False
 
     def on_flushed(self) -> None:
         """The flush confirmed everything sent."""
@@ -251,15 +396,15 @@ class ClaimedBatch:
         if isinstance(error, EventDeliveryRejectedError):
             logger.warning("Flush refused part of a batch of %d; confirming one by one", len(sent))
             return sent
-        logger.error("Flush failed; releasing %d messages: %s", len(sent), error)
+        logger.error("Flush failed; releasing %d messages: %s", len(sent), reason(error))
         self.outage = error
         for message in sent:
             self._move(message, MessageState.RELEASED)
         return []
 
     def confirming(self, message: OutboxMessage) -> bool:
-        """Whether to replay ``message`` alone now; if its key is held back, release it."""
-        if self.blocked(message):
+        """Whether to replay ``message`` alone now; if its key is held back or the claims are in doubt, release it."""
+        if self.blocked(message) or not self.may_send():
             self._move(message, MessageState.RELEASED)
             return False
         return True
@@ -277,7 +422,7 @@ class ClaimedBatch:
         if isinstance(error, EventDeliveryRejectedError):
             self.on_refused(message, error)
             return True
-        logger.error("Transport failed while confirming; releasing the rest: %s", error)
+        logger.error("Transport failed while confirming; releasing the rest: %s", reason(error))
         self.outage = error
         for unconfirmed in self.in_state(MessageState.SENT):
             self._move(unconfirmed, MessageState.RELEASED)
@@ -288,9 +433,9 @@ class ClaimedBatch:
 
         Something of the batch got through: the failures were the messages'
         own, and each gets one more try alone. Nothing got through: if only
-        messages already known as poison failed, they count as refused again;
-        any other failure means the transport is down, and every suspect goes
-        back untouched with nobody's budget spent.
+        messages already known as poison failed, each the way it failed before,
+        they count as refused again; any other failure means the transport is
+        down, and every suspect goes back untouched with nobody's budget spent.
         """
         suspects = self._in(MessageState.SUSPECT)
         if not suspects:
@@ -299,39 +444,36 @@ class ClaimedBatch:
             for tracked in suspects:
                 logger.warning(
                     "Outbox message %s failed while others went through; retrying it alone: %s",
-                    tracked.message.id, tracked.error,
+                    tracked.message.id, reason(tracked.error) if tracked.error is not None else "",
                 )
             return [t.message for t in suspects]
-        if self.outage is None and all(poison.known(t.message) for t in suspects):
+        if self.outage is None and all(
+            t.error is not None and poison.known(t.message, t.error) for t in suspects
+        ):
             for tracked in suspects:
                 self._move(tracked.message, MessageState.REFUSED, tracked.error)
             return []
         self.outage = self.outage or suspects[-1].error
-        logger.error("Transport unavailable; releasing the batch untouched: %s", self.outage)
+        logger.error(
+            "Transport unavailable; releasing the batch untouched: %s",
+            "" if self.outage is None else reason(self.outage),
+        )
         for tracked in suspects:
             self._move(tracked.message, MessageState.RELEASED)
         return []
 
+    def retrying_alone(self, message: OutboxMessage) -> bool:
+        """Whether to retry suspect ``message`` alone now; with the claims in doubt, release it."""
+        if self.may_send():
+            return True
+        self._move(message, MessageState.RELEASED)
+        return False
+
     def on_failed_alone(self, message: OutboxMessage, error: Exception, poison: PoisonMemory) -> None:
         """A suspect failed again alone: it is poison, refused with its own error."""
         logger.error("Outbox message %s failed again alone; counting it as refused", message.id)
-        poison.remember(message.id)
+        poison.remember(message.id, error)
         self._move(message, MessageState.REFUSED, error)
-
-    def holding(self) -> list[UUID]:
-        """Ids this relay still holds (everything claimed, until settling starts)."""
-        return [m.id for m in self.messages]
-
-    def claims_kept(self, kept: int, held: int) -> bool:
-        """Record a renewal's answer; False (stop renewing) once claims were lost."""
-        if kept >= held:
-            return True
-        logger.warning(
-            "Lost %d of %d outbox claims to another relay; sending nothing more of this batch",
-            held - kept, held,
-        )
-        self.lost = True
-        return False
 
 
 class RelayPolicy:
@@ -399,17 +541,65 @@ class RelayPolicy:
         for message_id in ids:
             self.poison.forget(message_id)
 
-    def refused(self, message: OutboxMessage) -> bool:
-        """Count a refusal; True when it spends the message's last retry (abandon it)."""
-        exhausted = message.retry_count + 1 >= self.config.max_retry_count
+    def new_batch(self, messages: list[OutboxMessage], claimed_at: float, *, liveness: bool) -> ClaimedBatch:
+        """Track a claimed batch; ``liveness``: the storage renews leases (else claims last the claim timeout)."""
+        lease = self.config.claim_lease_seconds if liveness else None
+        return ClaimedBatch(messages, claimed_at, self.config.claim_timeout_seconds, lease)
+
+    def claim_max_retry(self, abandons: bool) -> int:
+        """The ``max_retry`` to claim with.
+
+        With a storage that abandons with a reason (retry scheduling), the
+        relay claims spent messages too and abandons them itself (`spent`):
+        a ``MAX_RETRY_COUNT`` lowered since they were refused, or a relay
+        running with a lower value, then leaves nothing stranded. Other
+        storages get the setting, as in 8.5.
+        """
+        return NO_RETRY_LIMIT if abandons else self.config.max_retry_count
+
+    def exhausts(self, message: OutboxMessage) -> bool:
+        """Whether one more refusal spends the last of ``message``'s budget."""
+        return message.retry_count + 1 >= self.config.max_retry_count
+
+    def spent(self, message: OutboxMessage) -> bool:
+        """Whether ``message`` already spent its budget under this relay's setting."""
+        return message.retry_count >= self.config.max_retry_count
+
+    def spent_reason(self, message: OutboxMessage) -> str:
+        """Why a message claimed with its budget already spent is abandoned unsent."""
+        text = (
+            f"retry budget spent before this attempt: {message.retry_count} refusals reach "
+            f"SPAKKY_OUTBOX__MAX_RETRY_COUNT={self.config.max_retry_count} (lowered since, or "
+            "another relay runs with a higher value)"
+        )
+        if message.last_error:
+            text += f"; last error: {message.last_error}"
+        return storable_reason(text)
+
+    def refusal_recorded(self, message: OutboxMessage, *, abandoned: bool) -> None:
+        """A refusal landed in the storage: count it (and the abandonment it caused)."""
         if self.metrics is not None:
             self.metrics.record_failed(1)
-            if exhausted:
+            if abandoned:
                 self.metrics.record_abandoned(1)
-        if exhausted:
+        if abandoned:
             self.poison.forget(message.id)
-            logger.error("Abandoning outbox message %s after %d attempts", message.id, message.retry_count + 1)
-        return exhausted
+            logger.error("Abandoned outbox message %s after %d attempts", message.id, message.retry_count + 1)
+
+    def spent_abandoned(self, message: OutboxMessage) -> None:
+        """A message claimed with its budget spent was abandoned unsent."""
+        if self.metrics is not None:
+            self.metrics.record_abandoned(1)
+        self.poison.forget(message.id)
+        logger.error(
+            "Abandoned outbox message %s unsent: its %d refusals reach MAX_RETRY_COUNT=%d",
+            message.id, message.retry_count, self.config.max_retry_count,
+        )
+
+    @staticmethod
+    def attempt_reason(text: str, attempt: int) -> str:
+        """The reason to write at ``attempt``: the last attempt escapes non-ASCII, for a column that refuses it."""
+        return ascii_reason(text) if attempt + 1 >= MESSAGE_SETTLE_ATTEMPTS else text
 
     def retry_delay(self, message: OutboxMessage) -> float:
         """Pause before a refused message may be claimed again."""
@@ -423,20 +613,31 @@ class RelayPolicy:
         """How often a relay renews the claims it works on (liveness storages)."""
         return self.config.claim_lease_seconds / 3
 
-    def settle_failed(self, batch: ClaimedBatch, what: str, attempt: int, error: Exception) -> float | None:
+    def settle_failed(
+        self, batch: ClaimedBatch, what: str, attempt: int, error: Exception, *, one_message: bool
+    ) -> float | None:
         """A storage write of ``batch`` failed: the pause before retrying, or None to give up.
 
-        Retried until the claim is provably over (the claim timeout passed
-        since the claim: another relay may own the message) or a stop's grace
-        ran out.
+        A write about one message (refuse, abandon, release) gets
+        `MESSAGE_SETTLE_ATTEMPTS`: failing for that message alone, it must not
+        hold the relay up, and giving it up only delays the message (its claim
+        ends, its budget unspent). An acknowledgement is retried until the
+        claim is provably over (the claim timeout passed since the claim:
+        another relay may own the message) or a stop's grace ran out.
         """
         now = time.monotonic()
         stop = self.stop_requested_at
-        if now >= batch.claim_deadline or (stop is not None and now - stop >= STOP_GRACE_SECONDS):
-            logger.error("Giving up to %s outbox messages after %d attempts: %s", what, attempt + 1, error)
+        if (
+            now >= batch.claim_deadline
+            or (stop is not None and now - stop >= STOP_GRACE_SECONDS)
+            or (one_message and attempt + 1 >= MESSAGE_SETTLE_ATTEMPTS)
+        ):
+            logger.error("Giving up to %s outbox messages after %d attempts: %s", what, attempt + 1, reason(error))
             return None
         if attempt == 0:
-            logger.warning("Could not %s outbox messages; retrying until the storage takes it: %s", what, error)
+            logger.warning(
+                "Could not %s outbox messages; retrying until the storage takes it: %s", what, reason(error)
+            )
         return backoff_delay(attempt, SETTLE_BACKOFF_BASE_SECONDS, SETTLE_BACKOFF_MAX_SECONDS)
 
     def settled(self, what: str, attempt: int) -> None:

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/relay/async_relay.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 1b115c6341b2c8a038acd783589f4d25f30430fc86cd22cd06388c4c7e1715b0
+# Source sha256 (with the tool's): 3420cd2a2934b005c8f43fe0fad19b51f58f6b7c24cfe97dd95f8bd5f6980a04
 """The sync outbox relay: claims stored messages and relays them to the sync transport.
 
 It only does the I/O: what a message's outcome means is decided in
@@ -8,6 +8,7 @@ It only does the I/O: what a message's outcome means is decided in
 flavours lives in `spakky.outbox.relay.primitives`.
 """
 
+import time
 from collections.abc import Callable, Sequence
 from typing import override
 from uuid import UUID
@@ -28,6 +29,7 @@ from spakky.outbox.ports.storage import (
 )
 from spakky.outbox.relay.primitives import (
     Event,
+    Lock,
     Repeater,
     rest,
     sleep,
@@ -71,6 +73,7 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
         self._config = config
         self._policy = RelayPolicy(config, metrics)
         self._stop_event = Event()
+        self._writes = Lock()
 
     @property
     def seconds_since_last_cycle(self) -> float | None:
@@ -124,32 +127,41 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
 
     def relay_batch(self) -> BatchOutcome:
         """Claim one batch, send it, flush once, and settle every message."""
-        messages = self._storage.fetch_pending(
-            self._config.batch_size, self._config.max_retry_count
+        storage = self._storage
+        claimed_at = time.monotonic()
+        messages = storage.fetch_pending(
+            self._config.batch_size,
+            self._policy.claim_max_retry(isinstance(storage, IOutboxRetryScheduling)),
         )
         if not messages:
             return BatchOutcome()
-        batch = ClaimedBatch(messages, self._config.claim_timeout_seconds)
+        batch = self._policy.new_batch(messages, claimed_at, liveness=isinstance(storage, IOutboxLiveness))
         keeper = self._keep_claims(batch)
         try:
             self._send_all(batch)
             self._flush(batch)
             for message in batch.judge_suspects(self._policy.poison):
                 self._send_alone(batch, message)
+            # Claims stay renewed while they are settled: an acknowledgement
+            # retried through a storage cut must not lose them to another relay.
+            self._settle(batch)
         finally:
             if keeper is not None:
                 keeper.stop()
-        self._settle(batch)
         return BatchOutcome(claimed=len(messages), outage=batch.outage is not None)
 
     def _send_all(self, batch: ClaimedBatch) -> None:
         for message in batch.messages:
             if not batch.sendable(message, self._stopping()):
                 continue
+            if self._policy.spent(message):
+                self._abandon_now(batch, message, self._policy.spent_reason(message), refused=False)
+                continue
             try:
                 self._send(message)
             except Exception as error:
-                batch.on_failed(message, error, self._policy.poison.known(message))
+                batch.on_failed(message, error, self._policy.poison.known(message, error))
+                self._abandon_if_exhausted(batch, message)
             else:
                 batch.on_sent(message)
 
@@ -164,7 +176,7 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
 
     def _flush(self, batch: ClaimedBatch) -> None:
         """Flush once; on a refused flush confirm one by one."""
-        if not batch.in_state(MessageState.SENT):
+        if not batch.flushable():
             return
         try:
             self._transport.flush()
@@ -183,11 +195,14 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
             except Exception as error:
                 if not batch.on_confirm_failed(message, error):
                     return
+                self._abandon_if_exhausted(batch, message)
             else:
                 batch.on_confirmed(message)
 
     def _send_alone(self, batch: ClaimedBatch, message: OutboxMessage) -> None:
         """Retry a suspect alone: delivered, or refused with its own error."""
+        if not batch.retrying_alone(message):
+            return
         try:
             self._send_flushed(message)
         except Exception as error:
@@ -195,20 +210,42 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
         else:
             batch.on_confirmed(message)
 
+    def _abandon_if_exhausted(self, batch: ClaimedBatch, message: OutboxMessage) -> None:
+        """A refusal that spends the last retry abandons at once, so the key goes on in this batch (as 8.5)."""
+        error = batch.refused_error(message)
+        if error is not None and self._policy.exhausts(message):
+            self._abandon_now(batch, message, reason(error), refused=True)
+
+    def _abandon_now(self, batch: ClaimedBatch, message: OutboxMessage, why: str, *, refused: bool) -> None:
+        """Abandon ``message`` before anything else of its key is sent; if that fails, the key waits."""
+        if self._persist(batch, "abandon", [message.id], lambda attempt: self._abandon(message, why, attempt)):
+            if refused:
+                self._policy.refusal_recorded(message, abandoned=True)
+            else:
+                self._policy.spent_abandoned(message)
+            batch.on_abandoned(message)
+        else:
+            batch.on_abandon_failed(message)
+
     def _keep_claims(self, batch: ClaimedBatch) -> Repeater | None:
-        """On a storage with liveness, renew the batch's claims while the relay works on it."""
+        """On a storage with liveness, renew the batch's unsettled claims until it is settled."""
         storage = self._storage
         if not isinstance(storage, IOutboxLiveness):
             return None
 
         def renew() -> bool:
-            held = batch.holding()
-            try:
-                kept = storage.renew_claims(held)
-            except Exception as error:
-                logger.warning("Could not renew %d outbox claims: %s", len(held), error)
-                return True
-            return batch.claims_kept(kept, len(held))
+            with self._writes:
+                held = batch.holding()
+                if not held:
+                    return True
+                started = time.monotonic()
+                try:
+                    kept = storage.renew_claims(held)
+                except Exception as error:
+                    batch.on_renewal_failed(len(held), error)
+                else:
+                    batch.on_renewed(kept, len(held), started)
+            return True
 
         return Repeater(renew, self._policy.renew_interval(), "outbox-claim-renewal")
 
@@ -216,42 +253,69 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
         """Acknowledge what was delivered, then record refusals, then release the rest."""
         storage = self._storage
         delivered = [m.id for m in batch.in_state(MessageState.DELIVERED)]
-        if delivered:
-            self._persist(batch, "acknowledge", lambda: self._acknowledge(delivered))
+        if delivered and self._persist(
+            batch, "acknowledge", delivered, lambda _: self._acknowledge(delivered), one_message=False
+        ):
             self._policy.relayed(delivered)
         for message, error in batch.refusals():
-            self._persist(batch, "refuse", lambda m=message, e=error: self._refuse(m, e))
+            if self._policy.exhausts(message):
+                self._abandon_now(batch, message, reason(error), refused=True)
+            elif self._persist(
+                batch, "refuse", [message.id], lambda attempt, m=message, e=error: self._retry_later(m, e, attempt)
+            ):
+                self._policy.refusal_recorded(message, abandoned=False)
         released = [m.id for m in batch.in_state(MessageState.RELEASED)]
         if released and isinstance(storage, IOutboxRetryScheduling):
-            self._persist(batch, "release", lambda: storage.release(released))
+            self._persist(batch, "release", released, lambda _: storage.release(released))
 
-    def _persist(self, batch: ClaimedBatch, what: str, write: Callable[[], None]) -> None:
-        """Run one storage write, retrying with backoff until it lands or the claim is over."""
+    def _persist(
+        self,
+        batch: ClaimedBatch,
+        what: str,
+        ids: list[UUID],
+        write: Callable[[int], None],
+        *,
+        one_message: bool = True,
+    ) -> bool:
+        """Run one storage write (given its attempt number), retrying with backoff; True once it landed.
+
+        Writes wait for a claim renewal in progress, so the renewal never
+        counts as lost what a write just settled.
+        """
         attempt = 0
-        while True:
-            try:
-                write()
-            except Exception as error:
-                self._stopping()
-                delay = self._policy.settle_failed(batch, what, attempt, error)
-                if delay is None:
-                    return
-                sleep(delay)
-                attempt += 1
-            else:
-                self._policy.settled(what, attempt)
-                return
+        try:
+            while True:
+                try:
+                    with self._writes:
+                        write(attempt)
+                except Exception as error:
+                    self._stopping()
+                    delay = self._policy.settle_failed(batch, what, attempt, error, one_message=one_message)
+                    if delay is None:
+                        return False
+                    sleep(delay)
+                    attempt += 1
+                else:
+                    self._policy.settled(what, attempt)
+                    return True
+        finally:
+            batch.settled(ids)
 
-    def _refuse(self, message: OutboxMessage, error: BaseException) -> None:
-        """Spend one retry (with backoff) or abandon."""
+    def _abandon(self, message: OutboxMessage, why: str, attempt: int) -> None:
+        """Abandon ``message`` with its reason where the storage keeps one."""
         storage = self._storage
-        if self._policy.refused(message):
-            if isinstance(storage, IOutboxRetryScheduling):
-                storage.abandon(message.id, reason(error))
-            else:
-                storage.mark_abandoned(message.id)
-        elif isinstance(storage, IOutboxRetryScheduling):
-            storage.schedule_retry(message.id, self._policy.retry_delay(message), reason(error))
+        if isinstance(storage, IOutboxRetryScheduling):
+            storage.abandon(message.id, self._policy.attempt_reason(why, attempt))
+        else:
+            storage.mark_abandoned(message.id)
+
+    def _retry_later(self, message: OutboxMessage, error: BaseException, attempt: int) -> None:
+        """Spend one retry: with backoff and the reason where the storage can, else as 6.x did."""
+        storage = self._storage
+        if isinstance(storage, IOutboxRetryScheduling):
+            storage.schedule_retry(
+                message.id, self._policy.retry_delay(message), self._policy.attempt_reason(reason(error), attempt)
+            )
         else:
             storage.increment_retry(message.id)
 

@@ -19,6 +19,7 @@ are labelled by their event name (``m1``, ``m2``, ... or a role such as
 import asyncio
 import itertools
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
@@ -26,8 +27,10 @@ from typing import Any, cast
 from uuid import UUID, uuid4
 
 import pytest
+from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.error import AbstractSpakkyOutboxError
+from spakky.outbox.common.reasons import MAX_REASON_BYTES, storable_reason
+from spakky.outbox.error import AbstractSpakkyOutboxError, OutboxStorageUnavailableError
 from spakky.outbox.ports.storage import (
     IAsyncOutboxAdministration,
     IAsyncOutboxBatchAcknowledgement,
@@ -41,11 +44,13 @@ from spakky.outbox.ports.storage import (
     IOutboxRetryScheduling,
     IOutboxWakeUp,
 )
+from spakky.outbox.relay.relay import AsyncOutboxRelayBackgroundService
 from spakky.outbox.testing.harness import (
     AbstractOutboxHarness,
     Capability,
     RawOutboxRecord,
 )
+from spakky.outbox.testing.transport import AsyncRecordingEventTransport
 
 MAX_RETRY = 5
 """The retry budget the suite passes to ``fetch_pending``."""
@@ -1107,6 +1112,296 @@ async def test_purge_published_expect_only_older_published_deleted(
         "purge deletes only published messages", names(left)
     )
 
+
+# --- the relay over this storage ---------------------------------------------------
+#
+# The relay's own promises that depend on what the storage does with its writes:
+# the real relay, driven one batch at a time, over this backend.
+
+
+def relay_over(
+    harness: AbstractOutboxHarness,
+    storage: IAsyncOutboxStorage,
+    transport: AsyncRecordingEventTransport,
+    **settings: object,
+) -> AsyncOutboxRelayBackgroundService:
+    """The async relay on ``storage`` with the harness's claim timings and no retry backoff."""
+    config = OutboxConfig().model_copy(
+        update={
+            "claim_timeout_seconds": harness.claim_timeout_seconds,
+            "claim_lease_seconds": claim_ends_within(harness),
+            "retry_backoff_base_seconds": 0.0,
+            "retry_backoff_max_seconds": 0.0,
+            "published_retention_seconds": None,
+        }
+        | settings
+    )
+    relay = AsyncOutboxRelayBackgroundService(storage, transport, config)
+    relay.set_stop_event(asyncio.Event())
+    return relay
+
+
+async def pace(harness: AbstractOutboxHarness, seconds: float) -> None:
+    """Let ``seconds`` pass on the harness clock *and* in real time (the relay's own clock).
+
+    A server-clock harness sleeps in `advance` already; a manual clock moves at
+    once, so the rest is slept.
+    """
+    started = time.monotonic()
+    await harness.advance(seconds)
+    left = seconds - (time.monotonic() - started)
+    if left > 0:
+        await asyncio.sleep(left)
+
+
+UNSTORABLE = "payload name \udcff, a NUL \x00 and a body: " + "x" * 70_000
+"""A broker's refusal text no backend stores as it is: a lone surrogate (no UTF-8
+encoder takes it), a NUL byte (PostgreSQL text), 70 KB (more than a MariaDB TEXT)."""
+
+
+@capability(Capability.RETRY_SCHEDULING)
+async def test_abandon_longest_reason_expect_stored_verbatim(outbox_harness: AbstractOutboxHarness) -> None:
+    """The longest reason the relay writes (4 KB of 4-byte characters, tabs, controls) is kept as given."""
+    unit = "\U0001f4e6\t\x01\x7f\n\u00e9"
+    reason = (unit * MAX_REASON_BYTES).encode()[:MAX_REASON_BYTES].decode("utf-8", "ignore")
+    assert storable_reason(reason) == reason, "the suite's own reason must be one the relay writes"
+    retried, abandoned = message(name="retried"), message(name="abandoned")
+    await outbox_harness.write([retried, abandoned])
+    storage = outbox_harness.new_storage()
+    assert isinstance(storage, IAsyncOutboxRetryScheduling)
+    await storage.fetch_pending(10, MAX_RETRY)
+    await storage.schedule_retry(retried.id, 30.0, reason)
+    await storage.abandon(abandoned.id, reason)
+    raw = await raw_by_id(outbox_harness)
+    kept = [raw[retried.id].last_error == reason, raw[abandoned.id].last_error == reason]
+    assert kept == [True, True], rule(
+        f"a reason of {MAX_REASON_BYTES} UTF-8 bytes (what the relay writes at most) is stored verbatim",
+        f"kept by schedule_retry, abandon: {kept}",
+    )
+
+
+@capability(Capability.RETRY_SCHEDULING)
+async def test_relay_unstorable_refusal_reason_expect_stored_cleaned_and_key_moves_on(
+    outbox_harness: AbstractOutboxHarness,
+) -> None:
+    """A refusal text no backend can store as it is still lands: budget spent, reason kept, key released."""
+    head, follower = message("k", name="head"), message("k", name="follower")
+    await outbox_harness.write([head, follower])
+    transport = AsyncRecordingEventTransport()
+    transport.faults.refuse = lambda r: r.event_name == "head"
+    transport.faults.refusal_reason = lambda r: UNSTORABLE
+    relay = relay_over(outbox_harness, outbox_harness.new_storage(), transport, max_retry_count=2)
+    started = time.monotonic()
+    await relay.relay_batch()
+    raw = (await raw_by_id(outbox_harness))[head.id]
+    stored = raw.last_error or ""
+    assert (raw.retry_count, raw.claimed) == (1, False), rule(
+        "a refusal whose text cannot be stored as it is still spends the budget and releases the claim",
+        f"retry_count={raw.retry_count}, claimed={raw.claimed}, last_error={stored[:80]!r}",
+    )
+    assert "\\udcff" in stored and "\\x00" in stored and len(stored.encode()) <= MAX_REASON_BYTES, rule(
+        f"the stored reason is cleaned (escapes) and bounded to {MAX_REASON_BYTES} bytes",
+        f"{len(stored.encode())} bytes: {stored[:80]!r}",
+    )
+    async def relay_once() -> list[str]:
+        await relay.relay_batch()
+        return [d.event_name for d in transport.delivered]
+
+    await eventually(
+        outbox_harness,
+        relay_once,
+        lambda got: got == ["follower"],
+        timeout=claim_ends_within(outbox_harness) * 4,
+        what="the head to be abandoned and its follower delivered",
+    )
+    raw = (await raw_by_id(outbox_harness))[head.id]
+    assert raw.abandoned and (raw.last_error or "").startswith("EventDeliveryRejectedError: payload name"), rule(
+        "the head is abandoned with its cleaned reason", (raw.abandoned, (raw.last_error or "")[:80])
+    )
+    assert time.monotonic() - started < outbox_harness.claim_timeout_seconds * 4, rule(
+        "no write is retried until the claim times out", f"{time.monotonic() - started:.1f} s"
+    )
+
+
+
+@capability(Capability.PARTITION_ORDERING)
+async def test_relay_refusal_spending_budget_expect_abandoned_and_key_goes_on_in_same_batch(
+    outbox_harness: AbstractOutboxHarness,
+) -> None:
+    """A refusal that spends the last retry abandons at once; the key's next message goes out in that batch (as 8.5).
+
+    Both refusal paths: at ``send`` (key ``s``) and at ``flush`` (key ``f``).
+    """
+    heads = [message("s", name="head-s"), message("f", name="head-f")]
+    followers = [message("s", name="next-s"), message("f", name="next-f")]
+    await outbox_harness.write([heads[0], followers[0], heads[1], followers[1]])
+    transport = AsyncRecordingEventTransport()
+    transport.faults.refuse = lambda r: r.event_name == "head-s"
+    transport.faults.refuse_at_flush = lambda r: r.event_name == "head-f"
+    relay = relay_over(outbox_harness, outbox_harness.new_storage(), transport, max_retry_count=1)
+    await relay.relay_batch()
+    delivered = sorted(d.event_name for d in transport.delivered)
+    raw = await raw_by_id(outbox_harness)
+    given_up = [raw[m.id].abandoned or raw[m.id].retry_count >= 1 for m in heads]
+    published = [raw[m.id].published for m in followers]
+    assert (delivered, given_up, published) == (["next-f", "next-s"], [True, True], [True, True]), rule(
+        "refused (at send, at flush) with its budget spent, a message is abandoned before its key goes on, "
+        "in the same batch",
+        f"delivered={delivered}, heads abandoned={given_up}, followers published={published}",
+    )
+
+
+@capability(Capability.RETRY_SCHEDULING)
+async def test_relay_lowered_max_retry_expect_spent_messages_abandoned_visible_and_lanes_move(
+    outbox_harness: AbstractOutboxHarness,
+) -> None:
+    """Messages refused more often than a lowered MAX_RETRY_COUNT allows are abandoned with a reason, never stranded."""
+    batch = 5
+    spent = [message(name=f"spent{i}") for i in range(4 * batch + 1)]
+    keyed_spent, keyed_next = message("k", name="keyed-spent"), message("k", name="keyed-next")
+    fresh = [message(name=f"fresh{i}") for i in range(3)]
+    await outbox_harness.write([*spent, keyed_spent, keyed_next])
+    storage = outbox_harness.new_storage()
+    assert isinstance(storage, IAsyncOutboxRetryScheduling)
+    refused = {m.id for m in [*spent, keyed_spent]}
+    for _ in range(3):  # three refusals under MAX_RETRY_COUNT=5
+        claimed = await storage.fetch_pending(100, MAX_RETRY)
+        for claimed_message in claimed:
+            if claimed_message.id in refused:
+                await storage.schedule_retry(claimed_message.id, 0.0, "EventDeliveryRejectedError: no route")
+        await storage.release([m.id for m in claimed if m.id not in refused])
+    await outbox_harness.write(fresh)
+    transport = AsyncRecordingEventTransport()
+    relay = relay_over(outbox_harness, outbox_harness.new_storage(), transport, max_retry_count=2, batch_size=batch)
+    wanted = sorted(["keyed-next", *(m.event_name for m in fresh)])
+
+    async def relay_once() -> list[str]:
+        await relay.relay_batch()
+        return sorted(d.event_name for d in transport.delivered)
+
+    await eventually(
+        outbox_harness, relay_once, lambda got: got == wanted, timeout=claim_ends_within(outbox_harness) * 4,
+        what="the messages behind the spent ones to be delivered",
+    )
+    raw = await raw_by_id(outbox_harness)
+    stranded = [raw[m.id].event_name for m in [*spent, keyed_spent] if not raw[m.id].abandoned]
+    assert stranded == [], rule(
+        "a message whose refusals reach the (lowered) MAX_RETRY_COUNT is abandoned, not left pending",
+        f"still pending: {stranded}",
+    )
+    reason = raw[keyed_spent.id].last_error or ""
+    assert "MAX_RETRY_COUNT=2" in reason and "no route" in reason, rule(
+        "its reason says why, and keeps the last error", reason
+    )
+    assert all(d.event_name not in refused for d in transport.delivered)
+
+
+@capability(Capability.LIVENESS)
+async def test_relay_stalled_past_lease_between_claim_and_send_expect_nothing_of_batch_sent(
+    outbox_harness: AbstractOutboxHarness,
+) -> None:
+    """A relay stalled past its lease after claiming (a GC pause, a frozen VM) sends nothing of that batch."""
+    batch = [message("k", name="k1"), message("k", name="k2"), message(name="free")]
+    await outbox_harness.write(batch)
+    storage = outbox_harness.new_storage()
+    claim = storage.fetch_pending
+    resume = asyncio.Event()
+    claimed_at: list[float] = []
+
+    async def stalling_claim(limit: int, max_retry: int) -> list[OutboxMessage]:
+        claimed_at.append(time.monotonic())
+        got = await claim(limit, max_retry)
+        await resume.wait()  # the stall: nothing of this relay runs, renewals included
+        return got
+
+    storage.fetch_pending = stalling_claim  # type: ignore[method-assign]
+    transport = AsyncRecordingEventTransport()
+    relay = relay_over(outbox_harness, storage, transport)
+    stalled = asyncio.ensure_future(relay.relay_batch())
+    try:
+        await eventually(outbox_harness, lambda: asyncio.sleep(0, claimed_at), bool, timeout=5, what="the claim")
+        taker = outbox_harness.new_storage()
+        taken: list[OutboxMessage] = []
+        while len(taken) < len(batch) or time.monotonic() < claimed_at[0] + claim_ends_within(outbox_harness):
+            taken += await taker.fetch_pending(10, MAX_RETRY)
+            assert time.monotonic() < claimed_at[0] + claim_ends_within(outbox_harness) * 8, rule(
+                "an unrenewed claim lapses after its lease", names(taken)
+            )
+            await pace(outbox_harness, 0.05)
+    finally:
+        resume.set()
+        await stalled
+    assert transport.send_calls == 0 and transport.flush_calls == 0, rule(
+        "a relay resuming past its lease starts no send and no flush of the batch it claimed",
+        f"{transport.send_calls} sends, {transport.flush_calls} flushes",
+    )
+    await _acknowledge(taker, ids(taken))
+    raw = await raw_by_id(outbox_harness)
+    assert all(raw[m.id].published for m in batch), rule(
+        "the relay that took the batch over settles it", [(r.event_name, r.published) for r in raw.values()]
+    )
+
+
+async def _acknowledge(storage: IAsyncOutboxStorage, message_ids: Sequence[UUID]) -> None:
+    if isinstance(storage, IAsyncOutboxBatchAcknowledgement):
+        await storage.mark_published_many(message_ids)
+    else:
+        for message_id in message_ids:
+            await storage.mark_published(message_id)
+
+
+@capability(Capability.LIVENESS)
+async def test_relay_acknowledgement_retried_past_lease_expect_claims_kept(
+    outbox_harness: AbstractOutboxHarness,
+) -> None:
+    """While a relay retries an acknowledgement the storage refuses, it keeps renewing: nobody takes the batch."""
+    sent = [message("k", name="k1"), message(name="free")]
+    await outbox_harness.write(sent)
+    storage = outbox_harness.new_storage()
+    failing = asyncio.Event()
+    failing.set()
+    attempts: list[float] = []
+    acknowledge = storage.mark_published_many if isinstance(storage, IAsyncOutboxBatchAcknowledgement) else None
+    publish = storage.mark_published
+
+    async def refusing_many(message_ids: Sequence[UUID]) -> None:
+        attempts.append(time.monotonic())
+        if failing.is_set():
+            raise OutboxStorageUnavailableError("the acknowledgement did not land")
+        assert acknowledge is not None
+        await acknowledge(message_ids)
+
+    async def refusing_one(message_id: UUID) -> None:
+        attempts.append(time.monotonic())
+        if failing.is_set():
+            raise OutboxStorageUnavailableError("the acknowledgement did not land")
+        await publish(message_id)
+
+    if acknowledge is not None:
+        storage.mark_published_many = refusing_many  # type: ignore[method-assign]
+    storage.mark_published = refusing_one  # type: ignore[method-assign]
+    transport = AsyncRecordingEventTransport()
+    relay = relay_over(outbox_harness, storage, transport)
+    running = asyncio.ensure_future(relay.relay_batch())
+    other = outbox_harness.new_storage()
+    stolen: list[OutboxMessage] = []
+    try:
+        await eventually(outbox_harness, lambda: asyncio.sleep(0, attempts), bool, timeout=5, what="an acknowledgement")
+        until = attempts[0] + 2 * claim_ends_within(outbox_harness)
+        while time.monotonic() < until:
+            stolen += await other.fetch_pending(10, MAX_RETRY)
+            await pace(outbox_harness, 0.05)
+    finally:
+        failing.clear()
+        await running
+    assert stolen == [], rule(
+        "claims stay renewed while their acknowledgement is retried (twice the lease here)", names(stolen)
+    )
+    raw = await raw_by_id(outbox_harness)
+    assert [d.event_name for d in transport.delivered] == ["k1", "free"] and all(raw[m.id].published for m in sent), rule(
+        "the acknowledgement lands once the storage takes it; nothing was sent twice",
+        ([d.event_name for d in transport.delivered], [raw[m.id].published for m in sent]),
+    )
 
 # --- synchronous API ---------------------------------------------------------
 

@@ -37,6 +37,8 @@ class TransportFaults:
     """Records matching this are refused with `EventDeliveryRejectedError` at send."""
     refuse_at_flush: RecordPredicate | None = None
     """Records matching this make the next flush raise `EventDeliveryRejectedError`."""
+    refusal_reason: Callable[[RecordedEvent], str] | None = None
+    """The broker's reason for refusing a record (default ``refused <event name>``)."""
     outage_calls: int = 0
     """The next N send/flush calls fail with `TransportOutageError`."""
     outage_until: float = 0.0
@@ -58,6 +60,10 @@ class _Recorder:
     buffered: list[RecordedEvent] = field(default_factory=list[RecordedEvent])
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def refusal(self, record: RecordedEvent) -> str:
+        explain = self.faults.refusal_reason
+        return f"refused {record.event_name}" if explain is None else explain(record)
+
     def check_available(self) -> None:
         faults = self.faults
         if faults.closed:
@@ -73,7 +79,7 @@ class _Recorder:
             self.sends += 1
             self.check_available()
             if self.faults.refuse is not None and self.faults.refuse(record):
-                raise EventDeliveryRejectedError([f"refused {record.event_name}"])
+                raise EventDeliveryRejectedError([self.refusal(record)])
             self.buffered.append(record)
 
     def flush(self) -> None:
@@ -86,7 +92,7 @@ class _Recorder:
                 if self.faults.refuse_at_flush is not None and self.faults.refuse_at_flush(r)
             ]
             if refused:
-                raise EventDeliveryRejectedError([f"refused {r.event_name}" for r in refused])
+                raise EventDeliveryRejectedError([self.refusal(r) for r in refused])
             self.delivered.extend(batch)
 
 
