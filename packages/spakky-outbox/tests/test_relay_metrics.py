@@ -1,7 +1,7 @@
 """Relay metrics (port and OpenTelemetry adapter) and retention inside the relay."""
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import override
 from uuid import uuid4
 
@@ -72,15 +72,36 @@ async def test_relay_metrics_expect_relayed_failed_abandoned_and_backlog() -> No
 
 
 async def test_relay_retention_expect_old_published_purged() -> None:
-    """With a retention set, the relay purges published messages older than it."""
-    harness, relay, _ = rig(RecordingMetrics(), published_retention_seconds=0)
-    harness.clock.advance(-5)
-    await harness.write([make("old"), make("new")])
+    """With a retention set, the relay purges published messages older than it by the storage's clock."""
+    harness, relay, _ = rig(RecordingMetrics(), published_retention_seconds=60)
+    await harness.write([make("old"), make("older")])
+    await relay.relay_batch()
+    harness.clock.advance(61)
+    await harness.write([make("new")])
     await relay.relay_batch()
     await harness.write([make("fresh")])
     await relay.housekeeping()
     names = [r.event_name for r in await harness.raw_records()]
-    assert names == ["fresh"]
+    assert names == ["new", "fresh"]
+
+
+async def test_relay_retention_relay_clock_ahead_expect_young_published_kept() -> None:
+    """A relay 90 s ahead of the storage's clock keeps what the storage published 30 s ago (60 s retention).
+
+    Issue 17.19: the cutoff was computed on the relay's clock, so such a relay
+    purged every published message within seconds.
+    """
+    harness, relay, _ = rig(RecordingMetrics(), published_retention_seconds=60)
+    harness.clock.now = datetime.now(UTC) - timedelta(seconds=90)
+    await harness.write([make("young")])
+    await relay.relay_batch()
+    harness.clock.advance(30)
+    await relay.housekeeping()
+    records = await harness.raw_records()
+    assert [(r.event_name, r.published) for r in records] == [("young", True)]
+    harness.clock.advance(31)
+    await relay.housekeeping()
+    assert await harness.raw_records() == []
 
 
 async def test_opentelemetry_metrics_expect_counters_and_gauges_exported() -> None:

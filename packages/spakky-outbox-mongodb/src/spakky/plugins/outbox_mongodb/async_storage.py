@@ -1,7 +1,7 @@
 """The MongoDB outbox storage of the async flavour."""
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, override
 from uuid import UUID
 
@@ -153,5 +153,5 @@ class AsyncMongoOutboxStorage(
         return await self._administer(self._queries.requeue_abandoned(message_ids, limit))
 
     @override
-    async def purge_published(self, before: datetime, limit: int = 10_000) -> int:
+    async def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:
         return await self._administer(self._queries.purge_published(before, limit))

@@ -12,7 +12,7 @@ pipelines), so relays on different hosts agree.
 
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 from uuid import UUID
 
@@ -529,11 +529,16 @@ class OutboxQueries:
             ),
         ))
 
-    def purge_published(self, before: datetime, limit: int) -> Plan[int]:
-        """Delete up to ``limit`` messages published before ``before``."""
+    def purge_published(self, before: datetime | timedelta, limit: int) -> Plan[int]:
+        """Delete up to ``limit`` messages published before ``before`` (an age: before ``$$NOW``)."""
         if limit <= 0:
             return 0
-        old = {"state": State.PUBLISHED.value, "published_at": {"$lt": before}}
+        old: dict[str, Any] = {"state": State.PUBLISHED.value}
+        if isinstance(before, timedelta):
+            ago = {"$subtract": ["$$NOW", round(before.total_seconds() * 1000)]}
+            old["$expr"] = {"$lt": ["$published_at", ago]}
+        else:
+            old["published_at"] = {"$lt": before}
         found: list[Document] = yield Find(old, {"_id": 1}, limit=limit)
         if not found:
             return 0

@@ -1,10 +1,10 @@
 # Sync twin generated from packages/spakky-outbox-mongodb/src/spakky/plugins/outbox_mongodb/async_storage.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): c13fc90ae309447afd297c96634ce38f3fca7a4fcd1654553a8b632dd8652f4a
+# Source sha256 (with the tool's): 553da696e80155c4dd55c030602e91c2ea63a3db0453f499ef4b4fb9d111047e
 """The MongoDB outbox storage of the sync flavour."""
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, override
 from uuid import UUID
 
@@ -156,5 +156,5 @@ class MongoOutboxStorage(
         return self._administer(self._queries.requeue_abandoned(message_ids, limit))
 
     @override
-    def purge_published(self, before: datetime, limit: int = 10_000) -> int:
+    def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:
         return self._administer(self._queries.purge_published(before, limit))

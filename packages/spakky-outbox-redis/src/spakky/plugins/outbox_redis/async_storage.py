@@ -1,7 +1,7 @@
 """The Redis outbox storage of the async flavour (redis-py asyncio clients)."""
 
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast, override
 from uuid import UUID
 
@@ -168,7 +168,7 @@ class AsyncRedisOutboxStorage(
         return await self._run_steps("requeue", self._requeue_steps(message_ids, limit))
 
     @override
-    async def purge_published(self, before: datetime, limit: int = 10_000) -> int:
+    async def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:
         """Delete up to ``limit`` messages published before ``before``."""
         return await self._run_steps("purge", self._purge_steps(before, limit))
 

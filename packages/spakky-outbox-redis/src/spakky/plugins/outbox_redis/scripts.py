@@ -405,7 +405,12 @@ ARGV: prefix, limit, 'oldest' or 'ids', ids joined by commas. Returns how many w
 PURGE = f"""
 local o = ARGV[1] .. ':{OUTBOX_SEGMENT}'
 local published = o .. ':published'
-local ids = redis.call('ZRANGEBYSCORE', published, '-inf', '(' .. ARGV[2],
+local cutoff = tonumber(ARGV[2])
+if ARGV[4] == 'age' then
+  local t = redis.call('TIME')
+  cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - cutoff
+end
+local ids = redis.call('ZRANGEBYSCORE', published, '-inf', '(' .. cutoff,
   'LIMIT', 0, tonumber(ARGV[3]))
 for i = 1, #ids, 1000 do
   local hashes = {{}}
@@ -415,7 +420,8 @@ for i = 1, #ids, 1000 do
 end
 return #ids
 """
-"""Delete up to ARGV[3] messages published before ARGV[2] (ms). Returns the count."""
+"""Delete up to ARGV[3] messages published before ARGV[2] (ms since the epoch; with
+ARGV[4] ``age``: ms before the server's TIME). Returns the count."""
 
 STATS = (
     _COMMON

@@ -3,7 +3,7 @@
 
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 from uuid import UUID
 
@@ -210,10 +210,14 @@ class RedisOutboxStorageBase:
             part = chosen[start : start + _REQUEUE_CHUNK]
             yield [self._keys.prefix, len(part), "ids", _joined(part)], None
 
-    def _purge_steps(self, before: datetime, limit: int) -> Iterator[Step]:
-        cutoff = round(before.timestamp() * 1000)
+    def _purge_steps(self, before: datetime | timedelta, limit: int) -> Iterator[Step]:
+        # An age is subtracted from the server's TIME in the script, as leases are.
+        if isinstance(before, timedelta):
+            cutoff, mode = round(before.total_seconds() * 1000), "age"
+        else:
+            cutoff, mode = round(before.timestamp() * 1000), "at"
         for step in _steps(limit, _PURGE_CHUNK):
-            yield [self._keys.prefix, cutoff, step], step
+            yield [self._keys.prefix, cutoff, step, mode], step
 
     @staticmethod
     def _decode(reply: Any) -> tuple[list[OutboxMessage], list[tuple[bytes, str]]]:

@@ -1,10 +1,10 @@
 # Sync twin generated from packages/spakky-outbox-redis/src/spakky/plugins/outbox_redis/async_storage.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 116dc8c9dcbd8cfedd859c893537193dfe5473c1b05e816ce245cb5a3f7fb0fe
+# Source sha256 (with the tool's): 2318f47012a95664d1b5dbfad19c5ee04d6bee8a0f6a42330073f6a746f61250
 """The Redis outbox storage of the sync flavour (redis-py synchronous clients)."""
 
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast, override
 from uuid import UUID
 
@@ -171,7 +171,7 @@ class RedisOutboxStorage(
         return self._run_steps("requeue", self._requeue_steps(message_ids, limit))
 
     @override
-    def purge_published(self, before: datetime, limit: int = 10_000) -> int:
+    def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:
         """Delete up to ``limit`` messages published before ``before``."""
         return self._run_steps("purge", self._purge_steps(before, limit))
 

@@ -25,7 +25,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
@@ -56,6 +56,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.sql.elements import BindParameter
 
 PENDING = "published_at IS NULL AND abandoned_at IS NULL"
 """Undelivered rows: neither published nor abandoned."""
@@ -146,14 +147,22 @@ class _Clock:
         base = start or "'now'"
         return f"(strftime({self._SQLITE_FORMAT}, {base}, :{param}) || '000')"
 
-    def seconds(self, name: str, value: float) -> dict[str, Any]:
-        """Bind a non-negative duration the way `after` expects it."""
+    def ago(self, param: str) -> str:
+        """Now minus the seconds bound as ``param`` with ``seconds(..., back=True)``."""
+        if self.kind is DialectKind.POSTGRESQL:
+            return f"(now() - CAST(:{param} AS double precision) * interval '1 second')"
+        if self.kind is DialectKind.MYSQL:
+            return f"(UTC_TIMESTAMP(6) - INTERVAL :{param} MICROSECOND)"
+        return self.after(param)
+
+    def seconds(self, name: str, value: float, *, back: bool = False) -> dict[str, Any]:
+        """Bind a non-negative duration the way `after` (or, ``back``, `ago`) expects it."""
         value = max(0.0, value)
         if self.kind is DialectKind.POSTGRESQL:
             return {name: float(value)}
         if self.kind is DialectKind.MYSQL:
             return {name: round(value * 1_000_000)}
-        return {name: f"+{value:.6f} seconds"}
+        return {name: f"{'-' if back else '+'}{value:.6f} seconds"}
 
 
 def decode_headers(raw: object) -> dict[str, str]:
@@ -815,26 +824,35 @@ class OutboxSql:
             stmt = self._list_param(stmt, "ids", uuid=True)
         return conn.execute(stmt, params).rowcount
 
-    def purge_published(self, conn: Connection, before: datetime, limit: int) -> int:
+    def purge_published(self, conn: Connection, before: datetime | timedelta, limit: int) -> int:
         """Delete up to ``limit`` messages published before ``before``.
 
+        An age is measured on the database clock (as leases are), so a relay
+        whose clock runs ahead purges nothing younger than its retention.
         On MySQL/MariaDB the rows are chosen without locks and deleted by
         primary key at READ COMMITTED, like `requeue_abandoned`, so a purge
         never holds up a business save.
         """
         if limit <= 0:
             return 0
-        params: dict[str, Any] = {"before": before, "limit": limit}
+        params: dict[str, Any] = {"limit": limit}
+        if isinstance(before, timedelta):
+            cutoff = self._clock.ago("age")
+            params |= self._clock.seconds("age", before.total_seconds(), back=True)
+            binds: list[BindParameter[Any]] = []
+        else:
+            cutoff = ":before"
+            params["before"] = before
+            binds = [bindparam("before", type_=UtcDateTime())]
         if self.kind is DialectKind.MYSQL:
             choose = text(
                 f"SELECT seq FROM {self._name}{self._force('state')} "
-                "WHERE published_at < :before ORDER BY published_at LIMIT :limit"
-            ).bindparams(bindparam("before", type_=UtcDateTime()))
+                f"WHERE published_at < {cutoff} ORDER BY published_at LIMIT :limit"
+            ).bindparams(*binds)
             change = f"DELETE FROM {self._name} WHERE published_at IS NOT NULL AND"
             return self._by_seq(conn, choose, params, change)
         sql = (
             f"DELETE FROM {self._name} WHERE seq IN (SELECT seq FROM {self._name} "
-            "WHERE published_at < :before ORDER BY published_at LIMIT :limit)"
+            f"WHERE published_at < {cutoff} ORDER BY published_at LIMIT :limit)"
         )
-        stmt = text(sql).bindparams(bindparam("before", type_=UtcDateTime()))
-        return conn.execute(stmt, params).rowcount
+        return conn.execute(text(sql).bindparams(*binds), params).rowcount

@@ -12,7 +12,7 @@ import asyncio
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import override
 from uuid import UUID
 
@@ -384,7 +384,7 @@ class AsyncSqlAlchemyOutboxStorage(
         return await self._run(lambda c: sql.requeue_abandoned(c, message_ids, limit))
 
     @override
-    async def purge_published(self, before: datetime, limit: int = 10_000) -> int:
+    async def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:
         sql = self._core.sql
         return await self._run(lambda c: sql.purge_published(c, before, limit))
 
@@ -588,7 +588,7 @@ class SqlAlchemyOutboxStorage(
         )
 
     @override
-    def purge_published(self, before: datetime, limit: int = 10_000) -> int:
+    def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:
         return self._run(lambda c: self._core.sql.purge_published(c, before, limit))
 
 

@@ -13,7 +13,7 @@ and the relay then only keeps order within one batch.
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from spakky.outbox.common.message import OutboxMessage
@@ -213,8 +213,16 @@ class IOutboxAdministration(ABC):
         """
 
     @abstractmethod
-    def purge_published(self, before: datetime, limit: int = 10_000) -> int:
+    def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:
         """Delete up to ``limit`` messages published before ``before``.
+
+        Args:
+            before: A moment (an operator's cutoff), or an age: a `timedelta`
+                deletes what was published longer ago than that *by the
+                storage's own clock* (the clock its ``published_at`` comes
+                from, as leases use it), so a relay or host whose clock runs
+                ahead never purges messages younger than the retention.
+            limit: Most messages deleted by this call.
 
         Returns:
             How many were deleted; call again until it returns less than ``limit``.
@@ -253,8 +261,10 @@ class IAsyncOutboxAdministration(ABC):
         """
 
     @abstractmethod
-    async def purge_published(self, before: datetime, limit: int = 10_000) -> int:
-        """Delete up to ``limit`` messages published before ``before``.
+    async def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:
+        """Delete up to ``limit`` messages published before ``before`` (a moment, or an age on the storage's clock).
+
+        See `IOutboxAdministration.purge_published`.
 
         Returns:
             How many were deleted; call again until it returns less than ``limit``.

@@ -118,8 +118,8 @@ class AsyncOutboxRelayBackgroundService(AbstractAsyncBackgroundService):
         if self._policy.metrics is not None:
             stats = await storage.stats()
             self._policy.metrics.record_backlog(stats.pending, stats.oldest_pending_age_seconds)
-        cutoff = self._policy.retention_cutoff()
-        while cutoff is not None and await storage.purge_published(cutoff, PURGE_BATCH) >= PURGE_BATCH:
+        age = self._policy.retention_age()
+        while age is not None and await storage.purge_published(age, PURGE_BATCH) >= PURGE_BATCH:
             logger.info("Outbox retention purged %d published messages; continuing", PURGE_BATCH)
 
     async def relay_batch(self) -> BatchOutcome:

@@ -9,7 +9,7 @@ The relay services only do the I/O around these decisions.
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from enum import StrEnum
 from uuid import UUID
 
@@ -523,12 +523,14 @@ class RelayPolicy:
         self._next_housekeeping = now + HOUSEKEEPING_INTERVAL_SECONDS
         return True
 
-    def retention_cutoff(self) -> datetime | None:
-        """Published messages older than this are purged; None keeps them."""
+    def retention_age(self) -> timedelta | None:
+        """Published messages older than this (by the storage's clock) are purged; None keeps them.
+
+        An age, not a moment on this relay's clock: a relay whose clock runs
+        ahead of the database must not purge messages younger than the retention.
+        """
         retention = self.config.published_retention_seconds
-        if retention is None:
-            return None
-        return datetime.now(UTC) - timedelta(seconds=retention)
+        return None if retention is None else timedelta(seconds=retention)
 
     def wants_housekeeping(self) -> bool:
         """Whether anything (metrics or retention) needs the periodic pass."""

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/relay/async_relay.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 3420cd2a2934b005c8f43fe0fad19b51f58f6b7c24cfe97dd95f8bd5f6980a04
+# Source sha256 (with the tool's): f9bf96cee8d2dd1c0a1501ffc09f781552c8cd3df8a0f4d44c5f1ceff7ede2d6
 """The sync outbox relay: claims stored messages and relays them to the sync transport.
 
 It only does the I/O: what a message's outcome means is decided in
@@ -121,8 +121,8 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
         if self._policy.metrics is not None:
             stats = storage.stats()
             self._policy.metrics.record_backlog(stats.pending, stats.oldest_pending_age_seconds)
-        cutoff = self._policy.retention_cutoff()
-        while cutoff is not None and storage.purge_published(cutoff, PURGE_BATCH) >= PURGE_BATCH:
+        age = self._policy.retention_age()
+        while age is not None and storage.purge_published(age, PURGE_BATCH) >= PURGE_BATCH:
             logger.info("Outbox retention purged %d published messages; continuing", PURGE_BATCH)
 
     def relay_batch(self) -> BatchOutcome:

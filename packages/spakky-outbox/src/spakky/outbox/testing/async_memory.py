@@ -2,7 +2,7 @@
 
 from collections.abc import Sequence
 from contextvars import ContextVar, Token
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import override
 from uuid import UUID
 
@@ -87,7 +87,7 @@ class AsyncInMemoryOutboxStorage(
         return self._state.renew(self._owner, message_ids)
 
     @override
-    async def purge_published(self, before: datetime, limit: int = 10_000) -> int:
+    async def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:
         return self._state.purge_published(before, limit)
 
 

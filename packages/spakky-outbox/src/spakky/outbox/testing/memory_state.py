@@ -339,9 +339,11 @@ class InMemoryOutboxState:
                 count += 1
             return count
 
-    def purge_published(self, before: datetime, limit: int) -> int:
-        """Delete up to ``limit`` messages published before ``before``."""
+    def purge_published(self, before: datetime | timedelta, limit: int) -> int:
+        """Delete up to ``limit`` messages published before ``before`` (an age: on this store's clock)."""
         with self._lock:
+            if isinstance(before, timedelta):
+                before = self.clock() - before
             doomed = [
                 message_id for message_id, r in self.records.items()
                 if r.published_at is not None and r.published_at < before

@@ -1,11 +1,11 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/testing/async_memory.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 3ad19d48e75505662ca46d418bd618521ca90ff1c1da270432c1dc794c60ff76
+# Source sha256 (with the tool's): 1fc68b51f30daf4a198566f6cc0bf9452536d2a97ec2d53260fa98b3fc2962bd
 """The in-memory reference storage and transaction of the sync flavour."""
 
 from collections.abc import Sequence
 from contextvars import ContextVar, Token
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import override
 from uuid import UUID
 
@@ -90,7 +90,7 @@ class InMemoryOutboxStorage(
         return self._state.renew(self._owner, message_ids)
 
     @override
-    def purge_published(self, before: datetime, limit: int = 10_000) -> int:
+    def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:
         return self._state.purge_published(before, limit)
 
 
