@@ -9,6 +9,9 @@ from spakky.outbox.bus.outbox_event_bus import AsyncOutboxEventBus, OutboxEventB
 from spakky.outbox.common.config import OutboxConfig, RelayMode
 from spakky.outbox.common.registry import OutboxStorageGuard
 from spakky.outbox.delivery.registry import register_delivery
+from spakky.outbox.inbox.async_aspect import AsyncIdempotentAspect
+from spakky.outbox.inbox.config import InboxConfig
+from spakky.outbox.inbox.sync_aspect import IdempotentAspect
 from spakky.outbox.relay.health import OutboxHealthCheck
 from spakky.outbox.relay.relay import (
     AsyncOutboxRelayBackgroundService,
@@ -21,7 +24,7 @@ logger = logging.getLogger(__name__)
 def initialize(app: SpakkyApplication) -> None:
     """Initialize the Outbox plugin.
 
-    Registers the configuration, both outbox buses, the health check,
+    Registers the configuration, both outbox buses, the inbox aspects, the health check,
     `ApplicationEventLoop`, the one relay that ``SPAKKY_OUTBOX__RELAY`` selects and,
     when ``SPAKKY_OUTBOX__DELIVERY`` names one, the outbox's own delivery adapter.
     Settings are validated here, so a bad value fails at startup with an error
@@ -38,6 +41,9 @@ def initialize(app: SpakkyApplication) -> None:
     app.add(AsyncOutboxEventBus)
     app.add(OutboxHealthCheck)
     app.add(ApplicationEventLoop)
+    app.add(InboxConfig)
+    app.add(AsyncIdempotentAspect)
+    app.add(IdempotentAspect)
     if find_spec("opentelemetry") is not None:
         from spakky.outbox.relay.opentelemetry import OpenTelemetryOutboxMetrics
 

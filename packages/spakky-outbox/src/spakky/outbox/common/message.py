@@ -54,3 +54,11 @@ def validate_message(message: OutboxMessage) -> None:
     key = message.partition_key
     if key is not None and not isinstance(key, str):  # pyright: ignore[reportUnnecessaryIsInstance]
         raise InvalidOutboxMessageError("partition_key must be a str or None")
+
+
+MESSAGE_ID_HEADER = "spakky-outbox-message-id"
+"""Header the relay adds to every message it sends: the outbox message's id.
+
+Added at send time, not stored; consumers that do not know it ignore it. The
+inbox takes it as the message identity when present (see `spakky.outbox.inbox`).
+"""

@@ -30,6 +30,7 @@ from spakky.outbox.error import (
     OutboxStorageNotFoundError,
     UnknownOutboxStorageError,
 )
+from spakky.outbox.ports.inbox import IAsyncInboxStorage, IInboxStorage
 from spakky.outbox.ports.storage import IAsyncOutboxStorage, IOutboxStorage
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ def register_storage(
     storage: type[IOutboxStorage] | None,
     async_storage: type[IAsyncOutboxStorage] | None,
     transactions: tuple[type[AbstractTransaction], type[AbstractAsyncTransaction]] | None = None,
+    inboxes: tuple[type[IInboxStorage] | None, type[IAsyncInboxStorage] | None] = (None, None),
 ) -> bool:
     """Add a storage package's Pods when it is the selected storage.
 
@@ -89,6 +91,8 @@ def register_storage(
             (sync, async): they are added and bound, so ``@Transactional()``
             opens the transaction ``save`` joins, even beside another data
             plugin's transactions.
+        inboxes: The package's inbox storages (sync, async), added and bound
+            with the outbox storage; None for a flavour it lacks.
 
     Returns:
         True when the storage was selected and registered.
@@ -104,6 +108,13 @@ def register_storage(
     if async_storage is not None:
         app.add(async_storage)
         app.container.bind_to_type(IAsyncOutboxStorage, async_storage)
+    inbox, async_inbox = inboxes
+    if inbox is not None:
+        app.add(inbox)
+        app.container.bind_to_type(IInboxStorage, inbox)
+    if async_inbox is not None:
+        app.add(async_inbox)
+        app.container.bind_to_type(IAsyncInboxStorage, async_inbox)
     if transactions is not None:
         transaction, async_transaction = transactions
         app.add(transaction)

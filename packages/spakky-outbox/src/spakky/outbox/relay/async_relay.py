@@ -14,7 +14,7 @@ from spakky.core.pod.annotations.pod import Pod
 from spakky.core.service.background import AbstractAsyncBackgroundService
 from spakky.event.event_publisher import IAsyncEventTransport
 from spakky.outbox.common.config import OutboxConfig, RelayMode
-from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.common.message import MESSAGE_ID_HEADER, OutboxMessage
 from spakky.outbox.ports.metrics import IOutboxMetrics
 from spakky.outbox.ports.storage import (
     IAsyncOutboxAdministration,
@@ -163,9 +163,10 @@ class AsyncOutboxRelayBackgroundService(AbstractAsyncBackgroundService):
                 batch.on_sent(message)
 
     async def _send(self, message: OutboxMessage) -> None:
-        await self._transport.send(
-            message.event_name, message.payload, message.headers, message.partition_key
-        )
+        # The message id rides along so a consumer's inbox can tell a resend
+        # (after a relay crash) from a new message; the stored headers stay as saved.
+        headers = {**message.headers, MESSAGE_ID_HEADER: str(message.id)}
+        await self._transport.send(message.event_name, message.payload, headers, message.partition_key)
 
     async def _send_flushed(self, message: OutboxMessage) -> None:
         await self._send(message)

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/relay/async_relay.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): f9bf96cee8d2dd1c0a1501ffc09f781552c8cd3df8a0f4d44c5f1ceff7ede2d6
+# Source sha256 (with the tool's): df12c78f15036e2d2e5d7af3891234924fa69a992414b3b215fa76cb9a13c591
 """The sync outbox relay: claims stored messages and relays them to the sync transport.
 
 It only does the I/O: what a message's outcome means is decided in
@@ -17,7 +17,7 @@ from spakky.core.pod.annotations.pod import Pod
 from spakky.core.service.background import AbstractBackgroundService
 from spakky.event.event_publisher import IEventTransport
 from spakky.outbox.common.config import OutboxConfig, RelayMode
-from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.common.message import MESSAGE_ID_HEADER, OutboxMessage
 from spakky.outbox.ports.metrics import IOutboxMetrics
 from spakky.outbox.ports.storage import (
     IOutboxAdministration,
@@ -166,9 +166,10 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
                 batch.on_sent(message)
 
     def _send(self, message: OutboxMessage) -> None:
-        self._transport.send(
-            message.event_name, message.payload, message.headers, message.partition_key
-        )
+        # The message id rides along so a consumer's inbox can tell a resend
+        # (after a relay crash) from a new message; the stored headers stay as saved.
+        headers = {**message.headers, MESSAGE_ID_HEADER: str(message.id)}
+        self._transport.send(message.event_name, message.payload, headers, message.partition_key)
 
     def _send_flushed(self, message: OutboxMessage) -> None:
         self._send(message)

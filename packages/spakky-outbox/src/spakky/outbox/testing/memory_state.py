@@ -1,4 +1,4 @@
-"""The in-memory reference's shared store: messages, claims and business records of one application.
+"""The in-memory reference's shared store: messages, claims, inbox and business records of one application.
 
 `InMemoryOutboxState` does all the work under one lock; the storages of both
 flavours (`spakky.outbox.testing.async_memory` and its generated twin
@@ -20,6 +20,9 @@ from spakky.outbox.common.claims import choose_batch, key_run
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import OutboxStats
+from spakky.outbox.error import OutboxTransactionRequiredError
+from spakky.outbox.inbox.error import InboxConflictError
+from spakky.outbox.ports.inbox import InboxLease, InboxStats, LeaseOutcome
 
 type Clock = Callable[[], datetime]
 
@@ -73,12 +76,26 @@ class _Record:
         )
 
 
+type InboxKey = tuple[str, str]
+"""(consumer name, message identity)."""
+
+
+@dataclass
+class InboxEntry:
+    """One inbox record: when it was written and, in lease mode, its unfinished lease."""
+
+    recorded_at: datetime
+    lease_until: datetime | None = None
+    lease_owner: str | None = None
+
+
 @dataclass
 class Pending:
     """One open transaction's writes, applied together at commit."""
 
     messages: list[OutboxMessage] = field(default_factory=list[OutboxMessage])
     business: dict[str, object] = field(default_factory=dict[str, object])
+    inbox: set[InboxKey] = field(default_factory=set[InboxKey])
 
 
 @Pod()
@@ -92,6 +109,7 @@ class InMemoryOutboxState:
         self.claim_lease = timedelta(seconds=10)
         self.records: dict[UUID, _Record] = {}
         self.business: dict[str, object] = {}
+        self.inbox: dict[InboxKey, InboxEntry] = {}
         self._seq = 0
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -112,8 +130,9 @@ class InMemoryOutboxState:
         pending = self._transaction.get()
         if pending is None:
             return
-        self._apply(pending.messages, pending.business)
         self._transaction.set(Pending())
+        self._apply_inbox(pending.inbox)
+        self._apply(pending.messages, pending.business)
 
     def rollback(self) -> None:
         """Discard the current transaction's writes."""
@@ -150,6 +169,21 @@ class InMemoryOutboxState:
             self._apply([message], {})
         else:
             pending.messages.append(message)
+
+    def _apply_inbox(self, inbox: set[InboxKey]) -> None:
+        """Store a committing transaction's inbox records, first of its writes.
+
+        Optimistic, like a Redis WATCH: a record another transaction committed
+        since this one checked fails the whole commit, before anything is applied.
+        """
+        if not inbox:
+            return
+        with self._lock:
+            if taken := inbox & self.inbox.keys():
+                raise InboxConflictError(", ".join(f"{c!r} {m!r}" for c, m in sorted(taken)))
+            now = self.clock()
+            for key in inbox:
+                self.inbox[key] = InboxEntry(recorded_at=now)
 
     def _apply(self, messages: Sequence[OutboxMessage], business: dict[str, object]) -> None:
         with self._lock:
@@ -270,6 +304,68 @@ class InMemoryOutboxState:
                 record.lease_until = now + self.claim_lease
                 renewed += 1
             return renewed
+
+    # --- inbox -------------------------------------------------------------------
+
+    def record_inbox(self, key: InboxKey) -> bool:
+        """Record ``key`` in the current transaction; False when it is there already."""
+        pending = self._transaction.get()
+        if pending is None:
+            raise OutboxTransactionRequiredError()
+        with self._lock:
+            if key in self.inbox or key in pending.inbox:
+                return False
+        pending.inbox.add(key)
+        return True
+
+    def acquire_lease(self, key: InboxKey, lease_seconds: float) -> InboxLease:
+        """Record ``key`` with a lease at once, or take over a lapsed one."""
+        with self._lock:
+            now = self.clock()
+            entry = self.inbox.get(key)
+            if entry is not None and entry.lease_until is None:
+                return InboxLease(LeaseOutcome.DONE)
+            if entry is not None and entry.lease_until is not None and entry.lease_until > now:
+                return InboxLease(LeaseOutcome.BUSY)
+            token = uuid4().hex
+            self.inbox[key] = InboxEntry(
+                recorded_at=now, lease_until=now + timedelta(seconds=lease_seconds), lease_owner=token
+            )
+            return InboxLease(LeaseOutcome.ACQUIRED, token)
+
+    def finish_lease(self, key: InboxKey, token: str) -> bool:
+        """Mark the record done when ``token`` still holds its lease."""
+        with self._lock:
+            entry = self.inbox.get(key)
+            if entry is None or entry.lease_owner != token:
+                return False
+            self.inbox[key] = InboxEntry(recorded_at=self.clock())
+            return True
+
+    def release_lease(self, key: InboxKey, token: str) -> None:
+        """Drop the record when ``token`` still holds its lease."""
+        with self._lock:
+            entry = self.inbox.get(key)
+            if entry is not None and entry.lease_owner == token:
+                del self.inbox[key]
+
+    def purge_inbox(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` inbox records written before ``before``."""
+        with self._lock:
+            doomed = [key for key, entry in self.inbox.items() if entry.recorded_at < before][:limit]
+            for key in doomed:
+                del self.inbox[key]
+            return len(doomed)
+
+    def inbox_stats(self) -> InboxStats:
+        """Count the inbox records."""
+        with self._lock:
+            entries = list(self.inbox.values())
+            return InboxStats(
+                records=len(entries),
+                leased=sum(e.lease_until is not None for e in entries),
+                oldest_recorded_at=min((e.recorded_at for e in entries), default=None),
+            )
 
     # --- wake-up ---------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""A small consumer service with idempotent handlers, used by the inbox tests."""

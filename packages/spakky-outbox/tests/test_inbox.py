@@ -1,0 +1,209 @@
+"""The inbox in a real Spakky application: ``@Idempotent`` handlers on the in-memory reference."""
+
+from collections.abc import Iterator
+from uuid import uuid4
+
+import inbox_testapp as app_package
+import pytest
+from inbox_testapp.handlers import (
+    HandlerFailedError,
+    PaymentReceived,
+    Payments,
+    Receipts,
+    SyncPayments,
+)
+from memory_app import CORE_PLUGINS
+from spakky.core.application.application import SpakkyApplication
+from spakky.core.application.application_context import ApplicationContext
+from spakky.outbox.application.loop import ApplicationEventLoop
+from spakky.outbox.common.message import MESSAGE_ID_HEADER
+from spakky.outbox.error import OutboxTransactionRequiredError
+from spakky.outbox.inbox.error import (
+    InboxMessageBusyError,
+    InboxStorageNotFoundError,
+    InvalidInboxKeyError,
+)
+from spakky.outbox.inbox.identity import delivered_headers
+from spakky.outbox.ports.inbox import IAsyncInboxStorage, IInboxStorage
+from spakky.outbox.testing.async_memory_inbox import AsyncInMemoryInboxStorage
+from spakky.outbox.testing.memory import (
+    AsyncInMemoryOutboxStorage,
+    AsyncInMemoryTransaction,
+    InMemoryOutboxState,
+    InMemoryOutboxStorage,
+    InMemoryTransaction,
+)
+from spakky.outbox.testing.sync_memory_inbox import InMemoryInboxStorage
+from spakky.outbox.testing.transport import (
+    AsyncRecordingEventTransport,
+    RecordingEventTransport,
+)
+from spakky.plugins.rabbitmq.auth import (
+    reset_current_rabbitmq_message_headers,
+    set_current_rabbitmq_message_headers,
+)
+
+BOOK = "inbox_testapp.handlers.Payments.book"
+"""The default consumer name of `Payments.book`: module and qualified name."""
+
+
+def _build(*, inbox: bool = True) -> SpakkyApplication:
+    app = SpakkyApplication(ApplicationContext()).load_plugins(include=CORE_PLUGINS)
+    app.add(InMemoryOutboxState)
+    app.add(InMemoryTransaction)
+    app.add(AsyncInMemoryTransaction)
+    app.add(InMemoryOutboxStorage)
+    app.add(AsyncInMemoryOutboxStorage)
+    app.add(RecordingEventTransport)
+    app.add(AsyncRecordingEventTransport)
+    if inbox:
+        app.add(InMemoryInboxStorage)
+        app.add(AsyncInMemoryInboxStorage)
+        app.container.bind_to_type(IInboxStorage, InMemoryInboxStorage)
+        app.container.bind_to_type(IAsyncInboxStorage, AsyncInMemoryInboxStorage)
+    return app.scan(app_package)
+
+
+@pytest.fixture
+def app() -> Iterator[SpakkyApplication]:
+    """The consumer service, started, with the in-memory inbox."""
+    started = _build().start()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def _state(app: SpakkyApplication) -> InMemoryOutboxState:
+    return app.application_context.get(InMemoryOutboxState)
+
+
+def _bookings(app: SpakkyApplication, prefix: str = "booking:") -> list[str]:
+    return sorted(k for k in _state(app).business if k.startswith(prefix))
+
+
+def test_idempotent_handler_redelivered_expect_effect_once(app: SpakkyApplication) -> None:
+    """The same event delivered three times books once and leaves one record keyed by the handler and event id."""
+    context = app.application_context
+    loop, payments = context.get(ApplicationEventLoop), context.get(Payments)
+    event = PaymentReceived(order_id="o-1")
+    for _ in range(3):
+        loop.run(payments.book(event), timeout=10)
+    assert _bookings(app) == ["booking:o-1:1"]
+    assert (BOOK, str(event.event_id)) in _state(app).inbox
+    assert [k for k in _state(app).inbox if k[0] == BOOK] == [(BOOK, str(event.event_id))]
+
+
+def test_idempotent_handler_raises_expect_no_record_and_redelivery_runs(app: SpakkyApplication) -> None:
+    """A handler that fails rolls its record back with its writes, so the redelivery runs it again."""
+    context = app.application_context
+    loop, payments = context.get(ApplicationEventLoop), context.get(Payments)
+    failing = PaymentReceived(order_id="o-2", fail=True)
+    with pytest.raises(HandlerFailedError):
+        loop.run(payments.book(failing), timeout=10)
+    assert _state(app).inbox == {} and _bookings(app) == []
+    fixed = PaymentReceived(order_id="o-2", event_id=failing.event_id)
+    loop.run(payments.book(fixed), timeout=10)
+    assert _bookings(app) == ["booking:o-2:2"]
+    assert list(_state(app).inbox) == [(BOOK, str(failing.event_id))]
+
+
+def test_idempotent_handler_message_id_header_expect_header_is_identity(app: SpakkyApplication) -> None:
+    """With the relay's message id header (here through spakky-rabbitmq's header context) it is the identity."""
+    context = app.application_context
+    loop, payments = context.get(ApplicationEventLoop), context.get(Payments)
+    message_id = str(uuid4())
+
+    async def delivered(event: PaymentReceived) -> None:
+        token = set_current_rabbitmq_message_headers({MESSAGE_ID_HEADER: message_id})
+        try:
+            await payments.book(event)
+        finally:
+            reset_current_rabbitmq_message_headers(token)
+
+    # Two event objects with different event ids but one outbox message id: one effect.
+    loop.run(delivered(PaymentReceived(order_id="o-3")), timeout=10)
+    loop.run(delivered(PaymentReceived(order_id="o-3")), timeout=10)
+    assert _bookings(app) == ["booking:o-3:1"]
+    assert list(_state(app).inbox) == [(BOOK, message_id)]
+
+
+def test_idempotent_handlers_two_consumer_names_expect_each_runs_once(app: SpakkyApplication) -> None:
+    """The default-named consumer and the one named ``audit`` handle the same message independently."""
+    context = app.application_context
+    loop, payments = context.get(ApplicationEventLoop), context.get(Payments)
+    event = PaymentReceived(order_id="o-4")
+    for _ in range(2):
+        loop.run(payments.book(event), timeout=10)
+        loop.run(payments.audit(event), timeout=10)
+    assert _bookings(app) == ["booking:o-4:1"] and _bookings(app, "audit:") == ["audit:o-4"]
+    assert sorted(_state(app).inbox) == sorted([(BOOK, str(event.event_id)), ("audit", str(event.event_id))])
+
+
+def test_idempotent_handler_without_transactional_expect_transaction_required(app: SpakkyApplication) -> None:
+    """Transactional mode outside any transaction fails with our error instead of recording nothing."""
+    context = app.application_context
+    with pytest.raises(OutboxTransactionRequiredError):
+        context.get(ApplicationEventLoop).run(context.get(Payments).unguarded(PaymentReceived(order_id="o-5")), timeout=10)
+    assert _state(app).inbox == {}
+
+
+def test_lease_handler_redelivered_and_failed_expect_effect_once(app: SpakkyApplication) -> None:
+    """Lease mode: a failure releases the record (the redelivery runs), a finished one is never run again."""
+    context = app.application_context
+    loop, receipts = context.get(ApplicationEventLoop), context.get(Receipts)
+    failing = PaymentReceived(order_id="o-6", fail=True)
+    with pytest.raises(HandlerFailedError):
+        loop.run(receipts.send(failing), timeout=10)
+    assert _state(app).inbox == {}
+    event = PaymentReceived(order_id="o-6", event_id=failing.event_id)
+    for _ in range(3):
+        loop.run(receipts.send(event), timeout=10)
+    assert receipts.sent == ["o-6"] and receipts.attempts == 2
+    entry = _state(app).inbox[("inbox_testapp.handlers.Receipts.send", str(event.event_id))]
+    assert entry.lease_until is None and entry.lease_owner is None
+
+
+def test_lease_handler_live_lease_elsewhere_expect_busy_error(app: SpakkyApplication) -> None:
+    """While another instance holds a live lease the handler does not run; our error asks for a redelivery."""
+    context = app.application_context
+    loop, receipts = context.get(ApplicationEventLoop), context.get(Receipts)
+    event = PaymentReceived(order_id="o-7")
+    other = context.get(IInboxStorage).acquire_lease("inbox_testapp.handlers.Receipts.send", str(event.event_id), 30)
+    with pytest.raises(InboxMessageBusyError, match=r"Receipts\.send"):
+        loop.run(receipts.send(event), timeout=10)
+    assert receipts.attempts == 0 and other.token is not None
+
+
+def test_sync_idempotent_handler_redelivered_expect_effect_once(app: SpakkyApplication) -> None:
+    """The sync aspect: a plain handler method books once per message, with our own header context too."""
+    payments = app.application_context.get(SyncPayments)
+    event = PaymentReceived(order_id="o-8")
+    with delivered_headers({MESSAGE_ID_HEADER: "m-8"}):
+        payments.book(event)
+        payments.book(PaymentReceived(order_id="o-8"))
+    payments.book(event)
+    assert _bookings(app, "sync-booking:") == ["sync-booking:o-8:1", "sync-booking:o-8:2"]
+    assert sorted(k for k in _state(app).inbox if k[0] == "sync-book") == [
+        ("sync-book", str(event.event_id)),
+        ("sync-book", "m-8"),
+    ]
+
+
+def test_idempotent_handler_no_inbox_storage_expect_error_naming_packages() -> None:
+    """Without an inbox storage the handler fails with our error naming what to install, and does not run."""
+    app = _build(inbox=False).start()
+    try:
+        context = app.application_context
+        payments = context.get(Payments)
+        with pytest.raises(InboxStorageNotFoundError, match=r"spakky-outbox\[sqlalchemy\]"):
+            context.get(ApplicationEventLoop).run(payments.book(PaymentReceived(order_id="o-9")), timeout=10)
+        assert payments.runs == 0
+    finally:
+        app.stop()
+
+
+def test_inbox_key_too_long_expect_invalid_key_error(app: SpakkyApplication) -> None:
+    """A consumer name longer than a key column can hold is refused with our error."""
+    with pytest.raises(InvalidInboxKeyError, match="at most 255"):
+        app.application_context.get(IInboxStorage).acquire_lease("c" * 256, "m", 1)
