@@ -1,10 +1,11 @@
-"""Claim plans whatever the statistics say: no statement of a claim scans the table.
+"""Claim and stats plans whatever the statistics say: no statement of a claim or a stats read scans the table.
 
 Each case loads a table whose statistics mislead the planner the way real
 ones did (a fresh backlog on top of delivered rows, analysed or not; a
 drained backlog the statistics still count) and explains every statement one
-claim runs. The sizes are the smallest that showed the bad plans here; the
-1M-row figures are in ``benchmarks/table_size.py``.
+claim (or one ``stats()`` read) runs. The sizes are the smallest that showed
+the bad plans here; the 1M-row figures are in ``benchmarks/stats_cost.py``
+for ``stats()``.
 """
 
 import json
@@ -83,6 +84,20 @@ class _Table:
                 transaction.rollback()
             event.remove(connection, "before_cursor_execute", capture)
         return [(s, p) for s, p in captured if s.lstrip().upper().startswith(("SELECT", "WITH"))]
+
+    def stats_statements(self, timeout_seconds: float = 5.0) -> list[tuple[str, Any]]:
+        """The statements one ``stats()`` read runs, with their parameters."""
+        captured: list[tuple[str, Any]] = []
+
+        def capture(_c: object, _cursor: object, statement: str, parameters: Any, *_: object) -> None:
+            captured.append((statement, parameters))
+
+        with self.engine.connect() as connection:
+            event.listen(connection, "before_cursor_execute", capture)
+            with connection.begin():
+                self.sql.stats(connection, timeout_seconds)
+            event.remove(connection, "before_cursor_execute", capture)
+        return captured
 
     def full_scans(self, connection: Connection, statement: str, params: Any) -> list[str]:
         """Accesses to the outbox table that read all of it (or all of one index)."""
@@ -167,3 +182,65 @@ def test_claim_empty_after_drain_statistics_still_pending_expect_no_full_scan(ta
     table.analyze()
     table.run(f"UPDATE {table.name} SET published_at = CURRENT_TIMESTAMP")
     _assert_no_full_scan(table)
+
+
+def _assert_stats_no_full_scan(table: _Table) -> None:
+    statements = table.stats_statements()
+    selects = [
+        (statement.split(" FOR ", 1)[1] if statement.startswith("SET STATEMENT") else statement, params)
+        for statement, params in statements
+        if not statement.startswith("SET LOCAL")
+    ]
+    assert len(selects) == 1, f"stats ran {len(selects)} reads, expected one statement: {selects}"
+    with table.engine.connect() as connection:
+        found = {
+            statement[:160]: scans
+            for statement, params in selects
+            if (scans := table.full_scans(connection, statement, params))
+        }
+    assert not found, f"the stats statement reads the whole table (or a whole index): {found}"
+
+
+def test_stats_fresh_backlog_analyzed_expect_no_full_scan(table: _Table) -> None:
+    """A stats read over delivered rows and a backlog reads index entries only, never the table."""
+    table.insert(DELIVERED, published=True)
+    table.insert(BACKLOG, published=False)
+    table.analyze()
+    _assert_stats_no_full_scan(table)
+
+
+def test_stats_fresh_backlog_statistics_from_before_expect_no_full_scan(table: _Table) -> None:
+    """Statistics that have not seen the backlog do not turn the stats read into a scan."""
+    table.insert(DELIVERED, published=True)
+    table.analyze()
+    table.insert(BACKLOG, published=False)
+    _assert_stats_no_full_scan(table)
+
+
+def test_stats_counts_past_cap_expect_stopped_at_cap(table: _Table) -> None:
+    """Counts stop at the cap and say so; the oldest pending age still comes from the oldest head."""
+    table.sql.count_cap = 100
+    # An hour ago: a backlog of which only key k42 is left (its head stuck); then a fresh one.
+    table.insert(BACKLOG, published=False)
+    table.run(
+        f"UPDATE {table.name} SET created_at = CURRENT_TIMESTAMP - INTERVAL '1' HOUR",
+        f"UPDATE {table.name} SET published_at = CURRENT_TIMESTAMP "
+        "WHERE partition_key IS NULL OR partition_key <> 'k42'",
+    )
+    table.insert(BACKLOG, published=False)
+    with table.engine.connect() as connection, connection.begin():
+        stats = table.sql.stats(connection, 5.0)
+    assert (stats.pending, stats.published, stats.abandoned, stats.count_cap) == (100, 100, 0, 100)
+    assert stats.capped == ("pending", "claimed", "published"), stats
+    assert stats.shown("pending") == "100+" and stats.shown("abandoned") == "0"
+    age = stats.oldest_pending_age_seconds
+    assert age is not None and age >= 3000, f"the oldest head (key k42, an hour old) was missed: {age}"
+
+
+def test_stats_timeout_expect_server_side_limit(table: _Table) -> None:
+    """The read carries the caller's timeout to the server, which stops it there."""
+    statements = [statement for statement, _ in table.stats_statements(timeout_seconds=1.5)]
+    if table.postgres:
+        assert statements[0] == "SET LOCAL statement_timeout = 1500", statements
+    else:
+        assert statements[0].startswith("SET STATEMENT max_statement_time = 1.500 FOR SELECT"), statements

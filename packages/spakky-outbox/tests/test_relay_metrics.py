@@ -9,7 +9,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.ports.metrics import IOutboxMetrics
+from spakky.outbox.common.stats import OutboxStats
+from spakky.outbox.ports.metrics import BacklogRead, IOutboxMetrics
 from spakky.outbox.relay.relay import AsyncOutboxRelayBackgroundService
 from spakky.outbox.testing.memory import (
     AsyncInMemoryOutboxStorage,
@@ -24,6 +25,7 @@ class RecordingMetrics(IOutboxMetrics):
     def __init__(self) -> None:
         self.relayed = self.failed = self.abandoned = 0
         self.backlog: list[tuple[int, float | None]] = []
+        self.read: BacklogRead | None = None
 
     @override
     def record_relayed(self, count: int) -> None:
@@ -40,6 +42,10 @@ class RecordingMetrics(IOutboxMetrics):
     @override
     def record_backlog(self, pending: int, oldest_pending_age_seconds: float | None) -> None:
         self.backlog.append((pending, oldest_pending_age_seconds))
+
+    @override
+    def watch_backlog(self, read: BacklogRead) -> None:
+        self.read = read
 
 
 def make(name: str) -> OutboxMessage:
@@ -60,15 +66,64 @@ def rig(metrics: IOutboxMetrics, **changes: object) -> tuple[InMemoryOutboxHarne
 
 
 async def test_relay_metrics_expect_relayed_failed_abandoned_and_backlog() -> None:
-    """The relay reports deliveries, refusals, abandonments and the backlog."""
+    """The relay reports deliveries, refusals, abandonments; the backlog only when read."""
     metrics = RecordingMetrics()
     harness, relay, transport = rig(metrics)
+    await relay.initialize_async()
     await harness.write([make("ok"), make("ok"), make("poison"), make("later")])
     transport.faults.refuse = lambda r: r.event_name == "poison"
     await relay.relay_batch()
     await relay.housekeeping()
     assert (metrics.relayed, metrics.failed, metrics.abandoned) == (3, 1, 1)
-    assert metrics.backlog == [(0, None)]
+    assert metrics.backlog == [], "the relay read the backlog on its own timer"
+    assert metrics.read is not None, "the relay gave the metrics no backlog reader"
+    stats = await asyncio.to_thread(metrics.read)
+    assert stats is not None and (stats.pending, stats.abandoned) == (0, 1)
+    assert metrics.read() is None, "a read from the relay's own loop must not block it"
+
+
+class CountingStorage(AsyncInMemoryOutboxStorage):
+    """Counts stats reads and the timeouts they carried."""
+
+    timeouts: list[float | None]
+
+    @override
+    async def stats(self, timeout_seconds: float | None = None) -> OutboxStats:
+        self.timeouts.append(timeout_seconds)
+        return await super().stats(timeout_seconds)
+
+
+async def test_opentelemetry_gauges_expect_backlog_read_on_collection_only() -> None:
+    """The gauges read the storage when collected (once per collection, bounded), never on a relay timer."""
+    from spakky.outbox.relay.opentelemetry import OpenTelemetryOutboxMetrics
+
+    reader = InMemoryMetricReader()
+    adapter = OpenTelemetryOutboxMetrics(MeterProvider(metric_readers=[reader]))
+    harness = InMemoryOutboxHarness()
+    config = OutboxConfig()
+    storage = CountingStorage(harness.state, config)
+    storage.timeouts = []
+    relay = AsyncOutboxRelayBackgroundService(storage, AsyncRecordingEventTransport(), config, adapter)
+    relay.set_stop_event(asyncio.Event())
+    await relay.initialize_async()
+    await harness.write([make("a"), make("b")])
+    for _ in range(3):
+        await relay.relay_batch()
+        await relay.housekeeping()
+    assert storage.timeouts == [], "the relay read the backlog without anyone observing it"
+    await harness.write([make("c")])
+    data = await asyncio.to_thread(reader.get_metrics_data)
+    assert data is not None
+    gauges = {
+        metric.name: metric.data.data_points[0].value  # type: ignore[union-attr]
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name.startswith("outbox.pending") or metric.name == "outbox.oldest_pending_age"
+    }
+    assert gauges["outbox.pending"] == 1
+    assert len(storage.timeouts) == 1, f"one collection read the storage {len(storage.timeouts)} times"
+    assert storage.timeouts[0] is not None and storage.timeouts[0] > 0, "the read carried no timeout"
 
 
 async def test_relay_retention_expect_old_published_purged() -> None:

@@ -9,7 +9,7 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from spakky.core.pod.annotations.pod import Pod
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import OutboxStats, OutboxTarget
+from spakky.outbox.common.stats import OutboxStats, OutboxTarget, stats_timeout
 from spakky.outbox.error import OutboxTransactionRequiredError
 from spakky.outbox.ports.storage import IAsyncOutboxFullStorage
 from spakky.plugins.outbox_mongodb.client import MongoOutboxConnectionManager
@@ -139,8 +139,8 @@ class AsyncMongoOutboxStorage(
         return self._connections.target()
 
     @override
-    async def stats(self) -> OutboxStats:
-        return await self._administer(self._queries.stats())
+    async def stats(self, timeout_seconds: float | None = None) -> OutboxStats:
+        return await self._administer(self._queries.stats(stats_timeout(timeout_seconds)))
 
     @override
     async def list_abandoned(self, limit: int = 100) -> list[OutboxMessage]:

@@ -21,13 +21,17 @@ from pymongo.collection import Collection
 from pymongo.errors import OperationFailure
 from spakky.outbox.common.claims import choose_batch, key_run, undecodable_reason
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import OutboxStats
+from spakky.outbox.common.stats import STATS_COUNT_CAP, OutboxStats
 from spakky.plugins.outbox_mongodb.documents import (
+    ABANDONED,
+    KEYED_PENDING,
+    KEYLESS_PENDING,
     ORDER,
     Document,
     IndexSpec,
     State,
     position,
+    published_index,
     to_message,
 )
 from spakky.plugins.outbox_mongodb.driver import maybe_await
@@ -51,6 +55,8 @@ class Aggregate:
     """``aggregate``; returns the documents."""
 
     pipeline: Sequence[Mapping[str, Any]]
+    max_time_ms: int | None = None
+    """Server-side limit (``maxTimeMS``); None: none."""
 
 
 @dataclass(frozen=True)
@@ -70,9 +76,13 @@ class DeleteMany:
 
 @dataclass(frozen=True)
 class Count:
-    """``count_documents``; returns the count."""
+    """``count_documents``; returns the count (up to ``limit`` when set)."""
 
     filter: Mapping[str, Any]
+    limit: int = 0
+    hint: str | None = None
+    """The index to count along (its name)."""
+    max_time_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -117,14 +127,14 @@ def _execute(operation: Operation, collection: Collection[Document]) -> Any:
     match operation:
         case Find(filter, projection, sort, limit):
             return collection.find(filter, projection, sort=_sort(sort), limit=limit).to_list()
-        case Aggregate(pipeline):
-            return collection.aggregate(list(pipeline)).to_list()
+        case Aggregate(pipeline, max_time_ms):
+            return collection.aggregate(list(pipeline), **_limits(max_time_ms)).to_list()
         case UpdateMany(filter, update):
             return collection.update_many(filter, _update(update)).matched_count
         case DeleteMany(filter):
             return collection.delete_many(filter).deleted_count
-        case Count(filter):
-            return collection.count_documents(filter)
+        case Count(filter, limit, hint, max_time_ms):
+            return collection.count_documents(filter, **_counting(limit, hint, max_time_ms))
         case CollectionExists():
             return bool(collection.database.list_collection_names(filter={"name": collection.name}))
         case IndexInformation():
@@ -146,15 +156,15 @@ async def _execute_async(operation: Operation, collection: Any) -> Any:
         case Find(filter, projection, sort, limit):
             cursor = collection.find(filter, projection, sort=_sort(sort), limit=limit)
             return await cursor.to_list(None)
-        case Aggregate(pipeline):
-            cursor = await maybe_await(collection.aggregate(list(pipeline)))
+        case Aggregate(pipeline, max_time_ms):
+            cursor = await maybe_await(collection.aggregate(list(pipeline), **_limits(max_time_ms)))
             return await cursor.to_list(None)
         case UpdateMany(filter, update):
             return (await collection.update_many(filter, _update(update))).matched_count
         case DeleteMany(filter):
             return (await collection.delete_many(filter)).deleted_count
-        case Count(filter):
-            return await collection.count_documents(filter)
+        case Count(filter, limit, hint, max_time_ms):
+            return await collection.count_documents(filter, **_counting(limit, hint, max_time_ms))
         case CollectionExists():
             names = await collection.database.list_collection_names(filter={"name": collection.name})
             return bool(names)
@@ -169,6 +179,19 @@ async def _execute_async(operation: Operation, collection: Any) -> Any:
                 if error.code != _INDEX_NOT_FOUND:
                     raise
                 return None
+
+
+def _limits(max_time_ms: int | None) -> dict[str, Any]:
+    return {} if max_time_ms is None else {"maxTimeMS": max_time_ms}
+
+
+def _counting(limit: int, hint: str | None, max_time_ms: int | None) -> dict[str, Any]:
+    options = _limits(max_time_ms)
+    if limit > 0:
+        options["limit"] = limit
+    if hint is not None:
+        options["hint"] = hint
+    return options
 
 
 def _sort(sort: Mapping[str, int] | None) -> list[tuple[str, int]] | None:
@@ -238,6 +261,8 @@ class OutboxQueries:
     owner: str = field(default_factory=lambda: ObjectId().binary.hex())
     key_cursor: str | None = None
     """Where the next keyed walk starts: keys are visited in turn, across claims."""
+    count_cap: int = STATS_COUNT_CAP
+    """Where `stats` stops counting each state."""
 
     # --- filters and updates ------------------------------------------------
 
@@ -472,23 +497,47 @@ class OutboxQueries:
 
     # --- administration -----------------------------------------------------------
 
-    def stats(self) -> Plan[OutboxStats]:
-        """Count by state; pending ones are read (claims and age), the rest counted by index."""
-        pending: list[Document] = yield Aggregate([
-            {"$match": {"state": State.PENDING.value}},
-            {"$group": {
-                "_id": None,
-                "pending": {"$sum": 1},
-                "claimed": {"$sum": {"$cond": [
-                    {"$and": [{"$gt": ["$claimed_by", None]}, {"$gt": ["$available_at", "$$NOW"]}]}, 1, 0,
-                ]}},
-                "oldest": {"$min": "$created_at"},
-                "now": {"$max": "$$NOW"},
-            }},
-        ])
-        published: int = yield Count({"state": State.PUBLISHED.value, "published_at": {"$type": "date"}})
-        abandoned: int = yield Count({"state": State.ABANDONED.value, "created_at": {"$type": "date"}})
-        summary: Document = pending[0] if pending else {"pending": 0, "claimed": 0, "oldest": None, "now": None}
+    def stats(self, timeout_seconds: float) -> Plan[OutboxStats]:
+        """Counts by state up to `STATS_COUNT_CAP` along the partial indexes, and the oldest pending age.
+
+        Each count reads at most the cap of one partial index's entries, so
+        a read costs O(cap) whatever the collection holds; the oldest pending
+        message is the keyless index's head or the oldest entry of the keyed
+        one (pending entries only). Every operation carries ``maxTimeMS``:
+        the server stops a read the probe gave up on.
+        """
+        cap, limit = self.count_cap, max(1, round(timeout_seconds * 1000))
+        lanes: list[Document] = []
+        for spec in (KEYLESS_PENDING, KEYED_PENDING):
+            found: list[Document] = yield Aggregate([
+                {"$match": dict(spec.partial)},
+                {"$sort": dict(spec.keys)},
+                {"$limit": cap},
+                {"$group": {
+                    "_id": None,
+                    "n": {"$sum": 1},
+                    "claimed": {"$sum": {"$cond": [
+                        {"$and": [{"$gt": ["$claimed_by", None]}, {"$gt": ["$available_at", "$$NOW"]}]}, 1, 0,
+                    ]}},
+                    "now": {"$max": "$$NOW"},
+                }},
+            ], limit)
+            lanes += found
+        heads: list[Document] = yield Aggregate([
+            {"$match": dict(KEYLESS_PENDING.partial)},
+            {"$sort": dict(KEYLESS_PENDING.keys)},
+            {"$limit": 1},
+            {"$project": {"created_at": 1}},
+            {"$unionWith": {"coll": self.collection_name, "pipeline": [
+                {"$match": dict(KEYED_PENDING.partial)},
+                {"$group": {"_id": None, "created_at": {"$min": "$created_at"}}},
+            ]}},
+            {"$group": {"_id": None, "oldest": {"$min": "$created_at"}, "now": {"$max": "$$NOW"}}},
+        ], limit)
+        kept = published_index(None)
+        published: int = yield Count(dict(kept.partial), cap, kept.name, limit)
+        abandoned: int = yield Count(dict(ABANDONED.partial), cap, ABANDONED.name, limit)
+        summary: Document = heads[0] if heads else {"oldest": None, "now": None}
         oldest, now = summary["oldest"], summary["now"]
         age = (
             max(0.0, (now - oldest).total_seconds())
@@ -496,11 +545,12 @@ class OutboxQueries:
             else None
         )
         return OutboxStats(
-            pending=int(summary["pending"]),
-            claimed=int(summary["claimed"]),
+            pending=min(cap, sum(int(lane["n"]) for lane in lanes)),
+            claimed=min(cap, sum(int(lane["claimed"]) for lane in lanes)),
             published=published,
             abandoned=abandoned,
             oldest_pending_age_seconds=age,
+            count_cap=cap,
         )
 
     def list_abandoned(self, limit: int) -> Plan[list[Document]]:

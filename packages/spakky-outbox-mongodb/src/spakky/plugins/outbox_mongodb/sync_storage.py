@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-mongodb/src/spakky/plugins/outbox_mongodb/async_storage.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 553da696e80155c4dd55c030602e91c2ea63a3db0453f499ef4b4fb9d111047e
+# Source sha256 (with the tool's): 8939677658d084b63c5559f50bb415203d8722819a7c97ee292b270a5c3d3d27
 """The MongoDB outbox storage of the sync flavour."""
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from spakky.core.pod.annotations.pod import Pod
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import OutboxStats, OutboxTarget
+from spakky.outbox.common.stats import OutboxStats, OutboxTarget, stats_timeout
 from spakky.outbox.error import OutboxTransactionRequiredError
 from spakky.outbox.ports.storage import IOutboxFullStorage
 from spakky.plugins.outbox_mongodb.client import MongoOutboxConnectionManager
@@ -142,8 +142,8 @@ class MongoOutboxStorage(
         return self._connections.target()
 
     @override
-    def stats(self) -> OutboxStats:
-        return self._administer(self._queries.stats())
+    def stats(self, timeout_seconds: float | None = None) -> OutboxStats:
+        return self._administer(self._queries.stats(stats_timeout(timeout_seconds)))
 
     @override
     def list_abandoned(self, limit: int = 100) -> list[OutboxMessage]:

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-redis/src/spakky/plugins/outbox_redis/async_storage.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 2318f47012a95664d1b5dbfad19c5ee04d6bee8a0f6a42330073f6a746f61250
+# Source sha256 (with the tool's): fc521b8d8d205ab4256a45a8da4f56b932d6cc62d930f79addfc8a14ed01d72b
 """The Redis outbox storage of the sync flavour (redis-py synchronous clients)."""
 
 from collections.abc import Iterator, Sequence
@@ -149,8 +149,12 @@ class RedisOutboxStorage(
         return popped is not None
 
     @override
-    def stats(self) -> OutboxStats:
-        """Count messages by state and measure the oldest pending one."""
+    def stats(self, timeout_seconds: float | None = None) -> OutboxStats:
+        """Count messages by state and measure the oldest pending one: exact, O(log n).
+
+        One short script (ZCARD, ZCOUNT and the head of the pending set), so
+        there is nothing to cap and nothing left running to stop.
+        """
         return self._stats(self._run("stats", [self._keys.prefix]))
 
     @override

@@ -37,7 +37,7 @@ from spakky.outbox.common.claims import (
     undecodable_reason,
 )
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import OutboxStats
+from spakky.outbox.common.stats import STATS_COUNT_CAP, OutboxStats
 from spakky.plugins.outbox_sqlalchemy.error import UnsupportedOutboxDialectError
 from spakky.plugins.outbox_sqlalchemy.schema import UtcDateTime, as_utc, index_name
 from sqlalchemy import (
@@ -57,6 +57,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.selectable import TextualSelect
 
 PENDING = "published_at IS NULL AND abandoned_at IS NULL"
 """Undelivered rows: neither published nor abandoned."""
@@ -198,6 +199,8 @@ class OutboxSql:
     claim_timeout_seconds: float
     claim_lease_seconds: float
     cursor: ClaimCursor = field(default_factory=ClaimCursor)
+    count_cap: int = STATS_COUNT_CAP
+    """Where `stats` stops counting each state."""
 
     def __post_init__(self) -> None:
         self.kind = dialect_kind(self.dialect)
@@ -707,38 +710,104 @@ class OutboxSql:
         conn.execute(stmt, {"ids": list(message_ids), "owner": self.owner})
 
     # --------------------------------------------------------- administration
-    def stats(self, conn: Connection) -> OutboxStats:
-        """Counts by state and the oldest pending age, by the database clock."""
-        now = self._clock.now
-        stmt = text(
-            "SELECT "
-            f"COALESCE(SUM(CASE WHEN {PENDING} THEN 1 ELSE 0 END), 0) AS pending, "
-            f"COALESCE(SUM(CASE WHEN {PENDING} AND claimed_by IS NOT NULL "
-            f"AND lease_until > {now} THEN 1 ELSE 0 END), 0) AS claimed, "
-            "COALESCE(SUM(CASE WHEN published_at IS NOT NULL THEN 1 ELSE 0 END), 0) "
-            "AS published, "
-            f"COALESCE(SUM(CASE WHEN {ABANDONED} THEN 1 ELSE 0 END), 0) AS abandoned, "
-            f"MIN(CASE WHEN {PENDING} THEN created_at END) AS oldest, "
-            f"{now} AS db_now "
-            f"FROM {self._name}"
-        ).columns(
-            column("pending", Integer()),
-            column("claimed", Integer()),
-            column("published", Integer()),
-            column("abandoned", Integer()),
-            column("oldest", UtcDateTime()),
-            column("db_now", UtcDateTime()),
-        )
-        row = conn.execute(stmt).one()
-        oldest: datetime | None = row.oldest
+    def stats(self, conn: Connection, timeout_seconds: float) -> OutboxStats:
+        """Counts by state up to `count_cap` and the oldest pending age, by the database clock.
+
+        One statement reading only index entries of undelivered, published
+        and abandoned rows, each count stopping at the cap (`STATS_COUNT_CAP`),
+        so it costs O(cap) whatever the table holds; the oldest pending
+        message is the head of the keyless index or the oldest head of the
+        keyed one (pending entries only, never a delivered row). The server
+        stops it after ``timeout_seconds`` (PostgreSQL ``statement_timeout``,
+        MariaDB ``max_statement_time``, MySQL ``MAX_EXECUTION_TIME``), so a
+        probe that gave up leaves nothing running; SQLite runs in process.
+        """
+        if self.kind is DialectKind.POSTGRESQL:
+            conn.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, round(timeout_seconds * 1000))}")
+        row = conn.execute(self._stats_statement(timeout_seconds), {"cap": self.count_cap}).one()
+        cap = self.count_cap
+        heads = [t for t in (row.keyless_oldest, row.keyed_oldest) if t is not None]
+        oldest: datetime | None = min(heads, default=None)
         db_now: datetime = row.db_now
         age = None if oldest is None else max(0.0, (db_now - oldest).total_seconds())
         return OutboxStats(
-            pending=int(row.pending),
-            claimed=int(row.claimed),
+            pending=min(cap, int(row.keyless) + int(row.keyed)),
+            claimed=min(cap, int(row.keyless_claimed) + int(row.keyed_claimed)),
             published=int(row.published),
             abandoned=int(row.abandoned),
             oldest_pending_age_seconds=age,
+            count_cap=cap,
+        )
+
+    def _stats_statement(self, timeout_seconds: float) -> TextualSelect:
+        """The one `stats` statement: four capped counts, two index heads, the clock."""
+        now, name, force = self._clock.now, self._name, self._force
+        live = f"CASE WHEN claimed_by IS NOT NULL AND lease_until > {now} THEN 1 ELSE 0 END"
+        if self.kind is DialectKind.MYSQL:
+            keyless = f"{name}{force('state')} WHERE {PENDING} AND partition_key IS NULL ORDER BY seq"
+            keyed = f"{name}{force('pending_key')} WHERE pending_key IS NOT NULL ORDER BY pending_key, seq"
+            published = f"{name}{force('state')} WHERE published_at IS NOT NULL ORDER BY published_at"
+            abandoned = f"{name}{force('abandoned_at')} WHERE {ABANDONED} ORDER BY abandoned_at"
+            # Loose index scan of (pending_key, seq): one entry per key, no delivered row.
+            keyed_head = (
+                f"SELECT MIN(o.created_at) FROM (SELECT pending_key, MIN(seq) AS s FROM "
+                f"{name}{force('pending_key')} WHERE pending_key IS NOT NULL "
+                f"GROUP BY pending_key ORDER BY pending_key LIMIT :cap) AS heads "
+                f"JOIN {name} AS o ON o.seq = heads.s"
+            )
+        else:
+            # Each lane asks for the order only its partial index gives, so
+            # the planner reads that index whatever its statistics say.
+            keyless = f"{name} WHERE {PENDING} AND partition_key IS NULL ORDER BY seq"
+            keyed = f"{name} WHERE {PENDING} AND partition_key IS NOT NULL ORDER BY partition_key, seq"
+            published = f"{name} WHERE published_at IS NOT NULL ORDER BY published_at"
+            abandoned = f"{name} WHERE {ABANDONED} ORDER BY abandoned_at, seq"
+            # A skip scan over the keyed index: two probes per key (the next
+            # key, its head), never a delivered row nor a key's whole run.
+            probe = f"SELECT partition_key FROM {name} WHERE {PENDING} AND {{cond}} ORDER BY partition_key LIMIT 1"
+            keyed_head = (
+                "WITH RECURSIVE walk(k, n) AS ("
+                f"SELECT ({probe.format(cond='partition_key IS NOT NULL')}), 1 UNION ALL "
+                f"SELECT ({probe.format(cond='partition_key > walk.k')}), walk.n + 1 "
+                "FROM walk WHERE walk.k IS NOT NULL AND walk.n < :cap) "
+                f"SELECT MIN((SELECT created_at FROM {name} WHERE {PENDING} AND partition_key = walk.k "
+                "ORDER BY partition_key, seq LIMIT 1)) FROM walk WHERE walk.k IS NOT NULL"
+            )
+
+        def lane(where: str, alias: str) -> str:
+            return (
+                f"(SELECT COUNT(*) AS n, COALESCE(SUM({live}), 0) AS c FROM "
+                f"(SELECT claimed_by, lease_until FROM {where} LIMIT :cap) AS r) AS {alias}"
+            )
+
+        def count(where: str, alias: str) -> str:
+            return f"(SELECT COUNT(*) AS n FROM (SELECT seq FROM {where} LIMIT :cap) AS r) AS {alias}"
+
+        select = (
+            "SELECT kl.n AS keyless, kl.c AS keyless_claimed, kd.n AS keyed, "
+            "kd.c AS keyed_claimed, pb.n AS published, ab.n AS abandoned, "
+            f"(SELECT created_at FROM {keyless} LIMIT 1) AS keyless_oldest, "
+            f"({keyed_head}) AS keyed_oldest, "
+            f"{now} AS db_now FROM {lane(keyless, 'kl')} CROSS JOIN {lane(keyed, 'kd')} "
+            f"CROSS JOIN {count(published, 'pb')} CROSS JOIN {count(abandoned, 'ab')}"
+        )
+        if self.kind is DialectKind.MYSQL:
+            if getattr(self.dialect, "is_mariadb", False):
+                select = f"SET STATEMENT max_statement_time = {max(0.001, timeout_seconds):.3f} FOR {select}"
+            else:
+                select = select.replace(
+                    "SELECT ", f"SELECT /*+ MAX_EXECUTION_TIME({max(1, round(timeout_seconds * 1000))}) */ ", 1
+                )
+        return text(select).columns(
+            column("keyless", Integer()),
+            column("keyless_claimed", Integer()),
+            column("keyed", Integer()),
+            column("keyed_claimed", Integer()),
+            column("published", Integer()),
+            column("abandoned", Integer()),
+            column("keyless_oldest", UtcDateTime()),
+            column("keyed_oldest", UtcDateTime()),
+            column("db_now", UtcDateTime()),
         )
 
     def list_abandoned(self, conn: Connection, limit: int) -> list[OutboxMessage]:

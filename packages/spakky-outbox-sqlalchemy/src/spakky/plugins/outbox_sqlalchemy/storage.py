@@ -19,7 +19,7 @@ from uuid import UUID
 from spakky.core.pod.annotations.pod import Pod
 from spakky.outbox.common.config import OutboxConfig, redact_url
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import OutboxStats, OutboxTarget
+from spakky.outbox.common.stats import OutboxStats, OutboxTarget, stats_timeout
 from spakky.outbox.common.wakeup import WakeUpHub, wake_up_hub
 from spakky.outbox.error import OutboxTransactionRequiredError
 from spakky.outbox.ports.storage import IAsyncOutboxFullStorage, IOutboxFullStorage
@@ -368,8 +368,9 @@ class AsyncSqlAlchemyOutboxStorage(
             await listener.stop()
 
     @override
-    async def stats(self) -> OutboxStats:
-        return await self._run(self._core.sql.stats)
+    async def stats(self, timeout_seconds: float | None = None) -> OutboxStats:
+        sql, timeout = self._core.sql, stats_timeout(timeout_seconds)
+        return await self._run(lambda c: sql.stats(c, timeout))
 
     @override
     async def list_abandoned(self, limit: int = 100) -> list[OutboxMessage]:
@@ -572,8 +573,9 @@ class SqlAlchemyOutboxStorage(
         return woke
 
     @override
-    def stats(self) -> OutboxStats:
-        return self._run(self._core.sql.stats)
+    def stats(self, timeout_seconds: float | None = None) -> OutboxStats:
+        sql, timeout = self._core.sql, stats_timeout(timeout_seconds)
+        return self._run(lambda c: sql.stats(c, timeout))
 
     @override
     def list_abandoned(self, limit: int = 100) -> list[OutboxMessage]:

@@ -165,24 +165,27 @@ async def _requeue(
     if bool(args.ids) == args.all:
         raise OutboxCommandError("requeue: give message ids or --all (not both)")
     if args.dry_run:
-        abandoned = (await storage.stats()).abandoned
+        abandoned = (await storage.stats()).shown("abandoned")
         what = f"{abandoned} abandoned" if args.all else f"those of the {len(args.ids)} given that are abandoned ({abandoned} abandoned in all)"
         print(f"dry run: would requeue {what}, {args.batch} per batch; nothing changed", file=out)
         return
     if args.all:
         # Bounded by the count at the start: messages the relay abandons again
         # meanwhile wait for the next run instead of keeping this one going.
-        ceiling = (await storage.stats()).abandoned
+        stats = await storage.stats()
+        ceiling, shown = stats.abandoned, stats.shown("abandoned")
         total = 0
         while total < ceiling:
             wanted = min(args.batch, ceiling - total)
             requeued = await storage.requeue_abandoned(None, wanted)
             total += requeued
-            print(f"requeued {total} of {ceiling}", file=out, flush=True)
+            print(f"requeued {total} of {shown}", file=out, flush=True)
             if requeued < wanted:
                 break
         if ceiling == 0:
             print("requeued 0 of 0", file=out)
+        elif stats.at_least("abandoned") and total == ceiling:
+            print(f"more than {ceiling} may be abandoned (counts stop there): run it again for the rest", file=out)
         return
     ids = list(dict.fromkeys(cast(list[UUID], args.ids)))
     total = 0
@@ -199,7 +202,7 @@ async def _purge(
 ) -> None:
     cutoff = parse_cutoff(args.published_before)
     if args.dry_run:
-        published = (await storage.stats()).published
+        published = (await storage.stats()).shown("published")
         print(
             f"dry run: would delete messages published before {cutoff.isoformat()} "
             f"(at most the {published} published now), {args.batch} per batch; nothing changed",

@@ -89,15 +89,18 @@ def stats_json(target: OutboxTarget, stats: OutboxStats) -> dict[str, JsonValue]
         "published": stats.published,
         "abandoned": stats.abandoned,
         "oldest_pending_age_seconds": stats.oldest_pending_age_seconds,
+        "count_cap": stats.count_cap,
+        "at_least": list(stats.capped),
     }
 
 
 def stats_line(stats: OutboxStats) -> str:
-    """``pending=… claimed=… published=… abandoned=… oldest_pending_age=…``."""
+    """``pending=… claimed=… published=… abandoned=… oldest_pending_age=…`` (``10000+``: at least)."""
     age = "-" if stats.oldest_pending_age_seconds is None else f"{stats.oldest_pending_age_seconds:.1f}s"
     return (
-        f"pending={stats.pending} claimed={stats.claimed} published={stats.published} "
-        f"abandoned={stats.abandoned} oldest_pending_age={age}"
+        f"pending={stats.shown('pending')} claimed={stats.shown('claimed')} "
+        f"published={stats.shown('published')} abandoned={stats.shown('abandoned')} "
+        f"oldest_pending_age={age}"
     )
 
 

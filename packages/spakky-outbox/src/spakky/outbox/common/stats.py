@@ -1,11 +1,39 @@
 """Operator-facing snapshot of an outbox's state."""
 
 from dataclasses import dataclass
+from typing import Literal
+
+type CountName = Literal["pending", "claimed", "published", "abandoned"]
+"""One of the counts of `OutboxStats`."""
+
+COUNT_NAMES: tuple[CountName, ...] = ("pending", "claimed", "published", "abandoned")
+"""Every count of `OutboxStats`, in the order operators read them."""
+
+STATS_COUNT_CAP = 1_000
+"""Where storages that count by reading index entries stop counting a state.
+
+Counting reads one index entry per message, so a count past this would cost
+O(table) on every health probe and metrics scrape; at the cap it reads
+"at least this many" instead (`OutboxStats.count_cap`)."""
+
+DEFAULT_STATS_TIMEOUT_SECONDS = 5.0
+"""How long a storage lets one `stats` read run on the server unless told otherwise."""
+
+
+def stats_timeout(timeout_seconds: float | None) -> float:
+    """The server-side limit of one `stats` read: ``timeout_seconds``, or the default."""
+    return DEFAULT_STATS_TIMEOUT_SECONDS if timeout_seconds is None else max(0.0, timeout_seconds)
 
 
 @dataclass(frozen=True)
 class OutboxStats:
-    """Counts of messages by state, and how old the oldest pending one is."""
+    """Counts of messages by state, and how old the oldest pending one is.
+
+    A storage may bound its counts (`count_cap`): a count equal to the cap
+    means "at least that many" (`at_least`, `shown`); below it, the count is
+    exact. ``claimed`` is counted among the pending messages read, so it is
+    exact whenever ``pending`` is.
+    """
 
     pending: int
     """Messages neither published nor abandoned (claimed ones included)."""
@@ -17,6 +45,25 @@ class OutboxStats:
     """Messages the relay gave up on; they stay until requeued or purged."""
     oldest_pending_age_seconds: float | None
     """Age of the oldest pending message; None when nothing is pending."""
+    count_cap: int | None = None
+    """Where the storage stopped counting; None when every count is exact."""
+
+    def at_least(self, name: CountName) -> bool:
+        """Whether the count ``name`` is a lower bound: it reached the cap (``claimed``: or ``pending`` did)."""
+        if self.count_cap is None:
+            return False
+        count = getattr(self, name)
+        return count >= self.count_cap or (name == "claimed" and self.pending >= self.count_cap)
+
+    def shown(self, name: CountName) -> str:
+        """The count ``name`` for people: ``10000+`` when it is a lower bound."""
+        count: int = getattr(self, name)
+        return f"{count}+" if self.at_least(name) else str(count)
+
+    @property
+    def capped(self) -> tuple[CountName, ...]:
+        """Names of the counts that are lower bounds (see `at_least`)."""
+        return tuple(name for name in COUNT_NAMES if self.at_least(name))
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,16 @@
 """Metrics port: what the relay reports, for any metrics backend to record."""
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+from spakky.outbox.common.stats import OutboxStats
+
+type BacklogRead = Callable[[], OutboxStats | None]
+"""Reads the backlog now (a bounded `stats` read); None when it cannot from the calling thread."""
 
 
 class IOutboxMetrics(ABC):
-    """Receives the relay's counts and the outbox backlog."""
+    """Receives the relay's counts, and a way to read the outbox backlog on demand."""
 
     @abstractmethod
     def record_relayed(self, count: int) -> None:
@@ -21,3 +27,12 @@ class IOutboxMetrics(ABC):
     @abstractmethod
     def record_backlog(self, pending: int, oldest_pending_age_seconds: float | None) -> None:
         """Current pending count and age of the oldest pending message."""
+
+    def watch_backlog(self, read: BacklogRead) -> None:  # noqa: B027 - optional hook: backends without gauges ignore it
+        """Take the relay's backlog reader; call it when the backend observes its gauges.
+
+        The relay no longer reads the backlog on a timer: a backend with
+        observable gauges calls ``read`` from its callback (so the storage is
+        read only when someone reads the figures) and passes the result to
+        `record_backlog`. The default ignores it.
+        """

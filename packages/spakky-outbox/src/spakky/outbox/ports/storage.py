@@ -189,8 +189,19 @@ class IOutboxAdministration(ABC):
         return OutboxTarget(backend=type(self).__name__, location="unknown")
 
     @abstractmethod
-    def stats(self) -> OutboxStats:
-        """Count messages by state and measure the oldest pending one."""
+    def stats(self, timeout_seconds: float | None = None) -> OutboxStats:
+        """Count messages by state and measure the oldest pending one, cheaply.
+
+        It runs on every health probe and metrics scrape, so it must cost
+        O(1)-ish whatever the table size: a storage that counts by reading
+        index entries stops at `STATS_COUNT_CAP` and says so
+        (`OutboxStats.count_cap`), and never scans delivered messages.
+
+        Args:
+            timeout_seconds: How long the read may run on the server; past
+                it the server stops it (a probe that gave up leaves nothing
+                running). None: `DEFAULT_STATS_TIMEOUT_SECONDS`.
+        """
 
     @abstractmethod
     def list_abandoned(self, limit: int = 100) -> list[OutboxMessage]:
@@ -241,8 +252,19 @@ class IAsyncOutboxAdministration(ABC):
         return OutboxTarget(backend=type(self).__name__, location="unknown")
 
     @abstractmethod
-    async def stats(self) -> OutboxStats:
-        """Count messages by state and measure the oldest pending one."""
+    async def stats(self, timeout_seconds: float | None = None) -> OutboxStats:
+        """Count messages by state and measure the oldest pending one, cheaply.
+
+        It runs on every health probe and metrics scrape, so it must cost
+        O(1)-ish whatever the table size: a storage that counts by reading
+        index entries stops at `STATS_COUNT_CAP` and says so
+        (`OutboxStats.count_cap`), and never scans delivered messages.
+
+        Args:
+            timeout_seconds: How long the read may run on the server; past
+                it the server stops it (a probe that gave up leaves nothing
+                running). None: `DEFAULT_STATS_TIMEOUT_SECONDS`.
+        """
 
     @abstractmethod
     async def list_abandoned(self, limit: int = 100) -> list[OutboxMessage]:

@@ -24,6 +24,7 @@ from spakky.outbox.ports.storage import (
     IAsyncOutboxStorage,
     IAsyncOutboxWakeUp,
 )
+from spakky.outbox.relay.backlog import AsyncBacklogReader
 from spakky.outbox.relay.primitives import (
     AsyncEvent,
     AsyncLock,
@@ -79,8 +80,12 @@ class AsyncOutboxRelayBackgroundService(AbstractAsyncBackgroundService):
 
     @override
     async def initialize_async(self) -> None:
-        """Nothing to prepare: storages and transports own their connections."""
+        """Hand the metrics a backlog reader; storages and transports own their connections."""
         self._policy.started()
+        metrics, storage = self._policy.metrics, self._storage
+        if metrics is not None and isinstance(storage, IAsyncOutboxAdministration):
+            # Read when the gauges are observed, not on a timer of the relay.
+            metrics.watch_backlog(AsyncBacklogReader(storage))
 
     @override
     async def dispose_async(self) -> None:
@@ -111,13 +116,10 @@ class AsyncOutboxRelayBackgroundService(AbstractAsyncBackgroundService):
         return self._policy.stopping(self._stop_event.is_set())
 
     async def housekeeping(self) -> None:
-        """Report the backlog and purge published messages past retention."""
+        """Purge published messages past retention (the backlog is read by the metrics' gauges)."""
         storage = self._storage
         if not isinstance(storage, IAsyncOutboxAdministration):
             return
-        if self._policy.metrics is not None:
-            stats = await storage.stats()
-            self._policy.metrics.record_backlog(stats.pending, stats.oldest_pending_age_seconds)
         age = self._policy.retention_age()
         while age is not None and await storage.purge_published(age, PURGE_BATCH) >= PURGE_BATCH:
             logger.info("Outbox retention purged %d published messages; continuing", PURGE_BATCH)

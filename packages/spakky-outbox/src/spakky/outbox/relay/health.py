@@ -124,9 +124,12 @@ class OutboxHealthCheck:
         storage, sync_storage = self._storage, self._sync_storage
         try:
             if isinstance(storage, IAsyncOutboxAdministration):
-                stats = await asyncio.wait_for(storage.stats(), timeout)
+                # The same timeout on the server: a probe that gives up leaves no read running.
+                stats = await asyncio.wait_for(storage.stats(timeout_seconds=timeout), timeout)
             elif isinstance(sync_storage, IOutboxAdministration):
-                stats = await asyncio.wait_for(asyncio.to_thread(sync_storage.stats), timeout)
+                stats = await asyncio.wait_for(
+                    asyncio.to_thread(sync_storage.stats, timeout_seconds=timeout), timeout
+                )
             else:
                 return None, None
         except TimeoutError:

@@ -1,17 +1,31 @@
 """OpenTelemetry adapter of the metrics port (needs ``opentelemetry-api``)."""
 
+import logging
+import threading
+import time
 from collections.abc import Iterable
 from typing import override
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 from spakky.core.pod.annotations.pod import Pod
-from spakky.outbox.ports.metrics import IOutboxMetrics
+from spakky.outbox.ports.metrics import BacklogRead, IOutboxMetrics
+
+logger = logging.getLogger(__name__)
+
+BACKLOG_FRESH_SECONDS = 1.0
+"""A collection observes both backlog gauges; one storage read serves both."""
 
 
 @Pod()
 class OpenTelemetryOutboxMetrics(IOutboxMetrics):
-    """Counters ``outbox.relayed``/``failed``/``abandoned``, gauges for the backlog."""
+    """Counters ``outbox.relayed``/``failed``/``abandoned``, gauges for the backlog.
+
+    The gauges read the backlog from the storage when they are observed (a
+    collection by the SDK's reader or exporter), at most once per
+    `BACKLOG_FRESH_SECONDS`; a read that fails or times out keeps the last
+    values and is logged at debug level.
+    """
 
     def __init__(self, meter_provider: metrics.MeterProvider | None = None) -> None:
         """Create the instruments on ``meter_provider`` (default: the global one)."""
@@ -21,13 +35,35 @@ class OpenTelemetryOutboxMetrics(IOutboxMetrics):
         self._abandoned = meter.create_counter("outbox.abandoned", unit="{message}")
         self._pending = 0
         self._oldest_age = 0.0
+        self._read: BacklogRead | None = None
+        self._read_at = float("-inf")
+        self._reading = threading.Lock()
         meter.create_observable_gauge("outbox.pending", [self._observe_pending], unit="{message}")
         meter.create_observable_gauge("outbox.oldest_pending_age", [self._observe_age], unit="s")
 
+    def _refresh(self) -> None:
+        read = self._read
+        if read is None:
+            return
+        with self._reading:
+            if time.monotonic() - self._read_at < BACKLOG_FRESH_SECONDS:
+                return
+            try:
+                stats = read()
+            except Exception:  # a scrape must not fail: the gauges keep their last values
+                logger.debug("Outbox backlog could not be read for the gauges", exc_info=True)
+                return
+            finally:
+                self._read_at = time.monotonic()
+            if stats is not None:
+                self.record_backlog(stats.pending, stats.oldest_pending_age_seconds)
+
     def _observe_pending(self, options: CallbackOptions) -> Iterable[Observation]:
+        self._refresh()
         return [Observation(self._pending)]
 
     def _observe_age(self, options: CallbackOptions) -> Iterable[Observation]:
+        self._refresh()
         return [Observation(self._oldest_age)]
 
     @override
@@ -46,3 +82,8 @@ class OpenTelemetryOutboxMetrics(IOutboxMetrics):
     def record_backlog(self, pending: int, oldest_pending_age_seconds: float | None) -> None:
         self._pending = pending
         self._oldest_age = oldest_pending_age_seconds or 0.0
+
+    @override
+    def watch_backlog(self, read: BacklogRead) -> None:
+        self._read = read
+        self._read_at = float("-inf")

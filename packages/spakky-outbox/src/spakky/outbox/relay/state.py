@@ -516,7 +516,7 @@ class RelayPolicy:
         return self.idle_delay(outcome)
 
     def housekeeping_due(self) -> bool:
-        """Whether to report the backlog / apply retention now (at most every 15 s)."""
+        """Whether to apply retention now (at most every 15 s)."""
         now = time.monotonic()
         if not self.wants_housekeeping() or now < self._next_housekeeping:
             return False
@@ -533,8 +533,8 @@ class RelayPolicy:
         return None if retention is None else timedelta(seconds=retention)
 
     def wants_housekeeping(self) -> bool:
-        """Whether anything (metrics or retention) needs the periodic pass."""
-        return self.metrics is not None or self.config.published_retention_seconds is not None
+        """Whether retention needs the periodic pass (metrics read the backlog themselves)."""
+        return self.config.published_retention_seconds is not None
 
     def relayed(self, ids: list[UUID]) -> None:
         """Count acknowledged messages and forget them as poison."""

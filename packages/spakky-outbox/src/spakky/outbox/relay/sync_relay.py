@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/relay/async_relay.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): df12c78f15036e2d2e5d7af3891234924fa69a992414b3b215fa76cb9a13c591
+# Source sha256 (with the tool's): 5c34f79d89b847d49cf204a5cfd639cf91719c8081ddf13a331bb6978f8abc0f
 """The sync outbox relay: claims stored messages and relays them to the sync transport.
 
 It only does the I/O: what a message's outcome means is decided in
@@ -27,6 +27,7 @@ from spakky.outbox.ports.storage import (
     IOutboxStorage,
     IOutboxWakeUp,
 )
+from spakky.outbox.relay.backlog import BacklogReader
 from spakky.outbox.relay.primitives import (
     Event,
     Lock,
@@ -82,8 +83,12 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
 
     @override
     def initialize(self) -> None:
-        """Nothing to prepare: storages and transports own their connections."""
+        """Hand the metrics a backlog reader; storages and transports own their connections."""
         self._policy.started()
+        metrics, storage = self._policy.metrics, self._storage
+        if metrics is not None and isinstance(storage, IOutboxAdministration):
+            # Read when the gauges are observed, not on a timer of the relay.
+            metrics.watch_backlog(BacklogReader(storage))
 
     @override
     def dispose(self) -> None:
@@ -114,13 +119,10 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
         return self._policy.stopping(self._stop_event.is_set())
 
     def housekeeping(self) -> None:
-        """Report the backlog and purge published messages past retention."""
+        """Purge published messages past retention (the backlog is read by the metrics' gauges)."""
         storage = self._storage
         if not isinstance(storage, IOutboxAdministration):
             return
-        if self._policy.metrics is not None:
-            stats = storage.stats()
-            self._policy.metrics.record_backlog(stats.pending, stats.oldest_pending_age_seconds)
         age = self._policy.retention_age()
         while age is not None and storage.purge_published(age, PURGE_BATCH) >= PURGE_BATCH:
             logger.info("Outbox retention purged %d published messages; continuing", PURGE_BATCH)

@@ -69,7 +69,7 @@ class AsyncInMemoryOutboxStorage(
         return await self._state.wait_async(self._seen_version, timeout)
 
     @override
-    async def stats(self) -> OutboxStats:
+    async def stats(self, timeout_seconds: float | None = None) -> OutboxStats:
         return self._state.stats()
 
     @override

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/testing/async_memory.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 1fc68b51f30daf4a198566f6cc0bf9452536d2a97ec2d53260fa98b3fc2962bd
+# Source sha256 (with the tool's): 51816465b49eb0474536d200821b8120155c923edd73116778baaf7d2c75b6f6
 """The in-memory reference storage and transaction of the sync flavour."""
 
 from collections.abc import Sequence
@@ -72,7 +72,7 @@ class InMemoryOutboxStorage(
         return self._state.wait(self._seen_version, timeout)
 
     @override
-    def stats(self) -> OutboxStats:
+    def stats(self, timeout_seconds: float | None = None) -> OutboxStats:
         return self._state.stats()
 
     @override
