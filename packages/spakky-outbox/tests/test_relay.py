@@ -571,11 +571,11 @@ class AckFailingStorage(AsyncInMemoryOutboxStorage):
         self.claims += 1
         return await super().fetch_pending(limit, max_retry)
 
-    async def mark_published_many(self, message_ids: Sequence[UUID]) -> None:
+    async def mark_published_many(self, message_ids: Sequence[UUID]) -> int:
         if self.ack_failures > 0:
             self.ack_failures -= 1
             raise OutboxStorageUnavailableError("connection reset during restart")
-        await super().mark_published_many(message_ids)
+        return await super().mark_published_many(message_ids)
 
 
 async def test_relay_acknowledgement_fails_expect_retried_without_new_claim_or_resend() -> None:
@@ -600,11 +600,11 @@ def test_sync_relay_acknowledgement_fails_expect_retried_until_taken() -> None:
     class SyncAckFailing(InMemoryOutboxStorage):
         failures = 3
 
-        def mark_published_many(self, message_ids: Sequence[UUID]) -> None:
+        def mark_published_many(self, message_ids: Sequence[UUID]) -> int:
             if self.failures > 0:
                 self.failures -= 1
                 raise OutboxStorageUnavailableError("restarting")
-            super().mark_published_many(message_ids)
+            return super().mark_published_many(message_ids)
 
     harness = InMemoryOutboxHarness()
     cfg = config(claim_timeout_seconds=60.0)

@@ -1,10 +1,14 @@
 """Relay metrics (port and OpenTelemetry adapter) and retention inside the relay."""
 
 import asyncio
+import logging
+import os
+import socket
 from datetime import UTC, datetime, timedelta
 from typing import override
 from uuid import uuid4
 
+import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from spakky.outbox.common.config import OutboxConfig
@@ -23,7 +27,7 @@ class RecordingMetrics(IOutboxMetrics):
     """Keeps every report."""
 
     def __init__(self) -> None:
-        self.relayed = self.failed = self.abandoned = 0
+        self.relayed = self.failed = self.abandoned = self.fenced = 0
         self.backlog: list[tuple[int, float | None]] = []
         self.read: BacklogRead | None = None
 
@@ -38,6 +42,10 @@ class RecordingMetrics(IOutboxMetrics):
     @override
     def record_abandoned(self, count: int) -> None:
         self.abandoned += count
+
+    @override
+    def record_fenced(self, count: int) -> None:
+        self.fenced += count
 
     @override
     def record_backlog(self, pending: int, oldest_pending_age_seconds: float | None) -> None:
@@ -126,6 +134,50 @@ async def test_opentelemetry_gauges_expect_backlog_read_on_collection_only() -> 
     assert storage.timeouts[0] is not None and storage.timeouts[0] > 0, "the read carried no timeout"
 
 
+class TakeoverDuringFlush(AsyncRecordingEventTransport):
+    """Confirms the flush, then lets the claims lapse and another relay take them over (a paused relay)."""
+
+    def __init__(self, harness: InMemoryOutboxHarness, rival: AsyncInMemoryOutboxStorage) -> None:
+        super().__init__()
+        self._harness, self._rival = harness, rival
+        self.taken: list[OutboxMessage] = []
+
+    @override
+    async def flush(self) -> None:
+        await super().flush()
+        self._harness.clock.advance(OutboxConfig().claim_timeout_seconds + 1)
+        self.taken = await self._rival.fetch_pending(100, 5)
+
+
+async def test_relay_acknowledgement_fenced_off_expect_warning_and_fenced_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An acknowledgement the storage fenced off (claims taken over meanwhile) is logged and counted as such.
+
+    Issue 17.18: it updated 0 rows and was logged as "took the acknowledge".
+    """
+    metrics = RecordingMetrics()
+    harness = InMemoryOutboxHarness()
+    config = OutboxConfig()
+    transport = TakeoverDuringFlush(harness, AsyncInMemoryOutboxStorage(harness.state, config))
+    relay = AsyncOutboxRelayBackgroundService(
+        AsyncInMemoryOutboxStorage(harness.state, config), transport, config, metrics
+    )
+    relay.set_stop_event(asyncio.Event())
+    await harness.write([make("a"), make("b"), make("c")])
+    with caplog.at_level(logging.INFO, logger="spakky.outbox.relay.relay"):
+        await relay.relay_batch()
+    assert [m.event_name for m in transport.taken] == ["a", "b", "c"]
+    assert (metrics.relayed, metrics.fenced) == (0, 3)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(
+        f"Outbox relay {socket.gethostname()}/{os.getpid()}: acknowledge of 3 of 3 messages fenced off" in w
+        for w in warnings
+    ), warnings
+    assert not any("took the" in r.getMessage() for r in caplog.records)
+    assert not any(r.published for r in await harness.raw_records())
+
+
 async def test_relay_retention_expect_old_published_purged() -> None:
     """With a retention set, the relay purges published messages older than it by the storage's clock."""
     harness, relay, _ = rig(RecordingMetrics(), published_retention_seconds=60)
@@ -168,6 +220,7 @@ async def test_opentelemetry_metrics_expect_counters_and_gauges_exported() -> No
     adapter.record_relayed(5)
     adapter.record_failed(2)
     adapter.record_abandoned(1)
+    adapter.record_fenced(3)
     adapter.record_backlog(7, 12.5)
     data = reader.get_metrics_data()
     assert data is not None
@@ -181,6 +234,7 @@ async def test_opentelemetry_metrics_expect_counters_and_gauges_exported() -> No
         "outbox.relayed": 5,
         "outbox.failed": 2,
         "outbox.abandoned": 1,
+        "outbox.fenced": 3,
         "outbox.pending": 7,
         "outbox.oldest_pending_age": 12.5,
     }

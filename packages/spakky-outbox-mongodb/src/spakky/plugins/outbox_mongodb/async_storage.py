@@ -82,9 +82,9 @@ class AsyncMongoOutboxStorage(
         await self._run(self._queries.publish([message_id]))
 
     @override
-    async def mark_published_many(self, message_ids: Sequence[UUID]) -> None:
-        """Mark every message this instance still holds among ``message_ids`` published."""
-        await self._run(self._queries.publish(message_ids))
+    async def mark_published_many(self, message_ids: Sequence[UUID]) -> int:
+        """Mark every message this instance still holds among ``message_ids`` published; count them."""
+        return await self._run(self._queries.publish(message_ids))
 
     @override
     async def increment_retry(self, message_id: UUID) -> None:

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-mongodb/src/spakky/plugins/outbox_mongodb/async_storage.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 8939677658d084b63c5559f50bb415203d8722819a7c97ee292b270a5c3d3d27
+# Source sha256 (with the tool's): 74dee29de2766171aecab23dace6560eb2ebb0700692b2185ba85c2c8b82c45e
 """The MongoDB outbox storage of the sync flavour."""
 
 from collections.abc import Sequence
@@ -85,9 +85,9 @@ class MongoOutboxStorage(
         self._run(self._queries.publish([message_id]))
 
     @override
-    def mark_published_many(self, message_ids: Sequence[UUID]) -> None:
-        """Mark every message this instance still holds among ``message_ids`` published."""
-        self._run(self._queries.publish(message_ids))
+    def mark_published_many(self, message_ids: Sequence[UUID]) -> int:
+        """Mark every message this instance still holds among ``message_ids`` published; count them."""
+        return self._run(self._queries.publish(message_ids))
 
     @override
     def increment_retry(self, message_id: UUID) -> None:

@@ -85,10 +85,11 @@ class AsyncRedisOutboxStorage(
         await self._run("settle", self._settle_args(Settle.PUBLISH, [message_id]))
 
     @override
-    async def mark_published_many(self, message_ids: Sequence[UUID]) -> None:
-        """Mark every message this instance still holds among ``message_ids`` published."""
-        if message_ids:
-            await self._run("settle", self._settle_args(Settle.PUBLISH, message_ids))
+    async def mark_published_many(self, message_ids: Sequence[UUID]) -> int:
+        """Mark every message this instance still holds among ``message_ids`` published; count them."""
+        if not message_ids:
+            return 0
+        return int(await self._run("settle", self._settle_args(Settle.PUBLISH, message_ids)))
 
     @override
     async def increment_retry(self, message_id: UUID) -> None:

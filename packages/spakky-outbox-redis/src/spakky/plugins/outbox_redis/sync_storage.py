@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-redis/src/spakky/plugins/outbox_redis/async_storage.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): fc521b8d8d205ab4256a45a8da4f56b932d6cc62d930f79addfc8a14ed01d72b
+# Source sha256 (with the tool's): 588d499fada9fcb00103e8fbeb6e8727885a6f353d7a503115808e3a42a31d3d
 """The Redis outbox storage of the sync flavour (redis-py synchronous clients)."""
 
 from collections.abc import Iterator, Sequence
@@ -88,10 +88,11 @@ class RedisOutboxStorage(
         self._run("settle", self._settle_args(Settle.PUBLISH, [message_id]))
 
     @override
-    def mark_published_many(self, message_ids: Sequence[UUID]) -> None:
-        """Mark every message this instance still holds among ``message_ids`` published."""
-        if message_ids:
-            self._run("settle", self._settle_args(Settle.PUBLISH, message_ids))
+    def mark_published_many(self, message_ids: Sequence[UUID]) -> int:
+        """Mark every message this instance still holds among ``message_ids`` published; count them."""
+        if not message_ids:
+            return 0
+        return int(self._run("settle", self._settle_args(Settle.PUBLISH, message_ids)))
 
     @override
     def increment_retry(self, message_id: UUID) -> None:

@@ -666,12 +666,12 @@ class OutboxSql:
 
     def mark_published_many(
         self, conn: Connection, message_ids: Sequence[UUID]
-    ) -> None:
-        """Publish every message among ``message_ids`` this owner holds, in one statement."""
+    ) -> int:
+        """Publish every message among ``message_ids`` this owner holds, in one statement; count them."""
         if not message_ids:
-            return
+            return 0
         stmt = self._fenced(self._published(), many=True)
-        conn.execute(stmt, {"ids": list(message_ids), "owner": self.owner})
+        return conn.execute(stmt, {"ids": list(message_ids), "owner": self.owner}).rowcount
 
     def increment_retry(self, conn: Connection, message_id: UUID) -> None:
         """Spend one retry and keep the claim: the message returns when it ends."""

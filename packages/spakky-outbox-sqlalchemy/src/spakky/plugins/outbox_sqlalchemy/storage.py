@@ -299,9 +299,9 @@ class AsyncSqlAlchemyOutboxStorage(
         await self._run(lambda c: sql.mark_published(c, message_id))
 
     @override
-    async def mark_published_many(self, message_ids: Sequence[UUID]) -> None:
+    async def mark_published_many(self, message_ids: Sequence[UUID]) -> int:
         sql = self._core.sql
-        await self._run(lambda c: sql.mark_published_many(c, message_ids))
+        return await self._run(lambda c: sql.mark_published_many(c, message_ids))
 
     @override
     async def increment_retry(self, message_id: UUID) -> None:
@@ -506,8 +506,8 @@ class SqlAlchemyOutboxStorage(
         self._run(lambda c: self._core.sql.mark_published(c, message_id))
 
     @override
-    def mark_published_many(self, message_ids: Sequence[UUID]) -> None:
-        self._run(lambda c: self._core.sql.mark_published_many(c, message_ids))
+    def mark_published_many(self, message_ids: Sequence[UUID]) -> int:
+        return self._run(lambda c: self._core.sql.mark_published_many(c, message_ids))
 
     @override
     def increment_retry(self, message_id: UUID) -> None:

@@ -24,6 +24,14 @@ class IOutboxMetrics(ABC):
     def record_abandoned(self, count: int) -> None:
         """Messages given up on after their last retry."""
 
+    def record_fenced(self, count: int) -> None:  # noqa: B027 - optional: metrics written before it record nothing
+        """Delivered messages whose acknowledgement was fenced off: their claims were taken over.
+
+        A relay that keeps reporting these loses its claims (paused past its
+        lease, a storage clock step, a lease too short for its batches); the
+        messages are delivered again by their new owner.
+        """
+
     @abstractmethod
     def record_backlog(self, pending: int, oldest_pending_age_seconds: float | None) -> None:
         """Current pending count and age of the oldest pending message."""

@@ -103,16 +103,31 @@ class IOutboxBatchAcknowledgement(ABC):
     """Capability: acknowledge a whole batch in one round trip (sync)."""
 
     @abstractmethod
-    def mark_published_many(self, message_ids: Sequence[UUID]) -> None:
-        """Mark every message this instance still holds among ``message_ids`` published."""
+    def mark_published_many(self, message_ids: Sequence[UUID]) -> int | None:
+        """Mark every message this instance still holds among ``message_ids`` published.
+
+        Fenced: a message whose claim lapsed and was taken over is left to its
+        new owner.
+
+        Returns:
+            How many were marked (fewer than given: the rest were fenced off),
+            or None when the storage cannot tell (storages written before the
+            count; the relay then takes every message as marked).
+        """
 
 
 class IAsyncOutboxBatchAcknowledgement(ABC):
     """Capability: acknowledge a whole batch in one round trip (async)."""
 
     @abstractmethod
-    async def mark_published_many(self, message_ids: Sequence[UUID]) -> None:
-        """Mark every message this instance still holds among ``message_ids`` published."""
+    async def mark_published_many(self, message_ids: Sequence[UUID]) -> int | None:
+        """Mark every message this instance still holds among ``message_ids`` published.
+
+        See `IOutboxBatchAcknowledgement.mark_published_many`.
+
+        Returns:
+            How many were marked, or None when the storage cannot tell.
+        """
 
 
 class IOutboxRetryScheduling(ABC):

@@ -218,7 +218,9 @@ class AsyncOutboxRelayBackgroundService(AbstractAsyncBackgroundService):
 
     async def _abandon_now(self, batch: ClaimedBatch, message: OutboxMessage, why: str, *, refused: bool) -> None:
         """Abandon ``message`` before anything else of its key is sent; if that fails, the key waits."""
-        if await self._persist(batch, "abandon", [message.id], lambda attempt: self._abandon(message, why, attempt)):
+        if await self._persist(
+            batch, "abandon", [message.id], lambda attempt: self._abandon(message, why, attempt)
+        ) is not None:
             if refused:
                 self._policy.refusal_recorded(message, abandoned=True)
             else:
@@ -253,16 +255,18 @@ class AsyncOutboxRelayBackgroundService(AbstractAsyncBackgroundService):
         """Acknowledge what was delivered, then record refusals, then release the rest."""
         storage = self._storage
         delivered = [m.id for m in batch.in_state(MessageState.DELIVERED)]
-        if delivered and await self._persist(
-            batch, "acknowledge", delivered, lambda _: self._acknowledge(delivered), one_message=False
-        ):
-            self._policy.relayed(delivered)
+        if delivered:
+            acknowledged = await self._persist(
+                batch, "acknowledge", delivered, lambda _: self._acknowledge(delivered), one_message=False
+            )
+            if acknowledged is not None:
+                self._policy.relayed(delivered, acknowledged)
         for message, error in batch.refusals():
             if self._policy.exhausts(message):
                 await self._abandon_now(batch, message, reason(error), refused=True)
             elif await self._persist(
                 batch, "refuse", [message.id], lambda attempt, m=message, e=error: self._retry_later(m, e, attempt)
-            ):
+            ) is not None:
                 self._policy.refusal_recorded(message, abandoned=False)
         released = [m.id for m in batch.in_state(MessageState.RELEASED)]
         if released and isinstance(storage, IAsyncOutboxRetryScheduling):
@@ -273,31 +277,34 @@ class AsyncOutboxRelayBackgroundService(AbstractAsyncBackgroundService):
         batch: ClaimedBatch,
         what: str,
         ids: list[UUID],
-        write: Callable[[int], Awaitable[None]],
+        write: Callable[[int], Awaitable[int | None]],
         *,
         one_message: bool = True,
-    ) -> bool:
-        """Run one storage write (given its attempt number), retrying with backoff; True once it landed.
+    ) -> int | None:
+        """Run one storage write (given its attempt number), retrying with backoff.
 
         Writes wait for a claim renewal in progress, so the renewal never
         counts as lost what a write just settled.
+
+        Returns:
+            None when the write did not land; else how many of ``ids`` it
+            settled (fewer: fenced off), ``len(ids)`` when the storage cannot tell.
         """
         attempt = 0
         try:
             while True:
                 try:
                     async with self._writes:
-                        await write(attempt)
+                        count = await write(attempt)
                 except Exception as error:
                     self._stopping()
                     delay = self._policy.settle_failed(batch, what, attempt, error, one_message=one_message)
                     if delay is None:
-                        return False
+                        return None
                     await sleep_async(delay)
                     attempt += 1
                 else:
-                    self._policy.settled(what, attempt)
-                    return True
+                    return self._policy.settled(what, attempt, len(ids), count)
         finally:
             batch.settled(ids)
 
@@ -319,13 +326,14 @@ class AsyncOutboxRelayBackgroundService(AbstractAsyncBackgroundService):
         else:
             await storage.increment_retry(message.id)
 
-    async def _acknowledge(self, ids: Sequence[UUID]) -> None:
+    async def _acknowledge(self, ids: Sequence[UUID]) -> int | None:
+        """Mark ``ids`` published; how many the storage marked (None: it cannot tell)."""
         storage = self._storage
         if isinstance(storage, IAsyncOutboxBatchAcknowledgement):
-            await storage.mark_published_many(ids)
-        else:
-            for message_id in ids:
-                await storage.mark_published(message_id)
+            return await storage.mark_published_many(ids)
+        for message_id in ids:
+            await storage.mark_published(message_id)
+        return None
 
     async def _rest(self, delay: float, *, wake_on_commit: bool) -> None:
         """Sleep up to ``delay``; a stop, or a commit when the storage can tell, wakes early."""

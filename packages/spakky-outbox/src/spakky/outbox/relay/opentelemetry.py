@@ -19,7 +19,7 @@ BACKLOG_FRESH_SECONDS = 1.0
 
 @Pod()
 class OpenTelemetryOutboxMetrics(IOutboxMetrics):
-    """Counters ``outbox.relayed``/``failed``/``abandoned``, gauges for the backlog.
+    """Counters ``outbox.relayed``/``failed``/``abandoned``/``fenced``, gauges for the backlog.
 
     The gauges read the backlog from the storage when they are observed (a
     collection by the SDK's reader or exporter), at most once per
@@ -33,6 +33,7 @@ class OpenTelemetryOutboxMetrics(IOutboxMetrics):
         self._relayed = meter.create_counter("outbox.relayed", unit="{message}")
         self._failed = meter.create_counter("outbox.failed", unit="{message}")
         self._abandoned = meter.create_counter("outbox.abandoned", unit="{message}")
+        self._fenced = meter.create_counter("outbox.fenced", unit="{message}")
         self._pending = 0
         self._oldest_age = 0.0
         self._read: BacklogRead | None = None
@@ -77,6 +78,10 @@ class OpenTelemetryOutboxMetrics(IOutboxMetrics):
     @override
     def record_abandoned(self, count: int) -> None:
         self._abandoned.add(count)
+
+    @override
+    def record_fenced(self, count: int) -> None:
+        self._fenced.add(count)
 
     @override
     def record_backlog(self, pending: int, oldest_pending_age_seconds: float | None) -> None:

@@ -7,6 +7,8 @@ The relay services only do the I/O around these decisions.
 """
 
 import logging
+import os
+import socket
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -491,6 +493,8 @@ class RelayPolicy:
         self.poison = PoisonMemory()
         self.stop_requested_at: float | None = None
         """``time.monotonic()`` when the relay first saw its stop event set."""
+        self.name = f"{socket.gethostname()}/{os.getpid()}"
+        """How the relay names itself in logs: host and process id."""
 
     def started(self) -> None:
         """A (re)started relay has no stop pending."""
@@ -536,10 +540,10 @@ class RelayPolicy:
         """Whether retention needs the periodic pass (metrics read the backlog themselves)."""
         return self.config.published_retention_seconds is not None
 
-    def relayed(self, ids: list[UUID]) -> None:
-        """Count acknowledged messages and forget them as poison."""
-        if self.metrics is not None and ids:
-            self.metrics.record_relayed(len(ids))
+    def relayed(self, ids: list[UUID], acknowledged: int) -> None:
+        """Count the ``acknowledged`` of delivered ``ids`` (the rest were fenced off); forget them as poison."""
+        if self.metrics is not None and acknowledged:
+            self.metrics.record_relayed(acknowledged)
         for message_id in ids:
             self.poison.forget(message_id)
 
@@ -642,10 +646,31 @@ class RelayPolicy:
             )
         return backoff_delay(attempt, SETTLE_BACKOFF_BASE_SECONDS, SETTLE_BACKOFF_MAX_SECONDS)
 
-    def settled(self, what: str, attempt: int) -> None:
-        """A storage write landed (after ``attempt`` retries)."""
-        if attempt:
+    def settled(self, what: str, attempt: int, asked: int, count: int | None) -> int:
+        """A storage write about ``asked`` messages landed (after ``attempt`` retries) and settled ``count``.
+
+        Fewer settled than asked means the rest were fenced off: their claims
+        were taken over (this relay was paused past its lease, or the storage's
+        clock stepped), so another relay delivers them again. That is logged
+        and counted, never reported as the storage taking the write.
+
+        Returns:
+            How many were settled (``asked`` when the storage cannot tell).
+        """
+        settled = asked if count is None else count
+        if settled < asked:
+            fenced = asked - settled
+            logger.warning(
+                "Outbox relay %s: %s of %d of %d messages fenced off: their claims were taken over by "
+                "another relay after a lapse, which delivers them again%s",
+                self.name, what, fenced, asked,
+                f" (or one of the {attempt} failed attempts before had landed)" if attempt else "",
+            )
+            if self.metrics is not None:
+                self.metrics.record_fenced(fenced)
+        elif attempt:
             logger.info("Outbox storage took the %s after %d retries", what, attempt)
+        return settled
 
     def outage_delay(self) -> float:
         """Pause after a storage or transport outage; grows while it lasts."""

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/relay/async_relay.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 5c34f79d89b847d49cf204a5cfd639cf91719c8081ddf13a331bb6978f8abc0f
+# Source sha256 (with the tool's): a00abaa20a97ed5e730212801f1ae65c285654f258450b6a04cd97172eda1827
 """The sync outbox relay: claims stored messages and relays them to the sync transport.
 
 It only does the I/O: what a message's outcome means is decided in
@@ -221,7 +221,9 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
 
     def _abandon_now(self, batch: ClaimedBatch, message: OutboxMessage, why: str, *, refused: bool) -> None:
         """Abandon ``message`` before anything else of its key is sent; if that fails, the key waits."""
-        if self._persist(batch, "abandon", [message.id], lambda attempt: self._abandon(message, why, attempt)):
+        if self._persist(
+            batch, "abandon", [message.id], lambda attempt: self._abandon(message, why, attempt)
+        ) is not None:
             if refused:
                 self._policy.refusal_recorded(message, abandoned=True)
             else:
@@ -256,16 +258,18 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
         """Acknowledge what was delivered, then record refusals, then release the rest."""
         storage = self._storage
         delivered = [m.id for m in batch.in_state(MessageState.DELIVERED)]
-        if delivered and self._persist(
-            batch, "acknowledge", delivered, lambda _: self._acknowledge(delivered), one_message=False
-        ):
-            self._policy.relayed(delivered)
+        if delivered:
+            acknowledged = self._persist(
+                batch, "acknowledge", delivered, lambda _: self._acknowledge(delivered), one_message=False
+            )
+            if acknowledged is not None:
+                self._policy.relayed(delivered, acknowledged)
         for message, error in batch.refusals():
             if self._policy.exhausts(message):
                 self._abandon_now(batch, message, reason(error), refused=True)
             elif self._persist(
                 batch, "refuse", [message.id], lambda attempt, m=message, e=error: self._retry_later(m, e, attempt)
-            ):
+            ) is not None:
                 self._policy.refusal_recorded(message, abandoned=False)
         released = [m.id for m in batch.in_state(MessageState.RELEASED)]
         if released and isinstance(storage, IOutboxRetryScheduling):
@@ -276,31 +280,34 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
         batch: ClaimedBatch,
         what: str,
         ids: list[UUID],
-        write: Callable[[int], None],
+        write: Callable[[int], int | None],
         *,
         one_message: bool = True,
-    ) -> bool:
-        """Run one storage write (given its attempt number), retrying with backoff; True once it landed.
+    ) -> int | None:
+        """Run one storage write (given its attempt number), retrying with backoff.
 
         Writes wait for a claim renewal in progress, so the renewal never
         counts as lost what a write just settled.
+
+        Returns:
+            None when the write did not land; else how many of ``ids`` it
+            settled (fewer: fenced off), ``len(ids)`` when the storage cannot tell.
         """
         attempt = 0
         try:
             while True:
                 try:
                     with self._writes:
-                        write(attempt)
+                        count = write(attempt)
                 except Exception as error:
                     self._stopping()
                     delay = self._policy.settle_failed(batch, what, attempt, error, one_message=one_message)
                     if delay is None:
-                        return False
+                        return None
                     sleep(delay)
                     attempt += 1
                 else:
-                    self._policy.settled(what, attempt)
-                    return True
+                    return self._policy.settled(what, attempt, len(ids), count)
         finally:
             batch.settled(ids)
 
@@ -322,13 +329,14 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
         else:
             storage.increment_retry(message.id)
 
-    def _acknowledge(self, ids: Sequence[UUID]) -> None:
+    def _acknowledge(self, ids: Sequence[UUID]) -> int | None:
+        """Mark ``ids`` published; how many the storage marked (None: it cannot tell)."""
         storage = self._storage
         if isinstance(storage, IOutboxBatchAcknowledgement):
-            storage.mark_published_many(ids)
-        else:
-            for message_id in ids:
-                storage.mark_published(message_id)
+            return storage.mark_published_many(ids)
+        for message_id in ids:
+            storage.mark_published(message_id)
+        return None
 
     def _rest(self, delay: float, *, wake_on_commit: bool) -> None:
         """Sleep up to ``delay``; a stop, or a commit when the storage can tell, wakes early."""

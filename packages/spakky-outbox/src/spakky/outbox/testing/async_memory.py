@@ -39,8 +39,8 @@ class AsyncInMemoryOutboxStorage(
         self._state.publish(self._owner, [message_id])
 
     @override
-    async def mark_published_many(self, message_ids: Sequence[UUID]) -> None:
-        self._state.publish(self._owner, message_ids)
+    async def mark_published_many(self, message_ids: Sequence[UUID]) -> int:
+        return self._state.publish(self._owner, message_ids)
 
     @override
     async def increment_retry(self, message_id: UUID) -> None:

@@ -251,13 +251,16 @@ class InMemoryOutboxState:
             return None
         return record
 
-    def publish(self, owner: UUID, ids: Sequence[UUID]) -> None:
-        """Mark this owner's claimed messages published."""
+    def publish(self, owner: UUID, ids: Sequence[UUID]) -> int:
+        """Mark this owner's claimed messages published; count them (the rest are fenced off)."""
         with self._lock:
+            published = 0
             for message_id in ids:
                 if record := self._owned(owner, message_id):
                     record.published_at = self.clock()
                     record.claimed_by = record.claimed_at = None
+                    published += 1
+            return published
 
     def increment_retry(self, owner: UUID, message_id: UUID) -> None:
         """Spend one retry and keep the claim until it expires (6.x behaviour)."""

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/testing/async_memory.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 51816465b49eb0474536d200821b8120155c923edd73116778baaf7d2c75b6f6
+# Source sha256 (with the tool's): 988ef6daab8321b05c168e406c3da787bb2f5fb83bb0cef4fd05722df909be51
 """The in-memory reference storage and transaction of the sync flavour."""
 
 from collections.abc import Sequence
@@ -42,8 +42,8 @@ class InMemoryOutboxStorage(
         self._state.publish(self._owner, [message_id])
 
     @override
-    def mark_published_many(self, message_ids: Sequence[UUID]) -> None:
-        self._state.publish(self._owner, message_ids)
+    def mark_published_many(self, message_ids: Sequence[UUID]) -> int:
+        return self._state.publish(self._owner, message_ids)
 
     @override
     def increment_retry(self, message_id: UUID) -> None:
