@@ -19,6 +19,8 @@ TABLE_NAME_VARIABLE = f"{SPAKKY_OUTBOX_SQLALCHEMY_CONFIG_ENV_PREFIX}TABLE_NAME"
 """Environment variable naming the outbox table."""
 DEFAULT_OUTBOX_TABLE_NAME: str = "spakky_outbox_message"
 """Table used when ``SPAKKY_OUTBOX_SQLALCHEMY__TABLE_NAME`` is unset."""
+DEFAULT_INBOX_TABLE_NAME: str = "spakky_outbox_inbox"
+"""Inbox table used when ``SPAKKY_OUTBOX_SQLALCHEMY__INBOX_TABLE_NAME`` is unset."""
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
@@ -48,14 +50,16 @@ class SqlAlchemyOutboxConfig(BaseSettings):
 
     table_name: str = DEFAULT_OUTBOX_TABLE_NAME
     """Name of the outbox table: a plain SQL identifier, quoted where needed."""
+    inbox_table_name: str = DEFAULT_INBOX_TABLE_NAME
+    """Name of the inbox table (idempotent consumers): a plain SQL identifier."""
     create_table: bool = True
-    """Create the table and its indexes on first use when they are missing."""
+    """Create the tables (outbox and inbox) and their indexes on first use when they are missing."""
     notify: bool = True
     """On PostgreSQL, send a NOTIFY after each saving commit (coalesced) and LISTEN for it."""
     notify_throttle_seconds: Annotated[float, Field(ge=0)] = 0.02
     """Shortest gap between two NOTIFYs sent by one process."""
 
-    @field_validator("table_name")
+    @field_validator("table_name", "inbox_table_name")
     @classmethod
     def _check_table_name(cls, value: str) -> str:
         return validate_table_name(value)

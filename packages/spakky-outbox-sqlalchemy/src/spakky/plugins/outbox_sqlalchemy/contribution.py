@@ -3,6 +3,10 @@
 from spakky.core.application.application import SpakkyApplication
 from spakky.outbox.common.registry import register_storage
 from spakky.plugins.outbox_sqlalchemy.config import STORAGE_NAME
+from spakky.plugins.outbox_sqlalchemy.inbox import (
+    AsyncSqlAlchemyInboxStorage,
+    SqlAlchemyInboxStorage,
+)
 from spakky.plugins.outbox_sqlalchemy.storage import (
     AsyncSqlAlchemyOutboxStorage,
     SqlAlchemyOutboxStorage,
@@ -10,11 +14,15 @@ from spakky.plugins.outbox_sqlalchemy.storage import (
 
 
 def initialize(app: SpakkyApplication) -> None:
-    """Register the SQLAlchemy storages when they are the selected outbox storage.
+    """Register the SQLAlchemy storages and inboxes when they are the selected outbox storage.
 
     Args:
         app: The Spakky application instance.
     """
     register_storage(
-        app, STORAGE_NAME, SqlAlchemyOutboxStorage, AsyncSqlAlchemyOutboxStorage
+        app,
+        STORAGE_NAME,
+        SqlAlchemyOutboxStorage,
+        AsyncSqlAlchemyOutboxStorage,
+        inboxes=(SqlAlchemyInboxStorage, AsyncSqlAlchemyInboxStorage),
     )

@@ -1,0 +1,363 @@
+"""SQLAlchemy inbox: one row per (consumer, message id), unique, on every dialect.
+
+`AsyncSqlAlchemyInboxStorage.record` inserts through the business session of
+``@Transactional()`` (PostgreSQL and SQLite ``ON CONFLICT DO NOTHING`` /
+``OR IGNORE``, MySQL/MariaDB ``INSERT IGNORE``), so the row commits or rolls
+back with the handler's writes. A concurrent insert of the same key waits on
+the unique index until the other transaction ends, then inserts (it rolled
+back) or does nothing (it committed): only one handler's writes commit. Lease
+operations run in their own short transaction on the engine, on the database
+clock. The table is created on first use like the outbox table.
+"""
+
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, override
+
+from spakky.core.pod.annotations.pod import Pod
+from spakky.outbox.common.config import redact_url
+from spakky.outbox.error import OutboxTransactionRequiredError
+from spakky.outbox.inbox.identity import inbox_key
+from spakky.outbox.ports.inbox import (
+    IAsyncInboxStorage,
+    IInboxStorage,
+    InboxLease,
+    InboxStats,
+    LeaseOutcome,
+)
+from spakky.plugins.outbox_sqlalchemy.config import (
+    DEFAULT_INBOX_TABLE_NAME,
+    SqlAlchemyOutboxConfig,
+    validate_table_name,
+)
+from spakky.plugins.outbox_sqlalchemy.operations import (
+    DialectKind,
+    _Clock,
+    dialect_kind,
+)
+from spakky.plugins.outbox_sqlalchemy.schema import UtcDateTime, index_name
+from spakky.plugins.outbox_sqlalchemy.storage import _table_created, mark_table_created
+from spakky.plugins.sqlalchemy.persistency.connection_manager import (
+    AsyncConnectionManager,
+    ConnectionManager,
+)
+from spakky.plugins.sqlalchemy.persistency.session_manager import (
+    AsyncSessionManager,
+    SessionManager,
+    SessionNotInitializedError,
+)
+from sqlalchemy import (
+    Column,
+    Connection,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    bindparam,
+    column,
+    text,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import Session
+
+_MYSQL = ("mysql", "mariadb")
+
+
+def define_inbox_table(name: str, metadata: MetaData) -> Table:
+    """Define the inbox table called ``name`` in ``metadata``.
+
+    Raises:
+        InvalidOutboxTableNameError: ``name`` is not a plain SQL identifier.
+    """
+    validate_table_name(name)
+    # Keys compare byte-wise on MySQL/MariaDB as elsewhere ("A" and "a" differ).
+    key = String(255).with_variant(mysql.VARCHAR(255, charset="utf8mb4", collation="utf8mb4_bin"), *_MYSQL)
+    table = Table(
+        name,
+        metadata,
+        Column("consumer", key, nullable=False),
+        Column("message_id", key, nullable=False),
+        Column("recorded_at", UtcDateTime(), nullable=False),
+        Column("lease_until", UtcDateTime(), nullable=True, comment="Lease mode: set until the handler finished"),
+        Column("lease_owner", String(32), nullable=True, comment="Lease mode: token of the lease holder"),
+        PrimaryKeyConstraint("consumer", "message_id"),
+    )
+    # The sweep deletes the oldest records in bounded batches.
+    Index(index_name(name, "recorded"), table.c.recorded_at)
+    return table
+
+
+inbox_metadata = MetaData()
+"""Alembic-friendly metadata holding the inbox table under its default name."""
+default_inbox_table: Table = define_inbox_table(DEFAULT_INBOX_TABLE_NAME, inbox_metadata)
+
+_tables: dict[str, Table] = {DEFAULT_INBOX_TABLE_NAME: default_inbox_table}
+_tables_lock = threading.Lock()
+
+
+def inbox_table(name: str = DEFAULT_INBOX_TABLE_NAME) -> Table:
+    """Return the inbox table called ``name`` (each name has its own MetaData)."""
+    with _tables_lock:
+        table = _tables.get(name)
+        if table is None:
+            table = _tables[name] = define_inbox_table(name, MetaData())
+        return table
+
+
+def create_inbox_table(connection: Connection, table: Table) -> None:
+    """Create the inbox table and its index unless it exists.
+
+    Unlike the outbox table no relay depends on the index being there the
+    moment the table is: the key is in the CREATE TABLE itself.
+    """
+    table.create(connection, checkfirst=True)
+
+
+class InboxSql:
+    """The inbox statements of one table on one dialect; both storage flavours run them."""
+
+    def __init__(self, table: Table, dialect: Dialect) -> None:
+        """Build the dialect's statements for ``table``."""
+        self.table = table
+        kind = self.kind = dialect_kind(dialect)
+        clock = _Clock(kind)
+        name = dialect.identifier_preparer.format_table(table)
+        columns = "(consumer, message_id, recorded_at, lease_until, lease_owner)"
+        values = f"VALUES (:consumer, :message_id, {clock.now}, {{until}}, {{owner}})"
+        into = {
+            DialectKind.POSTGRESQL: f"INSERT INTO {name} {columns} {values} ON CONFLICT (consumer, message_id) DO NOTHING",
+            DialectKind.MYSQL: f"INSERT IGNORE INTO {name} {columns} {values}",
+            DialectKind.SQLITE: f"INSERT OR IGNORE INTO {name} {columns} {values}",
+        }[kind]
+        key = "consumer = :consumer AND message_id = :message_id"
+        self._clock = clock
+        self._record = text(into.format(until="NULL", owner="NULL"))
+        self._lease = text(into.format(until=clock.after("lease"), owner=":owner"))
+        self._take_over = text(
+            f"UPDATE {name} SET lease_owner = :owner, lease_until = {clock.after('lease')}, "
+            f"recorded_at = {clock.now} WHERE {key} AND lease_until IS NOT NULL AND lease_until <= {clock.now}"
+        )
+        self._state = text(f"SELECT lease_until FROM {name} WHERE {key}")
+        self._finish = text(
+            f"UPDATE {name} SET lease_until = NULL, lease_owner = NULL, recorded_at = {clock.now} "
+            f"WHERE {key} AND lease_owner = :owner"
+        )
+        self._release = text(f"DELETE FROM {name} WHERE {key} AND lease_owner = :owner")
+        purge = {
+            DialectKind.POSTGRESQL: f"DELETE FROM {name} WHERE ctid IN "
+            f"(SELECT ctid FROM {name} WHERE recorded_at < :before LIMIT :limit)",
+            DialectKind.MYSQL: f"DELETE FROM {name} WHERE recorded_at < :before ORDER BY recorded_at LIMIT :limit",
+            DialectKind.SQLITE: f"DELETE FROM {name} WHERE rowid IN "
+            f"(SELECT rowid FROM {name} WHERE recorded_at < :before LIMIT :limit)",
+        }[kind]
+        self._purge = text(purge).bindparams(bindparam("before", type_=UtcDateTime()))
+        self._stats = text(
+            f"SELECT COUNT(*) AS records, COALESCE(SUM(CASE WHEN lease_until IS NOT NULL "
+            f"THEN 1 ELSE 0 END), 0) AS leased, MIN(recorded_at) AS oldest FROM {name}"
+        ).columns(column("records", Integer()), column("leased", Integer()), column("oldest", UtcDateTime()))
+
+    def record(self, conn: Connection, consumer: str, message_id: str) -> bool:
+        """Insert the record in ``conn``'s transaction; True when it is new."""
+        consumer, message_id = inbox_key(consumer, message_id)
+        result = conn.execute(self._record, {"consumer": consumer, "message_id": message_id})
+        return result.rowcount == 1
+
+    def acquire(self, conn: Connection, consumer: str, message_id: str, lease_seconds: float) -> InboxLease:
+        """Insert a leased record, or take over a lapsed lease; else say why not."""
+        consumer, message_id = inbox_key(consumer, message_id)
+        owner = uuid.uuid4().hex
+        params = {"consumer": consumer, "message_id": message_id, "owner": owner, **self._clock.seconds("lease", lease_seconds)}
+        if conn.execute(self._lease, params).rowcount == 1:
+            return InboxLease(LeaseOutcome.ACQUIRED, owner)
+        if conn.execute(self._take_over, params).rowcount == 1:
+            return InboxLease(LeaseOutcome.ACQUIRED, owner)
+        row = conn.execute(self._state, params).first()
+        # No row: a holder released it a moment ago; its redelivery decides.
+        done = row is not None and row.lease_until is None
+        return InboxLease(LeaseOutcome.DONE if done else LeaseOutcome.BUSY)
+
+    def finish(self, conn: Connection, consumer: str, message_id: str, token: str) -> bool:
+        """Mark the leased record done when ``token`` still holds it."""
+        params = {"consumer": consumer, "message_id": message_id, "owner": token}
+        return conn.execute(self._finish, params).rowcount == 1
+
+    def release(self, conn: Connection, consumer: str, message_id: str, token: str) -> None:
+        """Delete the leased record when ``token`` still holds it."""
+        conn.execute(self._release, {"consumer": consumer, "message_id": message_id, "owner": token})
+
+    def purge(self, conn: Connection, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` records written before ``before``."""
+        return conn.execute(self._purge, {"before": before, "limit": limit}).rowcount
+
+    def stats(self, conn: Connection) -> InboxStats:
+        """Count the records."""
+        row = conn.execute(self._stats).one()
+        return InboxStats(records=row.records, leased=row.leased, oldest_recorded_at=row.oldest)
+
+
+class _InboxCore:
+    """What both flavours share: the table, its statements, where it lives."""
+
+    def __init__(self, engine: Any, config: SqlAlchemyOutboxConfig) -> None:
+        self.config = config
+        self.table = inbox_table(config.inbox_table_name)
+        self.sql = InboxSql(self.table, engine.dialect)
+        self.url = redact_url(engine.url.render_as_string(hide_password=False))
+        self.ready = False
+
+    def must_create(self, engine: Any) -> bool:
+        if self.ready or not self.config.create_table:
+            return False
+        self.ready = _table_created(engine, self.table.name)
+        return not self.ready
+
+    def creates_in_session(self) -> bool:
+        # SQLite: the business transaction may hold the only write lock already.
+        return self.config.create_table and self.sql.kind is DialectKind.SQLITE
+
+    def create_in(self, connection: Connection) -> None:
+        if not _table_created(connection.engine, self.table.name):
+            create_inbox_table(connection, self.table)
+            mark_table_created(connection.engine, self.table.name)
+
+    def location(self) -> str:
+        return f"{self.url} table {self.table.name}"
+
+
+ASYNC_INBOX_POD_NAME = "spakky_outbox_sqlalchemy_async_inbox"
+SYNC_INBOX_POD_NAME = "spakky_outbox_sqlalchemy_inbox"
+
+
+@Pod(name=ASYNC_INBOX_POD_NAME)
+class AsyncSqlAlchemyInboxStorage(IAsyncInboxStorage):
+    """Asynchronous SQLAlchemy inbox (PostgreSQL, MariaDB/MySQL, SQLite)."""
+
+    def __init__(
+        self,
+        session_manager: AsyncSessionManager,
+        connection_manager: AsyncConnectionManager,
+        config: SqlAlchemyOutboxConfig,
+    ) -> None:
+        """Bind the inbox to the business session manager and the engine."""
+        self._session_manager = session_manager
+        self._engine = connection_manager.connection
+        self._core = _InboxCore(self._engine.sync_engine, config)
+
+    async def _ensure_table(self) -> None:
+        core = self._core
+        if core.must_create(self._engine.sync_engine):
+            async with self._engine.begin() as connection:
+                await connection.run_sync(core.create_in)
+
+    async def _run[T](self, operation: Callable[[Connection], T]) -> T:
+        await self._ensure_table()
+        async with self._engine.begin() as connection:
+            return await connection.run_sync(operation)
+
+    @override
+    async def record(self, consumer: str, message_id: str) -> bool:
+        try:
+            session = self._session_manager.session
+        except SessionNotInitializedError:
+            raise OutboxTransactionRequiredError() from None
+        core = self._core
+        if core.creates_in_session():
+            await session.run_sync(lambda s: core.create_in(s.connection()))
+        else:
+            await self._ensure_table()
+        return await session.run_sync(lambda s: core.sql.record(s.connection(), consumer, message_id))
+
+    @override
+    async def acquire_lease(self, consumer: str, message_id: str, lease_seconds: float) -> InboxLease:
+        sql = self._core.sql
+        return await self._run(lambda c: sql.acquire(c, consumer, message_id, lease_seconds))
+
+    @override
+    async def finish_lease(self, consumer: str, message_id: str, token: str) -> bool:
+        sql = self._core.sql
+        return await self._run(lambda c: sql.finish(c, consumer, message_id, token))
+
+    @override
+    async def release_lease(self, consumer: str, message_id: str, token: str) -> None:
+        sql = self._core.sql
+        await self._run(lambda c: sql.release(c, consumer, message_id, token))
+
+    @override
+    async def purge(self, before: datetime, limit: int = 10_000) -> int:
+        sql = self._core.sql
+        return await self._run(lambda c: sql.purge(c, before, limit))
+
+    @override
+    async def stats(self) -> InboxStats:
+        return await self._run(self._core.sql.stats)
+
+    @override
+    def location(self) -> str:
+        return self._core.location()
+
+
+@Pod(name=SYNC_INBOX_POD_NAME)
+class SqlAlchemyInboxStorage(IInboxStorage):
+    """Synchronous SQLAlchemy inbox (PostgreSQL, MariaDB/MySQL, SQLite)."""
+
+    def __init__(
+        self,
+        session_manager: SessionManager,
+        connection_manager: ConnectionManager,
+        config: SqlAlchemyOutboxConfig,
+    ) -> None:
+        """Bind the inbox to the business session manager and the engine."""
+        self._session_manager = session_manager
+        self._engine = connection_manager.connection
+        self._core = _InboxCore(self._engine, config)
+
+    def _run[T](self, operation: Callable[[Connection], T]) -> T:
+        core = self._core
+        if core.must_create(self._engine):
+            with self._engine.begin() as connection:
+                core.create_in(connection)
+        with self._engine.begin() as connection:
+            return operation(connection)
+
+    @override
+    def record(self, consumer: str, message_id: str) -> bool:
+        try:
+            session: Session = self._session_manager.session
+        except SessionNotInitializedError:
+            raise OutboxTransactionRequiredError() from None
+        core = self._core
+        if core.creates_in_session():
+            core.create_in(session.connection())
+        elif core.must_create(self._engine):
+            with self._engine.begin() as connection:
+                core.create_in(connection)
+        return core.sql.record(session.connection(), consumer, message_id)
+
+    @override
+    def acquire_lease(self, consumer: str, message_id: str, lease_seconds: float) -> InboxLease:
+        return self._run(lambda c: self._core.sql.acquire(c, consumer, message_id, lease_seconds))
+
+    @override
+    def finish_lease(self, consumer: str, message_id: str, token: str) -> bool:
+        return self._run(lambda c: self._core.sql.finish(c, consumer, message_id, token))
+
+    @override
+    def release_lease(self, consumer: str, message_id: str, token: str) -> None:
+        self._run(lambda c: self._core.sql.release(c, consumer, message_id, token))
+
+    @override
+    def purge(self, before: datetime, limit: int = 10_000) -> int:
+        return self._run(lambda c: self._core.sql.purge(c, before, limit))
+
+    @override
+    def stats(self) -> InboxStats:
+        return self._run(self._core.sql.stats)
+
+    @override
+    def location(self) -> str:
+        return self._core.location()
