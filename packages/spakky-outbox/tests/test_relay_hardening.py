@@ -391,3 +391,43 @@ def test_refusal_error_type_expect_event_delivery_rejected() -> None:
     with pytest.raises(EventDeliveryRejectedError) as caught:
         transport.send("E", b"{}", {})
     assert caught.value.reasons == ["no route for E"]
+
+
+# --- item 15: a byte budget per claim ---------------------------------------------
+
+
+def sized(size: int, key: str | None = None, name: str = "Evt") -> OutboxMessage:
+    """A message whose payload is ``size`` bytes."""
+    return OutboxMessage(uuid4(), name, b"x" * size, {}, datetime.now(UTC), partition_key=key)
+
+
+async def test_claim_byte_budget_expect_batch_stops_at_budget_and_huge_message_goes_alone() -> None:
+    """A claim holds at most BATCH_MAX_BYTES of payloads (20 x 10 MB came in one claim); one larger message still goes.
+
+    Issue 17.15: nothing bounded bytes per claim.
+    """
+    harness = InMemoryOutboxHarness()
+    cfg = config(batch_max_bytes=3 * 1024 * 1024)
+    mib = 1024 * 1024
+    await harness.write([sized(mib, key="k", name=f"m{i}") for i in range(7)] + [sized(5 * mib, name="huge")])
+    storage = AsyncInMemoryOutboxStorage(harness.state, cfg)
+    batches: list[list[str]] = []
+    while claimed := await storage.fetch_pending(100, 5):
+        batches.append([m.event_name for m in claimed])
+        assert sum(len(m.payload) for m in claimed) <= cfg.batch_max_bytes or len(claimed) == 1
+        await storage.mark_published_many([m.id for m in claimed])
+    assert batches == [["m0", "m1", "m2"], ["m3", "m4", "m5"], ["m6"], ["huge"]]
+
+
+async def test_relay_byte_budget_expect_every_message_delivered_in_key_order() -> None:
+    """Under a byte budget the relay delivers everything, key order kept, in claims no larger than the budget."""
+    harness = InMemoryOutboxHarness()
+    cfg = config(batch_max_bytes=4096)
+    await harness.write([sized(1500, key=f"k{i % 2}", name=f"e{i}") for i in range(9)])
+    transport = AsyncRecordingEventTransport()
+    relay = relay_for(AsyncInMemoryOutboxStorage(harness.state, cfg), transport, cfg)
+    claims = 0
+    while (await relay.relay_batch()).claimed:
+        claims += 1
+    assert claims == 5
+    assert names(transport) == [f"e{i}" for i in range(9)]

@@ -48,6 +48,22 @@ def choose_batch[T](
     return sorted([*keyless[:limit], *keyed], key=position)[:limit]
 
 
+def within_bytes[T](chosen: Sequence[T], size: Callable[[T], int], budget: int) -> list[T]:
+    """Cut a chosen batch (in claim order) where its payloads would pass ``budget`` bytes.
+
+    The first message always stays, so a message larger than the budget is
+    still delivered (alone). Cutting a prefix keeps each key's part a prefix.
+    """
+    kept: list[T] = []
+    total = 0
+    for item in chosen:
+        total += size(item)
+        if kept and total > budget:
+            break
+        kept.append(item)
+    return kept
+
+
 def undecodable_reason(error: BaseException) -> str:
     """The reason kept with a stored message a storage could not decode (storable everywhere)."""
     return storable_reason(f"undecodable stored message: {type(error).__name__}: {error}")

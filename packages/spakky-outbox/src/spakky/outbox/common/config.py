@@ -132,6 +132,21 @@ def _claim_lease(value: float) -> float:
     return value
 
 
+MIN_BATCH_MAX_BYTES = 1024
+"""Smallest payload budget of one claim."""
+DEFAULT_BATCH_MAX_BYTES = 16 * 1024 * 1024
+"""Default payload budget of one claim: 16 MiB (a hundred 1 KB events use 0.6% of it)."""
+
+
+def _batch_max_bytes(value: int) -> int:
+    if value < MIN_BATCH_MAX_BYTES:
+        raise ValueError(
+            f"must be at least {MIN_BATCH_MAX_BYTES} bytes: the payload bytes one claim may hold "
+            f"(default {DEFAULT_BATCH_MAX_BYTES}, 16 MiB; a larger message is still claimed alone)"
+        )
+    return value
+
+
 BUSY_POLLING_SECONDS = 0.01
 """Below this polling interval an idle relay claims so often that startup warns."""
 LARGE_BATCH_SIZE = 10_000
@@ -173,6 +188,10 @@ class OutboxConfig(BaseSettings):
     """Longest sleep between two claims when nothing wakes the relay earlier (0: no pause)."""
     batch_size: Annotated[int, AfterValidator(_batch_size)] = 100
     """Messages claimed per round trip."""
+    batch_max_bytes: Annotated[int, AfterValidator(_batch_max_bytes)] = DEFAULT_BATCH_MAX_BYTES
+    """Payload bytes one claim may hold: the claim stops adding messages once
+    the next would pass it (always at least one), so relay memory stays bounded
+    whatever the payloads."""
     max_retry_count: Annotated[int, AfterValidator(_max_retry_count)] = 5
     """Refusals a message may receive before it is abandoned (0 and 1 alike:
     abandoned at the first refusal, never retried)."""

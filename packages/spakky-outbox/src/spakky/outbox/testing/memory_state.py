@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
 from spakky.core.pod.annotations.pod import Pod
-from spakky.outbox.common.claims import choose_batch, key_run
-from spakky.outbox.common.config import OutboxConfig
+from spakky.outbox.common.claims import choose_batch, key_run, within_bytes
+from spakky.outbox.common.config import DEFAULT_BATCH_MAX_BYTES, OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import OutboxStats
 from spakky.outbox.error import OutboxTransactionRequiredError
@@ -107,6 +107,7 @@ class InMemoryOutboxState:
         self.clock: Clock = system_clock
         self.claim_timeout = timedelta(seconds=300)
         self.claim_lease = timedelta(seconds=10)
+        self.batch_max_bytes = DEFAULT_BATCH_MAX_BYTES
         self.records: dict[UUID, _Record] = {}
         self.business: dict[str, object] = {}
         self.inbox: dict[InboxKey, InboxEntry] = {}
@@ -226,7 +227,11 @@ class InMemoryOutboxState:
                         prefix.append(record)
                     else:
                         closed.add(key)
-            chosen = choose_batch(keyless, runs.values(), limit, lambda r: r.seq)
+            chosen = within_bytes(
+                choose_batch(keyless, runs.values(), limit, lambda r: r.seq),
+                lambda r: len(r.message.payload),
+                self.batch_max_bytes,
+            )
             for record in chosen:
                 record.claimed_by, record.claimed_at = owner, now
                 record.lease_until = now + self.claim_lease
@@ -465,3 +470,4 @@ class InMemoryOutboxView:
         self._seen_version = state.version
         state.claim_timeout = timedelta(seconds=config.claim_timeout_seconds)
         state.claim_lease = timedelta(seconds=config.claim_lease_seconds)
+        state.batch_max_bytes = config.batch_max_bytes
