@@ -2,7 +2,7 @@
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -10,7 +10,20 @@ from uuid import UUID
 
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.error import AbstractOutboxDetailedError
-from spakky.outbox.ports.storage import IAsyncOutboxStorage, IOutboxStorage
+from spakky.outbox.ports.storage import (
+    IAsyncOutboxAdministration,
+    IAsyncOutboxBatchAcknowledgement,
+    IAsyncOutboxLiveness,
+    IAsyncOutboxRetryScheduling,
+    IAsyncOutboxStorage,
+    IAsyncOutboxWakeUp,
+    IOutboxAdministration,
+    IOutboxBatchAcknowledgement,
+    IOutboxLiveness,
+    IOutboxRetryScheduling,
+    IOutboxStorage,
+    IOutboxWakeUp,
+)
 
 
 class Capability(StrEnum):
@@ -40,6 +53,31 @@ BASE_CAPABILITIES: frozenset[Capability] = frozenset({Capability.ASYNC_API})
 """Every backend must declare and pass these."""
 EXTENDED_CAPABILITIES: frozenset[Capability] = frozenset(Capability) - BASE_CAPABILITIES
 """Optional capabilities; tests for undeclared ones are skipped with the name."""
+
+
+@dataclass(frozen=True)
+class CapabilityPorts:
+    """The interfaces a storage implements for one capability, one per flavour."""
+
+    async_port: type
+    """What the asyncio storage implements (`IAsyncOutbox...`)."""
+    sync_port: type
+    """What the synchronous storage implements (`IOutbox...`)."""
+
+
+CAPABILITY_PORTS: Mapping[Capability, CapabilityPorts] = {
+    Capability.BATCH_ACKNOWLEDGEMENT: CapabilityPorts(IAsyncOutboxBatchAcknowledgement, IOutboxBatchAcknowledgement),
+    Capability.RETRY_SCHEDULING: CapabilityPorts(IAsyncOutboxRetryScheduling, IOutboxRetryScheduling),
+    Capability.WAKE_UP: CapabilityPorts(IAsyncOutboxWakeUp, IOutboxWakeUp),
+    Capability.ADMINISTRATION: CapabilityPorts(IAsyncOutboxAdministration, IOutboxAdministration),
+    Capability.LIVENESS: CapabilityPorts(IAsyncOutboxLiveness, IOutboxLiveness),
+}
+"""The one capability table: the port of each capability a storage implements to declare it.
+
+The flavours themselves (``ASYNC_API``, ``SYNC_API``) are the base ports; the
+capabilities that are rules about claims rather than methods (partition
+ordering, key spreading) have no port of their own.
+"""
 
 
 class CapabilityNotDeclaredError(AbstractOutboxDetailedError):
@@ -169,21 +207,3 @@ class AbstractOutboxHarness(ABC):
     async def drop(self) -> None:
         """Remove what the harness created (table, collection, keys); the fixture calls it last."""
         return
-
-
-async def wait_until[T](
-    harness: AbstractOutboxHarness,
-    probe: Callable[[], Awaitable[T]],
-    accept: Callable[[T], bool],
-    *,
-    timeout: float,
-    step: float = 0.05,
-) -> T:
-    """Re-run ``probe`` until ``accept`` holds, advancing the harness clock, with a deadline."""
-    waited = 0.0
-    while True:
-        value = await probe()
-        if accept(value) or waited >= timeout:
-            return value
-        await harness.advance(step)
-        waited += step

@@ -1,7 +1,7 @@
 """Pytest plugin (entry point ``pytest11``): prints the conformance level reached.
 
 Loaded automatically wherever ``spakky-outbox`` is installed; it only acts on
-tests that come from `spakky.outbox.testing.conformance`.
+tests that come from `spakky.outbox.testing.conformance` (its rule modules).
 """
 
 from collections import defaultdict
@@ -61,7 +61,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     outcome = cast(Any, (yield))
     report = cast(pytest.TestReport, outcome.get_result())
     function = getattr(item, "function", None)
-    if function is None or getattr(function, "__module__", None) != _SUITE_MODULE:
+    module = str(getattr(function, "__module__", ""))
+    if function is None or not (module == _SUITE_MODULE or module.startswith(f"{_SUITE_MODULE}.")):
         return
     capability = getattr(function, "spakky_outbox_capability", None) or "base"
     leaked = bool(getattr(item, "spakky_outbox_leak", None))

@@ -1,0 +1,157 @@
+"""Rules of ``Capability.ADMINISTRATION``: stats, list and requeue abandoned, purge published."""
+
+from datetime import UTC, datetime, timedelta
+from uuid import uuid4
+
+from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.ports.storage import (
+    IAsyncOutboxAdministration,
+    IAsyncOutboxLiveness,
+    IAsyncOutboxRetryScheduling,
+    IAsyncOutboxStorage,
+)
+from spakky.outbox.testing.conformance.support import (
+    MAX_RETRY,
+    capability,
+    eventually,
+    ids,
+    message,
+    names,
+    raw_by_id,
+    rule,
+)
+from spakky.outbox.testing.harness import (
+    AbstractOutboxHarness,
+    Capability,
+)
+
+
+async def _one_of_each_state(
+    harness: AbstractOutboxHarness,
+) -> tuple[IAsyncOutboxStorage, tuple[OutboxMessage, ...]]:
+    """One published, one abandoned (after spending retries), one claimed, one pending message.
+
+    Returns the instance holding the claim, and the four messages in that order.
+    """
+    published, abandoned = message(name="published"), message(name="abandoned")
+    claimed, pending = message(name="claimed"), message(name="pending")
+    await harness.write([published, abandoned, claimed, pending])
+    storage = harness.new_storage()
+    got = await storage.fetch_pending(3, MAX_RETRY)
+    assert ids(got) == [published.id, abandoned.id, claimed.id], rule("oldest first", names(got))
+    await storage.mark_published(published.id)
+    await storage.increment_retry(abandoned.id)
+    await storage.increment_retry(abandoned.id)
+    await storage.mark_abandoned(abandoned.id)
+    return storage, (published, abandoned, claimed, pending)
+
+
+@capability(Capability.ADMINISTRATION)
+async def test_stats_expect_counts_by_state(outbox_harness: AbstractOutboxHarness) -> None:
+    """Stats count pending, claimed, published and abandoned messages."""
+    holder, (_, _, claimed, _) = await _one_of_each_state(outbox_harness)
+    storage = outbox_harness.new_storage()
+    assert isinstance(storage, IAsyncOutboxAdministration)
+    if isinstance(holder, IAsyncOutboxLiveness):
+        # A live relay renews while it works; the claim must not lapse under a slow machine.
+        await holder.renew_claims([claimed.id])
+    stats = await storage.stats()
+    counts = (stats.pending, stats.claimed, stats.published, stats.abandoned)
+    assert counts == (2, 1, 1, 1), rule(
+        "stats count pending (claimed included), claimed, published and abandoned messages",
+        f"pending, claimed, published, abandoned = {counts}, expected (2, 1, 1, 1)",
+    )
+    age = stats.oldest_pending_age_seconds
+    assert age is not None and 0 <= age < 3600, rule("stats measure the oldest pending message's age", age)
+
+
+@capability(Capability.ADMINISTRATION)
+async def test_stats_expired_claim_expect_not_counted_claimed(outbox_harness: AbstractOutboxHarness) -> None:
+    """A claim that ended is counted as pending, not claimed."""
+    await outbox_harness.write([message()])
+    storage = outbox_harness.new_storage()
+    assert isinstance(storage, IAsyncOutboxAdministration)
+    await storage.fetch_pending(1, MAX_RETRY)
+    await eventually(
+        outbox_harness,
+        storage.stats,
+        lambda s: s.claimed == 0 and s.pending == 1,
+        timeout=outbox_harness.claim_timeout_seconds * 3,
+        what="stats to stop counting an expired claim as claimed (rule: only live claims count)",
+    )
+
+
+@capability(Capability.ADMINISTRATION)
+async def test_list_abandoned_expect_messages_with_reason(outbox_harness: AbstractOutboxHarness) -> None:
+    """Listing abandoned messages returns them with their last error."""
+    sent = message(name="refused")
+    await outbox_harness.write([sent, message()])
+    storage = outbox_harness.new_storage()
+    assert isinstance(storage, IAsyncOutboxAdministration)
+    assert isinstance(storage, IAsyncOutboxRetryScheduling)
+    await storage.fetch_pending(1, MAX_RETRY)
+    await storage.abandon(sent.id, "refused: too large")
+    listed = await storage.list_abandoned()
+    got = [(m.id, m.last_error, m.abandoned_at is not None) for m in listed]
+    assert got == [(sent.id, "refused: too large", True)], rule(
+        "list_abandoned returns the abandoned messages with reason and abandoned_at",
+        [(m.event_name, m.last_error, m.abandoned_at) for m in listed],
+    )
+
+
+@capability(Capability.ADMINISTRATION)
+async def test_requeue_abandoned_expect_pending_with_fresh_budget(
+    outbox_harness: AbstractOutboxHarness,
+) -> None:
+    """Requeued messages are claimable again with their retry count reset."""
+    _, (_, abandoned, _, _) = await _one_of_each_state(outbox_harness)
+    storage = outbox_harness.new_storage()
+    assert isinstance(storage, IAsyncOutboxAdministration)
+    count = await storage.requeue_abandoned()
+    assert count == 1, rule("requeue_abandoned reports how many it requeued", count)
+    raw = (await raw_by_id(outbox_harness))[abandoned.id]
+    state = (raw.abandoned, raw.retry_count, raw.claimed)
+    assert state == (False, 0, False), rule(
+        "a requeued message is pending again, unclaimed, with a fresh retry budget",
+        f"abandoned, retry_count, claimed = {state} (it had spent 2 retries)",
+    )
+    claimed = await storage.fetch_pending(10, MAX_RETRY)
+    got = [(m.event_name, m.retry_count) for m in claimed if m.id == abandoned.id]
+    assert got == [("abandoned", 0)], rule(
+        "a requeued message is claimable with retry_count 0", [(m.event_name, m.retry_count) for m in claimed]
+    )
+    assert await storage.requeue_abandoned([uuid4()]) == 0, rule("requeueing unknown ids requeues nothing", "counted")
+
+
+@capability(Capability.ADMINISTRATION)
+async def test_requeue_abandoned_limit_expect_bounded_batches(outbox_harness: AbstractOutboxHarness) -> None:
+    """Requeue works in bounded batches: each call requeues at most ``limit``, oldest first."""
+    sent = [message(name=f"a{i}") for i in range(5)]
+    await outbox_harness.write(sent)
+    storage = outbox_harness.new_storage()
+    assert isinstance(storage, IAsyncOutboxAdministration)
+    await storage.fetch_pending(5, MAX_RETRY)
+    for m in sent:
+        await storage.mark_abandoned(m.id)
+    counts = [await storage.requeue_abandoned(limit=2) for _ in range(4)]
+    assert counts == [2, 2, 1, 0], rule("requeue_abandoned(limit=2) requeues at most 2 per call", counts)
+    claimed = await storage.fetch_pending(10, MAX_RETRY)
+    assert ids(claimed) == ids(sent), rule("requeued messages come back in their original order", names(claimed))
+
+
+@capability(Capability.ADMINISTRATION)
+async def test_purge_published_expect_only_older_published_deleted(
+    outbox_harness: AbstractOutboxHarness,
+) -> None:
+    """Purging deletes published messages before the cutoff and nothing else."""
+    _, (_, abandoned, claimed, pending) = await _one_of_each_state(outbox_harness)
+    storage = outbox_harness.new_storage()
+    assert isinstance(storage, IAsyncOutboxAdministration)
+    early = await storage.purge_published(datetime.now(UTC) - timedelta(days=1))
+    assert early == 0, rule("purge keeps messages published after the cutoff", f"deleted {early}")
+    late = await storage.purge_published(datetime.now(UTC) + timedelta(days=1))
+    assert late == 1, rule("purge deletes published messages before the cutoff", f"deleted {late}")
+    left = await outbox_harness.raw_records()
+    assert {r.id for r in left} == {abandoned.id, claimed.id, pending.id}, rule(
+        "purge deletes only published messages", names(left)
+    )
