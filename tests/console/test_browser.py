@@ -22,9 +22,9 @@ from pydantic import SecretStr
 from spakky.core.application.application import SpakkyApplication
 from spakky.core.application.application_context import ApplicationContext
 from spakky.data.persistency.transaction import AbstractAsyncTransaction
+from spakky.outbox.application.loop import StorageLoop
 from spakky.outbox.cli.plugins import outbox_plugins
 from spakky.outbox.common.fingerprint import failure_fingerprint
-from spakky.outbox.common.loop import StorageLoop
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.console.app import outbox_console
 from spakky.outbox.console.config import OutboxConsoleConfig

@@ -13,7 +13,8 @@ import redis
 from spakky.core.application.application import SpakkyApplication
 from spakky.core.application.application_context import ApplicationContext
 from spakky.core.application.plugin import Plugin
-from spakky.outbox.cli.main import main, parse_cutoff
+from spakky.outbox.cli.command import parse_cutoff
+from spakky.outbox.cli.main import main
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.testing.transport import (

@@ -7,8 +7,11 @@ reads and changes the same in-memory outbox the test seeds.
 import io
 import json
 import os
+import pkgutil
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
@@ -16,6 +19,7 @@ from cli_testapp import pods, store
 from spakky.core.application.application import SpakkyApplication
 from spakky.core.application.application_context import ApplicationContext
 from spakky.core.application.plugin import Plugin
+from spakky.outbox.cli import commands
 from spakky.outbox.cli.main import main
 from spakky.outbox.cli.render import delivery_attempts, printable
 from spakky.outbox.common.claims import undecodable_reason
@@ -302,3 +306,45 @@ def test_cli_health_expect_exit_0_then_1_past_max_pending_age() -> None:
     assert document["problems"] == [
         f"oldest pending message is {document['oldest_pending_age_seconds']:.1f}s old (limit 60s)"
     ]
+
+
+def test_cli_sync_only_storage_expect_every_command_works() -> None:
+    """An app with only a sync storage (no async one) is administered too: its calls run in worker threads."""
+    seed_abandoned(2)
+    seed_published(3)
+    out = io.StringIO()
+
+    def sync_run(*argv: str) -> tuple[int, str]:
+        out.seek(0)
+        out.truncate()
+        status = main(["--include", CORE, "--scan", "cli_testapp.sync_pods", *argv], out=out)
+        return status, out.getvalue()
+
+    status, text = sync_run("status")
+    assert status == 0, text
+    assert text.splitlines() == [
+        "target: in-memory cli_testapp.store.STATE",
+        "pending=0 claimed=0 published=3 abandoned=2 oldest_pending_age=-",
+    ]
+    status, text = sync_run("abandoned", "--json")
+    assert status == 0 and len(json.loads(text)["messages"]) == 2
+    assert sync_run("requeue", "--all")[0] == 0
+    assert store.STATE.stats().pending == 2
+    assert sync_run("purge", "--published-before", "2000-01-01")[0] == 0
+    assert sync_run("purge", "--published-before", "1s")[0] == 0
+    assert store.STATE.stats().published == 0
+    status, text = sync_run("health")
+    assert (status, text.splitlines()[1][:28]) == (0, "healthy: storage reachable, ")
+
+
+def test_cli_commands_package_expect_every_module_registered_and_listed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Each module of ``cli/commands`` is one registered command, listed by ``--help`` with its summary."""
+    package = Path(commands.__file__).parent
+    modules = {info.name for info in pkgutil.iter_modules([str(package)])}
+    assert modules == set(commands.REGISTERED)
+    assert main(["--help"]) == 0
+    listing = capsys.readouterr().out
+    for command in commands.registered_commands():
+        assert re.search(rf"^\s+{re.escape(command.name)}\s+{re.escape(command.summary)}", listing, re.M), command.name

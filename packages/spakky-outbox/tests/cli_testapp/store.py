@@ -3,7 +3,11 @@
 from typing import override
 
 from spakky.outbox.common.stats import OutboxTarget
-from spakky.outbox.testing.memory import AsyncInMemoryOutboxStorage, InMemoryOutboxState
+from spakky.outbox.testing.memory import (
+    AsyncInMemoryOutboxStorage,
+    InMemoryOutboxState,
+    InMemoryOutboxStorage,
+)
 
 STATE = InMemoryOutboxState()
 """The outbox every application built with ``cli_testapp.pods`` in this process uses."""
@@ -13,6 +17,14 @@ TARGET = OutboxTarget(backend="in-memory", location="cli_testapp.store.STATE")
 
 class TargetedInMemoryOutboxStorage(AsyncInMemoryOutboxStorage):
     """The in-memory storage, telling the command the location a test set in `TARGET`."""
+
+    @override
+    def target(self) -> OutboxTarget:
+        return TARGET
+
+
+class TargetedSyncInMemoryOutboxStorage(InMemoryOutboxStorage):
+    """The sync in-memory storage, telling the command the location a test set in `TARGET`."""
 
     @override
     def target(self) -> OutboxTarget:

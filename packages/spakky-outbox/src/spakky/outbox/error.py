@@ -158,3 +158,12 @@ class ApplicationLoopReentryError(AbstractOutboxDetailedError):
         "ApplicationEventLoop.run was called on the application's event loop, where "
         "waiting for the result would block the loop for good: await the coroutine instead"
     )
+
+
+class OutboxAdministrationUnsupportedError(AbstractOutboxDetailedError):
+    """Raised when neither storage flavour of the application can be administered."""
+
+    message = (
+        "The outbox storage has no administration capability "
+        "(IAsyncOutboxAdministration or IOutboxAdministration)"
+    )

@@ -1,4 +1,4 @@
-"""The started application's event loop, for running async use cases from plain code.
+"""The started application's event loop, for running async use cases and storage calls from plain code.
 
 Spakky runs async Pods on an event loop of its own, in a thread it starts with
 the application. A coroutine of those Pods (an ``async`` use case) must run
@@ -61,6 +61,11 @@ class ApplicationEventLoop(IAsyncService, IApplicationContextAware):
         self._loop = None
         self._thread = None
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop the started application runs its async Pods on; None before start and after stop."""
+        return self._loop
+
     def run[T](self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run ``coroutine`` on the application's loop and return its result.
 
@@ -102,3 +107,33 @@ class ApplicationEventLoop(IAsyncService, IApplicationContextAware):
         if TraceContext.get() is None:
             TraceContext.set(TraceContext.new_root())
         return await coroutine
+
+
+class StorageLoop:
+    """Runs storage calls on the loop the storage's connections belong to.
+
+    The storages' connection pools (SQLAlchemy, Redis, MongoDB clients) belong
+    to the application's loop; code served by another loop (the command line,
+    a console under uvicorn) hands every call over to it.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Run on ``loop``; None runs on whichever loop calls."""
+        self._loop = loop
+
+    @classmethod
+    def of(cls, context: IApplicationContext) -> "StorageLoop":
+        """The loop of a started application, as its `ApplicationEventLoop` saw it start."""
+        return cls(context.get(ApplicationEventLoop).loop)
+
+    async def run[T](self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Await ``coroutine`` on the storage's loop."""
+        if self._loop is None or self._loop is asyncio.get_running_loop():
+            return await coroutine
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, self._loop))
+
+    def run_blocking[T](self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the storage's loop from a thread that runs no loop; wait for it."""
+        if self._loop is None:
+            return asyncio.run(coroutine)
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()

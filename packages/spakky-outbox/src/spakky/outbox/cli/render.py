@@ -1,4 +1,4 @@
-"""What the command prints: stored text made safe for a terminal, and the ``--json`` documents.
+"""What the command and the console print: stored text made safe for a terminal, and the ``--json`` documents.
 
 Stored fields (event names, partition keys, error texts) come from
 applications and brokers, not from the operator: a control character in one
@@ -94,16 +94,6 @@ def stats_json(target: OutboxTarget, stats: OutboxStats) -> dict[str, JsonValue]
     }
 
 
-def stats_line(stats: OutboxStats) -> str:
-    """``pending=… claimed=… published=… abandoned=… oldest_pending_age=…`` (``10000+``: at least)."""
-    age = "-" if stats.oldest_pending_age_seconds is None else f"{stats.oldest_pending_age_seconds:.1f}s"
-    return (
-        f"pending={stats.shown('pending')} claimed={stats.shown('claimed')} "
-        f"published={stats.shown('published')} abandoned={stats.shown('abandoned')} "
-        f"oldest_pending_age={age}"
-    )
-
-
 def abandoned_json(target: OutboxTarget, messages: list[OutboxMessage]) -> dict[str, JsonValue]:
     """The ``abandoned --json`` document; payloads and headers are never shown."""
     return {
@@ -121,17 +111,6 @@ def abandoned_json(target: OutboxTarget, messages: list[OutboxMessage]) -> dict[
             for m in messages
         ],
     }
-
-
-def abandoned_line(message: OutboxMessage) -> str:
-    """One abandoned message on one line, every stored field escaped."""
-    key = "-" if message.partition_key is None else printable(message.partition_key)
-    error = "-" if message.last_error is None else printable(message.last_error)
-    return (
-        f"{message.id} {printable(message.event_name)} key={key} "
-        f"attempts={delivery_attempts(message)} abandoned_at={_time(message.abandoned_at) or '-'} "
-        f"error={error}"
-    )
 
 
 def health_json(

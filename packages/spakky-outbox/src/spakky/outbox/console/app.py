@@ -18,8 +18,8 @@ from urllib.parse import parse_qs
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from spakky.core.pod.interfaces.application_context import IApplicationContext
+from spakky.outbox.application.loop import StorageLoop
 from spakky.outbox.cli import render
-from spakky.outbox.common.loop import StorageLoop
 from spakky.outbox.console import views
 from spakky.outbox.console.audit import IAsyncConsoleAuditLog, ProcessAuditLog
 from spakky.outbox.console.config import (

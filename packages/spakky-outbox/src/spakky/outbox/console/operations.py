@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from uuid import UUID
 
+from spakky.outbox.application.loop import StorageLoop
 from spakky.outbox.common.fingerprint import FailureKind, failure_kind
-from spakky.outbox.common.loop import StorageLoop
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import OutboxStats, OutboxTarget
 from spakky.outbox.console.audit import AuditEntry, IAsyncConsoleAuditLog, audit_logger

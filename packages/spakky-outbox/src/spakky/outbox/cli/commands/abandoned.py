@@ -1,0 +1,66 @@
+"""``spakky-outbox abandoned``: the abandoned messages with their attempts and last error."""
+
+import argparse
+from typing import TextIO, override
+
+from spakky.outbox.cli import render
+from spakky.outbox.cli.command import (
+    EXIT_OK,
+    IOutboxCommand,
+    Outbox,
+    add_json_argument,
+    positive_int,
+)
+from spakky.outbox.common.message import OutboxMessage
+
+
+def abandoned_line(message: OutboxMessage) -> str:
+    """One abandoned message on one line, every stored field escaped."""
+    key = (
+        "-"
+        if message.partition_key is None
+        else render.printable(message.partition_key)
+    )
+    error = "-" if message.last_error is None else render.printable(message.last_error)
+    abandoned_at = (
+        "-" if message.abandoned_at is None else message.abandoned_at.isoformat()
+    )
+    return (
+        f"{message.id} {render.printable(message.event_name)} key={key} "
+        f"attempts={render.delivery_attempts(message)} abandoned_at={abandoned_at} "
+        f"error={error}"
+    )
+
+
+class AbandonedCommand(IOutboxCommand):
+    """Lists abandoned messages, oldest first; payloads and headers are never printed."""
+
+    name = "abandoned"
+    summary = "list abandoned messages with their last error"
+
+    @override
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--limit",
+            type=positive_int,
+            default=50,
+            help="most messages listed (default 50)",
+        )
+        add_json_argument(parser)
+
+    @override
+    async def run(self, args: argparse.Namespace, outbox: Outbox, out: TextIO) -> int:
+        messages = await outbox.storage.list_abandoned(args.limit)
+        if args.json:
+            print(
+                render.to_json(render.abandoned_json(outbox.target, messages)), file=out
+            )
+        elif not messages:
+            print("no abandoned messages", file=out)
+        else:
+            for message in messages:
+                print(abandoned_line(message), file=out)
+        return EXIT_OK
+
+
+COMMAND = AbandonedCommand()
