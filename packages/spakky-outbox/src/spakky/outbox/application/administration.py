@@ -7,7 +7,7 @@ its sync capability run in worker threads, so the same tools work on it.
 
 import asyncio
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import override
 from uuid import UUID
 
@@ -35,8 +35,8 @@ class ThreadedOutboxAdministration(IAsyncOutboxAdministration):
         return self._storage.target()
 
     @override
-    async def stats(self) -> OutboxStats:
-        return await asyncio.to_thread(self._storage.stats)
+    async def stats(self, timeout_seconds: float | None = None) -> OutboxStats:
+        return await asyncio.to_thread(self._storage.stats, timeout_seconds)
 
     @override
     async def list_abandoned(self, limit: int = 100) -> list[OutboxMessage]:
@@ -51,7 +51,7 @@ class ThreadedOutboxAdministration(IAsyncOutboxAdministration):
         )
 
     @override
-    async def purge_published(self, before: datetime, limit: int = 10_000) -> int:
+    async def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:
         return await asyncio.to_thread(self._storage.purge_published, before, limit)
 
 
