@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from spakky.outbox.error import OutboxTransactionRequiredError
-from spakky.outbox.ports.inbox import LeaseOutcome
+from spakky.outbox.ports.inbox import IAsyncInboxStorage, LeaseOutcome
 from spakky.plugins.outbox_sqlalchemy.inbox import (
     AsyncSqlAlchemyInboxStorage,
     SqlAlchemyInboxStorage,
@@ -47,7 +47,7 @@ class Inbox:
 
     async def handle(
         self,
-        inbox: AsyncSqlAlchemyInboxStorage,
+        inbox: IAsyncInboxStorage,
         message_id: str,
         effect: str,
         *,
