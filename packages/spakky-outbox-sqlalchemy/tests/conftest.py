@@ -37,6 +37,7 @@ from spakky.plugins.sqlalchemy.persistency.transaction import (
 )
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
 ASYNC_DRIVERS = ("postgresql+asyncpg", "postgresql+psycopg", "mysql+aiomysql", "sqlite+aiosqlite")
 """Every async driver the storage supports and this machine runs."""
@@ -61,13 +62,33 @@ def message(key: str | None = None, headers: dict[str, str] | None = None) -> Ou
     )
 
 
+class _ConnectArgsManager(AsyncConnectionManager):
+    """An app's own connection manager Pod: its engine connects with ``connect_args``."""
+
+    def __init__(self, config: SQLAlchemyConnectionConfig, connect_args: dict[str, Any]) -> None:
+        self._connection = create_async_engine(
+            config.connection_string, pool_pre_ping=config.pool_pre_ping, connect_args=connect_args
+        )
+
+
+class _SyncConnectArgsManager(ConnectionManager):
+    """Synchronous `_ConnectArgsManager`."""
+
+    def __init__(self, config: SQLAlchemyConnectionConfig, connect_args: dict[str, Any]) -> None:
+        self._connection = create_engine(config.connection_string, connect_args=connect_args)
+
+
 def _managers(
-    url: str, pool_pre_ping: bool
+    url: str, pool_pre_ping: bool, connect_args: dict[str, Any] | None
 ) -> tuple[SQLAlchemyConnectionConfig, AsyncConnectionManager, AsyncSessionManager]:
     connection_config = SQLAlchemyConnectionConfig.model_construct(
         connection_string=url, pool_pre_ping=pool_pre_ping
     )
-    connections = AsyncConnectionManager(connection_config)
+    connections = (
+        AsyncConnectionManager(connection_config)
+        if connect_args is None
+        else _ConnectArgsManager(connection_config, connect_args)
+    )
     sessions = AsyncSessionManager(connections)
     sessions.set_application_context(ApplicationContext())
     return connection_config, connections, sessions
@@ -165,14 +186,16 @@ async def open_outbox(
     claim_timeout_seconds: float = 1.0,
     claim_lease_seconds: float = 1.0,
     pool_pre_ping: bool = False,
+    connect_args: dict[str, Any] | None = None,
     **settings: Any,
 ) -> AsyncOutbox:
     """Build the managers for ``url`` and a table (fresh name unless given).
 
     ``settings`` override `SqlAlchemyOutboxConfig` fields; ``pool_pre_ping``
-    is spakky-sqlalchemy's engine setting.
+    is spakky-sqlalchemy's engine setting; ``connect_args`` go to the engine of
+    an app's own connection manager.
     """
-    connection_config, connections, sessions = _managers(url, pool_pre_ping)
+    connection_config, connections, sessions = _managers(url, pool_pre_ping, connect_args)
     name = table_name or f"pkg_{uuid.uuid4().hex[:16]}"
     return AsyncOutbox(
         connection_config=connection_config,
@@ -189,11 +212,17 @@ async def open_outbox(
     )
 
 
-def sync_twin(outbox: AsyncOutbox, driver: str) -> SyncOutbox:
+def sync_twin(
+    outbox: AsyncOutbox, driver: str, connect_args: dict[str, Any] | None = None
+) -> SyncOutbox:
     """A sync outbox on the same database and table as ``outbox``."""
     url = make_url(outbox.url).set(drivername=driver).render_as_string(hide_password=False)
     connection_config = SQLAlchemyConnectionConfig.model_construct(connection_string=url)
-    connections = ConnectionManager(connection_config)
+    connections = (
+        ConnectionManager(connection_config)
+        if connect_args is None
+        else _SyncConnectArgsManager(connection_config, connect_args)
+    )
     sessions = SessionManager(connections)
     sessions.set_application_context(ApplicationContext())
     return SyncOutbox(

@@ -195,7 +195,9 @@ async def test_restart_application_pool_pre_ping_expect_first_use_case_succeeds(
     """
     server = _server(request, driver)
     url = make_url(server.url).set(drivername=driver).render_as_string(False)
-    plain, pinged = await open_outbox(url), await open_outbox(url, pool_pre_ping=True)
+    # No NOTIFY: its sender would take the pooled connection out of the pool for its own.
+    plain = await open_outbox(url, notify=False)
+    pinged = await open_outbox(url, pool_pre_ping=True, notify=False)
     try:
         for outbox in (plain, pinged):
             await outbox.write([message()])  # leaves a pooled connection behind

@@ -19,10 +19,9 @@ from functools import cache
 from typing import Any
 
 from spakky.outbox.common.wakeup import WakeUpHub
-from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy import Connection, Engine, event
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import NullPool
 
 logger = logging.getLogger(__name__)
 
@@ -99,72 +98,149 @@ _NOTIFY_ATTEMPTS = 2
 opens a new one."""
 
 
+async def open_own_connection(engine: AsyncEngine) -> tuple[AsyncConnection, Any]:
+    """A connection of ``engine``'s own, taken out of its pool for good, and its driver.
+
+    Opened by the application's engine, so everything it connects with holds here
+    too (``connect_args`` such as a TLS context or ``server_settings``, a
+    ``creator``, ``do_connect`` and ``connect`` hooks); detached, it never returns
+    to the pool (closing it closes it) and never counts against the pool's size.
+    psycopg connections are put in autocommit, as asyncpg's always are.
+    """
+    connection = await engine.connect()
+    try:
+        raw = await connection.get_raw_connection()
+        driver: Any = raw.driver_connection  # read first: a detached one names none
+        await connection.run_sync(lambda sync: sync.detach())
+        if not type(driver).__module__.startswith("asyncpg"):
+            await driver.set_autocommit(True)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await connection.invalidate()
+        raise
+    return connection, driver
+
+
+def open_own_sync_connection(engine: Engine) -> tuple[Connection, Any]:
+    """Synchronous `open_own_connection` (psycopg 3)."""
+    connection = engine.connect()
+    try:
+        driver: Any = connection.connection.driver_connection  # read first: a detached one names none
+        connection.detach()
+        driver.autocommit = True
+    except BaseException:
+        with contextlib.suppress(Exception):
+            connection.invalidate()
+        raise
+    return connection, driver
+
+
 class _OwedNotify:
-    """A NOTIFY the throttle held back, owed at the end of its window (one per storage)."""
+    """The NOTIFY a storage owes after commits, and its one sender (one per storage).
+
+    A commit owes a NOTIFY; the first commit while no sender runs starts one,
+    later ones only leave the debt in place. The sender waits for the throttle
+    window, takes the debt and sends, and goes on while commits owe more: one
+    send at a time, on one kept connection, however many commits arrive at once.
+    """
 
     def __init__(self, channel: str, interval: float) -> None:
         self.channel = channel
         self.interval = interval
         self._lock = threading.Lock()
         self._owed = False
+        self._sending = False
+        self._closing = False
 
-    def _owe(self) -> float | None:
-        """Owe a NOTIFY; return its delay, or None when one is already owed."""
+    def _owe(self) -> bool:
+        """Owe a NOTIFY; True when the caller must start the sender (none runs)."""
         with self._lock:
-            if self._owed:
-                return None
             self._owed = True
+            if self._sending:
+                return False
+            self._sending = True
+            return True
+
+    def _take_sender(self) -> bool:
+        """Become the sender of a debt nobody sends (closing); False when none is owed."""
+        with self._lock:
+            if self._sending or not self._owed:
+                return False
+            self._sending = True
+            return True
+
+    def _still_owed(self) -> bool:
+        """Whether the sender goes on; when nothing is owed it ends, under the lock."""
+        with self._lock:
+            if not self._owed:
+                self._sending = False
+            return self._owed
+
+    def _stop_sending(self) -> None:
+        """The sender ended early (its loop closed); the debt stays for the next one."""
+        with self._lock:
+            self._sending = False
+
+    def _delay(self) -> float:
+        """Seconds until the debt may be sent (none once closing)."""
+        if self._closing:
+            return 0.0
         return notify_throttle.remaining(self.channel, self.interval)
 
-    def _settle(self) -> bool:
-        """Take the debt (recorded as a NOTIFY sent now); False when none was owed."""
+    def _take(self) -> None:
+        """Take the debt, recorded as a NOTIFY sent now."""
         with self._lock:
-            owed, self._owed = self._owed, False
-        if owed:
-            notify_throttle.record(self.channel)
-        return owed
+            self._owed = False
+        notify_throttle.record(self.channel)
 
 
 class AsyncDeferredNotify(_OwedNotify):
-    """Sends a held-back NOTIFY from the event loop once the throttle window ends.
+    """Sends the NOTIFYs saves owe from the event loop, one at a time, throttled.
 
-    A save whose NOTIFY the throttle suppressed still has to wake relays in
-    other processes: after its commit one NOTIFY is owed, sent at the end of
-    the window on a connection of its own, so several such commits cost one.
+    Saves whose NOTIFY the throttle holds back still have to wake relays in
+    other processes: one NOTIFY is owed, sent at the end of the window on the
+    storage's kept connection, so several such commits cost one.
     """
 
     def __init__(self, engine: AsyncEngine, channel: str, interval: float) -> None:
         super().__init__(channel, interval)
-        self._url = engine.url
-        self._engine: AsyncEngine | None = None
+        self._engine = engine
         self._connection: AsyncConnection | None = None
-        self._raw: Any = None
+        self._driver: Any = None
         self._loop: AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._hurry: asyncio.Event | None = None
 
     def committed(self, loop: AbstractEventLoop) -> None:
-        """After a commit whose NOTIFY was held back: send one at the window's end."""
-        delay = self._owe()
-        if delay is not None:
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(self._schedule, loop, delay)
+        """After a commit: owe a NOTIFY, starting the sender on ``loop`` if none runs."""
+        if self._owe():
+            try:
+                loop.call_soon_threadsafe(self._start)
+            except RuntimeError:  # the loop closed meanwhile
+                self._stop_sending()
 
-    def _schedule(self, loop: AbstractEventLoop, delay: float) -> None:
-        self._timer = loop.call_later(delay, self._fire, loop)
+    def _start(self) -> None:
+        self._hurry = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run(self._hurry))
 
-    def _fire(self, loop: AbstractEventLoop) -> None:
-        self._timer = None
-        task = loop.create_task(self._send())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def _run(self, hurry: asyncio.Event) -> None:
+        try:
+            while self._still_owed():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(hurry.wait(), self._delay())
+                self._take()
+                await self._send()
+        except BaseException:  # cancelled with its loop: the next commit sends
+            self._stop_sending()
+            raise
+        finally:
+            if self._closing:
+                await self._drop()
 
     async def _send(self) -> None:
-        if not self._settle():
-            return
         for attempt in range(_NOTIFY_ATTEMPTS):
             try:
-                driver = await self._driver()
+                driver = await self._kept()
                 await driver.execute(notify_statement(self.channel))
                 return
             except Exception:  # a wake-up is a hint: relays keep polling
@@ -172,111 +248,120 @@ class AsyncDeferredNotify(_OwedNotify):
                 if attempt == _NOTIFY_ATTEMPTS - 1:
                     logger.warning("Outbox NOTIFY could not be sent", exc_info=True)
 
-    async def _driver(self) -> Any:
+    async def _kept(self) -> Any:
         """The driver connection NOTIFYs go through, opened on first use and kept.
 
         Sending on the driver (asyncpg or psycopg) itself, in autocommit, costs
         one round trip and little CPU: with NOTIFYs every few milliseconds under
         load, SQLAlchemy's execution path per NOTIFY was a cost every writer paid.
+        Only the sender uses it, so it is never opened twice or used by two sends.
         """
         loop = asyncio.get_running_loop()
         if self._connection is not None and self._loop is not loop:
-            # A connection belongs to the loop that opened it: leave it behind.
-            self._connection = None
+            self._leave_behind()
         if self._connection is None:
-            if self._engine is None:
-                self._engine = create_async_engine(self._url, poolclass=NullPool)
-            connection = await self._engine.connect()
-            raw = await connection.get_raw_connection()
-            driver: Any = raw.driver_connection
-            if not type(driver).__module__.startswith("asyncpg"):
-                await driver.set_autocommit(True)
-            self._connection, self._raw, self._loop = connection, driver, loop
-        return self._raw
+            self._connection, self._driver = await open_own_connection(self._engine)
+            self._loop = loop
+        return self._driver
+
+    def _leave_behind(self) -> None:
+        """Close a connection another loop opened, on that loop (it belongs there)."""
+        connection, loop = self._connection, self._loop
+        self._connection = self._driver = self._loop = None
+        if connection is not None and loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                asyncio.run_coroutine_threadsafe(connection.close(), loop)
 
     async def _drop(self) -> None:
-        connection, self._connection = self._connection, None
+        connection, self._connection, self._driver = self._connection, None, None
         if connection is not None:
             with contextlib.suppress(Exception):
                 await connection.invalidate()
 
     async def close(self) -> None:
         """Send an owed NOTIFY now and close the connection."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        await self._send()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._drop()
-        engine, self._engine = self._engine, None
-        if engine is not None:
-            await engine.dispose()
+        self._closing = True
+        task, hurry = self._task, self._hurry
+        if task is not None and hurry is not None and not task.done():
+            if task.get_loop() is asyncio.get_running_loop():
+                hurry.set()
+                await asyncio.gather(task, return_exceptions=True)
+            else:
+                task.get_loop().call_soon_threadsafe(hurry.set)
+        if self._take_sender():
+            await self._run(asyncio.Event())
+        if self._loop is asyncio.get_running_loop():
+            await self._drop()
+        else:
+            self._leave_behind()
 
 
 class DeferredNotifyThread(_OwedNotify):
-    """Synchronous `AsyncDeferredNotify`: a timer thread sends the held-back NOTIFY."""
+    """Synchronous `AsyncDeferredNotify`: a sender thread sends the owed NOTIFYs."""
 
     def __init__(self, engine: Engine, channel: str, interval: float) -> None:
         super().__init__(channel, interval)
-        self._url = engine.url
-        self._engine: Engine | None = None
+        self._engine = engine
         self._connection: Connection | None = None
-        self._raw: Any = None
-        self._engine_lock = threading.Lock()
-        self._timer: threading.Timer | None = None
+        self._driver: Any = None
+        self._connection_lock = threading.Lock()
+        self._hurry = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def committed(self) -> None:
-        """After a commit whose NOTIFY was held back: send one at the window's end."""
-        delay = self._owe()
-        if delay is not None:
-            timer = threading.Timer(delay, self._send)
-            timer.daemon = True
-            self._timer = timer
-            timer.start()
+        """After a commit: owe a NOTIFY, starting the sender thread if none runs."""
+        if self._owe():
+            thread = threading.Thread(
+                target=self._run, name=f"outbox-notify-{self.channel}", daemon=True
+            )
+            self._thread = thread
+            thread.start()
+
+    def _run(self) -> None:
+        while self._still_owed():
+            self._hurry.wait(self._delay())
+            self._take()
+            self._send()
+        if self._closing:
+            self._drop()
 
     def _send(self) -> None:
-        if not self._settle():
-            return
-        with self._engine_lock:
+        with self._connection_lock:
             for attempt in range(_NOTIFY_ATTEMPTS):
                 try:
-                    self._driver().execute(notify_statement(self.channel))
+                    self._kept().execute(notify_statement(self.channel))
                     return
                 except Exception:  # a wake-up is a hint: relays keep polling
-                    self._drop()
+                    self._drop_locked()
                     if attempt == _NOTIFY_ATTEMPTS - 1:
                         logger.warning("Outbox NOTIFY could not be sent", exc_info=True)
 
-    def _driver(self) -> Any:
+    def _kept(self) -> Any:
         """The psycopg connection NOTIFYs go through (autocommit), opened on first use and kept."""
         if self._connection is None:
-            if self._engine is None:
-                self._engine = create_engine(self._url, poolclass=NullPool)
-            connection = self._engine.connect()
-            driver: Any = connection.connection.driver_connection
-            driver.autocommit = True
-            self._connection, self._raw = connection, driver
-        return self._raw
+            self._connection, self._driver = open_own_sync_connection(self._engine)
+        return self._driver
 
     def _drop(self) -> None:
-        connection, self._connection = self._connection, None
+        with self._connection_lock:
+            self._drop_locked()
+
+    def _drop_locked(self) -> None:
+        connection, self._connection, self._driver = self._connection, None, None
         if connection is not None:
             with contextlib.suppress(Exception):
                 connection.invalidate()
 
     def close(self) -> None:
         """Send an owed NOTIFY now and close the connection."""
-        timer, self._timer = self._timer, None
-        if timer is not None:
-            timer.cancel()
-        self._send()
-        if timer is not None:
-            timer.join()
-        with self._engine_lock:
-            self._drop()
-            engine, self._engine = self._engine, None
-        if engine is not None:
-            engine.dispose()
+        self._closing = True
+        self._hurry.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join()
+        if self._take_sender():
+            self._run()
+        self._drop()
 
 
 def notify_channel(table_name: str) -> str:
@@ -294,7 +379,7 @@ class PgNotificationListener:
     KEEPALIVE_SECONDS = 30.0
 
     def __init__(self, engine: AsyncEngine, channel: str, hub: WakeUpHub) -> None:
-        self._engine = create_async_engine(engine.url, poolclass=NullPool)
+        self._engine = engine
         self._channel = channel
         self._hub = hub
         self._task: asyncio.Task[None] | None = None
@@ -314,7 +399,6 @@ class PgNotificationListener:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._engine.dispose()
 
     async def _run(self) -> None:
         backoff = 0.5
@@ -335,14 +419,26 @@ class PgNotificationListener:
             backoff = min(backoff * 2, 10.0)
 
     async def _listen_once(self) -> None:
-        async with self._engine.connect() as connection:
-            raw = await connection.get_raw_connection()
-            driver: Any = raw.driver_connection
-            module = type(driver).__module__
-            if module.startswith("asyncpg"):
+        connection, driver = await self._open()
+        try:
+            if type(driver).__module__.startswith("asyncpg"):
                 await self._listen_asyncpg(driver)
             else:
                 await self._listen_psycopg(driver)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(connection.close())
+
+    async def _open(self) -> tuple[AsyncConnection, Any]:
+        """Open the LISTEN connection; stopped meanwhile, close it rather than drop it."""
+        opening = asyncio.ensure_future(open_own_connection(self._engine))
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                connection, _ = await opening
+                await connection.close()
+            raise
 
     def _listening(self) -> None:
         self.ready.set()
@@ -368,7 +464,6 @@ class PgNotificationListener:
                 await driver.remove_listener(self._channel, self._on_notification)
 
     async def _listen_psycopg(self, driver: Any) -> None:
-        await driver.set_autocommit(True)
         await driver.execute(f'LISTEN "{self._channel}"')
         self._listening()
         while True:
@@ -387,7 +482,7 @@ class PgNotificationThread:
     POLL_SECONDS = 0.5
 
     def __init__(self, engine: Engine, channel: str, hub: WakeUpHub) -> None:
-        self._engine = create_engine(engine.url, poolclass=NullPool)
+        self._engine = engine
         self._channel = channel
         self._hub = hub
         self._stop = threading.Event()
@@ -416,16 +511,14 @@ class PgNotificationThread:
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join()
-        self._engine.dispose()
 
     def _run(self) -> None:
         backoff = 0.5
         reconnecting = False
         while not self._stop.is_set():
             try:
-                with self._engine.connect() as connection:
-                    driver: Any = connection.connection.driver_connection
-                    driver.autocommit = True
+                connection, driver = open_own_sync_connection(self._engine)
+                with connection:
                     driver.execute(f'LISTEN "{self._channel}"')
                     self.ready.set()
                     if reconnecting:
