@@ -217,3 +217,21 @@ async def test_drill_three_relays_fast_sink_expect_exactly_once_in_key_order_and
     _assert_exact(report.line(), report.lost, report.reorderings)
     assert (report.committed, report.delivered) == (events, events), report.line()
     assert report.duplicates == 0 and report.abandoned == 0, report.line()
+
+
+async def test_relay_clean_stop_expect_exit_0_and_nothing_on_stderr_but_logs(target: Target, control: Path) -> None:
+    """A relay stopped cleanly (stop file) exits 0 and prints no traceback (issue 17.21).
+
+    On MariaDB aiomysql printed "Event loop is closed" at every exit: the pool's
+    connections outlived the application's loop.
+    """
+    drill = Drill(target, control, relays=1)
+    await drill.load(20, keys=2)
+    try:
+        drill.start()
+        await drill.wait_delivered(20, SETTLE_SECONDS, "deliveries before the stop")
+    finally:
+        drill.stop()
+    log = (control / "relay-0.log").read_text(errors="replace")
+    assert drill.workers[0].returncode == 0, log
+    assert "Traceback" not in log and "Exception ignored" not in log, log

@@ -359,13 +359,21 @@ class AsyncSqlAlchemyOutboxStorage(
 
     @override
     async def close_wake_up(self) -> None:
-        """Send a NOTIFY still owed, and stop the LISTEN connection if one was opened."""
+        """Send a NOTIFY still owed, stop the LISTEN connection, close the pool's idle connections.
+
+        The relay calls this last, on the application's event loop, which closes
+        next: the engine's pooled connections belong to that loop, and left in
+        the pool they are closed by the garbage collector after it closed, which
+        aiomysql reports with an "Event loop is closed" traceback at every exit
+        (issue 17.21). The engine stays usable: it opens new connections on demand.
+        """
         owed, self._owed_notify = self._owed_notify, None
         if owed is not None:
             await owed.close()
         listener, self._listener = self._listener, None
         if listener is not None:
             await listener.stop()
+        await self._engine.dispose()
 
     @override
     async def stats(self, timeout_seconds: float | None = None) -> OutboxStats:
