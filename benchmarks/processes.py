@@ -109,7 +109,7 @@ async def load(outbox: Outbox, drill: Drill, count: int, keys: int) -> float:
     if outbox.target.backend != "sqlalchemy":
         await drill.load(count, keys, chunk=2_000)
         return time.perf_counter() - started
-    messages = [load_message(i, keys) for i in range(count)]
+    messages = [load_message(i, keys, event_name=drill.event_name) for i in range(count)]
     table = outbox_table(outbox.target.env[TABLE_ENV])
     engine = create_async_engine(outbox.url, poolclass=NullPool)
     try:

@@ -77,6 +77,7 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
         *redis_claim_rows(ours, sizes),
         *mongodb_rows(ours, sizes),
         *relay_rows(ours, sizes),
+        *broker_rows(ours),
     ]
 
 
@@ -354,6 +355,69 @@ def relay_rows(ours: dict[str, Any], sizes: dict[str, Any]) -> list[Row]:
                 verdict(p99 <= LATENCY_BAR_MS if both(p99) else None),
             ))
     rows.append(exactness_row(ours))
+    return rows
+
+
+RAW_BAR = 0.6
+"""Our adapter through one relay, as a share of its client library's raw confirmed-publish loop (issue 15)."""
+PLUGIN_BARS = {"kafka": ("spakky_kafka", 3.0), "rabbitmq": ("spakky_rabbitmq", 20.0)}
+"""Our adapter against the spakky 8.5 plugin's transport, per broker (issue 15)."""
+BROKER_SCALE_BAR = 2.0
+"""3 relays against 1 through each adapter (issue 15)."""
+
+
+def rate_of(entry: Any) -> float | None:
+    """A scenario's rate, or None when it did not run or did not finish."""
+    return entry.get("rate") if isinstance(entry, dict) and not entry.get("error") else None
+
+
+def broker_rows(ours: dict[str, Any]) -> list[Row]:
+    """Through the broker: relay processes at defaults into Kafka (Tansu) and RabbitMQ, confirmed."""
+    section = dig(ours, "broker_drain")
+    if not isinstance(section, dict) or "events" not in section:
+        return []
+    events, batch = section["events"], section["batch"]
+    noop = rate_of(section.get("noop"))
+    rows: list[Row] = [(
+        f"Through the broker: {events:,} events over {section['keys']} keys, 1 relay, no-op transport (msg/s)",
+        scenario_cell(section["noop"], f"{fmt(noop)}" + correctness(section["noop"])), "-", "", "", "",
+    )]
+    for broker, label in (("kafka", "Kafka (Tansu here)"), ("rabbitmq", "RabbitMQ")):
+        entry = section.get(broker)
+        if not isinstance(entry, dict):
+            continue
+        one, three = rate_of(entry.get("ours_1")), rate_of(entry.get("ours_3"))
+        raw_batched, raw_all = entry.get("raw_batched"), entry.get("raw_all")
+        plugin_name, plugin_bar = PLUGIN_BARS[broker]
+        plugin = entry.get(plugin_name, {})
+        plugin_rate = rate_of(plugin)
+        rows.append((
+            f"{label}: raw confirmed-publish loop, batches of {batch} / all in flight (msg/s)",
+            f"{fmt(raw_batched)} / {fmt(raw_all)}", "-", "", "", "",
+        ))
+        for key, relays in (("ours_1", 1), ("ours_3", 3)):
+            scenario = entry.get(key)
+            if isinstance(scenario, dict):
+                rows.append((
+                    f"{label}: our adapter, {relays} relay(s) (msg/s)",
+                    scenario_cell(scenario, fmt(rate_of(scenario)) + correctness(scenario)), "-", "", "", "",
+                ))
+        judged = raw_batched if isinstance(raw_batched, int | float) else None
+        rows.append((
+            f"{label}: ours (1 relay) / raw loop in batches of {batch} (/ all in flight; / no-op relay)",
+            f"{factor(one, raw_batched)} ({factor(one, raw_all)}; {factor(one, noop)})", "-", "",
+            f">= {RAW_BAR}x", verdict(one / judged >= RAW_BAR if one and judged else None),
+        ))
+        rows.append((
+            f"{label}: ours / {plugin_name.replace('_', '-')} 8.5, 1 relay each",
+            factor(one, plugin_rate) if plugin_rate else plugin.get("not_run", "-"),
+            fmt(plugin_rate) if plugin_rate else "-", "",
+            f">= {plugin_bar:.0f}x", verdict(one / plugin_rate >= plugin_bar if one and plugin_rate else None),
+        ))
+        rows.append((
+            f"{label}: our adapter, 3 relays / 1 relay", factor(three, one), "-", "",
+            f">= {BROKER_SCALE_BAR:.0f}x", verdict(three / one >= BROKER_SCALE_BAR if one and three else None),
+        ))
     return rows
 
 

@@ -92,6 +92,11 @@ FULL: dict[str, Any] = {
     "relays_latency_rate": 100,
     "relays_latency_seconds": 10.0,
     "relays_latency_warmup": 2.0,
+    # SPAKKY_BENCH_BROKER_EVENTS=2000 makes the "through the broker" section a quick one.
+    "broker_events": int(os.environ.get("SPAKKY_BENCH_BROKER_EVENTS", "20000")),
+    "broker_keys": 100,
+    "broker_spakky_rabbitmq_events": 2_000,
+    "broker_deadline_seconds": 300.0,
 }
 QUICK: dict[str, Any] = FULL | {
     "drain_rows": 2_000,
@@ -115,6 +120,8 @@ QUICK: dict[str, Any] = FULL | {
     "relays_events": 2_000,
     "relays_latency_seconds": 2.0,
     "relays_latency_warmup": 0.5,
+    "broker_events": 2_000,
+    "broker_spakky_rabbitmq_events": 300,
 }
 
 # (section, runs ours, runs 8.5.0)
@@ -132,8 +139,9 @@ SECTIONS: tuple[tuple[str, bool, bool], ...] = (
     ("relays_kill", True, False),
     ("relays_restart", True, False),
     ("relays_latency", True, False),
+    ("broker_drain", True, False),
 )
-MODULES = {"mongodb": "benchmarks.mongodb", "relays": "benchmarks.processes"}
+MODULES = {"mongodb": "benchmarks.mongodb", "relays": "benchmarks.processes", "broker": "benchmarks.broker"}
 """Module of the sections whose name starts with the key (others: `benchmarks.ours`)."""
 
 

@@ -29,6 +29,7 @@ from spakky.outbox.common.stats import OutboxStats
 from spakky.outbox.error import OutboxStorageUnavailableError
 from spakky.outbox.ports.storage import IAsyncOutboxAdministration, IAsyncOutboxStorage
 
+from tests.faults.brokers import BrokerSink
 from tests.faults.sink import OUTAGE_FILE, Delivery, count_deliveries, read_deliveries
 
 WORKER = Path(__file__).with_name("worker.py")
@@ -61,7 +62,9 @@ class Target:
     """Save messages in one business transaction, as a use case would."""
 
 
-def load_message(index: int, keys: int, poison: bool = False, prefix: str = "k") -> OutboxMessage:
+def load_message(
+    index: int, keys: int, poison: bool = False, prefix: str = "k", event_name: str = "FaultDrillEvent"
+) -> OutboxMessage:
     """Event ``index`` of a drill: key ``index % keys``, rank ``seq`` within its key."""
     key, seq = f"{prefix}{index % keys:03d}", index // keys
     body: dict[str, Any] = {"key": key, "seq": seq}
@@ -69,7 +72,7 @@ def load_message(index: int, keys: int, poison: bool = False, prefix: str = "k")
         body["poison"] = True
     return OutboxMessage(
         id=uuid.uuid4(),
-        event_name="FaultDrillEvent",
+        event_name=event_name,
         payload=json.dumps(body).encode(),
         headers={},
         created_at=datetime.now(UTC),
@@ -119,9 +122,16 @@ class Drill:
         relays: int,
         flush_delay: float = 0.0,
         settings: Mapping[str, str] = RELAY_SETTINGS,
+        broker: BrokerSink | None = None,
     ) -> None:
-        """Prepare ``relays`` worker processes writing to ``control``, configured by ``settings``."""
+        """Prepare ``relays`` worker processes writing to ``control``, configured by ``settings``.
+
+        With a ``broker``, the relays deliver to it (its topic or queue is the
+        events' name) instead of the file sink, and deliveries are read back from it.
+        """
         self.target = target
+        self.broker = broker
+        self.event_name = broker.destination if broker is not None else "FaultDrillEvent"
         self.control = control
         self.relays = relays
         self.flush_delay = flush_delay
@@ -135,7 +145,9 @@ class Drill:
     async def load(self, count: int, keys: int, *, poison_every: int = 0, chunk: int = 500) -> None:
         """Commit ``count`` events over ``keys`` keys in chunked transactions; every ``poison_every``-th is poison."""
         messages = [
-            load_message(i, keys, poison=bool(poison_every) and i % poison_every == poison_every - 1)
+            load_message(
+                i, keys, poison=bool(poison_every) and i % poison_every == poison_every - 1, event_name=self.event_name
+            )
             for i in range(count)
         ]
         for start in range(0, count, chunk):
@@ -156,7 +168,7 @@ class Drill:
         async def write() -> None:
             index = 0
             while not stop.is_set():
-                messages = [load_message(index + i, keys, prefix="live") for i in range(per_commit)]
+                messages = [load_message(index + i, keys, prefix="live", event_name=self.event_name) for i in range(per_commit)]
                 await self.target.write(messages)
                 self.committed += messages
                 index += per_commit
@@ -174,7 +186,7 @@ class Drill:
         """Wait until ``count`` messages are abandoned."""
         deadline = time.monotonic() + timeout
         while (stats := await self._stats()).abandoned < count:
-            self._check_alive()
+            self.check_alive()
             if time.monotonic() > deadline:
                 raise AssertionError(f"{stats.abandoned}/{count} poison messages abandoned after {timeout:g} s; {stats}")
             await asyncio.sleep(0.05)
@@ -186,7 +198,7 @@ class Drill:
             self.workers.append(self._spawn(env, index))
         deadline = time.monotonic() + 90
         while len(list(self.control.glob("ready-*"))) < len(self.workers):
-            self._check_alive()
+            self.check_alive()
             if time.monotonic() > deadline:
                 raise AssertionError(f"relay processes did not build their apps in 90 s; logs in {self.control}")
             time.sleep(0.02)
@@ -211,19 +223,19 @@ class Drill:
                 stderr=subprocess.STDOUT,
             )
 
-    def _check_alive(self) -> None:
+    def check_alive(self) -> None:
         dead = [i for i, w in enumerate(self.workers) if w.poll() is not None and w.returncode != -signal.SIGKILL]
         if dead:
             raise AssertionError(f"relay processes {dead} died; see {self.control}/relay-*.log")
 
     def delivered_count(self) -> int:
-        return count_deliveries(self.control)
+        return self.broker.count() if self.broker is not None else count_deliveries(self.control)
 
     async def wait_delivered(self, count: int, timeout: float, what: str) -> float:
         """Wait until ``count`` deliveries exist; return when (monotonic). Fails naming ``what``."""
         deadline = time.monotonic() + timeout
         while self.delivered_count() < count:
-            self._check_alive()
+            self.check_alive()
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f"{what}: {self.delivered_count()}/{count} delivered after {timeout:g} s; "
@@ -245,7 +257,7 @@ class Drill:
         """Wait until nothing is pending in the outbox (every message published or abandoned)."""
         deadline = time.monotonic() + timeout
         while (stats := await self._stats()).pending:
-            self._check_alive()
+            self.check_alive()
             if time.monotonic() > deadline:
                 raise AssertionError(f"{stats.pending} messages still pending after {timeout:g} s; {stats}")
             await asyncio.sleep(0.05)
@@ -282,7 +294,7 @@ class Drill:
                 worker.wait()
 
     def deliveries(self) -> list[Delivery]:
-        return read_deliveries(self.control)
+        return self.broker.read() if self.broker is not None else read_deliveries(self.control)
 
     async def report(self, scenario: str) -> FaultReport:
         """Count what the drill did; the test asserts on it, the session prints it."""

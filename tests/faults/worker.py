@@ -4,7 +4,9 @@ Run as ``worker.py BACKEND CONTROL_DIR`` where BACKEND is ``sqlalchemy`` or
 ``redis`` (configured through ``SPAKKY_*`` variables) and CONTROL_DIR holds the
 sink files and the control files: the worker touches ``ready-<pid>`` once its
 app is built, starts relaying when ``go`` exists, and stops cleanly on SIGTERM
-or when ``stop`` exists. SIGKILL is the point of some tests: then nothing is
+or when ``stop`` exists. It delivers to the file sink, unless
+``SPAKKY_OUTBOX__DELIVERY`` picks our delivery adapter or ``FAULT_TRANSPORT``
+names a spakky transport plugin (see ``brokers.py``). SIGKILL is the point of some tests: then nothing is
 cleaned up, exactly like a crashed pod.
 """
 
@@ -34,10 +36,15 @@ def main(backend: str, control: Path) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    app = SpakkyApplication(ApplicationContext()).load_plugins(
-        include={Plugin(name=name) for name in PLUGINS[backend]}
-    )
-    app.add(FaultSinkEventTransport)
+    plugins = {Plugin(name=name) for name in PLUGINS[backend]}
+    transport_plugin = os.environ.get("FAULT_TRANSPORT")
+    if transport_plugin is not None:
+        plugins.add(Plugin(name=transport_plugin))
+    if os.environ.get("FAULT_KAFKA_IDEMPOTENCE_OFF"):
+        _kafka_idempotence_off()
+    app = SpakkyApplication(ApplicationContext()).load_plugins(include=plugins)
+    if transport_plugin is None and not os.environ.get("SPAKKY_OUTBOX__DELIVERY"):
+        app.add(FaultSinkEventTransport)
     (control / f"ready-{os.getpid()}").touch()
     while not (control / "go").exists():
         if stop.wait(0.01) or (control / "stop").exists():
@@ -49,6 +56,19 @@ def main(backend: str, control: Path) -> int:
     finally:
         app.stop()
     return 0
+
+
+def _kafka_idempotence_off() -> None:
+    """spakky-kafka's aiokafka producer without idempotence: Tansu refuses its InitProducerId v0."""
+    from spakky.plugins.kafka.common.config import KafkaConnectionConfig
+
+    shipped = KafkaConnectionConfig.async_producer_configuration_dict.fget
+    assert shipped is not None
+    setattr(  # noqa: B010 - a property replaced on the class, as the e2e test does
+        KafkaConnectionConfig,
+        "async_producer_configuration_dict",
+        property(lambda config: shipped(config) | {"enable_idempotence": False}),
+    )
 
 
 if __name__ == "__main__":
