@@ -180,3 +180,27 @@ def test_cli_malformed_redis_url_expect_password_never_printed(template: str) ->
     target = done.stdout.splitlines()[0]
     assert target.startswith("target: redis ") and "***@127.0.0.1:1/0 key prefix {cli-malformed}" in target
     assert SECRET not in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("storage", "variable", "template"),
+    [
+        ("redis", "SPAKKY_OUTBOX_REDIS__URL", "redis://:{}@127.0.0.1:6x79/0"),
+        ("sqlalchemy", "SPAKKY_SQLALCHEMY__CONNECTION_STRING", "postgresql+asyncpg://u:{}@127.0.0.1:5x32/test"),
+        ("sqlalchemy", "SPAKKY_SQLALCHEMY__CONNECTION_STRING", "postgresql+asyncpg://u:pw@127.0.0.1:{}/test"),
+    ],
+)
+def test_cli_malformed_url_expect_one_line_naming_setting_exit_2_without_secret(
+    storage: str, variable: str, template: str
+) -> None:
+    """A URL a driver cannot parse (its error quotes the piece it choked on) is one line naming the setting, exit 2, no secret (it was a 136-line traceback, exit 1)."""
+    done = spakky_outbox(
+        "status",
+        SPAKKY_OUTBOX__STORAGE=storage,
+        SPAKKY_OUTBOX_REDIS__KEY_PREFIX="{cli-malformed}",
+        **{variable: template.format(SECRET)},
+    )
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith("spakky-outbox: error: ") and variable in line and "percent-encode" in line
+    assert SECRET not in done.stdout + done.stderr

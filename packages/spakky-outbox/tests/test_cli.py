@@ -348,3 +348,38 @@ def test_cli_commands_package_expect_every_module_registered_and_listed(
     listing = capsys.readouterr().out
     for command in commands.registered_commands():
         assert re.search(rf"^\s+{re.escape(command.name)}\s+{re.escape(command.summary)}", listing, re.M), command.name
+
+
+@pytest.mark.parametrize("age", ["99999999d", "9" * 400 + "s"])
+def test_cli_purge_age_before_year_one_expect_one_line_exit_2_nothing_purged(
+    age: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An age reaching before year 1 is refused naming the argument (it was an OverflowError traceback, exit 1)."""
+    seed_published(2)
+    assert run("purge", "--published-before", age, "--allow-default-location") == (2, "")
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith(f"spakky-outbox purge: error: argument --published-before: '{age[:20]}")
+    assert "give a shorter age or an ISO timestamp" in line
+    assert store.STATE.stats().published == 2
+
+
+def test_cli_new_backend_onto_dangling_symlink_expect_one_line_exit_2_nothing_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dangling symlink where the package would go is refused (it was a FileExistsError traceback), nothing written through it."""
+    pointed = tmp_path / "elsewhere"
+    (tmp_path / "spakky-outbox-acme").symlink_to(pointed)
+    assert main(["new-backend", "acme", "--into", str(tmp_path)], out=io.StringIO()) == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith("spakky-outbox new-backend: error: The package directory already exists")
+    assert not pointed.exists()
+
+
+def test_cli_new_backend_into_unwritable_directory_expect_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--into`` a file (nothing can be created under it) is one line naming ``--into``, exit 2."""
+    into = tmp_path / "a-file"
+    into.write_text("")
+    assert main(["new-backend", "acme", "--into", str(into)], out=io.StringIO()) == 2
+    assert "--into" in one_line(capsys.readouterr().err)

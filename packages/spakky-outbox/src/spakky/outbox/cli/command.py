@@ -107,7 +107,8 @@ def cutoff(text: str) -> datetime:
     try:
         return parse_cutoff(text)
     except OutboxCommandError as error:
-        raise argparse.ArgumentTypeError(error.detail or str(error)) from None
+        # argparse names the argument itself.
+        raise argparse.ArgumentTypeError((error.detail or str(error)).removeprefix("--published-before ")) from None
 
 
 def positive_int(text: str) -> int:

@@ -119,6 +119,15 @@ def _subclasses(cls: type[BaseSettings]) -> list[type[BaseSettings]]:
     return found
 
 
+def _url_settings() -> list[str]:
+    """The ``SPAKKY_*`` variables holding a URL (a connection string), by name."""
+    return sorted(
+        name
+        for name, value in os.environ.items()
+        if name.startswith("SPAKKY_") and ("://" in value or name.endswith(("URL", "CONNECTION_STRING")))
+    )
+
+
 def _fail(error: BaseException) -> int:
     """Print ``error`` as one line on stderr (no secret, no control character)."""
     if isinstance(error, ValidationError):
@@ -127,17 +136,22 @@ def _fail(error: BaseException) -> int:
         text = error.detail or str(error)
     elif isinstance(error, AbstractSpakkyOutboxError):
         text = str(error)
+    elif isinstance(error, ValueError) and (urls := _url_settings()):
+        # A driver refusing a malformed URL quotes the piece it choked on,
+        # which can be part of the password: name the settings, not the text.
+        text = (
+            f"a connection setting could not be used ({', '.join(urls)}): {type(error).__name__}; "
+            "check its scheme, host and port, and percent-encode ':', '/', '@' and '?' in the password"
+        )
     else:
         text = f"{type(error).__name__}: {error}"
-    print(
-        f"spakky-outbox: error: {render.printable(redact_credentials(text))}",
-        file=sys.stderr,
-    )
+    print(f"spakky-outbox: error: {render.printable(redact_credentials(text))}", file=sys.stderr)
     return EXIT_ERROR
 
 
-_EXPECTED = (AbstractSpakkyFrameworkError, ValidationError, ImportError)
-"""Errors of settings, installation or storage: one line, exit 2. Anything else is a bug."""
+_EXPECTED = (AbstractSpakkyFrameworkError, ValidationError, ImportError, ValueError, OSError)
+"""Errors of settings, installation or storage (a driver's ``ValueError`` on a malformed URL,
+an ``OSError`` reaching the server): one line, exit 2. Anything else is a bug."""
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:

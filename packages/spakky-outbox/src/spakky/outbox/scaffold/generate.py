@@ -120,7 +120,7 @@ def generate(storage: str, into: Path) -> Path:
     """
     names = BackendNames.of(storage)
     root = into / names.distribution
-    if root.exists():
+    if root.exists() or root.is_symlink():  # a dangling symlink exists too: nothing is written through it
         raise BackendDirectoryExistsError(str(root))
     for relative, content in render(names).items():
         path = root / relative
@@ -148,7 +148,14 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     try:
         root = generate(args.name, args.into)
     except AbstractSpakkyOutboxError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"spakky-outbox new-backend: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(
+            f"spakky-outbox new-backend: error: --into {str(args.into)!r}: cannot write there "
+            f"({error.strerror or type(error).__name__}); choose a directory you can write to",
+            file=sys.stderr,
+        )
         return 2
     print(f"created {root}", file=out)
     if _in_uv_workspace(args.into):
