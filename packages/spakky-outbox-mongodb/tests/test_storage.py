@@ -6,7 +6,7 @@ administration that creates nothing, wake-up with and without change streams.
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
@@ -182,3 +182,34 @@ async def test_wait_for_messages_no_change_streams_expect_polling_fallback(
 async def _until(condition: Any) -> None:
     while not condition():
         await asyncio.sleep(0.01)
+
+
+async def test_fetch_pending_writers_clocks_skewed_expect_commit_order_per_key(outbox: MongoOutbox) -> None:
+    """Two writers 5 s apart on their clocks: A committed before B is claimed first (the server orders saves)."""
+    now = datetime.now(UTC)
+    # Writer A's host runs 5 s ahead: its message says it was created after B's.
+    a = OutboxMessage(uuid4(), "OrderPlaced", b"{}", {}, now + timedelta(seconds=5), partition_key="k")
+    b = OutboxMessage(uuid4(), "OrderPaid", b"{}", {}, now, partition_key="k")
+    await _write(outbox, [a])
+    await _write(outbox, [b])
+    first = await outbox.storage().fetch_pending(1, MAX_RETRY)
+    assert [m.id for m in first] == [a.id], "a later commit of the key was claimed first (order by a client clock)"
+    raw_a, raw_b = await outbox.raw.find_one({"_id": a.id}), await outbox.raw.find_one({"_id": b.id})
+    assert raw_a["saved_at"] <= raw_b["saved_at"] < raw_a["created_at"], (raw_a, raw_b)
+
+
+async def test_fetch_pending_documents_from_before_seq_expect_first_in_creation_order(outbox: MongoOutbox) -> None:
+    """Documents the previous version wrote (no ``saved_at``) keep their order and come before newer saves of their key."""
+    older, old = _message("k"), _message("k")
+    await _write(outbox, [older, old])
+    await outbox.raw.update_many({}, {"$unset": {"saved_at": ""}})
+    await outbox.raw.update_one({"_id": older.id}, {"$set": {"created_at": datetime.now(UTC) - timedelta(minutes=1)}})
+    new = _message("k")
+    await _write(outbox, [new])
+    storage = outbox.storage()
+    order = [m.id for m in await storage.fetch_pending(1, MAX_RETRY)]
+    await storage.mark_published(order[0])
+    order += [m.id for m in await storage.fetch_pending(1, MAX_RETRY)]
+    await storage.mark_published(order[1])
+    order += [m.id for m in await storage.fetch_pending(1, MAX_RETRY)]
+    assert order == [older.id, old.id, new.id]

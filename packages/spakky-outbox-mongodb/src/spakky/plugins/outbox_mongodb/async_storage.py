@@ -13,7 +13,7 @@ from spakky.outbox.common.stats import OutboxStats, OutboxTarget, stats_timeout
 from spakky.outbox.error import OutboxTransactionRequiredError
 from spakky.outbox.ports.storage import IAsyncOutboxFullStorage
 from spakky.plugins.outbox_mongodb.client import MongoOutboxConnectionManager
-from spakky.plugins.outbox_mongodb.documents import to_document
+from spakky.plugins.outbox_mongodb.documents import insert_stamped, to_document
 from spakky.plugins.outbox_mongodb.operations import Plan, run_plan_async
 from spakky.plugins.outbox_mongodb.storage_base import MongoOutboxStorageBase
 from spakky.plugins.outbox_mongodb.transaction import (
@@ -65,7 +65,10 @@ class AsyncMongoOutboxStorage(
         document = to_document(message)
         collection: Any = self._connections.async_collection(scope.session.client)
         try:
-            await collection.insert_one(document, session=scope.session)
+            # One upsert that stamps the server's clock (not the writer's) on
+            # the new document; the filter matches no stored document, so an
+            # existing id fails with a duplicate key as an insert would.
+            await collection.update_one(*insert_stamped(document), upsert=True, session=scope.session)
         except PyMongoError as error:
             raise translate_error(error) from error
         scope.hubs.add(self._connections.hub)

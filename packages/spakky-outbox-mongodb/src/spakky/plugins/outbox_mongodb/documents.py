@@ -7,9 +7,17 @@ One document per message::
      "abandoned", retry_count, claimed_by, claim_id, claimed_at, available_at,
      published_at, abandoned_at, last_error}
 
-BSON dates keep milliseconds, so ``oid`` (an ObjectId made at save, whose
-counter rises with every save of the process) breaks ties: messages are
-ordered by ``(created_at, oid)``. ``available_at`` is when the message may be
+``saved_at`` is the save order, taken from the server: the save inserts with an upsert
+whose update pipeline sets it to ``$$NOW``, inside the transaction,
+so a key's order never depends on the writers' clocks: with 5 s of skew
+between two hosts, a later commit still comes later (``created_at`` stays the
+writer's time, for people). BSON dates keep milliseconds: two saves of one
+key by different writers in the same millisecond of the server (the first
+one committed, the second one saved, within 1 ms) are ordered by
+``created_at`` and ``oid``. Documents written before ``saved_at`` existed
+have none, sort first (MongoDB orders a missing field before dates), and keep
+their old order among themselves: messages are ordered by
+``(saved_at, created_at, oid)``. ``available_at`` is when the message may be
 claimed next (null: now); a claim, a renewal or a scheduled retry sets it on
 the server clock.
 """
@@ -37,8 +45,8 @@ CODEC_OPTIONS: CodecOptions[Document] = CodecOptions(
 )
 """UUIDs as BSON binary subtype 4 and timezone-aware UTC dates."""
 
-ORDER: dict[str, int] = {"created_at": 1, "oid": 1}
-"""Save order: creation time, then the per-save ObjectId."""
+ORDER: dict[str, int] = {"saved_at": 1, "created_at": 1, "oid": 1}
+"""Save order: the server's time of the save; then creation time and ObjectId (ties, documents from before)."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -52,7 +60,7 @@ class State(StrEnum):
 
 
 def to_document(message: OutboxMessage) -> Document:
-    """Validate ``message`` and return the document to insert.
+    """Validate ``message`` and return the document to insert (`insert_stamped` sets ``saved_at``).
 
     Raises:
         InvalidOutboxMessageError: A field has a type MongoDB cannot store as is.
@@ -70,6 +78,7 @@ def to_document(message: OutboxMessage) -> Document:
         "payload": bytes(message.payload),
         "headers": headers,
         "created_at": created_at,
+        "saved_at": None,
         "oid": ObjectId(),
         "partition_key": message.partition_key,
         "state": State.PENDING.value,
@@ -121,14 +130,31 @@ def to_message(document: Mapping[str, Any]) -> OutboxMessage:
 
 
 def position(document: Mapping[str, Any]) -> int:
-    """Save order of a stored document as one integer: ``(created_at ms, oid)``.
+    """Save order of a stored document as one integer: ``(saved_at, created_at, oid)``, as `ORDER` sorts.
 
-    A damaged document sorts first; decoding it later abandons it.
+    A document without ``saved_at`` (written before it) sorts before every
+    one with it; a damaged document sorts first; decoding it later abandons it.
     """
+    saved_at = document.get("saved_at")
     created_at = document.get("created_at")
     oid = document.get("oid")
+    saved = (saved_at - _EPOCH) // timedelta(milliseconds=1) + 1 if isinstance(saved_at, datetime) else 0
     millis = (created_at - _EPOCH) // timedelta(milliseconds=1) if isinstance(created_at, datetime) else 0
-    return (millis << 96) | (int(str(oid), 16) if isinstance(oid, ObjectId) else 0)
+    return (max(0, saved) << 160) | (max(0, millis) << 96) | (int(str(oid), 16) if isinstance(oid, ObjectId) else 0)
+
+
+def insert_stamped(document: Document) -> tuple[Document, list[Document]]:
+    """Filter and update pipeline of an upsert inserting ``document`` with ``saved_at`` = the server's ``$$NOW``.
+
+    The filter (the id, and a state no stored document lacks) matches
+    nothing, so the upsert inserts, and an id already stored fails with a
+    duplicate key, as ``insert_one`` would.
+    """
+    fields = {name: value for name, value in document.items() if name not in ("_id", "saved_at")}
+    return (
+        {"_id": document["_id"], "state": {"$exists": False}},
+        [{"$set": {name: {"$literal": value} for name, value in fields.items()}}, {"$set": {"saved_at": "$$NOW"}}],
+    )
 
 
 @dataclass(frozen=True)
@@ -151,19 +177,19 @@ class IndexSpec:
 
 KEYLESS_PENDING = IndexSpec(
     "spakky_outbox_keyless_pending",
-    (("created_at", 1), ("oid", 1)),
+    (("saved_at", 1), ("created_at", 1), ("oid", 1)),
     {"state": State.PENDING.value, "partition_key": None},
 )
 """Keyless lane: pending keyless messages in save order."""
 KEYED_PENDING = IndexSpec(
     "spakky_outbox_keyed_pending",
-    (("partition_key", 1), ("created_at", 1), ("oid", 1)),
+    (("partition_key", 1), ("saved_at", 1), ("created_at", 1), ("oid", 1)),
     {"state": State.PENDING.value, "partition_key": {"$type": "string"}},
 )
 """Keyed lane: pending keyed messages, key by key, each in save order."""
 ABANDONED = IndexSpec(
     "spakky_outbox_abandoned",
-    (("state", 1), ("created_at", 1), ("oid", 1)),
+    (("state", 1), ("saved_at", 1), ("created_at", 1), ("oid", 1)),
     {"state": State.ABANDONED.value},
 )
 """Abandoned messages, oldest first (listing, requeue, counting).

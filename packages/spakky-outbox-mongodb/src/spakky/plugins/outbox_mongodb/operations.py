@@ -298,7 +298,7 @@ class OutboxQueries:
             {"$match": {**self._eligible(max_retry), "partition_key": None}},
             {"$sort": ORDER},
             {"$limit": limit},
-            {"$project": {"created_at": 1, "oid": 1}},
+            {"$project": {"saved_at": 1, "created_at": 1, "oid": 1}},
         ])
         keyless = [_Candidate(d["_id"], None, position(d)) for d in keyless_docs]
         runs = yield from self._key_runs(limit, max_retry, run)
@@ -361,6 +361,7 @@ class OutboxQueries:
                 {"$limit": window},
                 {"$project": {
                     "partition_key": 1,
+                    "saved_at": 1,
                     "created_at": 1,
                     "oid": 1,
                     "ok": {"$and": [

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-mongodb/src/spakky/plugins/outbox_mongodb/async_storage.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 74dee29de2766171aecab23dace6560eb2ebb0700692b2185ba85c2c8b82c45e
+# Source sha256 (with the tool's): 01320fcc1f21c8c3e2f415d8df58302a7638a6f5469598af3859bf633d3c1a23
 """The MongoDB outbox storage of the sync flavour."""
 
 from collections.abc import Sequence
@@ -16,7 +16,7 @@ from spakky.outbox.common.stats import OutboxStats, OutboxTarget, stats_timeout
 from spakky.outbox.error import OutboxTransactionRequiredError
 from spakky.outbox.ports.storage import IOutboxFullStorage
 from spakky.plugins.outbox_mongodb.client import MongoOutboxConnectionManager
-from spakky.plugins.outbox_mongodb.documents import to_document
+from spakky.plugins.outbox_mongodb.documents import insert_stamped, to_document
 from spakky.plugins.outbox_mongodb.operations import Plan, run_plan
 from spakky.plugins.outbox_mongodb.storage_base import MongoOutboxStorageBase
 from spakky.plugins.outbox_mongodb.transaction import (
@@ -68,7 +68,10 @@ class MongoOutboxStorage(
         document = to_document(message)
         collection: Any = self._connections.collection(scope.session.client)
         try:
-            collection.insert_one(document, session=scope.session)
+            # One upsert that stamps the server's clock (not the writer's) on
+            # the new document; the filter matches no stored document, so an
+            # existing id fails with a duplicate key as an insert would.
+            collection.update_one(*insert_stamped(document), upsert=True, session=scope.session)
         except PyMongoError as error:
             raise translate_error(error) from error
         scope.hubs.add(self._connections.hub)
