@@ -383,3 +383,11 @@ def test_cli_new_backend_into_unwritable_directory_expect_one_line_exit_2(
     into.write_text("")
     assert main(["new-backend", "acme", "--into", str(into)], out=io.StringIO()) == 2
     assert "--into" in one_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("argv", [["--help"], *([name, "--help"] for name in commands.REGISTERED if name != "new_backend")])
+def test_cli_help_expect_no_rest_markup(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """``--help`` of the command and of each subcommand shows no reST backticks (the docstring's ``spakky-outbox`` showed raw)."""
+    assert main(argv) == 0
+    shown = capsys.readouterr().out
+    assert "spakky-outbox" in shown and "`" not in shown

@@ -13,6 +13,7 @@ in one list.
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 from importlib import import_module
@@ -53,8 +54,17 @@ class _Parser(argparse.ArgumentParser):
         )
 
 
+_REST_LITERAL = re.compile(r"``(.+?)``|`([^`]+)`")
+"""reST inline literals and references (``x``, `x`) in the docstrings shown as help."""
+
+
+def plain_help(docstring: str) -> str:
+    """``docstring`` as ``--help`` shows it: reST backticks dropped, the words kept."""
+    return _REST_LITERAL.sub(lambda match: match.group(1) or match.group(2), docstring)
+
+
 def _parser(commands: Sequence[ICommand]) -> argparse.ArgumentParser:
-    parser = _Parser(prog="spakky-outbox", description=__doc__)
+    parser = _Parser(prog="spakky-outbox", description=plain_help(__doc__ or ""))
     parser.add_argument(
         "--include",
         help="comma-separated plugin names to load (default: spakky-outbox, the selected storage package and what they need)",
