@@ -1,10 +1,11 @@
 """The sync-twin generator (tools/unasync.py): conversion rules and the drift check."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from tools.unasync import ROOT, convert
+from tools.unasync import ROOT, convert, pairs
 
 TOOL = ROOT / "tools" / "unasync.py"
 
@@ -109,3 +110,35 @@ def test_unasync_twin_missing_or_orphaned_expect_check_fails(tmp_path: Path) -> 
     source.unlink()
     orphan = run("--check", "--root", tmp_path, tmp_path)
     assert orphan.returncode == 1 and "its source async_thing.py is gone" in orphan.stderr
+
+
+def test_unasync_repository_twins_edited_by_hand_expect_check_names_each(tmp_path: Path) -> None:
+    """A hand edit of any of the repository's real generated twins fails the drift check, naming that twin.
+
+    Runs on a copy of every real pair (same layout, so the headers' paths hold);
+    the repository's own files are not touched.
+    """
+    real = [pair for pair in pairs([ROOT / "packages"]) if not pair.template]
+    assert len(real) >= 8, [pair.twin.name for pair in real]  # relay, storages, transports, inbox
+    copies: list[Path] = []
+    for pair in real:
+        for path in (pair.source, pair.twin):
+            copy = tmp_path / path.relative_to(ROOT)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, copy)
+        copies.append(tmp_path / pair.twin.relative_to(ROOT))
+    clean = run("--check", "--root", tmp_path, tmp_path)
+    assert clean.returncode == 0, clean.stderr
+    for twin in copies:  # the kind of fix someone makes in the file they have open
+        text = twin.read_text(encoding="utf-8")
+        twin.write_text(text.replace("def ", "def  ", 1) if "def " in text else text + "# fixed here\n", encoding="utf-8")
+    edited = run("--check", "--root", tmp_path, tmp_path)
+    assert edited.returncode == 1
+    unnamed = [
+        twin.relative_to(tmp_path).as_posix()
+        for twin in copies
+        if f"{twin.relative_to(tmp_path).as_posix()}: edited by hand" not in edited.stderr
+    ]
+    assert unnamed == [], edited.stderr
+    untouched = run("--check")
+    assert untouched.returncode == 0, untouched.stderr  # the repository's own twins are as they were
