@@ -87,14 +87,15 @@ IDLE_NOTE = (
 class OursBench:
     """Our SQLAlchemy storage wired the way the plugin wires it, outside an app."""
 
-    def __init__(self, base_url: str) -> None:
-        """Build an engine on the benchmark schema and a context-scoped session manager."""
+    def __init__(self, base_url: str, schema: str = SCHEMA) -> None:
+        """Build an engine on ``schema`` and a context-scoped session manager."""
+        self.schema = schema
         self.url = driver_url(base_url, DRIVER)
         self.engine = create_async_engine(
             self.url,
             pool_size=20,
             max_overflow=0,
-            connect_args=schema_connect_args(DRIVER, SCHEMA),
+            connect_args=schema_connect_args(DRIVER, schema),
         )
         self.admin = create_async_engine(self.url, poolclass=NullPool)
         self.context = ApplicationContext()
@@ -111,7 +112,7 @@ class OursBench:
 
     async def setup(self) -> None:
         """Recreate the schema with our outbox table and a business table."""
-        await reset_schema(self.admin, SCHEMA)
+        await reset_schema(self.admin, self.schema)
         await create_outbox_table_async(self.engine, TABLE)
         mark_table_created(self.engine.sync_engine, TABLE)
         async with self.engine.begin() as connection:
@@ -122,7 +123,7 @@ class OursBench:
         for storage in self.storages:
             await storage.close_wake_up()
         await self.engine.dispose()
-        await reset_schema(self.admin, SCHEMA, drop_only=True)
+        await reset_schema(self.admin, self.schema, drop_only=True)
         await self.admin.dispose()
 
     async def truncate(self) -> None:

@@ -19,6 +19,8 @@ SPEEDUP_BAR = 2.5
 KILL_BAR_S = 15.0
 RESTART_BAR_S = 5.0
 LATENCY_BAR_MS = 50.0
+LIMIT_BAR = 0.7
+"""Our relay's drain as a share of the bare claim + acknowledge loop (issue 21)."""
 
 
 def dig(data: Any, *path: str) -> Any:
@@ -78,7 +80,28 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
         *mongodb_rows(ours, sizes),
         *relay_rows(ours, sizes),
         *broker_rows(ours),
+        *limit_rows(ours, sizes),
     ]
+
+
+def limit_rows(ours: dict[str, Any], sizes: dict[str, Any]) -> list[Row]:
+    """Our relay beside the bare claim + acknowledge loop of the same driver and table."""
+    rows: list[Row] = []
+    for lane in ("keyless", "keyed"):
+        relay = dig(ours, "limit_postgres", f"{lane}_ours", "rate")
+        bare = dig(ours, "limit_postgres", f"{lane}_bare", "rate")
+        rows.append(
+            (
+                f"Drain vs bare asyncpg loop, PostgreSQL {lane} (msg/s; "
+                f"{sizes.get('limit_rows', 0):,} rows)",
+                f"{fmt(relay)} ({factor(relay, bare)} of bare)",
+                f"{fmt(bare)} (bare loop)",
+                "",
+                f">= {LIMIT_BAR}x",
+                verdict(relay >= LIMIT_BAR * bare if both(relay, bare) else None),
+            )
+        )
+    return rows
 
 
 def drain_rows(ours: dict[str, Any], legacy: dict[str, Any], sizes: dict[str, Any]) -> list[Row]:

@@ -97,6 +97,7 @@ FULL: dict[str, Any] = {
     "broker_keys": 100,
     "broker_spakky_rabbitmq_events": 2_000,
     "broker_deadline_seconds": 300.0,
+    "limit_rows": 20_000,
 }
 QUICK: dict[str, Any] = FULL | {
     "drain_rows": 2_000,
@@ -122,6 +123,7 @@ QUICK: dict[str, Any] = FULL | {
     "relays_latency_warmup": 0.5,
     "broker_events": 2_000,
     "broker_spakky_rabbitmq_events": 300,
+    "limit_rows": 2_000,
 }
 
 # (section, runs ours, runs 8.5.0)
@@ -140,8 +142,14 @@ SECTIONS: tuple[tuple[str, bool, bool], ...] = (
     ("relays_restart", True, False),
     ("relays_latency", True, False),
     ("broker_drain", True, False),
+    ("limit_postgres", True, False),
 )
-MODULES = {"mongodb": "benchmarks.mongodb", "relays": "benchmarks.processes", "broker": "benchmarks.broker"}
+MODULES = {
+    "mongodb": "benchmarks.mongodb",
+    "relays": "benchmarks.processes",
+    "broker": "benchmarks.broker",
+    "limit": "benchmarks.storage_limit",
+}
 """Module of the sections whose name starts with the key (others: `benchmarks.ours`)."""
 
 

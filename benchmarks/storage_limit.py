@@ -1,0 +1,137 @@
+"""The storage's own limit beside our relay: a bare claim + acknowledge loop, same table, same run.
+
+Runs in the workspace venv (``python -m benchmarks.storage_limit``, normally
+started by `benchmarks.run` as the ``limit`` sections). For PostgreSQL the bare
+loop is asyncpg on one connection over our own table: claim 100 rows with one
+``UPDATE ... WHERE seq IN (SELECT ... ORDER BY seq LIMIT 100 FOR UPDATE SKIP
+LOCKED) RETURNING ...``, then one fenced ``UPDATE ... published_at = now()``.
+For Redis it is the storage's own claim and acknowledge scripts called in a
+loop. Our relay then drains the same rows at defaults through a no-op
+transport. Both run keyless and with 100 keys; the ratio ours / bare is the
+figure issue 21 asks for. Prints one JSON result line (see `benchmarks.common`).
+"""
+
+import asyncio
+import time
+from typing import Any
+from uuid import UUID
+
+import asyncpg  # pyright: ignore[reportMissingTypeStubs]
+from spakky.outbox.common.config import OutboxConfig
+from spakky.outbox.relay.relay import AsyncOutboxRelayBackgroundService
+from sqlalchemy import text
+
+from benchmarks.common import (
+    DEFAULT_PG_URL,
+    CountingTransport,
+    drain,
+    emit,
+    parse_args,
+    preload_sql,
+    progress,
+    vacuum_analyze,
+)
+from benchmarks.ours import TABLE, OursBench
+
+BATCH = 100
+SCHEMA = "spakky_bench_limit"
+"""A schema of its own: other sections may run at the same time on the machine."""
+KEYS = 100
+
+
+def _bare_url(url: str) -> str:
+    """The libpq form of a SQLAlchemy PostgreSQL URL."""
+    return url.split("+", 1)[0] + "://" + url.split("://", 1)[1] if "+" in url.split("://")[0] else url
+
+
+async def bare_postgres(url: str, rows: int) -> dict[str, Any]:
+    """Drain ``rows`` pending rows with the two statements a claim and an ack need."""
+    connection: Any = await asyncpg.connect(_bare_url(url), server_settings={"search_path": SCHEMA})  # pyright: ignore[reportUnknownMemberType]
+    owner = "bare-loop"
+    claim = (
+        f"UPDATE {TABLE} SET claimed_at = now(), claimed_by = $1, "
+        "lease_until = now() + interval '30 seconds' WHERE seq IN ("
+        f"SELECT seq FROM {TABLE} WHERE published_at IS NULL AND abandoned_at IS NULL "
+        "AND retry_count < 10 AND (lease_until IS NULL OR lease_until <= now()) "
+        "AND (not_before IS NULL OR not_before <= now()) "
+        f"ORDER BY seq LIMIT {BATCH} FOR UPDATE SKIP LOCKED) "
+        "RETURNING id, seq, event_name, payload, CAST(headers AS TEXT), partition_key, "
+        "created_at, retry_count"
+    )
+    ack = (
+        f"UPDATE {TABLE} SET published_at = now(), claimed_by = NULL, lease_until = NULL "
+        "WHERE id = ANY($1::uuid[]) AND claimed_by = $2 "
+        "AND published_at IS NULL AND abandoned_at IS NULL"
+    )
+    done = 0
+    started = time.perf_counter()
+    try:
+        while done < rows:
+            # Each statement is its own transaction: two round trips a batch.
+            claimed = await connection.fetch(claim, owner)
+            if not claimed:
+                break
+            ids: list[UUID] = [row["id"] for row in claimed]
+            await connection.execute(ack, ids, owner)
+            done += len(ids)
+    finally:
+        await connection.close()
+    elapsed = time.perf_counter() - started
+    return {"messages": done, "seconds": round(elapsed, 3), "rate": done / elapsed}
+
+
+async def ours_postgres(bench: OursBench, rows: int) -> dict[str, Any]:
+    """Drain ``rows`` preloaded rows with one in-process relay at defaults."""
+    config = OutboxConfig()
+    transport = CountingTransport(rows)
+    relay = AsyncOutboxRelayBackgroundService(bench.storage(config), transport, config)
+    return await drain(relay, transport, timeout=max(60.0, rows / 100))
+
+
+async def limit_postgres(sizes: dict[str, Any]) -> dict[str, Any]:
+    """Bare loop and our relay, keyless and keyed, on one PostgreSQL table."""
+    rows = int(sizes.get("limit_rows", 20_000))
+    bench = OursBench(DEFAULT_PG_URL, SCHEMA)
+    await bench.setup()
+    result: dict[str, Any] = {}
+    try:
+        for lane, keyed in (("keyless", False), ("keyed", True)):
+            for who in ("bare", "ours"):
+                await _preload(bench, rows, keyed=keyed)
+                progress(f"limit PostgreSQL {lane}: {who}, {rows} messages")
+                cpu = time.process_time()
+                if who == "bare":
+                    figures = await bare_postgres(bench.url, rows)
+                else:
+                    figures = await ours_postgres(bench, rows)
+                # Client CPU per message: what the machine's load moves least.
+                figures["cpu_us_per_message"] = (time.process_time() - cpu) / rows * 1e6
+                progress(f"limit PostgreSQL {lane}: {who} {figures['rate']:.0f} msg/s")
+                result[f"{lane}_{who}"] = figures
+            result[f"{lane}_ratio"] = result[f"{lane}_ours"]["rate"] / result[f"{lane}_bare"]["rate"]
+    finally:
+        await bench.teardown()
+    return result
+
+
+async def _preload(bench: OursBench, rows: int, *, keyed: bool) -> None:
+    """``rows`` pending messages, keyless or spread evenly over `KEYS` keys."""
+    async with bench.engine.begin() as connection:
+        await connection.execute(text(f"TRUNCATE {TABLE}"))
+        # No hot key: every row goes round-robin over KEYS keys.
+        sql = preload_sql(TABLE, keyed=keyed, keys=KEYS + 1)
+        await connection.execute(text(sql), {"n": rows, "hot": 0})
+    await vacuum_analyze(bench.engine, TABLE)
+
+
+async def main() -> None:
+    """Run the sections asked for and print their JSON."""
+    wanted, sizes = parse_args(__doc__ or "")
+    result: dict[str, Any] = {}
+    if not wanted or "limit_postgres" in wanted:
+        result["limit_postgres"] = await limit_postgres(sizes)
+    emit(result)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
