@@ -17,6 +17,10 @@ from spakky.outbox.error import (
 )
 from spakky.plugins.outbox_sqlalchemy import contribution, main
 from spakky.plugins.outbox_sqlalchemy.config import SqlAlchemyOutboxConfig
+from spakky.plugins.outbox_sqlalchemy.inbox import (
+    AsyncSqlAlchemyInboxStorage,
+    SqlAlchemyInboxStorage,
+)
 from spakky.plugins.outbox_sqlalchemy.schema import outbox_table
 from spakky.plugins.outbox_sqlalchemy.storage import (
     AsyncSqlAlchemyOutboxStorage,
@@ -223,15 +227,21 @@ def test_main_initialize_expect_config_pod_added() -> None:
 def test_contribution_initialize_expect_storages_offered_as_sqlalchemy(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The contribution offers both storages under the name ``sqlalchemy``."""
-    calls: list[tuple[object, ...]] = []
-    monkeypatch.setattr(
-        contribution, "register_storage", lambda *args: calls.append(args) or True
-    )
+    """The contribution offers both storages and both inboxes under the name ``sqlalchemy``."""
+    calls: list[tuple[tuple[object, ...], dict[str, object]]] = []
+
+    def record(*args: object, **kwargs: object) -> bool:
+        calls.append((args, kwargs))
+        return True
+
+    monkeypatch.setattr(contribution, "register_storage", record)
     app = cast(SpakkyApplication, object())
     contribution.initialize(app)
     assert calls == [
-        (app, "sqlalchemy", SqlAlchemyOutboxStorage, AsyncSqlAlchemyOutboxStorage)
+        (
+            (app, "sqlalchemy", SqlAlchemyOutboxStorage, AsyncSqlAlchemyOutboxStorage),
+            {"inboxes": (SqlAlchemyInboxStorage, AsyncSqlAlchemyInboxStorage)},
+        )
     ]
 
 
