@@ -6,7 +6,7 @@ that scanning a subclass would pick up twice.
 
 from spakky.core.pod.annotations.pod import Pod
 from spakky.outbox.common.config import OutboxConfig
-from spakky.outbox.testing import memory
+from spakky.outbox.testing import async_memory_inbox, memory
 
 from cli_testapp import store
 
@@ -39,3 +39,9 @@ def cli_transaction() -> memory.InMemoryTransaction:
 def cli_async_transaction() -> memory.AsyncInMemoryTransaction:
     """The async transaction over the shared state."""
     return memory.AsyncInMemoryTransaction(store.STATE)
+
+
+@Pod()
+def cli_async_inbox() -> async_memory_inbox.AsyncInMemoryInboxStorage:
+    """The inbox over the shared state (``spakky-outbox inbox``)."""
+    return async_memory_inbox.AsyncInMemoryInboxStorage(store.STATE)

@@ -35,4 +35,5 @@ def reset() -> None:
     """Forget every message and restore the default target."""
     global TARGET
     STATE.records.clear()
+    STATE.inbox.clear()
     TARGET = OutboxTarget(backend="in-memory", location="cli_testapp.store.STATE")

@@ -11,6 +11,7 @@ from typing import ClassVar, TextIO
 
 from spakky.outbox.common.stats import OutboxTarget
 from spakky.outbox.error import AbstractOutboxDetailedError
+from spakky.outbox.ports.inbox import IAsyncInboxStorage
 from spakky.outbox.ports.storage import IAsyncOutboxAdministration
 from spakky.outbox.relay.health import OutboxHealthCheck
 
@@ -39,6 +40,8 @@ class Outbox:
     health: OutboxHealthCheck
     target: OutboxTarget
     """Where it lives (printed before anything else)."""
+    inbox: IAsyncInboxStorage | None = None
+    """The storage package's inbox, when it has one (``spakky-outbox inbox``)."""
 
 
 class ICommand(ABC):

@@ -40,6 +40,7 @@ from spakky.outbox.cli.commands import registered_commands
 from spakky.outbox.cli.plugins import outbox_plugins
 from spakky.outbox.common.config import describe_settings_error, redact_credentials
 from spakky.outbox.error import AbstractSpakkyOutboxError
+from spakky.outbox.ports.inbox import IAsyncInboxStorage
 from spakky.outbox.relay.health import OutboxHealthCheck
 
 
@@ -105,7 +106,12 @@ def _execute(
 ) -> int:
     context = app.application_context
     storage = outbox_administration(context)
-    outbox = Outbox(storage, context.get(OutboxHealthCheck), storage.target())
+    outbox = Outbox(
+        storage,
+        context.get(OutboxHealthCheck),
+        storage.target(),
+        context.get_or_none(IAsyncInboxStorage),
+    )
     if not args.json:
         print(render.target_line(outbox.target), file=out)
     return StorageLoop.of(context).run_blocking(command.run(args, outbox, out))

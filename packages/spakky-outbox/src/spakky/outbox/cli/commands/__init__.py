@@ -29,6 +29,7 @@ REGISTERED = (
     "requeue",
     "purge",
     "health",
+    "inbox",
     "new_backend",
 )
 """The modules of this package that are commands, in the order ``--help`` lists them."""
