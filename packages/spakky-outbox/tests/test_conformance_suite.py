@@ -69,9 +69,9 @@ def run_suite(
 
 
 def failed_names(result: pytest.RunResult) -> set[str]:
-    """Names of the suite tests that failed."""
+    """Names of the suite tests that failed (on either flavour: the ``[async]``/``[sync]`` id dropped)."""
     return {
-        line.split("::")[1].split(" ")[0]
+        line.split("::")[1].split(" ")[0].split("[")[0]
         for line in result.outlines
         if line.startswith("FAILED ") and "::" in line
     }

@@ -20,6 +20,8 @@ class _Tally:
     failed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     skipped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     leaked: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    sync_undeclared: int = 0
+    """Skips of a sync run because the harness does not declare ``SYNC_API``."""
 
 
 _RESULTS = pytest.StashKey[dict[str, _Tally]]()
@@ -41,11 +43,23 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def _backend_of(item: pytest.Item) -> str:
-    """Name a backend by its harness's ``name`` and the test's parameter id."""
-    name = str(getattr(item, "spakky_outbox_backend", None) or item.path.parent.name)
-    callspec: Any = getattr(item, "callspec", None)
-    return f"{name}[{callspec.id}]" if callspec is not None else name
+    """Name a backend by its harness's ``name``, the backend's parameter id and the flavour.
 
+    The async run keeps the plain name (``redis[single]``); the sync run of the
+    same rules says so (``redis[single] sync``).
+    """
+    name = str(getattr(item, "spakky_outbox_backend", None) or item.path.parent.name)
+    flavour = str(getattr(item, "spakky_outbox_flavour", ""))
+    callspec: Any = getattr(item, "callspec", None)
+    ids = "" if callspec is None else str(callspec.id)
+    if flavour and (ids == flavour or ids.endswith(f"-{flavour}")):
+        ids = ids[: -len(flavour)].rstrip("-")
+    label = f"{name}[{ids}]" if ids else name
+    return f"{label} sync" if flavour == "sync" else label
+
+
+_SYNC_UNDECLARED = "(the sync flavour)"
+"""What the suite's skip of an undeclared sync run says (`spakky.outbox.testing.conformance.flavours`)."""
 
 _PROPERTY = "spakky_outbox_conformance"
 """Name of the report property carrying (backend, capability, leaked)."""
@@ -78,6 +92,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     tally = _SESSIONS[-1].stash.setdefault(_RESULTS, defaultdict(_Tally))[backend]
     if report.skipped and report.when in ("setup", "call"):
         tally.skipped[capability] += 1
+        tally.sync_undeclared += _SYNC_UNDECLARED in str(report.longrepr)
     elif report.failed and report.when == "teardown" and leaked:
         tally.leaked[capability] += 1
     elif report.failed:
@@ -107,6 +122,8 @@ def _verdict(tally: _Tally) -> str:
     failed = {c: n for c, n in tally.failed.items() if n}
     leaked = {c: n for c, n in tally.leaked.items() if n}
     if passed == 0 and not failed and not leaked:
+        if tally.sync_undeclared and tally.sync_undeclared == sum(tally.skipped.values()):
+            return f"NOT RUN - no sync flavour ({Capability.SYNC_API} not declared)"
         return "NOT RUN - every test skipped (see skip reasons)"
     base_ok = tally.passed["base"] > 0 and not any(
         str(c) in failed or str(c) in leaked for c in (*BASE_CAPABILITIES, "base")

@@ -30,6 +30,7 @@ import pytest
 from .administration import *
 from .batch_acknowledgement import *
 from .claims import *
+from .flavours import outbox_flavour, outbox_harness
 from .key_spreading import *
 from .liveness import *
 from .partition_ordering import *
@@ -67,6 +68,8 @@ SUITE_TESTS: tuple[str, ...] = tuple(
 
 __all__ = [  # pyright: ignore[reportUnsupportedDunderAll] - the suite's tests are listed by name
     "conformance_guard",
+    "outbox_flavour",
+    "outbox_harness",
     "test_conformance_suite_complete_expect_no_shadowed_tests",
     *SUITE_TESTS,
 ]
