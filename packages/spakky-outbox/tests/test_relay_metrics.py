@@ -4,13 +4,14 @@ import asyncio
 import logging
 import os
 import socket
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import override
 from uuid import uuid4
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import OutboxStats
@@ -30,6 +31,10 @@ class RecordingMetrics(IOutboxMetrics):
         self.relayed = self.failed = self.abandoned = self.fenced = 0
         self.backlog: list[tuple[int, float | None]] = []
         self.read: BacklogRead | None = None
+        self.batches: list[int] = []
+        self.waits: list[float] = []
+        self.sends: list[float] = []
+        self.flushes: list[float] = []
 
     @override
     def record_relayed(self, count: int) -> None:
@@ -54,6 +59,45 @@ class RecordingMetrics(IOutboxMetrics):
     @override
     def watch_backlog(self, read: BacklogRead) -> None:
         self.read = read
+
+    @override
+    def record_batch_size(self, count: int) -> None:
+        self.batches.append(count)
+
+    @override
+    def record_commit_to_send(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+    @override
+    def record_send_duration(self, seconds: float) -> None:
+        self.sends.append(seconds)
+
+    @override
+    def record_flush_duration(self, seconds: float) -> None:
+        self.flushes.append(seconds)
+
+
+class CountsOnly(IOutboxMetrics):
+    """A metrics class written for 8.5: the four counts, none of the timings."""
+
+    def __init__(self) -> None:
+        self.relayed = 0
+
+    @override
+    def record_relayed(self, count: int) -> None:
+        self.relayed += count
+
+    @override
+    def record_failed(self, count: int) -> None:
+        pass
+
+    @override
+    def record_abandoned(self, count: int) -> None:
+        pass
+
+    @override
+    def record_backlog(self, pending: int, oldest_pending_age_seconds: float | None) -> None:
+        pass
 
 
 def make(name: str) -> OutboxMessage:
@@ -178,6 +222,32 @@ async def test_relay_acknowledgement_fenced_off_expect_warning_and_fenced_count(
     assert not any(r.published for r in await harness.raw_records())
 
 
+async def test_relay_metrics_timings_expect_batch_size_send_flush_and_wait_of_each_delivered() -> None:
+    """The relay reports each claim's size, every send's and flush's duration, and how long each sent message waited."""
+    metrics = RecordingMetrics()
+    harness, relay, transport = rig(metrics)
+    stored_before = datetime.now(UTC) - timedelta(seconds=30)
+    await harness.write([replace(make(name), created_at=stored_before) for name in ("ok", "poison", "ok")])
+    transport.faults.refuse = lambda r: r.event_name == "poison"
+    await relay.relay_batch()
+    assert metrics.batches == [3]
+    assert len(metrics.sends) == 3 and len(metrics.flushes) >= 1
+    assert all(seconds >= 0 for seconds in metrics.sends + metrics.flushes)
+    # The refused send waited too, but only sends that went through count as sent.
+    assert len(metrics.waits) == 2 and all(seconds >= 29 for seconds in metrics.waits)
+    await relay.relay_batch()
+    assert metrics.batches == [3], "an empty claim is no batch"
+
+
+async def test_relay_metrics_without_timings_expect_8_5_metrics_class_still_counts() -> None:
+    """A metrics class implementing only the 8.5 counts keeps working: the timings are optional."""
+    metrics = CountsOnly()
+    harness, relay, _ = rig(metrics)
+    await harness.write([make("ok"), make("ok")])
+    await relay.relay_batch()
+    assert metrics.relayed == 2
+
+
 async def test_relay_retention_expect_old_published_purged() -> None:
     """With a retention set, the relay purges published messages older than it by the storage's clock."""
     harness, relay, _ = rig(RecordingMetrics(), published_retention_seconds=60)
@@ -222,14 +292,31 @@ async def test_opentelemetry_metrics_expect_counters_and_gauges_exported() -> No
     adapter.record_abandoned(1)
     adapter.record_fenced(3)
     adapter.record_backlog(7, 12.5)
+    for size in (100, 3):
+        adapter.record_batch_size(size)
+    adapter.record_commit_to_send(0.02)
+    adapter.record_commit_to_send(45.0)
+    adapter.record_send_duration(0.0001)
+    adapter.record_flush_duration(0.3)
     data = reader.get_metrics_data()
     assert data is not None
-    values = {
-        metric.name: metric.data.data_points[0].value  # type: ignore[union-attr]
+    points = {
+        metric.name: metric.data.data_points[0]
         for resource in data.resource_metrics
         for scope in resource.scope_metrics
         for metric in scope.metrics
     }
+    histograms = {name: p for name, p in points.items() if isinstance(p, HistogramDataPoint)}
+    assert {name: (p.count, p.sum, p.max) for name, p in histograms.items()} == {
+        "outbox.batch.size": (2, 103, 100),
+        "outbox.commit_to_send": (2, 45.02, 45.0),
+        "outbox.send.duration": (1, 0.0001, 0.0001),
+        "outbox.flush.duration": (1, 0.3, 0.3),
+    }
+    # Buckets in seconds, not the SDK's default milliseconds-sized ones: 45 s lands below 60.
+    wait = histograms["outbox.commit_to_send"]
+    assert wait.bucket_counts[wait.explicit_bounds.index(60.0)] == 1
+    values = {name: p.value for name, p in points.items() if name not in histograms}  # type: ignore[union-attr]
     assert values == {
         "outbox.relayed": 5,
         "outbox.failed": 2,

@@ -25,7 +25,8 @@ def initialize(app: SpakkyApplication) -> None:
     """Initialize the Outbox plugin.
 
     Registers the configuration, both outbox buses, the inbox aspects, the health check,
-    `ApplicationEventLoop`, the one relay that ``SPAKKY_OUTBOX__RELAY`` selects and,
+    `ApplicationEventLoop`, OpenTelemetry metrics and tracing when
+    ``opentelemetry-api`` is installed, the one relay that ``SPAKKY_OUTBOX__RELAY`` selects and,
     when ``SPAKKY_OUTBOX__DELIVERY`` names one, the outbox's own delivery adapter.
     Settings are validated here, so a bad value fails at startup with an error
     naming the variable to change, and a costly one (a busy polling interval, a
@@ -46,8 +47,10 @@ def initialize(app: SpakkyApplication) -> None:
     app.add(IdempotentAspect)
     if find_spec("opentelemetry") is not None:
         from spakky.outbox.relay.opentelemetry import OpenTelemetryOutboxMetrics
+        from spakky.outbox.tracing.opentelemetry import OpenTelemetryOutboxTracer
 
         app.add(OpenTelemetryOutboxMetrics)
+        app.add(OpenTelemetryOutboxTracer)
     register_delivery(app, config)
     if config.relay is not RelayMode.OFF:
         for warning in config.unusual_settings():

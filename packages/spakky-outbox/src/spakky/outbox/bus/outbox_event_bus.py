@@ -8,6 +8,7 @@ the application at startup.
 """
 
 import re
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from typing import override
 from uuid import uuid4
@@ -21,6 +22,7 @@ from spakky.outbox.bus.serializer import IntegrationEventSerializer
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.error import OutboxStorageFlavourMissingError
 from spakky.outbox.ports.storage import IAsyncOutboxStorage, IOutboxStorage
+from spakky.outbox.ports.tracing import IOutboxTracer
 from spakky.tracing.propagator import ITracePropagator
 
 _AUTHORIZATION_NAME = re.compile(r"\s*(?:\S*[-_])?authorization\s*", re.IGNORECASE)
@@ -45,15 +47,17 @@ def drop_credentials(headers: dict[str, str]) -> None:
 
 
 class _OutboxMessageFactory:
-    """Builds outbox messages: payload, trace and auth headers, partition key."""
+    """Builds outbox messages: payload, trace and auth headers, partition key; opens the store span."""
 
     def __init__(
         self,
         propagator: ITracePropagator,
         auth_snapshot_headers: AuthContextSnapshotHeaderInjector | None,
+        tracer: IOutboxTracer | None,
     ) -> None:
         self._serializer = IntegrationEventSerializer()
         self._propagator = propagator
+        self._tracer = tracer
         self._auth_snapshot_headers = (
             auth_snapshot_headers or AuthContextSnapshotHeaderInjector()
         )
@@ -73,6 +77,10 @@ class _OutboxMessageFactory:
             partition_key=event.partition_key,
         )
 
+    def storing(self, message: OutboxMessage) -> AbstractContextManager[None]:
+        """The tracer's span around the save (it may move the trace headers to itself)."""
+        return nullcontext() if self._tracer is None else self._tracer.storing(message)
+
 
 @Primary()
 @Pod()
@@ -87,10 +95,11 @@ class OutboxEventBus(IEventBus):
         storage: IOutboxStorage | None,
         propagator: ITracePropagator,
         auth_snapshot_headers: AuthContextSnapshotHeaderInjector | None = None,
+        tracer: IOutboxTracer | None = None,
     ) -> None:
-        """Wire the storage (None: only the other flavour exists) and the header policy."""
+        """Wire the storage (None: only the other flavour exists), the header policy and the tracer."""
         self._storage = storage
-        self._factory = _OutboxMessageFactory(propagator, auth_snapshot_headers)
+        self._factory = _OutboxMessageFactory(propagator, auth_snapshot_headers, tracer)
 
     @override
     def send(self, event: AbstractIntegrationEvent) -> None:
@@ -107,7 +116,9 @@ class OutboxEventBus(IEventBus):
                 "Publish it with IAsyncEventPublisher from an async use case, or "
                 "register an IOutboxStorage Pod too"
             )
-        self._storage.save(self._factory.build(event))
+        message = self._factory.build(event)
+        with self._factory.storing(message):
+            self._storage.save(message)
 
 
 @Primary()
@@ -123,10 +134,11 @@ class AsyncOutboxEventBus(IAsyncEventBus):
         storage: IAsyncOutboxStorage | None,
         propagator: ITracePropagator,
         auth_snapshot_headers: AuthContextSnapshotHeaderInjector | None = None,
+        tracer: IOutboxTracer | None = None,
     ) -> None:
-        """Wire the storage (None: only the other flavour exists) and the header policy."""
+        """Wire the storage (None: only the other flavour exists), the header policy and the tracer."""
         self._storage = storage
-        self._factory = _OutboxMessageFactory(propagator, auth_snapshot_headers)
+        self._factory = _OutboxMessageFactory(propagator, auth_snapshot_headers, tracer)
 
     @override
     async def send(self, event: AbstractIntegrationEvent) -> None:
@@ -143,4 +155,6 @@ class AsyncOutboxEventBus(IAsyncEventBus):
                 "Publish it with IEventPublisher from a sync use case, or "
                 "register an IAsyncOutboxStorage Pod too"
             )
-        await self._storage.save(self._factory.build(event))
+        message = self._factory.build(event)
+        with self._factory.storing(message):
+            await self._storage.save(message)

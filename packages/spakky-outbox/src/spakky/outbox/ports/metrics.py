@@ -10,7 +10,11 @@ type BacklogRead = Callable[[], OutboxStats | None]
 
 
 class IOutboxMetrics(ABC):
-    """Receives the relay's counts, and a way to read the outbox backlog on demand."""
+    """Receives the relay's counts and timings, and a way to read the outbox backlog on demand.
+
+    The counts and the backlog are abstract, as in 8.5; the timings have
+    defaults that drop them, so a metrics class written for 8.5 still works.
+    """
 
     @abstractmethod
     def record_relayed(self, count: int) -> None:
@@ -44,3 +48,15 @@ class IOutboxMetrics(ABC):
         read only when someone reads the figures) and passes the result to
         `record_backlog`. The default ignores it.
         """
+
+    def record_batch_size(self, count: int) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Messages one claim returned (a claim that found nothing is not reported)."""
+
+    def record_commit_to_send(self, seconds: float) -> None:  # noqa: B027 - optional hook
+        """How long a message waited in the outbox: from its ``created_at`` to the send that went through."""
+
+    def record_send_duration(self, seconds: float) -> None:  # noqa: B027 - optional hook
+        """How long one ``transport.send`` took (whatever its outcome)."""
+
+    def record_flush_duration(self, seconds: float) -> None:  # noqa: B027 - optional hook
+        """How long one ``transport.flush`` took (whatever its outcome)."""

@@ -24,6 +24,7 @@ from spakky.outbox.ports.storage import (
     IAsyncOutboxStorage,
     IAsyncOutboxWakeUp,
 )
+from spakky.outbox.ports.tracing import IOutboxTracer
 from spakky.outbox.relay.backlog import AsyncBacklogReader
 from spakky.outbox.relay.primitives import (
     AsyncEvent,
@@ -42,6 +43,7 @@ from spakky.outbox.relay.state import (
     missing_storage,
     reason,
 )
+from spakky.outbox.relay.telemetry import RelayTelemetry
 
 
 @Pod()
@@ -58,8 +60,9 @@ class AsyncOutboxRelayBackgroundService(AbstractAsyncBackgroundService):
         transport: IAsyncEventTransport,
         config: OutboxConfig,
         metrics: IOutboxMetrics | None = None,
+        tracer: IOutboxTracer | None = None,
     ) -> None:
-        """Initialize with async storage, transport, config and optional metrics.
+        """Initialize with async storage, transport, config, and optional metrics and tracer.
 
         Raises:
             OutboxStorageFlavourMissingError: No asynchronous storage is registered.
@@ -70,6 +73,7 @@ class AsyncOutboxRelayBackgroundService(AbstractAsyncBackgroundService):
         self._transport = transport
         self._config = config
         self._policy = RelayPolicy(config, metrics)
+        self._telemetry = RelayTelemetry(metrics, tracer)
         self._stop_event = AsyncEvent()
         self._writes = AsyncLock()
 
@@ -134,6 +138,7 @@ class AsyncOutboxRelayBackgroundService(AbstractAsyncBackgroundService):
         )
         if not messages:
             return BatchOutcome()
+        self._telemetry.claimed(len(messages))
         batch = self._policy.new_batch(messages, claimed_at, liveness=isinstance(storage, IAsyncOutboxLiveness))
         keeper = self._keep_claims(batch)
         try:
@@ -168,18 +173,23 @@ class AsyncOutboxRelayBackgroundService(AbstractAsyncBackgroundService):
         # The message id rides along so a consumer's inbox can tell a resend
         # (after a relay crash) from a new message; the stored headers stay as saved.
         headers = {**message.headers, MESSAGE_ID_HEADER: str(message.id)}
-        await self._transport.send(message.event_name, message.payload, headers, message.partition_key)
+        with self._telemetry.sending(message):
+            await self._transport.send(message.event_name, message.payload, headers, message.partition_key)
 
     async def _send_flushed(self, message: OutboxMessage) -> None:
         await self._send(message)
-        await self._transport.flush()
+        await self._transport_flush()
+
+    async def _transport_flush(self) -> None:
+        with self._telemetry.flushing():
+            await self._transport.flush()
 
     async def _flush(self, batch: ClaimedBatch) -> None:
         """Flush once; on a refused flush confirm one by one."""
         if not batch.flushable():
             return
         try:
-            await self._transport.flush()
+            await self._transport_flush()
         except Exception as error:
             await self._confirm_one_by_one(batch, batch.on_flush_error(error))
         else:

@@ -16,15 +16,28 @@ logger = logging.getLogger(__name__)
 BACKLOG_FRESH_SECONDS = 1.0
 """A collection observes both backlog gauges; one storage read serves both."""
 
+DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+"""Bucket bounds (seconds) of the send and flush durations: a send is enqueued in
+microseconds, a flush waits for the broker, a stalled one for its timeout."""
+WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+"""Bucket bounds (seconds) of commit-to-send: milliseconds when the relay keeps up,
+up to an hour for a backlog or a broker outage."""
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+"""Bucket bounds of the batch size, up to the largest ``BATCH_SIZE`` that starts without a warning."""
+
 
 @Pod()
 class OpenTelemetryOutboxMetrics(IOutboxMetrics):
-    """Counters ``outbox.relayed``/``failed``/``abandoned``/``fenced``, gauges for the backlog.
+    """Counters ``outbox.relayed``/``failed``/``abandoned``/``fenced``, gauges for the backlog, histograms of the relay's timings.
 
     The gauges read the backlog from the storage when they are observed (a
     collection by the SDK's reader or exporter), at most once per
     `BACKLOG_FRESH_SECONDS`; a read that fails or times out keeps the last
     values and is logged at debug level.
+
+    Histograms: ``outbox.commit_to_send`` (s, from a message's ``created_at``
+    to its send), ``outbox.send.duration`` and ``outbox.flush.duration`` (s,
+    one transport call each), ``outbox.batch.size`` (messages per claim).
     """
 
     def __init__(self, meter_provider: metrics.MeterProvider | None = None) -> None:
@@ -34,6 +47,22 @@ class OpenTelemetryOutboxMetrics(IOutboxMetrics):
         self._failed = meter.create_counter("outbox.failed", unit="{message}")
         self._abandoned = meter.create_counter("outbox.abandoned", unit="{message}")
         self._fenced = meter.create_counter("outbox.fenced", unit="{message}")
+        self._commit_to_send = meter.create_histogram(
+            "outbox.commit_to_send", unit="s", explicit_bucket_boundaries_advisory=WAIT_BUCKETS,
+            description="Time a message waited in the outbox, from its created_at to the send that went through",
+        )
+        self._send = meter.create_histogram(
+            "outbox.send.duration", unit="s", explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+            description="Duration of one transport send",
+        )
+        self._flush = meter.create_histogram(
+            "outbox.flush.duration", unit="s", explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+            description="Duration of one transport flush (the wait for the broker's confirmations)",
+        )
+        self._batch = meter.create_histogram(
+            "outbox.batch.size", unit="{message}", explicit_bucket_boundaries_advisory=BATCH_BUCKETS,
+            description="Messages one claim returned",
+        )
         self._pending = 0
         self._oldest_age = 0.0
         self._read: BacklogRead | None = None
@@ -92,3 +121,19 @@ class OpenTelemetryOutboxMetrics(IOutboxMetrics):
     def watch_backlog(self, read: BacklogRead) -> None:
         self._read = read
         self._read_at = float("-inf")
+
+    @override
+    def record_batch_size(self, count: int) -> None:
+        self._batch.record(count)
+
+    @override
+    def record_commit_to_send(self, seconds: float) -> None:
+        self._commit_to_send.record(seconds)
+
+    @override
+    def record_send_duration(self, seconds: float) -> None:
+        self._send.record(seconds)
+
+    @override
+    def record_flush_duration(self, seconds: float) -> None:
+        self._flush.record(seconds)

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/relay/async_relay.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): a00abaa20a97ed5e730212801f1ae65c285654f258450b6a04cd97172eda1827
+# Source sha256 (with the tool's): 30d2194d7567277f68742305b4bb180fd96696ef17f021becd4b602511204c4e
 """The sync outbox relay: claims stored messages and relays them to the sync transport.
 
 It only does the I/O: what a message's outcome means is decided in
@@ -27,6 +27,7 @@ from spakky.outbox.ports.storage import (
     IOutboxStorage,
     IOutboxWakeUp,
 )
+from spakky.outbox.ports.tracing import IOutboxTracer
 from spakky.outbox.relay.backlog import BacklogReader
 from spakky.outbox.relay.primitives import (
     Event,
@@ -45,6 +46,7 @@ from spakky.outbox.relay.state import (
     missing_storage,
     reason,
 )
+from spakky.outbox.relay.telemetry import RelayTelemetry
 
 
 @Pod()
@@ -61,8 +63,9 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
         transport: IEventTransport,
         config: OutboxConfig,
         metrics: IOutboxMetrics | None = None,
+        tracer: IOutboxTracer | None = None,
     ) -> None:
-        """Initialize with sync storage, transport, config and optional metrics.
+        """Initialize with sync storage, transport, config, and optional metrics and tracer.
 
         Raises:
             OutboxStorageFlavourMissingError: No synchronous storage is registered.
@@ -73,6 +76,7 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
         self._transport = transport
         self._config = config
         self._policy = RelayPolicy(config, metrics)
+        self._telemetry = RelayTelemetry(metrics, tracer)
         self._stop_event = Event()
         self._writes = Lock()
 
@@ -137,6 +141,7 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
         )
         if not messages:
             return BatchOutcome()
+        self._telemetry.claimed(len(messages))
         batch = self._policy.new_batch(messages, claimed_at, liveness=isinstance(storage, IOutboxLiveness))
         keeper = self._keep_claims(batch)
         try:
@@ -171,18 +176,23 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
         # The message id rides along so a consumer's inbox can tell a resend
         # (after a relay crash) from a new message; the stored headers stay as saved.
         headers = {**message.headers, MESSAGE_ID_HEADER: str(message.id)}
-        self._transport.send(message.event_name, message.payload, headers, message.partition_key)
+        with self._telemetry.sending(message):
+            self._transport.send(message.event_name, message.payload, headers, message.partition_key)
 
     def _send_flushed(self, message: OutboxMessage) -> None:
         self._send(message)
-        self._transport.flush()
+        self._transport_flush()
+
+    def _transport_flush(self) -> None:
+        with self._telemetry.flushing():
+            self._transport.flush()
 
     def _flush(self, batch: ClaimedBatch) -> None:
         """Flush once; on a refused flush confirm one by one."""
         if not batch.flushable():
             return
         try:
-            self._transport.flush()
+            self._transport_flush()
         except Exception as error:
             self._confirm_one_by_one(batch, batch.on_flush_error(error))
         else:

@@ -1,0 +1,1 @@
+"""Tracing through the outbox: spans where events are stored and sent."""
