@@ -22,6 +22,8 @@ from starlette.types import ASGIApp
 
 from tests.services.resolve import ServiceSpec, required
 
+from .outbox_app import Outbox, started_outbox
+
 CHROMIUM_ENV = "SPAKKY_OUTBOX_CHROMIUM"
 """Path of the Chromium to drive; default the first of `_CHROMIUM_NAMES` on PATH."""
 SCREENSHOTS_ENV = "SPAKKY_OUTBOX_CONSOLE_SCREENSHOTS"
@@ -130,3 +132,10 @@ def screenshot(tmp_path: Path) -> Callable[[Page, str], Path]:
         return target
 
     return take
+
+
+@pytest.fixture
+def outbox(postgres_url: str) -> Iterator[Outbox]:
+    """A started application with the SQLAlchemy outbox on a fresh PostgreSQL table (relay off)."""
+    with started_outbox(postgres_url) as started:
+        yield started

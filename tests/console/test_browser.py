@@ -8,133 +8,28 @@ a service would mount it. The outbox is filled through the storage's own calls
 an action did reads the table with SQL, not through the console.
 """
 
-import os
 import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import pytest
 from playwright.sync_api import Page, expect
 from pydantic import SecretStr
-from spakky.core.application.application import SpakkyApplication
-from spakky.core.application.application_context import ApplicationContext
-from spakky.data.persistency.transaction import AbstractAsyncTransaction
-from spakky.outbox.application.loop import StorageLoop
-from spakky.outbox.cli.plugins import outbox_plugins
 from spakky.outbox.common.fingerprint import failure_fingerprint
-from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.console.app import outbox_console
 from spakky.outbox.console.config import OutboxConsoleConfig
-from spakky.outbox.ports.storage import (
-    IAsyncOutboxRetryScheduling,
-    IAsyncOutboxStorage,
-    IAsyncOutboxWakeUp,
-)
-from sqlalchemy import Engine, create_engine, make_url, text
 from starlette.applications import Starlette
 from starlette.responses import HTMLResponse, PlainTextResponse
 from starlette.routing import Mount, Route
 
 from .conftest import serve
+from .outbox_app import Outbox
 
 TOKEN = "console-" + uuid4().hex
 NO_ROUTE = "EventDeliveryRejectedError: no route for order {n}"
 TIMEOUT = "TimeoutError: broker 10.0.0.5:5672 did not answer in 30 s"
 Shot = Callable[[Page, str], Path]
-
-
-@contextmanager
-def _environ(values: dict[str, str]) -> Iterator[None]:
-    saved = dict(os.environ)
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-class Outbox:
-    """A started application over a fresh PostgreSQL outbox table, and SQL access to that table."""
-
-    def __init__(self, app: SpakkyApplication, engine: Engine, table: str) -> None:
-        self.app = app
-        self.engine = engine
-        self.table = table
-        context = app.application_context
-        self.storage = context.get(IAsyncOutboxStorage)  # type: ignore[type-abstract]
-        self.transaction = context.get(AbstractAsyncTransaction)  # type: ignore[type-abstract]
-        self.loop = StorageLoop.of(context)
-
-    def seed(self, count: int, error: str | None = None, key: str | None = None, name: str = "OrderPlaced") -> list[UUID]:
-        """Save ``count`` messages in one transaction; abandon them with ``error`` when given."""
-        messages = [
-            OutboxMessage(uuid4(), name, b"{}", {}, datetime.now(UTC) - timedelta(minutes=3), partition_key=key)
-            for _ in range(count)
-        ]
-
-        async def run() -> None:
-            async with self.transaction:
-                for message in messages:
-                    await self.storage.save(message)
-            if error is None:
-                return
-            assert isinstance(self.storage, IAsyncOutboxRetryScheduling)
-            # Claim until every new message was claimed once; hand others back untouched.
-            left = {m.id for m in messages}
-            for _ in range(100):
-                claimed = await self.storage.fetch_pending(100, 5)
-                others = [m.id for m in claimed if m.id not in left]
-                for message in (m for m in claimed if m.id in left):
-                    await self.storage.abandon(message.id, error.format(n=len(left)))
-                    left.discard(message.id)
-                await self.storage.release(others)
-                if not left:
-                    return
-            raise AssertionError(f"{len(left)} seeded messages were never claimed")
-
-        self.loop.run_blocking(run())
-        return [m.id for m in messages]
-
-    def count(self, where: str) -> int:
-        """Rows of the table matching ``where`` (raw SQL, not the storage)."""
-        with self.engine.connect() as connection:
-            return int(connection.execute(text(f"SELECT count(*) FROM {self.table} WHERE {where}")).scalar_one())
-
-
-@pytest.fixture
-def outbox(postgres_url: str) -> Iterator[Outbox]:
-    """A Spakky application with the SQLAlchemy outbox on a fresh PostgreSQL table (relay off)."""
-    url = make_url(postgres_url)
-    table = f"console_outbox_{uuid4().hex[:12]}"
-    env = {
-        "SPAKKY_SQLALCHEMY__CONNECTION_STRING": url.set(drivername="postgresql+asyncpg").render_as_string(
-            hide_password=False
-        ),
-        "SPAKKY_OUTBOX__STORAGE": "sqlalchemy",
-        "SPAKKY_OUTBOX__RELAY": "off",
-        "SPAKKY_OUTBOX_SQLALCHEMY__TABLE_NAME": table,
-    }
-    engine = create_engine(url.set(drivername="postgresql+psycopg"))
-    with _environ(env):
-        app = SpakkyApplication(ApplicationContext())
-        app.load_plugins(include=outbox_plugins())
-        app.start()
-    outbox = Outbox(app, engine, table)
-    try:
-        yield outbox
-    finally:
-        # With no relay in the process nothing else closes the NOTIFY
-        # connection the saves opened (the relay does it when it stops).
-        assert isinstance(outbox.storage, IAsyncOutboxWakeUp)
-        outbox.loop.run_blocking(outbox.storage.close_wake_up())
-        app.stop()
-        with engine.begin() as connection:
-            connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
-        engine.dispose()
 
 
 def _service(outbox: Outbox, token: str | None) -> Starlette:

@@ -26,7 +26,8 @@ def initialize(app: SpakkyApplication) -> None:
 
     Registers the configuration, both outbox buses, the inbox aspects, the health check,
     `ApplicationEventLoop`, OpenTelemetry metrics and tracing when
-    ``opentelemetry-api`` is installed, the one relay that ``SPAKKY_OUTBOX__RELAY`` selects and,
+    ``opentelemetry-api`` is installed, the health check as a spakky-actuator probe
+    when spakky-actuator is installed, the one relay that ``SPAKKY_OUTBOX__RELAY`` selects and,
     when ``SPAKKY_OUTBOX__DELIVERY`` names one, the outbox's own delivery adapter.
     Settings are validated here, so a bad value fails at startup with an error
     naming the variable to change, and a costly one (a busy polling interval, a
@@ -51,6 +52,10 @@ def initialize(app: SpakkyApplication) -> None:
 
         app.add(OpenTelemetryOutboxMetrics)
         app.add(OpenTelemetryOutboxTracer)
+    if find_spec("spakky.actuator") is not None:
+        from spakky.outbox.relay.actuator import OutboxActuatorHealthProbe
+
+        app.add(OutboxActuatorHealthProbe)
     register_delivery(app, config)
     if config.relay is not RelayMode.OFF:
         for warning in config.unusual_settings():
