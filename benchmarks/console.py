@@ -1,0 +1,130 @@
+"""Console cost against backlog size: each page and action at 10,000 and at 1,000,000 rows, in one run.
+
+Every console page and action must cost O(page), whatever the outbox holds.
+The script fills two PostgreSQL outbox tables (``INSERT ... SELECT
+generate_series``: 80 % published, 10 % pending over 1,000 keys, 10 %
+abandoned with two kinds of failure), starts the application as
+``spakky-outbox`` does over each, and times the console's JSON API through
+Starlette's test client (the HTTP stack in process, the storage real): the
+overview, the failure groups, one group's abandoned messages, a requeue dry
+run of one group and the requeue itself (one confirmed run: at most 1,000
+messages). It prints the median of a few calls per size and the ratio
+1M / 10k; O(page) shows as a ratio near 1, a scan as one near 100.
+
+Usage: ``python -m benchmarks.console [--url postgresql://...] [--repeat 5]``.
+"""
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+from spakky.outbox.console.app import outbox_console
+from spakky.outbox.console.config import OutboxConsoleConfig
+from sqlalchemy import create_engine, text
+from starlette.testclient import TestClient
+
+from benchmarks.common import DEFAULT_PG_URL
+from tests.console.outbox_app import Outbox, started_outbox
+
+SIZES = (10_000, 1_000_000)
+TOKEN = "bench-console-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}", "X-Outbox-Operator": "benchmark"}
+
+
+def fill(outbox: Outbox, rows: int) -> None:
+    """Fill the application's (empty) outbox table with ``rows`` rows in one statement."""
+    with outbox.engine.begin() as connection:
+        connection.execute(
+            text(
+                f"""
+                INSERT INTO {outbox.table}
+                    (id, event_name, payload, headers, created_at, published_at, retry_count,
+                     partition_key, abandoned_at, last_error)
+                SELECT gen_random_uuid(), 'OrderPlaced', '\\x7b7d'::bytea, '{{}}'::json,
+                       now() - interval '2 hours' + g * interval '1 ms',
+                       CASE WHEN g % 10 < 8 THEN now() END,
+                       CASE WHEN g % 10 = 9 THEN 5 ELSE 0 END,
+                       'customer-' || (g % 1000),
+                       CASE WHEN g % 10 = 9 THEN now() - interval '1 hour' + g * interval '1 ms' END,
+                       CASE WHEN g % 10 = 9 THEN
+                           CASE WHEN g % 20 = 9 THEN 'EventDeliveryRejectedError: no route for order ' || g
+                                ELSE 'TimeoutError: broker 10.0.0.' || (g % 7) || ' port 5672 did not answer in 30 s' END
+                       END
+                FROM generate_series(1, :rows) AS g
+                """
+            ),
+            {"rows": rows},
+        )
+        connection.execute(text(f"ANALYZE {outbox.table}"))
+
+
+def median_ms(call: Callable[[], object], repeat: int) -> float:
+    """Median wall time of ``call`` over ``repeat`` runs, after one warm-up, in milliseconds."""
+    call()
+    times: list[float] = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def ok(response: httpx.Response) -> dict[str, Any]:
+    """The JSON document of a 2xx response (or an unhealthy 503); anything else stops the benchmark."""
+    if not 200 <= response.status_code < 300 and response.status_code != 503:
+        raise SystemExit(f"console answered {response.status_code}: {response.text}")
+    document: dict[str, Any] = response.json()
+    return document
+
+
+def measure(url: str, rows: int, repeat: int) -> dict[str, float]:
+    """Fill an outbox of ``rows`` rows and time each console call over it."""
+    with started_outbox(url) as outbox:
+        outbox.seed(1)  # the storage creates its table with the first save
+        started = time.perf_counter()
+        fill(outbox, rows)
+        print(f"  {rows:>9,} rows filled in {time.perf_counter() - started:.1f} s", flush=True)
+        config = OutboxConsoleConfig(token=SecretStr(TOKEN))
+        with TestClient(outbox_console(outbox.app.application_context, config)) as client:
+            groups = ok(client.get("/api/failure-groups"))["groups"]
+            fingerprint = groups[0]["fingerprint"]
+            body = {"scope": "group", "fingerprint": fingerprint}
+            timings = {
+                "overview": median_ms(lambda: ok(client.get("/api/overview")), repeat),
+                "health": median_ms(lambda: ok(client.get("/api/health")), repeat),
+                "failure groups": median_ms(lambda: ok(client.get("/api/failure-groups")), repeat),
+                "abandoned of a group (50)": median_ms(
+                    lambda: ok(client.get(f"/api/abandoned?group={fingerprint}&limit=50")), repeat
+                ),
+                "requeue dry run (group)": median_ms(
+                    lambda: ok(client.post("/api/actions/requeue/dry-run", json=body, headers=AUTH)), repeat
+                ),
+            }
+            confirmation = ok(client.post("/api/actions/requeue/dry-run", json=body, headers=AUTH))["confirmation"]
+            started = time.perf_counter()
+            done = ok(client.post("/api/actions/requeue", json={"confirmation": confirmation}, headers=AUTH))
+            timings["requeue one group (one run)"] = (time.perf_counter() - started) * 1000
+            print(f"  requeued {done['entry']['affected']} messages in one run", flush=True)
+    return timings
+
+
+def main() -> None:
+    """Measure both sizes and print the table with the ratios."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--url", default=DEFAULT_PG_URL)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    create_engine(args.url).dispose()
+    results = {rows: measure(args.url, rows, args.repeat) for rows in SIZES}
+    small, large = results[SIZES[0]], results[SIZES[1]]
+    print(f"\n{'console call':<32}{'10k rows':>12}{'1M rows':>12}{'1M / 10k':>10}")
+    for name in small:
+        print(f"{name:<32}{small[name]:>10.1f}ms{large[name]:>10.1f}ms{large[name] / small[name]:>9.2f}x")
+
+
+if __name__ == "__main__":
+    main()
