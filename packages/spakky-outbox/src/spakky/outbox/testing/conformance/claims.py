@@ -1,6 +1,7 @@
 """Rules of claims and acknowledgements (base level): oldest first, exclusive, fenced, budget spent."""
 
 import asyncio
+import time
 
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.testing.conformance.support import (
@@ -67,18 +68,49 @@ async def test_fetch_pending_claimed_expect_other_instance_gets_nothing(
 async def test_fetch_pending_concurrent_instances_expect_disjoint_claims(
     outbox_harness: AbstractOutboxHarness,
 ) -> None:
-    """Instances claiming at the same time never get the same message."""
+    """Instances claiming at the same time never get the same message while its claim holds.
+
+    On a slow machine a claim may really lapse between rounds (its lease or
+    timeout ran out) and be taken again; that is the storage working. A
+    message counts as claimed twice only when the second claim ended before
+    the first one's hold could have run out, measured from before the first
+    round began, so a correct storage is never called broken.
+    """
+    hold = outbox_harness.claim_lease_seconds or outbox_harness.claim_timeout_seconds
     sent = [message() for _ in range(80)]
     await outbox_harness.write(sent)
     storages = [outbox_harness.new_storage() for _ in range(4)]
     claimed: list[OutboxMessage] = []
+    first_claim: dict[str, float] = {}
+    twice: set[str] = set()
+    lapsed: set[str] = set()
     for _ in range(4):
+        started = time.monotonic()
         results = await asyncio.gather(*(s.fetch_pending(7, MAX_RETRY) for s in storages))
-        claimed += [m for batch in results for m in batch]
-    twice = sorted({n for n in names(claimed) if names(claimed).count(n) > 1})
-    assert not twice, rule("concurrent claims never hand one message to two instances", f"claimed twice: {twice}")
+        ended = time.monotonic()
+        for m in (m for batch in results for m in batch):
+            name = names([m])[0]
+            if name not in first_claim:
+                first_claim[name] = started
+            elif ended - first_claim[name] < hold:
+                twice.add(name)
+            else:
+                lapsed.add(name)
+            claimed.append(m)
+    assert not twice, rule(
+        "concurrent claims never hand one message to two instances", f"claimed twice: {sorted(twice)}"
+    )
     rest = await storages[0].fetch_pending(100, MAX_RETRY)
-    assert sorted(map(str, ids(claimed) + ids(rest))) == sorted(map(str, ids(sent))), rule(
+    seen = ids(claimed) + ids(rest)
+    if lapsed or time.monotonic() - min(first_claim.values(), default=time.monotonic()) >= hold:
+        # Some claims may have lapsed and been taken again (by `rest` too): every
+        # message is still claimed and nothing unknown is, but not once each.
+        assert set(map(str, seen)) == set(map(str, ids(sent))), rule(
+            "every message is claimed across instances",
+            f"{len(set(map(str, seen)))} distinct of {len(sent)} (slow run: {len(lapsed)} claims lapsed)",
+        )
+        return
+    assert sorted(map(str, seen)) == sorted(map(str, ids(sent))), rule(
         "every message is claimed exactly once across instances",
         f"{len(claimed)} + {len(rest)} claimed of {len(sent)}",
     )
