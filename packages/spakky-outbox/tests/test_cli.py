@@ -27,6 +27,7 @@ from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import OutboxTarget
 from spakky.outbox.testing.memory import InMemoryOutboxStorage
+from spakky.outbox.testing.memory_state import ManualClock, system_clock
 from spakky.outbox.testing.transport import (
     AsyncRecordingEventTransport,
     RecordingEventTransport,
@@ -310,8 +311,14 @@ def test_cli_health_expect_exit_0_then_1_past_max_pending_age() -> None:
 
 def test_cli_sync_only_storage_expect_every_command_works() -> None:
     """An app with only a sync storage (no async one) is administered too: its calls run in worker threads."""
-    seed_abandoned(2)
-    seed_published(3)
+    # Published an hour ago, so `purge --published-before 1s` below has them to
+    # purge however fast the test runs (it raced the clock on a quiet machine).
+    store.STATE.clock = ManualClock(datetime.now(UTC) - timedelta(hours=1))
+    try:
+        seed_abandoned(2)
+        seed_published(3)
+    finally:
+        store.STATE.clock = system_clock
     out = io.StringIO()
 
     def sync_run(*argv: str) -> tuple[int, str]:
