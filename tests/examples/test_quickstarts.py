@@ -151,7 +151,14 @@ def run_quickstart(
             def received() -> list[tuple[str, str]]:
                 return [(m[1], m[2]) for line in consumer.lines if (m := RECEIVED.match(line)) and m[1] in ours]
 
-            wait_for(lambda: len(received()) >= len(run.committed) or consumer.ended(), timeout=TIMEOUT)
+            try:
+                wait_for(lambda: len(received()) >= len(run.committed) or consumer.ended(), timeout=TIMEOUT)
+            except AssertionError as error:
+                # Both processes' output says where the orders stopped: not relayed, or not consumed.
+                raise AssertionError(
+                    f"{error}: {len(received())} of {len(run.committed)} committed orders arrived\n"
+                    f"--- service ---\n{service.report()}\n--- consumer ---\n{consumer.report()}"
+                ) from None
             run.received = received()
         finally:
             statuses = [p.interrupt() for p in (service, consumer) if p is not None]

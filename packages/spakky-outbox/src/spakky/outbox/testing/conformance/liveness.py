@@ -167,7 +167,9 @@ async def test_relay_stalled_past_lease_between_claim_and_send_expect_nothing_of
     relay = relay_over(outbox_harness, storage, transport)
     stalled = asyncio.ensure_future(relay.relay_batch())
     try:
-        await eventually(outbox_harness, lambda: asyncio.sleep(0, claimed_at), bool, timeout=5, what="the claim")
+        await eventually(
+            outbox_harness, lambda: asyncio.sleep(0, claimed_at), bool, timeout=5, what="the claim", paced=True
+        )
         taker = outbox_harness.new_storage()
         taken: list[OutboxMessage] = []
         while len(taken) < len(batch) or time.monotonic() < claimed_at[0] + claim_ends_within(outbox_harness):
@@ -226,7 +228,9 @@ async def test_relay_acknowledgement_retried_past_lease_expect_claims_kept(
     other = outbox_harness.new_storage()
     stolen: list[OutboxMessage] = []
     try:
-        await eventually(outbox_harness, lambda: asyncio.sleep(0, attempts), bool, timeout=5, what="an acknowledgement")
+        await eventually(
+            outbox_harness, lambda: asyncio.sleep(0, attempts), bool, timeout=5, what="an acknowledgement", paced=True
+        )
         until = attempts[0] + 2 * claim_ends_within(outbox_harness)
         while time.monotonic() < until:
             stolen += await other.fetch_pending(10, MAX_RETRY)

@@ -90,8 +90,13 @@ async def eventually[T](
     timeout: float,
     what: str,
     step: float = 0.05,
+    paced: bool = False,
 ) -> tuple[T, float]:
     """Re-run ``probe`` until ``accept`` holds, advancing the harness clock.
+
+    With ``paced``, real time passes with the harness clock (see `pace`): a relay
+    running beside the test renews its claims on its own real-time clock, so a
+    manual clock raced ahead would lapse them before the relay got to run.
 
     Returns:
         The accepted value and the clock time waited for it.
@@ -106,7 +111,7 @@ async def eventually[T](
             return value, waited
         if waited >= timeout:
             raise AssertionError(f"waited {timeout:g}s for {what}; last seen: {value!r}")
-        await harness.advance(step)
+        await (pace(harness, step) if paced else harness.advance(step))
         waited += step
 
 
