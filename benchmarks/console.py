@@ -8,8 +8,11 @@ abandoned with two kinds of failure), starts the application as
 Starlette's test client (the HTTP stack in process, the storage real): the
 overview, the failure groups, one group's abandoned messages, a requeue dry
 run of one group and the requeue itself (one confirmed run: at most 1,000
-messages). It prints the median of a few calls per size and the ratio
-1M / 10k; O(page) shows as a ratio near 1, a scan as one near 100.
+messages). Both outboxes are up at once and the sizes take turns call by
+call, so the load of a shared machine falls on both alike. It prints the
+median of a few calls per size and the ratio 1M / 10k; O(page) shows as a
+ratio near 1, a scan as one near 100. Each run works on tables of its own
+(``console_outbox_<random>``, dropped at the end), so runs may overlap.
 
 Usage: ``python -m benchmarks.console [--url postgresql://...] [--repeat 5]``.
 """
@@ -17,7 +20,8 @@ Usage: ``python -m benchmarks.console [--url postgresql://...] [--repeat 5]``.
 import argparse
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from typing import Any
 
 import httpx
@@ -62,15 +66,21 @@ def fill(outbox: Outbox, rows: int) -> None:
         connection.execute(text(f"ANALYZE {outbox.table}"))
 
 
-def median_ms(call: Callable[[], object], repeat: int) -> float:
-    """Median wall time of ``call`` over ``repeat`` runs, after one warm-up, in milliseconds."""
-    call()
-    times: list[float] = []
-    for _ in range(repeat):
-        started = time.perf_counter()
+def interleaved_ms(calls: Sequence[Callable[[], object]], repeat: int) -> list[float]:
+    """Median wall time of each of ``calls``, run in turn ``repeat`` times after one warm-up each.
+
+    Taking turns puts every size under the same load of the (shared) machine,
+    so the ratio compares the sizes, not two moments of the machine.
+    """
+    for call in calls:
         call()
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+    times: list[list[float]] = [[] for _ in calls]
+    for _ in range(repeat):
+        for call, kept in zip(calls, times, strict=True):
+            started = time.perf_counter()
+            call()
+            kept.append((time.perf_counter() - started) * 1000)
+    return [statistics.median(kept) for kept in times]
 
 
 def ok(response: httpx.Response) -> dict[str, Any]:
@@ -81,35 +91,53 @@ def ok(response: httpx.Response) -> dict[str, Any]:
     return document
 
 
-def measure(url: str, rows: int, repeat: int) -> dict[str, float]:
-    """Fill an outbox of ``rows`` rows and time each console call over it."""
-    with started_outbox(url) as outbox:
-        outbox.seed(1)  # the storage creates its table with the first save
-        started = time.perf_counter()
-        fill(outbox, rows)
-        print(f"  {rows:>9,} rows filled in {time.perf_counter() - started:.1f} s", flush=True)
-        config = OutboxConsoleConfig(token=SecretStr(TOKEN))
-        with TestClient(outbox_console(outbox.app.application_context, config)) as client:
-            groups = ok(client.get("/api/failure-groups"))["groups"]
-            fingerprint = groups[0]["fingerprint"]
-            body = {"scope": "group", "fingerprint": fingerprint}
-            timings = {
-                "overview": median_ms(lambda: ok(client.get("/api/overview")), repeat),
-                "health": median_ms(lambda: ok(client.get("/api/health")), repeat),
-                "failure groups": median_ms(lambda: ok(client.get("/api/failure-groups")), repeat),
-                "abandoned of a group (50)": median_ms(
-                    lambda: ok(client.get(f"/api/abandoned?group={fingerprint}&limit=50")), repeat
-                ),
-                "requeue dry run (group)": median_ms(
-                    lambda: ok(client.post("/api/actions/requeue/dry-run", json=body, headers=AUTH)), repeat
-                ),
-            }
-            confirmation = ok(client.post("/api/actions/requeue/dry-run", json=body, headers=AUTH))["confirmation"]
+def reads(client: TestClient) -> dict[str, Callable[[], object]]:
+    """The console calls timed, over one outbox's console."""
+    fingerprint = ok(client.get("/api/failure-groups"))["groups"][0]["fingerprint"]
+    body = {"scope": "group", "fingerprint": fingerprint}
+    return {
+        "overview": lambda: ok(client.get("/api/overview")),
+        "health": lambda: ok(client.get("/api/health")),
+        "failure groups": lambda: ok(client.get("/api/failure-groups")),
+        "abandoned of a group (50)": lambda: ok(client.get(f"/api/abandoned?group={fingerprint}&limit=50")),
+        "requeue dry run (group)": lambda: ok(
+            client.post("/api/actions/requeue/dry-run", json=body, headers=AUTH)
+        ),
+    }
+
+
+def requeue_ms(client: TestClient) -> float:
+    """One confirmed requeue of the largest failure group (at most one run of 1,000 messages)."""
+    fingerprint = ok(client.get("/api/failure-groups"))["groups"][0]["fingerprint"]
+    body = {"scope": "group", "fingerprint": fingerprint}
+    confirmation = ok(client.post("/api/actions/requeue/dry-run", json=body, headers=AUTH))["confirmation"]
+    started = time.perf_counter()
+    done = ok(client.post("/api/actions/requeue", json={"confirmation": confirmation}, headers=AUTH))
+    elapsed = (time.perf_counter() - started) * 1000
+    print(f"  requeued {done['entry']['affected']} messages in one run", flush=True)
+    return elapsed
+
+
+def measure(url: str, repeat: int) -> dict[int, dict[str, float]]:
+    """Fill one outbox per size and time each console call over them, the sizes taking turns."""
+    config = OutboxConsoleConfig(token=SecretStr(TOKEN))
+    with ExitStack() as stack:
+        clients: dict[int, TestClient] = {}
+        for rows in SIZES:
+            outbox = stack.enter_context(started_outbox(url))
+            outbox.seed(1)  # the storage creates its table with the first save
             started = time.perf_counter()
-            done = ok(client.post("/api/actions/requeue", json={"confirmation": confirmation}, headers=AUTH))
-            timings["requeue one group (one run)"] = (time.perf_counter() - started) * 1000
-            print(f"  requeued {done['entry']['affected']} messages in one run", flush=True)
-    return timings
+            fill(outbox, rows)
+            print(f"  {rows:>9,} rows filled in {time.perf_counter() - started:.1f} s ({outbox.table})", flush=True)
+            clients[rows] = stack.enter_context(TestClient(outbox_console(outbox.app.application_context, config)))
+        calls = {rows: reads(client) for rows, client in clients.items()}
+        results: dict[int, dict[str, float]] = {rows: {} for rows in SIZES}
+        for name in calls[SIZES[0]]:
+            for rows, median in zip(SIZES, interleaved_ms([calls[r][name] for r in SIZES], repeat), strict=True):
+                results[rows][name] = median
+        for rows, client in clients.items():
+            results[rows]["requeue one group (one run)"] = requeue_ms(client)
+    return results
 
 
 def main() -> None:
@@ -119,7 +147,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     create_engine(args.url).dispose()
-    results = {rows: measure(args.url, rows, args.repeat) for rows in SIZES}
+    results = measure(args.url, args.repeat)
     small, large = results[SIZES[0]], results[SIZES[1]]
     print(f"\n{'console call':<32}{'10k rows':>12}{'1M rows':>12}{'1M / 10k':>10}")
     for name in small:
