@@ -18,6 +18,7 @@ from tests.faults.proxy import FaultProxy, fault_proxy
 from tests.faults.targets import redis_target as build_redis_target
 from tests.faults.targets import sql_target
 from tests.services.private import running_private_postgres
+from tests.services.rabbitmq_servers import PrivateRabbitMQ, running_private_rabbitmq
 from tests.services.redis_servers import private_redis
 
 
@@ -131,6 +132,13 @@ async def private_redis_target(restartable: dict[str, Callable[[], None]]) -> As
         restartable["private-redis"] = server.restart
         async with build_redis_target("private-redis", server.url, server.url, _outbox_config()) as target:
             yield target
+
+
+@pytest.fixture
+def private_rabbitmq() -> Iterator[PrivateRabbitMQ]:
+    """A private RabbitMQ node (never the machine's shared one) the drill may restart."""
+    with running_private_rabbitmq() as server:
+        yield server
 
 
 @pytest.fixture

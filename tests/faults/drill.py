@@ -244,6 +244,10 @@ class Drill:
             await asyncio.sleep(0.02)
         return time.monotonic()
 
+    async def stats(self) -> OutboxStats:
+        """The outbox's counts right now."""
+        return await self._stats()
+
     async def _stats(self) -> OutboxStats:
         """The outbox's counts; asked again when the storage reports itself unavailable once."""
         storage = self.target.storage
