@@ -270,6 +270,64 @@ async def _workers(
     return counter.commits, counter.errors, time.perf_counter() - started, counter.first_error
 
 
+@dataclass
+class RotatedRates:
+    """What `rotate_modes` measured at one concurrency."""
+
+    rate: dict[str, float]
+    """Commits/s per mode over every round."""
+    per_round: list[dict[str, float]]
+    """Each round's commits/s per mode."""
+    errors: int
+    first_error: str | None
+
+    def median_ratio(self, mode: str, reference: str = PLAIN) -> float:
+        """Median over rounds of ``mode``'s rate divided by ``reference``'s in the same round."""
+        ratios = [r[mode] / r[reference] for r in self.per_round if r[reference]]
+        return statistics.median(ratios) if ratios else math.nan
+
+
+async def rotate_modes(
+    transaction: Transaction,
+    clear_context: Callable[[], None],
+    modes: Sequence[str],
+    *,
+    concurrency: int,
+    seconds: float,
+    rounds: int,
+    warmup: float,
+) -> RotatedRates:
+    """Commits/s per mode, in short blocks that rotate through the modes round by round.
+
+    The machine is shared, so its speed drifts within seconds: each round runs
+    every mode for ``seconds / rounds`` back to back (the first mode rotating),
+    so that ratios taken as medians of the rounds' own ratios move with a burst
+    of outside load in one round, not in one mode.
+    """
+    for mode in modes:
+        await _workers(transaction, clear_context, concurrency, warmup, mode, "warm")
+    commits = dict.fromkeys(modes, 0)
+    elapsed = dict.fromkeys(modes, 0.0)
+    per_round: list[dict[str, float]] = []
+    errors = 0
+    first_error: str | None = None
+    for round_index in range(rounds):
+        shift = round_index % len(modes)
+        rates: dict[str, float] = {}
+        for mode in [*modes[shift:], *modes[:shift]]:
+            done, failed, took, error = await _workers(
+                transaction, clear_context, concurrency, seconds / rounds, mode, f"r{round_index}{mode}"
+            )
+            commits[mode] += done
+            elapsed[mode] += took
+            rates[mode] = done / took
+            errors += failed
+            first_error = first_error or error
+        per_round.append(rates)
+    rate = {mode: commits[mode] / elapsed[mode] for mode in modes}
+    return RotatedRates(rate, per_round, errors, first_error)
+
+
 async def write_path(
     transaction: Transaction,
     clear_context: Callable[[], None],
@@ -279,70 +337,36 @@ async def write_path(
     rounds: int = 8,
     warmup: float = 0.5,
 ) -> dict[str, Any]:
-    """Commits/s per mode, in short blocks that rotate through the modes round by round.
-
-    The machine is shared, so its speed drifts within seconds: each round runs
-    every mode for ``seconds / rounds`` back to back (the first mode rotating),
-    and the ratios are the medians of the rounds' own ratios, so a burst of
-    outside load moves one round, not a mode.
-    """
-    modes = (PLAIN, EVENT, EXTRA_ROW)
+    """Commits/s without an event, with one, and with one extra row instead (see `rotate_modes`)."""
     result: dict[str, Any] = {}
     for concurrency in concurrency_levels:
-        for mode in modes:
-            await _workers(transaction, clear_context, concurrency, warmup, mode, "warm")
-        commits = dict.fromkeys(modes, 0)
-        elapsed = dict.fromkeys(modes, 0.0)
-        per_round: list[dict[str, float]] = []
-        errors = 0
-        first_error: str | None = None
-        for round_index in range(rounds):
-            shift = round_index % len(modes)
-            rates: dict[str, float] = {}
-            for mode in modes[shift:] + modes[:shift]:
-                done, failed, took, error = await _workers(
-                    transaction,
-                    clear_context,
-                    concurrency,
-                    seconds / rounds,
-                    mode,
-                    f"r{round_index}{mode}",
-                )
-                commits[mode] += done
-                elapsed[mode] += took
-                rates[mode] = done / took
-                errors += failed
-                first_error = first_error or error
-            per_round.append(rates)
-        rate = {mode: commits[mode] / elapsed[mode] for mode in modes}
+        measured = await rotate_modes(
+            transaction, clear_context, (PLAIN, EVENT, EXTRA_ROW),
+            concurrency=concurrency, seconds=seconds, rounds=rounds, warmup=warmup,
+        )
+        rate, per_round = measured.rate, measured.per_round
         entry: dict[str, Any] = {
             "without_event_per_s": rate[PLAIN],
             "with_event_per_s": rate[EVENT],
             "extra_row_per_s": rate[EXTRA_ROW],
-            "ratio": _median_ratio(per_round, EVENT),
-            "extra_row_ratio": _median_ratio(per_round, EXTRA_ROW),
+            "ratio": measured.median_ratio(EVENT),
+            "extra_row_ratio": measured.median_ratio(EXTRA_ROW),
             "round_ratios": [
                 {mode: round(r[mode] / r[PLAIN], 3) for mode in (EVENT, EXTRA_ROW)}
                 for r in per_round
                 if r[PLAIN]
             ],
-            "errors": errors,
+            "errors": measured.errors,
         }
-        if first_error:
-            entry["first_error"] = first_error
+        if measured.first_error:
+            entry["first_error"] = measured.first_error
         result[f"c{concurrency}"] = entry
         progress(
             f"write path x{concurrency}: {rate[PLAIN]:.0f}/s without, {rate[EVENT]:.0f}/s "
             f"with event (median ratio {entry['ratio']:.2f}); one extra row instead: "
-            f"{entry['extra_row_ratio']:.2f}; errors {errors}"
+            f"{entry['extra_row_ratio']:.2f}; errors {measured.errors}"
         )
     return result
-
-
-def _median_ratio(per_round: Sequence[dict[str, float]], mode: str) -> float:
-    """Median over rounds of ``mode``'s rate divided by the plain rate of the same round."""
-    ratios = [r[mode] / r[PLAIN] for r in per_round if r[PLAIN]]
-    return statistics.median(ratios) if ratios else math.nan
 
 
 # ------------------------------------------------------------------- latency

@@ -21,6 +21,8 @@ RESTART_BAR_S = 5.0
 LATENCY_BAR_MS = 50.0
 LIMIT_BAR = 0.7
 """Our relay's drain as a share of the bare claim + acknowledge loop (issue 21)."""
+INBOX_BAR = 0.9
+"""A handler with the inbox as a share of the same handler writing one extra plain row (issue 19)."""
 
 
 def dig(data: Any, *path: str) -> Any:
@@ -81,6 +83,7 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
         *relay_rows(ours, sizes),
         *broker_rows(ours),
         *limit_rows(ours, sizes),
+        *inbox_rows(ours, sizes),
     ]
 
 
@@ -99,6 +102,25 @@ def limit_rows(ours: dict[str, Any], sizes: dict[str, Any]) -> list[Row]:
                 "",
                 f">= {LIMIT_BAR}x",
                 verdict(relay >= LIMIT_BAR * bare if both(relay, bare) else None),
+            )
+        )
+    return rows
+
+
+def inbox_rows(ours: dict[str, Any], sizes: dict[str, Any]) -> list[Row]:
+    """A handler with the inbox beside the same handler writing one plain row more."""
+    rows: list[Row] = []
+    for level in sizes.get("inbox_concurrency", []):
+        ratio = dig(ours, "inbox_handle", f"c{level}", "ratio")
+        rows.append(
+            (
+                f"Handler with the inbox / with one extra row, PostgreSQL x{level} (median of rounds)",
+                f"{fmt(ratio)} ({fmt(dig(ours, 'inbox_handle', f'c{level}', 'inbox_per_s'))}"
+                f"/{fmt(dig(ours, 'inbox_handle', f'c{level}', 'extra_row_per_s'))} commits/s)",
+                "- (8.5.0 has no inbox)",
+                "",
+                f">= {INBOX_BAR}x",
+                verdict(ratio >= INBOX_BAR if both(ratio) else None),
             )
         )
     return rows

@@ -98,6 +98,10 @@ FULL: dict[str, Any] = {
     "broker_spakky_rabbitmq_events": 2_000,
     "broker_deadline_seconds": 300.0,
     "limit_rows": 20_000,
+    "inbox_concurrency": [1, 16],
+    "inbox_seconds": 8.0,
+    "inbox_rounds": 8,
+    "inbox_warmup": 0.5,
 }
 QUICK: dict[str, Any] = FULL | {
     "drain_rows": 2_000,
@@ -124,6 +128,9 @@ QUICK: dict[str, Any] = FULL | {
     "broker_events": 2_000,
     "broker_spakky_rabbitmq_events": 300,
     "limit_rows": 2_000,
+    "inbox_seconds": 0.6,
+    "inbox_rounds": 2,
+    "inbox_warmup": 0.2,
 }
 
 # (section, runs ours, runs 8.5.0)
@@ -143,12 +150,14 @@ SECTIONS: tuple[tuple[str, bool, bool], ...] = (
     ("relays_latency", True, False),
     ("broker_drain", True, False),
     ("limit_postgres", True, False),
+    ("inbox_handle", True, False),
 )
 MODULES = {
     "mongodb": "benchmarks.mongodb",
     "relays": "benchmarks.processes",
     "broker": "benchmarks.broker",
     "limit": "benchmarks.storage_limit",
+    "inbox": "benchmarks.inbox",
 }
 """Module of the sections whose name starts with the key (others: `benchmarks.ours`)."""
 
