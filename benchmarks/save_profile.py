@@ -46,6 +46,8 @@ from typing import Any
 from spakky.outbox.bus.outbox_event_bus import AsyncOutboxEventBus
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
+from spakky.plugins.outbox_sqlalchemy.operations import OutboxSql
+from spakky.plugins.outbox_sqlalchemy.schema import outbox_table
 from spakky.plugins.outbox_sqlalchemy.storage import AsyncSqlAlchemyOutboxStorage
 from spakky.plugins.sqlalchemy.persistency.transaction import AsyncTransaction
 from spakky.tracing.w3c_propagator import W3CTracePropagator
@@ -88,7 +90,14 @@ def variants(bench: OursBench) -> dict[str, Step]:
     )
     bus = AsyncOutboxEventBus(storage, W3CTracePropagator())
     quiet_bus = AsyncOutboxEventBus(quiet, W3CTracePropagator())
-    sql = storage._core.sql  # pyright: ignore[reportPrivateUsage] - the prebuilt INSERT
+    # The storage's own statements, built the way it builds them (the prebuilt INSERT).
+    sql = OutboxSql(
+        table=outbox_table(TABLE),
+        dialect=bench.engine.sync_engine.dialect,
+        owner=uuid.uuid4().hex,
+        claim_timeout_seconds=OutboxConfig().claim_timeout_seconds,
+        claim_lease_seconds=OutboxConfig().claim_lease_seconds,
+    )
 
     async def plain(session: Any, order_id: str) -> None:
         return None

@@ -146,7 +146,7 @@ def section(kind: str, delivered: int, backlog: int, runs: int) -> dict[str, Any
         load(engine, name, delivered, backlog)
         print(f"[{kind}] loaded {delivered:,} published + {backlog:,} pending in {time.perf_counter() - started:.0f}s")
         old = previous_statement(sql, name)
-        new = str(sql._stats_statement(5.0))  # pyright: ignore[reportPrivateUsage]  # the very statement stats() runs
+        new = str(sql.stats_statement(5.0))  # the very statement stats() runs
         if not postgres:
             new = new.split(" FOR ", 1)[1]  # EXPLAIN the SELECT without its SET STATEMENT prefix
         with engine.connect() as connection:

@@ -767,7 +767,7 @@ class OutboxSql:
         """
         if self.kind is DialectKind.POSTGRESQL:
             conn.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, round(timeout_seconds * 1000))}")
-        row = conn.execute(self._stats_statement(timeout_seconds), {"cap": self.count_cap}).one()
+        row = conn.execute(self.stats_statement(timeout_seconds), {"cap": self.count_cap}).one()
         cap = self.count_cap
         heads = [t for t in (row.keyless_oldest, row.keyed_oldest) if t is not None]
         oldest: datetime | None = min(heads, default=None)
@@ -782,7 +782,7 @@ class OutboxSql:
             count_cap=cap,
         )
 
-    def _stats_statement(self, timeout_seconds: float) -> TextualSelect:
+    def stats_statement(self, timeout_seconds: float) -> TextualSelect:
         """The one `stats` statement: four capped counts, two index heads, the clock."""
         now, name, force = self._clock.now, self._name, self._force
         live = f"CASE WHEN claimed_by IS NOT NULL AND lease_until > {now} THEN 1 ELSE 0 END"

@@ -2,8 +2,7 @@
 
 Usage (workspace root)::
 
-    .venv/bin/python -m packages.spakky-outbox-redis.benchmarks.drain_loop  # not importable
-    .venv/bin/python packages/spakky-outbox-redis/benchmarks/drain_loop.py [--rows N] [--rounds R]
+    uv run python -m benchmarks.drain_loop [--rows N] [--rounds R]
 
 Reuses the bench harness (`benchmarks.ours`): the same preloads (PostgreSQL
 ``generate_series``, Redis's own SAVE script looped server-side), the same
@@ -15,12 +14,8 @@ drift on a shared machine; the median of each is printed. Nothing is asserted.
 import argparse
 import asyncio
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from spakky.outbox.ports.storage import IAsyncOutboxBatchAcknowledgement
 
