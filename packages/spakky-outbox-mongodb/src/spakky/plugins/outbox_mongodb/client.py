@@ -127,6 +127,21 @@ class MongoOutboxConnectionManager(IService):
         database = (client or self.async_client).get_database(self._config.database)
         return database.get_collection(self._config.collection, **self._collection_options())
 
+    def inbox_collection(self, client: MongoClient[Document] | None = None) -> Collection[Document]:
+        """The inbox collection on ``client`` (default: the shared synchronous client)."""
+        database = (client or self.client).get_database(self._config.database)
+        return database.get_collection(self._config.inbox_collection, **self._collection_options())
+
+    def async_inbox_collection(self, client: Any = None) -> Any:
+        """The inbox collection on an asyncio ``client`` (default: the running loop's)."""
+        database = (client or self.async_client).get_database(self._config.database)
+        return database.get_collection(self._config.inbox_collection, **self._collection_options())
+
+    def inbox_location(self) -> str:
+        """``URL db.collection`` of the inbox (no password)."""
+        config = self._config
+        return f"{redact_url(config.url)} {config.database}.{config.inbox_collection}"
+
     def transaction_options(self) -> dict[str, Any]:
         """Options of every transaction: configured concerns, primary reads."""
         return {

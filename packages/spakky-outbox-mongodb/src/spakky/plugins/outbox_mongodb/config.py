@@ -57,6 +57,8 @@ class MongoOutboxConfig(BaseSettings):
     """Database holding the outbox collection."""
     collection: str = "spakky_outbox"
     """Collection holding the outbox messages."""
+    inbox_collection: str = "spakky_outbox_inbox"
+    """Collection holding the inbox records of idempotent consumers (same database)."""
     read_concern: ReadConcernLevel = ReadConcernLevel.MAJORITY
     """Read concern of every transaction ``@Transactional()`` opens."""
     write_concern: str = "majority"
@@ -75,7 +77,7 @@ class MongoOutboxConfig(BaseSettings):
             raise ValueError('must be 1-63 characters without / \\ . " $ or spaces')
         return value
 
-    @field_validator("collection")
+    @field_validator("collection", "inbox_collection")
     @classmethod
     def _validate_collection(cls, value: str) -> str:
         if not value or "$" in value or "\0" in value or value.startswith("system."):

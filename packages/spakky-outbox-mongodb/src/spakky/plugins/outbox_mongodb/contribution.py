@@ -2,6 +2,10 @@
 
 from spakky.core.application.application import SpakkyApplication
 from spakky.outbox.common.registry import register_storage
+from spakky.plugins.outbox_mongodb.inbox import (
+    AsyncMongoInboxStorage,
+    MongoInboxStorage,
+)
 from spakky.plugins.outbox_mongodb.main import STORAGE_NAME
 from spakky.plugins.outbox_mongodb.storage import (
     AsyncMongoOutboxStorage,
@@ -14,7 +18,7 @@ from spakky.plugins.outbox_mongodb.transaction import (
 
 
 def initialize(app: SpakkyApplication) -> None:
-    """Register the MongoDB storages and transactions when ``mongodb`` is selected.
+    """Register the MongoDB storages, inboxes and transactions when ``mongodb`` is selected.
 
     The MongoDB transactions are bound as the application's transactions
     then, so ``@Transactional()`` opens the session that business writes and
@@ -29,4 +33,5 @@ def initialize(app: SpakkyApplication) -> None:
         MongoOutboxStorage,
         AsyncMongoOutboxStorage,
         transactions=(MongoTransaction, AsyncMongoTransaction),
+        inboxes=(MongoInboxStorage, AsyncMongoInboxStorage),
     )

@@ -37,3 +37,17 @@ def new_async_client(config: MongoOutboxConfig) -> Any:
     from pymongo import AsyncMongoClient
 
     return AsyncMongoClient[dict[str, Any]](config.url, **CLIENT_OPTIONS)
+
+
+async def resolved_async(value: Any) -> Any:
+    """What an asyncio driver call gives, awaited when it is awaitable (`maybe_await`).
+
+    Async sources call it where PyMongo and Motor differ; their generated sync
+    twins call `resolved`.
+    """
+    return await maybe_await(value)
+
+
+def resolved[T](value: T) -> T:
+    """What a synchronous driver call gives, as is: the sync twin of `resolved_async`."""
+    return value

@@ -30,6 +30,7 @@ from spakky.data.persistency.transaction import (
 from spakky.outbox.common.transaction import TransactionScope, TransactionScopes
 from spakky.outbox.common.wakeup import WakeUpHub
 from spakky.outbox.error import OutboxStorageUnavailableError
+from spakky.outbox.inbox.error import InboxConflictError
 from spakky.plugins.outbox_mongodb.client import MongoOutboxConnectionManager
 from spakky.plugins.outbox_mongodb.config import MongoOutboxConfig
 from spakky.plugins.outbox_mongodb.driver import is_motor, maybe_await
@@ -52,6 +53,8 @@ class _Scope[S](TransactionScope[S]):
     """The entered ``session.bind()`` context, when the driver has one."""
     hubs: set[WakeUpHub] = field(default_factory=set[WakeUpHub])
     """Outboxes this transaction saved into, signalled after the commit."""
+    inbox_checks: list[Callable[[], Any]] = field(default_factory=list[Callable[[], Any]])
+    """One per inbox record written here: whether another transaction committed it (awaitable in asyncio)."""
 
     @property
     def session(self) -> S:
@@ -123,6 +126,35 @@ def _commit_failed(error: PyMongoError, attempt: int) -> bool:
     return not error.has_error_label("UnknownTransactionCommitResult") or attempt >= COMMIT_ATTEMPTS
 
 
+def _inbox_conflict(error: PyMongoError) -> InboxConflictError:
+    """`InboxConflictError` for a failed commit whose inbox record another transaction committed."""
+    return InboxConflictError(f"the commit failed ({error}) and the inbox record is stored by another transaction")
+
+
+async def _async_commit_error(scope: _Scope[Any], error: PyMongoError) -> Exception:
+    """The error a failed asyncio commit raises.
+
+    A server that detects a write conflict only at commit (the mongoeco
+    engine; a real server fails the inbox insert itself) tells no more than
+    "write conflict": when one of the transaction's inbox records is now
+    stored, another consumer instance won the race.
+    """
+    if not error.has_error_label("UnknownTransactionCommitResult"):
+        for check in scope.inbox_checks:
+            if await check():
+                return _inbox_conflict(error)
+    return translate_error(error)
+
+
+def _commit_error(scope: _Scope[ClientSession], error: PyMongoError) -> Exception:
+    """The error a failed synchronous commit raises (see `_async_commit_error`)."""
+    if not error.has_error_label("UnknownTransactionCommitResult"):
+        for check in scope.inbox_checks:
+            if check():
+                return _inbox_conflict(error)
+    return translate_error(error)
+
+
 def _signal(scope: _Scope[Any]) -> None:
     for hub in scope.hubs:
         hub.signal()
@@ -181,7 +213,7 @@ class AsyncMongoTransaction(AbstractAsyncTransaction):
                 break
             except PyMongoError as error:
                 if _commit_failed(error, attempt):
-                    raise translate_error(error) from error
+                    raise await _async_commit_error(scope, error) from error
                 attempt += 1
         _signal(scope)
 
@@ -268,7 +300,7 @@ class MongoTransaction(AbstractTransaction):
                 break
             except PyMongoError as error:
                 if _commit_failed(error, attempt):
-                    raise translate_error(error) from error
+                    raise _commit_error(scope, error) from error
                 attempt += 1
         _signal(scope)
 
