@@ -90,6 +90,11 @@ class FaultReport:
     delivered: int = 0
     duplicates: int = 0
     reorderings: int = 0
+    """First deliveries of a key that came after a later event of that key."""
+    stale: int = 0
+    """Deliveries, duplicates included, that came after a later event of their key:
+    the order a consumer sees step back (a redelivered batch, a paused relay's
+    stale send). An inbox drops these; see docs/inbox.md."""
     lost: int = 0
     abandoned: int = 0
     recovery: str = ""
@@ -99,7 +104,7 @@ class FaultReport:
         """One summary line for the terminal report."""
         text = (
             f"{self.scenario} [{self.target}]: committed={self.committed} delivered={self.delivered} "
-            f"duplicates={self.duplicates} reorderings={self.reorderings} lost={self.lost} "
+            f"duplicates={self.duplicates} reorderings={self.reorderings} stale={self.stale} lost={self.lost} "
             f"abandoned={self.abandoned}"
         )
         if self.recovery:
@@ -273,6 +278,10 @@ class Drill:
         worker.wait()
         return worker.pid
 
+    def pause(self, index: int, paused: bool) -> None:
+        """SIGSTOP relay ``index`` (a GC pause, a frozen VM) or SIGCONT it again."""
+        self.workers[index].send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
+
     def broker_outage(self, down: bool) -> None:
         """Make every send and flush of every relay fail (True) or work again (False)."""
         flag = self.control / OUTAGE_FILE
@@ -309,15 +318,16 @@ class Drill:
         committed = {_key_seq(m) for m in self.committed}
         seen: set[tuple[str, int]] = set()
         last: dict[str, int] = {}
-        reorderings = 0
+        reorderings = stale = 0
         for d in deliveries:
             pair = (d.key, d.seq)
+            behind = d.seq < last.get(d.key, -1)
+            stale += int(behind)
+            last[d.key] = max(d.seq, last.get(d.key, -1))
             if pair in seen:
                 continue
             seen.add(pair)
-            if d.seq < last.get(d.key, -1):
-                reorderings += 1
-            last[d.key] = max(d.seq, last.get(d.key, -1))
+            reorderings += int(behind)
         abandoned_pairs = {_key_seq(m) for m in abandoned}
         report = FaultReport(
             scenario=scenario,
@@ -326,6 +336,7 @@ class Drill:
             delivered=len(seen),
             duplicates=len(deliveries) - len(seen),
             reorderings=reorderings,
+            stale=stale,
             lost=len(committed - seen - abandoned_pairs),
             abandoned=len(abandoned_pairs),
         )
