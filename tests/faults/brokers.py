@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from tests.faults.proxy import FaultProxy
 from tests.faults.sink import Delivery
 
 TRANSPORT_ENV = "FAULT_TRANSPORT"
@@ -147,6 +148,8 @@ class RabbitMQSink:
     url: str
     queue: str
     name: str = "rabbitmq"
+    relay_url: str | None = None
+    """Where the relays connect (a fault proxy's URL); None: `url`, which the drill reads from."""
     _read: list[Delivery] | None = field(default=None, repr=False)
 
     @property
@@ -156,11 +159,12 @@ class RabbitMQSink:
 
     def env(self, transport: str) -> dict[str, str]:
         """Our adapter (``ours``) or spakky-rabbitmq's transport (``spakky``) on this server."""
+        url = self.relay_url or self.url
         if transport == "ours":
-            return {"SPAKKY_OUTBOX__DELIVERY": "rabbitmq", "SPAKKY_OUTBOX_RABBITMQ__URL": self.url}
+            return {"SPAKKY_OUTBOX__DELIVERY": "rabbitmq", "SPAKKY_OUTBOX_RABBITMQ__URL": url}
         from tests.e2e.common import rabbitmq_env
 
-        return {TRANSPORT_ENV: "spakky-rabbitmq", **rabbitmq_env(self.url)}
+        return {TRANSPORT_ENV: "spakky-rabbitmq", **rabbitmq_env(url)}
 
     def _connection(self) -> object:
         import pika
@@ -180,6 +184,18 @@ class RabbitMQSink:
             connection.channel().queue_declare(self.queue, durable=True)
         finally:
             connection.close()
+
+    def delete(self) -> None:
+        """Delete the queue (gone already: nothing to do)."""
+        import pika
+
+        connection = self._connection()
+        assert isinstance(connection, pika.BlockingConnection)
+        try:
+            connection.channel().queue_delete(self.queue)
+        finally:
+            if connection.is_open:
+                connection.close()
 
     def count(self) -> int:
         """Messages ready in the queue (0 while the server does not answer)."""
@@ -222,3 +238,11 @@ class RabbitMQSink:
         self._read = deliveries
         return deliveries
 
+
+
+@dataclass
+class ProxiedBroker:
+    """A broker the relays reach through a fault proxy (the drill reads RabbitMQ directly, Kafka through the proxy too)."""
+
+    sink: BrokerSink
+    proxy: FaultProxy

