@@ -1,17 +1,20 @@
 """The ``spakky-outbox`` command against a MongoDB outbox."""
 
 import io
+import json
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import pytest
 from spakky.outbox.cli.main import main
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.inbox.config import InboxConfig
 from spakky.plugins.outbox_mongodb.client import MongoOutboxConnectionManager
 from spakky.plugins.outbox_mongodb.config import MongoOutboxConfig
+from spakky.plugins.outbox_mongodb.inbox import MongoInboxStorage
 from spakky.plugins.outbox_mongodb.storage import MongoOutboxStorage
 from spakky.plugins.outbox_mongodb.transaction import MongoTransaction
 
@@ -74,4 +77,39 @@ def test_cli_status_requeue_purge_expect_operator_view(cli_env: str) -> None:
         assert "pending=1" in run("status")[1]
     finally:
         manager.collection().drop()
+        manager.close()
+
+
+def test_cli_inbox_status_purge_expect_records_counted_and_swept(cli_env: str) -> None:
+    """``inbox status`` counts the MongoDB inbox's records, leases and oldest age; ``inbox purge`` sweeps old ones in batches.
+
+    Records are backdated 2 days, inside the 7-day window: past it the TTL
+    index removes them (the wire server hides them at once).
+    """
+    os.environ["SPAKKY_OUTBOX_MONGODB__INBOX_COLLECTION"] = f"inbox_{cli_env}"
+    manager = MongoOutboxConnectionManager(MongoOutboxConfig(), OutboxConfig())
+    try:
+        status, text = run("inbox", "status")
+        assert status == 0 and f"spakky_outbox_unit.inbox_{cli_env}" in text and "records 0" in text
+        inbox = MongoInboxStorage(manager, InboxConfig())
+        for n in range(5):
+            with MongoTransaction(manager.config, manager):
+                assert inbox.record("billing", f"m{n}")
+        inbox.acquire_lease("mailer", "m0", 60)
+        raw = manager.inbox_collection()
+        two_days_ago = datetime.now(UTC) - timedelta(days=2)
+        raw.update_many({"message_id": {"$in": ["m0", "m1", "m2"]}, "consumer": "billing"}, {"$set": {"recorded_at": two_days_ago}})
+        status, text = run("inbox", "status", "--json")
+        shown = json.loads(text.strip().splitlines()[-1])
+        assert (shown["records"], shown["leased"]) == (6, 1) and shown["oldest_age_seconds"] >= 2 * 86400 - 60
+        status, text = run("inbox", "purge", "--before", "1d", "--dry-run")
+        assert status == 0 and "nothing changed" in text and raw.count_documents({}) == 6
+        status, text = run("inbox", "purge", "--before", "1d", "--batch", "2")
+        assert status == 0
+        assert [line.split()[1] for line in text.splitlines() if line.startswith("purged")] == ["2", "3"]
+        assert sorted((d["consumer"], d["message_id"]) for d in raw.find({})) == [
+            ("billing", "m3"), ("billing", "m4"), ("mailer", "m0"),
+        ]
+    finally:
+        manager.inbox_collection().drop()
         manager.close()
