@@ -1,18 +1,21 @@
 """Administration on Redis: bounded requeue (never blocks the server), and where an outbox lives."""
 
 import asyncio
+from dataclasses import replace
 from typing import Any, cast
 from uuid import uuid4
 
 import pytest
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
+from spakky.plugins.outbox_redis import scripts
 from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
 from spakky.plugins.outbox_redis.config import RedisOutboxConfig
 from spakky.plugins.outbox_redis.storage import (
     AsyncRedisOutboxStorage,
     RedisOutboxStorage,
 )
+from spakky.plugins.outbox_redis.storage_base import LIST_CHUNK
 
 from tests.services.redis_servers import private_redis
 
@@ -22,6 +25,7 @@ MAX_RETRY = 5
 ABANDONED = 10_000
 SLOW_MICROSECONDS = 50_000
 """No script may hold the server this long (SLOWLOG threshold of the private server)."""
+PAYLOAD = b'{"blob": "PAYLOAD-MARK' + b"x" * 1000 + b'"}'
 
 
 
@@ -81,6 +85,46 @@ async def test_requeue_abandoned_limit_and_ids_expect_bounded_and_oldest_first(
     assert await storage.requeue_abandoned(limit=0) == 0
     assert await storage.requeue_abandoned(limit=10) == 3
     assert (await storage.stats()).abandoned == 0
+
+
+async def test_list_abandoned_across_chunks_expect_oldest_first_without_payloads() -> None:
+    """A listing over several chunks returns the right rows in save order; no chunk carries a payload or headers."""
+    with private_redis("--slowlog-log-slower-than", "0", "--slowlog-max-len", "10000") as server:
+        outbox = make_outbox(server.url)
+        try:
+            sent = [
+                replace(new_message("k" if i % 3 else None), payload=PAYLOAD, headers={"h": "HEADER-MARK"})
+                for i in range(LIST_CHUNK * 2 + 100)
+            ]
+            await _abandon_all(outbox, sent)
+            storage = outbox.storage()
+            # the first call also loads the script (a NOSCRIPT EVALSHA the log would count)
+            assert [m.id for m in await storage.list_abandoned(limit=1)] == [sent[0].id]
+            client = server.client()
+            try:
+                client.slowlog_reset()
+                listed = await storage.list_abandoned(limit=LIST_CHUNK * 2 + 50)
+                calls = cast(list[dict[str, Any]], client.slowlog_get(10_000))
+            finally:
+                client.close()
+            assert [m.id for m in listed] == [m.id for m in sent[: LIST_CHUNK * 2 + 50]]
+            assert {(m.payload, tuple(m.headers)) for m in listed} == {(b"", ())}
+            assert [(m.last_error, m.partition_key) for m in listed[:3]] == [
+                ("refused", None), ("refused", "k"), ("refused", "k")
+            ]
+            # one short script per chunk, each asking for at most a chunk
+            assert sorted(int(e["command"].split()[-1]) for e in calls if e["command"].startswith(b"EVALSHA")) == [
+                50, LIST_CHUNK, LIST_CHUNK
+            ]
+            everything = await storage.list_abandoned(limit=len(sent) * 2)
+            assert [m.id for m in everything] == [m.id for m in sent]
+            # the raw reply of a full chunk holds neither payload nor header bytes
+            script = outbox.raw.register_script(scripts.LIST_ABANDONED)
+            reply = cast(bytes, await script(keys=[outbox.keys.pending], args=[outbox.prefix, 0, LIST_CHUNK]))
+            assert reply.count(str(sent[0].id).encode()) == 1
+            assert b"PAYLOAD-MARK" not in reply and b"HEADER-MARK" not in reply
+        finally:
+            await drop_outbox(outbox)
 
 
 @pytest.mark.parametrize(

@@ -160,7 +160,9 @@ async def test_fetch_pending_corrupt_message_expect_abandoned_rest_returned(
     assert b"abandoned_at" in fields
     stats = await storage.stats()
     assert (stats.pending, stats.claimed, stats.abandoned) == (2, 2, 1)
-    assert await storage.list_abandoned() == []  # too damaged to list, counted all the same
+    # listed with its reason: a listing never reads the damaged headers
+    listed = await storage.list_abandoned()
+    assert [(m.id, (m.last_error or "")[:27]) for m in listed] == [(head.id, "undecodable stored message:")]
 
 
 async def test_sync_fetch_pending_corrupt_message_expect_abandoned_rest_returned(

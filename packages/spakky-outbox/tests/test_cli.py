@@ -102,6 +102,8 @@ def one_line(text: str) -> str:
         ("purge", "--published-before", "1d", "--batch", "-5"),
         ("abandoned", "--limit", "-1"),
         ("abandoned", "--limit", "0"),
+        ("abandoned", "--limit", "10001"),
+        ("abandoned", "--limit", "99999999999999999999"),
         ("requeue", "--all", "--batch", "0"),
         ("health", "--max-pending-age", "0"),
         ("health", "--max-pending-age", "inf"),

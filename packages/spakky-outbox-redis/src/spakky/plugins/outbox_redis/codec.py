@@ -26,6 +26,9 @@ MESSAGE_FIELDS: tuple[str, ...] = (
 )
 """Hash fields the scripts return for a message, after its id, in this order."""
 
+LISTED_FIELDS: tuple[str, ...] = tuple(f for f in MESSAGE_FIELDS if f not in ("payload", "headers"))
+"""Hash fields a listing returns after the id: everything but the payload and the headers."""
+
 _EMPTY_HEADERS = b"{}"
 
 
@@ -157,6 +160,21 @@ def to_message(message_id: bytes, fields: list[bytes | None]) -> OutboxMessage:
         partition_key=None if partition_key is None else partition_key.decode(),
         abandoned_at=from_millis(abandoned_at),
         last_error=None if last_error is None else last_error.decode(),
+    )
+
+
+def to_listed(message_id: bytes, fields: list[bytes | None]) -> OutboxMessage:
+    """Build a listed `OutboxMessage` from its id and its `LISTED_FIELDS` values.
+
+    The payload and headers were not read: the message carries ``b""`` and ``{}``.
+
+    Raises:
+        ValueError: The record lost its name or creation time (it is left out of the listing).
+    """
+    values = dict(zip(LISTED_FIELDS, fields, strict=True))
+    return to_message(
+        message_id,
+        [b"" if f == "payload" else _EMPTY_HEADERS if f == "headers" else values[f] for f in MESSAGE_FIELDS],
     )
 
 

@@ -30,7 +30,7 @@ Messages go back to the client as one framed string (``<length>:<bytes>``,
 server time.
 """
 
-from spakky.plugins.outbox_redis.codec import MESSAGE_FIELDS
+from spakky.plugins.outbox_redis.codec import LISTED_FIELDS, MESSAGE_FIELDS
 from spakky.plugins.outbox_redis.config import OUTBOX_SEGMENT
 
 
@@ -449,12 +449,23 @@ ARGV: prefix. Only live claims (deadline not passed) count as claimed.
 
 LIST_ABANDONED = (
     _COMMON
-    + """
+    + f"""
+local LISTED = {{{", ".join(f"'{name}'" for name in LISTED_FIELDS)}}}
 put(tostring(now_ms()))
-for _, id in ipairs(redis.call('ZRANGE', o .. ':dead', 0, tonumber(ARGV[2]) - 1)) do
-  put_message(id, redis.call('HMGET', mkey(id), unpack(FIELDS)))
+local dead = redis.call('ZRANGEBYSCORE', o .. ':dead', '(' .. ARGV[2], '+inf',
+  'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
+put(dead[#dead] or ARGV[2])
+for i = 1, #dead, 2 do
+  local f = redis.call('HMGET', mkey(dead[i]), unpack(LISTED))
+  put(dead[i])
+  for j = 1, #LISTED do put(f[j]) end
 end
 return table.concat(out)
 """
 )
-"""The ARGV[2] oldest abandoned messages, framed like a claim."""
+"""One chunk of the abandoned messages, oldest first, without their payload or headers.
+
+ARGV: prefix, the position (seq) the chunk starts after, most messages. Returns
+the server time, the position of the chunk's last message (the next chunk's
+start; ARGV[2] when empty), then each message's id and `LISTED_FIELDS`.
+"""

@@ -3,6 +3,7 @@
 
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 from uuid import UUID
@@ -23,11 +24,13 @@ from spakky.outbox.error import OutboxTransactionRequiredError
 from spakky.plugins.outbox_redis import scripts
 from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
 from spakky.plugins.outbox_redis.codec import (
+    LISTED_FIELDS,
     MESSAGE_FIELDS,
     RedisKeys,
     RedisValue,
     age_seconds,
     save_arguments,
+    to_listed,
     to_message,
     unframe,
 )
@@ -64,6 +67,42 @@ SCRIPTS: dict[str, str] = {
 
 WIDTH = 1 + len(MESSAGE_FIELDS)
 """Framed items per message: its id, then its fields."""
+LISTED_WIDTH = 1 + len(LISTED_FIELDS)
+"""Framed items per listed message: its id, then its listed fields."""
+
+
+@dataclass
+class AbandonedListing:
+    """A listing of abandoned messages read chunk by chunk, oldest first (each chunk one short script)."""
+
+    prefix: str
+    limit: int
+    messages: list[OutboxMessage] = field(default_factory=list[OutboxMessage])
+    after: bytes = b"0"
+    """Position (seq) of the last message read: the next chunk starts after it."""
+    read: int = 0
+    done: bool = False
+
+    def __post_init__(self) -> None:
+        self.done = self.limit <= 0
+
+    def next_args(self) -> list[RedisValue]:
+        """ARGV of the next chunk's script."""
+        return [self.prefix, self.after, min(LIST_CHUNK, self.limit - self.read)]
+
+    def add(self, reply: Any) -> None:
+        """Take in one chunk; a record without its name or creation time is left out."""
+        items = unframe(cast(bytes, reply))
+        self.after = cast(bytes, items[1])
+        count = (len(items) - 2) // LISTED_WIDTH
+        for start in range(2, len(items), LISTED_WIDTH):
+            try:
+                message = to_listed(cast(bytes, items[start]), items[start + 1 : start + LISTED_WIDTH])
+            except Exception:  # any damage: the record is left out, the listing goes on
+                continue
+            self.messages.append(message)
+        self.read += count
+        self.done = self.read >= self.limit or count < LIST_CHUNK
 
 
 class Settle:
@@ -80,6 +119,8 @@ _REQUEUE_CHUNK = 200
 """Most abandoned messages one requeue script moves (a few ms of server time)."""
 _PURGE_CHUNK = 1000
 """Most published messages one purge script deletes (a few ms of server time)."""
+LIST_CHUNK = 200
+"""Most abandoned messages one listing script reads (a few ms of server time, as a requeue step)."""
 
 type Step = tuple[list[RedisValue], int | None]
 """One administration script call: its ARGV, and the count below which the oldest-first walk is over

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-redis/src/spakky/plugins/outbox_redis/async_storage.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 588d499fada9fcb00103e8fbeb6e8727885a6f353d7a503115808e3a42a31d3d
+# Source sha256 (with the tool's): dec9008f4ee9dab93d6dbaa75601e23fcd227506044e9980877a8c1ee1f5b775
 """The Redis outbox storage of the sync flavour (redis-py synchronous clients)."""
 
 from collections.abc import Iterator, Sequence
@@ -24,6 +24,7 @@ from spakky.plugins.outbox_redis.pipelines import current_pipeline
 from spakky.plugins.outbox_redis.storage_base import (
     SCRIPTS,
     UNAVAILABLE,
+    AbandonedListing,
     RedisOutboxStorageBase,
     Settle,
     Step,
@@ -162,11 +163,15 @@ class RedisOutboxStorage(
     def list_abandoned(self, limit: int = 100) -> list[OutboxMessage]:
         """Return up to ``limit`` abandoned messages, oldest first, with their last error.
 
-        Messages too damaged to decode are left out of the list.
+        Payloads and headers are never read (listed messages carry ``b""`` and
+        ``{}``), and the list is read in chunks of a few hundred, each one
+        short script, so a listing of any size never holds the server for long. A
+        record without its name or creation time is left out of the list.
         """
-        if limit <= 0:
-            return []
-        return self._decode(self._run("abandoned", [self._keys.prefix, limit]))[0]
+        listing = AbandonedListing(self._keys.prefix, limit)
+        while not listing.done:
+            listing.add(self._run("abandoned", listing.next_args()))
+        return listing.messages
 
     @override
     def requeue_abandoned(

@@ -13,6 +13,17 @@ from spakky.outbox.cli.command import (
 )
 from spakky.outbox.common.message import OutboxMessage
 
+MAX_LISTED = 10_000
+"""Most messages one ``abandoned`` lists (a terminal's worth many times over; repair goes by ``requeue``)."""
+
+
+def listing_limit(text: str) -> int:
+    """``argparse`` type of ``--limit``: a whole number from 1 to `MAX_LISTED`."""
+    value = positive_int(text)
+    if value > MAX_LISTED:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_LISTED}, got {value}")
+    return value
+
 
 def abandoned_line(message: OutboxMessage) -> str:
     """One abandoned message on one line, every stored field escaped."""
@@ -42,9 +53,9 @@ class AbandonedCommand(IOutboxCommand):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--limit",
-            type=positive_int,
+            type=listing_limit,
             default=50,
-            help="most messages listed (default 50)",
+            help=f"most messages listed, 1 to {MAX_LISTED} (default 50)",
         )
         add_json_argument(parser)
 
