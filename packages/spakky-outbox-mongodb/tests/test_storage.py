@@ -12,7 +12,7 @@ from uuid import uuid4
 
 import pytest
 from pymongo.errors import OperationFailure
-from spakky.outbox.common.claims import undecodable_reason
+from spakky.outbox.backend.claims import undecodable_reason
 from spakky.outbox.common.message import OutboxMessage
 from spakky.plugins.outbox_mongodb.client import MongoOutboxConnectionManager
 from spakky.plugins.outbox_mongodb.error import MongoOutboxCollectionMissingError

@@ -11,9 +11,9 @@ from spakky.data.persistency.transaction import (
     AbstractTransaction,
 )
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.registry import announce_storage, loaded_storage_names
 from spakky.outbox.error import OutboxStorageUnavailableError
 from spakky.outbox.ports.storage import IAsyncOutboxStorage, IOutboxStorage
+from spakky.outbox.registry import announce_storage, loaded_storage_names
 from spakky.plugins.outbox_redis import contribution, main
 from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
 from spakky.plugins.outbox_redis.storage import (

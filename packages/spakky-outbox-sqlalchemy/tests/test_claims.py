@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import pytest
-from spakky.outbox.common.claims import key_run
+from spakky.outbox.backend.claims import key_run
 from spakky.outbox.common.message import OutboxMessage
 from spakky.plugins.outbox_sqlalchemy.operations import KEYS_PER_BATCH, OutboxSql
 from spakky.plugins.outbox_sqlalchemy.storage import AsyncSqlAlchemyOutboxStorage

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
-from spakky.outbox.common.wakeup import WakeUpHub
+from spakky.outbox.backend.wakeup import WakeUpHub
 from spakky.plugins.outbox_sqlalchemy.wakeup import (
     PgNotificationListener,
     notify_channel,

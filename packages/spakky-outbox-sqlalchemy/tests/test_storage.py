@@ -8,9 +8,9 @@ from uuid import uuid4
 
 import pytest
 from spakky.core.application.application import SpakkyApplication
+from spakky.outbox.backend.wakeup import WakeUpHub
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.wakeup import WakeUpHub
 from spakky.outbox.error import (
     OutboxStorageUnavailableError,
     OutboxTransactionRequiredError,

@@ -4,7 +4,7 @@ import asyncio
 import threading
 from pathlib import Path
 
-from spakky.outbox.common.wakeup import WakeUpHub, wake_up_hub
+from spakky.outbox.backend.wakeup import WakeUpHub, wake_up_hub
 from spakky.plugins.outbox_sqlalchemy.wakeup import (
     NotifyThrottle,
     notify_channel,

@@ -19,10 +19,10 @@ from cli_testapp import pods, store
 from spakky.core.application.application import SpakkyApplication
 from spakky.core.application.application_context import ApplicationContext
 from spakky.core.application.plugin import Plugin
+from spakky.outbox.backend.claims import undecodable_reason
 from spakky.outbox.cli import commands
 from spakky.outbox.cli.main import main
 from spakky.outbox.cli.render import delivery_attempts, printable
-from spakky.outbox.common.claims import undecodable_reason
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import OutboxTarget

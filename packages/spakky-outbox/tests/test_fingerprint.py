@@ -1,6 +1,6 @@
 """Failure fingerprints: one per kind of failure, whatever ids, numbers or values vary."""
 
-from spakky.outbox.common.claims import undecodable_reason
+from spakky.outbox.backend.claims import undecodable_reason
 from spakky.outbox.common.fingerprint import (
     PATTERN_LENGTH,
     failure_fingerprint,

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from spakky.outbox.common.clients import StorageClients
+from spakky.outbox.backend.clients import StorageClients
 
 
 class _Client:

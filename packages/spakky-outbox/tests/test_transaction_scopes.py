@@ -3,7 +3,7 @@
 import contextvars
 
 import pytest
-from spakky.outbox.common.transaction import TransactionScope, TransactionScopes
+from spakky.outbox.backend.transaction import TransactionScope, TransactionScopes
 
 
 def _scopes() -> TransactionScopes[TransactionScope[str]]:

@@ -7,11 +7,11 @@ from spakky.core.application.application import SpakkyApplication
 from spakky.outbox.application.loop import ApplicationEventLoop
 from spakky.outbox.bus.outbox_event_bus import AsyncOutboxEventBus, OutboxEventBus
 from spakky.outbox.common.config import OutboxConfig, RelayMode
-from spakky.outbox.common.registry import OutboxStorageGuard
 from spakky.outbox.delivery.registry import register_delivery
 from spakky.outbox.inbox.async_aspect import AsyncIdempotentAspect
 from spakky.outbox.inbox.config import InboxConfig
 from spakky.outbox.inbox.sync_aspect import IdempotentAspect
+from spakky.outbox.registry import OutboxStorageGuard
 from spakky.outbox.relay.health import OutboxHealthCheck
 from spakky.outbox.relay.relay import (
     AsyncOutboxRelayBackgroundService,

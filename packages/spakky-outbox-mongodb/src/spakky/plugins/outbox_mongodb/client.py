@@ -16,10 +16,10 @@ from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
 from spakky.core.pod.annotations.pod import Pod
 from spakky.core.service.interfaces.service import IService
-from spakky.outbox.common.clients import StorageClients
+from spakky.outbox.backend.clients import StorageClients
+from spakky.outbox.backend.wakeup import WakeUpHub, wake_up_hub
 from spakky.outbox.common.config import OutboxConfig, RelayMode
 from spakky.outbox.common.stats import OutboxTarget
-from spakky.outbox.common.wakeup import WakeUpHub, wake_up_hub
 from spakky.outbox.error import OutboxStorageUnavailableError
 from spakky.plugins.outbox_mongodb.config import (
     MongoOutboxConfig,

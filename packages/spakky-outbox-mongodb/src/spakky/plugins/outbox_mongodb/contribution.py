@@ -1,7 +1,7 @@
 """Contribution to spakky-outbox: registers the MongoDB storages when selected."""
 
 from spakky.core.application.application import SpakkyApplication
-from spakky.outbox.common.registry import register_storage
+from spakky.outbox.registry import register_storage
 from spakky.plugins.outbox_mongodb.inbox import (
     AsyncMongoInboxStorage,
     MongoInboxStorage,

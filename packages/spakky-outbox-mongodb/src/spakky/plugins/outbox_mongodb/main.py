@@ -1,7 +1,7 @@
 """Base plugin: MongoDB clients and configuration."""
 
 from spakky.core.application.application import SpakkyApplication
-from spakky.outbox.common.registry import announce_storage
+from spakky.outbox.registry import announce_storage
 from spakky.plugins.outbox_mongodb.client import MongoOutboxConnectionManager
 from spakky.plugins.outbox_mongodb.config import MongoOutboxConfig
 

@@ -19,7 +19,7 @@ from uuid import UUID
 from bson import ObjectId
 from pymongo.collection import Collection
 from pymongo.errors import OperationFailure
-from spakky.outbox.common.claims import choose_batch, key_run, undecodable_reason
+from spakky.outbox.backend.claims import choose_batch, key_run, undecodable_reason
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import STATS_COUNT_CAP, OutboxStats
 from spakky.plugins.outbox_mongodb.documents import (

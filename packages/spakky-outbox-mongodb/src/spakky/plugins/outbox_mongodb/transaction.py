@@ -27,8 +27,8 @@ from spakky.data.persistency.transaction import (
     AbstractAsyncTransaction,
     AbstractTransaction,
 )
-from spakky.outbox.common.transaction import TransactionScope, TransactionScopes
-from spakky.outbox.common.wakeup import WakeUpHub
+from spakky.outbox.backend.transaction import TransactionScope, TransactionScopes
+from spakky.outbox.backend.wakeup import WakeUpHub
 from spakky.outbox.error import OutboxStorageUnavailableError
 from spakky.outbox.inbox.error import InboxConflictError
 from spakky.plugins.outbox_mongodb.client import MongoOutboxConnectionManager

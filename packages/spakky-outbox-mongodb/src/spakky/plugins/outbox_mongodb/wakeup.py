@@ -17,7 +17,7 @@ import threading
 from typing import Any
 
 from pymongo.errors import OperationFailure, PyMongoError
-from spakky.outbox.common.wakeup import WakeUpHub
+from spakky.outbox.backend.wakeup import WakeUpHub
 from spakky.plugins.outbox_mongodb.client import MongoOutboxConnectionManager
 from spakky.plugins.outbox_mongodb.driver import maybe_await
 

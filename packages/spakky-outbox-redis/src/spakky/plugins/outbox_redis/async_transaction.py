@@ -4,7 +4,7 @@ from typing import override
 
 from spakky.core.pod.annotations.pod import Pod
 from spakky.data.persistency.transaction import AbstractAsyncTransaction
-from spakky.outbox.common.transaction import TransactionScope
+from spakky.outbox.backend.transaction import TransactionScope
 from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
 from spakky.plugins.outbox_redis.config import RedisOutboxConfig
 from spakky.plugins.outbox_redis.pipelines import async_scopes, open_async_pipeline

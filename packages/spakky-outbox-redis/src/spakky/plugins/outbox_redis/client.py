@@ -10,7 +10,7 @@ import redis.asyncio.cluster
 import redis.cluster
 from spakky.core.pod.annotations.pod import Pod
 from spakky.core.service.interfaces.service import IService
-from spakky.outbox.common.clients import StorageClients
+from spakky.outbox.backend.clients import StorageClients
 from spakky.plugins.outbox_redis.config import RedisOutboxConfig, check_key_prefix
 
 type RedisClient = redis.Redis | redis.cluster.RedisCluster

@@ -1,7 +1,7 @@
 """Base plugin: Redis clients and configuration."""
 
 from spakky.core.application.application import SpakkyApplication
-from spakky.outbox.common.registry import announce_storage
+from spakky.outbox.registry import announce_storage
 from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
 from spakky.plugins.outbox_redis.config import RedisOutboxConfig
 

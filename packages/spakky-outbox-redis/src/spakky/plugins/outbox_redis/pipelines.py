@@ -12,7 +12,7 @@ import redis.asyncio.cluster
 import redis.client
 import redis.cluster
 from redis.exceptions import RedisClusterException
-from spakky.outbox.common.transaction import TransactionScope, TransactionScopes
+from spakky.outbox.backend.transaction import TransactionScope, TransactionScopes
 from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
 from spakky.plugins.outbox_redis.error import (
     CrossSlotWriteError,

@@ -16,7 +16,7 @@ from redis.exceptions import (
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from spakky.outbox.common.claims import key_run, undecodable_reason
+from spakky.outbox.backend.claims import key_run, undecodable_reason
 from spakky.outbox.common.config import OutboxConfig, redact_url
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import OutboxStats, OutboxTarget

@@ -1,7 +1,7 @@
 """Contribution to ``spakky-outbox``: offers the SQLAlchemy storages."""
 
 from spakky.core.application.application import SpakkyApplication
-from spakky.outbox.common.registry import register_storage
+from spakky.outbox.registry import register_storage
 from spakky.plugins.outbox_sqlalchemy.config import STORAGE_NAME
 from spakky.plugins.outbox_sqlalchemy.inbox import (
     AsyncSqlAlchemyInboxStorage,

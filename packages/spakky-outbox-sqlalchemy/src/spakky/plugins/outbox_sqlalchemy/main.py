@@ -1,7 +1,7 @@
 """Base plugin of spakky-outbox-sqlalchemy: registers its configuration."""
 
 from spakky.core.application.application import SpakkyApplication
-from spakky.outbox.common.registry import announce_storage
+from spakky.outbox.registry import announce_storage
 from spakky.plugins.outbox_sqlalchemy.config import (
     STORAGE_NAME,
     SqlAlchemyOutboxConfig,

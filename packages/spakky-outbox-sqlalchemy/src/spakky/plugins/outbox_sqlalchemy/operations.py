@@ -30,7 +30,7 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from spakky.outbox.common.claims import (
+from spakky.outbox.backend.claims import (
     KEY_RUN,
     choose_batch,
     key_run,

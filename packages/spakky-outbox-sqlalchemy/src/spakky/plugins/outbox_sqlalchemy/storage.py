@@ -17,10 +17,10 @@ from typing import override
 from uuid import UUID
 
 from spakky.core.pod.annotations.pod import Pod
+from spakky.outbox.backend.wakeup import WakeUpHub, wake_up_hub
 from spakky.outbox.common.config import OutboxConfig, redact_url
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import OutboxStats, OutboxTarget, stats_timeout
-from spakky.outbox.common.wakeup import WakeUpHub, wake_up_hub
 from spakky.outbox.error import OutboxTransactionRequiredError
 from spakky.outbox.ports.storage import IAsyncOutboxFullStorage, IOutboxFullStorage
 from spakky.plugins.outbox_sqlalchemy.config import (

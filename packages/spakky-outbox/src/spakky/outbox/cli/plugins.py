@@ -15,7 +15,7 @@ from spakky.core.application.application import SpakkyApplication
 from spakky.core.application.application_context import ApplicationContext
 from spakky.core.application.plugin import Plugin
 from spakky.outbox.common.config import OutboxConfig
-from spakky.outbox.common.registry import loaded_storage_names, select_storage_name
+from spakky.outbox.registry import loaded_storage_names, select_storage_name
 
 PLUGIN_GROUP = "spakky.plugins"
 """Entry point group of Spakky base plugins."""

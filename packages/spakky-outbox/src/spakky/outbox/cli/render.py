@@ -17,7 +17,7 @@ from spakky.outbox.relay.health import OutboxHealth
 _ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 """Controls, format characters (bidi overrides), surrogates, private, unassigned, line/paragraph separators."""
 _UNDECODABLE_PREFIX = "undecodable stored message: "
-"""Start of `spakky.outbox.common.claims.undecodable_reason`."""
+"""Start of `spakky.outbox.backend.claims.undecodable_reason`."""
 
 type JsonValue = str | int | float | bool | list[JsonValue] | dict[str, JsonValue] | None
 

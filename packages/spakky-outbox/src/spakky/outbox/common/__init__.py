@@ -1,1 +1,1 @@
-"""Outbox common module: message model, configuration, shared helpers."""
+"""Outbox common module: the message model, its configuration, stats, stored reasons and failure fingerprints."""

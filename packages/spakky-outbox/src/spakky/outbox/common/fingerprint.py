@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 _UNDECODABLE = "undecodable stored message: "
-"""Prefix of `spakky.outbox.common.claims.undecodable_reason`, kept as part of the type."""
+"""Prefix of `spakky.outbox.backend.claims.undecodable_reason`, kept as part of the type."""
 _TYPE = re.compile(r"^(?P<type>[A-Za-z_][A-Za-z0-9_.]*): ")
 """``ErrorType: `` at the start of a reason (the relay writes ``type(error).__name__: message``)."""
 _PLACEHOLDERS: tuple[tuple[re.Pattern[str], str], ...] = (

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
 from spakky.core.pod.annotations.pod import Pod
-from spakky.outbox.common.claims import choose_batch, key_run, within_bytes
+from spakky.outbox.backend.claims import choose_batch, key_run, within_bytes
 from spakky.outbox.common.config import DEFAULT_BATCH_MAX_BYTES, OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import OutboxStats

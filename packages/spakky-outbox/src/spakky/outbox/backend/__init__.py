@@ -1,0 +1,1 @@
+"""The storage author's kit: claim policy, driver clients, transaction nesting, wake-up signal."""
