@@ -194,6 +194,21 @@ REQUEUE_IGNORES_LIMIT = """
         return super().requeue_abandoned(ids, 10**9)
 """
 
+PURGE_ON_CALLER_CLOCK = """
+    def purge_published(self, before, limit):
+        # The cutoff taken on the caller's clock, which runs two hours ahead.
+        from datetime import UTC, datetime, timedelta
+        if isinstance(before, timedelta):
+            before = datetime.now(UTC) + timedelta(hours=2) - before
+        return super().purge_published(before, limit)
+"""
+
+ACK_COUNTS_WHAT_IT_WAS_GIVEN = """
+    def publish(self, owner, ids):
+        super().publish(owner, ids)
+        return len(ids)
+"""
+
 LEAKY = """
     async def assert_no_leaks(self):
         raise AssertionError("1 connection still checked out")
@@ -216,11 +231,13 @@ BASE_ONLY = """
         (RENEWAL_IGNORES_OWNER, "test_renew_claims_after_takeover_expect_fenced", "fencing"),
         (HEAD_OF_EVERY_KEY, "test_fetch_pending_deep_keys_expect_work_left_for_other_instances", "runs of at most 3 keys"),
         (REQUEUE_IGNORES_LIMIT, "test_requeue_abandoned_limit_expect_bounded_batches", "at most 2 per call"),
+        (PURGE_ON_CALLER_CLOCK, "test_purge_published_age_expect_cutoff_on_storage_clock", "storage's clock"),
+        (ACK_COUNTS_WHAT_IT_WAS_GIVEN, "test_mark_published_many_after_takeover_expect_fenced", "settled nothing"),
     ],
     ids=[
         "ignores-max-retry", "spent-head-overtaken", "requeue-keeps-budget", "stats-count-expired",
         "created-at-lost", "renewal-outlives-timeout", "renewal-ignores-owner", "head-of-every-key",
-        "requeue-unbounded",
+        "requeue-unbounded", "purge-on-caller-clock", "ack-counts-what-it-was-given",
     ],
 )
 def test_suite_broken_rule_expect_named_test_fails_saying_rule(

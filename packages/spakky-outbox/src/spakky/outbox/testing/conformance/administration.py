@@ -12,6 +12,7 @@ from spakky.outbox.ports.storage import (
 )
 from spakky.outbox.testing.conformance.support import (
     MAX_RETRY,
+    acknowledge,
     capability,
     eventually,
     ids,
@@ -137,6 +138,32 @@ async def test_requeue_abandoned_limit_expect_bounded_batches(outbox_harness: Ab
     assert counts == [2, 2, 1, 0], rule("requeue_abandoned(limit=2) requeues at most 2 per call", counts)
     claimed = await storage.fetch_pending(10, MAX_RETRY)
     assert ids(claimed) == ids(sent), rule("requeued messages come back in their original order", names(claimed))
+
+
+@capability(Capability.ADMINISTRATION)
+async def test_purge_published_age_expect_cutoff_on_storage_clock(
+    outbox_harness: AbstractOutboxHarness,
+) -> None:
+    """An age cutoff (retention) counts on the storage's clock, the clock ``published_at`` comes from (issue 17.19).
+
+    A relay whose own clock runs ahead must never purge what the storage
+    published less than the retention ago: the harness clock is the storage's,
+    and it moves without the caller's clock (or with it, on a real server).
+    """
+    sent = message()
+    await outbox_harness.write([sent])
+    storage = outbox_harness.new_storage()
+    assert isinstance(storage, IAsyncOutboxAdministration)
+    await acknowledge(storage, ids(await storage.fetch_pending(10, MAX_RETRY)))
+    kept = await storage.purge_published(timedelta(hours=1))
+    assert kept == 0, rule("an age cutoff keeps what was published within that age", f"deleted {kept}")
+    await outbox_harness.advance(1.0)
+    purged = await storage.purge_published(timedelta(seconds=0.5))
+    left = await raw_by_id(outbox_harness)
+    assert purged == 1 and sent.id not in left, rule(
+        "an age cutoff deletes what the storage's clock published longer ago than that",
+        f"deleted {purged}, still stored: {sent.id in left}",
+    )
 
 
 @capability(Capability.ADMINISTRATION)
