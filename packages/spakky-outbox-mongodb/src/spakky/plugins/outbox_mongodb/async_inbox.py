@@ -17,7 +17,12 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, override
 
-from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
+from pymongo.errors import (
+    ConnectionFailure,
+    DuplicateKeyError,
+    OperationFailure,
+    PyMongoError,
+)
 from spakky.core.pod.annotations.pod import Pod
 from spakky.outbox.error import (
     OutboxStorageUnavailableError,
@@ -117,7 +122,7 @@ class AsyncMongoInboxStorage(IAsyncInboxStorage):
         try:
             result = await collection.update_one(key, RECORD, upsert=True, session=scope.session)
         except PyMongoError as error:
-            if isinstance(error, DuplicateKeyError) or getattr(error, "code", None) in _CONFLICTS:
+            if isinstance(error, OperationFailure) and error.code in _CONFLICTS:
                 raise InboxConflictError(f"consumer {consumer!r}, message {message_id!r}") from error
             raise translate_error(error) from error
         if result.upserted_id is None:

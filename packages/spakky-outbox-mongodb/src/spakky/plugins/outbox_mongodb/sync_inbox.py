@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-mongodb/src/spakky/plugins/outbox_mongodb/async_inbox.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 87eadd50b77588b0baca9e3104385609a86ce9c7fbc3a38e89a90eb01060f929
+# Source sha256 (with the tool's): 2f53cd3e7ff8a8e397300240d563ecc042fcff05c8208c85e96278340a51938e
 """The MongoDB inbox of the sync flavour, on the outbox's client and database.
 
 `MongoInboxStorage.record` upserts the record with the session of the
@@ -20,7 +20,12 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, override
 
-from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
+from pymongo.errors import (
+    ConnectionFailure,
+    DuplicateKeyError,
+    OperationFailure,
+    PyMongoError,
+)
 from spakky.core.pod.annotations.pod import Pod
 from spakky.outbox.error import (
     OutboxStorageUnavailableError,
@@ -120,7 +125,7 @@ class MongoInboxStorage(IInboxStorage):
         try:
             result = collection.update_one(key, RECORD, upsert=True, session=scope.session)
         except PyMongoError as error:
-            if isinstance(error, DuplicateKeyError) or getattr(error, "code", None) in _CONFLICTS:
+            if isinstance(error, OperationFailure) and error.code in _CONFLICTS:
                 raise InboxConflictError(f"consumer {consumer!r}, message {message_id!r}") from error
             raise translate_error(error) from error
         if result.upserted_id is None:
