@@ -12,10 +12,12 @@ from spakky.data.persistency.transaction import (
 )
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.error import OutboxStorageUnavailableError
+from spakky.outbox.ports.inbox import IAsyncInboxStorage, IInboxStorage
 from spakky.outbox.ports.storage import IAsyncOutboxStorage, IOutboxStorage
 from spakky.outbox.registry import announce_storage, loaded_storage_names
 from spakky.plugins.outbox_redis import contribution, main
 from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
+from spakky.plugins.outbox_redis.inbox import AsyncRedisInboxStorage, RedisInboxStorage
 from spakky.plugins.outbox_redis.storage import (
     AsyncRedisOutboxStorage,
     RedisOutboxStorage,
@@ -219,7 +221,7 @@ def test_main_initialize_expect_config_and_clients_added_transactions_not() -> N
 def test_contribution_only_storage_expect_storages_bound(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """As the only loaded storage, the contribution adds and binds storages and transactions."""
+    """As the only loaded storage, the contribution adds and binds storages, inboxes and transactions."""
     monkeypatch.delenv("SPAKKY_OUTBOX__STORAGE", raising=False)
     app = _RecordingApplication()
     main.initialize(cast(SpakkyApplication, app))
@@ -229,6 +231,8 @@ def test_contribution_only_storage_expect_storages_bound(
         IAsyncOutboxStorage: AsyncRedisOutboxStorage,
         AbstractTransaction: RedisTransaction,
         AbstractAsyncTransaction: AsyncRedisTransaction,
+        IInboxStorage: RedisInboxStorage,
+        IAsyncInboxStorage: AsyncRedisInboxStorage,
     }
 
 

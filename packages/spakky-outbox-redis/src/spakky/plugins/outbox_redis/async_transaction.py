@@ -2,12 +2,16 @@
 
 from typing import override
 
+from redis.exceptions import WatchError
 from spakky.core.pod.annotations.pod import Pod
 from spakky.data.persistency.transaction import AbstractAsyncTransaction
 from spakky.outbox.backend.transaction import TransactionScope
+from spakky.outbox.error import OutboxStorageUnavailableError
+from spakky.outbox.inbox.error import InboxConflictError
 from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
 from spakky.plugins.outbox_redis.config import RedisOutboxConfig
 from spakky.plugins.outbox_redis.pipelines import async_scopes, open_async_pipeline
+from spakky.plugins.outbox_redis.storage_base import UNAVAILABLE
 
 
 @Pod()
@@ -35,14 +39,24 @@ class AsyncRedisTransaction(AbstractAsyncTransaction):
 
     @override
     async def commit(self) -> None:
-        """Send the queued commands in one MULTI/EXEC (outermost transaction only)."""
+        """Send the queued commands in one MULTI/EXEC (outermost transaction only).
+
+        Raises:
+            InboxConflictError: The inbox record this transaction WATCHed was
+                written by another transaction first; nothing was written.
+        """
         scope = async_scopes.commit()
         if scope is None:
             return
         if scope.rollback_only:
             await scope.resource.reset()
-        else:
+            return
+        try:
             await scope.resource.execute()
+        except WatchError as error:
+            if isinstance(error.__context__, UNAVAILABLE):  # the watching connection broke
+                raise OutboxStorageUnavailableError(str(error)) from error
+            raise InboxConflictError(str(error)) from None
 
     @override
     async def rollback(self) -> None:

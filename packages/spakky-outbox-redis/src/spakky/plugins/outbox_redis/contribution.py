@@ -1,7 +1,8 @@
-"""Contribution to spakky-outbox: registers the Redis storages when selected."""
+"""Contribution to spakky-outbox: registers the Redis storages and inboxes when selected."""
 
 from spakky.core.application.application import SpakkyApplication
 from spakky.outbox.registry import register_storage
+from spakky.plugins.outbox_redis.inbox import AsyncRedisInboxStorage, RedisInboxStorage
 from spakky.plugins.outbox_redis.main import STORAGE_NAME
 from spakky.plugins.outbox_redis.storage import (
     AsyncRedisOutboxStorage,
@@ -14,7 +15,7 @@ from spakky.plugins.outbox_redis.transaction import (
 
 
 def initialize(app: SpakkyApplication) -> None:
-    """Register the Redis storages and transactions when ``redis`` is selected.
+    """Register the Redis storages, inboxes and transactions when ``redis`` is selected.
 
     The Redis transactions are bound as the application's transactions then,
     so ``@Transactional()`` queues business writes and ``save`` in one
@@ -29,4 +30,5 @@ def initialize(app: SpakkyApplication) -> None:
         RedisOutboxStorage,
         AsyncRedisOutboxStorage,
         transactions=(RedisTransaction, AsyncRedisTransaction),
+        inboxes=(RedisInboxStorage, AsyncRedisInboxStorage),
     )

@@ -37,3 +37,18 @@ class UncheckedClusterCommandError(AbstractOutboxDetailedError):
         "cannot be checked, nor routed by redis-py. Use commands with fixed key "
         "positions, or the synchronous transaction"
     )
+
+
+class InboxRecordNotFirstError(AbstractOutboxDetailedError):
+    """Raised when the Redis inbox records a message after the transaction queued other commands.
+
+    The record WATCHes its key before the transaction's MULTI, so it must be
+    the first thing the transaction does (as ``@Idempotent`` inside
+    ``@Transactional()`` does), and there is one per transaction.
+    """
+
+    message = (
+        "The Redis inbox must record the message first in its transaction (one "
+        "record per transaction): put @Idempotent on the handler that opens the "
+        "@Transactional(), not on one called after other writes"
+    )

@@ -111,6 +111,27 @@ class _AsyncGuardedClusterPipeline(redis.asyncio.cluster.ClusterPipeline):
         return self
 
 
+async def execute_now_async(pipeline: AsyncPipeline, *args: Any) -> Any:
+    """Run a command on the transaction's connection at once (WATCH, a read while watching, UNWATCH).
+
+    The asyncio twin of `execute_now`: redis-py's asyncio cluster transaction
+    runs such commands on a new event loop in a thread, where its connection
+    does not belong, so the guarded cluster pipeline runs them on this loop
+    (its strategy books the slot and the WATCH, and hands back the command's
+    coroutine).
+    """
+    if isinstance(pipeline, _AsyncGuardedClusterPipeline):
+        strategy: Any = pipeline._execution_strategy  # pyright: ignore[reportPrivateUsage]
+        return await (await strategy._execute_command(*args))
+    result: Any = await cast(Any, pipeline.execute_command(*args))
+    return result
+
+
+def execute_now(pipeline: Pipeline, *args: Any) -> Any:
+    """Run a command on the transaction's connection at once (WATCH, a read while watching, UNWATCH)."""
+    return cast(Any, pipeline.execute_command(*args))
+
+
 async_scopes = TransactionScopes[TransactionScope[AsyncPipeline]](
     "spakky_outbox_redis_async_transaction"
 )

@@ -1,16 +1,20 @@
 # Sync twin generated from packages/spakky-outbox-redis/src/spakky/plugins/outbox_redis/async_transaction.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 9ec287f683df1e8a5d196c7eca05693f6cbe94254b93fdfed0b387da5ecccb9b
+# Source sha256 (with the tool's): 690f810454b9b4e7b7ae2d3876c3c17016f814579d4d53517eb923d045c47c82
 """The Redis transaction of the sync flavour: a MULTI/EXEC pipeline executed at commit."""
 
 from typing import override
 
+from redis.exceptions import WatchError
 from spakky.core.pod.annotations.pod import Pod
 from spakky.data.persistency.transaction import AbstractTransaction
 from spakky.outbox.backend.transaction import TransactionScope
+from spakky.outbox.error import OutboxStorageUnavailableError
+from spakky.outbox.inbox.error import InboxConflictError
 from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
 from spakky.plugins.outbox_redis.config import RedisOutboxConfig
 from spakky.plugins.outbox_redis.pipelines import open_pipeline, scopes
+from spakky.plugins.outbox_redis.storage_base import UNAVAILABLE
 
 
 @Pod()
@@ -38,14 +42,24 @@ class RedisTransaction(AbstractTransaction):
 
     @override
     def commit(self) -> None:
-        """Send the queued commands in one MULTI/EXEC (outermost transaction only)."""
+        """Send the queued commands in one MULTI/EXEC (outermost transaction only).
+
+        Raises:
+            InboxConflictError: The inbox record this transaction WATCHed was
+                written by another transaction first; nothing was written.
+        """
         scope = scopes.commit()
         if scope is None:
             return
         if scope.rollback_only:
             scope.resource.reset()
-        else:
+            return
+        try:
             scope.resource.execute()
+        except WatchError as error:
+            if isinstance(error.__context__, UNAVAILABLE):  # the watching connection broke
+                raise OutboxStorageUnavailableError(str(error)) from error
+            raise InboxConflictError(str(error)) from None
 
     @override
     def rollback(self) -> None:

@@ -1,0 +1,189 @@
+"""The inbox harness of the Redis package: both flavours on one outbox prefix, raw state read by key."""
+
+import asyncio
+import contextvars
+import uuid
+from datetime import datetime
+from typing import cast, override
+
+import redis.asyncio
+import redis.asyncio.cluster
+from spakky.outbox.common.config import OutboxConfig
+from spakky.outbox.inbox.config import InboxConfig
+from spakky.outbox.ports.inbox import (
+    IAsyncInboxStorage,
+    IInboxStorage,
+    InboxLease,
+    InboxStats,
+)
+from spakky.outbox.testing.inbox_harness import (
+    AbstractInboxHarness,
+    BeforeCommit,
+    RawInboxRecord,
+)
+from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
+from spakky.plugins.outbox_redis.config import RedisOutboxConfig
+from spakky.plugins.outbox_redis.inbox import (
+    AsyncRedisInboxStorage,
+    RedisInboxStorage,
+)
+from spakky.plugins.outbox_redis.inbox_base import InboxKeys
+from spakky.plugins.outbox_redis.transaction import (
+    AsyncRedisTransaction,
+    RedisTransaction,
+    current_async_pipeline,
+    current_pipeline,
+)
+
+from .conftest import RedisOutbox
+
+
+class ThreadedInbox(IAsyncInboxStorage):
+    """The async port over the sync inbox: each call in a worker thread (with the caller's context)."""
+
+    def __init__(self, inbox: IInboxStorage) -> None:
+        self.sync_inbox = inbox
+
+    @override
+    async def record(self, consumer: str, message_id: str) -> bool:
+        return await asyncio.to_thread(self.sync_inbox.record, consumer, message_id)
+
+    @override
+    async def acquire_lease(self, consumer: str, message_id: str, lease_seconds: float) -> InboxLease:
+        return await asyncio.to_thread(self.sync_inbox.acquire_lease, consumer, message_id, lease_seconds)
+
+    @override
+    async def finish_lease(self, consumer: str, message_id: str, token: str) -> bool:
+        return await asyncio.to_thread(self.sync_inbox.finish_lease, consumer, message_id, token)
+
+    @override
+    async def release_lease(self, consumer: str, message_id: str, token: str) -> None:
+        await asyncio.to_thread(self.sync_inbox.release_lease, consumer, message_id, token)
+
+    @override
+    async def purge(self, before: datetime, limit: int = 10_000) -> int:
+        return await asyncio.to_thread(self.sync_inbox.purge, before, limit)
+
+    @override
+    async def stats(self) -> InboxStats:
+        return await asyncio.to_thread(self.sync_inbox.stats)
+
+    @override
+    def location(self) -> str:
+        return self.sync_inbox.location()
+
+
+class RedisInboxHarness(AbstractInboxHarness):
+    """A Redis inbox under a private prefix; effects are pushed on a business list in the same MULTI/EXEC."""
+
+    lease_seconds = 0.5
+
+    def __init__(self, outbox: RedisOutbox, flavour: str, inbox_config: InboxConfig | None = None) -> None:
+        """Use ``outbox``'s prefix and clients; ``flavour`` is ``async`` or ``sync``."""
+        self.outbox = outbox
+        self.flavour = flavour
+        self.name = f"redis {flavour}"
+        self.inbox_config = inbox_config or InboxConfig()
+        self.keys = InboxKeys(outbox.prefix)
+        self.effects_key = outbox.keys.business("effects")
+
+    @override
+    def inbox(self) -> IAsyncInboxStorage:
+        outbox = self.outbox
+        if self.flavour == "async":
+            return AsyncRedisInboxStorage(outbox.connections, outbox.config, self.inbox_config)
+        return ThreadedInbox(RedisInboxStorage(outbox.connections, outbox.config, self.inbox_config))
+
+    @override
+    async def handle(
+        self,
+        inbox: IAsyncInboxStorage,
+        consumer: str,
+        message_id: str,
+        effect: str,
+        *,
+        fail: bool = False,
+        before_commit: BeforeCommit | None = None,
+    ) -> bool:
+        run = self._async if self.flavour == "async" else self._sync
+        return await asyncio.create_task(
+            run(inbox, consumer, message_id, effect, fail, before_commit), context=contextvars.Context()
+        )
+
+    async def _async(
+        self, inbox: IAsyncInboxStorage, consumer: str, message_id: str, effect: str,
+        fail: bool, before_commit: BeforeCommit | None,
+    ) -> bool:
+        transaction = AsyncRedisTransaction(self.outbox.config, self.outbox.connections)
+        await transaction.initialize()
+        try:
+            ran = await inbox.record(consumer, message_id)
+            if ran:
+                await current_async_pipeline().rpush(self.effects_key, effect)
+            if before_commit is not None:
+                await before_commit()
+            if fail:
+                await transaction.rollback()
+            else:
+                await transaction.commit()
+            return ran
+        finally:
+            await transaction.dispose()
+
+    async def _sync(
+        self, inbox: IAsyncInboxStorage, consumer: str, message_id: str, effect: str,
+        fail: bool, before_commit: BeforeCommit | None,
+    ) -> bool:
+        # The sync transaction lives in this task's context; record and commit
+        # run in worker threads, which copy the context (and so see its
+        # pipeline); dispose unbinds it, so it runs here.
+        transaction = RedisTransaction(self.outbox.config, self.outbox.connections)
+        transaction.initialize()
+        try:
+            ran = await inbox.record(consumer, message_id)
+            if ran:
+                current_pipeline().rpush(self.effects_key, effect)
+            if before_commit is not None:
+                await before_commit()
+            await asyncio.to_thread(transaction.rollback if fail else transaction.commit)
+            return ran
+        finally:
+            transaction.dispose()
+
+    @override
+    async def records(self) -> list[RawInboxRecord]:
+        raw = self.outbox.raw
+        start = self.keys.records
+        found: list[RawInboxRecord] = []
+        async for key in raw.scan_iter(match=f"{start}*", count=1000):
+            value = await raw.get(key)
+            if value is None:
+                continue
+            consumer, message_id = InboxKeys.split(key.decode()[len(start) :])
+            found.append(RawInboxRecord(consumer, message_id, leased=b" " in value))
+        return sorted(found, key=lambda r: (r.consumer, r.message_id))
+
+    @override
+    async def effects(self) -> list[str]:
+        return sorted(v.decode() for v in await self.outbox.raw.lrange(self.effects_key, 0, -1))
+
+    @override
+    async def backdate(self, consumer: str, message_id: str, seconds: float) -> None:
+        raw, keys = self.outbox.raw, self.keys
+        key, member = keys.record(consumer, message_id), keys.member(consumer, message_id)
+        value = (await raw.get(key) or b"").decode()
+        recorded, _, rest = value.partition(" ")
+        moved = int(recorded) - round(seconds * 1000)
+        await raw.set(key, f"{moved} {rest}" if rest else str(moved), keepttl=True)
+        await raw.zadd(keys.recorded, {member: moved}, xx=True)
+        await raw.zadd(keys.leased, {member: moved}, xx=True)
+
+
+def cluster_outbox(url: str) -> RedisOutbox:
+    """An outbox under a fresh prefix on the Redis Cluster at ``url``, with a raw cluster client."""
+    config = RedisOutboxConfig().model_copy(
+        update={"url": url, "key_prefix": f"{{inbox-{uuid.uuid4().hex}}}", "cluster": True}
+    )
+    # the cluster client offers the commands the harness reads raw state with
+    raw = cast(redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster.from_url(url))
+    return RedisOutbox(config, OutboxConfig(), RedisOutboxConnectionManager(config), raw)
