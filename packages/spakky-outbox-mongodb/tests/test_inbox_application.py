@@ -53,7 +53,7 @@ def _bookings(client: MongoClient[dict[str, Any]], name: str = "bookings") -> li
     return sorted((d["order_id"], d.get("run", 0)) for d in _database(client)[name].find({}))
 
 
-def test_application_inbox_expect_mongodb_inboxes_bound(app: SpakkyApplication) -> None:
+def test_application_mongodb_selected_expect_mongodb_inboxes_bound(app: SpakkyApplication) -> None:
     """With the MongoDB storage selected, load_plugins binds both inbox ports to the MongoDB inboxes."""
     context = app.application_context
     assert isinstance(context.get(IAsyncInboxStorage), AsyncMongoInboxStorage)

@@ -105,7 +105,7 @@ BROKEN: list[tuple[type[AsyncMongoInboxStorage], Rule, type[Exception], str]] = 
 
 
 @pytest.mark.parametrize(("broken", "rule", "error", "says"), BROKEN, ids=[b[0].__name__ for b in BROKEN])
-async def test_mongodb_broken_inbox_expect_rule_fails(
+async def test_mongodb_inbox_broken_expect_rule_fails(
     mongodb_server: MongoServer, broken: type[AsyncMongoInboxStorage], rule: Rule, error: type[Exception], says: str
 ) -> None:
     """Each broken MongoDB inbox fails the rule it breaks, on raw collection state."""

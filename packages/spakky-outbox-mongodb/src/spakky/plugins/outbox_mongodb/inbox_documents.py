@@ -34,6 +34,7 @@ RECORD: list[Document] = [{"$set": {"recorded_at": {"$ifNull": ["$recorded_at", 
 """Upsert pipeline of a transactional record: inserts ``recorded_at = $$NOW``, leaves a stored record as it is."""
 
 OLDEST_FIRST: list[tuple[str, int]] = [("recorded_at", 1)]
+"""Sort of the sweep and of the oldest record: along the window's TTL index."""
 
 
 @dataclass(frozen=True)
