@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from spakky.core.application.application_context import ApplicationContext
-from spakky.outbox.common.config import OutboxConfig
+from spakky.outbox.common.config import DEFAULT_BATCH_MAX_BYTES, OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
 from spakky.plugins.outbox_sqlalchemy.config import SqlAlchemyOutboxConfig
 from spakky.plugins.outbox_sqlalchemy.schema import (
@@ -185,6 +185,7 @@ async def open_outbox(
     table_name: str | None = None,
     claim_timeout_seconds: float = 1.0,
     claim_lease_seconds: float = 1.0,
+    batch_max_bytes: int = DEFAULT_BATCH_MAX_BYTES,
     pool_pre_ping: bool = False,
     connect_args: dict[str, Any] | None = None,
     **settings: Any,
@@ -206,6 +207,7 @@ async def open_outbox(
             update={
                 "claim_timeout_seconds": claim_timeout_seconds,
                 "claim_lease_seconds": claim_lease_seconds,
+                "batch_max_bytes": batch_max_bytes,
             }
         ),
         storages=[],

@@ -2,6 +2,7 @@
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -192,6 +193,25 @@ async def test_fetch_pending_mixed_lanes_expect_save_order_and_limit(
         in_order = [m.id for m in sent if m.partition_key == key]
         got = [m.id for m in claimed if m.partition_key == key]
         assert got == in_order[: len(got)]
+
+
+async def test_fetch_pending_byte_budget_after_keyless_claim_expect_keyed_fill_within_budget(
+    outboxes: Callable[..., Awaitable[AsyncOutbox]],
+) -> None:
+    """Keyless messages then a key's run share one claim's byte budget (PostgreSQL: one-statement keyless claim first)."""
+    budget = 4096
+    part = budget * 3 // 10
+    outbox = await outboxes(batch_max_bytes=budget)
+    storage = outbox.storage()
+    await outbox.write([message()])
+    # A claim that sees no keyed message: PostgreSQL claims keyless-first next.
+    await storage.mark_published_many(_ids(await storage.fetch_pending(100, 5)))
+    sent = [replace(message(key), payload=b"x" * part) for key in (None, None, "k", "k")]
+    await outbox.write(sent)
+    claimed = await storage.fetch_pending(100, 5)
+    assert _ids(claimed) == _ids(sent[:3])
+    await storage.mark_published_many(_ids(claimed))
+    assert _ids(await storage.fetch_pending(100, 5)) == _ids(sent[3:])
 
 
 @pytest.fixture(params=[d for d in ASYNC_DRIVERS if not d.startswith("sqlite")])

@@ -209,6 +209,32 @@ ACK_COUNTS_WHAT_IT_WAS_GIVEN = """
         return len(ids)
 """
 
+IGNORES_BYTE_BUDGET = """
+    def claim(self, owner, limit, max_retry):
+        self.batch_max_bytes = 10**12
+        return super().claim(owner, limit, max_retry)
+"""
+
+BUDGET_SKIPS_WHAT_DOES_NOT_FIT = """
+    def claim(self, owner, limit, max_retry):
+        import spakky.outbox.testing.memory_state as memory
+        original = memory.within_bytes
+
+        def greedy(chosen, size, budget):
+            kept, total = [], 0
+            for item in chosen:
+                if not kept or total + size(item) <= budget:
+                    kept.append(item)
+                    total += size(item)
+            return kept
+
+        memory.within_bytes = greedy
+        try:
+            return super().claim(owner, limit, max_retry)
+        finally:
+            memory.within_bytes = original
+"""
+
 LEAKY = """
     async def assert_no_leaks(self):
         raise AssertionError("1 connection still checked out")
@@ -233,11 +259,22 @@ BASE_ONLY = """
         (REQUEUE_IGNORES_LIMIT, "test_requeue_abandoned_limit_expect_bounded_batches", "at most 2 per call"),
         (PURGE_ON_CALLER_CLOCK, "test_purge_published_age_expect_cutoff_on_storage_clock", "storage's clock"),
         (ACK_COUNTS_WHAT_IT_WAS_GIVEN, "test_mark_published_many_after_takeover_expect_fenced", "settled nothing"),
+        (
+            IGNORES_BYTE_BUDGET,
+            "test_fetch_pending_byte_budget_expect_claims_within_budget_in_key_order",
+            "at most batch_max_bytes (65536) of payload",
+        ),
+        (
+            BUDGET_SKIPS_WHAT_DOES_NOT_FIT,
+            "test_fetch_pending_byte_budget_expect_claims_within_budget_in_key_order",
+            "nothing behind it is claimed before it",
+        ),
     ],
     ids=[
         "ignores-max-retry", "spent-head-overtaken", "requeue-keeps-budget", "stats-count-expired",
         "created-at-lost", "renewal-outlives-timeout", "renewal-ignores-owner", "head-of-every-key",
         "requeue-unbounded", "purge-on-caller-clock", "ack-counts-what-it-was-given",
+        "ignores-byte-budget", "budget-skips-what-does-not-fit",
     ],
 )
 def test_suite_broken_rule_expect_named_test_fails_saying_rule(

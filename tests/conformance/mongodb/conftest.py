@@ -43,7 +43,7 @@ class _RollbackRequestedError(Exception):
 class MongoOutboxHarness(AbstractOutboxHarness):
     """One outbox in a fresh collection (plus a business collection) of a MongoDB."""
 
-    capabilities = frozenset(Capability)
+    capabilities = frozenset(Capability) - {Capability.BYTE_BUDGET}  # its part of issue 17.15 follows
 
     def __init__(self, server: MongoServer, driver: MongoDriver) -> None:
         """Prepare a fresh outbox collection on ``server`` used through ``driver``."""
@@ -61,6 +61,7 @@ class MongoOutboxHarness(AbstractOutboxHarness):
             update={
                 "claim_timeout_seconds": self.claim_timeout_seconds,
                 "claim_lease_seconds": self.claim_lease_seconds,
+                "batch_max_bytes": self.batch_max_bytes,
             }
         )
         self.connections = MongoOutboxConnectionManager(self.config, self.outbox_config)

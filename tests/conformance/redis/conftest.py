@@ -48,7 +48,7 @@ class RedisOutboxHarness(AbstractOutboxHarness):
     """One outbox under a unique hash-tagged key prefix on a real Redis (or Redis Cluster)."""
 
     name = "redis"
-    capabilities = frozenset(Capability)
+    capabilities = frozenset(Capability) - {Capability.BYTE_BUDGET}  # its part of issue 17.15 follows
     claim_timeout_seconds = 3.0
     claim_lease_seconds = 1.0
 
@@ -64,6 +64,7 @@ class RedisOutboxHarness(AbstractOutboxHarness):
             update={
                 "claim_timeout_seconds": self.claim_timeout_seconds,
                 "claim_lease_seconds": self.claim_lease_seconds,
+                "batch_max_bytes": self.batch_max_bytes,
             }
         )
         self.connections = RedisOutboxConnectionManager(self.config)

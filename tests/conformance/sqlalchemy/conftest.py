@@ -122,6 +122,7 @@ class SqlAlchemyOutboxHarness(AbstractOutboxHarness):
             update={
                 "claim_timeout_seconds": self.claim_timeout_seconds,
                 "claim_lease_seconds": self.claim_lease_seconds,
+                "batch_max_bytes": self.batch_max_bytes,
             }
         )
         self.config = SqlAlchemyOutboxConfig().model_copy(

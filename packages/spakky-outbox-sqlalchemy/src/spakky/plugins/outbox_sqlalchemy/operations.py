@@ -35,7 +35,9 @@ from spakky.outbox.backend.claims import (
     choose_batch,
     key_run,
     undecodable_reason,
+    within_bytes,
 )
+from spakky.outbox.common.config import DEFAULT_BATCH_MAX_BYTES
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import STATS_COUNT_CAP, OutboxStats
 from spakky.plugins.outbox_sqlalchemy.error import UnsupportedOutboxDialectError
@@ -202,6 +204,8 @@ class OutboxSql:
     """This instance's owner token; every acknowledgement is fenced by it."""
     claim_timeout_seconds: float
     claim_lease_seconds: float
+    batch_max_bytes: int = DEFAULT_BATCH_MAX_BYTES
+    """Payload bytes one claim may hold (a larger message is claimed alone)."""
     cursor: ClaimCursor = field(default_factory=ClaimCursor)
     count_cap: int = STATS_COUNT_CAP
     """Where `stats` stops counting each state."""
@@ -238,6 +242,13 @@ class OutboxSql:
             f" AND (lease_until IS NULL OR lease_until <= {clock.now})"
             f" AND (not_before IS NULL OR not_before <= {clock.now})"
         )
+        # The payload's length in bytes, read by the database: no payload
+        # leaves it to decide what a claim's byte budget admits.
+        self._size = {
+            DialectKind.POSTGRESQL: "octet_length(payload)",
+            DialectKind.MYSQL: "LENGTH(payload)",
+            DialectKind.SQLITE: "length(CAST(payload AS BLOB))",
+        }[self.kind]
         self._claim_set = (
             f"UPDATE {self._name} SET claimed_at = {clock.now}, claimed_by = :owner, "
             f"not_before = NULL, lease_until = {clock.after('claim_span')}"
@@ -253,18 +264,24 @@ class OutboxSql:
             "AND partition_key IS NOT NULL ORDER BY partition_key LIMIT 1"
         )
         self._keyless_probe = (
-            "SELECT * FROM (SELECT seq, partition_key AS k FROM "
+            f"SELECT * FROM (SELECT seq, partition_key AS k, {self._size} AS size FROM "
             f"{self._name}{self._force('state')} WHERE partition_key IS NULL AND "
             f"{PENDING} AND {self._eligible} ORDER BY seq LIMIT :batch) AS keyless "
-            "UNION ALL SELECT NULL, NULL FROM (SELECT 1 AS one) AS probe "
+            "UNION ALL SELECT NULL, NULL, NULL FROM (SELECT 1 AS one) AS probe "
             f"WHERE ({any_key}) IS NOT NULL"
         )
         # PostgreSQL, while no keyed message is pending: the keyless lane claimed in
-        # one statement (lock, claim and the keyed probe), which needs no transaction.
+        # one statement (lock, byte budget, claim and the keyed probe), which needs
+        # no transaction. The budget keeps the oldest locked rows whose running
+        # payload total fits, and always the first (window functions cannot take
+        # FOR UPDATE, hence two steps; the rows cut stay free).
         self._keyless_claim = (
-            f"WITH picked AS (SELECT seq FROM {self._name} WHERE partition_key IS NULL "
-            f"AND {PENDING} AND {self._eligible} ORDER BY seq LIMIT :batch "
-            "FOR UPDATE SKIP LOCKED), "
+            f"WITH locked AS (SELECT seq, {self._size} AS size FROM {self._name} "
+            f"WHERE partition_key IS NULL AND {PENDING} AND {self._eligible} "
+            "ORDER BY seq LIMIT :batch FOR UPDATE SKIP LOCKED), "
+            "picked AS (SELECT seq FROM (SELECT seq, SUM(size) OVER (ORDER BY seq) AS total, "
+            "ROW_NUMBER() OVER (ORDER BY seq) AS n FROM locked) AS budget "
+            "WHERE total <= :max_bytes OR n = 1), "
             f"claimed AS ({self._claim_set} WHERE seq IN (SELECT seq FROM picked) "
             f"RETURNING {self._cols}) "
             "SELECT claimed.*, 0 AS keyed FROM claimed UNION ALL SELECT "
@@ -423,11 +440,11 @@ class OutboxSql:
 
     def _runs(
         self, conn: Connection, keys: Sequence[str], run: int, base: dict[str, Any]
-    ) -> dict[str, list[int]]:
-        """Per key, the seqs of the eligible prefix of its ``run`` oldest undelivered rows."""
+    ) -> dict[str, list[tuple[int, int]]]:
+        """Per key, the seqs and payload sizes of the eligible prefix of its ``run`` oldest undelivered rows."""
         params: dict[str, Any] = base | {"per_key": run}
         one_key = (
-            "SELECT seq, partition_key AS k, CASE WHEN "
+            f"SELECT seq, partition_key AS k, {self._size} AS size, CASE WHEN "
             f"{self._eligible} THEN 1 ELSE 0 END AS ok FROM "
             f"{self._name}{self._force('pending_key')} "
             "WHERE {cond} ORDER BY seq LIMIT :per_key"
@@ -436,7 +453,7 @@ class OutboxSql:
             # One LATERAL probe per key: a plan whose size does not grow with it.
             params["keys"] = list(keys)
             runs_sql = (
-                "SELECT r.seq, r.k, r.ok FROM unnest(CAST(:keys AS text[])) "
+                "SELECT r.seq, r.k, r.size, r.ok FROM unnest(CAST(:keys AS text[])) "
                 "AS walked(key) CROSS JOIN LATERAL ("
                 + one_key.format(cond=f"partition_key = walked.key AND {PENDING}")
                 + ") AS r"
@@ -454,19 +471,19 @@ class OutboxSql:
                 branches.append(f"SELECT * FROM ({one_key.format(cond=cond)}) AS r{index}")
             runs_sql = " UNION ALL ".join(branches)
         sql = (
-            "SELECT seq, k FROM (SELECT seq, k, MIN(ok) OVER (PARTITION BY k "
+            "SELECT seq, k, size FROM (SELECT seq, k, size, MIN(ok) OVER (PARTITION BY k "
             f"ORDER BY seq) AS prefix_ok FROM ({runs_sql}) AS runs"
             ") AS prefixes WHERE prefix_ok = 1 ORDER BY seq"
         )
-        runs: dict[str, list[int]] = {}
-        for seq, key in conn.execute(text(sql), params):
-            runs.setdefault(str(key), []).append(int(seq))
+        runs: dict[str, list[tuple[int, int]]] = {}
+        for seq, key, size in conn.execute(text(sql), params):
+            runs.setdefault(str(key), []).append((int(seq), int(size)))
         return runs
 
     def _keyed_lane(
         self, conn: Connection, limit: int, base: dict[str, Any]
-    ) -> list[tuple[str, list[int]]]:
-        """Keys in visiting order with their runs, walked until the runs fill ``limit``.
+    ) -> list[tuple[str, list[tuple[int, int]]]]:
+        """Keys in visiting order with their runs (seq, size), walked until the runs fill ``limit``.
 
         The walk starts after the cursor and wraps around once. How many keys
         it asks for at a time follows the run length seen so far, so deep keys
@@ -478,7 +495,7 @@ class OutboxSql:
         per_statement = budget if self.kind is DialectKind.POSTGRESQL else MAX_UNION_KEYS
         start = self.cursor.after
         after, until = start, None
-        visited: list[tuple[str, list[int]]] = []
+        visited: list[tuple[str, list[tuple[int, int]]]] = []
         gathered = 0
         estimate = self.cursor.run_length
         while gathered < limit and len(visited) < budget:
@@ -500,7 +517,7 @@ class OutboxSql:
         return visited
 
     def _advance(
-        self, visited: Sequence[tuple[str, Sequence[int]]], chosen: set[int]
+        self, visited: Sequence[tuple[str, Sequence[tuple[int, int]]]], chosen: set[int]
     ) -> None:
         """Move the cursor past the keys this claim finished with.
 
@@ -508,8 +525,8 @@ class OutboxSql:
         head is held elsewhere or waits); the next claim starts after the last
         finished key, so keys the batch had no room for come first next time.
         """
-        for key, seqs in visited:
-            if not chosen.issuperset(seqs):
+        for key, run in visited:
+            if not chosen.issuperset(seq for seq, _ in run):
                 break
             self.cursor.after = key
 
@@ -526,21 +543,31 @@ class OutboxSql:
     ) -> tuple[list[OutboxMessage], int]:
         """Claim up to ``limit`` keyless messages in one statement; return them and the room left.
 
-        The room left is what a `claim` should fill next in the same batch:
-        nonzero only when a keyed message turned out to be pending.
+        The room left is what a `claim` (given these messages as ``held``)
+        should fill next in the same batch: nonzero only when a keyed message
+        turned out to be pending and the byte budget is not spent.
         """
         base = {"max_retry": max_retry, "owner": self.owner} | self._durations()
         stmt = text(self._keyless_claim).columns(*self._typed, column("keyed", Integer()))
-        rows = conn.execute(stmt, base | {"batch": limit}).all()
+        rows = conn.execute(stmt, base | {"batch": limit, "max_bytes": self.batch_max_bytes}).all()
         claimed = [row for row in rows if not row[-1]]  # the last column: keyed
         self.cursor.keyed_pending = len(claimed) < len(rows)
-        room = limit - len(claimed) if self.cursor.keyed_pending else 0
+        spent = sum(len(row[3]) for row in claimed) >= self.batch_max_bytes
+        room = limit - len(claimed) if self.cursor.keyed_pending and not spent else 0
         return self._decoded(conn, claimed), room
 
     def claim(
-        self, conn: Connection, limit: int, max_retry: int
+        self,
+        conn: Connection,
+        limit: int,
+        max_retry: int,
+        held: Sequence[OutboxMessage] = (),
     ) -> list[OutboxMessage]:
-        """Claim up to ``limit`` messages for this owner; run inside one transaction."""
+        """Claim up to ``limit`` messages for this owner; run inside one transaction.
+
+        ``held`` are messages the batch already holds (`claim_keyless`'s): their
+        payloads count against the byte budget, which nothing claimed here passes.
+        """
         if limit <= 0:
             return []
         base = {"max_retry": max_retry, "owner": self.owner} | self._durations()
@@ -552,12 +579,12 @@ class OutboxSql:
             self._read_committed(conn)  # no gap locks on the scans
         if self.kind is DialectKind.SQLITE:
             # Writers are serialised (BEGIN IMMEDIATE): the choice still holds.
-            chosen = self._choose(conn, limit, base)
+            chosen = self._choose(conn, limit, base, held)
             if not chosen:
                 return []
             return self._decoded(conn, self._update_returning(conn, [seq for seq, _ in chosen], base))
         for _ in range(CLAIM_ATTEMPTS):
-            chosen = self._choose(conn, limit, base)
+            chosen = self._choose(conn, limit, base, held)
             if not chosen:
                 return []
             rows = self._lock_and_claim(conn, chosen, base)
@@ -569,15 +596,21 @@ class OutboxSql:
         return []
 
     def _choose(
-        self, conn: Connection, limit: int, base: dict[str, Any]
+        self,
+        conn: Connection,
+        limit: int,
+        base: dict[str, Any],
+        held: Sequence[OutboxMessage],
     ) -> list[tuple[int, str | None]]:
-        """Candidates of one claim, in save order, and the cursor moved past them."""
+        """Candidates of one claim, in save order, cut to the byte budget, and the cursor moved past them."""
         # One cheap statement first: the keyless lane, plus whether any keyed
         # message is pending. An idle outbox costs this one statement per poll,
         # and a keyless-only backlog needs no key walk.
         found = conn.execute(text(self._keyless_probe), base | {"batch": limit}).all()
-        keyless: list[tuple[int, str | None]] = [(int(r[0]), None) for r in found if r[0] is not None]
-        visited: list[tuple[str, list[int]]] = []
+        keyless: list[tuple[int, str | None, int]] = [
+            (int(r[0]), None, int(r[2])) for r in found if r[0] is not None
+        ]
+        visited: list[tuple[str, list[tuple[int, int]]]] = []
         self.cursor.keyed_pending = len(keyless) < len(found)
         if self.cursor.keyed_pending:
             if self.kind is DialectKind.POSTGRESQL:
@@ -587,10 +620,17 @@ class OutboxSql:
             visited = self._keyed_lane(conn, limit, base)
         else:
             self.cursor.after = None
-        runs: list[list[tuple[int, str | None]]] = [[(seq, key) for seq in seqs] for key, seqs in visited]
-        chosen = choose_batch(keyless, runs, limit, lambda c: c[0])
-        self._advance(visited, {seq for seq, _ in chosen})
-        return chosen
+        runs: list[list[tuple[int, str | None, int]]] = [
+            [(seq, key, size) for seq, size in run] for key, run in visited
+        ]
+        chosen = within_bytes(
+            choose_batch(keyless, runs, limit, lambda c: c[0]),
+            lambda c: c[2],
+            self.batch_max_bytes - sum(len(m.payload) for m in held),
+            keep_first=not held,
+        )
+        self._advance(visited, {seq for seq, _, _ in chosen})
+        return [(seq, key) for seq, key, _ in chosen]
 
     def _update_returning(
         self, conn: Connection, seqs: Sequence[int], base: dict[str, Any]

@@ -114,6 +114,7 @@ class _OutboxCore:
             owner=self.owner,
             claim_timeout_seconds=outbox_config.claim_timeout_seconds,
             claim_lease_seconds=outbox_config.claim_lease_seconds,
+            batch_max_bytes=outbox_config.batch_max_bytes,
         )
         self.kind = self.sql.kind
         self.hub: WakeUpHub = wake_up_hub(config.table_name)
@@ -313,7 +314,7 @@ class AsyncSqlAlchemyOutboxStorage(
             lambda c: sql.claim_keyless(c, limit, max_retry), create=True, single=True
         )
         if room:
-            messages += await self._run(lambda c: sql.claim(c, room, max_retry))
+            messages += await self._run(lambda c: sql.claim(c, room, max_retry, messages))
         return messages
 
     @override
@@ -543,7 +544,7 @@ class SqlAlchemyOutboxStorage(
             lambda c: sql.claim_keyless(c, limit, max_retry), create=True, single=True
         )
         if room:
-            messages += self._run(lambda c: sql.claim(c, room, max_retry))
+            messages += self._run(lambda c: sql.claim(c, room, max_retry, messages))
         return messages
 
     @override

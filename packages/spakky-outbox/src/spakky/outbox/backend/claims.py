@@ -48,17 +48,20 @@ def choose_batch[T](
     return sorted([*keyless[:limit], *keyed], key=position)[:limit]
 
 
-def within_bytes[T](chosen: Sequence[T], size: Callable[[T], int], budget: int) -> list[T]:
+def within_bytes[T](
+    chosen: Sequence[T], size: Callable[[T], int], budget: int, *, keep_first: bool = True
+) -> list[T]:
     """Cut a chosen batch (in claim order) where its payloads would pass ``budget`` bytes.
 
-    The first message always stays, so a message larger than the budget is
-    still delivered (alone). Cutting a prefix keeps each key's part a prefix.
+    The first message stays (unless ``keep_first`` is False: the claim
+    already holds others), so a message larger than the budget is still
+    delivered (alone). Cutting a prefix keeps each key's part a prefix.
     """
     kept: list[T] = []
     total = 0
     for item in chosen:
         total += size(item)
-        if kept and total > budget:
+        if (kept or not keep_first) and total > budget:
             break
         kept.append(item)
     return kept

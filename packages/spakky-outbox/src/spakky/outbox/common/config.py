@@ -189,9 +189,11 @@ class OutboxConfig(BaseSettings):
     batch_size: Annotated[int, AfterValidator(_batch_size)] = 100
     """Messages claimed per round trip."""
     batch_max_bytes: Annotated[int, AfterValidator(_batch_max_bytes)] = DEFAULT_BATCH_MAX_BYTES
-    """Payload bytes one claim may hold: the claim stops adding messages once
-    the next would pass it (always at least one), so relay memory stays bounded
-    whatever the payloads."""
+    """Payload bytes one claim may hold: the claim takes messages in order until
+    the next would pass it, always at least one (a larger message goes alone),
+    and a key whose next message does not fit waits whole for the next claim,
+    so relay memory stays bounded whatever the payloads. Applied by the
+    in-memory and SQLAlchemy storages; Redis and MongoDB follow (issue 17.15)."""
     max_retry_count: Annotated[int, AfterValidator(_max_retry_count)] = 5
     """Refusals a message may receive before it is abandoned (0 and 1 alike:
     abandoned at the first refusal, never retried)."""

@@ -47,6 +47,8 @@ class Capability(StrEnum):
     """``renew_claims``: a claim lapses after a short lease unless renewed."""
     KEY_SPREADING = "key_spreading"
     """Claims of a key-heavy backlog take runs of few keys, leaving keys for others."""
+    BYTE_BUDGET = "byte_budget"
+    """A claim holds at most ``batch_max_bytes`` of payload (a lone larger message excepted)."""
 
 
 BASE_CAPABILITIES: frozenset[Capability] = frozenset({Capability.ASYNC_API})
@@ -76,7 +78,7 @@ CAPABILITY_PORTS: Mapping[Capability, CapabilityPorts] = {
 
 The flavours themselves (``ASYNC_API``, ``SYNC_API``) are the base ports; the
 capabilities that are rules about claims rather than methods (partition
-ordering, key spreading) have no port of their own.
+ordering, key spreading, byte budget) have no port of their own.
 """
 
 
@@ -126,6 +128,10 @@ class AbstractOutboxHarness(ABC):
     Must be shorter than `claim_timeout_seconds`, e.g. a lease of 1 s with a
     claim timeout of 3 s, so the suite can tell the two apart.
     """
+    batch_max_bytes: int = 64 * 1024
+    """Payload byte budget (``OutboxConfig.batch_max_bytes``) of every storage the
+    harness creates (``BYTE_BUDGET`` only); the suite sizes its payloads from it,
+    so keep it small."""
 
     @abstractmethod
     def new_storage(self) -> IAsyncOutboxStorage:

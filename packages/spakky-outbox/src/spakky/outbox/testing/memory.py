@@ -64,6 +64,7 @@ class InMemoryOutboxHarness(AbstractOutboxHarness):
             update={
                 "claim_timeout_seconds": self.claim_timeout_seconds,
                 "claim_lease_seconds": self.claim_lease_seconds,
+                "batch_max_bytes": self.batch_max_bytes,
             }
         )
 

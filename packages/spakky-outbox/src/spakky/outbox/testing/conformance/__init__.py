@@ -29,6 +29,7 @@ import pytest
 
 from .administration import *
 from .batch_acknowledgement import *
+from .byte_budget import *
 from .claims import *
 from .flavours import outbox_flavour, outbox_harness
 from .key_spreading import *

@@ -132,6 +132,7 @@ class SyncFlavourHarness(AbstractOutboxHarness):
         self.capabilities = harness.capabilities
         self.claim_timeout_seconds = harness.claim_timeout_seconds
         self.claim_lease_seconds = harness.claim_lease_seconds
+        self.batch_max_bytes = harness.batch_max_bytes
 
     @override
     def new_storage(self) -> IAsyncOutboxStorage:
