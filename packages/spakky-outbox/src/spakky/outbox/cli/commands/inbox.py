@@ -45,7 +45,7 @@ class InboxCommand(IOutboxCommand):
         inbox = outbox.inbox
         if inbox is None:
             raise OutboxCommandError(
-                "the selected storage has no inbox (the in-memory reference, spakky-outbox-sqlalchemy and spakky-outbox-mongodb have one)"
+                "the selected storage has no inbox (the in-memory reference, spakky-outbox-sqlalchemy, spakky-outbox-mongodb and spakky-outbox-redis have one)"
             )
         if args.inbox_action == "status":
             return await _status(args, inbox, out)

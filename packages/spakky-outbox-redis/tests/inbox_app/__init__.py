@@ -1,0 +1,1 @@
+"""Consumer service used by the Redis inbox application test."""
