@@ -38,11 +38,13 @@ def main(backend: str, control: Path) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     plugins = {Plugin(name=name) for name in PLUGINS[backend]}
     transport_plugin = os.environ.get("FAULT_TRANSPORT")
-    if transport_plugin is not None:
+    if transport_plugin is not None and transport_plugin != "spakky-kafka":
         plugins.add(Plugin(name=transport_plugin))
     if os.environ.get("FAULT_KAFKA_IDEMPOTENCE_OFF"):
         _kafka_idempotence_off()
     app = SpakkyApplication(ApplicationContext()).load_plugins(include=plugins)
+    if transport_plugin == "spakky-kafka":
+        _add_spakky_kafka_transports(app)
     if transport_plugin is None and not os.environ.get("SPAKKY_OUTBOX__DELIVERY"):
         app.add(FaultSinkEventTransport)
     (control / f"ready-{os.getpid()}").touch()
@@ -56,6 +58,24 @@ def main(backend: str, control: Path) -> int:
     finally:
         app.stop()
     return 0
+
+
+def _add_spakky_kafka_transports(app: SpakkyApplication) -> None:
+    """spakky-kafka 8.5's transports without its plugin's consumers.
+
+    Loaded whole, the plugin also starts its consumers, and they fail in a
+    process with no Kafka ``@EventHandler`` (a relay): 8.5 subscribes to an
+    empty topic list ("Failed to set subscription: Local: Invalid argument").
+    """
+    from spakky.plugins.kafka.common.config import KafkaConnectionConfig
+    from spakky.plugins.kafka.event.transport import (
+        AsyncKafkaEventTransport,
+        KafkaEventTransport,
+    )
+
+    app.add(KafkaConnectionConfig)
+    app.add(AsyncKafkaEventTransport)
+    app.add(KafkaEventTransport)
 
 
 def _kafka_idempotence_off() -> None:
