@@ -167,3 +167,9 @@ class OutboxAdministrationUnsupportedError(AbstractOutboxDetailedError):
         "The outbox storage has no administration capability "
         "(IAsyncOutboxAdministration or IOutboxAdministration)"
     )
+
+
+class OutboxKeyHeadsUnsupportedError(AbstractOutboxDetailedError):
+    """Raised when a storage written before `key_heads` is asked for its keys' heads."""
+
+    message = "The outbox storage cannot list the heads of its partition keys (key_heads)"

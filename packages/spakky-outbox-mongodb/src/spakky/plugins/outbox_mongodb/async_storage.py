@@ -9,7 +9,7 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from spakky.core.pod.annotations.pod import Pod
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import OutboxStats, OutboxTarget, stats_timeout
+from spakky.outbox.common.stats import KeyHead, OutboxStats, OutboxTarget, stats_timeout
 from spakky.outbox.error import OutboxTransactionRequiredError
 from spakky.outbox.ports.storage import IAsyncOutboxFullStorage
 from spakky.plugins.outbox_mongodb.client import MongoOutboxConnectionManager
@@ -154,6 +154,10 @@ class AsyncMongoOutboxStorage(
         self, message_ids: Sequence[UUID] | None = None, limit: int = 1_000
     ) -> int:
         return await self._administer(self._queries.requeue_abandoned(message_ids, limit))
+
+    @override
+    async def key_heads(self, limit: int = 50, after: UUID | None = None) -> list[KeyHead]:
+        return await self._administer(self._queries.key_heads(limit, after))
 
     @override
     async def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:

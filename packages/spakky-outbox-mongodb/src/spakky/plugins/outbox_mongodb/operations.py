@@ -21,7 +21,12 @@ from pymongo.collection import Collection
 from pymongo.errors import OperationFailure
 from spakky.outbox.backend.claims import choose_batch, key_run, undecodable_reason
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import STATS_COUNT_CAP, OutboxStats
+from spakky.outbox.common.stats import (
+    KEY_HEADS_WINDOW,
+    STATS_COUNT_CAP,
+    KeyHead,
+    OutboxStats,
+)
 from spakky.plugins.outbox_mongodb.documents import (
     ABANDONED,
     KEYED_PENDING,
@@ -32,6 +37,7 @@ from spakky.plugins.outbox_mongodb.documents import (
     State,
     position,
     published_index,
+    to_listed_message,
     to_message,
 )
 from spakky.plugins.outbox_mongodb.driver import maybe_await
@@ -559,6 +565,51 @@ class OutboxQueries:
         if limit <= 0:
             return []
         return (yield Find({"state": State.ABANDONED.value}, sort=ORDER, limit=limit))
+
+    def key_heads(self, limit: int, after: UUID | None) -> Plan[list[KeyHead]]:
+        """The heads of up to ``limit`` keys, oldest first, after the head ``after``, with their claim and retry time.
+
+        One aggregation along the keyed index: its first entry of each key
+        (a distinct scan, one entry per key, never a key's whole run), for the
+        first `KEY_HEADS_WINDOW` keys, ordered by save order; claim and retry
+        time by the server clock.
+        """
+        if limit <= 0:
+            return []
+        stages: list[Document] = [
+            {"$match": dict(KEYED_PENDING.partial)},
+            {"$sort": dict(KEYED_PENDING.keys)},
+            {"$group": {"_id": "$partition_key", "head": {"$first": "$$ROOT"}}},
+            {"$sort": {"_id": 1}},
+            {"$limit": KEY_HEADS_WINDOW},
+            {"$replaceRoot": {"newRoot": "$head"}},
+        ]
+        if after is not None:
+            found: list[Document] = yield Find({"_id": after}, dict.fromkeys(ORDER, 1), limit=1)
+            if found:
+                mark = {name: found[0].get(name) for name in ORDER}
+                later: list[Document] = []
+                for depth, name in enumerate(ORDER):
+                    same = {earlier: mark[earlier] for earlier in list(ORDER)[:depth]}
+                    later.append({**same, name: {"$gt": mark[name]}})
+                stages.append({"$match": {"$or": later}})
+        stages += [
+            {"$sort": ORDER},
+            {"$limit": limit},
+            {"$addFields": {"observed_at": "$$NOW"}},
+        ]
+        documents: list[Document] = yield Aggregate(stages)
+        heads: list[KeyHead] = []
+        for document in documents:
+            message = to_listed_message(document)
+            if message is None:
+                continue
+            now, until = document["observed_at"], document.get("available_at")
+            due = until if isinstance(until, datetime) and until > now else None
+            owner = document.get("claimed_by")
+            live = due is not None and owner is not None
+            heads.append(KeyHead(message, str(owner) if live else None, due if live else None, None if live else due))
+        return heads
 
     def requeue_abandoned(self, message_ids: Sequence[UUID] | None, limit: int) -> Plan[int]:
         """Make up to ``limit`` abandoned messages pending with a fresh budget."""

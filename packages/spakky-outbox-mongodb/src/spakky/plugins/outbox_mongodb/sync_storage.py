@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-mongodb/src/spakky/plugins/outbox_mongodb/async_storage.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 01320fcc1f21c8c3e2f415d8df58302a7638a6f5469598af3859bf633d3c1a23
+# Source sha256 (with the tool's): 607aebf5315cecf2daebed7c5f06e91a1713f16f4afa487a30bf10766b140f7c
 """The MongoDB outbox storage of the sync flavour."""
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from spakky.core.pod.annotations.pod import Pod
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import OutboxStats, OutboxTarget, stats_timeout
+from spakky.outbox.common.stats import KeyHead, OutboxStats, OutboxTarget, stats_timeout
 from spakky.outbox.error import OutboxTransactionRequiredError
 from spakky.outbox.ports.storage import IOutboxFullStorage
 from spakky.plugins.outbox_mongodb.client import MongoOutboxConnectionManager
@@ -157,6 +157,10 @@ class MongoOutboxStorage(
         self, message_ids: Sequence[UUID] | None = None, limit: int = 1_000
     ) -> int:
         return self._administer(self._queries.requeue_abandoned(message_ids, limit))
+
+    @override
+    def key_heads(self, limit: int = 50, after: UUID | None = None) -> list[KeyHead]:
+        return self._administer(self._queries.key_heads(limit, after))
 
     @override
     def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:

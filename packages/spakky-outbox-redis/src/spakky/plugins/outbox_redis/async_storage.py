@@ -8,7 +8,7 @@ from uuid import UUID
 from redis.commands.core import AsyncScript
 from spakky.core.pod.annotations.pod import Pod
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import OutboxStats
+from spakky.outbox.common.stats import KeyHead, OutboxStats
 from spakky.outbox.error import (
     OutboxStorageUnavailableError,
 )
@@ -176,6 +176,17 @@ class AsyncRedisOutboxStorage(
     ) -> int:
         """Make up to ``limit`` abandoned messages pending again (None: the oldest ones)."""
         return await self._run_steps("requeue", self._requeue_steps(message_ids, limit))
+
+    @override
+    async def key_heads(self, limit: int = 50, after: UUID | None = None) -> list[KeyHead]:
+        """Return the heads of up to ``limit`` keys, oldest first, after the head ``after``.
+
+        One script walks the undelivered messages in save order (at most
+        `KEY_HEADS_WINDOW` of them) and keeps those that head their key.
+        """
+        if limit <= 0:
+            return []
+        return self._key_heads(await self._run("key_heads", self._key_heads_args(limit, after)))
 
     @override
     async def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:

@@ -469,3 +469,41 @@ ARGV: prefix, the position (seq) the chunk starts after, most messages. Returns
 the server time, the position of the chunk's last message (the next chunk's
 start; ARGV[2] when empty), then each message's id and `LISTED_FIELDS`.
 """
+
+KEY_HEADS = (
+    _COMMON
+    + """
+local limit, window, now = tonumber(ARGV[2]), tonumber(ARGV[3]), now_ms()
+put(tostring(now))
+local start = '-inf'
+if ARGV[4] ~= '' then
+  local seq = redis.call('HGET', mkey(ARGV[4]), 'seq')
+  if seq then start = '(' .. seq end
+end
+local found = 0
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', pending, start, '+inf', 'LIMIT', 0, window)) do
+  if found >= limit then break end
+  local pk = redis.call('HGET', mkey(id), 'partition_key')
+  if pk and redis.call('ZRANGE', kkey(pk), 0, 0)[1] == id then
+    put_message(id, redis.call('HMGET', mkey(id), unpack(FIELDS)))
+    local ends = redis.call('ZSCORE', inflight, id)
+    if ends and tonumber(ends) > now then
+      put(redis.call('HGET', mkey(id), 'owner') or '')
+      put(ends)
+    else
+      put(false)
+      put(false)
+    end
+    local due = redis.call('ZSCORE', delayed, id)
+    put(due and tonumber(due) > now and due or false)
+    found = found + 1
+  end
+end
+return table.concat(out)
+"""
+)
+"""Heads of up to ARGV[2] keys, oldest first, among the ARGV[3] undelivered messages after the one ARGV[4] ('' : from the oldest).
+
+Each head is framed like a claimed message, then its live claim's owner and
+deadline (ms) and its retry time (ms) when in the future (``-`` otherwise).
+"""

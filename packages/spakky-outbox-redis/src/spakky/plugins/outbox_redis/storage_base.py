@@ -4,7 +4,7 @@
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 from uuid import UUID
 
@@ -19,7 +19,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from spakky.outbox.backend.claims import key_run, undecodable_reason
 from spakky.outbox.common.config import OutboxConfig, redact_url
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import OutboxStats, OutboxTarget
+from spakky.outbox.common.stats import (
+    KEY_HEADS_WINDOW,
+    KeyHead,
+    OutboxStats,
+    OutboxTarget,
+)
 from spakky.outbox.error import OutboxTransactionRequiredError
 from spakky.plugins.outbox_redis import scripts
 from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
@@ -63,6 +68,7 @@ SCRIPTS: dict[str, str] = {
     "purge": scripts.PURGE,
     "stats": scripts.STATS,
     "abandoned": scripts.LIST_ABANDONED,
+    "key_heads": scripts.KEY_HEADS,
 }
 
 WIDTH = 1 + len(MESSAGE_FIELDS)
@@ -132,6 +138,11 @@ def _steps(limit: int, chunk: int) -> Iterator[int]:
     while limit > 0:
         yield min(chunk, limit)
         limit -= chunk
+
+
+def _from_ms(value: bytes | None) -> datetime | None:
+    """A time the scripts give in ms since the epoch (Redis ``TIME``)."""
+    return None if value is None else datetime.fromtimestamp(float(value) / 1000, tz=UTC)
 
 
 def _joined(message_ids: Sequence[UUID | bytes]) -> str:
@@ -273,6 +284,23 @@ class RedisOutboxStorageBase:
             except Exception as error:  # any damage: the message is set aside, the batch goes on
                 broken.append((message_id, undecodable_reason(error)))
         return messages, broken
+
+    def _key_heads_args(self, limit: int, after: UUID | None) -> list[RedisValue]:
+        return [self._keys.prefix, max(0, limit), KEY_HEADS_WINDOW, "" if after is None else str(after)]
+
+    @staticmethod
+    def _key_heads(reply: Any) -> list[KeyHead]:
+        """Decode the key heads script's reply (heads too damaged to decode are left out)."""
+        items = unframe(cast(bytes, reply))
+        heads: list[KeyHead] = []
+        for start in range(1, len(items), WIDTH + 3):
+            try:
+                message = to_message(cast(bytes, items[start]), items[start + 1 : start + WIDTH])
+            except Exception:
+                continue
+            owner, ends, due = items[start + WIDTH : start + WIDTH + 3]
+            heads.append(KeyHead(message, None if owner is None else owner.decode(), _from_ms(ends), _from_ms(due)))
+        return heads
 
     @staticmethod
     def _stats(reply: Any) -> OutboxStats:

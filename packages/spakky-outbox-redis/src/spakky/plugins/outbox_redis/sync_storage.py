@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-redis/src/spakky/plugins/outbox_redis/async_storage.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): dec9008f4ee9dab93d6dbaa75601e23fcd227506044e9980877a8c1ee1f5b775
+# Source sha256 (with the tool's): 6acfbcc029c83cdde7ade34982aafc6bf8f176a0630bf0521b3dd2d3bf2e66be
 """The Redis outbox storage of the sync flavour (redis-py synchronous clients)."""
 
 from collections.abc import Iterator, Sequence
@@ -11,7 +11,7 @@ from uuid import UUID
 from redis.commands.core import Script
 from spakky.core.pod.annotations.pod import Pod
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import OutboxStats
+from spakky.outbox.common.stats import KeyHead, OutboxStats
 from spakky.outbox.error import (
     OutboxStorageUnavailableError,
 )
@@ -179,6 +179,17 @@ class RedisOutboxStorage(
     ) -> int:
         """Make up to ``limit`` abandoned messages pending again (None: the oldest ones)."""
         return self._run_steps("requeue", self._requeue_steps(message_ids, limit))
+
+    @override
+    def key_heads(self, limit: int = 50, after: UUID | None = None) -> list[KeyHead]:
+        """Return the heads of up to ``limit`` keys, oldest first, after the head ``after``.
+
+        One script walks the undelivered messages in save order (at most
+        `KEY_HEADS_WINDOW` of them) and keeps those that head their key.
+        """
+        if limit <= 0:
+            return []
+        return self._key_heads(self._run("key_heads", self._key_heads_args(limit, after)))
 
     @override
     def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:

@@ -39,7 +39,12 @@ from spakky.outbox.backend.claims import (
 )
 from spakky.outbox.common.config import DEFAULT_BATCH_MAX_BYTES
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import STATS_COUNT_CAP, OutboxStats
+from spakky.outbox.common.stats import (
+    KEY_HEADS_WINDOW,
+    STATS_COUNT_CAP,
+    KeyHead,
+    OutboxStats,
+)
 from spakky.plugins.outbox_sqlalchemy.error import UnsupportedOutboxDialectError
 from spakky.plugins.outbox_sqlalchemy.schema import UtcDateTime, as_utc, index_name
 from sqlalchemy import (
@@ -910,6 +915,50 @@ class OutboxSql:
             except ValueError:
                 messages.append(self.to_message(row, headers={}))
         return messages
+
+    def key_heads(self, conn: Connection, limit: int, after: UUID | None) -> list[KeyHead]:
+        """The heads of up to ``limit`` keys, oldest first, after the head ``after``, with their claim and retry time.
+
+        The heads are those of the first `KEY_HEADS_WINDOW` keys in key order,
+        each found with two index probes (a skip scan of the keyed index;
+        MySQL/MariaDB: a loose index scan of ``pending_key``), so one call
+        costs O(window) whatever the table holds; claim and retry time are
+        judged by the database clock.
+        """
+        now, name = self._clock.now, self._name
+        if self.kind is DialectKind.MYSQL:
+            heads = (
+                f"SELECT MIN(seq) AS s FROM {name}{self._force('pending_key')} "
+                "WHERE pending_key IS NOT NULL GROUP BY pending_key ORDER BY pending_key LIMIT :window"
+            )
+        else:
+            probe = f"SELECT partition_key FROM {name} WHERE {PENDING} AND {{cond}} ORDER BY partition_key LIMIT 1"
+            heads = (
+                "WITH RECURSIVE walk(k, n) AS ("
+                f"SELECT ({probe.format(cond='partition_key IS NOT NULL')}), 1 UNION ALL "
+                f"SELECT ({probe.format(cond='partition_key > walk.k')}), walk.n + 1 "
+                "FROM walk WHERE walk.k IS NOT NULL AND walk.n < :window) "
+                f"SELECT (SELECT seq FROM {name} WHERE {PENDING} AND partition_key = walk.k "
+                "ORDER BY partition_key, seq LIMIT 1) AS s FROM walk WHERE walk.k IS NOT NULL"
+            )
+        stmt = self._id_param(text(
+            f"SELECT {self._cols}, CASE WHEN o.claimed_by IS NOT NULL AND o.lease_until > {now} "
+            "THEN o.claimed_by END AS live_owner, "
+            f"CASE WHEN o.claimed_by IS NOT NULL AND o.lease_until > {now} THEN o.lease_until END AS live_until, "
+            f"CASE WHEN o.not_before > {now} THEN o.not_before END AS due "
+            f"FROM ({heads}) AS heads JOIN {name} AS o ON o.seq = heads.s "
+            f"WHERE o.seq > COALESCE((SELECT seq FROM {name} WHERE id = :id), 0) ORDER BY o.seq LIMIT :limit"
+        )).columns(*self._typed, column("live_owner", Text()), column("live_until", UtcDateTime()),
+                  column("due", UtcDateTime()))
+        params = {"window": KEY_HEADS_WINDOW, "limit": max(0, limit), "id": after}
+        found: list[KeyHead] = []
+        for row in conn.execute(stmt, params):
+            try:
+                message = self.to_message(row)
+            except ValueError:
+                message = self.to_message(row, headers={})
+            found.append(KeyHead(message, row.live_owner, row.live_until, row.due))
+        return found
 
     def _read_committed(self, conn: Connection) -> None:
         """MySQL/MariaDB: READ COMMITTED for this transaction (run it first): no gap locks."""

@@ -13,7 +13,7 @@ from uuid import UUID
 
 from spakky.core.pod.interfaces.application_context import IApplicationContext
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import OutboxStats, OutboxTarget
+from spakky.outbox.common.stats import KeyHead, OutboxStats, OutboxTarget
 from spakky.outbox.error import OutboxAdministrationUnsupportedError
 from spakky.outbox.ports.storage import (
     IAsyncOutboxAdministration,
@@ -49,6 +49,10 @@ class ThreadedOutboxAdministration(IAsyncOutboxAdministration):
         return await asyncio.to_thread(
             self._storage.requeue_abandoned, message_ids, limit
         )
+
+    @override
+    async def key_heads(self, limit: int = 50, after: UUID | None = None) -> list[KeyHead]:
+        return await asyncio.to_thread(self._storage.key_heads, limit, after)
 
     @override
     async def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:

@@ -1,7 +1,10 @@
 """Operator-facing snapshot of an outbox's state."""
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
+
+from spakky.outbox.common.message import OutboxMessage
 
 type CountName = Literal["pending", "claimed", "published", "abandoned"]
 """One of the counts of `OutboxStats`."""
@@ -15,6 +18,13 @@ STATS_COUNT_CAP = 1_000
 Counting reads one index entry per message, so a count past this would cost
 O(table) on every health probe and metrics scrape; at the cap it reads
 "at least this many" instead (`OutboxStats.count_cap`)."""
+
+KEY_HEADS_WINDOW = 1_000
+"""Most partition keys (or undelivered messages) one `key_heads` call looks at.
+
+Finding the oldest heads means looking at every key; past this many a
+storage stops, so the call costs O(window) whatever the backlog, and the page
+holds the oldest heads among the keys it looked at."""
 
 DEFAULT_STATS_TIMEOUT_SECONDS = 5.0
 """How long a storage lets one `stats` read run on the server unless told otherwise."""
@@ -76,3 +86,17 @@ class OutboxTarget:
     """URL without password plus table, collection or key prefix."""
     defaulted: tuple[str, ...] = ()
     """Settings deciding the location that were left at their defaults (variable names)."""
+
+
+@dataclass(frozen=True)
+class KeyHead:
+    """The head of one partition key (its oldest undelivered message) and what holds it now."""
+
+    message: OutboxMessage
+    """The head, as stored (attempts in ``retry_count``, the last failure in ``last_error``)."""
+    claimed_by: str | None = None
+    """Owner token of the relay instance whose claim on it holds now; None: no live claim."""
+    lease_until: datetime | None = None
+    """When that claim ends unless renewed (lease or claim timeout, whichever comes first)."""
+    not_before: datetime | None = None
+    """A scheduled retry: no relay claims it before then; None when it is not waiting for one."""

@@ -17,7 +17,8 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import OutboxStats, OutboxTarget
+from spakky.outbox.common.stats import KeyHead, OutboxStats, OutboxTarget
+from spakky.outbox.error import OutboxKeyHeadsUnsupportedError
 
 
 class IOutboxStorage(ABC):
@@ -238,6 +239,23 @@ class IOutboxAdministration(ABC):
             How many messages were requeued.
         """
 
+    def key_heads(self, limit: int = 50, after: UUID | None = None) -> list[KeyHead]:
+        """Return the heads of up to ``limit`` partition keys, oldest head first, with what holds each.
+
+        A key's head is its oldest message neither published nor abandoned:
+        while a relay holds it (a live claim) or it waits for a retry, the
+        rest of the key waits too. ``after`` is the last head of the previous
+        page: the page goes on with the heads saved after it. One call looks
+        at no more than `KEY_HEADS_WINDOW` keys or undelivered messages, so it
+        costs O(window) whatever the backlog; past that many the page holds
+        the oldest heads among those looked at. The claim and the retry time
+        are given only while they hold, by the storage's clock.
+
+        The default (storages written before this method) raises
+        `OutboxKeyHeadsUnsupportedError`.
+        """
+        raise OutboxKeyHeadsUnsupportedError(type(self).__name__)
+
     @abstractmethod
     def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:
         """Delete up to ``limit`` messages published before ``before``.
@@ -296,6 +314,14 @@ class IAsyncOutboxAdministration(ABC):
         Returns:
             How many messages were requeued.
         """
+
+    async def key_heads(self, limit: int = 50, after: UUID | None = None) -> list[KeyHead]:
+        """Return the heads of up to ``limit`` partition keys, oldest head first, with what holds each.
+
+        See `IOutboxAdministration.key_heads`. The default raises
+        `OutboxKeyHeadsUnsupportedError`.
+        """
+        raise OutboxKeyHeadsUnsupportedError(type(self).__name__)
 
     @abstractmethod
     async def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:

@@ -19,7 +19,7 @@ from spakky.core.pod.annotations.pod import Pod
 from spakky.outbox.backend.claims import choose_batch, key_run, within_bytes
 from spakky.outbox.common.config import DEFAULT_BATCH_MAX_BYTES, OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import OutboxStats
+from spakky.outbox.common.stats import KEY_HEADS_WINDOW, KeyHead, OutboxStats
 from spakky.outbox.error import OutboxTransactionRequiredError
 from spakky.outbox.inbox.error import InboxConflictError
 from spakky.outbox.ports.inbox import InboxLease, InboxStats, LeaseOutcome
@@ -426,6 +426,36 @@ class InMemoryOutboxState:
         """Return abandoned messages, oldest first."""
         with self._lock:
             return [r.view() for r in self.records.values() if r.abandoned_at is not None][:limit]
+
+    def key_heads(self, limit: int, after: UUID | None) -> list[KeyHead]:
+        """The heads of up to ``limit`` keys, oldest first, after the head ``after``, among the first window of keys."""
+        with self._lock:
+            now = self.clock()
+            heads: dict[str, _Record] = {}
+            for record in sorted(self.records.values(), key=lambda r: r.seq):
+                key = record.message.partition_key
+                if record.pending and key is not None and key not in heads:
+                    if len(heads) >= KEY_HEADS_WINDOW:
+                        break
+                    heads[key] = record
+            cursor = self.records.get(after) if after is not None else None
+            start = 0 if cursor is None else cursor.seq
+            page = [r for r in heads.values() if r.seq > start][: max(0, limit)]
+            return [self._key_head(record, now) for record in page]
+
+    def _key_head(self, record: _Record, now: datetime) -> KeyHead:
+        live = record.claimed_by is not None and self._claim_live(record, now)
+        if live and record.claimed_at is not None:
+            ends = record.claimed_at + self.claim_timeout
+            lease_until = ends if record.lease_until is None else min(ends, record.lease_until)
+        else:
+            lease_until = None
+        return KeyHead(
+            message=record.view(),
+            claimed_by=str(record.claimed_by) if live else None,
+            lease_until=lease_until,
+            not_before=record.not_before if record.not_before is not None and record.not_before > now else None,
+        )
 
     def requeue_abandoned(self, ids: Sequence[UUID] | None, limit: int) -> int:
         """Make up to ``limit`` abandoned messages pending again with a fresh budget."""

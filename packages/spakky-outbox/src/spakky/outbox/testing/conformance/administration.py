@@ -1,4 +1,4 @@
-"""Rules of ``Capability.ADMINISTRATION``: stats, list and requeue abandoned, purge published."""
+"""Rules of ``Capability.ADMINISTRATION``: stats, list and requeue abandoned, purge published, key heads."""
 
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
@@ -181,4 +181,58 @@ async def test_purge_published_expect_only_older_published_deleted(
     left = await outbox_harness.raw_records()
     assert {r.id for r in left} == {abandoned.id, claimed.id, pending.id}, rule(
         "purge deletes only published messages", names(left)
+    )
+
+
+@capability(Capability.ADMINISTRATION)
+async def test_key_heads_expect_oldest_head_first_with_what_holds_it(
+    outbox_harness: AbstractOutboxHarness,
+) -> None:
+    """Key heads: one per key with undelivered messages, oldest first, with the live claim or the retry holding it; paged."""
+    a1, b1, d1, e1 = message("a", name="a1"), message("b", name="b1"), message("d", name="d1"), message("e", name="e1")
+    holders: list[IAsyncOutboxStorage] = []
+    for sent in (a1, b1, d1, e1):
+        await outbox_harness.write([sent])
+        holder = outbox_harness.new_storage()
+        assert isinstance(holder, IAsyncOutboxRetryScheduling)
+        got: list[OutboxMessage] = []
+        for _ in range(20):  # a storage spreading keys may visit the new key on a later claim
+            got = await holder.fetch_pending(1, MAX_RETRY)
+            if got:
+                break
+        assert ids(got) == [sent.id], rule("the only claimable message is claimed", names(got))
+        holders.append(holder)
+    claimer, retrier, publisher, abandoner = holders
+    assert isinstance(retrier, IAsyncOutboxRetryScheduling) and isinstance(abandoner, IAsyncOutboxRetryScheduling)
+    await retrier.schedule_retry(b1.id, 3600, "broker said no")
+    await publisher.mark_published(d1.id)
+    await abandoner.abandon(e1.id, "refused")
+    c1 = message("c", name="c1")
+    await outbox_harness.write([message(name="keyless"), message("a", name="a2"), c1, message("b", name="b2")])
+    if isinstance(claimer, IAsyncOutboxLiveness):
+        await claimer.renew_claims([a1.id])
+    storage = outbox_harness.new_storage()
+    assert isinstance(storage, IAsyncOutboxAdministration)
+    heads = await storage.key_heads(10)
+    assert [h.message.id for h in heads] == [a1.id, b1.id, c1.id], rule(
+        "key_heads lists each key's oldest undelivered message, oldest first, no keyless, published or abandoned one",
+        names(h.message for h in heads),
+    )
+    claimed, retrying, free = heads
+    assert claimed.claimed_by is not None and claimed.lease_until is not None, rule(
+        "a head held by a live claim names its owner and when the claim ends", claimed
+    )
+    assert (retrying.claimed_by, retrying.message.retry_count, retrying.message.last_error) == (
+        None, 1, "broker said no"
+    ) and retrying.not_before is not None, rule(
+        "a head waiting for a retry has no claim, its attempts, last error and retry time", retrying
+    )
+    assert (free.claimed_by, free.lease_until, free.not_before) == (None, None, None), rule(
+        "a head nobody holds has no claim and no retry time", free
+    )
+    first = await storage.key_heads(1)
+    rest = await storage.key_heads(10, after=first[-1].message.id)
+    paged = [h.message.id for h in [*first, *rest]]
+    assert paged == [a1.id, b1.id, c1.id], rule(
+        "key_heads(limit, after=last head of the page) goes on after it", [h.message.event_name for h in [*first, *rest]]
     )

@@ -18,7 +18,7 @@ from uuid import UUID
 
 import pytest
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import OutboxStats, OutboxTarget
+from spakky.outbox.common.stats import KeyHead, OutboxStats, OutboxTarget
 from spakky.outbox.ports.storage import (
     IAsyncOutboxStorage,
     IOutboxAdministration,
@@ -106,6 +106,9 @@ class _ThreadedOutboxStorage(IAsyncOutboxStorage):
     async def requeue_abandoned(self, message_ids: Sequence[UUID] | None = None, limit: int = 1_000) -> int:
         storage = cast(IOutboxAdministration, self.sync_storage)
         return await asyncio.to_thread(storage.requeue_abandoned, message_ids, limit)
+
+    async def key_heads(self, limit: int = 50, after: UUID | None = None) -> list[KeyHead]:
+        return await asyncio.to_thread(cast(IOutboxAdministration, self.sync_storage).key_heads, limit, after)
 
     async def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:
         storage = cast(IOutboxAdministration, self.sync_storage)
