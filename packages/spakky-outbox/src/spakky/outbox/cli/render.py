@@ -12,7 +12,8 @@ from datetime import datetime
 
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import OutboxStats, OutboxTarget
-from spakky.outbox.relay.health import OutboxHealth
+from spakky.outbox.delivery.batch import BrokerState
+from spakky.outbox.relay.health import BrokerHealth, OutboxHealth
 
 _ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 """Controls, format characters (bidi overrides), surrogates, private, unassigned, line/paragraph separators."""
@@ -126,15 +127,46 @@ def health_json(
         "oldest_pending_age_seconds": health.oldest_pending_age_seconds,
         "max_pending_age_seconds": max_pending_age_seconds,
         "problems": list(health.problems),
+        "broker": broker_json(health.broker),
     }
+
+
+def broker_json(broker: BrokerHealth | None) -> JsonValue:
+    """The delivery adapter's broker connection in ``health --json`` (null without an adapter in this process)."""
+    if broker is None:
+        return None
+    return {
+        "broker": broker.broker,
+        "target": broker.target,
+        "state": str(broker.state),
+        "since": _time(broker.since),
+        "seconds_in_state": broker.seconds_in_state,
+        "last_error": broker.last_error,
+    }
+
+
+def broker_phrase(broker: BrokerHealth) -> str:
+    """``broker kafka host:9092 (SSL) connected`` / ``… reconnecting since <UTC> (…s; last error: …)``."""
+    where = f"broker {broker.target}"
+    match broker.state:
+        case BrokerState.CONNECTED:
+            return f"{where} connected"
+        case BrokerState.DOWN:
+            return (
+                f"{where} reconnecting since {_time(broker.since)} ({broker.seconds_in_state:.1f}s; "
+                f"last error: {broker.last_error or 'unknown'})"
+            )
+        case BrokerState.NOT_CONNECTED:
+            return f"{where} not connected yet"
 
 
 def health_line(health: OutboxHealth) -> str:
     """``healthy: …`` or ``unhealthy: <problem>; <problem>``."""
+    broker = "" if health.broker is None else f"; {broker_phrase(health.broker)}"
     if not health.healthy:
-        return f"unhealthy: {printable('; '.join(health.problems))}"
+        return f"unhealthy: {printable('; '.join(health.problems) + broker)}"
     if health.storage_reachable is None:
-        return "healthy: the storage cannot report its state (no administration capability)"
+        return printable(f"healthy: the storage cannot report its state (no administration capability){broker}")
     age = health.oldest_pending_age_seconds
     backlog = "nothing pending" if age is None else f"oldest pending message {age:.1f}s old"
-    return f"healthy: storage reachable, {backlog}"
+    return printable(f"healthy: storage reachable, {backlog}{broker}")

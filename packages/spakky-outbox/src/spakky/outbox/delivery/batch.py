@@ -10,8 +10,10 @@ an outage that spends nobody's retry budget.
 """
 
 import time
+from abc import ABC, abstractmethod
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from spakky.outbox.common.config import redact_credentials
@@ -127,21 +129,38 @@ class BrokerConnection:
     """Where it connects, without credentials."""
     state: BrokerState = BrokerState.NOT_CONNECTED
     last_error: str | None = None
+    """Why the last exchange failed (credentials removed); None once the broker answered again."""
     since: float = field(default_factory=time.monotonic)
     """``time.monotonic()`` when the state last changed."""
+    changed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    """The wall-clock time of the same change, for people."""
+
+    def _enter(self, state: BrokerState) -> None:
+        self.state, self.since, self.changed_at = state, time.monotonic(), datetime.now(UTC)
 
     def up(self) -> None:
         """The broker answered."""
         if self.state is not BrokerState.CONNECTED:
-            self.state, self.since = BrokerState.CONNECTED, time.monotonic()
+            self._enter(BrokerState.CONNECTED)
         self.last_error = None
 
     def down(self, error: str) -> None:
         """The broker could not be reached or failed."""
         if self.state is not BrokerState.DOWN:
-            self.state, self.since = BrokerState.DOWN, time.monotonic()
+            self._enter(BrokerState.DOWN)
         self.last_error = redact_credentials(error)
 
     def closed(self) -> None:
         """The adapter stopped."""
-        self.state, self.since, self.last_error = BrokerState.NOT_CONNECTED, time.monotonic(), None
+        self._enter(BrokerState.NOT_CONNECTED)
+        self.last_error = None
+
+
+class IBrokerConnectionSource(ABC):
+    """A transport that tracks its broker connection (the outbox's delivery adapters): health reads it."""
+
+    @property
+    @abstractmethod
+    def broker_connection(self) -> BrokerConnection:
+        """The connection's state as the transport last saw it."""
+        ...

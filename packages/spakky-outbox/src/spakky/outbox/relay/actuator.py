@@ -12,7 +12,7 @@ from typing import override
 from spakky.actuator.interfaces.probe import AbstractAsyncHealthProbe
 from spakky.actuator.result import ComponentHealthResult
 from spakky.core.pod.annotations.pod import Pod
-from spakky.outbox.cli.render import health_line
+from spakky.outbox.cli.render import broker_json, health_line
 from spakky.outbox.console.config import OutboxConsoleConfig
 from spakky.outbox.relay.health import OutboxHealthCheck
 
@@ -45,6 +45,7 @@ class OutboxActuatorHealthProbe(AbstractAsyncHealthProbe):
             "oldest_pending_age_seconds": health.oldest_pending_age_seconds,
             "max_pending_age_seconds": self._max_pending_age_seconds,
             "problems": list(health.problems),
+            "broker": broker_json(health.broker),
         }
         if health.healthy:
             return ComponentHealthResult.healthy(PROBE_NAME, details=details)

@@ -1,16 +1,22 @@
-"""Outbox health for orchestrators: storage reachable, relay cycling, backlog not too old.
+"""Outbox health for orchestrators: storage reachable, relay cycling, backlog not too old, broker state.
 
 `OutboxHealthCheck` is a Pod the core plugin registers in every application;
 a readiness or liveness endpoint awaits `OutboxHealthCheck.check`, and the
 ``spakky-outbox health`` command runs the same check from the command line.
+Where this process relays through one of the outbox's delivery adapters, the
+health also carries the adapter's broker connection (connected, or
+reconnecting since when and why), reported without judging it: the backlog
+age is the verdict on a broker that stopped taking events.
 """
 
 import asyncio
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from spakky.core.pod.annotations.pod import Pod
 from spakky.outbox.common.config import OutboxConfig, redact_credentials
+from spakky.outbox.delivery.batch import BrokerState, IBrokerConnectionSource
 from spakky.outbox.ports.storage import (
     IAsyncOutboxAdministration,
     IAsyncOutboxStorage,
@@ -24,6 +30,24 @@ from spakky.outbox.relay.relay import (
 
 DEFAULT_STORAGE_TIMEOUT_SECONDS = 5.0
 """How long the check waits for the storage before calling it unreachable."""
+
+
+@dataclass(frozen=True)
+class BrokerHealth:
+    """The broker connection of this process's delivery adapter, as the adapter last saw it."""
+
+    broker: str
+    """``kafka`` or ``rabbitmq``."""
+    target: str
+    """Where it connects, without credentials."""
+    state: BrokerState
+    """``connected``; ``down`` (reconnecting: the last exchange failed); ``not_connected`` (nothing sent yet)."""
+    since: datetime
+    """When the connection entered ``state`` (UTC)."""
+    seconds_in_state: float
+    """How long ago that was."""
+    last_error: str | None
+    """Why the last exchange failed (credentials removed); None while connected."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +66,8 @@ class OutboxHealth:
     """Age of the oldest pending message; None when nothing is pending or it is unknown."""
     problems: tuple[str, ...] = ()
     """One line per failed check."""
+    broker: BrokerHealth | None = None
+    """The delivery adapter's broker connection; None when this process relays through no adapter of the outbox's."""
 
 
 @Pod()
@@ -55,12 +81,14 @@ class OutboxHealthCheck:
         sync_storage: IOutboxStorage | None = None,
         relay: AsyncOutboxRelayBackgroundService | None = None,
         sync_relay: OutboxRelayBackgroundService | None = None,
+        delivery: IBrokerConnectionSource | None = None,
     ) -> None:
-        """Bind to whichever storage and relay this application has."""
+        """Bind to whichever storage, relay and delivery adapter this application has."""
         self._config = config
         self._storage = storage
         self._sync_storage = sync_storage
         self._relay = relay if relay is not None else sync_relay
+        self._delivery = delivery
         self._created = time.monotonic()
 
     @property
@@ -116,6 +144,20 @@ class OutboxHealthCheck:
             seconds_since_last_cycle=since,
             oldest_pending_age_seconds=age,
             problems=tuple(problems),
+            broker=self._broker_state(),
+        )
+
+    def _broker_state(self) -> BrokerHealth | None:
+        if self._delivery is None:
+            return None
+        connection = self._delivery.broker_connection
+        return BrokerHealth(
+            broker=connection.broker,
+            target=connection.target,
+            state=connection.state,
+            since=connection.changed_at,
+            seconds_in_state=time.monotonic() - connection.since,
+            last_error=connection.last_error,
         )
 
     async def _storage_state(

@@ -17,6 +17,8 @@ from spakky.core.service.interfaces.service import IAsyncService
 from spakky.event.error import EventTransportNotRunningError
 from spakky.event.event_publisher import IAsyncEventTransport
 from spakky.outbox.delivery.batch import (
+    BrokerConnection,
+    IBrokerConnectionSource,
     OutboundRecord,
     PendingRecords,
     RecordOutcome,
@@ -28,7 +30,7 @@ from spakky.outbox.relay.primitives import AsyncEvent
 
 
 @Pod()
-class AsyncKafkaOutboxTransport(IAsyncEventTransport, IAsyncService):
+class AsyncKafkaOutboxTransport(IAsyncEventTransport, IAsyncService, IBrokerConnectionSource):
     """Kafka for the async relay: one producer, a confirmed flush per batch."""
 
     def __init__(self, config: KafkaDeliveryConfig) -> None:
@@ -36,6 +38,12 @@ class AsyncKafkaOutboxTransport(IAsyncEventTransport, IAsyncService):
         self.outbound = KafkaOutbound(config)
         self._pending: PendingRecords[RecordOutcome] = PendingRecords("spakky_outbox_kafka_pending")
         self._running = False
+
+    @property
+    @override
+    def broker_connection(self) -> BrokerConnection:
+        """The producer's connection state (librdkafka's reports and the delivery reports)."""
+        return self.outbound.connection
 
     @override
     def set_stop_event(self, stop_event: AsyncEvent) -> None:

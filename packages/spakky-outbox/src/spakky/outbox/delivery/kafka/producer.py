@@ -39,6 +39,9 @@ REFUSALS = frozenset({
 """Errors that belong to one record (its size, content or topic name): a refusal, spending its budget."""
 TOPIC_GONE = frozenset({KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION})
 """Errors that say the topic does not exist (any more): it is created again before the retry."""
+FENCED = frozenset({KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
+"""Errors after which this producer delivers nothing more: fenced after the epoch bump librdkafka makes
+when records time out (Tansu fences it for good). A new producer (a new producer id) is made for the next batch."""
 BROKER_DOWN = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._AUTHENTICATION})
 """Client errors that mean the brokers cannot be reached (for the health state)."""
 QUEUE_FULL_POLL_SECONDS = 0.1
@@ -190,6 +193,9 @@ class KafkaOutbound:
             return
         if code in TOPIC_GONE:
             self._topics.discard(outcome.record.event_name)
+        if code in FENCED and self._producer is not None:
+            logger.warning("Kafka producer fenced (a new one is made for the next batch): %s", error.str())
+            self._producer = None
         outcome.settle(RecordFate.UNCONFIRMED, f"kafka: {error.str()}")
 
     def flush(self) -> None:

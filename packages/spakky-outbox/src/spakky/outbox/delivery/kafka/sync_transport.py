@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/delivery/kafka/async_transport.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): b08b9bb60d7b7609050b28db0bfc011b8ba3b4938d89d797b90caad0876dd4f0
+# Source sha256 (with the tool's): e8a37e4cf624c3224a0e69a2ccd22cbf734bb096ab56511e371c6bfe035544b8
 """Kafka delivery for the sync relay: Spakky's `IEventTransport` on confluent-kafka.
 
 ``send`` queues a record in one long-lived idempotent producer (``acks=all``)
@@ -20,6 +20,8 @@ from spakky.core.service.interfaces.service import IService
 from spakky.event.error import EventTransportNotRunningError
 from spakky.event.event_publisher import IEventTransport
 from spakky.outbox.delivery.batch import (
+    BrokerConnection,
+    IBrokerConnectionSource,
     OutboundRecord,
     PendingRecords,
     RecordOutcome,
@@ -31,7 +33,7 @@ from spakky.outbox.relay.primitives import Event
 
 
 @Pod()
-class KafkaOutboxTransport(IEventTransport, IService):
+class KafkaOutboxTransport(IEventTransport, IService, IBrokerConnectionSource):
     """Kafka for the sync relay: one producer, a confirmed flush per batch."""
 
     def __init__(self, config: KafkaDeliveryConfig) -> None:
@@ -39,6 +41,12 @@ class KafkaOutboxTransport(IEventTransport, IService):
         self.outbound = KafkaOutbound(config)
         self._pending: PendingRecords[RecordOutcome] = PendingRecords("spakky_outbox_kafka_pending")
         self._running = False
+
+    @property
+    @override
+    def broker_connection(self) -> BrokerConnection:
+        """The producer's connection state (librdkafka's reports and the delivery reports)."""
+        return self.outbound.connection
 
     @override
     def set_stop_event(self, stop_event: Event) -> None:

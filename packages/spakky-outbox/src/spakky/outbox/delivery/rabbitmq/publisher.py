@@ -43,10 +43,10 @@ _CHANNEL_TROUBLE = (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvali
 class RabbitMQOutbound:
     """Publishes batches with publisher confirms over one kept connection."""
 
-    def __init__(self, config: RabbitMQDeliveryConfig) -> None:
-        """Prepare; nothing connects until the first batch."""
+    def __init__(self, config: RabbitMQDeliveryConfig, connection: BrokerConnection | None = None) -> None:
+        """Prepare; nothing connects until the first batch. ``connection`` tracks the state (a new one by default)."""
         self.config = config
-        self.connection = BrokerConnection("rabbitmq", config.describe())
+        self.connection = connection if connection is not None else BrokerConnection("rabbitmq", config.describe())
         self._amqp: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._declared: set[str] = set()

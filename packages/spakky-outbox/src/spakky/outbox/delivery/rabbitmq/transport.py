@@ -19,7 +19,13 @@ from spakky.core.pod.annotations.pod import Pod
 from spakky.core.service.interfaces.service import IAsyncService, IService
 from spakky.event.error import EventTransportNotRunningError
 from spakky.event.event_publisher import IAsyncEventTransport, IEventTransport
-from spakky.outbox.delivery.batch import OutboundRecord, PendingRecords, report
+from spakky.outbox.delivery.batch import (
+    BrokerConnection,
+    IBrokerConnectionSource,
+    OutboundRecord,
+    PendingRecords,
+    report,
+)
 from spakky.outbox.delivery.rabbitmq.config import RabbitMQDeliveryConfig
 from spakky.outbox.delivery.rabbitmq.publisher import RabbitMQOutbound
 from spakky.outbox.error import OutboxBrokerUnavailableError
@@ -29,7 +35,7 @@ _CALL_GRACE_SECONDS = 5.0
 
 
 @Pod()
-class AsyncRabbitMQOutboxTransport(IAsyncEventTransport, IAsyncService):
+class AsyncRabbitMQOutboxTransport(IAsyncEventTransport, IAsyncService, IBrokerConnectionSource):
     """RabbitMQ for the async relay: one channel with publisher confirms, a confirmed flush per batch."""
 
     def __init__(self, config: RabbitMQDeliveryConfig) -> None:
@@ -37,6 +43,12 @@ class AsyncRabbitMQOutboxTransport(IAsyncEventTransport, IAsyncService):
         self.outbound = RabbitMQOutbound(config)
         self._pending: PendingRecords[OutboundRecord] = PendingRecords("spakky_outbox_rabbitmq_async_pending")
         self._running = False
+
+    @property
+    @override
+    def broker_connection(self) -> BrokerConnection:
+        """The kept connection's state."""
+        return self.outbound.connection
 
     @override
     def set_stop_event(self, stop_event: asyncio.Event) -> None:
@@ -84,18 +96,25 @@ class AsyncRabbitMQOutboxTransport(IAsyncEventTransport, IAsyncService):
 
 
 @Pod()
-class RabbitMQOutboxTransport(IEventTransport, IService):
+class RabbitMQOutboxTransport(IEventTransport, IService, IBrokerConnectionSource):
     """RabbitMQ for the sync relay: the async publisher on a loop thread of its own."""
 
     def __init__(self, config: RabbitMQDeliveryConfig) -> None:
         """Prepare; the loop thread starts and the connection opens with the first batch."""
         self._config = config
+        self._connection = BrokerConnection("rabbitmq", config.describe())
         self._outbound: RabbitMQOutbound | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._pending: PendingRecords[OutboundRecord] = PendingRecords("spakky_outbox_rabbitmq_pending")
         self._running = False
+
+    @property
+    @override
+    def broker_connection(self) -> BrokerConnection:
+        """The kept connection's state (the same object across the publisher's restarts)."""
+        return self._connection
 
     @property
     def outbound(self) -> RabbitMQOutbound:
@@ -111,7 +130,7 @@ class RabbitMQOutboxTransport(IEventTransport, IService):
                 thread = threading.Thread(target=loop.run_forever, name="outbox-rabbitmq", daemon=True)
                 thread.start()
                 self._loop, self._thread = loop, thread
-                self._outbound = RabbitMQOutbound(self._config)
+                self._outbound = RabbitMQOutbound(self._config, self._connection)
             return self._loop
 
     def _call[T](self, coroutine: Coroutine[Any, Any, T]) -> T:
