@@ -110,6 +110,7 @@ async def test_mongodb_inbox_race_expect_conflict_where_the_server_detects_it(
         assert await asyncio.wait_for(winner, 10) is True
     assert await box.effects() == ["first"]
     assert len(await box.records()) == 1
+    assert box.connections.open_sessions == 0, "the loser's session must end"
 
 
 async def test_mongodb_inbox_commit_fails_record_not_stored_expect_own_error(
