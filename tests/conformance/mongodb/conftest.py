@@ -52,7 +52,11 @@ class MongoOutboxHarness(AbstractOutboxHarness):
         # claims must still fit in one lease, and 1.6 leases of renewals (with
         # their round trips) within the claim timeout.
         self.claim_lease_seconds, self.claim_timeout_seconds = (3.0, 12.0) if server.wire else (1.0, 3.0)
-        self.name = f"mongodb-{driver.value}{' (wire server)' if server.wire else ''}"
+        wire = " (wire server)" if server.wire else ""
+        self.name = f"mongodb-{driver.value}{wire}"
+        if driver is MongoDriver.MOTOR:
+            # Both async drivers have the one PyMongo sync storage as their twin.
+            self.sync_flavour_shared_with = f"mongodb-{MongoDriver.PYMONGO.value}{wire}"
         collection = f"outbox_{uuid.uuid4().hex}"
         self.config = MongoOutboxConfig().model_copy(
             update={"url": server.url, "database": DATABASE, "collection": collection, "driver": driver}

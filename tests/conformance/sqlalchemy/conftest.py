@@ -72,11 +72,14 @@ class Backend:
     service: str
     async_driver: str
     sync_driver: str
+    sync_shared_with: str | None = None
+    """The backend whose sync flavour is this one's too (the same sync driver and server)."""
 
 
 BACKENDS = (
     Backend(
-        "postgresql-asyncpg", "postgres", "postgresql+asyncpg", "postgresql+psycopg"
+        "postgresql-asyncpg", "postgres", "postgresql+asyncpg", "postgresql+psycopg",
+        sync_shared_with="postgresql-psycopg",
     ),
     Backend(
         "postgresql-psycopg", "postgres", "postgresql+psycopg", "postgresql+psycopg"
@@ -314,6 +317,8 @@ async def outbox_harness(
         with sqlite3.connect(tmp_path / "outbox.db") as connection:
             connection.execute("PRAGMA journal_mode=WAL")
     harness = SqlAlchemyOutboxHarness(backend.id, async_url, sync_url)
+    if backend.sync_shared_with is not None:
+        harness.sync_flavour_shared_with = f"sqlalchemy-{backend.sync_shared_with}"
     await harness.setup()
     try:
         yield harness

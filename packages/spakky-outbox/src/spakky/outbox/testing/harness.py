@@ -107,6 +107,10 @@ class RawOutboxRecord:
     """When the message was created, as stored (timezone-aware)."""
 
 
+SYNC_SHARED = "the sync storage is"
+"""How the skip of a sync run covered by `AbstractOutboxHarness.sync_flavour_shared_with` starts."""
+
+
 class AbstractOutboxHarness(ABC):
     """One fresh, empty, isolated outbox (own table / key prefix) for one test.
 
@@ -128,6 +132,11 @@ class AbstractOutboxHarness(ABC):
     Must be shorter than `claim_timeout_seconds`, e.g. a lease of 1 s with a
     claim timeout of 3 s, so the suite can tell the two apart.
     """
+    sync_flavour_shared_with: str | None = None
+    """The name of another harness of the same suite whose sync storage is this one's
+    too (the same sync driver on the same server: two async drivers of one database
+    share one sync twin). Its sync flavour is skipped here, so the rules run on that
+    sync storage once; the summary says so."""
     batch_max_bytes: int = 64 * 1024
     """Payload byte budget (``OutboxConfig.batch_max_bytes``) of every storage the
     harness creates (``BYTE_BUDGET`` only); the suite sizes its payloads from it,

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import pytest
-from spakky.outbox.testing.harness import BASE_CAPABILITIES, Capability
+from spakky.outbox.testing.harness import BASE_CAPABILITIES, SYNC_SHARED, Capability
 
 _SUITE_MODULE = "spakky.outbox.testing.conformance"
 
@@ -22,6 +22,8 @@ class _Tally:
     leaked: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     sync_undeclared: int = 0
     """Skips of a sync run because the harness does not declare ``SYNC_API``."""
+    sync_shared: int = 0
+    """Skips of a sync run whose storage another harness's sync run covers."""
 
 
 _RESULTS = pytest.StashKey[dict[str, _Tally]]()
@@ -93,6 +95,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.skipped and report.when in ("setup", "call"):
         tally.skipped[capability] += 1
         tally.sync_undeclared += _SYNC_UNDECLARED in str(report.longrepr)
+        tally.sync_shared += SYNC_SHARED in str(report.longrepr)
     elif report.failed and report.when == "teardown" and leaked:
         tally.leaked[capability] += 1
     elif report.failed:
@@ -124,6 +127,8 @@ def _verdict(tally: _Tally) -> str:
     if passed == 0 and not failed and not leaked:
         if tally.sync_undeclared and tally.sync_undeclared == sum(tally.skipped.values()):
             return f"NOT RUN - no sync flavour ({Capability.SYNC_API} not declared)"
+        if tally.sync_shared and tally.sync_shared == sum(tally.skipped.values()):
+            return "NOT RUN here - the same sync storage runs under another backend's sync line"
         return "NOT RUN - every test skipped (see skip reasons)"
     base_ok = tally.passed["base"] > 0 and not any(
         str(c) in failed or str(c) in leaked for c in (*BASE_CAPABILITIES, "base")

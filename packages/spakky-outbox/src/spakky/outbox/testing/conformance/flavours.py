@@ -30,6 +30,7 @@ from spakky.outbox.ports.storage import (
 )
 from spakky.outbox.testing.harness import (
     CAPABILITY_PORTS,
+    SYNC_SHARED,
     AbstractOutboxHarness,
     Capability,
     RawOutboxRecord,
@@ -210,4 +211,6 @@ def outbox_harness(
         return outbox_harness
     if Capability.SYNC_API not in outbox_harness.capabilities:
         pytest.skip(f"capability not declared: {Capability.SYNC_API} (the sync flavour)")
+    if outbox_harness.sync_flavour_shared_with is not None:
+        pytest.skip(f"{SYNC_SHARED} {outbox_harness.sync_flavour_shared_with}'s, which runs the rules on it")
     return SyncFlavourHarness(outbox_harness)
