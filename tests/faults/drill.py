@@ -328,7 +328,9 @@ class Drill:
                 continue
             seen.add(pair)
             reorderings += int(behind)
-        abandoned_pairs = {_key_seq(m) for m in abandoned}
+        # By id: a listing need not carry payloads (Redis reads none).
+        by_id = {m.id: _key_seq(m) for m in self.committed}
+        abandoned_pairs = {by_id[m.id] for m in abandoned if m.id in by_id}
         report = FaultReport(
             scenario=scenario,
             target=self.target.name,

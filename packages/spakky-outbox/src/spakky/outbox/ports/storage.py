@@ -221,7 +221,12 @@ class IOutboxAdministration(ABC):
 
     @abstractmethod
     def list_abandoned(self, limit: int = 100) -> list[OutboxMessage]:
-        """Return up to ``limit`` abandoned messages, oldest first, with their last error."""
+        """Return up to ``limit`` abandoned messages, oldest first, with their last error.
+
+        A listing is for operators: a storage may leave the payload and headers
+        out (``b""`` and ``{}``) rather than read them for every listed message
+        (Redis does). Callers identify listed messages by ``id``.
+        """
 
     @abstractmethod
     def requeue_abandoned(
@@ -301,7 +306,10 @@ class IAsyncOutboxAdministration(ABC):
 
     @abstractmethod
     async def list_abandoned(self, limit: int = 100) -> list[OutboxMessage]:
-        """Return up to ``limit`` abandoned messages, oldest first, with their last error."""
+        """Return up to ``limit`` abandoned messages, oldest first, with their last error.
+
+        See `IOutboxAdministration.list_abandoned` (payloads may be left out).
+        """
 
     @abstractmethod
     async def requeue_abandoned(
