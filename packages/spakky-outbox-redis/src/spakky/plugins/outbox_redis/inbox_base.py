@@ -17,7 +17,8 @@ Redis Cluster (whose transactions stay in one slot).
 - ``O:inbox:leased``  ZSET (score = recorded ms): records whose handler has
   not finished (lease mode), for ``stats``.
 
-Times come from Redis ``TIME``, as the outbox's claims do.
+Times come from Redis ``TIME``, as the outbox's claims do; the scripts use the
+commands the outbox's do (``ZRANGEBYSCORE``), so any Redis the outbox runs on serves the inbox.
 """
 
 from dataclasses import dataclass
@@ -93,7 +94,7 @@ local function drop(records, member)
 end
 -- remove up to n records written before cutoff (ms) and their index entries
 local function trim(records, cutoff, n)
-  local old = redis.call('ZRANGE', KEYS[2], '-inf', '(' .. cutoff, 'BYSCORE', 'LIMIT', 0, n)
+  local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. cutoff, 'LIMIT', 0, n)
   for _, member in ipairs(old) do drop(records, member) end
   return #old
 end
@@ -182,7 +183,7 @@ STATS = """
 -- ARGV: window ms; entries older than the window are expired records not trimmed yet
 local t = redis.call('TIME')
 local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[1])
-local oldest = redis.call('ZRANGE', KEYS[2], cutoff, '+inf', 'BYSCORE', 'LIMIT', 0, 1, 'WITHSCORES')
+local oldest = redis.call('ZRANGEBYSCORE', KEYS[2], cutoff, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
 return {redis.call('ZCOUNT', KEYS[2], cutoff, '+inf'), redis.call('ZCOUNT', KEYS[3], cutoff, '+inf'), oldest[2] or false}
 """
 """Count the records and leased ones within the window; the oldest one's time (ms)."""
