@@ -37,6 +37,9 @@ def main() -> None:
         "bootstrap.servers": os.environ["KAFKA_BOOTSTRAP_SERVERS"],
         "group.id": os.environ["KAFKA_GROUP_ID"],
         "auto.offset.reset": "earliest",  # a new group reads what was sent before it started
+        # The topic comes with the first event, maybe after this consumer started: look
+        # for it every 5 s (librdkafka's default refresh is 5 minutes).
+        "topic.metadata.refresh.interval.ms": 5000,
     })
     consumer.subscribe(["OrderPlaced"])
     print("[consumer] waiting for OrderPlaced (Ctrl-C stops)", flush=True)
