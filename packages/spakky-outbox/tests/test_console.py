@@ -16,9 +16,11 @@ from pydantic import SecretStr
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.fingerprint import failure_fingerprint
 from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.common.stats import KeyHead
 from spakky.outbox.console.app import create_console_app
 from spakky.outbox.console.config import MAX_PAGE_SIZE, OutboxConsoleConfig
 from spakky.outbox.console.security import SESSION_COOKIE
+from spakky.outbox.ports.storage import IAsyncOutboxAdministration
 from spakky.outbox.testing.memory import (
     AsyncInMemoryOutboxStorage,
     InMemoryOutboxState,
@@ -313,3 +315,50 @@ def test_console_unknown_action_expect_404(client: TestClient) -> None:
     sign_in(client)
     response = client.post("/api/actions/drop-table", json={}, headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status_code == 404 and "drop-table" in response.json()["error"]
+
+
+def test_console_keys_expect_blocked_keys_with_why_oldest_first_and_paged(
+    state: InMemoryOutboxState, client: TestClient
+) -> None:
+    """Pending by key: one row per key, oldest head first, naming the claim or the retry that holds it; paged by the last head."""
+    held = seed(state, 2, key="customer-2")
+    retried = seed(state, 2, key="customer-3")
+    free = seed(state, 2, key="customer-1")
+    seed(state, 3)  # keyless: not on the page
+    relay = InMemoryOutboxStorage(state, OutboxConfig())
+    claimed = relay.fetch_pending(10, 5)
+    assert {held[0], retried[0], free[0]} <= {m.id for m in claimed}
+    relay.schedule_retry(retried[0], 3600, "TimeoutError: broker did not answer\x1b[31m")
+    relay.release([m.id for m in claimed if m.id not in (held[0], retried[0])])
+    document = client.get("/api/keys").json()
+    rows = [(k["partition_key"], k["state"], k["message_id"]) for k in document["keys"]]
+    assert rows == [
+        ("customer-2", "claimed", str(held[0])),
+        ("customer-3", "retrying", str(retried[0])),
+        ("customer-1", "waiting", str(free[0])),
+    ]
+    claim, retry = document["keys"][0], document["keys"][1]
+    assert claim["relay"] and claim["claim_until"] and "claim runs until" in claim["why"]
+    assert retry["retry_at"] and retry["retry_count"] == 1 and "TimeoutError" in retry["why"]
+    page = client.get("/keys")
+    assert page.status_code == 200 and "customer-3" in page.text
+    assert "\\x1b[31m" in page.text and "\x1b" not in page.text
+    first = client.get("/api/keys?limit=2").json()
+    assert first["next_after"] == str(retried[0])
+    rest = client.get(f"/api/keys?limit=2&after={first['next_after']}").json()
+    assert [k["partition_key"] for k in rest["keys"]] == ["customer-1"] and rest["next_after"] is None
+    assert client.get("/api/keys?after=not-a-uuid").status_code == 400
+
+
+def test_console_keys_storage_without_key_heads_expect_501(state: InMemoryOutboxState) -> None:
+    """A storage written before key_heads gets a clear 501 on the page and the API, not a crash."""
+
+    class OlderStorage(AsyncInMemoryOutboxStorage):
+        async def key_heads(self, limit: int = 50, after: UUID | None = None) -> list[KeyHead]:
+            return await IAsyncOutboxAdministration.key_heads(self, limit, after)
+
+    app = create_console_app(OlderStorage(state, OutboxConfig()), config=OutboxConsoleConfig())
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        response = client.get("/api/keys")
+        assert response.status_code == 501 and "key_heads" in response.json()["error"]
+        assert client.get("/keys").status_code == 501

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import parse_qs
+from uuid import UUID
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from spakky.core.pod.interfaces.application_context import IApplicationContext
@@ -34,9 +35,16 @@ from spakky.outbox.console.error import (
     ConsoleRequestError,
     ConsoleStorageUnsupportedError,
 )
-from spakky.outbox.console.operations import ConsoleAction, OutboxConsoleService
+from spakky.outbox.console.operations import (
+    ConsoleAction,
+    OutboxConsoleService,
+    key_state,
+)
 from spakky.outbox.console.security import SESSION_COOKIE, ConsoleKeys, Session
-from spakky.outbox.error import AbstractSpakkyOutboxError
+from spakky.outbox.error import (
+    AbstractSpakkyOutboxError,
+    OutboxKeyHeadsUnsupportedError,
+)
 from spakky.outbox.ports.storage import IAsyncOutboxAdministration, IAsyncOutboxStorage
 from spakky.outbox.relay.health import OutboxHealthCheck
 from starlette.applications import Starlette
@@ -90,7 +98,7 @@ def _templates() -> Environment:
         loader=FileSystemLoader(_HERE / "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
     )
-    environment.filters.update(printable=render.printable, when=views.when, seconds=views.seconds)
+    environment.filters.update(printable=render.printable, when=views.when, seconds=views.seconds, why=views.why)
     return environment
 
 
@@ -105,6 +113,16 @@ def _limit(request: Request) -> int:
     if not 1 <= value <= MAX_PAGE_SIZE:
         raise ConsoleRequestError(f"limit must be from 1 to {MAX_PAGE_SIZE}, got {value}")
     return value
+
+
+def _after(request: Request) -> UUID | None:
+    text = request.query_params.get("after")
+    if not text:
+        return None
+    try:
+        return UUID(text)
+    except ValueError:
+        raise ConsoleRequestError("after must be a message id (UUID), the last head of the previous page") from None
 
 
 def _action(request: Request) -> ConsoleAction:
@@ -173,6 +191,10 @@ class _Console:
         return self._page(
             request, "abandoned.html", groups=groups, messages=messages, group=group, limit=limit
         )
+
+    async def pending_by_key(self, request: Request) -> Response:
+        page = await self.service.key_heads(_limit(request), _after(request))
+        return self._page(request, "keys.html", keys=page, limit=_limit(request), key_state=key_state)
 
     async def audit(self, request: Request) -> Response:
         return self._page(request, "audit.html", entries=await self.service.audit(_limit(request)))
@@ -271,6 +293,9 @@ class _Console:
     async def api_groups(self, request: Request) -> Response:
         return _json(views.groups_json(await self.service.failure_groups(_limit(request))))
 
+    async def api_keys(self, request: Request) -> Response:
+        return _json(views.keys_json(await self.service.key_heads(_limit(request), _after(request))))
+
     async def api_audit(self, request: Request) -> Response:
         return _json({"entries": [dict(e.document()) for e in await self.service.audit(_limit(request))]})
 
@@ -338,6 +363,7 @@ _STATUS: dict[type[Exception], int] = {
     ConsoleRequestError: 400,
     ConsoleActionRefusedError: 403,
     ConsoleNotFoundError: 404,
+    OutboxKeyHeadsUnsupportedError: 501,
 }
 
 
@@ -369,6 +395,7 @@ def create_console_app(
     routes: list[tuple[str, _Endpoint, list[str], str]] = [
         ("/", console.overview, ["GET"], "overview"),
         ("/abandoned", console.abandoned, ["GET"], "abandoned"),
+        ("/keys", console.pending_by_key, ["GET"], "keys"),
         ("/audit", console.audit, ["GET"], "audit"),
         ("/sign-in", console.sign_in_page, ["GET"], "sign_in_page"),
         ("/sign-in", console.sign_in, ["POST"], "sign_in"),
@@ -379,6 +406,7 @@ def create_console_app(
         ("/api/health", console.api_health, ["GET"], "api_health"),
         ("/api/abandoned", console.api_abandoned, ["GET"], "api_abandoned"),
         ("/api/failure-groups", console.api_groups, ["GET"], "api_groups"),
+        ("/api/keys", console.api_keys, ["GET"], "api_keys"),
         ("/api/audit", console.api_audit, ["GET"], "api_audit"),
         ("/api/actions/{action}/dry-run", console.api_dry_run, ["POST"], "api_dry_run"),
         ("/api/actions/{action}", console.api_act, ["POST"], "api_act"),

@@ -4,7 +4,8 @@ Pages and the JSON API both go through `OutboxConsoleService`, so they show
 the same figures and act the same way. Every read and every action is
 bounded: a page holds at most `MAX_PAGE_SIZE` rows, failure groups are built
 from at most `GROUP_WINDOW` abandoned messages, and one confirmed action
-changes at most `ACTION_BATCH` messages (a larger scope takes several).
+changes at most `ACTION_BATCH` messages (a larger scope takes several);
+key heads come a page at a time from at most `KEY_HEADS_WINDOW` keys.
 """
 
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from uuid import UUID
 from spakky.outbox.application.loop import StorageLoop
 from spakky.outbox.common.fingerprint import FailureKind, failure_kind
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import OutboxStats, OutboxTarget
+from spakky.outbox.common.stats import KeyHead, OutboxStats, OutboxTarget
 from spakky.outbox.console.audit import AuditEntry, IAsyncConsoleAuditLog, audit_logger
 from spakky.outbox.console.config import ACTION_BATCH, MAX_PAGE_SIZE
 from spakky.outbox.console.error import ConsoleRequestError
@@ -44,6 +45,37 @@ class Scope(StrEnum):
     SELECTION = "selection"
     GROUP = "group"
     ALL = "all"
+
+
+class KeyState(StrEnum):
+    """Why a partition key's head is not being delivered right now."""
+
+    CLAIMED = "claimed"
+    """A relay holds the head (a live claim): the key waits for that relay until its claim ends."""
+    RETRYING = "retrying"
+    """The head failed and waits for its retry time: the whole key waits with it."""
+    WAITING = "waiting"
+    """Nobody holds the head: the next relay cycle may claim it."""
+
+
+def key_state(head: KeyHead) -> KeyState:
+    """What holds ``head`` now (a live claim first, then a scheduled retry)."""
+    if head.claimed_by is not None:
+        return KeyState.CLAIMED
+    if head.not_before is not None:
+        return KeyState.RETRYING
+    return KeyState.WAITING
+
+
+@dataclass(frozen=True)
+class KeyPage:
+    """One page of key heads, oldest first."""
+
+    heads: list[KeyHead]
+    after: UUID | None
+    """The head this page starts after (None: the first page)."""
+    next_after: UUID | None
+    """Where the next page starts; None when this page is the last one."""
 
 
 @dataclass(frozen=True)
@@ -201,6 +233,17 @@ class OutboxConsoleService:
             )
         groups.sort(key=lambda g: (-g.count, g.kind.fingerprint))
         return FailureGroups(groups[:limit], len(window), stats.abandoned)
+
+    async def key_heads(self, limit: int, after: UUID | None = None) -> KeyPage:
+        """Up to ``limit`` key heads, oldest first, after the head ``after``.
+
+        Raises:
+            OutboxKeyHeadsUnsupportedError: The storage predates `key_heads`.
+        """
+        heads = await self._loop.run(self._storage.key_heads(limit + 1, after))
+        more = len(heads) > limit
+        page = heads[:limit]
+        return KeyPage(page, after, page[-1].message.id if more and page else None)
 
     async def audit(self, limit: int) -> list[AuditEntry]:
         """Up to ``limit`` audit entries, newest first."""

@@ -8,7 +8,15 @@ null when absent) and reuse its documents where they overlap.
 from datetime import UTC, datetime
 
 from spakky.outbox.cli import render
-from spakky.outbox.console.operations import FailureGroup, FailureGroups, Overview
+from spakky.outbox.common.stats import KeyHead
+from spakky.outbox.console.operations import (
+    FailureGroup,
+    FailureGroups,
+    KeyPage,
+    KeyState,
+    Overview,
+    key_state,
+)
 
 
 def when(value: datetime | None) -> str:
@@ -72,3 +80,52 @@ def groups_json(groups: FailureGroups) -> dict[str, render.JsonValue]:
         "complete": groups.complete,
     }
 
+
+
+RELAY_ID_CHARS = 8
+"""How much of a relay instance's owner token the console shows: enough to tell relays apart."""
+
+
+def relay(owner: str | None) -> str | None:
+    """A relay instance as the console names it: the start of its owner token."""
+    return None if owner is None else owner[:RELAY_ID_CHARS]
+
+
+def why(head: KeyHead) -> str:
+    """Why the key of ``head`` is not moving, in one sentence."""
+    state, message = key_state(head), head.message
+    if state is KeyState.CLAIMED:
+        return f"claimed by relay {relay(head.claimed_by)}, its claim runs until {when(head.lease_until)}"
+    failed = f"; last error: {message.last_error}" if message.last_error else ""
+    if state is KeyState.RETRYING:
+        return f"retrying at {when(head.not_before)} after {message.retry_count} failed attempt(s){failed}"
+    if message.retry_count:
+        return f"waiting for a relay after {message.retry_count} failed attempt(s){failed}"
+    return "waiting for a relay"
+
+
+def key_json(head: KeyHead) -> dict[str, render.JsonValue]:
+    """One key and its head."""
+    message = head.message
+    return {
+        "partition_key": message.partition_key,
+        "state": key_state(head).value,
+        "why": why(head),
+        "message_id": str(message.id),
+        "event_name": message.event_name,
+        "created_at": _time(message.created_at),
+        "retry_count": message.retry_count,
+        "last_error": message.last_error,
+        "relay": relay(head.claimed_by),
+        "claim_until": _time(head.lease_until),
+        "retry_at": _time(head.not_before),
+    }
+
+
+def keys_json(page: KeyPage) -> dict[str, render.JsonValue]:
+    """``GET /api/keys``."""
+    return {
+        "keys": [key_json(h) for h in page.heads],
+        "after": None if page.after is None else str(page.after),
+        "next_after": None if page.next_after is None else str(page.next_after),
+    }
