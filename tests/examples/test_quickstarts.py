@@ -267,7 +267,18 @@ def test_quickstart_mongodb_rabbitmq_expect_committed_orders_printed_with_their_
     )
     client: MongoClient[dict[str, object]] = MongoClient(mongodb_server.url)
     try:
-        run = run_quickstart(copy(QUICKSTART / "mongodb-rabbitmq", tmp_path), copy(CONSUMER, tmp_path), env)
+        try:
+            run = run_quickstart(copy(QUICKSTART / "mongodb-rabbitmq", tmp_path), copy(CONSUMER, tmp_path), env)
+        except AssertionError as error:
+            # The in-process wire server checks write conflicts at commit, coarser than a
+            # replica set (DESIGN 6): a use case's commit beside the relay's claim can fail
+            # there once. Only that failure, only on it, runs the quickstart again afresh.
+            if not (mongodb_server.wire and "Write conflict during transaction commit" in str(error)):
+                raise
+            client.drop_database(database)
+            again = tmp_path / "again"
+            again.mkdir()
+            run = run_quickstart(copy(QUICKSTART / "mongodb-rabbitmq", again), copy(CONSUMER, again), env)
         check(run, lambda: {str(doc["_id"]) for doc in client[database]["orders"].find()})
     finally:
         client.drop_database(database)
