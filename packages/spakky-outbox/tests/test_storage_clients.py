@@ -50,7 +50,7 @@ type _Opened = tuple[StorageClients[_Client, _Client], _Client, _Client]
 
 def _open(other_loop: asyncio.AbstractEventLoop) -> _Opened:
     """Clients with the synchronous one and ``other_loop``'s asyncio one opened."""
-    clients = StorageClients(_Client, _Client, lambda client: client.aclose())
+    clients = StorageClients(_Client, lambda client: client.close(), _Client, lambda client: client.aclose())
 
     async def open_there() -> _Client:
         return clients.async_client

@@ -58,7 +58,10 @@ class MongoOutboxConnectionManager(IService):
         self._config = config
         self._outbox_config = outbox_config
         self._clients = StorageClients[MongoClient[Document], Any](
-            self.new_client, self.new_async_client, lambda client: maybe_await(client.close())
+            self.new_client,
+            lambda client: client.close(),
+            self.new_async_client,
+            lambda client: maybe_await(client.close()),
         )
         self.open_sessions = 0
         """Sessions the outbox's transactions started and did not end yet (leak checks)."""

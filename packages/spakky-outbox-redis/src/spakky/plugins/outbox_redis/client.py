@@ -37,7 +37,10 @@ class RedisOutboxConnectionManager(IService):
         check_key_prefix(config.key_prefix)
         self._config = config
         self._clients = StorageClients(
-            self._new_client, self._new_async_client, lambda client: client.aclose()
+            self._new_client,
+            lambda client: client.close(),
+            self._new_async_client,
+            lambda client: client.aclose(),
         )
 
     @property

@@ -63,6 +63,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.mysql.base import MySQLDialect
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.selectable import TextualSelect
 
@@ -880,7 +881,7 @@ class OutboxSql:
             f"CROSS JOIN {count(published, 'pb')} CROSS JOIN {count(abandoned, 'ab')}"
         )
         if self.kind is DialectKind.MYSQL:
-            if getattr(self.dialect, "is_mariadb", False):
+            if isinstance(self.dialect, MySQLDialect) and self.dialect.is_mariadb:
                 select = f"SET STATEMENT max_statement_time = {max(0.001, timeout_seconds):.3f} FOR {select}"
             else:
                 select = select.replace(

@@ -9,20 +9,16 @@ import asyncio
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 CLOSE_TIMEOUT_SECONDS = 5.0
 """How long `StorageClients.close` waits for another running loop to close its client."""
 
 
-class _Closeable(Protocol):
-    def close(self) -> None: ...
-
-
-class StorageClients[S: _Closeable, A]:
+class StorageClients[S, A]:
     """Lazily opened clients of one storage; the storage package supplies the driver calls."""
 
     _new_client: Callable[[], S]
+    _close_client: Callable[[S], object]
     _new_async_client: Callable[[], A]
     _close_async_client: Callable[[A], Awaitable[object]]
     _lock: threading.Lock
@@ -33,6 +29,7 @@ class StorageClients[S: _Closeable, A]:
     def __init__(
         self,
         new_client: Callable[[], S],
+        close_client: Callable[[S], object],
         new_async_client: Callable[[], A],
         close_async_client: Callable[[A], Awaitable[object]],
     ) -> None:
@@ -40,10 +37,12 @@ class StorageClients[S: _Closeable, A]:
 
         Args:
             new_client: Opens the synchronous client (thread-safe pools).
+            close_client: Closes the synchronous client.
             new_async_client: Opens an asyncio client, called on the loop it serves.
             close_async_client: Closes an asyncio client, awaited on its own loop.
         """
         self._new_client = new_client
+        self._close_client = close_client
         self._new_async_client = new_async_client
         self._close_async_client = close_async_client
         self._lock = threading.Lock()
@@ -121,4 +120,4 @@ class StorageClients[S: _Closeable, A]:
         with self._lock:
             client, self._client = self._client, None
         if client is not None:
-            client.close()
+            self._close_client(client)

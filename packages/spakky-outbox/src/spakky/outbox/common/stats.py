@@ -58,16 +58,27 @@ class OutboxStats:
     count_cap: int | None = None
     """Where the storage stopped counting; None when every count is exact."""
 
+    def count(self, name: CountName) -> int:
+        """The count ``name``."""
+        match name:
+            case "pending":
+                return self.pending
+            case "claimed":
+                return self.claimed
+            case "published":
+                return self.published
+            case "abandoned":
+                return self.abandoned
+
     def at_least(self, name: CountName) -> bool:
         """Whether the count ``name`` is a lower bound: it reached the cap (``claimed``: or ``pending`` did)."""
         if self.count_cap is None:
             return False
-        count = getattr(self, name)
-        return count >= self.count_cap or (name == "claimed" and self.pending >= self.count_cap)
+        return self.count(name) >= self.count_cap or (name == "claimed" and self.pending >= self.count_cap)
 
     def shown(self, name: CountName) -> str:
         """The count ``name`` for people: ``10000+`` when it is a lower bound."""
-        count: int = getattr(self, name)
+        count = self.count(name)
         return f"{count}+" if self.at_least(name) else str(count)
 
     @property

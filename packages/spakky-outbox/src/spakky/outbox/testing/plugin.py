@@ -5,6 +5,7 @@ tests that come from `spakky.outbox.testing.conformance` (its rule modules).
 """
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -32,9 +33,22 @@ _RESULTS = pytest.StashKey[dict[str, _Tally]]()
 _SESSIONS: list[pytest.Config] = []
 """Configs of the sessions running in this process, innermost last (pytester nests them)."""
 
+CAPABILITY_MARK = "spakky_outbox_capability"
+"""Marker a suite test carries naming the capability it needs (see `conformance.support.capability`)."""
+
+BACKEND = pytest.StashKey[str]()
+"""On a suite test's item: the name of the harness it runs on."""
+
+FLAVOUR = pytest.StashKey[str]()
+"""On a suite test's item: the flavour (``async``, ``sync``) of its run."""
+
+LEAK = pytest.StashKey[str]()
+"""On a suite test's item: what the harness's leak check found after it."""
+
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Track the running session, so reports are tallied into the right one."""
+    """Register the suite's marker; track the running session, so reports are tallied into the right one."""
+    config.addinivalue_line("markers", f"{CAPABILITY_MARK}(capability): the capability a suite test needs")
     _SESSIONS.append(config)
 
 
@@ -50,8 +64,9 @@ def _backend_of(item: pytest.Item) -> str:
     The async run keeps the plain name (``redis[single]``); the sync run of the
     same rules says so (``redis[single] sync``).
     """
-    name = str(getattr(item, "spakky_outbox_backend", None) or item.path.parent.name)
-    flavour = str(getattr(item, "spakky_outbox_flavour", ""))
+    name = item.stash.get(BACKEND, "") or item.path.parent.name
+    flavour = item.stash.get(FLAVOUR, "")
+    # pytest gives a Function a callspec only when it is parametrized
     callspec: Any = getattr(item, "callspec", None)
     ids = "" if callspec is None else str(callspec.id)
     if flavour and (ids == flavour or ids.endswith(f"-{flavour}")):
@@ -76,12 +91,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     """
     outcome = cast(Any, (yield))
     report = cast(pytest.TestReport, outcome.get_result())
-    function = getattr(item, "function", None)
-    module = str(getattr(function, "__module__", ""))
-    if function is None or not (module == _SUITE_MODULE or module.startswith(f"{_SUITE_MODULE}.")):
+    if not isinstance(item, pytest.Function):
         return
-    capability = getattr(function, "spakky_outbox_capability", None) or "base"
-    leaked = bool(getattr(item, "spakky_outbox_leak", None))
+    function = cast(Callable[..., object], item.function)  # pytest types it loosely
+    module = function.__module__
+    if not (module == _SUITE_MODULE or module.startswith(f"{_SUITE_MODULE}.")):
+        return
+    mark = item.get_closest_marker(CAPABILITY_MARK)
+    capability = "base" if mark is None else mark.args[0]
+    leaked = bool(item.stash.get(LEAK, ""))
     report.user_properties.append((_PROPERTY, (_backend_of(item), str(capability), leaked)))
 
 

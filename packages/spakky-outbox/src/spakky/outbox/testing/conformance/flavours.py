@@ -35,6 +35,7 @@ from spakky.outbox.testing.harness import (
     Capability,
     RawOutboxRecord,
 )
+from spakky.outbox.testing.plugin import BACKEND, FLAVOUR
 
 
 class Flavour(StrEnum):
@@ -197,7 +198,7 @@ class SyncFlavourHarness(AbstractOutboxHarness):
 def outbox_flavour(request: pytest.FixtureRequest) -> Flavour:
     """Which port of the backend this run of a rule goes through."""
     flavour = cast(Flavour, request.param)
-    request.node.spakky_outbox_flavour = str(flavour)
+    request.node.stash[FLAVOUR] = str(flavour)
     return flavour
 
 
@@ -206,7 +207,7 @@ def outbox_harness(
     request: pytest.FixtureRequest, outbox_flavour: Flavour, outbox_harness: AbstractOutboxHarness
 ) -> AbstractOutboxHarness:
     """The backend's ``outbox_harness`` for this flavour (``sync`` only with ``Capability.SYNC_API``)."""
-    request.node.spakky_outbox_backend = outbox_harness.name
+    request.node.stash[BACKEND] = outbox_harness.name
     if outbox_flavour is Flavour.ASYNC:
         return outbox_harness
     if Capability.SYNC_API not in outbox_harness.capabilities:

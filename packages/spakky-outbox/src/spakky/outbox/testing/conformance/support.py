@@ -21,6 +21,7 @@ from spakky.outbox.testing.harness import (
     Capability,
     RawOutboxRecord,
 )
+from spakky.outbox.testing.plugin import BACKEND, CAPABILITY_MARK, LEAK
 from spakky.outbox.testing.transport import AsyncRecordingEventTransport
 
 MAX_RETRY = 5
@@ -37,8 +38,7 @@ def capability[F: TestFunction](required: Capability) -> Callable[[F], F]:
     """Tag a suite test with the capability it needs; undeclared ones are skipped."""
 
     def tag(test: F) -> F:
-        test.__dict__["spakky_outbox_capability"] = required
-        return test
+        return pytest.mark.spakky_outbox_capability(required)(test)  # plugin.CAPABILITY_MARK
 
     return tag
 
@@ -187,13 +187,14 @@ async def conformance_guard(
     request: pytest.FixtureRequest, outbox_harness: AbstractOutboxHarness
 ) -> AsyncIterator[None]:
     """Skip tests of undeclared capabilities; after each test, check for leaks."""
-    request.node.spakky_outbox_backend = outbox_harness.name
-    required: Capability | None = getattr(request.function, "spakky_outbox_capability", None)
+    request.node.stash[BACKEND] = outbox_harness.name
+    mark = request.node.get_closest_marker(CAPABILITY_MARK)
+    required: Capability | None = None if mark is None else Capability(mark.args[0])
     if required is not None and required not in outbox_harness.capabilities:
         pytest.skip(f"capability not declared: {required}")
     yield
     try:
         await outbox_harness.assert_no_leaks()
     except AssertionError as error:
-        request.node.spakky_outbox_leak = str(error) or "a connection or session was left open"
+        request.node.stash[LEAK] = str(error) or "a connection or session was left open"
         raise
