@@ -29,13 +29,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from spakky.plugins.outbox_sqlalchemy.operations import OutboxSql
-from spakky.plugins.outbox_sqlalchemy.schema import (
-    create_outbox_table,
-    drop_outbox_table,
-)
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, event, text
 
-from benchmarks.stats_cost import URLS, load
+from benchmarks.stats_cost import loaded_table
 
 MAX_RETRY = 10
 
@@ -141,21 +137,8 @@ def save_beside_open_requeue(engine: Engine, sql: OutboxSql, name: str) -> float
 
 def section(kind: str, delivered: int, backlog: int, runs: int) -> None:
     """Load one table on ``kind``, then plan, time and print every operation."""
-    engine = create_engine(URLS[kind])
     postgres = kind == "postgres"
-    name = f"admin_plans_{uuid.uuid4().hex[:8]}"
-    sql = OutboxSql(
-        table=create_outbox_table(engine, name),
-        dialect=engine.dialect,
-        owner=uuid.uuid4().hex,
-        claim_timeout_seconds=300.0,
-        claim_lease_seconds=30.0,
-    )
-    try:
-        started = time.perf_counter()
-        load(engine, name, delivered, backlog)
-        print(f"\n[{kind}] loaded {delivered:,} published + {backlog:,} pending (1% abandoned, half on 100 keys) "
-              f"in {time.perf_counter() - started:.0f} s, analysed")
+    with loaded_table(kind, "admin_plans", delivered, backlog) as (engine, sql, name):
         for label, operation in operations(sql).items():
 
             def once(operation: Callable[[Connection], Any] = operation) -> None:
@@ -172,9 +155,6 @@ def section(kind: str, delivered: int, backlog: int, runs: int) -> None:
                 print("\n".join("   " + line for line in explain(engine, statement, parameters, postgres)))
         waited = save_beside_open_requeue(engine, sql, name)
         print(f"\n[{kind}] a business INSERT while a requeue of 1000 holds its transaction open: {waited:.1f} ms")
-    finally:
-        drop_outbox_table(engine, name)
-        engine.dispose()
 
 
 def main() -> None:

@@ -27,7 +27,8 @@ import json
 import statistics
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from spakky.outbox.common.stats import OutboxStats
@@ -129,11 +130,15 @@ def timed(run: Callable[[], Any], runs: int) -> tuple[list[float], Any]:
     return times, result
 
 
-def section(kind: str, delivered: int, backlog: int, runs: int) -> dict[str, Any]:
-    """Load one table on ``kind`` and compare both statements on it."""
+@contextmanager
+def loaded_table(kind: str, prefix: str, delivered: int, backlog: int) -> Iterator[tuple[Engine, OutboxSql, str]]:
+    """A fresh outbox table on ``kind`` loaded by `load` and analysed; dropped (and the engine disposed) after.
+
+    Yields:
+        The engine, the storage's SQL on the table, and the table's name.
+    """
     engine = create_engine(URLS[kind])
-    postgres = kind == "postgres"
-    name = f"stats_bench_{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     sql = OutboxSql(
         table=create_outbox_table(engine, name),
         dialect=engine.dialect,
@@ -144,7 +149,20 @@ def section(kind: str, delivered: int, backlog: int, runs: int) -> dict[str, Any
     try:
         started = time.perf_counter()
         load(engine, name, delivered, backlog)
-        print(f"[{kind}] loaded {delivered:,} published + {backlog:,} pending in {time.perf_counter() - started:.0f}s")
+        print(
+            f"\n[{kind}] loaded {delivered:,} published + {backlog:,} pending (1% abandoned, half on 100 keys) "
+            f"in {time.perf_counter() - started:.0f} s, analysed"
+        )
+        yield engine, sql, name
+    finally:
+        drop_outbox_table(engine, name)
+        engine.dispose()
+
+
+def section(kind: str, delivered: int, backlog: int, runs: int) -> dict[str, Any]:
+    """Load one table on ``kind`` and compare both statements on it."""
+    postgres = kind == "postgres"
+    with loaded_table(kind, "stats_bench", delivered, backlog) as (engine, sql, name):
         old = previous_statement(sql, name)
         new = str(sql.stats_statement(5.0))  # the very statement stats() runs
         if not postgres:
@@ -166,9 +184,6 @@ def section(kind: str, delivered: int, backlog: int, runs: int) -> dict[str, Any
             old_times, old_result = timed(read_old, runs)
             new_times, new_result = timed(read_new, runs)
             stopped = stopped_by_server(connection, old, postgres)
-    finally:
-        drop_outbox_table(engine, name)
-        engine.dispose()
     return {
         "kind": kind,
         "old_plan": old_plan,
