@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio
-from spakky.outbox.common.config import OutboxConfig
+from spakky.outbox.common.config import DEFAULT_BATCH_MAX_BYTES, OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
 from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
 from spakky.plugins.outbox_redis.codec import RedisKeys
@@ -63,16 +63,23 @@ async def save_all(outbox: RedisOutbox, messages: Sequence[OutboxMessage]) -> No
                 await storage.save(message)
 
 
-def make_outbox(url: str, prefix: str | None = None) -> RedisOutbox:
+def make_outbox(
+    url: str, prefix: str | None = None, *, batch_max_bytes: int = DEFAULT_BATCH_MAX_BYTES
+) -> RedisOutbox:
     """An outbox under ``prefix`` (default: a fresh unique one) on the Redis at ``url``.
 
-    Claims have a lease of 1 s and a timeout of 3 s, as in the conformance harness.
+    Claims have a lease of 1 s and a timeout of 3 s, as in the conformance
+    harness, and hold at most ``batch_max_bytes`` of payload.
     """
     config = RedisOutboxConfig().model_copy(
         update={"url": url, "key_prefix": prefix or f"{{unit-{uuid.uuid4().hex}}}"}
     )
     outbox_config = OutboxConfig().model_copy(
-        update={"claim_timeout_seconds": 3.0, "claim_lease_seconds": 1.0}
+        update={
+            "claim_timeout_seconds": 3.0,
+            "claim_lease_seconds": 1.0,
+            "batch_max_bytes": batch_max_bytes,
+        }
     )
     return RedisOutbox(
         config,

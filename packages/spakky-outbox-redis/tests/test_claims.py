@@ -3,7 +3,8 @@
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from uuid import uuid4
+from dataclasses import replace
+from uuid import UUID, uuid4
 
 import pytest
 from spakky.outbox.common.message import OutboxMessage
@@ -176,6 +177,54 @@ async def test_sync_fetch_pending_corrupt_message_expect_abandoned_rest_returned
     claimed = await asyncio.to_thread(storage.fetch_pending, 10, MAX_RETRY)
     assert [m.id for m in claimed] == [fine.id]
     assert (await asyncio.to_thread(storage.stats)).abandoned == 1
+
+
+_MB = 1_000_000
+_BUDGET = 2 * 1024 * 1024
+"""Two 1 MB payloads fit in the budget, three do not."""
+
+
+@pytest.mark.parametrize("flavour", ["async", "sync"])
+async def test_fetch_pending_large_payloads_under_byte_budget_expect_bounded_claims_in_key_order(
+    redis_url: str, flavour: str
+) -> None:
+    """20 x 1 MB over two keys and keyless under a 2 MB budget: every claim holds two, all delivered in key order."""
+    outbox = make_outbox(redis_url, batch_max_bytes=_BUDGET)
+    try:
+        sent = [
+            replace(new_message(("a", "b", None)[i % 3]), payload=bytes([i]) * _MB) for i in range(20)
+        ]
+        await save_all(outbox, sent)
+        if flavour == "sync":
+            sync = outbox.sync_storage()
+
+            async def claim() -> list[OutboxMessage]:
+                return await asyncio.to_thread(sync.fetch_pending, 100, MAX_RETRY)
+
+            async def publish(ids: list[UUID]) -> int:
+                return await asyncio.to_thread(sync.mark_published_many, ids)
+        else:
+            storage = outbox.storage()
+
+            async def claim() -> list[OutboxMessage]:
+                return await storage.fetch_pending(100, MAX_RETRY)
+
+            async def publish(ids: list[UUID]) -> int:
+                return await storage.mark_published_many(ids)
+
+        delivered: list[OutboxMessage] = []
+        sizes: list[int] = []
+        while len(delivered) < len(sent):
+            claimed = await claim()
+            assert claimed, f"an empty claim after {len(delivered)} of {len(sent)} delivered"
+            sizes.append(sum(len(m.payload) for m in claimed))
+            assert await publish([m.id for m in claimed]) == len(claimed)
+            delivered += claimed
+        assert sizes == [2 * _MB] * 10
+        assert [m.id for m in delivered] == [m.id for m in sent]
+        assert [m.payload for m in delivered] == [m.payload for m in sent]
+    finally:
+        await drop_outbox(outbox)
 
 
 _NOT_DATA = ("cmdstat_eval", "cmdstat_script", "cmdstat_config", "cmdstat_info", "cmdstat_hello", "cmdstat_client")

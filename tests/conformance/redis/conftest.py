@@ -48,7 +48,7 @@ class RedisOutboxHarness(AbstractOutboxHarness):
     """One outbox under a unique hash-tagged key prefix on a real Redis (or Redis Cluster)."""
 
     name = "redis"
-    capabilities = frozenset(Capability) - {Capability.BYTE_BUDGET}  # its part of issue 17.15 follows
+    capabilities = frozenset(Capability)
     claim_timeout_seconds = 3.0
     claim_lease_seconds = 1.0
 

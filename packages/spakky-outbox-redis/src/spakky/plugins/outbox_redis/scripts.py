@@ -44,7 +44,7 @@ local o = p .. ':{OUTBOX_SEGMENT}'
 local free, heads, pending = o .. ':free', o .. ':heads', o .. ':pending'
 local inflight, delayed = o .. ':inflight', o .. ':delayed'
 local FIELDS = {{{", ".join(f"'{name}'" for name in MESSAGE_FIELDS)}}}
-local F_KEY, F_RETRY, F_CLAIMED = {_field_index("partition_key")}, {_field_index("retry_count")}, {_field_index("claimed_at")}
+local F_KEY, F_CLAIMED = {_field_index("partition_key")}, {_field_index("claimed_at")}
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -130,6 +130,7 @@ local hold = tonumber(ARGV[4])
 local owner = ARGV[5]
 local sweep = tonumber(ARGV[6])
 local run = tonumber(ARGV[7])
+local max_bytes = tonumber(ARGV[8])
 local now = now_ms()
 -- lanes are read in windows of ``limit``; a few windows skip entries whose
 -- budget is spent without ever reading more than a few batches
@@ -146,10 +147,12 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0
   claimable(id, now)
 end
 
-local function read(id)
-  local f = redis.call('HMGET', mkey(id), unpack(FIELDS))
-  if tonumber(f[F_RETRY] or '0') >= max_retry then return nil end
-  return f
+-- a candidate is judged on its retry budget and its payload's length (HSTRLEN,
+-- O(1)): only the messages the claim keeps have their fields read, so the
+-- byte budget is decided without loading a payload
+local function size(id)
+  if tonumber(redis.call('HGET', mkey(id), 'retry_count') or '0') >= max_retry then return nil end
+  return redis.call('HSTRLEN', mkey(id), 'payload')
 end
 
 -- keyless lane: the oldest claimable messages
@@ -161,8 +164,8 @@ for _ = 1, WINDOWS do
   if #window == 0 then break end
   for i = 1, #window, 2 do
     if #cands >= limit then break end
-    local f = read(window[i])
-    if f then cands[#cands + 1] = {tonumber(window[i + 1]), window[i], f, false} end
+    local bytes = size(window[i])
+    if bytes then cands[#cands + 1] = {tonumber(window[i + 1]), window[i], bytes, false} end
   end
   offset = offset + limit
 end
@@ -181,23 +184,29 @@ for _ = 1, WINDOWS do
     for i = 1, #members, 2 do
       local id = members[i]
       if live(inflight, id, now) or live(delayed, id, now) then break end
-      local f = read(id)
-      if not f then break end
-      cands[#cands + 1] = {tonumber(members[i + 1]), id, f, i == 1 and pk}
+      local bytes = size(id)
+      if not bytes then break end
+      cands[#cands + 1] = {tonumber(members[i + 1]), id, bytes, i == 1 and pk}
       keyed = keyed + 1
     end
   end
   offset = offset + limit
 end
 
--- merged by position and cut at ``limit``: each key's part stays a prefix
+-- merged by position and cut at ``limit``, or before the first message that
+-- would pass the byte budget (the first always stays: a larger message goes
+-- alone): a cut prefix keeps each key's part a prefix
 table.sort(cands, function(a, b) return a[1] < b[1] end)
 local stamp = tostring(now)
 put(stamp)
 local deadlines, keyless, keyed_ids, taken_keys = {}, {}, {}, {}
+local total = 0
 for i = 1, math.min(limit, #cands) do
   local c = cands[i]
-  local id, f = c[2], c[3]
+  total = total + c[3]
+  if i > 1 and total > max_bytes then break end
+  local id = c[2]
+  local f = redis.call('HMGET', mkey(id), unpack(FIELDS))
   deadlines[#deadlines + 1] = now + hold
   deadlines[#deadlines + 1] = id
   if f[F_KEY] then
@@ -221,7 +230,9 @@ return table.concat(out)
 
 ARGV: prefix, limit, max_retry, hold ms (the first lease: the shorter of
 lease and claim timeout), owner token, how many lapsed claims to sweep, key
-run length. Returns the framed server time and messages.
+run length, payload bytes the claim may hold (``batch_max_bytes``; the
+first message is claimed whatever its size). Returns the framed server time
+and messages.
 """
 
 SETTLE = (

@@ -158,6 +158,7 @@ class RedisOutboxStorageBase:
     _claim_timeout_ms: int
     _lease_ms: int
     _sweep: int
+    _max_bytes: int
     _config: RedisOutboxConfig
     _connections: RedisOutboxConnectionManager
 
@@ -174,6 +175,7 @@ class RedisOutboxStorageBase:
         self._claim_timeout_ms = max(1, round(outbox_config.claim_timeout_seconds * 1000))
         self._lease_ms = max(1, round(outbox_config.claim_lease_seconds * 1000))
         self._sweep = config.expired_claim_sweep
+        self._max_bytes = outbox_config.batch_max_bytes
 
     @property
     def owner(self) -> str:
@@ -221,6 +223,7 @@ class RedisOutboxStorageBase:
             self._owner,
             self._sweep,
             key_run(limit),
+            self._max_bytes,
         ]
 
     def _settle_args(
