@@ -19,6 +19,7 @@ from pydantic import SecretStr
 from spakky.outbox.common.fingerprint import failure_fingerprint
 from spakky.outbox.console.app import outbox_console
 from spakky.outbox.console.config import OutboxConsoleConfig
+from spakky.outbox.ports.storage import IAsyncOutboxRetryScheduling
 from starlette.applications import Starlette
 from starlette.responses import HTMLResponse, PlainTextResponse
 from starlette.routing import Mount, Route
@@ -164,3 +165,37 @@ def test_console_browser_wrong_token_and_forged_form_expect_refused(
         expect(page.locator("#problem")).to_be_visible()
         assert re.search(r"sign in|another site|CSRF", page.locator("#problem").inner_text())
     assert outbox.count("abandoned_at IS NOT NULL") == 5
+
+
+def test_console_browser_pending_by_key_expect_blocked_keys_and_why(
+    outbox: Outbox, console: str, page: Page, screenshot: Shot
+) -> None:
+    """Pending by key shows, oldest head first, the key a relay holds, the key waiting for a retry and why, and the free key."""
+    held = outbox.seed(3, key="customer-2")
+    retried = outbox.seed(4, key="customer-3")
+    free = outbox.seed(2, key="customer-1")
+    outbox.seed(5)  # keyless: not on the page
+    relay = outbox.storage
+    assert isinstance(relay, IAsyncOutboxRetryScheduling)
+
+    async def hold() -> None:
+        claimed = [m.id for m in await relay.fetch_pending(100, 5)]
+        assert {held[0], retried[0], free[0]} <= set(claimed)
+        await relay.schedule_retry(retried[0], 3600, "TimeoutError: broker 10.0.0.5:5672 did not answer in 30 s")
+        await relay.release([i for i in claimed if i not in (held[0], retried[0])])
+
+    outbox.loop.run_blocking(hold())
+    assert outbox.count(f"id = '{retried[0]}' AND retry_count = 1") == 1
+    page.goto(f"{console}/keys")
+    rows = page.locator("#keys tbody tr")
+    expect(rows).to_have_count(3)
+    assert [rows.nth(i).get_attribute("data-key") for i in range(3)] == ["customer-2", "customer-3", "customer-1"]
+    claimed = page.locator('#keys tr[data-key="customer-2"]')
+    expect(claimed).to_have_attribute("data-state", "claimed")
+    expect(claimed.locator(".reason")).to_contain_text("claimed by relay")
+    expect(claimed).to_contain_text(str(held[0]))
+    retrying = page.locator('#keys tr[data-key="customer-3"]')
+    expect(retrying).to_have_attribute("data-state", "retrying")
+    expect(retrying.locator(".reason")).to_contain_text("after 1 failed attempt(s); last error: TimeoutError")
+    expect(page.locator('#keys tr[data-key="customer-1"]')).to_have_attribute("data-state", "waiting")
+    screenshot(page, "keys")
