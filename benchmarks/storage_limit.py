@@ -44,9 +44,9 @@ def _bare_url(url: str) -> str:
     return url.split("+", 1)[0] + "://" + url.split("://", 1)[1] if "+" in url.split("://")[0] else url
 
 
-async def bare_postgres(url: str, rows: int) -> dict[str, Any]:
-    """Drain ``rows`` pending rows with the two statements a claim and an ack need."""
-    connection: Any = await asyncpg.connect(_bare_url(url), server_settings={"search_path": SCHEMA})  # pyright: ignore[reportUnknownMemberType]
+async def bare_postgres(url: str, rows: int, schema: str = SCHEMA) -> dict[str, Any]:
+    """Drain ``rows`` pending rows of ``schema``'s table with the two statements a claim and an ack need."""
+    connection: Any = await asyncpg.connect(_bare_url(url), server_settings={"search_path": schema})  # pyright: ignore[reportUnknownMemberType]
     owner = "bare-loop"
     claim = (
         f"UPDATE {TABLE} SET claimed_at = now(), claimed_by = $1, "
@@ -97,7 +97,7 @@ async def limit_postgres(sizes: dict[str, Any]) -> dict[str, Any]:
     try:
         for lane, keyed in (("keyless", False), ("keyed", True)):
             for who in ("bare", "ours"):
-                await _preload(bench, rows, keyed=keyed)
+                await preload_lane(bench, rows, keyed=keyed)
                 progress(f"limit PostgreSQL {lane}: {who}, {rows} messages")
                 cpu = time.process_time()
                 if who == "bare":
@@ -114,7 +114,7 @@ async def limit_postgres(sizes: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-async def _preload(bench: OursBench, rows: int, *, keyed: bool) -> None:
+async def preload_lane(bench: OursBench, rows: int, *, keyed: bool) -> None:
     """``rows`` pending messages, keyless or spread evenly over `KEYS` keys."""
     async with bench.engine.begin() as connection:
         await connection.execute(text(f"TRUNCATE {TABLE}"))

@@ -1,0 +1,232 @@
+"""Where one relay cycle's time goes on PostgreSQL: claim, send, flush, acknowledge, the rest (issue 21).
+
+Not part of ``make bench``; run it when the drain is far from the bare loop::
+
+    uv run python -m benchmarks.cycle_profile [--rows 10000] [--rounds 2] [--profile]
+
+One relay at defaults (batch 100) runs its real cycle (`relay_batch`) over a
+preloaded table through a no-op transport, keyless and with 100 keys; the
+storage's and the transport's methods are timed where the relay calls them,
+and every statement SQLAlchemy sends is counted and timed, with BEGIN and
+COMMIT of the transactions that are not autocommit, so the claim's round trips
+are counted, not guessed. Beside it, the bare asyncpg claim + acknowledge
+loop of `benchmarks.storage_limit` on the same rows gives the floor.
+
+Figures are ms per cycle (mean over every cycle of the lane and the rounds);
+``relay (rest)`` is the cycle minus the timed steps: the relay's own Python
+work per batch (states, telemetry, headers). Lanes alternate round by round
+(the machine is shared). ``--profile`` adds a cProfile of the keyed lane's
+cycles, top functions by own time. Nothing is asserted.
+"""
+
+import argparse
+import asyncio
+import cProfile
+import io
+import pstats
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from spakky.outbox.common.config import OutboxConfig
+from spakky.outbox.relay.relay import AsyncOutboxRelayBackgroundService
+from sqlalchemy import event
+
+from benchmarks.common import DEFAULT_PG_URL, CountingTransport
+from benchmarks.ours import OursBench
+from benchmarks.storage_limit import bare_postgres, preload_lane
+
+SCHEMA = "spakky_bench_cycle"
+"""A schema of its own: other benchmarks may run at the same time on the machine."""
+
+STEPS = ("claim", "send", "flush", "acknowledge", "renew")
+"""Storage and transport calls of one cycle, timed where the relay makes them."""
+
+
+class StatementLog:
+    """Per step of the cycle: statements and transaction round trips sent, and statement time."""
+
+    def __init__(self) -> None:
+        self.step = "other"
+        """The step running now (set by `Timings.wrap`)."""
+        self.statements: dict[str, int] = defaultdict(int)
+        self.transactions: dict[str, int] = defaultdict(int)
+        """BEGIN and COMMIT/ROLLBACK sent (transactions that are not autocommit)."""
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._started: dict[int, float] = {}
+
+    def attach(self, engine: Any) -> None:
+        """Listen on ``engine`` (a sync engine) for statements and transaction boundaries."""
+
+        def before(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+            self._started[id(cursor)] = time.perf_counter()
+
+        def after(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+            self.statements[self.step] += 1
+            self.seconds[self.step] += time.perf_counter() - self._started.pop(id(cursor), time.perf_counter())
+
+        def boundary(conn: Any, *_: Any) -> None:
+            # An autocommit connection sends neither BEGIN nor COMMIT.
+            if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+                self.transactions[self.step] += 1
+
+        event.listen(engine, "before_cursor_execute", before)
+        event.listen(engine, "after_cursor_execute", after)
+        for name in ("begin", "commit", "rollback"):
+            event.listen(engine, name, boundary)
+
+    def reset(self) -> None:
+        """Forget what was counted (the warm-up's)."""
+        self.statements.clear()
+        self.transactions.clear()
+        self.seconds.clear()
+
+
+class Timings:
+    """Seconds and calls per step, summed over cycles; tells the statement log the step."""
+
+    def __init__(self, log: StatementLog) -> None:
+        self.log = log
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+
+    def wrap[**P, T](self, step: str, method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+        """``method`` timed into ``step``."""
+
+        async def timed(*args: P.args, **kwargs: P.kwargs) -> T:
+            outer, self.log.step = self.log.step, step
+            started = time.perf_counter()
+            try:
+                return await method(*args, **kwargs)
+            finally:
+                self.seconds[step] += time.perf_counter() - started
+                self.calls[step] += 1
+                self.log.step = outer
+
+        return timed
+
+
+async def relay_lane(bench: OursBench, log: StatementLog, rows: int, *, keyed: bool) -> dict[str, Any]:
+    """Drain ``rows`` preloaded rows with `relay_batch` cycles; the per-cycle figures."""
+    await preload_lane(bench, rows, keyed=keyed)
+    config = OutboxConfig()
+    storage = bench.storage(config)
+    transport = CountingTransport(rows)
+    timings = Timings(log)
+    # Instance attributes shadow the methods the relay calls; its capability
+    # checks (isinstance on the storage's class) still see the real storage.
+    storage.fetch_pending = timings.wrap("claim", storage.fetch_pending)
+    storage.mark_published_many = timings.wrap("acknowledge", storage.mark_published_many)
+    storage.renew_claims = timings.wrap("renew", storage.renew_claims)
+    transport.send = timings.wrap("send", transport.send)
+    transport.flush = timings.wrap("flush", transport.flush)
+    relay = AsyncOutboxRelayBackgroundService(storage, transport, config)
+    await relay.initialize_async()
+    log.reset()
+    cycles = 0
+    started = time.perf_counter()
+    while transport.sent < rows:
+        if not (await relay.relay_batch()).claimed:
+            raise RuntimeError(f"outbox empty after {transport.sent} of {rows}")
+        cycles += 1
+    elapsed = time.perf_counter() - started
+    await relay.dispose_async()
+    per_cycle = {step: timings.seconds[step] / cycles * 1000 for step in STEPS}
+    steps = {
+        "claim": per_cycle["claim"],
+        "  its statements": log.seconds["claim"] / cycles * 1000,
+        **{step: per_cycle[step] for step in STEPS[1:]},
+        "relay (rest)": elapsed / cycles * 1000 - sum(per_cycle.values()),
+    }
+    trips = {step: (log.statements[step] + log.transactions[step]) / cycles for step in STEPS}
+    return {
+        "cycles": cycles,
+        "rate": transport.sent / elapsed,
+        "cycle_ms": elapsed / cycles * 1000,
+        "steps_ms": steps,
+        "round_trips": trips,
+        "claim_statements": log.statements["claim"] / cycles,
+    }
+
+
+async def bare_lane(bench: OursBench, rows: int, *, keyed: bool) -> dict[str, Any]:
+    """The bare asyncpg loop over the same preload: ms per claim + acknowledge."""
+    await preload_lane(bench, rows, keyed=keyed)
+    figures = await bare_postgres(bench.url, rows, SCHEMA)
+    cycles = max(1, -(-int(figures["messages"]) // 100))
+    return {"rate": figures["rate"], "cycle_ms": figures["seconds"] / cycles * 1000}
+
+
+def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rounds of one lane, weighted by their cycles."""
+    cycles = sum(r["cycles"] for r in runs)
+
+    def mean(pick: Callable[[dict[str, Any]], float]) -> float:
+        return sum(pick(r) * r["cycles"] for r in runs) / cycles
+
+    return {
+        "cycles": cycles,
+        "rate": mean(lambda r: r["rate"]),
+        "cycle_ms": mean(lambda r: r["cycle_ms"]),
+        "steps_ms": {step: mean(lambda r, s=step: r["steps_ms"][s]) for step in runs[0]["steps_ms"]},
+        "round_trips": {step: mean(lambda r, s=step: r["round_trips"][s]) for step in STEPS},
+        "claim_statements": mean(lambda r: r["claim_statements"]),
+    }
+
+
+def describe(lane: str, ours: dict[str, Any], bare: list[dict[str, Any]]) -> str:
+    """One lane's breakdown beside the bare loop."""
+    bare_ms = sum(b["cycle_ms"] for b in bare) / len(bare)
+    bare_rate = sum(b["rate"] for b in bare) / len(bare)
+    lines = [
+        f"{lane}: {ours['cycles']} cycles, {ours['rate']:,.0f} msg/s "
+        f"(bare loop {bare_rate:,.0f} msg/s, ratio {ours['rate'] / bare_rate:.2f}); "
+        f"ms per cycle {ours['cycle_ms']:.2f} (bare {bare_ms:.2f})",
+        f"  claim: {ours['round_trips']['claim']:.2f} round trips "
+        f"({ours['claim_statements']:.2f} statements + BEGIN/COMMIT); "
+        f"acknowledge {ours['round_trips']['acknowledge']:.2f}, renew {ours['round_trips']['renew']:.2f}",
+    ]
+    for step, value in ours["steps_ms"].items():
+        lines.append(f"  {step:18s} {value:7.3f} ms")
+    return "\n".join(lines)
+
+
+async def main() -> None:
+    """Alternate the lanes for a few rounds; print each lane's breakdown."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
+    args = parser.parse_args()
+    bench = OursBench(args.pg_url, SCHEMA)
+    await bench.setup()
+    log = StatementLog()
+    log.attach(bench.engine.sync_engine)
+    lanes = {"keyless": False, "100 keys": True}
+    ours: dict[str, list[dict[str, Any]]] = {lane: [] for lane in lanes}
+    bare: dict[str, list[dict[str, Any]]] = {lane: [] for lane in lanes}
+    try:
+        for keyed in lanes.values():  # warm-up: prepared statements on the pool's connections
+            await relay_lane(bench, log, 1_000, keyed=keyed)
+        for _ in range(args.rounds):
+            for lane, keyed in lanes.items():
+                ours[lane].append(await relay_lane(bench, log, args.rows, keyed=keyed))
+                bare[lane].append(await bare_lane(bench, args.rows, keyed=keyed))
+        for lane in lanes:
+            print(describe(lane, merge(ours[lane]), bare[lane]), flush=True)
+        if args.profile:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            await relay_lane(bench, log, args.rows, keyed=True)
+            profiler.disable()
+            out = io.StringIO()
+            pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
+            print(f"cProfile of the 100-key lane\n{out.getvalue()}")
+    finally:
+        await bench.teardown()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
