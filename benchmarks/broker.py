@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from spakky.outbox.common.config import OutboxConfig
+from spakky_outbox_testservices.tansu import running_tansu
 
 from benchmarks.common import DEFAULT_PG_URL, emit, parse_args, progress
 from benchmarks.processes import describe, load, postgres_outbox
 from tests.faults.brokers import BrokerSink, KafkaSink, RabbitMQSink
 from tests.faults.drill import Drill, load_message
-from tests.services.tansu import running_tansu
 
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 POLL_SECONDS = 0.05

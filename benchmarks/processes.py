@@ -40,6 +40,7 @@ from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.ports.storage import IAsyncOutboxAdministration
 from spakky.plugins.outbox_sqlalchemy.schema import outbox_table
+from spakky_outbox_testservices.redis_servers import private_redis
 from sqlalchemy import insert, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -56,7 +57,6 @@ from benchmarks.common import (
 from tests.faults.drill import Drill, FaultReport, Target, load_message, resume_after
 from tests.faults.sink import Delivery
 from tests.faults.targets import redis_target, sql_target
-from tests.services.redis_servers import private_redis
 
 DEFAULT_SETTINGS: dict[str, str] = {}
 """Relay settings: none, so every relay runs at the defaults."""
@@ -525,9 +525,9 @@ async def section_restart(runs: Scenarios) -> dict[str, Any]:
 async def restart_postgres(runs: Scenarios) -> dict[str, Any]:
     """The PostgreSQL restart scenario, or why it cannot run here."""
     try:
-        from tests.services.private import running_private_postgres
+        from spakky_outbox_testservices.private import running_private_postgres
     except ImportError:
-        return {"not_run": "tests/services/private.py (private PostgreSQL) is not on this branch"}
+        return {"not_run": "spakky_outbox_testservices.private (private PostgreSQL) is not on this branch"}
     try:
         with running_private_postgres() as server:
             async with postgres_outbox(server.url) as outbox:

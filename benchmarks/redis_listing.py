@@ -50,8 +50,7 @@ from spakky.plugins.outbox_redis.codec import (
 from spakky.plugins.outbox_redis.config import OUTBOX_SEGMENT, RedisOutboxConfig
 from spakky.plugins.outbox_redis.storage import AsyncRedisOutboxStorage
 from spakky.plugins.outbox_redis.storage_base import LIST_CHUNK
-
-from tests.services.redis_servers import private_redis
+from spakky_outbox_testservices.redis_servers import private_redis
 
 PREVIOUS_SCRIPT = f"""
 local o = ARGV[1] .. ':{OUTBOX_SEGMENT}'

@@ -1,8 +1,7 @@
 """The test-service layer: a missing required service skips, or fails in CI mode."""
 
 import pytest
-
-from tests.services.resolve import (
+from spakky_outbox_testservices.resolve import (
     REQUIRE_ENV,
     SERVICES,
     docker_engine_running,

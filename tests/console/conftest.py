@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 import uvicorn
 from playwright.sync_api import BrowserContext, Page, sync_playwright
+from spakky_outbox_testservices.resolve import ServiceSpec, required
 from starlette.types import ASGIApp
-
-from tests.services.resolve import ServiceSpec, required
 
 from .outbox_app import Outbox, started_outbox
 

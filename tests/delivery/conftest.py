@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 from spakky.event.event_publisher import IAsyncEventTransport, IEventTransport
-
-from tests.services.resolve import KafkaBroker
+from spakky_outbox_testservices.resolve import KafkaBroker
 
 
 @dataclass

@@ -42,10 +42,10 @@ from spakky.outbox.testing.memory import (
     InMemoryOutboxStorage,
     InMemoryTransaction,
 )
+from spakky_outbox_testservices.private import free_port
+from spakky_outbox_testservices.tansu import running_tansu
 
 from tests.faults.proxy import FaultProxy, fault_proxy
-from tests.services.private import free_port
-from tests.services.tansu import running_tansu
 
 from .conftest import Flavoured
 

@@ -14,9 +14,8 @@ from spakky.outbox.delivery.kafka.async_transport import AsyncKafkaOutboxTranspo
 from spakky.outbox.delivery.kafka.config import KafkaDeliveryConfig
 from spakky.outbox.delivery.kafka.sync_transport import KafkaOutboxTransport
 from spakky.outbox.error import OutboxBrokerUnavailableError
-
-from tests.services.private import free_port
-from tests.services.resolve import KafkaBroker
+from spakky_outbox_testservices.private import free_port
+from spakky_outbox_testservices.resolve import KafkaBroker
 
 from .conftest import Flavoured
 from .kafka_reader import partitions_of, read_topic

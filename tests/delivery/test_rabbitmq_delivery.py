@@ -16,8 +16,7 @@ from spakky.outbox.delivery.rabbitmq.transport import (
     RabbitMQOutboxTransport,
 )
 from spakky.outbox.error import OutboxBrokerUnavailableError, OutboxDeliveryRefusedError
-
-from tests.services.private import free_port
+from spakky_outbox_testservices.private import free_port
 
 from .conftest import Flavoured
 

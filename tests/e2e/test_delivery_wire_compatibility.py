@@ -39,9 +39,8 @@ from spakky.plugins.rabbitmq.event.consumer import (
     RabbitMQEventConsumer,
 )
 from spakky.tracing.context import TraceContext
+from spakky_outbox_testservices.resolve import KafkaBroker
 from sqlalchemy import make_url
-
-from tests.services.resolve import KafkaBroker
 
 from . import consumers, sql_shop
 from .common import SqlE2e, patched_environ, rabbitmq_env, run_on_app_loop, wait_until

@@ -41,9 +41,8 @@ from spakky.plugins.kafka.event.transport import (
     KafkaEventTransport,
 )
 from spakky.plugins.outbox_sqlalchemy.storage import AsyncSqlAlchemyOutboxStorage
+from spakky_outbox_testservices.resolve import KafkaBroker
 from sqlalchemy import make_url
-
-from tests.services.resolve import KafkaBroker
 
 from . import sql_shop
 from .common import SqlE2e, patched_environ, run_on_app_loop, wait_until

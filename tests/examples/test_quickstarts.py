@@ -29,6 +29,7 @@ import pytest
 import redis
 from pymongo import MongoClient
 from spakky.outbox.testing.waiting import wait_for
+from spakky_outbox_testservices.resolve import KafkaBroker, MongoServer
 
 from tests.e2e.common import rabbitmq_env
 from tests.examples.venvs import (
@@ -39,7 +40,6 @@ from tests.examples.venvs import (
     fresh_venv,
     uv_offline_first,
 )
-from tests.services.resolve import KafkaBroker, MongoServer
 
 QUICKSTART = ROOT / "examples" / "quickstart"
 CONSUMER = QUICKSTART / "consumer"

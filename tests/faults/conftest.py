@@ -15,6 +15,13 @@ from urllib.parse import urlsplit
 
 import pytest
 from spakky.outbox.common.config import OutboxConfig
+from spakky_outbox_testservices.private import free_port, running_private_postgres
+from spakky_outbox_testservices.rabbitmq_servers import (
+    PrivateRabbitMQ,
+    running_private_rabbitmq,
+)
+from spakky_outbox_testservices.redis_servers import private_redis
+from spakky_outbox_testservices.tansu import running_tansu
 from sqlalchemy.engine import make_url
 
 from tests.faults.brokers import KafkaSink, ProxiedBroker, RabbitMQSink
@@ -22,10 +29,6 @@ from tests.faults.drill import RELAY_SETTINGS, REPORTS, Target
 from tests.faults.proxy import FaultProxy, fault_proxy
 from tests.faults.targets import redis_target as build_redis_target
 from tests.faults.targets import sql_target
-from tests.services.private import free_port, running_private_postgres
-from tests.services.rabbitmq_servers import PrivateRabbitMQ, running_private_rabbitmq
-from tests.services.redis_servers import private_redis
-from tests.services.tansu import running_tansu
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from tests.services.private import free_port
+from spakky_outbox_testservices.private import free_port
 
 
 class FaultProxy:

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from spakky_outbox_testservices.rabbitmq_servers import PrivateRabbitMQ
 
 from tests.faults.brokers import ProxiedBroker, RabbitMQSink
 from tests.faults.drill import RELAY_SETTINGS, Drill, FaultReport, Target
-from tests.services.rabbitmq_servers import PrivateRabbitMQ
 
 BATCH = int(RELAY_SETTINGS["SPAKKY_OUTBOX__BATCH_SIZE"])
 SETTLE_SECONDS = 180.0

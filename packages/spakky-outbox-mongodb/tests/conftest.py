@@ -15,8 +15,7 @@ from spakky.plugins.outbox_mongodb.storage import (
     AsyncMongoOutboxStorage,
     MongoOutboxStorage,
 )
-
-from tests.services.resolve import MongoServer
+from spakky_outbox_testservices.resolve import MongoServer
 
 DATABASE = "spakky_outbox_unit"
 

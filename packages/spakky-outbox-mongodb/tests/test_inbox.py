@@ -16,8 +16,7 @@ from spakky.plugins.outbox_mongodb.transaction import (
     AsyncMongoTransaction,
     current_async_session,
 )
-
-from tests.services.resolve import MongoServer
+from spakky_outbox_testservices.resolve import MongoServer
 
 from .test_inbox_rules import DATABASE, Flavour, MongoInboxHarness
 

@@ -12,8 +12,7 @@ from spakky.outbox.testing.inbox_harness import AbstractInboxHarness
 from spakky.plugins.outbox_mongodb.inbox import AsyncMongoInboxStorage
 from spakky.plugins.outbox_mongodb.inbox_documents import LEASED, RECORD, record_filter
 from spakky.plugins.outbox_mongodb.transaction import current_async_scope
-
-from tests.services.resolve import MongoServer
+from spakky_outbox_testservices.resolve import MongoServer
 
 from .test_inbox_rules import Flavour, MongoInboxHarness
 

@@ -42,8 +42,7 @@ from spakky.plugins.outbox_mongodb.transaction import (
     current_async_session,
     current_session,
 )
-
-from tests.services.resolve import MongoServer
+from spakky_outbox_testservices.resolve import MongoServer
 
 DATABASE = "spakky_outbox_unit"
 

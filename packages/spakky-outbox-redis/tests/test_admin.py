@@ -16,8 +16,7 @@ from spakky.plugins.outbox_redis.storage import (
     RedisOutboxStorage,
 )
 from spakky.plugins.outbox_redis.storage_base import LIST_CHUNK
-
-from tests.services.redis_servers import private_redis
+from spakky_outbox_testservices.redis_servers import private_redis
 
 from .conftest import RedisOutbox, drop_outbox, make_outbox, new_message, save_all
 

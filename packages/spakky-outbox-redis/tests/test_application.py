@@ -1,12 +1,11 @@
 """A real Spakky application using the Redis outbox through its entry points."""
 
-import asyncio
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import pytest
 import redis
@@ -14,6 +13,7 @@ import redis.cluster
 from spakky.core.application.application import SpakkyApplication
 from spakky.core.application.application_context import ApplicationContext
 from spakky.core.application.plugin import Plugin
+from spakky.outbox.application.loop import ApplicationEventLoop
 from spakky.outbox.ports.storage import IAsyncOutboxStorage
 from spakky.outbox.testing.transport import (
     AsyncRecordingEventTransport,
@@ -88,9 +88,8 @@ def _build() -> SpakkyApplication:
     return app.scan(app_package)
 
 
-def _run(app: SpakkyApplication, coroutine: object) -> object:
-    loop = app.application_context._ApplicationContext__event_loop  # type: ignore[attr-defined]
-    return asyncio.run_coroutine_threadsafe(coroutine, loop).result(10)  # type: ignore[arg-type]
+def _run[T](app: SpakkyApplication, coroutine: Coroutine[Any, Any, T]) -> T:
+    return app.application_context.get(ApplicationEventLoop).run(coroutine, timeout=10)
 
 
 def _wait_for[T](probe: Callable[[], T], timeout: float) -> T:

@@ -8,8 +8,7 @@ from uuid import UUID, uuid4
 
 import pytest
 from spakky.outbox.common.message import OutboxMessage
-
-from tests.services.redis_servers import RedisServer, private_redis
+from spakky_outbox_testservices.redis_servers import RedisServer, private_redis
 
 from .conftest import RedisOutbox, drop_outbox, make_outbox, new_message, save_all
 

@@ -10,8 +10,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from spakky.outbox.error import OutboxStorageUnavailableError
-
-from tests.services.redis_servers import RedisServer, private_redis
+from spakky_outbox_testservices.redis_servers import RedisServer, private_redis
 
 from .conftest import drop_outbox, make_outbox, new_message, save_all
 

@@ -12,16 +12,15 @@ from typing import Any
 
 import pytest
 from spakky.outbox.error import OutboxStorageUnavailableError
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
-
-from tests.services.private import (
+from spakky_outbox_testservices.private import (
     PrivateMariaDB,
     PrivatePostgres,
     private_mariadb,  # noqa: F401 - fixture
     private_postgres,  # noqa: F401 - fixture
 )
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from .conftest import AsyncOutbox, close_outbox, message, open_outbox, sync_twin
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.services.resolve import REQUIRE_ENV
+from spakky_outbox_testservices.resolve import REQUIRE_ENV
 
 _START_TIMEOUT_SECONDS = 20.0
 _CLUSTER_BUS_OFFSET = 10_000

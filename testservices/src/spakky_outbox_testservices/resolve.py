@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.services.tansu import running_tansu, tansu_binary
+from spakky_outbox_testservices.tansu import running_tansu, tansu_binary
 
 REQUIRE_ENV = "SPAKKY_OUTBOX_REQUIRE_SERVICES"
 
@@ -246,7 +246,7 @@ class KafkaBroker:
     bootstrap: str
     """``host:port`` for a client's bootstrap servers."""
     tansu: bool
-    """True for the private Tansu, which refuses aiokafka's idempotent producer (see `tests.services.tansu`)."""
+    """True for the private Tansu, which refuses aiokafka's idempotent producer (see `spakky_outbox_testservices.tansu`)."""
 
 
 @contextmanager

@@ -10,7 +10,7 @@ returning once it accepts connections again.
 Use the context managers directly, or the ``private_postgres`` /
 ``private_mariadb`` fixtures (module scope: one server per test module)::
 
-    from tests.services.private import private_postgres  # noqa: F401
+    from spakky_outbox_testservices.private import private_postgres  # noqa: F401
 """
 
 import contextlib

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services.private import START_TIMEOUT, free_port
+from spakky_outbox_testservices.private import START_TIMEOUT, free_port
 
 SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 """The server script itself (``/usr/sbin/rabbitmq-server`` is a wrapper that logs to /var/log)."""

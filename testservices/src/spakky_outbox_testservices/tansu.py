@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
-from tests.services.private import START_TIMEOUT, free_port
+from spakky_outbox_testservices.private import START_TIMEOUT, free_port
 
 STOP_TIMEOUT = 15.0
 """Seconds Tansu may take to exit on SIGTERM before it is killed (about 1.3 s here)."""

@@ -1,1 +1,0 @@
-"""Test-service layer shared by the whole workspace."""

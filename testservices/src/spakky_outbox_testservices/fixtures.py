@@ -1,0 +1,88 @@
+"""Pytest plugin of the workspace's test services: session fixtures for every real service.
+
+Registered as a ``pytest11`` entry point, so the root tests and each package's
+tests (run from its own directory) get the same fixtures, resolved once a session.
+"""
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from spakky_outbox_testservices.redis_servers import redis_cluster
+from spakky_outbox_testservices.resolve import (
+    KafkaBroker,
+    MongoServer,
+    resolve_kafka,
+    resolve_mongodb,
+    resolve_service,
+)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """Plain ``postgresql://`` URL of a reachable PostgreSQL (database ``test``)."""
+    with resolve_service("postgres") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def mariadb_url() -> Iterator[str]:
+    """Plain ``mysql://`` URL of a reachable MariaDB/MySQL (database ``test``)."""
+    with resolve_service("mariadb") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> Iterator[str]:
+    """Plain ``mysql://`` URL of a reachable MySQL 8 (skipped when none)."""
+    with resolve_service("mysql") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """``redis://`` URL of a reachable Redis."""
+    with resolve_service("redis") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """``redis://`` URL of one node of a Redis Cluster.
+
+    ``REDIS_CLUSTER_URL`` when set; otherwise a private 3-primary cluster
+    started from the local ``redis-server`` for this session.
+    """
+    if url := os.environ.get("REDIS_CLUSTER_URL"):
+        yield url
+        return
+    with redis_cluster() as nodes:
+        yield nodes[0].url
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> Iterator[str]:
+    """``amqp://`` URL of a reachable RabbitMQ."""
+    with resolve_service("rabbitmq") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[KafkaBroker]:
+    """A Kafka broker: Apache Kafka where one is reachable (URL, port 9092, Docker), else a private Tansu."""
+    with resolve_kafka() as broker:
+        yield broker
+
+
+@pytest.fixture(scope="session")
+def mongodb_server() -> Iterator[MongoServer]:
+    """A MongoDB replica set (MONGODB_URL, local, Docker) or the in-process wire server."""
+    with resolve_mongodb() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mongodb_url(mongodb_server: MongoServer) -> str:
+    """``mongodb://`` URL of the MongoDB the tests use (see ``mongodb_server``)."""
+    return mongodb_server.url
