@@ -151,6 +151,8 @@ class RabbitMQSink:
     relay_url: str | None = None
     """Where the relays connect (a fault proxy's URL); None: `url`, which the drill reads from."""
     _read: list[Delivery] | None = field(default=None, repr=False)
+    _taken: list[bytes] = field(default_factory=list[bytes], repr=False)
+    """Bodies taken off the queue before it was deleted (`take_and_delete`), in queue order."""
 
     @property
     def destination(self) -> str:
@@ -208,35 +210,54 @@ class RabbitMQSink:
         assert isinstance(connection, pika.BlockingConnection)
         try:
             declared = connection.channel().queue_declare(self.queue, passive=True)
-            return int(declared.method.message_count)
+            return len(self._taken) + int(declared.method.message_count)
         except pika.exceptions.AMQPError:
-            return 0
+            return len(self._taken)
         finally:
             if connection.is_open:
                 connection.close()
 
-    def read(self) -> list[Delivery]:
-        """Take every message off the queue, in queue order (once; later calls return the same)."""
+    def _take_all(self) -> list[bytes]:
+        """Consume the queue until it stays empty for 2 s, then delete it (only if still empty)."""
         import pika
 
-        if self._read is not None:
-            return self._read
         connection = self._connection()
         assert isinstance(connection, pika.BlockingConnection)
-        deliveries: list[Delivery] = []
+        bodies: list[bytes] = []
         try:
-            channel = connection.channel()
-            channel.basic_qos(prefetch_count=1000)
-            for method, _, body in channel.consume(self.queue, auto_ack=True, inactivity_timeout=2):
-                if method is None:
-                    break
-                deliveries.append(_delivery(body, len(deliveries), 0))
-            channel.cancel()
-            channel.queue_delete(self.queue)
+            while True:
+                channel = connection.channel()
+                channel.basic_qos(prefetch_count=1000)
+                for method, _, body in channel.consume(self.queue, auto_ack=True, inactivity_timeout=2):
+                    if method is None:
+                        break
+                    bodies.append(body)
+                channel.cancel()
+                try:
+                    # if_empty: a message that arrived after the last one read keeps the queue.
+                    channel.queue_delete(self.queue, if_empty=True)
+                except pika.exceptions.ChannelClosedByBroker:
+                    continue
+                return bodies
         finally:
-            connection.close()
-        self._read = deliveries
-        return deliveries
+            if connection.is_open:
+                connection.close()
+
+    def take_and_delete(self) -> int:
+        """Take every message off the queue, then delete it (only once empty); return how many were taken in all.
+
+        Call it while nothing publishes (the relays paused): what a deletion
+        destroys is the operator's doing, so the drill reads it first.
+        """
+        self._taken += self._take_all()
+        return len(self._taken)
+
+    def read(self) -> list[Delivery]:
+        """Take every message off the queue, in queue order (once; later calls return the same)."""
+        if self._read is None:
+            bodies = self._taken + self._take_all()
+            self._read = [_delivery(body, i, 0) for i, body in enumerate(bodies)]
+        return self._read
 
 
 

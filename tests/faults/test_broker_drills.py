@@ -9,6 +9,11 @@ must lose nothing and reorder nothing; duplicates are bounded by what the
 relays had in flight. spakky-rabbitmq 8.5's transport runs the restart drill
 too, for its counts only (its messages are transient, published without
 confirms): the report shows what it lost, nothing is asserted about it.
+
+There is no Kafka topic-deletion drill: the Tansu build the tests run here
+(memory engine) acknowledges records produced to a topic after it was deleted
+and serves them only after the topic exists again, so such a drill would
+measure Tansu, not the adapter (see docs/operations.md, "Broker fault drills").
 """
 
 import asyncio
@@ -150,4 +155,46 @@ async def test_drill_broker_unreachable_ten_seconds_ours_expect_nothing_lost_or_
     report.recovery = (
         f"{pending} pending at the cut; deliveries resumed {resumed_at - restored_at:.1f} s after the broker came back"
     )
+    _assert_nothing_lost(report, relays)
+
+
+async def test_drill_rabbitmq_queue_deleted_mid_drain_ours_expect_nothing_lost_or_reordered(
+    postgres_target: Target, control: Path, rabbitmq_behind_proxy: ProxiedBroker
+) -> None:
+    """Delete the queue mid-drain under two relays on our adapter: it is declared again, nothing sent after is lost.
+
+    The relays are frozen (SIGSTOP) while the drill takes every message off the
+    queue and deletes it (only once empty), so the deletion destroys nothing;
+    they go on with their kept channels, cached declarations and any batch in
+    flight: their next messages come back unroutable, the adapter declares the
+    queue again and publishes them once more, and all of them must arrive.
+    """
+    sink = rabbitmq_behind_proxy.sink
+    assert isinstance(sink, RabbitMQSink)
+    relays = 2
+    drill = Drill(postgres_target, control, relays=relays, settings=RELAY_SETTINGS | sink.env("ours"), broker=sink)
+    await drill.load(2000, keys=20)
+    try:
+        drill.start()
+        async with drill.live_traffic():
+            await drill.wait_delivered(300, 90, "deliveries before the deletion")
+            pending = (await drill.stats()).shown("pending")
+            for index in range(relays):
+                drill.pause(index, True)
+            try:
+                taken = await asyncio.to_thread(sink.take_and_delete)
+            finally:
+                for index in range(relays):
+                    drill.pause(index, False)
+            deleted_at = time.monotonic()
+            resumed_at = await drill.wait_delivered(taken + 1, 90, "deliveries after the deletion")
+        await drill.wait_settled(SETTLE_SECONDS)
+    finally:
+        drill.stop()
+    report = await drill.report("RabbitMQ queue deleted mid-drain, our adapter")
+    report.recovery = (
+        f"{pending} pending and {taken} taken off the queue at the deletion; "
+        f"deliveries resumed {resumed_at - deleted_at:.1f} s after it"
+    )
+    assert pending != "0", f"the drain was over before the deletion: {report.line()}"
     _assert_nothing_lost(report, relays)
