@@ -235,6 +235,19 @@ BUDGET_SKIPS_WHAT_DOES_NOT_FIT = """
             memory.within_bytes = original
 """
 
+DETAIL_AS_LISTED = """
+    def get_message(self, message_id):
+        from dataclasses import replace
+        detail = super().get_message(message_id)
+        return None if detail is None else replace(detail, message=replace(detail.message, payload=b"", headers={}))
+"""
+
+DETAIL_ONLY_UNDELIVERED = """
+    def get_message(self, message_id):
+        record = self.records.get(message_id)
+        return super().get_message(message_id) if record is not None and record.pending else None
+"""
+
 LEAKY = """
     async def assert_no_leaks(self):
         raise AssertionError("1 connection still checked out")
@@ -269,12 +282,22 @@ BASE_ONLY = """
             "test_fetch_pending_byte_budget_expect_claims_within_budget_in_key_order",
             "nothing behind it is claimed before it",
         ),
+        (
+            DETAIL_AS_LISTED,
+            "test_get_message_expect_stored_fields_and_what_holds_it",
+            "payload and headers included",
+        ),
+        (
+            DETAIL_ONLY_UNDELIVERED,
+            "test_get_message_expect_stored_fields_and_what_holds_it",
+            "finds every stored message, in any state",
+        ),
     ],
     ids=[
         "ignores-max-retry", "spent-head-overtaken", "requeue-keeps-budget", "stats-count-expired",
         "created-at-lost", "renewal-outlives-timeout", "renewal-ignores-owner", "head-of-every-key",
         "requeue-unbounded", "purge-on-caller-clock", "ack-counts-what-it-was-given",
-        "ignores-byte-budget", "budget-skips-what-does-not-fit",
+        "ignores-byte-budget", "budget-skips-what-does-not-fit", "detail-as-listed", "detail-only-undelivered",
     ],
 )
 def test_suite_broken_rule_expect_named_test_fails_saying_rule(

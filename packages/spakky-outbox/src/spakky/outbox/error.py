@@ -173,3 +173,9 @@ class OutboxKeyHeadsUnsupportedError(AbstractOutboxDetailedError):
     """Raised when a storage written before `key_heads` is asked for its keys' heads."""
 
     message = "The outbox storage cannot list the heads of its partition keys (key_heads)"
+
+
+class OutboxMessageLookupUnsupportedError(AbstractOutboxDetailedError):
+    """Raised when a storage written before `get_message` is asked for one message."""
+
+    message = "The outbox storage cannot look up one message by id (get_message)"

@@ -9,7 +9,13 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from spakky.core.pod.annotations.pod import Pod
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import KeyHead, OutboxStats, OutboxTarget, stats_timeout
+from spakky.outbox.common.stats import (
+    KeyHead,
+    MessageDetail,
+    OutboxStats,
+    OutboxTarget,
+    stats_timeout,
+)
 from spakky.outbox.error import OutboxTransactionRequiredError
 from spakky.outbox.ports.storage import IAsyncOutboxFullStorage
 from spakky.plugins.outbox_mongodb.client import MongoOutboxConnectionManager
@@ -158,6 +164,10 @@ class AsyncMongoOutboxStorage(
     @override
     async def key_heads(self, limit: int = 50, after: UUID | None = None) -> list[KeyHead]:
         return await self._administer(self._queries.key_heads(limit, after))
+
+    @override
+    async def get_message(self, message_id: UUID) -> MessageDetail | None:
+        return await self._administer(self._queries.get_message(message_id))
 
     @override
     async def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:

@@ -25,6 +25,7 @@ from spakky.outbox.common.stats import (
     KEY_HEADS_WINDOW,
     STATS_COUNT_CAP,
     KeyHead,
+    MessageDetail,
     OutboxStats,
 )
 from spakky.plugins.outbox_mongodb.documents import (
@@ -255,6 +256,24 @@ class _Candidate:
     id: Any
     key: str | None
     position: int
+
+
+def _held[D: MessageDetail](kind: type[D], document: Document) -> D | None:
+    """A document read with ``observed_at`` (``$$NOW``) as ``kind``: its live claim or its retry time.
+
+    ``available_at`` is the claim's end while ``claimed_by`` is set, else the
+    retry time; either holds only while in the future and the message is
+    pending. None when the id is not a UUID.
+    """
+    message = to_listed_message(document)
+    if message is None:
+        return None
+    now, until = document["observed_at"], document.get("available_at")
+    pending = document.get("state") == State.PENDING.value
+    due = until if pending and isinstance(until, datetime) and until > now else None
+    owner = document.get("claimed_by")
+    live = due is not None and owner is not None
+    return kind(message, str(owner) if live else None, due if live else None, None if live else due)
 
 
 @dataclass
@@ -599,17 +618,14 @@ class OutboxQueries:
             {"$addFields": {"observed_at": "$$NOW"}},
         ]
         documents: list[Document] = yield Aggregate(stages)
-        heads: list[KeyHead] = []
-        for document in documents:
-            message = to_listed_message(document)
-            if message is None:
-                continue
-            now, until = document["observed_at"], document.get("available_at")
-            due = until if isinstance(until, datetime) and until > now else None
-            owner = document.get("claimed_by")
-            live = due is not None and owner is not None
-            heads.append(KeyHead(message, str(owner) if live else None, due if live else None, None if live else due))
-        return heads
+        return [head for document in documents if (head := _held(KeyHead, document)) is not None]
+
+    def get_message(self, message_id: UUID) -> Plan[MessageDetail | None]:
+        """One message in whatever state, with its claim and retry time by the server clock (one ``_id`` lookup)."""
+        documents: list[Document] = yield Aggregate(
+            [{"$match": {"_id": message_id}}, {"$limit": 1}, {"$addFields": {"observed_at": "$$NOW"}}]
+        )
+        return next((d for d in (_held(MessageDetail, document) for document in documents) if d is not None), None)
 
     def requeue_abandoned(self, message_ids: Sequence[UUID] | None, limit: int) -> Plan[int]:
         """Make up to ``limit`` abandoned messages pending with a fresh budget."""

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-mongodb/src/spakky/plugins/outbox_mongodb/async_storage.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 607aebf5315cecf2daebed7c5f06e91a1713f16f4afa487a30bf10766b140f7c
+# Source sha256 (with the tool's): 63745522dde731630dbce909a9bacf1869fbc88fc271c4421c6aa8dbe625bdbc
 """The MongoDB outbox storage of the sync flavour."""
 
 from collections.abc import Sequence
@@ -12,7 +12,13 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from spakky.core.pod.annotations.pod import Pod
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import KeyHead, OutboxStats, OutboxTarget, stats_timeout
+from spakky.outbox.common.stats import (
+    KeyHead,
+    MessageDetail,
+    OutboxStats,
+    OutboxTarget,
+    stats_timeout,
+)
 from spakky.outbox.error import OutboxTransactionRequiredError
 from spakky.outbox.ports.storage import IOutboxFullStorage
 from spakky.plugins.outbox_mongodb.client import MongoOutboxConnectionManager
@@ -161,6 +167,10 @@ class MongoOutboxStorage(
     @override
     def key_heads(self, limit: int = 50, after: UUID | None = None) -> list[KeyHead]:
         return self._administer(self._queries.key_heads(limit, after))
+
+    @override
+    def get_message(self, message_id: UUID) -> MessageDetail | None:
+        return self._administer(self._queries.get_message(message_id))
 
     @override
     def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:

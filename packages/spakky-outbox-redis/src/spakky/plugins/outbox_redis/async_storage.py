@@ -8,7 +8,7 @@ from uuid import UUID
 from redis.commands.core import AsyncScript
 from spakky.core.pod.annotations.pod import Pod
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import KeyHead, OutboxStats
+from spakky.outbox.common.stats import KeyHead, MessageDetail, OutboxStats
 from spakky.outbox.error import (
     OutboxStorageUnavailableError,
 )
@@ -187,6 +187,11 @@ class AsyncRedisOutboxStorage(
         if limit <= 0:
             return []
         return self._key_heads(await self._run("key_heads", self._key_heads_args(limit, after)))
+
+    @override
+    async def get_message(self, message_id: UUID) -> MessageDetail | None:
+        """Return one message in whatever state, with its payload and headers (one script, O(1))."""
+        return self._one_message(await self._run("get_message", self._get_message_args(message_id)))
 
     @override
     async def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:

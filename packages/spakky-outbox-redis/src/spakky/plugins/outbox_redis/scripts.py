@@ -481,8 +481,29 @@ the server time, the position of the chunk's last message (the next chunk's
 start; ARGV[2] when empty), then each message's id and `LISTED_FIELDS`.
 """
 
+_HELD = f"""
+local F_PUBLISHED, F_ABANDONED = {_field_index("published_at")}, {_field_index("abandoned_at")}
+-- a message framed like a claimed one, then its live claim's owner and deadline and its
+-- retry time, each only while it holds and the message is undelivered
+local function put_held(id, f, now)
+  put_message(id, f)
+  local undelivered = not f[F_PUBLISHED] and not f[F_ABANDONED]
+  local ends = undelivered and redis.call('ZSCORE', inflight, id)
+  if ends and tonumber(ends) > now then
+    put(redis.call('HGET', mkey(id), 'owner') or '')
+    put(ends)
+  else
+    put(false)
+    put(false)
+  end
+  local due = undelivered and redis.call('ZSCORE', delayed, id)
+  put(due and tonumber(due) > now and due or false)
+end
+"""
+
 KEY_HEADS = (
     _COMMON
+    + _HELD
     + """
 local limit, window, now = tonumber(ARGV[2]), tonumber(ARGV[3]), now_ms()
 put(tostring(now))
@@ -496,17 +517,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', pending, start, '+inf', 'LIMIT',
   if found >= limit then break end
   local pk = redis.call('HGET', mkey(id), 'partition_key')
   if pk and redis.call('ZRANGE', kkey(pk), 0, 0)[1] == id then
-    put_message(id, redis.call('HMGET', mkey(id), unpack(FIELDS)))
-    local ends = redis.call('ZSCORE', inflight, id)
-    if ends and tonumber(ends) > now then
-      put(redis.call('HGET', mkey(id), 'owner') or '')
-      put(ends)
-    else
-      put(false)
-      put(false)
-    end
-    local due = redis.call('ZSCORE', delayed, id)
-    put(due and tonumber(due) > now and due or false)
+    put_held(id, redis.call('HMGET', mkey(id), unpack(FIELDS)), now)
     found = found + 1
   end
 end
@@ -518,3 +529,16 @@ return table.concat(out)
 Each head is framed like a claimed message, then its live claim's owner and
 deadline (ms) and its retry time (ms) when in the future (``-`` otherwise).
 """
+
+GET_MESSAGE = (
+    _COMMON
+    + _HELD
+    + """
+local now = now_ms()
+put(tostring(now))
+local f = redis.call('HMGET', mkey(ARGV[2]), unpack(FIELDS))
+if f[1] then put_held(ARGV[2], f, now) end
+return table.concat(out)
+"""
+)
+"""The message ARGV[2] in whatever state, framed like a key head; only the server time when there is none."""

@@ -22,6 +22,7 @@ from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import (
     KEY_HEADS_WINDOW,
     KeyHead,
+    MessageDetail,
     OutboxStats,
     OutboxTarget,
 )
@@ -69,6 +70,7 @@ SCRIPTS: dict[str, str] = {
     "stats": scripts.STATS,
     "abandoned": scripts.LIST_ABANDONED,
     "key_heads": scripts.KEY_HEADS,
+    "get_message": scripts.GET_MESSAGE,
 }
 
 WIDTH = 1 + len(MESSAGE_FIELDS)
@@ -292,18 +294,27 @@ class RedisOutboxStorageBase:
         return [self._keys.prefix, max(0, limit), KEY_HEADS_WINDOW, "" if after is None else str(after)]
 
     @staticmethod
-    def _key_heads(reply: Any) -> list[KeyHead]:
-        """Decode the key heads script's reply (heads too damaged to decode are left out)."""
+    def _held[D: MessageDetail](kind: type[D], reply: Any) -> list[D]:
+        """Decode a reply of messages framed with what holds them (``put_held``); those too damaged to decode are left out."""
         items = unframe(cast(bytes, reply))
-        heads: list[KeyHead] = []
+        found: list[D] = []
         for start in range(1, len(items), WIDTH + 3):
             try:
                 message = to_message(cast(bytes, items[start]), items[start + 1 : start + WIDTH])
             except Exception:
                 continue
             owner, ends, due = items[start + WIDTH : start + WIDTH + 3]
-            heads.append(KeyHead(message, None if owner is None else owner.decode(), _from_ms(ends), _from_ms(due)))
-        return heads
+            found.append(kind(message, None if owner is None else owner.decode(), _from_ms(ends), _from_ms(due)))
+        return found
+
+    def _key_heads(self, reply: Any) -> list[KeyHead]:
+        return self._held(KeyHead, reply)
+
+    def _get_message_args(self, message_id: UUID) -> list[RedisValue]:
+        return [self._keys.prefix, str(message_id)]
+
+    def _one_message(self, reply: Any) -> MessageDetail | None:
+        return next(iter(self._held(MessageDetail, reply)), None)
 
     @staticmethod
     def _stats(reply: Any) -> OutboxStats:

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-redis/src/spakky/plugins/outbox_redis/async_storage.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 6acfbcc029c83cdde7ade34982aafc6bf8f176a0630bf0521b3dd2d3bf2e66be
+# Source sha256 (with the tool's): 110ec32f67f69595caa85a9700603ed955aababa274b1c9a7daba2dbfa8a8c6d
 """The Redis outbox storage of the sync flavour (redis-py synchronous clients)."""
 
 from collections.abc import Iterator, Sequence
@@ -11,7 +11,7 @@ from uuid import UUID
 from redis.commands.core import Script
 from spakky.core.pod.annotations.pod import Pod
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import KeyHead, OutboxStats
+from spakky.outbox.common.stats import KeyHead, MessageDetail, OutboxStats
 from spakky.outbox.error import (
     OutboxStorageUnavailableError,
 )
@@ -190,6 +190,11 @@ class RedisOutboxStorage(
         if limit <= 0:
             return []
         return self._key_heads(self._run("key_heads", self._key_heads_args(limit, after)))
+
+    @override
+    def get_message(self, message_id: UUID) -> MessageDetail | None:
+        """Return one message in whatever state, with its payload and headers (one script, O(1))."""
+        return self._one_message(self._run("get_message", self._get_message_args(message_id)))
 
     @override
     def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:

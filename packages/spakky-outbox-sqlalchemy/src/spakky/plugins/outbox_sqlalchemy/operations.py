@@ -43,6 +43,7 @@ from spakky.outbox.common.stats import (
     KEY_HEADS_WINDOW,
     STATS_COUNT_CAP,
     KeyHead,
+    MessageDetail,
     OutboxStats,
 )
 from spakky.plugins.outbox_sqlalchemy.error import UnsupportedOutboxDialectError
@@ -926,7 +927,7 @@ class OutboxSql:
         costs O(window) whatever the table holds; claim and retry time are
         judged by the database clock.
         """
-        now, name = self._clock.now, self._name
+        name = self._name
         if self.kind is DialectKind.MYSQL:
             heads = (
                 f"SELECT MIN(seq) AS s FROM {name}{self._force('pending_key')} "
@@ -942,24 +943,44 @@ class OutboxSql:
                 f"SELECT (SELECT seq FROM {name} WHERE {PENDING} AND partition_key = walk.k "
                 "ORDER BY partition_key, seq LIMIT 1) AS s FROM walk WHERE walk.k IS NOT NULL"
             )
-        stmt = self._id_param(text(
-            f"SELECT {self._cols}, CASE WHEN o.claimed_by IS NOT NULL AND o.lease_until > {now} "
-            "THEN o.claimed_by END AS live_owner, "
-            f"CASE WHEN o.claimed_by IS NOT NULL AND o.lease_until > {now} THEN o.lease_until END AS live_until, "
-            f"CASE WHEN o.not_before > {now} THEN o.not_before END AS due "
+        stmt = self._held(
             f"FROM ({heads}) AS heads JOIN {name} AS o ON o.seq = heads.s "
             f"WHERE o.seq > COALESCE((SELECT seq FROM {name} WHERE id = :id), 0) ORDER BY o.seq LIMIT :limit"
+        )
+        params = {"window": KEY_HEADS_WINDOW, "limit": max(0, limit), "id": after}
+        return [self._detail(KeyHead, row) for row in conn.execute(stmt, params)]
+
+    def get_message(self, conn: Connection, message_id: UUID) -> MessageDetail | None:
+        """One message in whatever state, with its claim and retry time; None when no row has that id.
+
+        One probe of the primary key.
+        """
+        row = conn.execute(self._held(f"FROM {self._name} AS o WHERE o.id = :id"), {"id": message_id}).first()
+        return None if row is None else self._detail(MessageDetail, row)
+
+    def _held(self, rest: str) -> TextualSelect:
+        """``SELECT`` the message columns of rows ``o`` and what holds each now, then ``rest``.
+
+        The live claim (owner, end) and the retry time are judged by the
+        database clock; nothing holds a published or abandoned row.
+        """
+        now = self._clock.now
+        pending = "o.published_at IS NULL AND o.abandoned_at IS NULL"
+        live = f"{pending} AND o.claimed_by IS NOT NULL AND o.lease_until > {now}"
+        return self._id_param(text(
+            f"SELECT {self._cols}, CASE WHEN {live} THEN o.claimed_by END AS live_owner, "
+            f"CASE WHEN {live} THEN o.lease_until END AS live_until, "
+            f"CASE WHEN {pending} AND o.not_before > {now} THEN o.not_before END AS due {rest}"
         )).columns(*self._typed, column("live_owner", Text()), column("live_until", UtcDateTime()),
                   column("due", UtcDateTime()))
-        params = {"window": KEY_HEADS_WINDOW, "limit": max(0, limit), "id": after}
-        found: list[KeyHead] = []
-        for row in conn.execute(stmt, params):
-            try:
-                message = self.to_message(row)
-            except ValueError:
-                message = self.to_message(row, headers={})
-            found.append(KeyHead(message, row.live_owner, row.live_until, row.due))
-        return found
+
+    def _detail[D: MessageDetail](self, kind: type[D], row: Row[Any]) -> D:
+        """A row of `_held` as ``kind``; a row whose headers cannot be decoded keeps empty headers."""
+        try:
+            message = self.to_message(row)
+        except ValueError:
+            message = self.to_message(row, headers={})
+        return kind(message, row.live_owner, row.live_until, row.due)
 
     def _read_committed(self, conn: Connection) -> None:
         """MySQL/MariaDB: READ COMMITTED for this transaction (run it first): no gap locks."""

@@ -20,7 +20,13 @@ from spakky.core.pod.annotations.pod import Pod
 from spakky.outbox.backend.wakeup import WakeUpHub, wake_up_hub
 from spakky.outbox.common.config import OutboxConfig, redact_url
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import KeyHead, OutboxStats, OutboxTarget, stats_timeout
+from spakky.outbox.common.stats import (
+    KeyHead,
+    MessageDetail,
+    OutboxStats,
+    OutboxTarget,
+    stats_timeout,
+)
 from spakky.outbox.error import OutboxTransactionRequiredError
 from spakky.outbox.ports.storage import IAsyncOutboxFullStorage, IOutboxFullStorage
 from spakky.plugins.outbox_sqlalchemy.config import (
@@ -427,6 +433,11 @@ class AsyncSqlAlchemyOutboxStorage(
         return await self._run(lambda c: sql.key_heads(c, limit, after))
 
     @override
+    async def get_message(self, message_id: UUID) -> MessageDetail | None:
+        sql = self._core.sql
+        return await self._run(lambda c: sql.get_message(c, message_id))
+
+    @override
     async def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:
         sql = self._core.sql
         return await self._run(lambda c: sql.purge_published(c, before, limit))
@@ -647,6 +658,10 @@ class SqlAlchemyOutboxStorage(
     @override
     def key_heads(self, limit: int = 50, after: UUID | None = None) -> list[KeyHead]:
         return self._run(lambda c: self._core.sql.key_heads(c, limit, after))
+
+    @override
+    def get_message(self, message_id: UUID) -> MessageDetail | None:
+        return self._run(lambda c: self._core.sql.get_message(c, message_id))
 
     @override
     def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:

@@ -13,7 +13,7 @@ from uuid import UUID
 
 from spakky.core.pod.interfaces.application_context import IApplicationContext
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import KeyHead, OutboxStats, OutboxTarget
+from spakky.outbox.common.stats import KeyHead, MessageDetail, OutboxStats, OutboxTarget
 from spakky.outbox.error import OutboxAdministrationUnsupportedError
 from spakky.outbox.ports.storage import (
     IAsyncOutboxAdministration,
@@ -53,6 +53,10 @@ class ThreadedOutboxAdministration(IAsyncOutboxAdministration):
     @override
     async def key_heads(self, limit: int = 50, after: UUID | None = None) -> list[KeyHead]:
         return await asyncio.to_thread(self._storage.key_heads, limit, after)
+
+    @override
+    async def get_message(self, message_id: UUID) -> MessageDetail | None:
+        return await asyncio.to_thread(self._storage.get_message, message_id)
 
     @override
     async def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:

@@ -100,14 +100,19 @@ class OutboxTarget:
 
 
 @dataclass(frozen=True)
-class KeyHead:
-    """The head of one partition key (its oldest undelivered message) and what holds it now."""
+class MessageDetail:
+    """One stored message as an operator inspects it, and what holds it now."""
 
     message: OutboxMessage
-    """The head, as stored (attempts in ``retry_count``, the last failure in ``last_error``)."""
+    """The message, as stored (attempts in ``retry_count``, the last failure in ``last_error``)."""
     claimed_by: str | None = None
     """Owner token of the relay instance whose claim on it holds now; None: no live claim."""
     lease_until: datetime | None = None
     """When that claim ends unless renewed (lease or claim timeout, whichever comes first)."""
     not_before: datetime | None = None
     """A scheduled retry: no relay claims it before then; None when it is not waiting for one."""
+
+
+@dataclass(frozen=True)
+class KeyHead(MessageDetail):
+    """The head of one partition key (its oldest undelivered message) and what holds it now."""

@@ -17,8 +17,11 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import KeyHead, OutboxStats, OutboxTarget
-from spakky.outbox.error import OutboxKeyHeadsUnsupportedError
+from spakky.outbox.common.stats import KeyHead, MessageDetail, OutboxStats, OutboxTarget
+from spakky.outbox.error import (
+    OutboxKeyHeadsUnsupportedError,
+    OutboxMessageLookupUnsupportedError,
+)
 
 
 class IOutboxStorage(ABC):
@@ -261,6 +264,23 @@ class IOutboxAdministration(ABC):
         """
         raise OutboxKeyHeadsUnsupportedError(type(self).__name__)
 
+    def get_message(self, message_id: UUID) -> MessageDetail | None:
+        """Return one message in whatever state, with its payload and headers, and what holds it now.
+
+        For an operator looking at one message (the console's detail page):
+        one lookup by id, O(1) whatever the backlog. The claim and the retry
+        time are given only while they hold, by the storage's clock, and
+        only while the message is neither published nor abandoned.
+
+        Returns:
+            The message, or None when no message has that id (never stored,
+            or purged).
+
+        The default (storages written before this method) raises
+        `OutboxMessageLookupUnsupportedError`.
+        """
+        raise OutboxMessageLookupUnsupportedError(type(self).__name__)
+
     @abstractmethod
     def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:
         """Delete up to ``limit`` messages published before ``before``.
@@ -330,6 +350,14 @@ class IAsyncOutboxAdministration(ABC):
         `OutboxKeyHeadsUnsupportedError`.
         """
         raise OutboxKeyHeadsUnsupportedError(type(self).__name__)
+
+    async def get_message(self, message_id: UUID) -> MessageDetail | None:
+        """Return one message in whatever state, with its payload and headers, and what holds it now.
+
+        See `IOutboxAdministration.get_message`. The default raises
+        `OutboxMessageLookupUnsupportedError`.
+        """
+        raise OutboxMessageLookupUnsupportedError(type(self).__name__)
 
     @abstractmethod
     async def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:

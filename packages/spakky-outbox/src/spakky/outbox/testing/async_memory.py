@@ -9,7 +9,7 @@ from uuid import UUID
 from spakky.core.pod.annotations.pod import Pod
 from spakky.data.persistency.transaction import AbstractAsyncTransaction
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import KeyHead, OutboxStats
+from spakky.outbox.common.stats import KeyHead, MessageDetail, OutboxStats
 from spakky.outbox.ports.storage import IAsyncOutboxFullStorage
 from spakky.outbox.testing.memory_state import (
     InMemoryOutboxState,
@@ -89,6 +89,10 @@ class AsyncInMemoryOutboxStorage(
     @override
     async def key_heads(self, limit: int = 50, after: UUID | None = None) -> list[KeyHead]:
         return self._state.key_heads(limit, after)
+
+    @override
+    async def get_message(self, message_id: UUID) -> MessageDetail | None:
+        return self._state.get_message(message_id)
 
     @override
     async def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:

@@ -19,7 +19,12 @@ from spakky.core.pod.annotations.pod import Pod
 from spakky.outbox.backend.claims import choose_batch, key_run, within_bytes
 from spakky.outbox.common.config import DEFAULT_BATCH_MAX_BYTES, OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import KEY_HEADS_WINDOW, KeyHead, OutboxStats
+from spakky.outbox.common.stats import (
+    KEY_HEADS_WINDOW,
+    KeyHead,
+    MessageDetail,
+    OutboxStats,
+)
 from spakky.outbox.error import OutboxTransactionRequiredError
 from spakky.outbox.inbox.error import InboxConflictError
 from spakky.outbox.ports.inbox import InboxLease, InboxStats, LeaseOutcome
@@ -441,20 +446,27 @@ class InMemoryOutboxState:
             cursor = self.records.get(after) if after is not None else None
             start = 0 if cursor is None else cursor.seq
             page = [r for r in heads.values() if r.seq > start][: max(0, limit)]
-            return [self._key_head(record, now) for record in page]
+            return [self._detail(KeyHead, record, now) for record in page]
 
-    def _key_head(self, record: _Record, now: datetime) -> KeyHead:
-        live = record.claimed_by is not None and self._claim_live(record, now)
+    def get_message(self, message_id: UUID) -> MessageDetail | None:
+        """One message in whatever state, with what holds it now; None when there is none with that id."""
+        with self._lock:
+            record = self.records.get(message_id)
+            return None if record is None else self._detail(MessageDetail, record, self.clock())
+
+    def _detail[D: MessageDetail](self, kind: type[D], record: _Record, now: datetime) -> D:
+        live = record.pending and record.claimed_by is not None and self._claim_live(record, now)
         if live and record.claimed_at is not None:
             ends = record.claimed_at + self.claim_timeout
             lease_until = ends if record.lease_until is None else min(ends, record.lease_until)
         else:
             lease_until = None
-        return KeyHead(
+        due = record.pending and record.not_before is not None and record.not_before > now
+        return kind(
             message=record.view(),
             claimed_by=str(record.claimed_by) if live else None,
             lease_until=lease_until,
-            not_before=record.not_before if record.not_before is not None and record.not_before > now else None,
+            not_before=record.not_before if due else None,
         )
 
     def requeue_abandoned(self, ids: Sequence[UUID] | None, limit: int) -> int:

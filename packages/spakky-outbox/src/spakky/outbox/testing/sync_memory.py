@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/testing/async_memory.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 6014293b09d2051ff0dc4e56001a57f798b7bd8037350ff80e1e7db8ed72bb37
+# Source sha256 (with the tool's): ea37405aadd3826e86f12ae223deb3496281d4237aadb4101b992664553353dd
 """The in-memory reference storage and transaction of the sync flavour."""
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from uuid import UUID
 from spakky.core.pod.annotations.pod import Pod
 from spakky.data.persistency.transaction import AbstractTransaction
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import KeyHead, OutboxStats
+from spakky.outbox.common.stats import KeyHead, MessageDetail, OutboxStats
 from spakky.outbox.ports.storage import IOutboxFullStorage
 from spakky.outbox.testing.memory_state import (
     InMemoryOutboxState,
@@ -92,6 +92,10 @@ class InMemoryOutboxStorage(
     @override
     def key_heads(self, limit: int = 50, after: UUID | None = None) -> list[KeyHead]:
         return self._state.key_heads(limit, after)
+
+    @override
+    def get_message(self, message_id: UUID) -> MessageDetail | None:
+        return self._state.get_message(message_id)
 
     @override
     def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:

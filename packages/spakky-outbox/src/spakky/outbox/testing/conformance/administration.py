@@ -1,4 +1,4 @@
-"""Rules of ``Capability.ADMINISTRATION``: stats, list and requeue abandoned, purge published, key heads."""
+"""Rules of ``Capability.ADMINISTRATION``: stats, list and requeue abandoned, purge published, key heads, one message."""
 
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
@@ -236,3 +236,47 @@ async def test_key_heads_expect_oldest_head_first_with_what_holds_it(
     assert paged == [a1.id, b1.id, c1.id], rule(
         "key_heads(limit, after=last head of the page) goes on after it", [h.message.event_name for h in [*first, *rest]]
     )
+
+
+@capability(Capability.ADMINISTRATION)
+async def test_get_message_expect_stored_fields_and_what_holds_it(
+    outbox_harness: AbstractOutboxHarness,
+) -> None:
+    """get_message returns any message as stored (payload and headers too), with a live claim or a retry only while one holds."""
+    holder, (published, abandoned, claimed, pending) = await _one_of_each_state(outbox_harness)
+    retried = message("k", name="retried", payload=b"\x00\xff binary", headers={"authorization": "Bearer x", "n": "1"})
+    await outbox_harness.write([retried])
+    retrier = outbox_harness.new_storage()
+    if isinstance(retrier, IAsyncOutboxRetryScheduling):
+        got = await retrier.fetch_pending(10, MAX_RETRY)
+        assert retried.id in ids(got), rule("the retried message is claimable", names(got))
+        await retrier.schedule_retry(retried.id, 3600, "broker said no")
+        await retrier.release([m.id for m in got if m.id != retried.id])
+    if isinstance(holder, IAsyncOutboxLiveness):
+        await holder.renew_claims([claimed.id])
+    storage = outbox_harness.new_storage()
+    assert isinstance(storage, IAsyncOutboxAdministration)
+    raw = await raw_by_id(outbox_harness)
+    for sent in (published, abandoned, claimed, pending, retried):
+        detail = await storage.get_message(sent.id)
+        assert detail is not None, rule("get_message finds every stored message, in any state", sent.event_name)
+        got, stored = detail.message, raw[sent.id]
+        seen = (got.event_name, got.payload, got.headers, got.partition_key, got.retry_count, got.last_error)
+        assert seen == (
+            stored.event_name, stored.payload, stored.headers, stored.partition_key, stored.retry_count,
+            stored.last_error,
+        ), rule("get_message returns the message as stored, payload and headers included", (seen, stored))
+        assert got.created_at == stored.created_at, rule("get_message returns created_at as stored", got.created_at)
+        assert (got.published_at is not None, got.abandoned_at is not None) == (stored.published, stored.abandoned), (
+            rule("get_message says whether the message was published or abandoned", (sent.event_name, got))
+        )
+        live = sent is claimed
+        assert (detail.claimed_by is not None, detail.lease_until is not None) == (live, live), rule(
+            "get_message names the owner and end of a live claim, and only of a live claim", (sent.event_name, detail)
+        )
+        assert not live or stored.claimed, rule("a message reported claimed is claimed in storage", stored)
+        waiting = sent is retried and isinstance(retrier, IAsyncOutboxRetryScheduling)
+        assert (detail.not_before is not None) == waiting, rule(
+            "get_message gives the retry time only while a scheduled retry waits", (sent.event_name, detail)
+        )
+    assert await storage.get_message(uuid4()) is None, rule("get_message of an unknown id returns None", "a message")

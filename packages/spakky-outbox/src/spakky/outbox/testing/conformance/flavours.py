@@ -18,7 +18,7 @@ from uuid import UUID
 
 import pytest
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import KeyHead, OutboxStats, OutboxTarget
+from spakky.outbox.common.stats import KeyHead, MessageDetail, OutboxStats, OutboxTarget
 from spakky.outbox.ports.storage import (
     IAsyncOutboxStorage,
     IOutboxAdministration,
@@ -111,6 +111,9 @@ class _ThreadedOutboxStorage(IAsyncOutboxStorage):
 
     async def key_heads(self, limit: int = 50, after: UUID | None = None) -> list[KeyHead]:
         return await asyncio.to_thread(cast(IOutboxAdministration, self.sync_storage).key_heads, limit, after)
+
+    async def get_message(self, message_id: UUID) -> MessageDetail | None:
+        return await asyncio.to_thread(cast(IOutboxAdministration, self.sync_storage).get_message, message_id)
 
     async def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:
         storage = cast(IOutboxAdministration, self.sync_storage)
