@@ -1,22 +1,27 @@
 """Storage behaviour beyond the conformance suite.
 
-Damaged documents, bounded requeue, key rotation, liveness fences,
+Damaged documents, bounded requeue, key rotation, the byte budget, liveness fences,
 administration that creates nothing, wake-up with and without change streams.
 """
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from pymongo.errors import OperationFailure
 from spakky.outbox.backend.claims import undecodable_reason
+from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
 from spakky.plugins.outbox_mongodb.client import MongoOutboxConnectionManager
 from spakky.plugins.outbox_mongodb.error import MongoOutboxCollectionMissingError
-from spakky.plugins.outbox_mongodb.storage import AsyncMongoOutboxStorage
+from spakky.plugins.outbox_mongodb.storage import (
+    AsyncMongoOutboxStorage,
+    MongoOutboxStorage,
+)
 from spakky.plugins.outbox_mongodb.transaction import AsyncMongoTransaction
 
 from .conftest import MongoOutbox, outbox_settings
@@ -82,6 +87,80 @@ async def test_fetch_pending_key_cursor_expect_keys_taken_in_turn(outbox: MongoO
         seen.append(batch[0].partition_key)
         await storage.release([m.id for m in batch])
     assert seen == ["a", "b", "c"]
+
+
+_MB = 1_000_000
+_BUDGET = 2 * 1024 * 1024
+"""Two 1 MB payloads fit in the budget, three do not."""
+
+
+def _budgeted(outbox: MongoOutbox, budget: int) -> OutboxConfig:
+    return outbox.outbox_config.model_copy(update={"batch_max_bytes": budget})
+
+
+@pytest.mark.parametrize("flavour", ["async", "sync"])
+async def test_fetch_pending_large_payloads_under_byte_budget_expect_bounded_claims_in_key_order(
+    outbox: MongoOutbox, flavour: str
+) -> None:
+    """20 x 1 MB over two keys and keyless under a 2 MB budget: every claim holds two, all delivered in save order."""
+    sent = [replace(_message(("a", "b", None)[i % 3]), payload=bytes([i]) * _MB) for i in range(20)]
+    for start in range(0, len(sent), 5):
+        await _write(outbox, sent[start : start + 5])
+    config = _budgeted(outbox, _BUDGET)
+    if flavour == "sync":
+        sync = MongoOutboxStorage(outbox.connections, config)
+
+        async def claim() -> list[OutboxMessage]:
+            return await asyncio.to_thread(sync.fetch_pending, 100, MAX_RETRY)
+
+        async def publish(ids: list[UUID]) -> int:
+            return await asyncio.to_thread(sync.mark_published_many, ids)
+    else:
+        storage = AsyncMongoOutboxStorage(outbox.connections, config)
+
+        async def claim() -> list[OutboxMessage]:
+            return await storage.fetch_pending(100, MAX_RETRY)
+
+        async def publish(ids: list[UUID]) -> int:
+            return await storage.mark_published_many(ids)
+
+    delivered: list[OutboxMessage] = []
+    sizes: list[int] = []
+    while len(delivered) < len(sent):
+        claimed = await claim()
+        assert claimed, f"an empty claim after {len(delivered)} of {len(sent)} delivered"
+        sizes.append(sum(len(m.payload) for m in claimed))
+        assert await publish([m.id for m in claimed]) == len(claimed)
+        delivered += claimed
+    assert sizes == [2 * _MB] * 10
+    assert [m.id for m in delivered] == [m.id for m in sent]
+    assert [m.payload for m in delivered] == [m.payload for m in sent]
+
+
+async def test_fetch_pending_key_cut_by_byte_budget_expect_first_in_next_claim(outbox: MongoOutbox) -> None:
+    """A key the walk visited but the budget cut is not skipped: the next claim starts at it, keys go in save order."""
+    budget = 4096
+    sent = [replace(_message(key), payload=b"x" * (budget * 6 // 10)) for key in ("a", "b", "c", "d")]
+    await _write(outbox, sent)
+    storage = AsyncMongoOutboxStorage(outbox.connections, _budgeted(outbox, budget))
+    claims: list[list[str | None]] = []
+    for _ in sent:
+        claimed = await storage.fetch_pending(2, MAX_RETRY)
+        claims.append([m.partition_key for m in claimed])
+        await storage.mark_published_many([m.id for m in claimed])
+    assert claims == [["a"], ["b"], ["c"], ["d"]]
+
+
+async def test_fetch_pending_payload_not_binary_expect_claim_goes_on_and_abandons_it(outbox: MongoOutbox) -> None:
+    """A payload damaged into a string still has a size for the budget (0): the claim abandons it, the rest comes."""
+    bad, good = _message("k"), _message()
+    await _write(outbox, [bad, good])
+    await outbox.raw.update_one({"_id": bad.id}, {"$set": {"payload": "not binary"}})
+    claimed = await outbox.storage().fetch_pending(10, MAX_RETRY)
+    assert [m.id for m in claimed] == [good.id]
+    raw = await outbox.raw.find_one({"_id": bad.id})
+    assert raw["state"] == "abandoned"
+    assert raw["last_error"] == undecodable_reason(TypeError("payload is str, expected bytes"))
 
 
 async def test_fetch_pending_deep_keys_expect_runs_spread_over_instances(outbox: MongoOutbox) -> None:

@@ -42,7 +42,7 @@ class _RollbackRequestedError(Exception):
 class MongoOutboxHarness(AbstractOutboxHarness):
     """One outbox in a fresh collection (plus a business collection) of a MongoDB."""
 
-    capabilities = frozenset(Capability) - {Capability.BYTE_BUDGET}  # its part of issue 17.15 follows
+    capabilities = frozenset(Capability)
 
     def __init__(self, server: MongoServer, driver: MongoDriver) -> None:
         """Prepare a fresh outbox collection on ``server`` used through ``driver``."""

@@ -19,7 +19,13 @@ from uuid import UUID
 from bson import ObjectId
 from pymongo.collection import Collection
 from pymongo.errors import OperationFailure
-from spakky.outbox.backend.claims import choose_batch, key_run, undecodable_reason
+from spakky.outbox.backend.claims import (
+    choose_batch,
+    key_run,
+    undecodable_reason,
+    within_bytes,
+)
+from spakky.outbox.common.config import DEFAULT_BATCH_MAX_BYTES
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import (
     KEY_HEADS_WINDOW,
@@ -251,11 +257,20 @@ def _not_before_now(field_name: str) -> dict[str, Any]:
     return {"$lte": [f"${field_name}", "$$NOW"]}
 
 
+_PAYLOAD_SIZE: dict[str, Any] = {
+    "$cond": [{"$eq": [{"$type": "$payload"}, "binData"]}, {"$binarySize": "$payload"}, 0]
+}
+"""A payload's length in bytes, computed by the server (``$binarySize``, MongoDB 4.4+
+as ``$unionWith``): a claim's byte budget is decided without a payload leaving
+it; a damaged payload counts 0 (decoding it abandons the message)."""
+
+
 @dataclass
 class _Candidate:
     id: Any
     key: str | None
     position: int
+    size: int
 
 
 def _held[D: MessageDetail](kind: type[D], document: Document) -> D | None:
@@ -284,6 +299,8 @@ class OutboxQueries:
     claim_timeout_ms: int
     claim_lease_ms: int
     owner: str = field(default_factory=lambda: ObjectId().binary.hex())
+    batch_max_bytes: int = DEFAULT_BATCH_MAX_BYTES
+    """Payload bytes one claim may hold (a larger message is claimed alone)."""
     key_cursor: str | None = None
     """Where the next keyed walk starts: keys are visited in turn, across claims."""
     count_cap: int = STATS_COUNT_CAP
@@ -310,8 +327,9 @@ class OutboxQueries:
     def claim(self, limit: int, max_retry: int) -> Plan[list[OutboxMessage]]:
         """Claim up to ``limit`` messages: keyless oldest first, keys as runs.
 
-        Reads candidates from the two lanes, claims them with one update that
-        re-checks eligibility, re-reads each claimed key's head to keep only a
+        Reads candidates from the two lanes with their payload sizes, cuts
+        them to the batch size and the byte budget (`within_bytes`), claims
+        them with one update that re-checks eligibility, re-reads each claimed key's head to keep only a
         prefix that starts at the key's oldest undelivered message (another
         relay may have won part of it), then loads the documents; a document
         that cannot be decoded is abandoned with the reason.
@@ -323,11 +341,15 @@ class OutboxQueries:
             {"$match": {**self._eligible(max_retry), "partition_key": None}},
             {"$sort": ORDER},
             {"$limit": limit},
-            {"$project": {"saved_at": 1, "created_at": 1, "oid": 1}},
+            {"$project": {"saved_at": 1, "created_at": 1, "oid": 1, "size": _PAYLOAD_SIZE}},
         ])
-        keyless = [_Candidate(d["_id"], None, position(d)) for d in keyless_docs]
+        keyless = [_Candidate(d["_id"], None, position(d), d["size"]) for d in keyless_docs]
+        start = self.key_cursor
         runs = yield from self._key_runs(limit, max_retry, run)
-        chosen = choose_batch(keyless, runs, limit, lambda c: c.position)
+        chosen = within_bytes(
+            choose_batch(keyless, runs, limit, lambda c: c.position), lambda c: c.size, self.batch_max_bytes
+        )
+        self._advance(start, runs, chosen)
         if not chosen:
             return []
         claim_id = ObjectId()
@@ -389,6 +411,7 @@ class OutboxQueries:
                     "saved_at": 1,
                     "created_at": 1,
                     "oid": 1,
+                    "size": _PAYLOAD_SIZE,
                     "ok": {"$and": [
                         {"$lt": ["$retry_count", max_retry]},
                         _not_before_now("available_at"),
@@ -405,7 +428,7 @@ class OutboxQueries:
                 for doc in group[:run]:
                     if not doc["ok"]:
                         break
-                    prefix.append(_Candidate(doc["_id"], key, position(doc)))
+                    prefix.append(_Candidate(doc["_id"], key, position(doc), doc["size"]))
                 if prefix:
                     runs.append(prefix)
                     taken += len(prefix)
@@ -421,6 +444,21 @@ class OutboxQueries:
             window = run if len(groups) == 1 else max(run, limit - taken)
         self.key_cursor = cursor
         return runs
+
+    def _advance(self, start: str | None, runs: Sequence[Sequence[_Candidate]], chosen: Sequence[_Candidate]) -> None:
+        """Leave the key cursor after the last key whose run the claim took whole.
+
+        The walk moved it past every key it visited; a key cut by the batch
+        size or the byte budget comes first in the next claim instead of
+        waiting for the walk to come round again.
+        """
+        taken = {c.id for c in chosen}
+        finished = start
+        for run in runs:
+            if not taken.issuperset(c.id for c in run):
+                self.key_cursor = finished
+                return
+            finished = run[0].key
 
     def _keep_key_prefixes(self, chosen: Sequence[_Candidate], claim_id: ObjectId) -> Plan[list[Any]]:
         """Keep, per claimed key, only the claimed messages that start at the key's head.

@@ -25,6 +25,7 @@ class MongoOutboxStorageBase:
             collection_name=connections.config.collection,
             claim_timeout_ms=max(1, round(outbox_config.claim_timeout_seconds * 1000)),
             claim_lease_ms=max(1, round(outbox_config.claim_lease_seconds * 1000)),
+            batch_max_bytes=outbox_config.batch_max_bytes,
         )
         self._seen = connections.hub.generation
         self._collection_exists = False

@@ -192,8 +192,8 @@ class OutboxConfig(BaseSettings):
     """Payload bytes one claim may hold: the claim takes messages in order until
     the next would pass it, always at least one (a larger message goes alone),
     and a key whose next message does not fit waits whole for the next claim,
-    so relay memory stays bounded whatever the payloads. Applied by the
-    in-memory, SQLAlchemy and Redis storages; MongoDB follows (issue 17.15)."""
+    so relay memory stays bounded whatever the payloads. Applied by every
+    storage of this repository (in-memory, SQLAlchemy, Redis, MongoDB)."""
     max_retry_count: Annotated[int, AfterValidator(_max_retry_count)] = 5
     """Refusals a message may receive before it is abandoned (0 and 1 alike:
     abandoned at the first refusal, never retried)."""
