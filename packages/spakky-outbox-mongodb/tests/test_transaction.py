@@ -6,6 +6,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from pymongo import MongoClient
 from pymongo.errors import OperationFailure
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
@@ -228,3 +229,33 @@ async def test_concurrent_transactions_expect_both_committed(outbox: MongoOutbox
 
     await asyncio.gather(*(write(m) for m in sent))
     assert await outbox.raw.count_documents({}) == 2
+
+
+
+def test_wire_server_disjoint_transactions_expect_later_commit_conflicts(outbox: MongoOutbox) -> None:
+    """The wire server fails the later of two open transactions at commit even on disjoint documents.
+
+    A replica set conflicts only on the same document (the test above); the in-process
+    stand-in refuses a commit that overlaps another transaction, without the
+    TransientTransactionError label (and which of the two writes it keeps then varies
+    with the collections involved: it does not isolate concurrent transactions). A use
+    case's insert beside a relay's claim can fail there alone: why the MongoDB quickstart
+    test runs once more on the wire server only.
+    """
+    if not outbox.server.wire:
+        pytest.skip("pins the in-process wire server's commit check")
+    client: MongoClient[dict[str, Any]] = MongoClient(outbox.server.url)
+    database = client[DATABASE]
+    try:
+        with client.start_session() as use_case, client.start_session() as relay:
+            use_case.start_transaction()
+            relay.start_transaction()
+            database[_business(outbox)].insert_one({"_id": "order"}, session=use_case)
+            database[outbox.config.collection].insert_one({"_id": "claimed"}, session=relay)
+            relay.commit_transaction()
+            with pytest.raises(OperationFailure, match="Write conflict during transaction commit") as caught:
+                use_case.commit_transaction()
+        assert not caught.value.has_error_label("TransientTransactionError")
+        assert translate_error(caught.value) is caught.value
+    finally:
+        client.close()
