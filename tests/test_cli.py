@@ -5,18 +5,21 @@ packages are installed in this environment, so these tests check which
 plugins the command loads and how it fails.
 """
 
+import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import uuid4
 
 import pytest
+from spakky.plugins.outbox_sqlalchemy.inbox import inbox_table
 from spakky.plugins.outbox_sqlalchemy.schema import (
     create_outbox_table,
     drop_outbox_table,
 )
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, insert, inspect, select
 from sqlalchemy.engine import make_url
 
 COMMAND = str(Path(sys.executable).parent / "spakky-outbox")
@@ -204,3 +207,44 @@ def test_cli_malformed_url_expect_one_line_naming_setting_exit_2_without_secret(
     [line] = done.stderr.splitlines()
     assert line.startswith("spakky-outbox: error: ") and variable in line and "percent-encode" in line
     assert SECRET not in done.stdout + done.stderr
+
+
+def test_cli_sqlalchemy_inbox_status_purge_expect_records_counted_and_swept(postgres_url: str) -> None:
+    """``inbox status`` counts a PostgreSQL inbox's records, leases and oldest age; ``inbox purge`` deletes old ones in batches."""
+    table = f"cli_inbox_{uuid4().hex[:10]}"
+    env = {
+        "SPAKKY_OUTBOX__STORAGE": "sqlalchemy",
+        "SPAKKY_SQLALCHEMY__CONNECTION_STRING": make_url(postgres_url).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False),
+        "SPAKKY_OUTBOX_SQLALCHEMY__INBOX_TABLE_NAME": table,
+    }
+    empty = spakky_outbox("inbox", "status", **env)
+    assert empty.returncode == 0, empty.stderr
+    assert f"table {table}" in empty.stdout and "records 0" in empty.stdout
+    engine = create_engine(make_url(postgres_url).set(drivername="postgresql+psycopg"))
+    inbox = inbox_table(table)
+    try:
+        with engine.begin() as connection:
+            now = datetime.now(UTC)
+            connection.execute(
+                insert(inbox),
+                [{"consumer": "billing", "message_id": f"m{n}", "recorded_at": now - timedelta(days=2 if n < 3 else 0)} for n in range(5)],
+            )
+            connection.execute(  # a lease-mode record still running
+                insert(inbox).values(consumer="mailer", message_id="m0", recorded_at=now, lease_until=now + timedelta(minutes=1), lease_owner="o")
+            )
+        shown = json.loads(spakky_outbox("inbox", "status", "--json", **env).stdout)
+        assert (shown["records"], shown["leased"]) == (6, 1) and shown["oldest_age_seconds"] >= 2 * 86400 - 60
+        dry = spakky_outbox("inbox", "purge", "--before", "1d", "--dry-run", **env)
+        assert dry.returncode == 0 and "nothing changed" in dry.stdout
+        refused = spakky_outbox("inbox", "purge", "--before", "1d", **env)
+        assert refused.returncode == 2 and "--allow-default-location" in refused.stderr
+        done = spakky_outbox("inbox", "purge", "--before", "1d", "--batch", "2", "--allow-default-location", **env)
+        assert done.returncode == 0, done.stderr
+        assert [line.split()[1] for line in done.stdout.splitlines() if line.startswith("purged")] == ["2", "3"]
+        with engine.connect() as connection:
+            left = sorted((r.consumer, r.message_id) for r in connection.execute(select(inbox)))
+        assert left == [("billing", "m3"), ("billing", "m4"), ("mailer", "m0")]
+    finally:
+        with engine.begin() as connection:
+            inbox.drop(connection, checkfirst=True)
+        engine.dispose()

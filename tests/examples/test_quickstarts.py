@@ -11,6 +11,7 @@ fresh venvs: the published names from the index, our wheels standing in for ours
 """
 
 import fcntl
+import json
 import re
 import shutil
 import signal
@@ -24,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pika
 import psycopg
 import pytest
 import redis
@@ -43,6 +45,7 @@ from tests.examples.venvs import (
 
 QUICKSTART = ROOT / "examples" / "quickstart"
 CONSUMER = QUICKSTART / "consumer"
+INBOX_CONSUMER = QUICKSTART / "consumer-inbox"
 KAFKA_CONSUMER = QUICKSTART / "consumer-kafka"
 QUEUE_LOCK = Path(tempfile.gettempdir()) / "spakky-outbox-quickstart-orderplaced.lock"
 """Held around each run: every quickstart consumes the RabbitMQ queue ``OrderPlaced``,
@@ -189,6 +192,20 @@ def rabbitmq_settings(rabbitmq_url: str) -> dict[str, str]:
 @pytest.fixture
 def postgres_database(postgres_url: str) -> Iterator[str]:
     """A fresh PostgreSQL database for one run, as ``postgresql+asyncpg://`` URL; dropped afterwards."""
+    with fresh_postgres_database(postgres_url) as url:
+        yield url
+
+
+@pytest.fixture
+def billing_database(postgres_url: str) -> Iterator[str]:
+    """A second fresh database: the billing service's, apart from the shop's."""
+    with fresh_postgres_database(postgres_url) as url:
+        yield url
+
+
+@contextmanager
+def fresh_postgres_database(postgres_url: str) -> Iterator[str]:
+    """Create a database, yield its ``postgresql+asyncpg://`` URL, drop it."""
     name = f"quickstart_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(postgres_url, autocommit=True) as connection:
         connection.execute(f"CREATE DATABASE {name}")
@@ -218,6 +235,92 @@ def test_quickstart_postgres_rabbitmq_expect_committed_orders_printed_with_their
     service = copy(QUICKSTART / "postgres-rabbitmq", tmp_path)
     run = run_quickstart(service, copy(CONSUMER, tmp_path), env)
     check(run, postgres_orders(postgres_database))
+
+
+INVOICED = re.compile(r"^\[billing\] (\S+) invoiced \(\d+\)$")
+DUPLICATED = re.compile(r"^\[duplicate\] (\S+) queued twice, message (\S+)$")
+SKIPPED = re.compile(r"^\[billing\] Inbox skipped message (\S+) for consumer billing: handled before$")
+
+
+def spakky_outbox_json(python: Path | str, env: dict[str, str], *args: str) -> dict[str, object]:
+    """Run the ``spakky-outbox`` command beside ``python`` with ``--json``; its document."""
+    done = subprocess.run(
+        [str(Path(python).parent / "spakky-outbox"), *args, "--json"],
+        env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def drop_leftovers(rabbitmq_url: str) -> None:
+    """Empty the quickstarts' queue of what an interrupted run left (call with the queue's lock held)."""
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    try:
+        channel = connection.channel()
+        channel.queue_declare("OrderPlaced", durable=True)
+        channel.queue_purge("OrderPlaced")
+    finally:
+        connection.close()
+
+
+def test_quickstart_inbox_consumer_each_order_delivered_twice_expect_invoiced_once(
+    postgres_database: str, billing_database: str, rabbitmq_url: str, rabbitmq_settings: dict[str, str], tmp_path: Path
+) -> None:
+    """The inbox quickstart as its page runs it: the shop relays, duplicate.py queues each order twice, billing invoices each once and logs the skip."""
+    # The workspace holds every storage package; a user's venv only the SQLAlchemy one.
+    shop_env = clean_env(
+        SPAKKY_SQLALCHEMY__CONNECTION_STRING=postgres_database, SPAKKY_OUTBOX__STORAGE="sqlalchemy", **rabbitmq_settings
+    )
+    billing_env = {**shop_env, "SPAKKY_SQLALCHEMY__CONNECTION_STRING": billing_database}
+    shop_dir, billing_dir = copy(QUICKSTART / "postgres-rabbitmq", tmp_path), copy(INBOX_CONSUMER, tmp_path)
+    with orderplaced_queue():
+        drop_leftovers(rabbitmq_url)  # so the inbox holds this run's records only
+        service = Process(sys.executable, "service.py", shop_dir, shop_env)
+        billing: Process | None = None
+        try:
+            service.wait_for_line("[service] relaying")
+            committed = [m[1] for line in service.lines if (m := COMMITTED.match(line))]
+            rolled_back = [m[1] for line in service.lines if (m := ROLLED_BACK.match(line))]
+            assert committed and rolled_back, service.report()
+
+            def relayed() -> bool:
+                status = spakky_outbox_json(sys.executable, shop_env, "status")
+                return (status["pending"], status["published"]) == (0, len(committed))
+
+            wait_for(relayed, timeout=TIMEOUT)  # the page: wait for "pending": 0
+            duplicated = subprocess.run(
+                [sys.executable, "duplicate.py"], cwd=billing_dir, env=billing_env,
+                capture_output=True, text=True, timeout=TIMEOUT, check=True,
+            ).stdout
+            messages = {m[1]: m[2] for line in duplicated.splitlines() if (m := DUPLICATED.match(line))}
+            assert sorted(o for o in messages if o in committed + rolled_back) == sorted(committed), duplicated
+            ours = {messages[order] for order in committed}
+            billing = Process(sys.executable, "consumer.py", billing_dir, billing_env)
+
+            def invoiced() -> list[str]:
+                return [m[1] for line in billing.lines if (m := INVOICED.match(line)) and m[1] in committed]
+
+            def skipped() -> list[str]:
+                return [m[1] for line in billing.errors if (m := SKIPPED.match(line)) and m[1] in ours]
+
+            try:
+                wait_for(lambda: len(skipped()) >= len(ours) or len(invoiced()) > len(committed) or billing.ended(), timeout=TIMEOUT)
+            except AssertionError as error:
+                raise AssertionError(f"{error}\n--- billing ---\n{billing.report()}") from None
+            inbox = spakky_outbox_json(sys.executable, billing_env, "inbox", "status")
+        finally:
+            statuses = [p.interrupt() for p in (service, billing) if p is not None]
+    assert statuses == [0, 0], f"exit statuses {statuses}\n{service.report()}\n{billing and billing.report()}"
+    assert billing is not None
+    for process in (service, billing):
+        assert not [e for e in process.errors if "Traceback" in e], process.report()
+    # Each order came twice; the first delivery invoiced it, the second was skipped.
+    assert sorted(invoiced()) == sorted(committed), billing.report()
+    assert sorted(skipped()) == sorted(ours), billing.report()
+    assert (inbox["records"], inbox["leased"]) == (len(committed), 0), inbox
+    with psycopg.connect(billing_database.replace("postgresql+asyncpg://", "postgresql://", 1)) as connection:
+        rows = connection.execute("SELECT order_id, count(*) FROM invoices GROUP BY order_id").fetchall()
+    assert sorted(rows) == sorted((order, 1) for order in committed)
 
 
 def test_quickstart_postgres_kafka_expect_committed_orders_printed_with_their_trace(

@@ -110,6 +110,14 @@ async def test_sqlalchemy_inbox_duplicate_expect_skipped_one_record(inbox: Inbox
     assert await inbox.effect_rows() == ["e1"]
 
 
+async def test_sqlalchemy_inbox_first_messages_concurrent_expect_table_created_all_recorded(inbox: Inbox) -> None:
+    """Eight first messages at once, each its own instance: the CREATE race (PostgreSQL's catalog unique index) fails none of them."""
+    storages = [inbox.storage() for _ in range(8)]
+    ran = await asyncio.gather(*(inbox.handle(s, f"m{n}", f"e{n}") for n, s in enumerate(storages)))
+    assert ran == [True] * 8
+    assert await inbox.effect_rows() == sorted(f"e{n}" for n in range(8))
+
+
 async def test_sqlalchemy_inbox_rollback_expect_no_record_redelivery_runs(inbox: Inbox) -> None:
     """A rolled-back handler leaves neither record nor effect; the redelivery runs it."""
     storage = inbox.storage()

@@ -38,7 +38,11 @@ from spakky.plugins.outbox_sqlalchemy.operations import (
     dialect_kind,
 )
 from spakky.plugins.outbox_sqlalchemy.schema import UtcDateTime, index_name
-from spakky.plugins.outbox_sqlalchemy.storage import _table_created, mark_table_created
+from spakky.plugins.outbox_sqlalchemy.storage import (
+    _table_created,
+    creation_failure,
+    mark_table_created,
+)
 from spakky.plugins.sqlalchemy.persistency.connection_manager import (
     AsyncConnectionManager,
     ConnectionManager,
@@ -60,6 +64,7 @@ from sqlalchemy import (
     Table,
     bindparam,
     column,
+    inspect,
     text,
 )
 from sqlalchemy.dialects import mysql
@@ -225,6 +230,27 @@ class _InboxCore:
             create_inbox_table(connection, self.table)
             mark_table_created(connection.engine, self.table.name)
 
+    def create_in_session(self, connection: Connection) -> None:
+        """SQLite: create the table in the business transaction (it may hold the only write lock)."""
+        try:
+            self.create_in(connection)
+        except Exception as error:
+            # A concurrent first transaction committed the table after this one
+            # looked; SQLite fails just the statement, the transaction goes on.
+            self.created_elsewhere(connection.engine, error, self.table_exists(connection))
+
+    def table_exists(self, connection: Connection) -> bool:
+        return inspect(connection).has_table(self.table.name)
+
+    def created_elsewhere(self, engine: Any, error: Exception, exists: bool | None) -> None:
+        """After a failed CREATE: carry on when another handler or process made the table."""
+        failure = creation_failure(error, exists)
+        if failure is error:
+            raise error
+        if failure is not None:
+            raise failure from error
+        mark_table_created(engine, self.table.name)
+
     def location(self) -> str:
         return f"{self.url} table {self.table.name}"
 
@@ -250,9 +276,21 @@ class AsyncSqlAlchemyInboxStorage(IAsyncInboxStorage):
 
     async def _ensure_table(self) -> None:
         core = self._core
-        if core.must_create(self._engine.sync_engine):
+        if not core.must_create(self._engine.sync_engine):
+            return
+        try:
             async with self._engine.begin() as connection:
                 await connection.run_sync(core.create_in)
+        except Exception as error:
+            # Concurrent first messages (or instances) race on the CREATE.
+            core.created_elsewhere(self._engine.sync_engine, error, await self._table_exists())
+
+    async def _table_exists(self) -> bool | None:
+        try:
+            async with self._engine.connect() as connection:
+                return await connection.run_sync(self._core.table_exists)
+        except Exception:  # the question failed too: the original error stands
+            return None
 
     async def _run[T](self, operation: Callable[[Connection], T]) -> T:
         await self._ensure_table()
@@ -267,7 +305,7 @@ class AsyncSqlAlchemyInboxStorage(IAsyncInboxStorage):
             raise OutboxTransactionRequiredError() from None
         core = self._core
         if core.creates_in_session():
-            await session.run_sync(lambda s: core.create_in(s.connection()))
+            await session.run_sync(lambda s: core.create_in_session(s.connection()))
         else:
             await self._ensure_table()
         return await session.run_sync(lambda s: core.sql.record(s.connection(), consumer, message_id))
@@ -316,11 +354,26 @@ class SqlAlchemyInboxStorage(IInboxStorage):
         self._engine = connection_manager.connection
         self._core = _InboxCore(self._engine, config)
 
-    def _run[T](self, operation: Callable[[Connection], T]) -> T:
+    def _ensure_table(self) -> None:
         core = self._core
-        if core.must_create(self._engine):
+        if not core.must_create(self._engine):
+            return
+        try:
             with self._engine.begin() as connection:
                 core.create_in(connection)
+        except Exception as error:
+            # Concurrent first messages (or instances) race on the CREATE.
+            core.created_elsewhere(self._engine, error, self._table_exists())
+
+    def _table_exists(self) -> bool | None:
+        try:
+            with self._engine.connect() as connection:
+                return self._core.table_exists(connection)
+        except Exception:  # the question failed too: the original error stands
+            return None
+
+    def _run[T](self, operation: Callable[[Connection], T]) -> T:
+        self._ensure_table()
         with self._engine.begin() as connection:
             return operation(connection)
 
@@ -332,10 +385,9 @@ class SqlAlchemyInboxStorage(IInboxStorage):
             raise OutboxTransactionRequiredError() from None
         core = self._core
         if core.creates_in_session():
-            core.create_in(session.connection())
-        elif core.must_create(self._engine):
-            with self._engine.begin() as connection:
-                core.create_in(connection)
+            core.create_in_session(session.connection())
+        else:
+            self._ensure_table()
         return core.sql.record(session.connection(), consumer, message_id)
 
     @override

@@ -85,6 +85,19 @@ def _table_created(engine: Engine, table_name: str) -> bool:
         return _created_key(engine, table_name) in _created
 
 
+def creation_failure(error: Exception, exists: bool | None) -> Exception | None:
+    """What a failed CREATE TABLE raises; None when another instance made the table.
+
+    ``exists`` is asked afterwards on a fresh connection (None: that failed too).
+    Two processes creating a table at once is the normal start of a service with
+    several instances; on PostgreSQL the loser's ``CREATE TABLE IF NOT EXISTS``
+    fails on the catalog's unique index rather than finding the table.
+    """
+    if exists:
+        return None
+    return unavailable(error) if is_outage(error) else error
+
+
 def single_statement_engine[E: (Engine, AsyncEngine)](engine: E, kind: DialectKind) -> E:
     """The engine for writes of one statement: ``engine`` in autocommit on PostgreSQL.
 
@@ -156,12 +169,6 @@ class _OutboxCore:
         # URL it is keyed by) altogether.
         self.table_ready = _table_created(engine, self.table.name)
         return not self.table_ready
-
-    def creation_failure(self, error: Exception, exists: bool | None) -> Exception | None:
-        """What a failed CREATE TABLE raises; None when another instance made it."""
-        if exists:
-            return None
-        return unavailable(error) if is_outage(error) else error
 
     def missing(self) -> OutboxTableNotFoundError:
         """Our error for the missing table, naming the database and the table."""
@@ -239,7 +246,7 @@ class AsyncSqlAlchemyOutboxStorage(
                 await connection.run_sync(create_table, core.table)
         except Exception as error:
             # Another instance may have created it between check and CREATE.
-            failure = core.creation_failure(error, await self._table_exists())
+            failure = creation_failure(error, await self._table_exists())
             if failure is error:
                 raise
             if failure is not None:
@@ -488,7 +495,7 @@ class SqlAlchemyOutboxStorage(
                 create_table(connection, core.table)
         except Exception as error:
             # Another instance may have created it between check and CREATE.
-            failure = core.creation_failure(error, self._table_exists())
+            failure = creation_failure(error, self._table_exists())
             if failure is error:
                 raise
             if failure is not None:

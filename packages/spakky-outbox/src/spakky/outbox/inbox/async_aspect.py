@@ -1,5 +1,6 @@
 """The async aspect behind `Idempotent`: run a handler once per (consumer, message)."""
 
+import logging
 from typing import Any, override
 
 from spakky.core.aop.advisor import AsyncAdvisor
@@ -16,6 +17,8 @@ from spakky.outbox.inbox.error import InboxMessageBusyError, InboxStorageNotFoun
 from spakky.outbox.inbox.identity import find_event, message_identity
 from spakky.outbox.ports.inbox import IAsyncInboxStorage, LeaseOutcome
 
+logger = logging.getLogger(__name__)
+
 INBOX_ASPECT_ORDER = 2
 """Inside ``@Transactional()`` (order 1): the record joins the handler's transaction."""
 
@@ -26,6 +29,12 @@ def _handler(joinpoint: AsyncFunc) -> AsyncFunc:
     while isinstance(target, AsyncAdvisor):
         target = target.next
     return target
+
+
+def _skipped(consumer: str, message_id: str) -> None:
+    # A duplicate is the inbox doing its job, yet worth a line: the count of
+    # redeliveries a consumer sees is how an operator sizes the window.
+    logger.info("Inbox skipped message %s for consumer %s: handled before", message_id, consumer)
 
 
 @Order(INBOX_ASPECT_ORDER)
@@ -62,11 +71,13 @@ class AsyncIdempotentAspect(IAsyncAspect, IContainerAware):
         inbox = self._storage()
         if annotation.mode is InboxMode.TRANSACTIONAL:
             if not await inbox.record(consumer, message_id):
+                _skipped(consumer, message_id)
                 return None
             return await joinpoint(*args, **kwargs)
         lease_seconds = annotation.lease_seconds or self._config.lease_seconds
         lease = await inbox.acquire_lease(consumer, message_id, lease_seconds)
         if lease.outcome is LeaseOutcome.DONE:
+            _skipped(consumer, message_id)
             return None
         if lease.outcome is LeaseOutcome.BUSY or lease.token is None:
             raise InboxMessageBusyError(f"consumer {consumer!r}, message {message_id!r}")

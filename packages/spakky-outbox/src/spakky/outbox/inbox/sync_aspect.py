@@ -1,8 +1,9 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/inbox/async_aspect.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 5cef4ac1c975a01576bc3bac87a4dbd49be3a5102f1c436d5ea42cb111f0d869
+# Source sha256 (with the tool's): 8fd0d7701e2875f9077c3df9c6b771b45e47d9303b62677cc9e2b96a5b131a46
 """The sync aspect behind `Idempotent`: run a handler once per (consumer, message)."""
 
+import logging
 from typing import Any, override
 
 from spakky.core.aop.advisor import Advisor
@@ -19,6 +20,8 @@ from spakky.outbox.inbox.error import InboxMessageBusyError, InboxStorageNotFoun
 from spakky.outbox.inbox.identity import find_event, message_identity
 from spakky.outbox.ports.inbox import IInboxStorage, LeaseOutcome
 
+logger = logging.getLogger(__name__)
+
 INBOX_ASPECT_ORDER = 2
 """Inside ``@Transactional()`` (order 1): the record joins the handler's transaction."""
 
@@ -29,6 +32,12 @@ def _handler(joinpoint: Func) -> Func:
     while isinstance(target, Advisor):
         target = target.next
     return target
+
+
+def _skipped(consumer: str, message_id: str) -> None:
+    # A duplicate is the inbox doing its job, yet worth a line: the count of
+    # redeliveries a consumer sees is how an operator sizes the window.
+    logger.info("Inbox skipped message %s for consumer %s: handled before", message_id, consumer)
 
 
 @Order(INBOX_ASPECT_ORDER)
@@ -65,11 +74,13 @@ class IdempotentAspect(IAspect, IContainerAware):
         inbox = self._storage()
         if annotation.mode is InboxMode.TRANSACTIONAL:
             if not inbox.record(consumer, message_id):
+                _skipped(consumer, message_id)
                 return None
             return joinpoint(*args, **kwargs)
         lease_seconds = annotation.lease_seconds or self._config.lease_seconds
         lease = inbox.acquire_lease(consumer, message_id, lease_seconds)
         if lease.outcome is LeaseOutcome.DONE:
+            _skipped(consumer, message_id)
             return None
         if lease.outcome is LeaseOutcome.BUSY or lease.token is None:
             raise InboxMessageBusyError(f"consumer {consumer!r}, message {message_id!r}")
