@@ -70,8 +70,8 @@ class _Table:
     def analyze(self) -> None:
         self.run(f"ANALYZE {self.name}" if self.postgres else f"ANALYZE TABLE {self.name}")
 
-    def claim_statements(self) -> list[tuple[str, Any]]:
-        """The statements one claim runs, with their parameters (rolled back)."""
+    def claim_statements(self, *, everything: bool = False) -> list[tuple[str, Any]]:
+        """The reads one claim runs (``everything``: its writes too), with their parameters (rolled back)."""
         captured: list[tuple[str, Any]] = []
 
         def capture(_c: object, _cursor: object, statement: str, parameters: Any, *_: object) -> None:
@@ -83,7 +83,8 @@ class _Table:
                 self.sql.claim(connection, BATCH, 5)
                 transaction.rollback()
             event.remove(connection, "before_cursor_execute", capture)
-        return [(s, p) for s, p in captured if s.lstrip().upper().startswith(("SELECT", "WITH"))]
+        kinds = ("SELECT", "WITH", "UPDATE") if everything else ("SELECT", "WITH")
+        return [(s, p) for s, p in captured if s.lstrip().upper().startswith(kinds)]
 
     def stats_statements(self, timeout_seconds: float = 5.0) -> list[tuple[str, Any]]:
         """The statements one ``stats()`` read runs, with their parameters."""
@@ -182,6 +183,36 @@ def test_claim_empty_after_drain_statistics_still_pending_expect_no_full_scan(ta
     table.analyze()
     table.run(f"UPDATE {table.name} SET published_at = CURRENT_TIMESTAMP")
     _assert_no_full_scan(table)
+
+
+def _jit_compiled(table: _Table) -> dict[str, float]:
+    """Claim statements whose estimated cost would make PostgreSQL JIT-compile them, with the cost.
+
+    A claim sets no ``jit = off`` (it would cost a round trip, and it runs
+    outside a transaction): each statement must plan below ``jit_above_cost``.
+    """
+    found: dict[str, float] = {}
+    with table.engine.connect() as connection:
+        threshold = float(connection.exec_driver_sql("SELECT current_setting('jit_above_cost')").scalar_one())
+        for statement, params in table.claim_statements(everything=True):
+            plan = connection.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement, params).scalar_one()
+            nodes = plan if isinstance(plan, list) else json.loads(plan)
+            cost = float(nodes[0]["Plan"]["Total Cost"])
+            if threshold >= 0 and cost > threshold:
+                found[statement[:160]] = cost
+    return found
+
+
+def test_claim_keyed_backlog_expect_no_statement_jit_compiled(table: _Table) -> None:
+    """Every statement of a keyed claim plans below PostgreSQL's JIT threshold, before and after ANALYZE."""
+    if not table.postgres:
+        pytest.skip("JIT compilation is PostgreSQL's")
+    table.insert(DELIVERED, published=True)
+    table.analyze()
+    table.insert(BACKLOG, published=False)
+    assert not _jit_compiled(table), "statistics from before the backlog"
+    table.analyze()
+    assert not (found := _jit_compiled(table)), f"analysed backlog: {found}"
 
 
 def _assert_stats_no_full_scan(table: _Table) -> None:

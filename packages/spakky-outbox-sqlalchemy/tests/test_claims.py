@@ -284,7 +284,8 @@ async def _visit(
     base = {"max_retry": 5, "owner": storage.owner_token} | sql._durations()  # pyright: ignore[reportPrivateUsage]
 
     def visit(connection: Connection) -> list[tuple[str, list[int]]]:
-        return sql._keyed_lane(connection, limit, base)  # pyright: ignore[reportPrivateUsage]
+        _, visited = sql._keyed_lane(connection, limit, base)  # pyright: ignore[reportPrivateUsage]
+        return visited
 
     async with outbox.connections.connection.connect() as connection:
         return await connection.run_sync(visit)

@@ -413,15 +413,9 @@ class OutboxSql:
         self, conn: Connection, after: str | None, until: str | None, key_limit: int
     ) -> list[str]:
         """Distinct undelivered keys after ``after`` and up to ``until``, in key order."""
-        params: dict[str, Any] = {"key_limit": key_limit}
         col = "pending_key" if self.kind is DialectKind.MYSQL else "partition_key"
-        first = f"{col} > :cursor" if after is not None else f"{col} IS NOT NULL"
-        bound = ""
-        if after is not None:
-            params["cursor"] = after
-        if until is not None:
-            params["until"] = until
-            bound = f" AND {col} <= :until"
+        first, bound, params = self._walk_range(col, after, until)
+        params["key_limit"] = key_limit
         if self.kind is DialectKind.MYSQL:
             # The generated column's index serves DISTINCT directly; MariaDB runs
             # the recursive skip scan below far slower.
@@ -430,72 +424,146 @@ class OutboxSql:
                 f"WHERE {first}{bound} ORDER BY {col} LIMIT :key_limit"
             )
             return [str(k) for k in conn.execute(text(sql), params).scalars()]
-        # A skip scan: one index probe per distinct key, however long each key is.
-        probe = (
-            f"SELECT {col} FROM {self._name} WHERE {PENDING} AND {{cond}}{bound} "
-            f"ORDER BY {col} LIMIT 1"
-        )
-        sql = (
-            "WITH RECURSIVE walk(k, n) AS ("
-            f"SELECT ({probe.format(cond=first)}), 1 "
-            "UNION ALL "
-            f"SELECT ({probe.format(cond=f'{col} > walk.k')}), walk.n + 1 "
-            "FROM walk WHERE walk.k IS NOT NULL AND walk.n < :key_limit"
-            ") SELECT k FROM walk WHERE k IS NOT NULL"
-        )
+        sql = f"{self._skip_scan(first, bound)} SELECT k FROM walk WHERE k IS NOT NULL"
         return [str(k) for k in conn.execute(text(sql), params).scalars()]
+
+    @staticmethod
+    def _walk_range(col: str, after: str | None, until: str | None) -> tuple[str, str, dict[str, Any]]:
+        """Where a key walk starts (after ``after``, or the first key), its bound (up to ``until``), their parameters."""
+        params: dict[str, Any] = {}
+        first = f"{col} IS NOT NULL"
+        if after is not None:
+            first, params["cursor"] = f"{col} > :cursor", after
+        bound = ""
+        if until is not None:
+            bound, params["until"] = f" AND {col} <= :until", until
+        return first, bound, params
+
+    def _skip_scan(self, first: str, bound: str) -> str:
+        """``WITH RECURSIVE walk(k, n)``: up to ``:key_limit`` distinct undelivered keys from ``first``, in key order.
+
+        One index probe per distinct key, however long each key is; ``bound``
+        (empty or ``AND ...``) limits every probe. PostgreSQL and SQLite.
+        """
+        probe = (
+            f"SELECT partition_key FROM {self._name} WHERE {PENDING} AND {{cond}}{bound} "
+            "ORDER BY partition_key LIMIT 1"
+        )
+        return (
+            "WITH RECURSIVE walk(k, n) AS ("
+            f"SELECT ({probe.format(cond=first)}), 1 UNION ALL "
+            f"SELECT ({probe.format(cond='partition_key > walk.k')}), walk.n + 1 "
+            "FROM walk WHERE walk.k IS NOT NULL AND walk.n < :key_limit)"
+        )
+
+    def _one_key(self, cond: str) -> str:
+        """The ``:per_key`` oldest undelivered rows of one key (``cond``), each with its size and eligibility."""
+        return (
+            f"SELECT seq, partition_key AS k, {self._size} AS size, CASE WHEN "
+            f"{self._eligible} THEN 1 ELSE 0 END AS ok FROM "
+            f"{self._name}{self._force('pending_key')} "
+            f"WHERE {cond} ORDER BY seq LIMIT :per_key"
+        )
+
+    @staticmethod
+    def _prefixes(runs_sql: str) -> str:
+        """Of the rows ``runs_sql`` reads, each key's eligible prefix (in seq order)."""
+        return (
+            "SELECT seq, k, size FROM (SELECT seq, k, size, MIN(ok) OVER (PARTITION BY k "
+            f"ORDER BY seq) AS prefix_ok FROM ({runs_sql}) AS runs"
+            ") AS prefixes WHERE prefix_ok = 1"
+        )
 
     def _runs(
         self, conn: Connection, keys: Sequence[str], run: int, base: dict[str, Any]
     ) -> dict[str, list[tuple[int, int]]]:
-        """Per key, the seqs and payload sizes of the eligible prefix of its ``run`` oldest undelivered rows."""
+        """Per key, the seqs and payload sizes of the eligible prefix of its ``run`` oldest undelivered rows.
+
+        MySQL/MariaDB and SQLite (PostgreSQL reads the runs in `_walk_step`).
+        """
         params: dict[str, Any] = base | {"per_key": run}
-        one_key = (
-            f"SELECT seq, partition_key AS k, {self._size} AS size, CASE WHEN "
-            f"{self._eligible} THEN 1 ELSE 0 END AS ok FROM "
-            f"{self._name}{self._force('pending_key')} "
-            "WHERE {cond} ORDER BY seq LIMIT :per_key"
+        key_cond = (
+            "pending_key = :k{index}"
+            if self.kind is DialectKind.MYSQL
+            else f"partition_key = :k{{index}} AND {PENDING}"
         )
-        if self.kind is DialectKind.POSTGRESQL:
-            # One LATERAL probe per key: a plan whose size does not grow with it.
-            params["keys"] = list(keys)
-            runs_sql = (
-                "SELECT r.seq, r.k, r.size, r.ok FROM unnest(CAST(:keys AS text[])) "
-                "AS walked(key) CROSS JOIN LATERAL ("
-                + one_key.format(cond=f"partition_key = walked.key AND {PENDING}")
-                + ") AS r"
-            )
-        else:
-            key_cond = (
-                "pending_key = :k{index}"
-                if self.kind is DialectKind.MYSQL
-                else f"partition_key = :k{{index}} AND {PENDING}"
-            )
-            branches: list[str] = []
-            for index, key in enumerate(keys):
-                params[f"k{index}"] = key
-                cond = key_cond.format(index=index)
-                branches.append(f"SELECT * FROM ({one_key.format(cond=cond)}) AS r{index}")
-            runs_sql = " UNION ALL ".join(branches)
-        sql = (
-            "SELECT seq, k, size FROM (SELECT seq, k, size, MIN(ok) OVER (PARTITION BY k "
-            f"ORDER BY seq) AS prefix_ok FROM ({runs_sql}) AS runs"
-            ") AS prefixes WHERE prefix_ok = 1 ORDER BY seq"
-        )
+        branches: list[str] = []
+        for index, key in enumerate(keys):
+            params[f"k{index}"] = key
+            cond = key_cond.format(index=index)
+            branches.append(f"SELECT * FROM ({self._one_key(cond)}) AS r{index}")
+        runs_sql = " UNION ALL ".join(branches)
         runs: dict[str, list[tuple[int, int]]] = {}
-        for seq, key, size in conn.execute(text(sql), params):
+        for seq, key, size in conn.execute(text(f"{self._prefixes(runs_sql)} ORDER BY seq"), params):
             runs.setdefault(str(key), []).append((int(seq), int(size)))
         return runs
 
+    def _walk_step(
+        self,
+        conn: Connection,
+        after: str | None,
+        until: str | None,
+        key_limit: int,
+        run: int,
+        base: dict[str, Any],
+        keyless: int,
+    ) -> tuple[list[str], dict[str, list[tuple[int, int]]], list[tuple[int, int]]]:
+        """One step of the key walk: the next keys (as `_walk_keys`), their runs (as `_runs`), and ``keyless`` keyless candidates.
+
+        On PostgreSQL one statement: the skip scan, one LATERAL probe per
+        walked key (a plan whose size does not grow with the keys) and, when
+        ``keyless`` is nonzero, the keyless lane (seq, size) as the probe
+        reads it. Elsewhere the walk and the runs are two statements, and the
+        keyless lane is the probe's (``keyless`` must be 0).
+        """
+        if self.kind is not DialectKind.POSTGRESQL:
+            keys = self._walk_keys(conn, after, until, key_limit)
+            return keys, (self._runs(conn, keys, run, base) if keys else {}), []
+        first, bound, params = self._walk_range("partition_key", after, until)
+        params |= base | {"key_limit": key_limit, "per_key": run, "batch": keyless}
+        runs_sql = (
+            "SELECT r.seq, r.k, r.size, r.ok FROM walk CROSS JOIN LATERAL ("
+            + self._one_key(f"partition_key = walk.k AND {PENDING}")
+            + ") AS r WHERE walk.k IS NOT NULL"
+        )
+        # Rows: (0, seq, size) keyless, (1, n, NULL) the n-th key walked,
+        # (2, seq, size) a row of that key's run.
+        sql = (
+            f"{self._skip_scan(first, bound)} SELECT 1 AS lane, walk.k, CAST(walk.n AS bigint) AS seq, CAST(NULL AS bigint) AS size "
+            "FROM walk WHERE walk.k IS NOT NULL "
+            f"UNION ALL SELECT 2, k, seq, size FROM ({self._prefixes(runs_sql)}) AS prefixes"
+        )
+        if keyless:
+            sql += (
+                f" UNION ALL SELECT 0, NULL, seq, size FROM (SELECT seq, {self._size} AS size "
+                f"FROM {self._name} WHERE partition_key IS NULL AND {PENDING} AND "
+                f"{self._eligible} ORDER BY seq LIMIT :batch) AS keyless"
+            )
+        walked: list[tuple[int, str]] = []
+        runs: dict[str, list[tuple[int, int]]] = {}
+        free: list[tuple[int, int]] = []
+        for lane, key, seq, size in conn.execute(text(sql), params):
+            if lane == 1:
+                walked.append((int(seq), str(key)))
+            elif lane == 2:
+                runs.setdefault(str(key), []).append((int(seq), int(size)))
+            else:
+                free.append((int(seq), int(size)))
+        for run_rows in runs.values():
+            run_rows.sort()
+        free.sort()
+        return [key for _, key in sorted(walked)], runs, free
+
     def _keyed_lane(
-        self, conn: Connection, limit: int, base: dict[str, Any]
-    ) -> list[tuple[str, list[tuple[int, int]]]]:
+        self, conn: Connection, limit: int, base: dict[str, Any], *, keyless: bool = False
+    ) -> tuple[list[tuple[int, int]], list[tuple[str, list[tuple[int, int]]]]]:
         """Keys in visiting order with their runs (seq, size), walked until the runs fill ``limit``.
 
         The walk starts after the cursor and wraps around once. How many keys
         it asks for at a time follows the run length seen so far, so deep keys
         cost one round trip; it never visits more than `KEYS_PER_BATCH` keys
-        per message of the batch.
+        per message of the batch. With ``keyless`` (PostgreSQL), its first
+        step also reads the keyless lane, returned first (seq, size).
         """
         run = key_run(limit)
         budget = KEYS_PER_BATCH * limit
@@ -503,14 +571,16 @@ class OutboxSql:
         start = self.cursor.after
         after, until = start, None
         visited: list[tuple[str, list[tuple[int, int]]]] = []
+        free: list[tuple[int, int]] = []
         gathered = 0
         estimate = self.cursor.run_length
+        with_keyless = limit if keyless else 0
         while gathered < limit and len(visited) < budget:
             wanted = math.ceil((limit - gathered) / max(1.0, estimate))
             count = min(wanted, budget - len(visited), per_statement)
-            keys = self._walk_keys(conn, after, until, count)
+            keys, runs, found = self._walk_step(conn, after, until, count, run, base, with_keyless)
+            free, with_keyless = free + found, 0
             if keys:
-                runs = self._runs(conn, keys, run, base)
                 visited.extend((key, runs.get(key, [])) for key in keys)
                 gathered += sum(len(r) for r in runs.values())
                 estimate = gathered / len(visited)
@@ -521,7 +591,7 @@ class OutboxSql:
                 after, until = None, start  # wrap around, up to where we began
         if visited:
             self.cursor.run_length = min(float(run), max(1.0, estimate))
-        return visited
+        return free, visited
 
     def _advance(
         self, visited: Sequence[tuple[str, Sequence[tuple[int, int]]]], chosen: set[int]
@@ -536,6 +606,10 @@ class OutboxSql:
             if not chosen.issuperset(seq for seq, _ in run):
                 break
             self.cursor.after = key
+
+    def claim_needs_transaction(self) -> bool:
+        """Whether `claim` must run inside a transaction; on PostgreSQL each of its statements stands alone."""
+        return self.kind is not DialectKind.POSTGRESQL
 
     def claims_keyless_first(self) -> bool:
         """Whether the next claim is `claim_keyless`, one statement outside a transaction.
@@ -570,7 +644,7 @@ class OutboxSql:
         max_retry: int,
         held: Sequence[OutboxMessage] = (),
     ) -> list[OutboxMessage]:
-        """Claim up to ``limit`` messages for this owner; run inside one transaction.
+        """Claim up to ``limit`` messages for this owner; run inside one transaction where `claim_needs_transaction`.
 
         ``held`` are messages the batch already holds (`claim_keyless`'s): their
         payloads count against the byte budget, which nothing claimed here passes.
@@ -610,23 +684,24 @@ class OutboxSql:
         held: Sequence[OutboxMessage],
     ) -> list[tuple[int, str | None]]:
         """Candidates of one claim, in save order, cut to the byte budget, and the cursor moved past them."""
-        # One cheap statement first: the keyless lane, plus whether any keyed
-        # message is pending. An idle outbox costs this one statement per poll,
-        # and a keyless-only backlog needs no key walk.
-        found = conn.execute(text(self._keyless_probe), base | {"batch": limit}).all()
-        keyless: list[tuple[int, str | None, int]] = [
-            (int(r[0]), None, int(r[2])) for r in found if r[0] is not None
-        ]
         visited: list[tuple[str, list[tuple[int, int]]]] = []
-        self.cursor.keyed_pending = len(keyless) < len(found)
-        if self.cursor.keyed_pending:
-            if self.kind is DialectKind.POSTGRESQL:
-                # The key walk's estimated cost can trip JIT compilation, which
-                # costs far more than the claim itself.
-                conn.execute(text("SET LOCAL jit = off"))
-            visited = self._keyed_lane(conn, limit, base)
+        if self.kind is DialectKind.POSTGRESQL:
+            # The keyless lane comes with the walk's first step, whose keyed
+            # probe is the walk itself: it finds no key when none waits.
+            free, visited = self._keyed_lane(conn, limit, base, keyless=True)
+            self.cursor.keyed_pending = bool(visited)
         else:
+            # One cheap statement first: the keyless lane, plus whether any
+            # keyed message is pending. An idle outbox costs this one statement
+            # per poll, and a keyless-only backlog needs no key walk.
+            found = conn.execute(text(self._keyless_probe), base | {"batch": limit}).all()
+            free = [(int(r[0]), int(r[2])) for r in found if r[0] is not None]
+            self.cursor.keyed_pending = len(free) < len(found)
+            if self.cursor.keyed_pending:
+                _, visited = self._keyed_lane(conn, limit, base)
+        if not self.cursor.keyed_pending:
             self.cursor.after = None
+        keyless: list[tuple[int, str | None, int]] = [(seq, None, size) for seq, size in free]
         runs: list[list[tuple[int, str | None, int]]] = [
             [(seq, key, size) for seq, size in run] for key, run in visited
         ]
@@ -658,6 +733,8 @@ class OutboxSql:
         base: dict[str, Any],
     ) -> Sequence[Row[Any]]:
         """Lock the candidates that are still free, keep each key's prefix, claim them."""
+        if self.kind is DialectKind.POSTGRESQL:
+            return self._lock_and_claim_at_once(conn, found, base)
         lock = self._list_param(
             text(
                 f"SELECT seq FROM {self._name}{self._force(None)} WHERE "
@@ -680,8 +757,7 @@ class OutboxSql:
                 blocked.add(key)
         if not accepted:
             return []
-        if self.kind is DialectKind.POSTGRESQL:
-            return self._update_returning(conn, accepted, base)
+        # MySQL/MariaDB have no UPDATE ... RETURNING: update, then read back.
         update = self._list_param(
             text(f"{self._claim_set} WHERE {self._in('seq', 'seqs')}"), "seqs", uuid=False
         )
@@ -692,6 +768,36 @@ class OutboxSql:
             uuid=False,
         ).columns(*self._typed)
         return conn.execute(select, {"seqs": accepted}).all()
+
+    def _lock_and_claim_at_once(
+        self,
+        conn: Connection,
+        found: Sequence[tuple[int, str | None]],
+        base: dict[str, Any],
+    ) -> Sequence[Row[Any]]:
+        """PostgreSQL: `_lock_and_claim` in one statement, so a claim needs no transaction.
+
+        The candidates still free are locked (eligibility checked again on
+        each row's latest version); a keyed candidate is kept only when every
+        earlier candidate of its key was locked too, so a key is claimed as a
+        prefix of its run or not at all; the kept rows are claimed. Rows
+        locked but not kept are free again when the statement ends.
+        """
+        stmt = text(
+            "WITH candidates AS (SELECT seq, k FROM unnest(CAST(:seqs AS bigint[]), "
+            "CAST(:keys AS text[])) AS c(seq, k)), "
+            f"locked AS (SELECT seq FROM {self._name} WHERE seq = ANY(:seqs) AND {PENDING} "
+            f"AND {self._eligible} FOR UPDATE SKIP LOCKED), "
+            "kept AS (SELECT c.seq FROM candidates AS c WHERE c.seq IN (SELECT seq FROM locked) "
+            "AND NOT EXISTS (SELECT 1 FROM candidates AS e WHERE e.k = c.k AND e.seq < c.seq "
+            "AND e.seq NOT IN (SELECT seq FROM locked))) "
+            f"{self._claim_set} WHERE seq IN (SELECT seq FROM kept) RETURNING {self._cols}"
+        ).bindparams(
+            bindparam("seqs", type_=postgresql.ARRAY(BigInteger())),
+            bindparam("keys", type_=postgresql.ARRAY(Text())),
+        ).columns(*self._typed)
+        params = base | {"seqs": [seq for seq, _ in found], "keys": [key for _, key in found]}
+        return conn.execute(stmt, params).all()
 
     def _decoded(self, conn: Connection, rows: Sequence[Row[Any]]) -> list[OutboxMessage]:
         """Messages of the claimed rows in save order; undecodable ones are abandoned."""

@@ -99,7 +99,7 @@ def creation_failure(error: Exception, exists: bool | None) -> Exception | None:
 
 
 def single_statement_engine[E: (Engine, AsyncEngine)](engine: E, kind: DialectKind) -> E:
-    """The engine for writes of one statement: ``engine`` in autocommit on PostgreSQL.
+    """The engine for writes of one statement (or of statements that each stand alone): ``engine`` in autocommit on PostgreSQL.
 
     Its drivers then begin no transaction (BEGIN and COMMIT are two round trips
     of the three such a write costs) and switch to it without a round trip;
@@ -268,7 +268,7 @@ class AsyncSqlAlchemyOutboxStorage(
         create: bool = False,
         single: bool = False,
     ) -> T:
-        """Run ``operation`` in one transaction (``single``: one statement, see `_OutboxCore.single`)."""
+        """Run ``operation`` in one transaction (``single``: statements that each stand alone, see `single_statement_engine`)."""
         if create:
             await self._ensure_table()
         try:
@@ -321,13 +321,14 @@ class AsyncSqlAlchemyOutboxStorage(
     @override
     async def fetch_pending(self, limit: int, max_retry: int) -> list[OutboxMessage]:
         sql = self._core.sql
+        alone = not sql.claim_needs_transaction()
         if not sql.claims_keyless_first():
-            return await self._run(lambda c: sql.claim(c, limit, max_retry), create=True)
+            return await self._run(lambda c: sql.claim(c, limit, max_retry), create=True, single=alone)
         messages, room = await self._run(
             lambda c: sql.claim_keyless(c, limit, max_retry), create=True, single=True
         )
         if room:
-            messages += await self._run(lambda c: sql.claim(c, room, max_retry, messages))
+            messages += await self._run(lambda c: sql.claim(c, room, max_retry, messages), single=alone)
         return messages
 
     @override
@@ -517,7 +518,7 @@ class SqlAlchemyOutboxStorage(
         create: bool = False,
         single: bool = False,
     ) -> T:
-        """Run ``operation`` in one transaction (``single``: one statement, see `_OutboxCore.single`)."""
+        """Run ``operation`` in one transaction (``single``: statements that each stand alone, see `single_statement_engine`)."""
         if create:
             self._ensure_table()
         try:
@@ -561,13 +562,14 @@ class SqlAlchemyOutboxStorage(
     @override
     def fetch_pending(self, limit: int, max_retry: int) -> list[OutboxMessage]:
         sql = self._core.sql
+        alone = not sql.claim_needs_transaction()
         if not sql.claims_keyless_first():
-            return self._run(lambda c: sql.claim(c, limit, max_retry), create=True)
+            return self._run(lambda c: sql.claim(c, limit, max_retry), create=True, single=alone)
         messages, room = self._run(
             lambda c: sql.claim_keyless(c, limit, max_retry), create=True, single=True
         )
         if room:
-            messages += self._run(lambda c: sql.claim(c, room, max_retry, messages))
+            messages += self._run(lambda c: sql.claim(c, room, max_retry, messages), single=alone)
         return messages
 
     @override
