@@ -273,9 +273,18 @@ def test_quickstart_inbox_consumer_each_order_delivered_twice_expect_invoiced_on
     )
     billing_env = {**shop_env, "SPAKKY_SQLALCHEMY__CONNECTION_STRING": billing_database}
     shop_dir, billing_dir = copy(QUICKSTART / "postgres-rabbitmq", tmp_path), copy(INBOX_CONSUMER, tmp_path)
+    run_inbox_quickstart(shop_dir, billing_dir, shop_env, billing_env, rabbitmq_url, billing_database)
+
+
+def run_inbox_quickstart(
+    shop_dir: Path, billing_dir: Path, shop_env: dict[str, str], billing_env: dict[str, str],
+    rabbitmq_url: str, billing_database: str,
+    shop_python: Path | str = sys.executable, billing_python: Path | str = sys.executable,
+) -> None:
+    """The page's steps: shop, its outbox drained, duplicate.py, billing; each order invoiced once, each duplicate skipped."""
     with orderplaced_queue():
         drop_leftovers(rabbitmq_url)  # so the inbox holds this run's records only
-        service = Process(sys.executable, "service.py", shop_dir, shop_env)
+        service = Process(shop_python, "service.py", shop_dir, shop_env)
         billing: Process | None = None
         try:
             service.wait_for_line("[service] relaying")
@@ -284,18 +293,18 @@ def test_quickstart_inbox_consumer_each_order_delivered_twice_expect_invoiced_on
             assert committed and rolled_back, service.report()
 
             def relayed() -> bool:
-                status = spakky_outbox_json(sys.executable, shop_env, "status")
+                status = spakky_outbox_json(shop_python, shop_env, "status")
                 return (status["pending"], status["published"]) == (0, len(committed))
 
             wait_for(relayed, timeout=TIMEOUT)  # the page: wait for "pending": 0
             duplicated = subprocess.run(
-                [sys.executable, "duplicate.py"], cwd=billing_dir, env=billing_env,
+                [str(billing_python), "duplicate.py"], cwd=billing_dir, env=billing_env,
                 capture_output=True, text=True, timeout=TIMEOUT, check=True,
             ).stdout
             messages = {m[1]: m[2] for line in duplicated.splitlines() if (m := DUPLICATED.match(line))}
             assert sorted(o for o in messages if o in committed + rolled_back) == sorted(committed), duplicated
             ours = {messages[order] for order in committed}
-            billing = Process(sys.executable, "consumer.py", billing_dir, billing_env)
+            billing = Process(billing_python, "consumer.py", billing_dir, billing_env)
 
             def invoiced() -> list[str]:
                 return [m[1] for line in billing.lines if (m := INVOICED.match(line)) and m[1] in committed]
@@ -307,7 +316,7 @@ def test_quickstart_inbox_consumer_each_order_delivered_twice_expect_invoiced_on
                 wait_for(lambda: len(skipped()) >= len(ours) or len(invoiced()) > len(committed) or billing.ended(), timeout=TIMEOUT)
             except AssertionError as error:
                 raise AssertionError(f"{error}\n--- billing ---\n{billing.report()}") from None
-            inbox = spakky_outbox_json(sys.executable, billing_env, "inbox", "status")
+            inbox = spakky_outbox_json(billing_python, billing_env, "inbox", "status")
         finally:
             statuses = [p.interrupt() for p in (service, billing) if p is not None]
     assert statuses == [0, 0], f"exit statuses {statuses}\n{service.report()}\n{billing and billing.report()}"
@@ -422,3 +431,23 @@ def test_quickstart_postgres_rabbitmq_copied_verbatim_expect_runs_from_published
     run = run_quickstart(service, consumer, env, python=service_python, consumer_python=consumer_python)
     check(run, postgres_orders(postgres_database))
     assert not list((tmp_path / "consumer-venv").glob("lib/python*/site-packages/spakky/outbox")), "the consumer needs no outbox"
+
+
+def test_quickstart_inbox_consumer_copied_verbatim_expect_runs_from_published_names(
+    postgres_database: str, billing_database: str, rabbitmq_url: str, rabbitmq_settings: dict[str, str],
+    wheelhouse: Path, tmp_path: Path,
+) -> None:
+    """The inbox quickstart, shop and billing copied into a fresh directory with a venv each, runs as its page says."""
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    shop_dir, billing_dir = copy(QUICKSTART / "postgres-rabbitmq", fresh), copy(INBOX_CONSUMER, fresh)
+    shop_python = pip_install_requirements(shop_dir, tmp_path / "shop-venv", wheelhouse)
+    billing_python = pip_install_requirements(billing_dir, tmp_path / "billing-venv", wheelhouse)
+    for venv in ("shop-venv", "billing-venv"):
+        assert_core_is_workspace(tmp_path / venv)
+    shop_env = clean_env(SPAKKY_SQLALCHEMY__CONNECTION_STRING=postgres_database, **rabbitmq_settings)
+    billing_env = {**shop_env, "SPAKKY_SQLALCHEMY__CONNECTION_STRING": billing_database}
+    run_inbox_quickstart(
+        shop_dir, billing_dir, shop_env, billing_env, rabbitmq_url, billing_database,
+        shop_python=shop_python, billing_python=billing_python,
+    )
