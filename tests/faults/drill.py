@@ -30,7 +30,13 @@ from spakky.outbox.error import OutboxStorageUnavailableError
 from spakky.outbox.ports.storage import IAsyncOutboxAdministration, IAsyncOutboxStorage
 
 from tests.faults.brokers import BrokerSink
-from tests.faults.sink import OUTAGE_FILE, Delivery, count_deliveries, read_deliveries
+from tests.faults.sink import (
+    HOLD_AFTER_FLUSH,
+    OUTAGE_FILE,
+    Delivery,
+    count_deliveries,
+    read_deliveries,
+)
 
 WORKER = Path(__file__).with_name("worker.py")
 
@@ -278,6 +284,18 @@ class Drill:
         worker.wait()
         return worker.pid
 
+    async def hold_after_flush(self, timeout: float) -> tuple[int, list[str]]:
+        """Stop the next relay to flush a batch right after the broker confirmed it, before the outbox hears of it.
+
+        Return that relay's index and its batch (``KEY SEQ`` lines): SIGKILL
+        it now and the broker holds the batch while the outbox sends it again
+        once the claim lapses (see ``worker.py``).
+        """
+        (self.control / HOLD_AFTER_FLUSH).touch()
+        held = await wait_held(self.control, HOLD_AFTER_FLUSH, timeout, self.check_alive)
+        index = next(i for i, w in enumerate(self.workers) if w.pid == held.pid)
+        return index, held.lines
+
     def pause(self, index: int, paused: bool) -> None:
         """SIGSTOP relay ``index`` (a GC pause, a frozen VM) or SIGCONT it again."""
         self.workers[index].send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
@@ -344,6 +362,26 @@ class Drill:
         )
         REPORTS.append(report)
         return report
+
+
+@dataclass(frozen=True)
+class Held:
+    """A process stopped at a drill's hold, and what it holds."""
+
+    pid: int
+    lines: list[str]
+
+
+async def wait_held(control: Path, name: str, timeout: float, check: Callable[[], None]) -> Held:
+    """Wait until a process took hold ``name`` in ``control`` and reported; ``check`` fails early on a dead process."""
+    deadline = time.monotonic() + timeout
+    while not (reports := list(control.glob(f"{name}-held-*"))):
+        check()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no process reached hold {name!r} in {timeout:g} s; logs in {control}")
+        await asyncio.sleep(0.01)
+    path = reports[0]
+    return Held(int(path.name.rsplit("-", 1)[1]), path.read_text(encoding="utf-8").splitlines())
 
 
 def _key_seq(message: OutboxMessage) -> tuple[str, int]:

@@ -9,7 +9,9 @@ relay acknowledges). Faults come from the same directory and environment:
 - an event whose payload has ``"poison": true`` makes ``send`` raise
   ``ValueError`` (a message-specific fault raised as a plain exception, as
   spakky-rabbitmq 8.5 does for an oversized payload);
-- ``$FAULT_FLUSH_DELAY`` seconds per flush (a slow broker).
+- ``$FAULT_FLUSH_DELAY`` seconds per flush (a slow broker);
+- a one-shot hold (`claim_hold`): the drill creates a file, the first process
+  reaching the matching point takes it and stops dead there until SIGKILLed.
 
 Kept free of package-relative imports: ``worker.py`` (run as a script) imports
 it as ``sink``, the tests as ``tests.faults.sink``.
@@ -29,6 +31,10 @@ from spakky.event.event_publisher import IAsyncEventTransport
 SINK_DIR_ENV = "FAULT_SINK_DIR"
 FLUSH_DELAY_ENV = "FAULT_FLUSH_DELAY"
 OUTAGE_FILE = "outage"
+HOLD_AFTER_FLUSH = "hold-after-flush"
+"""Hold a relay right after the broker confirmed a batch, before the outbox marks it published."""
+HOLD_IN_HANDLER = "hold-in-handler"
+"""Hold a consumer inside its handler's transaction, after the business write, before the commit."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,27 @@ def read_deliveries(directory: Path) -> list[Delivery]:
 def count_deliveries(directory: Path) -> int:
     """Complete lines written so far by every sink file."""
     return sum(path.read_bytes().count(b"\n") for path in directory.glob("sink-*.log"))
+
+
+def claim_hold(directory: Path, name: str) -> Path | None:
+    """Take the hold ``name`` the drill put in ``directory``; None when there is none.
+
+    The rename is atomic, so exactly one process takes a hold. The taker
+    reports what it holds with `report_held` and then never returns (the drill
+    SIGKILLs it there).
+    """
+    try:
+        os.rename(directory / name, directory / f"{name}-taken-{os.getpid()}")
+    except FileNotFoundError:
+        return None
+    return directory / f"{name}-held-{os.getpid()}"
+
+
+def report_held(path: Path, lines: list[str]) -> None:
+    """Write what the holder holds (one item a line) to ``path`` whole, in one rename."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    os.rename(partial, path)
 
 
 @Pod()

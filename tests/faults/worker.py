@@ -7,9 +7,14 @@ app is built, starts relaying when ``go`` exists, and stops cleanly on SIGTERM
 or when ``stop`` exists. It delivers to the file sink, unless
 ``SPAKKY_OUTBOX__DELIVERY`` picks our delivery adapter or ``FAULT_TRANSPORT``
 names a spakky transport plugin (see ``brokers.py``). SIGKILL is the point of some tests: then nothing is
-cleaned up, exactly like a crashed pod.
+cleaned up, exactly like a crashed pod. When the drill puts a ``hold-after-flush``
+file in CONTROL_DIR, the first relay to flush a batch after that takes it,
+writes the batch's ``KEY SEQ`` lines to ``hold-after-flush-held-<pid>`` and
+stops there: the broker holds the batch, the outbox does not know it yet.
 """
 
+import asyncio
+import json
 import logging
 import os
 import signal
@@ -41,7 +46,7 @@ def main(backend: str, control: Path) -> int:
     if transport_plugin is not None and transport_plugin != "spakky-kafka":
         plugins.add(Plugin(name=transport_plugin))
     if os.environ.get("FAULT_KAFKA_IDEMPOTENCE_OFF"):
-        _kafka_idempotence_off()
+        kafka_idempotence_off()
     app = SpakkyApplication(ApplicationContext()).load_plugins(include=plugins)
     if transport_plugin == "spakky-kafka":
         _add_spakky_kafka_transports(app)
@@ -52,12 +57,49 @@ def main(backend: str, control: Path) -> int:
         if stop.wait(0.01) or (control / "stop").exists():
             return 0
     app.start()
+    _hold_after_flush(app, control)
     try:
         while not stop.is_set() and not (control / "stop").exists():
             stop.wait(0.05)
     finally:
         app.stop()
     return 0
+
+
+def _hold_after_flush(app: SpakkyApplication, control: Path) -> None:
+    """Let the drill stop this relay between the broker's confirmation of a batch and its acknowledgement.
+
+    Wraps the async relay's transport (this instance only): ``send`` notes each
+    event, ``flush`` flushes, then takes the drill's hold when there is one.
+    """
+    from sink import HOLD_AFTER_FLUSH, claim_hold, report_held
+    from spakky.outbox.relay.async_relay import AsyncOutboxRelayBackgroundService
+
+    relay = app.container.get_or_none(AsyncOutboxRelayBackgroundService)
+    if relay is None:
+        return
+    transport = relay._transport
+    send, flush = transport.send, transport.flush
+    batch: list[str] = []
+
+    async def noted_send(
+        event_name: str, payload: bytes, headers: dict[str, str], partition_key: str | None = None
+    ) -> None:
+        await send(event_name, payload, headers, partition_key)
+        body = json.loads(payload)
+        batch.append(f"{body['key']} {body['seq']}")
+
+    async def flush_then_hold() -> None:
+        await flush()
+        flushed = batch.copy()
+        batch.clear()
+        held = claim_hold(control, HOLD_AFTER_FLUSH) if flushed else None
+        if held is not None:
+            report_held(held, flushed)
+            await asyncio.Event().wait()  # until the drill's SIGKILL
+
+    transport.send = noted_send
+    transport.flush = flush_then_hold
 
 
 def _add_spakky_kafka_transports(app: SpakkyApplication) -> None:
@@ -78,7 +120,7 @@ def _add_spakky_kafka_transports(app: SpakkyApplication) -> None:
     app.add(KafkaEventTransport)
 
 
-def _kafka_idempotence_off() -> None:
+def kafka_idempotence_off() -> None:
     """spakky-kafka's aiokafka producer without idempotence: Tansu refuses its InitProducerId v0."""
     from spakky.plugins.kafka.common.config import KafkaConnectionConfig
 

@@ -1,0 +1,1 @@
+"""The inbox drill's consuming service: one `@EventHandler` booking each event once (scanned by its consumer)."""
