@@ -14,7 +14,7 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
-from spakky.plugins.outbox_sqlalchemy.inbox import inbox_table
+from spakky.plugins.outbox_sqlalchemy.inbox import create_inbox_table, inbox_table
 from spakky.plugins.outbox_sqlalchemy.schema import (
     create_outbox_table,
     drop_outbox_table,
@@ -210,19 +210,26 @@ def test_cli_malformed_url_expect_one_line_naming_setting_exit_2_without_secret(
 
 
 def test_cli_sqlalchemy_inbox_status_purge_expect_records_counted_and_swept(postgres_url: str) -> None:
-    """``inbox status`` counts a PostgreSQL inbox's records, leases and oldest age; ``inbox purge`` deletes old ones in batches."""
+    """``inbox status`` counts a PostgreSQL inbox's records, leases and oldest age, ``inbox purge`` deletes old ones in batches; neither creates a missing table."""
     table = f"cli_inbox_{uuid4().hex[:10]}"
     env = {
         "SPAKKY_OUTBOX__STORAGE": "sqlalchemy",
         "SPAKKY_SQLALCHEMY__CONNECTION_STRING": make_url(postgres_url).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False),
         "SPAKKY_OUTBOX_SQLALCHEMY__INBOX_TABLE_NAME": table,
     }
-    empty = spakky_outbox("inbox", "status", **env)
-    assert empty.returncode == 0, empty.stderr
-    assert f"table {table}" in empty.stdout and "records 0" in empty.stdout
     engine = create_engine(make_url(postgres_url).set(drivername="postgresql+psycopg"))
     inbox = inbox_table(table)
     try:
+        for argv in (("inbox", "status"), ("inbox", "purge", "--allow-default-location")):
+            missing = spakky_outbox(*argv, **env)
+            assert missing.returncode == 2 and "The inbox table does not exist" in missing.stderr, missing.stderr
+            assert f"table {table!r}" in missing.stderr and "INBOX_TABLE_NAME" in missing.stderr
+        with engine.connect() as connection:
+            assert not inspect(connection).has_table(table), "status or purge created the inbox table"
+        with engine.begin() as connection:
+            create_inbox_table(connection, inbox)  # as the first record does
+        empty = spakky_outbox("inbox", "status", **env)
+        assert empty.returncode == 0 and f"table {table}" in empty.stdout and "records 0" in empty.stdout, empty.stderr
         with engine.begin() as connection:
             now = datetime.now(UTC)
             connection.execute(

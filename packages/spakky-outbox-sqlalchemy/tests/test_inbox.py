@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 from spakky.outbox.error import OutboxTransactionRequiredError
 from spakky.outbox.ports.inbox import IAsyncInboxStorage, LeaseOutcome
+from spakky.plugins.outbox_sqlalchemy.error import InboxTableNotFoundError
 from spakky.plugins.outbox_sqlalchemy.inbox import (
     AsyncSqlAlchemyInboxStorage,
     SqlAlchemyInboxStorage,
     inbox_table,
 )
-from sqlalchemy import Column, MetaData, String, Table, insert, select, update
+from sqlalchemy import Column, MetaData, String, Table, insert, inspect, select, update
 
 from .conftest import (
     ASYNC_DRIVERS,
@@ -118,6 +119,18 @@ async def test_sqlalchemy_inbox_first_messages_concurrent_expect_table_created_a
     assert await inbox.effect_rows() == sorted(f"e{n}" for n in range(8))
 
 
+async def test_sqlalchemy_inbox_status_purge_missing_table_expect_not_found_nothing_created(inbox: Inbox) -> None:
+    """Before any record, stats and purge name the missing table and create nothing (only records do)."""
+    storage = inbox.storage()
+    for call in (storage.stats(), storage.purge(datetime.now(UTC), 10)):
+        with pytest.raises(InboxTableNotFoundError, match=inbox.table.name):
+            await call
+    async with inbox.outbox.connections.connection.connect() as connection:
+        assert not await connection.run_sync(lambda c: inspect(c).has_table(inbox.table.name))
+    assert await inbox.handle(storage, "m1", "e1") is True
+    assert (await storage.stats()).records == 1
+
+
 async def test_sqlalchemy_inbox_rollback_expect_no_record_redelivery_runs(inbox: Inbox) -> None:
     """A rolled-back handler leaves neither record nor effect; the redelivery runs it."""
     storage = inbox.storage()
@@ -203,7 +216,7 @@ async def test_sqlalchemy_inbox_record_outside_transaction_expect_transaction_re
 async def test_sqlalchemy_sync_inbox_duplicate_expect_skipped(
     request: pytest.FixtureRequest, tmp_path: Path, driver: str
 ) -> None:
-    """The sync flavour: record in a sync transaction, duplicate skipped, lease done once."""
+    """The sync flavour: stats refused before the table exists, record in a sync transaction, duplicate skipped, lease done once."""
     outbox = await open_outbox(driver_url(request, driver, tmp_path), inbox_table_name=f"inbox_{uuid.uuid4().hex[:12]}")
     twin = sync_twin(outbox, SYNC_DRIVER[driver])
     storage = SqlAlchemyInboxStorage(twin.sessions, twin.connections, twin.config)
@@ -213,6 +226,8 @@ async def test_sqlalchemy_sync_inbox_duplicate_expect_skipped(
             return storage.record("c", "m1")
 
     try:
+        with pytest.raises(InboxTableNotFoundError):  # stats before any record creates nothing
+            await asyncio.to_thread(storage.stats)
         results = [await asyncio.to_thread(contextvars.Context().run, handle) for _ in range(2)]
         assert results == [True, False]
         lease = await asyncio.to_thread(storage.acquire_lease, "c", "m2", 30)

@@ -50,3 +50,24 @@ class OutboxTableNotFoundError(AbstractOutboxDetailedError):
             "default); check SPAKKY_SQLALCHEMY__CONNECTION_STRING and "
             "SPAKKY_OUTBOX_SQLALCHEMY__TABLE_NAME if it should exist"
         )
+
+
+class InboxTableNotFoundError(AbstractOutboxDetailedError):
+    """Raised when the inbox's status or purge finds no inbox table.
+
+    Only a record (or a lease) creates the table, so ``spakky-outbox inbox``
+    pointed at a mistyped database or table creates nothing there.
+    """
+
+    message = "The inbox table does not exist"
+
+    def __init__(self, url: str, table_name: str) -> None:
+        """Name the database (URL without password) and the table."""
+        self.url = url
+        self.table_name = table_name
+        super().__init__(
+            f"table {table_name!r} at {url}. The first message an @Idempotent handler "
+            "records creates it (SPAKKY_OUTBOX_SQLALCHEMY__CREATE_TABLE=true, the default); "
+            "check SPAKKY_SQLALCHEMY__CONNECTION_STRING and "
+            "SPAKKY_OUTBOX_SQLALCHEMY__INBOX_TABLE_NAME if it should exist"
+        )

@@ -32,6 +32,7 @@ from spakky.plugins.outbox_sqlalchemy.config import (
     SqlAlchemyOutboxConfig,
     validate_table_name,
 )
+from spakky.plugins.outbox_sqlalchemy.error import InboxTableNotFoundError
 from spakky.plugins.outbox_sqlalchemy.operations import (
     DialectKind,
     _Clock,
@@ -68,6 +69,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import mysql
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 _MYSQL = ("mysql", "mariadb")
@@ -254,6 +256,10 @@ class _InboxCore:
     def location(self) -> str:
         return f"{self.url} table {self.table.name}"
 
+    def missing(self) -> InboxTableNotFoundError:
+        """Our error for the missing table, naming the database and the table."""
+        return InboxTableNotFoundError(self.url, self.table.name)
+
 
 ASYNC_INBOX_POD_NAME = "spakky_outbox_sqlalchemy_async_inbox"
 SYNC_INBOX_POD_NAME = "spakky_outbox_sqlalchemy_inbox"
@@ -297,6 +303,16 @@ class AsyncSqlAlchemyInboxStorage(IAsyncInboxStorage):
         async with self._engine.begin() as connection:
             return await connection.run_sync(operation)
 
+    async def _administer[T](self, operation: Callable[[Connection], T]) -> T:
+        """Run ``operation`` (status, purge) without creating the table."""
+        try:
+            async with self._engine.begin() as connection:
+                return await connection.run_sync(operation)
+        except DBAPIError as error:
+            if await self._table_exists() is False:
+                raise self._core.missing() from error
+            raise
+
     @override
     async def record(self, consumer: str, message_id: str) -> bool:
         try:
@@ -328,11 +344,11 @@ class AsyncSqlAlchemyInboxStorage(IAsyncInboxStorage):
     @override
     async def purge(self, before: datetime, limit: int = 10_000) -> int:
         sql = self._core.sql
-        return await self._run(lambda c: sql.purge(c, before, limit))
+        return await self._administer(lambda c: sql.purge(c, before, limit))
 
     @override
     async def stats(self) -> InboxStats:
-        return await self._run(self._core.sql.stats)
+        return await self._administer(self._core.sql.stats)
 
     @override
     def location(self) -> str:
@@ -377,6 +393,16 @@ class SqlAlchemyInboxStorage(IInboxStorage):
         with self._engine.begin() as connection:
             return operation(connection)
 
+    def _administer[T](self, operation: Callable[[Connection], T]) -> T:
+        """Run ``operation`` (status, purge) without creating the table."""
+        try:
+            with self._engine.begin() as connection:
+                return operation(connection)
+        except DBAPIError as error:
+            if self._table_exists() is False:
+                raise self._core.missing() from error
+            raise
+
     @override
     def record(self, consumer: str, message_id: str) -> bool:
         try:
@@ -404,11 +430,11 @@ class SqlAlchemyInboxStorage(IInboxStorage):
 
     @override
     def purge(self, before: datetime, limit: int = 10_000) -> int:
-        return self._run(lambda c: self._core.sql.purge(c, before, limit))
+        return self._administer(lambda c: self._core.sql.purge(c, before, limit))
 
     @override
     def stats(self) -> InboxStats:
-        return self._run(self._core.sql.stats)
+        return self._administer(self._core.sql.stats)
 
     @override
     def location(self) -> str:
