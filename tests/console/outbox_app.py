@@ -52,10 +52,20 @@ class Outbox:
         self.transaction = context.get(AbstractAsyncTransaction)  # type: ignore[type-abstract]
         self.loop = StorageLoop.of(context)
 
-    def seed(self, count: int, error: str | None = None, key: str | None = None, name: str = "OrderPlaced") -> list[UUID]:
+    def seed(
+        self,
+        count: int,
+        error: str | None = None,
+        key: str | None = None,
+        name: str = "OrderPlaced",
+        payload: bytes = b"{}",
+        headers: dict[str, str] | None = None,
+    ) -> list[UUID]:
         """Save ``count`` messages in one transaction; abandon them with ``error`` when given."""
         messages = [
-            OutboxMessage(uuid4(), name, b"{}", {}, datetime.now(UTC) - timedelta(minutes=3), partition_key=key)
+            OutboxMessage(
+                uuid4(), name, payload, dict(headers or {}), datetime.now(UTC) - timedelta(minutes=3), partition_key=key
+            )
             for _ in range(count)
         ]
 

@@ -20,6 +20,7 @@ from spakky.outbox.common.fingerprint import failure_fingerprint
 from spakky.outbox.console.app import outbox_console
 from spakky.outbox.console.config import OutboxConsoleConfig
 from spakky.outbox.ports.storage import IAsyncOutboxRetryScheduling
+from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.responses import HTMLResponse, PlainTextResponse
 from starlette.routing import Mount, Route
@@ -33,9 +34,9 @@ TIMEOUT = "TimeoutError: broker 10.0.0.5:5672 did not answer in 30 s"
 Shot = Callable[[Page, str], Path]
 
 
-def _service(outbox: Outbox, token: str | None) -> Starlette:
+def _service(outbox: Outbox, token: str | None, show_payloads: bool = False) -> Starlette:
     """A service with the console mounted at ``/outbox``."""
-    config = OutboxConsoleConfig(token=None if token is None else SecretStr(token))
+    config = OutboxConsoleConfig(token=None if token is None else SecretStr(token), show_payloads=show_payloads)
 
     async def home(_: object) -> PlainTextResponse:
         return PlainTextResponse("orders service")
@@ -199,3 +200,49 @@ def test_console_browser_pending_by_key_expect_blocked_keys_and_why(
     expect(retrying.locator(".reason")).to_contain_text("after 1 failed attempt(s); last error: TimeoutError")
     expect(page.locator('#keys tr[data-key="customer-1"]')).to_have_attribute("data-state", "waiting")
     screenshot(page, "keys")
+
+
+ORDER_PAYLOAD = (
+    b'{"order": 7, "customer": {"name": "Ada Lovelace", "email": "ada@example.org"}, '
+    b'"payment": {"card_token": "tok_4242", "api_key": "sk-live-123"}, "callback": "https://shop:pw9@shop.example/hook"}'
+)
+ORDER_HEADERS = {
+    "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    "authorization": "Bearer eyJhbGciOi-secret",
+    "spakky.auth.context_snapshot": "signed-snapshot-value",
+}
+
+
+def test_console_browser_message_detail_expect_stored_fields_and_redacted_payload(
+    outbox: Outbox, console: str, page: Page, screenshot: Shot
+) -> None:
+    """From the abandoned and pending-by-key pages to a message's page: its stored fields; payload and headers only when enabled, secrets redacted."""
+    abandoned = outbox.seed(2, NO_ROUTE, key="customer-7", payload=ORDER_PAYLOAD, headers=ORDER_HEADERS)
+    (head,) = outbox.seed(1, key="customer-8", payload=ORDER_PAYLOAD, headers=ORDER_HEADERS)
+    page.goto(f"{console}/keys")
+    page.locator('#keys tr[data-key="customer-8"] a').click()
+    expect(page.locator("#message-id")).to_have_text(str(head))
+    expect(page.locator("#state")).to_have_text("waiting")
+    expect(page.locator("#payload-hidden")).to_be_visible()
+    expect(page.locator("main")).not_to_contain_text("Ada Lovelace")
+
+    with serve(_service(outbox, TOKEN, show_payloads=True)) as base:
+        page.goto(f"{base}/outbox/abandoned")
+        page.locator(f'#messages tr[data-id="{abandoned[0]}"] a').click()
+        expect(page).to_have_url(f"{base}/outbox/messages/{abandoned[0]}")
+        with outbox.engine.connect() as connection:
+            stored = connection.execute(
+                text(f"SELECT retry_count, last_error, partition_key FROM {outbox.table} WHERE id = :id"),
+                {"id": abandoned[0]},
+            ).one()
+        expect(page.locator("#state")).to_have_text("abandoned")
+        expect(page.locator("#retry-count")).to_contain_text(str(stored.retry_count))
+        expect(page.locator("#last-error")).to_have_text(stored.last_error)
+        expect(page.locator("#partition-key")).to_have_text(stored.partition_key)
+        expect(page.locator("#abandoned-at")).to_contain_text("UTC")
+        expect(page.locator("#payload")).to_contain_text("Ada Lovelace")
+        expect(page.locator("#headers")).to_contain_text("4bf92f3577b34da6a3ce929d0e0e4736")
+        main = page.locator("main").inner_text()
+        leaked = [s for s in ("tok_4242", "sk-live-123", "pw9", "eyJhbGciOi-secret", "signed-snapshot-value", TOKEN) if s in main]
+        assert leaked == []
+        screenshot(page, "message")

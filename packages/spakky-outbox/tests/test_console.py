@@ -6,6 +6,7 @@ pages, escaped stored text, no secret rendered. Browser tests on real
 storages live in the workspace's ``tests/console``.
 """
 
+import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,10 +17,11 @@ from pydantic import SecretStr
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.fingerprint import failure_fingerprint
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import KeyHead
+from spakky.outbox.common.stats import KeyHead, MessageDetail
 from spakky.outbox.console.app import create_console_app
 from spakky.outbox.console.config import MAX_PAGE_SIZE, OutboxConsoleConfig
 from spakky.outbox.console.security import SESSION_COOKIE
+from spakky.outbox.console.views import PAYLOAD_SHOWN_BYTES
 from spakky.outbox.ports.storage import IAsyncOutboxAdministration
 from spakky.outbox.testing.memory import (
     AsyncInMemoryOutboxStorage,
@@ -362,3 +364,113 @@ def test_console_keys_storage_without_key_heads_expect_501(state: InMemoryOutbox
         response = client.get("/api/keys")
         assert response.status_code == 501 and "key_heads" in response.json()["error"]
         assert client.get("/keys").status_code == 501
+
+
+PERSONAL = b'{"customer": "Ada Lovelace", "password": "hunter2", "card": {"api_key": "k-123"}, "db": "postgresql://u:pw9@h/db"}'
+SECRET_HEADERS = {
+    "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    "authorization": "Bearer abc-secret",
+    "x-api-key": "zzz-secret",
+    "spakky.auth.context_snapshot": "signed-snapshot-value",
+    "note": "bell\x07 \u202eover",
+}
+
+
+def save_one(state: InMemoryOutboxState, payload: bytes = PERSONAL, headers: dict[str, str] | None = None) -> UUID:
+    """Save one keyed message with ``payload`` and ``headers``; return its id."""
+    message = OutboxMessage(
+        uuid4(), "OrderPlaced", payload, SECRET_HEADERS if headers is None else headers,
+        datetime.now(UTC) - timedelta(minutes=2), partition_key="customer-9",
+    )
+    with state.transaction():
+        InMemoryOutboxStorage(state, OutboxConfig()).save(message)
+    return message.id
+
+
+def test_console_message_default_expect_fields_without_payload_or_headers(
+    state: InMemoryOutboxState, client: TestClient
+) -> None:
+    """A message's page and API document give ids, key, attempts, reason and times; payload and headers stay hidden by default."""
+    (abandoned,) = seed(state, 1, "ValueError: no route for order 7", key="customer-4")
+    page = client.get(f"/messages/{abandoned}")
+    assert page.status_code == 200
+    assert str(abandoned) in page.text and "customer-4" in page.text and "no route for order 7" in page.text
+    assert 'id="payload-hidden"' in page.text and "SHOW_PAYLOADS" in page.text
+    assert "Ada Lovelace" not in page.text and "signed-snapshot-value" not in page.text
+    document = client.get(f"/api/messages/{abandoned}").json()
+    assert (document["id"], document["state"], document["partition_key"]) == (str(abandoned), "abandoned", "customer-4")
+    assert document["retry_count"] == 0 and document["last_error"] == "ValueError: no route for order 7"
+    assert document["created_at"] and document["abandoned_at"] and document["published_at"] is None
+    assert (document["payloads_shown"], document["payload"], document["headers"]) == (False, None, None)
+    assert document["payload_size"] == len(b'{"customer": "Ada Lovelace"}')
+    assert "Ada Lovelace" not in client.get(f"/api/messages/{abandoned}").text
+
+
+def test_console_message_states_expect_claim_and_retry_shown(state: InMemoryOutboxState, client: TestClient) -> None:
+    """A claimed message names its relay and claim end; a retrying one its retry time; a published one when."""
+    held, retried, sent = seed(state, 1, key="a")[0], seed(state, 1, key="b")[0], seed(state, 1, key="c")[0]
+    relay = InMemoryOutboxStorage(state, OutboxConfig())
+    assert {m.id for m in relay.fetch_pending(10, 5)} == {held, retried, sent}
+    relay.schedule_retry(retried, 3600, "TimeoutError: broker did not answer")
+    relay.mark_published(sent)
+    claimed = client.get(f"/api/messages/{held}").json()
+    assert claimed["state"] == "claimed" and claimed["relay"] and claimed["claim_until"]
+    retrying = client.get(f"/api/messages/{retried}").json()
+    assert retrying["state"] == "retrying" and retrying["retry_at"] and retrying["retry_count"] == 1
+    published = client.get(f"/api/messages/{sent}").json()
+    assert published["state"] == "published" and published["published_at"] and published["relay"] is None
+    assert "claimed by relay" in client.get(f"/messages/{held}").text
+
+
+def test_console_message_show_payloads_expect_secrets_redacted_and_escaped(state: InMemoryOutboxState) -> None:
+    """With show_payloads on, payload and headers are shown with secret fields and headers redacted and control characters escaped."""
+    message_id = save_one(state)
+    config = OutboxConsoleConfig(token=SecretStr(TOKEN), show_payloads=True)
+    app = create_console_app(AsyncInMemoryOutboxStorage(state, OutboxConfig()), config=config)
+    secrets = ("hunter2", "k-123", "pw9", "abc-secret", "zzz-secret", "signed-snapshot-value", TOKEN)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        page = client.get(f"/messages/{message_id}").text
+        assert "Ada Lovelace" in page and "4bf92f3577b34da6a3ce929d0e0e4736" in page
+        assert not [s for s in secrets if s in page]
+        assert r"bell\x07 \u202eover" in page and "\x07" not in page and "\u202e" not in page
+        document = client.get(f"/api/messages/{message_id}").json()
+        assert document["payloads_shown"] is True and document["payload"]["form"] == "json"
+        assert document["headers"]["authorization"] == "***" and document["headers"]["x-api-key"] == "***"
+        assert document["headers"]["traceparent"] == SECRET_HEADERS["traceparent"]
+        shown = json.loads(document["payload"]["text"])
+        assert shown["customer"] == "Ada Lovelace" and shown["password"] == "***" and shown["card"]["api_key"] == "***"
+        assert "pw9" not in shown["db"]
+        text = save_one(state, b"plain \x1b[31m text", {})
+        html = client.get(f"/messages/{text}").text
+        assert r"plain \x1b[31m text" in html and "\x1b" not in html and 'id="no-headers"' in html
+        binary = client.get(f"/api/messages/{save_one(state, b'\xff\x00\x01', {})}").json()["payload"]
+        assert binary == {"form": "hex", "text": "ff 00 01"}
+        large = client.get(f"/api/messages/{save_one(state, b'x' * (PAYLOAD_SHOWN_BYTES + 1), {})}").json()
+        assert large["payload"] == {"form": "too_large", "text": ""} and large["payload_size"] == PAYLOAD_SHOWN_BYTES + 1
+
+
+def test_console_message_unknown_bad_or_unsupported_expect_404_400_501(state: InMemoryOutboxState, client: TestClient) -> None:
+    """An unknown id is a 404, a malformed one a 400, a storage written before get_message a 501, on page and API."""
+    unknown = uuid4()
+    assert client.get(f"/api/messages/{unknown}").status_code == 404
+    assert client.get(f"/messages/{unknown}").status_code == 404
+    assert client.get("/api/messages/not-a-uuid").status_code == 400
+    assert client.get("/messages/<script>").status_code in (400, 404)
+
+    class OlderStorage(AsyncInMemoryOutboxStorage):
+        async def get_message(self, message_id: UUID) -> MessageDetail | None:
+            return await IAsyncOutboxAdministration.get_message(self, message_id)
+
+    app = create_console_app(OlderStorage(state, OutboxConfig()), config=OutboxConsoleConfig())
+    with TestClient(app, base_url="http://127.0.0.1") as older:
+        response = older.get(f"/api/messages/{unknown}")
+        assert response.status_code == 501 and "get_message" in response.json()["error"]
+        assert older.get(f"/messages/{unknown}").status_code == 501
+
+
+def test_console_abandoned_and_keys_pages_expect_links_to_message(state: InMemoryOutboxState, client: TestClient) -> None:
+    """The abandoned and pending-by-key pages link each message to its page."""
+    (abandoned,) = seed(state, 1, NO_ROUTE)
+    (head,) = seed(state, 1, key="customer-1")
+    assert f'href="http://127.0.0.1/messages/{abandoned}"' in client.get("/abandoned").text
+    assert f'href="http://127.0.0.1/messages/{head}"' in client.get("/keys").text

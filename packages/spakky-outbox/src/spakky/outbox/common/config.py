@@ -12,8 +12,10 @@ from spakky.outbox.error import InvalidOutboxConfigError
 SPAKKY_OUTBOX_CONFIG_ENV_PREFIX: str = "SPAKKY_OUTBOX__"
 
 
-_SECRET_WORD = re.compile(r"pass|pwd|secret|token|credential|private|auth|^key$|_key$", re.IGNORECASE)
-"""Field names whose values are never shown (``password``, ``api_key``; not ``key_prefix``)."""
+_SECRET_WORD = re.compile(
+    r"pass|pwd|secret|token|credential|private|auth|cookie|signature|^key$|[-_.]key$", re.IGNORECASE
+)
+"""Names whose values are never shown (``password``, ``api_key``, ``x-api-key``; not ``key_prefix``)."""
 _URL_CREDENTIALS = re.compile(r"//\S*@")
 """The ``user:password@`` part of a URL, up to the last ``@`` before a blank: passwords
 may hold ``@`` or ``/``, and a URL missing the colon of ``scheme://`` still has one."""
@@ -21,6 +23,11 @@ _URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<hosts>[^/?#]*)(?P<
 """A URL whose ``@`` (if any) is in its user part: the shape `redact_url` takes apart."""
 _PASSWORD_PAIR = re.compile(r"(?P<name>password|pwd)=\S+", re.IGNORECASE)
 """A ``password=...`` pair of a key-value connection string."""
+
+
+def secret_name(name: str) -> bool:
+    """Whether a setting, query parameter, header or field named ``name`` holds a secret (its value is never shown)."""
+    return _SECRET_WORD.search(name) is not None
 
 
 def redact_credentials(text: str) -> str:

@@ -38,12 +38,13 @@ from spakky.outbox.console.error import (
 from spakky.outbox.console.operations import (
     ConsoleAction,
     OutboxConsoleService,
-    key_state,
+    message_state,
 )
 from spakky.outbox.console.security import SESSION_COOKIE, ConsoleKeys, Session
 from spakky.outbox.error import (
     AbstractSpakkyOutboxError,
     OutboxKeyHeadsUnsupportedError,
+    OutboxMessageLookupUnsupportedError,
 )
 from spakky.outbox.ports.storage import IAsyncOutboxAdministration, IAsyncOutboxStorage
 from spakky.outbox.relay.health import OutboxHealthCheck
@@ -125,6 +126,13 @@ def _after(request: Request) -> UUID | None:
         raise ConsoleRequestError("after must be a message id (UUID), the last head of the previous page") from None
 
 
+def _message_id(request: Request) -> UUID:
+    try:
+        return UUID(request.path_params["message_id"])
+    except ValueError:
+        raise ConsoleRequestError("a message id is a UUID") from None
+
+
 def _action(request: Request) -> ConsoleAction:
     try:
         return ConsoleAction(request.path_params["action"])
@@ -194,7 +202,24 @@ class _Console:
 
     async def pending_by_key(self, request: Request) -> Response:
         page = await self.service.key_heads(_limit(request), _after(request))
-        return self._page(request, "keys.html", keys=page, limit=_limit(request), key_state=key_state)
+        return self._page(request, "keys.html", keys=page, limit=_limit(request), message_state=message_state)
+
+    async def message(self, request: Request) -> Response:
+        detail = await self.service.message(_message_id(request))
+        message = detail.message
+        shown = self.config.show_payloads
+        return self._page(
+            request,
+            "message.html",
+            detail=detail,
+            m=message,
+            state=message_state(detail).value,
+            relay=views.relay(detail.claimed_by),
+            show_payloads=shown,
+            headers=views.shown_headers(message.headers) if shown else [],
+            payload=views.shown_payload(message.payload) if shown else None,
+            payload_size=len(message.payload),
+        )
 
     async def audit(self, request: Request) -> Response:
         return self._page(request, "audit.html", entries=await self.service.audit(_limit(request)))
@@ -296,6 +321,10 @@ class _Console:
     async def api_keys(self, request: Request) -> Response:
         return _json(views.keys_json(await self.service.key_heads(_limit(request), _after(request))))
 
+    async def api_message(self, request: Request) -> Response:
+        detail = await self.service.message(_message_id(request))
+        return _json(views.message_json(detail, self.config.show_payloads))
+
     async def api_audit(self, request: Request) -> Response:
         return _json({"entries": [dict(e.document()) for e in await self.service.audit(_limit(request))]})
 
@@ -364,6 +393,7 @@ _STATUS: dict[type[Exception], int] = {
     ConsoleActionRefusedError: 403,
     ConsoleNotFoundError: 404,
     OutboxKeyHeadsUnsupportedError: 501,
+    OutboxMessageLookupUnsupportedError: 501,
 }
 
 
@@ -396,6 +426,7 @@ def create_console_app(
         ("/", console.overview, ["GET"], "overview"),
         ("/abandoned", console.abandoned, ["GET"], "abandoned"),
         ("/keys", console.pending_by_key, ["GET"], "keys"),
+        ("/messages/{message_id}", console.message, ["GET"], "message"),
         ("/audit", console.audit, ["GET"], "audit"),
         ("/sign-in", console.sign_in_page, ["GET"], "sign_in_page"),
         ("/sign-in", console.sign_in, ["POST"], "sign_in"),
@@ -407,6 +438,7 @@ def create_console_app(
         ("/api/abandoned", console.api_abandoned, ["GET"], "api_abandoned"),
         ("/api/failure-groups", console.api_groups, ["GET"], "api_groups"),
         ("/api/keys", console.api_keys, ["GET"], "api_keys"),
+        ("/api/messages/{message_id}", console.api_message, ["GET"], "api_message"),
         ("/api/audit", console.api_audit, ["GET"], "api_audit"),
         ("/api/actions/{action}/dry-run", console.api_dry_run, ["POST"], "api_dry_run"),
         ("/api/actions/{action}", console.api_act, ["POST"], "api_act"),

@@ -30,6 +30,11 @@ class OutboxConsoleConfig(BaseSettings):
     """How long a sign-in lasts."""
     secure_cookies: bool = False
     """Mark the sign-in cookie ``Secure`` (set it when the console is served over HTTPS)."""
+    show_payloads: bool = False
+    """Show payloads and headers on a message's page and in its API document.
+
+    Off by default: they may hold personal data. Secrets in them (headers and
+    JSON fields with secret names, URL credentials) are redacted either way."""
 
     def __init__(self, **values: object) -> None:
         """Load the settings from the environment; keyword arguments override it.

@@ -17,10 +17,10 @@ from uuid import UUID
 from spakky.outbox.application.loop import StorageLoop
 from spakky.outbox.common.fingerprint import FailureKind, failure_kind
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import KeyHead, OutboxStats, OutboxTarget
+from spakky.outbox.common.stats import KeyHead, MessageDetail, OutboxStats, OutboxTarget
 from spakky.outbox.console.audit import AuditEntry, IAsyncConsoleAuditLog, audit_logger
 from spakky.outbox.console.config import ACTION_BATCH, MAX_PAGE_SIZE
-from spakky.outbox.console.error import ConsoleRequestError
+from spakky.outbox.console.error import ConsoleNotFoundError, ConsoleRequestError
 from spakky.outbox.console.security import Claims
 from spakky.outbox.ports.storage import IAsyncOutboxAdministration
 from spakky.outbox.relay.health import OutboxHealth, OutboxHealthCheck
@@ -47,24 +47,32 @@ class Scope(StrEnum):
     ALL = "all"
 
 
-class KeyState(StrEnum):
-    """Why a partition key's head is not being delivered right now."""
+class MessageState(StrEnum):
+    """Where a message stands now; for a key's head, why the key is not moving."""
 
     CLAIMED = "claimed"
-    """A relay holds the head (a live claim): the key waits for that relay until its claim ends."""
+    """A relay holds it (a live claim): its key waits for that relay until the claim ends."""
     RETRYING = "retrying"
-    """The head failed and waits for its retry time: the whole key waits with it."""
+    """It failed and waits for its retry time: its key waits with it."""
     WAITING = "waiting"
-    """Nobody holds the head: the next relay cycle may claim it."""
+    """Undelivered and nobody holds it: the next relay cycle may claim it."""
+    PUBLISHED = "published"
+    """Delivered to the broker."""
+    ABANDONED = "abandoned"
+    """The relay gave up on it; it waits for an operator (requeue or purge)."""
 
 
-def key_state(head: KeyHead) -> KeyState:
-    """What holds ``head`` now (a live claim first, then a scheduled retry)."""
-    if head.claimed_by is not None:
-        return KeyState.CLAIMED
-    if head.not_before is not None:
-        return KeyState.RETRYING
-    return KeyState.WAITING
+def message_state(detail: MessageDetail) -> MessageState:
+    """Where ``detail`` stands: delivered, given up, held by a live claim, waiting for a retry, or free."""
+    if detail.message.published_at is not None:
+        return MessageState.PUBLISHED
+    if detail.message.abandoned_at is not None:
+        return MessageState.ABANDONED
+    if detail.claimed_by is not None:
+        return MessageState.CLAIMED
+    if detail.not_before is not None:
+        return MessageState.RETRYING
+    return MessageState.WAITING
 
 
 @dataclass(frozen=True)
@@ -244,6 +252,18 @@ class OutboxConsoleService:
         more = len(heads) > limit
         page = heads[:limit]
         return KeyPage(page, after, page[-1].message.id if more and page else None)
+
+    async def message(self, message_id: UUID) -> MessageDetail:
+        """One message in any state, payload and headers included, and what holds it.
+
+        Raises:
+            ConsoleNotFoundError: No message has that id (never stored, or purged).
+            OutboxMessageLookupUnsupportedError: The storage predates `get_message`.
+        """
+        detail = await self._loop.run(self._storage.get_message(message_id))
+        if detail is None:
+            raise ConsoleNotFoundError(f"no message {message_id} in this outbox (never stored, or purged)")
+        return detail
 
     async def audit(self, limit: int) -> list[AuditEntry]:
         """Up to ``limit`` audit entries, newest first."""

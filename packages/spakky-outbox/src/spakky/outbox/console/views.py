@@ -5,18 +5,28 @@ line, ASCII, fields only ever added, ISO times with offset, ages in seconds,
 null when absent) and reuse its documents where they overlap.
 """
 
+import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
+from typing import cast
 
 from spakky.outbox.cli import render
-from spakky.outbox.common.stats import KeyHead
+from spakky.outbox.common.config import redact_credentials, secret_name
+from spakky.outbox.common.stats import KeyHead, MessageDetail
 from spakky.outbox.console.operations import (
     FailureGroup,
     FailureGroups,
     KeyPage,
-    KeyState,
+    MessageState,
     Overview,
-    key_state,
+    message_state,
 )
+
+REDACTED = "***"
+"""What the console shows instead of a secret."""
+PAYLOAD_SHOWN_BYTES = 64 * 1024
+"""Largest payload a message's page shows; a larger one is only measured."""
 
 
 def when(value: datetime | None) -> str:
@@ -91,14 +101,18 @@ def relay(owner: str | None) -> str | None:
     return None if owner is None else owner[:RELAY_ID_CHARS]
 
 
-def why(head: KeyHead) -> str:
-    """Why the key of ``head`` is not moving, in one sentence."""
-    state, message = key_state(head), head.message
-    if state is KeyState.CLAIMED:
-        return f"claimed by relay {relay(head.claimed_by)}, its claim runs until {when(head.lease_until)}"
+def why(detail: MessageDetail) -> str:
+    """Where the message stands, in one sentence; for a key's head, why the key is not moving."""
+    state, message = message_state(detail), detail.message
+    if state is MessageState.PUBLISHED:
+        return f"published at {when(message.published_at)}"
     failed = f"; last error: {message.last_error}" if message.last_error else ""
-    if state is KeyState.RETRYING:
-        return f"retrying at {when(head.not_before)} after {message.retry_count} failed attempt(s){failed}"
+    if state is MessageState.ABANDONED:
+        return f"abandoned at {when(message.abandoned_at)} after {render.delivery_attempts(message)} attempt(s){failed}"
+    if state is MessageState.CLAIMED:
+        return f"claimed by relay {relay(detail.claimed_by)}, its claim runs until {when(detail.lease_until)}"
+    if state is MessageState.RETRYING:
+        return f"retrying at {when(detail.not_before)} after {message.retry_count} failed attempt(s){failed}"
     if message.retry_count:
         return f"waiting for a relay after {message.retry_count} failed attempt(s){failed}"
     return "waiting for a relay"
@@ -109,7 +123,7 @@ def key_json(head: KeyHead) -> dict[str, render.JsonValue]:
     message = head.message
     return {
         "partition_key": message.partition_key,
-        "state": key_state(head).value,
+        "state": message_state(head).value,
         "why": why(head),
         "message_id": str(message.id),
         "event_name": message.event_name,
@@ -129,3 +143,95 @@ def keys_json(page: KeyPage) -> dict[str, render.JsonValue]:
         "after": None if page.after is None else str(page.after),
         "next_after": None if page.next_after is None else str(page.next_after),
     }
+
+
+def shown_headers(headers: dict[str, str]) -> list[tuple[str, str]]:
+    """Headers by name, each secret one (by its name) as `REDACTED`, URL credentials removed from the rest."""
+    return [(name, REDACTED if secret_name(name) else redact_credentials(value)) for name, value in sorted(headers.items())]
+
+
+def _redacted(value: object) -> object:
+    """A decoded JSON value with every field of a secret name redacted, at any depth."""
+    if isinstance(value, dict):
+        fields = cast(dict[str, object], value)
+        return {name: REDACTED if secret_name(name) else _redacted(v) for name, v in fields.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in cast(list[object], value)]
+    if isinstance(value, str):
+        return redact_credentials(value)
+    return value
+
+
+class PayloadForm(StrEnum):
+    """How a payload is shown."""
+
+    JSON = "json"
+    """Parsed, secrets redacted, indented."""
+    TEXT = "text"
+    """UTF-8 text that is not JSON, URL credentials removed."""
+    HEX = "hex"
+    """Bytes that are not UTF-8, as hexadecimal."""
+    TOO_LARGE = "too_large"
+    """Larger than `PAYLOAD_SHOWN_BYTES`: not shown (a cut JSON document could not be redacted)."""
+
+
+@dataclass(frozen=True)
+class ShownPayload:
+    """A payload as the console may show it."""
+
+    form: PayloadForm
+    size: int
+    """Its length in bytes, as stored."""
+    text: str
+    """What is shown (empty when too large)."""
+
+    @property
+    def lines(self) -> list[str]:
+        """The text split at its line breaks only, for pages to escape line by line."""
+        return self.text.split("\n")
+
+
+def shown_payload(payload: bytes) -> ShownPayload:
+    """``payload`` with its secrets redacted, in the form it can be read in."""
+    size = len(payload)
+    if size > PAYLOAD_SHOWN_BYTES:
+        return ShownPayload(PayloadForm.TOO_LARGE, size, "")
+    try:
+        text = payload.decode()
+    except UnicodeDecodeError:
+        return ShownPayload(PayloadForm.HEX, size, payload.hex(" "))
+    try:
+        document: object = json.loads(text)
+    except ValueError:
+        return ShownPayload(PayloadForm.TEXT, size, redact_credentials(text))
+    return ShownPayload(PayloadForm.JSON, size, json.dumps(_redacted(document), indent=2, ensure_ascii=False))
+
+
+def message_json(detail: MessageDetail, show_payloads: bool) -> dict[str, render.JsonValue]:
+    """``GET /api/messages/<id>``: the message, where it stands, and its payload and headers when shown."""
+    message = detail.message
+    document: dict[str, render.JsonValue] = {
+        "id": str(message.id),
+        "event_name": message.event_name,
+        "partition_key": message.partition_key,
+        "state": message_state(detail).value,
+        "why": why(detail),
+        "retry_count": message.retry_count,
+        "last_error": message.last_error,
+        "created_at": _time(message.created_at),
+        "claimed_at": _time(message.claimed_at),
+        "published_at": _time(message.published_at),
+        "abandoned_at": _time(message.abandoned_at),
+        "relay": relay(detail.claimed_by),
+        "claim_until": _time(detail.lease_until),
+        "retry_at": _time(detail.not_before),
+        "payload_size": len(message.payload),
+        "payloads_shown": show_payloads,
+        "headers": None,
+        "payload": None,
+    }
+    if show_payloads:
+        payload = shown_payload(message.payload)
+        document["headers"] = dict(shown_headers(message.headers))
+        document["payload"] = {"form": payload.form.value, "text": payload.text}
+    return document
