@@ -12,7 +12,6 @@ the committed ones to a recording transport, and prints as JSON the business
 records and messages stored and the events delivered (name, note id).
 """
 
-import asyncio
 import json
 import sys
 import time
@@ -28,6 +27,7 @@ from spakky.core.stereotype.usecase import UseCase
 from spakky.data.aspects.transactional import Transactional
 from spakky.domain.models.event import AbstractIntegrationEvent
 from spakky.event.event_publisher import IAsyncEventPublisher
+from spakky.outbox.application.loop import ApplicationEventLoop
 from spakky.outbox.testing.transport import AsyncRecordingEventTransport
 
 from examples.custom_backend import storage
@@ -76,10 +76,10 @@ def run(include: set[Plugin] | None = None, timeout: float = 30.0) -> dict[str, 
     """Start the app, take three notes (one discarded), report what was stored and delivered."""
     app = build(include).start()
     context = cast(ApplicationContext, app.application_context)
-    loop = cast(asyncio.AbstractEventLoop, context._ApplicationContext__event_loop)  # type: ignore[attr-defined]
+    loop = context.get(ApplicationEventLoop)
 
     def call(coroutine: Coroutine[Any, Any, None]) -> None:
-        asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout)
+        loop.run(coroutine, timeout)
 
     try:
         use_case = context.get(TakeNoteUseCase)

@@ -1,9 +1,8 @@
 """A real Spakky application using the MongoDB outbox through its entry points."""
 
-import asyncio
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from typing import Any
 
 import pytest
@@ -12,6 +11,7 @@ from spakky.core.application.application import SpakkyApplication
 from spakky.core.application.application_context import ApplicationContext
 from spakky.core.application.plugin import Plugin
 from spakky.data.persistency.transaction import AbstractAsyncTransaction
+from spakky.outbox.application.loop import ApplicationEventLoop
 from spakky.outbox.ports.storage import IAsyncOutboxStorage
 from spakky.outbox.testing.transport import (
     AsyncRecordingEventTransport,
@@ -67,9 +67,8 @@ def _build() -> SpakkyApplication:
     return app.scan(app_package)
 
 
-def _run(app: SpakkyApplication, coroutine: Any) -> Any:
-    loop = app.application_context._ApplicationContext__event_loop  # type: ignore[attr-defined]
-    return asyncio.run_coroutine_threadsafe(coroutine, loop).result(30)
+def _run[T](app: SpakkyApplication, coroutine: Coroutine[Any, Any, T]) -> T:
+    return app.application_context.get(ApplicationEventLoop).run(coroutine, timeout=30)
 
 
 def test_application_use_case_expect_committed_order_relayed_and_rolled_back_never(

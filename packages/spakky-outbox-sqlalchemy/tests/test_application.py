@@ -1,16 +1,17 @@
 """A real Spakky application using the SQLAlchemy outbox through its entry points."""
 
-import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from spakky.core.application.application import SpakkyApplication
 from spakky.core.application.application_context import ApplicationContext
 from spakky.core.application.plugin import Plugin
+from spakky.outbox.application.loop import ApplicationEventLoop
 from spakky.outbox.ports.storage import IAsyncOutboxStorage, IOutboxStorage
 from spakky.outbox.relay.relay import AsyncOutboxRelayBackgroundService
 from spakky.outbox.testing.transport import (
@@ -71,9 +72,8 @@ def _build() -> SpakkyApplication:
     return app.scan(app_package)
 
 
-def _run(app: SpakkyApplication, coroutine: object) -> object:
-    loop = app.application_context._ApplicationContext__event_loop  # type: ignore[attr-defined]
-    return asyncio.run_coroutine_threadsafe(coroutine, loop).result(10)  # type: ignore[arg-type]
+def _run[T](app: SpakkyApplication, coroutine: Coroutine[Any, Any, T]) -> T:
+    return app.application_context.get(ApplicationEventLoop).run(coroutine, timeout=10)
 
 
 def _stop(app: SpakkyApplication) -> None:

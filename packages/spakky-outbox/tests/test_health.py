@@ -11,6 +11,7 @@ from cli_testapp import pods, store
 from spakky.core.application.application import SpakkyApplication
 from spakky.core.application.application_context import ApplicationContext
 from spakky.core.application.plugin import Plugin
+from spakky.outbox.application.loop import ApplicationEventLoop
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.relay.health import OutboxHealth, OutboxHealthCheck
@@ -55,8 +56,7 @@ def start_app(relay: str) -> SpakkyApplication:
 def check(app: SpakkyApplication, **options: float) -> OutboxHealth:
     """Await the application's health check on its event loop."""
     health = app.application_context.get(OutboxHealthCheck)
-    loop = app.application_context._ApplicationContext__event_loop  # type: ignore[attr-defined]
-    return asyncio.run_coroutine_threadsafe(health.check(**options), loop).result(10)  # type: ignore[arg-type]
+    return app.application_context.get(ApplicationEventLoop).run(health.check(**options), timeout=10)
 
 
 @pytest.mark.parametrize(
@@ -80,8 +80,7 @@ def test_health_relay_cycling_expect_healthy_then_unhealthy_once_stopped(
             oldest_pending_age_seconds=None,
         )
         if isinstance(relay, AsyncOutboxRelayBackgroundService):
-            loop = app.application_context._ApplicationContext__event_loop  # type: ignore[attr-defined]
-            asyncio.run_coroutine_threadsafe(relay.stop_async(), loop).result(10)  # type: ignore[arg-type]
+            app.application_context.get(ApplicationEventLoop).run(relay.stop_async(), timeout=10)
         else:
             relay.stop()
         stale = wait_for(lambda: (h := check(app, relay_stale_after_seconds=0.05)).relay_running is False and h, timeout=10)

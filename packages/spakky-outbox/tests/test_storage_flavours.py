@@ -5,7 +5,6 @@ application starts and relays; publishing through that bus fails with our
 error, and the transaction it ran in rolls back.
 """
 
-import asyncio
 import os
 from collections.abc import Coroutine, Iterator
 from typing import Any, cast
@@ -19,6 +18,7 @@ from spakky.core.stereotype.usecase import UseCase
 from spakky.data.aspects.transactional import Transactional
 from spakky.domain.models.event import AbstractIntegrationEvent
 from spakky.event.event_publisher import IAsyncEventPublisher, IEventPublisher
+from spakky.outbox.application.loop import ApplicationEventLoop
 from spakky.outbox.error import OutboxStorageFlavourMissingError
 from spakky.outbox.testing.memory import (
     AsyncInMemoryOutboxStorage,
@@ -92,8 +92,7 @@ def start(storage: type[InMemoryOutboxStorage] | type[AsyncInMemoryOutboxStorage
 
 def run(app: SpakkyApplication, coroutine: Coroutine[Any, Any, None]) -> None:
     """Run a coroutine on the application's event loop thread."""
-    loop = cast(asyncio.AbstractEventLoop, app.application_context._ApplicationContext__event_loop)  # type: ignore[attr-defined]
-    asyncio.run_coroutine_threadsafe(coroutine, loop).result(10)
+    app.application_context.get(ApplicationEventLoop).run(coroutine, timeout=10)
 
 
 def test_flavours_async_only_storage_expect_async_relayed_and_sync_publish_refused(
