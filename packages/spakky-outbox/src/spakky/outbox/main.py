@@ -53,7 +53,7 @@ def initialize(app: SpakkyApplication) -> None:
         app.add(OpenTelemetryOutboxMetrics)
         app.add(OpenTelemetryOutboxTracer)
     if find_spec("spakky.actuator") is not None:
-        from spakky.outbox.relay.actuator import OutboxActuatorHealthProbe
+        from spakky.outbox.actuator import OutboxActuatorHealthProbe
 
         app.add(OutboxActuatorHealthProbe)
     register_delivery(app, config)
