@@ -5,11 +5,10 @@ and otherwise on the in-process mongoeco wire server, as the outbox tests do.
 """
 
 import asyncio
-import contextlib
 import contextvars
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any, override
 
@@ -17,17 +16,13 @@ import pytest
 from pymongo import AsyncMongoClient
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.inbox.config import InboxConfig
-from spakky.outbox.ports.inbox import (
-    IAsyncInboxStorage,
-    IInboxStorage,
-    InboxLease,
-    InboxStats,
-)
+from spakky.outbox.ports.inbox import IAsyncInboxStorage
 from spakky.outbox.testing.inbox_conformance import *  # noqa: F403
 from spakky.outbox.testing.inbox_harness import (
     AbstractInboxHarness,
-    BeforeCommit,
+    HandlerCall,
     RawInboxRecord,
+    ThreadedInbox,
 )
 from spakky.plugins.outbox_mongodb.client import MongoOutboxConnectionManager
 from spakky.plugins.outbox_mongodb.config import MongoDriver, MongoOutboxConfig
@@ -57,46 +52,6 @@ class Flavour(StrEnum):
 
 class _RollbackError(Exception):
     """Makes a handler transaction roll back."""
-
-
-class SyncInbox(IAsyncInboxStorage):
-    """A sync inbox behind the async port: each call in a worker thread, in the caller's context.
-
-    The context is copied into the thread (``asyncio.to_thread``), so a
-    ``record`` called from a sync transaction's thread joins that transaction.
-    """
-
-    def __init__(self, inner: IInboxStorage) -> None:
-        """Wrap ``inner``."""
-        self.inner = inner
-
-    @override
-    async def record(self, consumer: str, message_id: str) -> bool:
-        return await asyncio.to_thread(self.inner.record, consumer, message_id)
-
-    @override
-    async def acquire_lease(self, consumer: str, message_id: str, lease_seconds: float) -> InboxLease:
-        return await asyncio.to_thread(self.inner.acquire_lease, consumer, message_id, lease_seconds)
-
-    @override
-    async def finish_lease(self, consumer: str, message_id: str, token: str) -> bool:
-        return await asyncio.to_thread(self.inner.finish_lease, consumer, message_id, token)
-
-    @override
-    async def release_lease(self, consumer: str, message_id: str, token: str) -> None:
-        await asyncio.to_thread(self.inner.release_lease, consumer, message_id, token)
-
-    @override
-    async def purge(self, before: datetime, limit: int = 10_000) -> int:
-        return await asyncio.to_thread(self.inner.purge, before, limit)
-
-    @override
-    async def stats(self) -> InboxStats:
-        return await asyncio.to_thread(self.inner.stats)
-
-    @override
-    def location(self) -> str:
-        return self.inner.location()
 
 
 class MongoInboxHarness(AbstractInboxHarness):
@@ -131,56 +86,35 @@ class MongoInboxHarness(AbstractInboxHarness):
     @override
     def inbox(self) -> IAsyncInboxStorage:
         if self.flavour is Flavour.SYNC:
-            return SyncInbox(MongoInboxStorage(self.connections, self.inbox_config))
+            return ThreadedInbox(MongoInboxStorage(self.connections, self.inbox_config))
         return AsyncMongoInboxStorage(self.connections, self.inbox_config)
 
     @override
-    async def handle(
-        self,
-        inbox: IAsyncInboxStorage,
-        consumer: str,
-        message_id: str,
-        effect: str,
-        *,
-        fail: bool = False,
-        before_commit: BeforeCommit | None = None,
-    ) -> bool:
+    async def run_handler(self, call: HandlerCall) -> bool:
         if self.flavour is Flavour.SYNC:
-            return await self._handle_sync(inbox, consumer, message_id, effect, fail, before_commit)
+            return await self._handle_sync(call)
         ran = False
-
-        async def run() -> None:
-            nonlocal ran
+        try:
             async with AsyncMongoTransaction(self.config, self.connections):
-                ran = await inbox.record(consumer, message_id)
+                ran = await call.record()
                 if ran:
                     session = current_async_session()
                     effects = session.client[DATABASE][self.effects_name]
-                    await effects.insert_one({"effect": effect}, session=session)
-                if before_commit is not None:
-                    await before_commit()
-                if fail:
+                    await effects.insert_one({"effect": call.effect}, session=session)
+                await call.reach_commit()
+                if call.fail:
                     raise _RollbackError
-
-        with contextlib.suppress(_RollbackError):
-            await asyncio.create_task(run(), context=contextvars.Context())
+        except _RollbackError:
+            pass
         return ran
 
-    async def _handle_sync(
-        self,
-        inbox: IAsyncInboxStorage,
-        consumer: str,
-        message_id: str,
-        effect: str,
-        fail: bool,
-        before_commit: BeforeCommit | None,
-    ) -> bool:
+    async def _handle_sync(self, call: HandlerCall) -> bool:
         """One sync handler call in a worker thread; the port's coroutines run on this loop in its context."""
         loop = asyncio.get_running_loop()
 
-        def on_loop[T](call: Callable[[], Awaitable[T]]) -> T:
+        def on_loop[T](step: Callable[[], Awaitable[T]]) -> T:
             async def run() -> T:
-                return await call()
+                return await step()
 
             # call_soon_threadsafe copies this thread's context: the transaction is seen.
             return asyncio.run_coroutine_threadsafe(run(), loop).result(60)
@@ -189,13 +123,12 @@ class MongoInboxHarness(AbstractInboxHarness):
             ran = False
             try:
                 with MongoTransaction(self.config, self.connections):
-                    ran = on_loop(lambda: inbox.record(consumer, message_id))
+                    ran = on_loop(call.record)
                     if ran:
                         session = current_session()
-                        session.client[DATABASE][self.effects_name].insert_one({"effect": effect}, session=session)
-                    if before_commit is not None:
-                        on_loop(before_commit)
-                    if fail:
+                        session.client[DATABASE][self.effects_name].insert_one({"effect": call.effect}, session=session)
+                    on_loop(call.reach_commit)
+                    if call.fail:
                         raise _RollbackError
             except _RollbackError:
                 pass

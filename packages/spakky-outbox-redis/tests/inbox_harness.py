@@ -1,25 +1,19 @@
 """The inbox harness of the Redis package: both flavours on one outbox prefix, raw state read by key."""
 
 import asyncio
-import contextvars
 import uuid
-from datetime import datetime
 from typing import cast, override
 
 import redis.asyncio
 import redis.asyncio.cluster
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.inbox.config import InboxConfig
-from spakky.outbox.ports.inbox import (
-    IAsyncInboxStorage,
-    IInboxStorage,
-    InboxLease,
-    InboxStats,
-)
+from spakky.outbox.ports.inbox import IAsyncInboxStorage
 from spakky.outbox.testing.inbox_harness import (
     AbstractInboxHarness,
-    BeforeCommit,
+    HandlerCall,
     RawInboxRecord,
+    ThreadedInbox,
 )
 from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
 from spakky.plugins.outbox_redis.config import RedisOutboxConfig
@@ -36,41 +30,6 @@ from spakky.plugins.outbox_redis.transaction import (
 )
 
 from .conftest import RedisOutbox
-
-
-class ThreadedInbox(IAsyncInboxStorage):
-    """The async port over the sync inbox: each call in a worker thread (with the caller's context)."""
-
-    def __init__(self, inbox: IInboxStorage) -> None:
-        self.sync_inbox = inbox
-
-    @override
-    async def record(self, consumer: str, message_id: str) -> bool:
-        return await asyncio.to_thread(self.sync_inbox.record, consumer, message_id)
-
-    @override
-    async def acquire_lease(self, consumer: str, message_id: str, lease_seconds: float) -> InboxLease:
-        return await asyncio.to_thread(self.sync_inbox.acquire_lease, consumer, message_id, lease_seconds)
-
-    @override
-    async def finish_lease(self, consumer: str, message_id: str, token: str) -> bool:
-        return await asyncio.to_thread(self.sync_inbox.finish_lease, consumer, message_id, token)
-
-    @override
-    async def release_lease(self, consumer: str, message_id: str, token: str) -> None:
-        await asyncio.to_thread(self.sync_inbox.release_lease, consumer, message_id, token)
-
-    @override
-    async def purge(self, before: datetime, limit: int = 10_000) -> int:
-        return await asyncio.to_thread(self.sync_inbox.purge, before, limit)
-
-    @override
-    async def stats(self) -> InboxStats:
-        return await asyncio.to_thread(self.sync_inbox.stats)
-
-    @override
-    def location(self) -> str:
-        return self.sync_inbox.location()
 
 
 class RedisInboxHarness(AbstractInboxHarness):
@@ -95,34 +54,18 @@ class RedisInboxHarness(AbstractInboxHarness):
         return ThreadedInbox(RedisInboxStorage(outbox.connections, outbox.config, self.inbox_config))
 
     @override
-    async def handle(
-        self,
-        inbox: IAsyncInboxStorage,
-        consumer: str,
-        message_id: str,
-        effect: str,
-        *,
-        fail: bool = False,
-        before_commit: BeforeCommit | None = None,
-    ) -> bool:
-        run = self._async if self.flavour == "async" else self._sync
-        return await asyncio.create_task(
-            run(inbox, consumer, message_id, effect, fail, before_commit), context=contextvars.Context()
-        )
+    async def run_handler(self, call: HandlerCall) -> bool:
+        return await (self._async(call) if self.flavour == "async" else self._sync(call))
 
-    async def _async(
-        self, inbox: IAsyncInboxStorage, consumer: str, message_id: str, effect: str,
-        fail: bool, before_commit: BeforeCommit | None,
-    ) -> bool:
+    async def _async(self, call: HandlerCall) -> bool:
         transaction = AsyncRedisTransaction(self.outbox.config, self.outbox.connections)
         await transaction.initialize()
         try:
-            ran = await inbox.record(consumer, message_id)
+            ran = await call.record()
             if ran:
-                await current_async_pipeline().rpush(self.effects_key, effect)
-            if before_commit is not None:
-                await before_commit()
-            if fail:
+                await current_async_pipeline().rpush(self.effects_key, call.effect)
+            await call.reach_commit()
+            if call.fail:
                 await transaction.rollback()
             else:
                 await transaction.commit()
@@ -130,22 +73,18 @@ class RedisInboxHarness(AbstractInboxHarness):
         finally:
             await transaction.dispose()
 
-    async def _sync(
-        self, inbox: IAsyncInboxStorage, consumer: str, message_id: str, effect: str,
-        fail: bool, before_commit: BeforeCommit | None,
-    ) -> bool:
+    async def _sync(self, call: HandlerCall) -> bool:
         # The sync transaction lives in this task's context; record and commit
         # run in worker threads, which copy the context (and so see its
         # pipeline); dispose unbinds it, so it runs here.
         transaction = RedisTransaction(self.outbox.config, self.outbox.connections)
         transaction.initialize()
         try:
-            ran = await inbox.record(consumer, message_id)
+            ran = await call.record()
             if ran:
-                current_pipeline().rpush(self.effects_key, effect)
-            if before_commit is not None:
-                await before_commit()
-            await asyncio.to_thread(transaction.rollback if fail else transaction.commit)
+                current_pipeline().rpush(self.effects_key, call.effect)
+            await call.reach_commit()
+            await asyncio.to_thread(transaction.rollback if call.fail else transaction.commit)
             return ran
         finally:
             transaction.dispose()

@@ -11,7 +11,7 @@ from spakky.outbox.ports.inbox import IAsyncInboxStorage
 from spakky.outbox.testing.inbox_conformance import *  # noqa: F403
 from spakky.outbox.testing.inbox_harness import (
     AbstractInboxHarness,
-    BeforeCommit,
+    HandlerCall,
     RawInboxRecord,
 )
 from spakky.plugins.outbox_sqlalchemy.inbox import create_inbox_table
@@ -36,23 +36,14 @@ class SqlAlchemyInboxHarness(AbstractInboxHarness):
         return self.box.storage()
 
     @override
-    async def handle(
-        self,
-        inbox: IAsyncInboxStorage,
-        consumer: str,
-        message_id: str,
-        effect: str,
-        *,
-        fail: bool = False,
-        before_commit: BeforeCommit | None = None,
-    ) -> bool:
+    async def run_handler(self, call: HandlerCall) -> bool:
         return await self.box.handle(
-            inbox,
-            message_id,
-            effect,
-            consumer=consumer,
-            fail=fail,
-            before_commit=before_commit,
+            call.inbox,
+            call.message_id,
+            call.effect,
+            consumer=call.consumer,
+            fail=call.fail,
+            before_commit=call.before_commit,
         )
 
     @override

@@ -5,9 +5,15 @@ import contextvars
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import override
 
-from spakky.outbox.ports.inbox import IAsyncInboxStorage
+from spakky.outbox.ports.inbox import (
+    IAsyncInboxStorage,
+    IInboxStorage,
+    InboxLease,
+    InboxStats,
+)
 from spakky.outbox.testing.async_memory_inbox import AsyncInMemoryInboxStorage
 from spakky.outbox.testing.memory_state import InMemoryOutboxState
 
@@ -22,6 +28,70 @@ class RawInboxRecord:
     message_id: str
     leased: bool
     """True while a lease marks the handler unfinished."""
+
+
+@dataclass(frozen=True)
+class HandlerCall:
+    """One handler call a rule asks for (`AbstractInboxHarness.handle`): what to record, write and await."""
+
+    inbox: IAsyncInboxStorage
+    consumer: str
+    message_id: str
+    effect: str
+    fail: bool = False
+    """Roll the transaction back instead of committing."""
+    before_commit: BeforeCommit | None = None
+    """Awaited after the effect is written, before the commit (or rollback)."""
+
+    async def record(self) -> bool:
+        """Record the message in the handler's transaction; True when it is new."""
+        return await self.inbox.record(self.consumer, self.message_id)
+
+    async def reach_commit(self) -> None:
+        """Await ``before_commit``, when given."""
+        if self.before_commit is not None:
+            await self.before_commit()
+
+
+class ThreadedInbox(IAsyncInboxStorage):
+    """A sync inbox behind the async port, for running the rules on a sync flavour.
+
+    Each call runs in a worker thread with a copy of the caller's context
+    (``asyncio.to_thread``), so a ``record`` made inside a sync transaction
+    bound in that context joins it.
+    """
+
+    def __init__(self, inbox: IInboxStorage) -> None:
+        """Wrap the sync ``inbox``."""
+        self.sync_inbox = inbox
+
+    @override
+    async def record(self, consumer: str, message_id: str) -> bool:
+        return await asyncio.to_thread(self.sync_inbox.record, consumer, message_id)
+
+    @override
+    async def acquire_lease(self, consumer: str, message_id: str, lease_seconds: float) -> InboxLease:
+        return await asyncio.to_thread(self.sync_inbox.acquire_lease, consumer, message_id, lease_seconds)
+
+    @override
+    async def finish_lease(self, consumer: str, message_id: str, token: str) -> bool:
+        return await asyncio.to_thread(self.sync_inbox.finish_lease, consumer, message_id, token)
+
+    @override
+    async def release_lease(self, consumer: str, message_id: str, token: str) -> None:
+        await asyncio.to_thread(self.sync_inbox.release_lease, consumer, message_id, token)
+
+    @override
+    async def purge(self, before: datetime, limit: int = 10_000) -> int:
+        return await asyncio.to_thread(self.sync_inbox.purge, before, limit)
+
+    @override
+    async def stats(self) -> InboxStats:
+        return await asyncio.to_thread(self.sync_inbox.stats)
+
+    @override
+    def location(self) -> str:
+        return self.sync_inbox.location()
 
 
 class AbstractInboxHarness(ABC):
@@ -40,7 +110,6 @@ class AbstractInboxHarness(ABC):
     def inbox(self) -> IAsyncInboxStorage:
         """A new inbox instance, standing for one consumer process."""
 
-    @abstractmethod
     async def handle(
         self,
         inbox: IAsyncInboxStorage,
@@ -51,12 +120,18 @@ class AbstractInboxHarness(ABC):
         fail: bool = False,
         before_commit: BeforeCommit | None = None,
     ) -> bool:
-        """Run one handler call in a business transaction of its own (own context).
+        """Run one handler call in a business transaction of its own, in a fresh context (`run_handler`).
 
         Record the message; when new, write the business effect ``effect``;
         await ``before_commit``; roll back when ``fail``, else commit (a commit
         may raise `InboxConflictError`). Returns what ``record`` said.
         """
+        call = HandlerCall(inbox, consumer, message_id, effect, fail, before_commit)
+        return await asyncio.create_task(self.run_handler(call), context=contextvars.Context())
+
+    @abstractmethod
+    async def run_handler(self, call: HandlerCall) -> bool:
+        """`handle`'s transaction, already in a fresh context: ``call.record()``, the effect when new, ``call.reach_commit()``, then roll back or commit."""
 
     @abstractmethod
     async def records(self) -> list[RawInboxRecord]:
@@ -88,36 +163,23 @@ class InMemoryInboxHarness(AbstractInboxHarness):
         """A new view on the shared state."""
         return AsyncInMemoryInboxStorage(self.state)
 
-    async def handle(
-        self,
-        inbox: IAsyncInboxStorage,
-        consumer: str,
-        message_id: str,
-        effect: str,
-        *,
-        fail: bool = False,
-        before_commit: BeforeCommit | None = None,
-    ) -> bool:
+    @override
+    async def run_handler(self, call: HandlerCall) -> bool:
         """One transaction of the in-memory store, as `AsyncInMemoryTransaction` runs it."""
         state = self.state
-
-        async def run() -> bool:
-            token = state.begin()
-            try:
-                ran = await inbox.record(consumer, message_id)
-                if ran:
-                    state.put_business(f"effect:{effect}", effect)
-                if before_commit is not None:
-                    await before_commit()
-                if fail:
-                    state.rollback()
-                else:
-                    state.commit()
-                return ran
-            finally:
-                state.end(token)
-
-        return await asyncio.create_task(run(), context=contextvars.Context())
+        token = state.begin()
+        try:
+            ran = await call.record()
+            if ran:
+                state.put_business(f"effect:{call.effect}", call.effect)
+            await call.reach_commit()
+            if call.fail:
+                state.rollback()
+            else:
+                state.commit()
+            return ran
+        finally:
+            state.end(token)
 
     async def records(self) -> list[RawInboxRecord]:
         """Every record of the state."""
