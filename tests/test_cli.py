@@ -210,7 +210,7 @@ def test_cli_malformed_url_expect_one_line_naming_setting_exit_2_without_secret(
 
 
 def test_cli_sqlalchemy_inbox_status_purge_expect_records_counted_and_swept(postgres_url: str) -> None:
-    """``inbox status`` counts a PostgreSQL inbox's records, leases and oldest age, ``inbox purge`` deletes old ones in batches; neither creates a missing table."""
+    """``inbox status`` counts a PostgreSQL inbox's records, leases and oldest age, ``inbox purge`` deletes old ones in batches; neither creates a missing table; purge refuses a defaulted inbox table."""
     table = f"cli_inbox_{uuid4().hex[:10]}"
     env = {
         "SPAKKY_OUTBOX__STORAGE": "sqlalchemy",
@@ -220,7 +220,7 @@ def test_cli_sqlalchemy_inbox_status_purge_expect_records_counted_and_swept(post
     engine = create_engine(make_url(postgres_url).set(drivername="postgresql+psycopg"))
     inbox = inbox_table(table)
     try:
-        for argv in (("inbox", "status"), ("inbox", "purge", "--allow-default-location")):
+        for argv in (("inbox", "status"), ("inbox", "purge")):
             missing = spakky_outbox(*argv, **env)
             assert missing.returncode == 2 and "The inbox table does not exist" in missing.stderr, missing.stderr
             assert f"table {table!r}" in missing.stderr and "INBOX_TABLE_NAME" in missing.stderr
@@ -243,9 +243,12 @@ def test_cli_sqlalchemy_inbox_status_purge_expect_records_counted_and_swept(post
         assert (shown["records"], shown["leased"]) == (6, 1) and shown["oldest_age_seconds"] >= 2 * 86400 - 60
         dry = spakky_outbox("inbox", "purge", "--before", "1d", "--dry-run", **env)
         assert dry.returncode == 0 and "nothing changed" in dry.stdout
-        refused = spakky_outbox("inbox", "purge", "--before", "1d", **env)
-        assert refused.returncode == 2 and "--allow-default-location" in refused.stderr
-        done = spakky_outbox("inbox", "purge", "--before", "1d", "--batch", "2", "--allow-default-location", **env)
+        # The inbox table's setting decides, not the outbox table's (which purge once asked for).
+        unchosen = {**{k: v for k, v in env.items() if "INBOX_TABLE_NAME" not in k}, "SPAKKY_OUTBOX_SQLALCHEMY__TABLE_NAME": "chosen"}
+        refused = spakky_outbox("inbox", "purge", "--before", "1d", **unchosen)
+        assert refused.returncode == 2, refused.stdout
+        assert "refuses to change an inbox" in refused.stderr and "set SPAKKY_OUTBOX_SQLALCHEMY__INBOX_TABLE_NAME," in refused.stderr
+        done = spakky_outbox("inbox", "purge", "--before", "1d", "--batch", "2", **env)
         assert done.returncode == 0, done.stderr
         assert [line.split()[1] for line in done.stdout.splitlines() if line.startswith("purged")] == ["2", "3"]
         with engine.connect() as connection:

@@ -113,3 +113,13 @@ def test_cli_inbox_status_purge_expect_records_counted_and_swept(cli_env: str) -
     finally:
         manager.inbox_collection().drop()
         manager.close()
+
+
+def test_cli_inbox_purge_inbox_collection_defaulted_expect_refused(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The outbox's location chosen, the inbox collection not: ``inbox purge`` refuses, naming the inbox's setting."""
+    status, _ = run("inbox", "purge", "--before", "1d")
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "refuses to change an inbox" in err and "set SPAKKY_OUTBOX_MONGODB__INBOX_COLLECTION," in err

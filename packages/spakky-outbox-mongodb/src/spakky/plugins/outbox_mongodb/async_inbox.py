@@ -189,3 +189,7 @@ class AsyncMongoInboxStorage(IAsyncInboxStorage):
     @override
     def location(self) -> str:
         return self._connections.inbox_location()
+
+    @override
+    def defaulted(self) -> tuple[str, ...]:
+        return self._connections.inbox_defaulted()

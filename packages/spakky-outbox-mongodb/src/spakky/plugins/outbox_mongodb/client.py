@@ -145,6 +145,10 @@ class MongoOutboxConnectionManager(IService):
         config = self._config
         return f"{redact_url(config.url)} {config.database}.{config.inbox_collection}"
 
+    def inbox_defaulted(self) -> tuple[str, ...]:
+        """The variables of the inbox's location left at their defaults."""
+        return self._config.env_names_left_default("url", "database", "inbox_collection")
+
     def transaction_options(self) -> dict[str, Any]:
         """Options of every transaction: configured concerns, primary reads."""
         return {

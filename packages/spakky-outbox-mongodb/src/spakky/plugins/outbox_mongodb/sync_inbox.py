@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-mongodb/src/spakky/plugins/outbox_mongodb/async_inbox.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 2f53cd3e7ff8a8e397300240d563ecc042fcff05c8208c85e96278340a51938e
+# Source sha256 (with the tool's): c5747a4646e4729ca15757c6b4f0671ccbeaa9733f80156b5991192e564421f5
 """The MongoDB inbox of the sync flavour, on the outbox's client and database.
 
 `MongoInboxStorage.record` upserts the record with the session of the
@@ -192,3 +192,7 @@ class MongoInboxStorage(IInboxStorage):
     @override
     def location(self) -> str:
         return self._connections.inbox_location()
+
+    @override
+    def defaulted(self) -> tuple[str, ...]:
+        return self._connections.inbox_defaulted()

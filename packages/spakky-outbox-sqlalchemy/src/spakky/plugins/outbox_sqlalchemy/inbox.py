@@ -29,6 +29,7 @@ from spakky.outbox.ports.inbox import (
 )
 from spakky.plugins.outbox_sqlalchemy.config import (
     DEFAULT_INBOX_TABLE_NAME,
+    INBOX_TABLE_NAME_VARIABLE,
     SqlAlchemyOutboxConfig,
     validate_table_name,
 )
@@ -256,6 +257,9 @@ class _InboxCore:
     def location(self) -> str:
         return f"{self.url} table {self.table.name}"
 
+    def defaulted(self) -> tuple[str, ...]:
+        return () if "inbox_table_name" in self.config.model_fields_set else (INBOX_TABLE_NAME_VARIABLE,)
+
     def missing(self) -> InboxTableNotFoundError:
         """Our error for the missing table, naming the database and the table."""
         return InboxTableNotFoundError(self.url, self.table.name)
@@ -354,6 +358,10 @@ class AsyncSqlAlchemyInboxStorage(IAsyncInboxStorage):
     def location(self) -> str:
         return self._core.location()
 
+    @override
+    def defaulted(self) -> tuple[str, ...]:
+        return self._core.defaulted()
+
 
 @Pod(name=SYNC_INBOX_POD_NAME)
 class SqlAlchemyInboxStorage(IInboxStorage):
@@ -439,3 +447,7 @@ class SqlAlchemyInboxStorage(IInboxStorage):
     @override
     def location(self) -> str:
         return self._core.location()
+
+    @override
+    def defaulted(self) -> tuple[str, ...]:
+        return self._core.defaulted()

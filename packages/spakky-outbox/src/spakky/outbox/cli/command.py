@@ -165,15 +165,15 @@ def add_change_arguments(
     )
 
 
-def check_location(args: argparse.Namespace, target: OutboxTarget) -> None:
-    """Refuse to change an outbox whose location nobody chose, unless told to.
+def check_location(args: argparse.Namespace, defaulted: tuple[str, ...], what: str = "an outbox") -> None:
+    """Refuse to change ``what`` when nobody chose its location (``defaulted`` settings), unless told to.
 
     Raises:
         OutboxCommandError: The location was left at its defaults and neither
             ``--allow-default-location`` nor ``--dry-run`` was given.
     """
-    if target.defaulted and not (args.allow_default_location or args.dry_run):
+    if defaulted and not (args.allow_default_location or args.dry_run):
         raise OutboxCommandError(
-            f"{args.command} refuses to change an outbox whose location was left at its "
-            f"defaults: set {', '.join(target.defaulted)}, or pass --allow-default-location"
+            f"{args.command} refuses to change {what} whose location was left at its "
+            f"defaults: set {', '.join(defaulted)}, or pass --allow-default-location"
         )

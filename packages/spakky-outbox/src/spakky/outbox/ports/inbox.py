@@ -108,6 +108,14 @@ class IInboxStorage(ABC):
     def location(self) -> str:
         """Where the inbox lives (URL without password and table, collection or prefix)."""
 
+    def defaulted(self) -> tuple[str, ...] | None:
+        """The settings naming where the inbox lives that were left at their defaults.
+
+        ``spakky-outbox inbox purge`` refuses such a location unless told. None
+        (the default): the outbox storage's settings say where the inbox lives too.
+        """
+        return None
+
 
 class IAsyncInboxStorage(ABC):
     """Asynchronous inbox storage; see `IInboxStorage` for each rule."""
@@ -141,3 +149,11 @@ class IAsyncInboxStorage(ABC):
     @abstractmethod
     def location(self) -> str:
         """Where the inbox lives (URL without password and table, collection or prefix)."""
+
+    def defaulted(self) -> tuple[str, ...] | None:
+        """The settings naming where the inbox lives that were left at their defaults.
+
+        ``spakky-outbox inbox purge`` refuses such a location unless told. None
+        (the default): the outbox storage's settings say where the inbox lives too.
+        """
+        return None

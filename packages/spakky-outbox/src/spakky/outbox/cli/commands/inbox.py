@@ -49,7 +49,8 @@ class InboxCommand(IOutboxCommand):
             )
         if args.inbox_action == "status":
             return await _status(args, inbox, out)
-        check_location(args, outbox.target)
+        defaulted = inbox.defaulted()
+        check_location(args, outbox.target.defaulted if defaulted is None else defaulted, "an inbox")
         before: datetime = args.before or datetime.now(UTC) - timedelta(seconds=InboxConfig().window_seconds)
         if args.dry_run:
             records = (await inbox.stats()).records

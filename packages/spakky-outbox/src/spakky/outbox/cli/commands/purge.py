@@ -32,7 +32,7 @@ class PurgeCommand(IOutboxCommand):
 
     @override
     async def run(self, args: argparse.Namespace, outbox: Outbox, out: TextIO) -> int:
-        check_location(args, outbox.target)
+        check_location(args, outbox.target.defaulted)
         before: datetime = args.published_before
         if args.dry_run:
             published = (await outbox.storage.stats()).shown("published")

@@ -33,7 +33,7 @@ class RequeueCommand(IOutboxCommand):
 
     @override
     async def run(self, args: argparse.Namespace, outbox: Outbox, out: TextIO) -> int:
-        check_location(args, outbox.target)
+        check_location(args, outbox.target.defaulted)
         if bool(args.ids) == args.all:
             raise OutboxCommandError("requeue: give message ids or --all (not both)")
         storage = outbox.storage
