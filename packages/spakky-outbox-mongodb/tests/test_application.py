@@ -8,21 +8,21 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 from spakky.core.application.application import SpakkyApplication
-from spakky.core.application.application_context import ApplicationContext
 from spakky.core.application.plugin import Plugin
 from spakky.data.persistency.transaction import AbstractAsyncTransaction
 from spakky.outbox.application.loop import ApplicationEventLoop
 from spakky.outbox.ports.storage import IAsyncOutboxStorage
+from spakky.outbox.testing.events import OrderRejectedError
 from spakky.outbox.testing.transport import (
     AsyncRecordingEventTransport,
-    RecordingEventTransport,
+    recording_application,
 )
 from spakky.outbox.testing.waiting import wait_for
 from spakky.plugins.outbox_mongodb.storage import AsyncMongoOutboxStorage
 from spakky.plugins.outbox_mongodb.transaction import AsyncMongoTransaction
 
 from . import app as app_package
-from .app.service import OrderRejectedError, PlaceOrderUseCase
+from .app.service import PlaceOrderUseCase
 
 PLUGINS = {
     Plugin(name=n)
@@ -61,10 +61,7 @@ def mongodb_env(mongodb_url: str) -> Iterator[MongoClient[dict[str, Any]]]:
 
 
 def _build() -> SpakkyApplication:
-    app = SpakkyApplication(ApplicationContext()).load_plugins(include=PLUGINS)
-    app.add(RecordingEventTransport)
-    app.add(AsyncRecordingEventTransport)
-    return app.scan(app_package)
+    return recording_application(app_package, PLUGINS)
 
 
 def _run[T](app: SpakkyApplication, coroutine: Coroutine[Any, Any, T]) -> T:

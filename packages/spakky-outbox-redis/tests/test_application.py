@@ -11,19 +11,19 @@ import pytest
 import redis
 import redis.cluster
 from spakky.core.application.application import SpakkyApplication
-from spakky.core.application.application_context import ApplicationContext
 from spakky.core.application.plugin import Plugin
 from spakky.outbox.application.loop import ApplicationEventLoop
 from spakky.outbox.ports.storage import IAsyncOutboxStorage
+from spakky.outbox.testing.events import OrderRejectedError
 from spakky.outbox.testing.transport import (
     AsyncRecordingEventTransport,
-    RecordingEventTransport,
+    recording_application,
 )
 from spakky.plugins.outbox_redis.codec import RedisKeys
 from spakky.plugins.outbox_redis.storage import AsyncRedisOutboxStorage
 
 from . import app as app_package
-from .app.service import OrderRejectedError, PlaceOrderUseCase
+from .app.service import PlaceOrderUseCase
 
 PLUGINS = {
     Plugin(name=n)
@@ -82,10 +82,7 @@ def redis_env(request: pytest.FixtureRequest) -> Iterator[_Target]:
 
 
 def _build() -> SpakkyApplication:
-    app = SpakkyApplication(ApplicationContext()).load_plugins(include=PLUGINS)
-    app.add(RecordingEventTransport)
-    app.add(AsyncRecordingEventTransport)
-    return app.scan(app_package)
+    return recording_application(app_package, PLUGINS)
 
 
 def _run[T](app: SpakkyApplication, coroutine: Coroutine[Any, Any, T]) -> T:

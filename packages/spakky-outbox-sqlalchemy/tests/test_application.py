@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 from spakky.core.application.application import SpakkyApplication
-from spakky.core.application.application_context import ApplicationContext
 from spakky.core.application.plugin import Plugin
 from spakky.outbox.application.loop import ApplicationEventLoop
 from spakky.outbox.ports.storage import IAsyncOutboxStorage, IOutboxStorage
 from spakky.outbox.relay.relay import AsyncOutboxRelayBackgroundService
+from spakky.outbox.testing.events import OrderRejectedError
 from spakky.outbox.testing.transport import (
     AsyncRecordingEventTransport,
-    RecordingEventTransport,
+    recording_application,
 )
 from spakky.plugins.outbox_sqlalchemy.storage import (
     AsyncSqlAlchemyOutboxStorage,
@@ -27,7 +27,7 @@ from spakky.plugins.sqlalchemy.persistency.connection_manager import (
 )
 
 from . import app as app_package
-from .app.service import OrderRejectedError, PlaceOrderUseCase
+from .app.service import PlaceOrderUseCase
 
 PLUGINS = {
     Plugin(name=n)
@@ -66,10 +66,7 @@ def sqlite_env(tmp_path: Path) -> Iterator[Path]:
 
 
 def _build() -> SpakkyApplication:
-    app = SpakkyApplication(ApplicationContext()).load_plugins(include=PLUGINS)
-    app.add(RecordingEventTransport)
-    app.add(AsyncRecordingEventTransport)
-    return app.scan(app_package)
+    return recording_application(app_package, PLUGINS)
 
 
 def _run[T](app: SpakkyApplication, coroutine: Coroutine[Any, Any, T]) -> T:

@@ -2,30 +2,12 @@
 
 import os
 
-from spakky.core.common.mutability import immutable
 from spakky.core.stereotype.usecase import UseCase
 from spakky.data.aspects.transactional import Transactional
-from spakky.domain.models.event import AbstractIntegrationEvent
 from spakky.event.event_publisher import IAsyncEventPublisher
+from spakky.outbox.testing.events import OrderPlaced, OrderRejectedError
 from spakky.plugins.outbox_redis.codec import RedisKeys
 from spakky.plugins.outbox_redis.transaction import current_async_pipeline
-
-
-class OrderRejectedError(Exception):
-    """Raised by the use case after publishing, to prove the rollback."""
-
-
-@immutable
-class OrderPlaced(AbstractIntegrationEvent):
-    """Integration event leaving through the Redis outbox."""
-
-    order_id: str
-    customer_id: str
-
-    @property
-    def partition_key(self) -> str | None:
-        """Orders of one customer stay in order."""
-        return self.customer_id
 
 
 @UseCase()

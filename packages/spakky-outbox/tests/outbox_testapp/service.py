@@ -9,20 +9,8 @@ from spakky.data.aspects.transactional import Transactional
 from spakky.domain.models.event import AbstractDomainEvent, AbstractIntegrationEvent
 from spakky.event.event_publisher import IAsyncEventPublisher
 from spakky.event.stereotype.event_handler import EventHandler, on_event
+from spakky.outbox.testing.events import OrderPlaced
 from spakky.outbox.testing.memory import InMemoryOutboxState
-
-
-@immutable
-class OrderPlaced(AbstractIntegrationEvent):
-    """Integration event: leaves the service through the outbox."""
-
-    order_id: str
-    customer_id: str
-
-    @property
-    def partition_key(self) -> str | None:
-        """Orders of one customer keep their order on the broker."""
-        return self.customer_id
 
 
 @immutable

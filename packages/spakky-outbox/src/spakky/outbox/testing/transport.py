@@ -5,8 +5,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import override
 
+from spakky.core.application.application import SpakkyApplication
+from spakky.core.application.application_context import ApplicationContext
+from spakky.core.application.plugin import Plugin
 from spakky.core.pod.annotations.pod import Pod
 from spakky.event.error import EventDeliveryRejectedError, EventTransportNotRunningError
 from spakky.event.event_publisher import IAsyncEventTransport, IEventTransport
@@ -174,3 +178,16 @@ class AsyncRecordingEventTransport(_RecordingBase, IAsyncEventTransport):
         if self.faults.flush_delay:
             await asyncio.sleep(self.faults.flush_delay)
         self._recorder.flush()
+
+
+def recording_application(package: ModuleType, include: set[Plugin] | None = None) -> SpakkyApplication:
+    """A Spakky application for a backend's application tests, not started yet.
+
+    It loads the ``include`` plugins (all installed ones when None), adds both
+    recording transports, so the relay delivers into them, and scans ``package``
+    (the test app's use cases).
+    """
+    app = SpakkyApplication(ApplicationContext()).load_plugins(include=include)
+    app.add(RecordingEventTransport)
+    app.add(AsyncRecordingEventTransport)
+    return app.scan(package)
