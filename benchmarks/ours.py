@@ -287,10 +287,11 @@ return count
 class RedisBench:
     """Our Redis storage under a benchmark key prefix."""
 
-    def __init__(self, url: str) -> None:
-        """Prepare the connection manager and a raw client for preloading."""
+    def __init__(self, url: str, prefix: str = REDIS_PREFIX) -> None:
+        """Prepare the connection manager and a raw client for preloading, under ``prefix``."""
+        self.prefix = prefix
         self.config = RedisOutboxConfig().model_copy(
-            update={"url": url, "key_prefix": REDIS_PREFIX}
+            update={"url": url, "key_prefix": prefix}
         )
         self.connections = RedisOutboxConnectionManager(self.config)
         self.raw = Redis.from_url(url)
@@ -302,7 +303,7 @@ class RedisBench:
     async def clear(self) -> None:
         """Delete every key under the benchmark prefix."""
         batch: list[bytes] = []
-        async for key in self.raw.scan_iter(match=f"{REDIS_PREFIX}*", count=10_000):
+        async for key in self.raw.scan_iter(match=f"{self.prefix}*", count=10_000):
             batch.append(key)
             if len(batch) >= 10_000:
                 await self.raw.unlink(*batch)
@@ -310,19 +311,25 @@ class RedisBench:
         if batch:
             await self.raw.unlink(*batch)
 
-    async def preload(self, rows: int, *, keyed: bool = False, keys: int = 1000) -> float:
-        """Save ``rows`` messages with the storage's SAVE script; return seconds."""
+    async def preload(
+        self, rows: int, *, keyed: bool = False, keys: int = 1000, hot: int | None = None
+    ) -> float:
+        """Save ``rows`` messages with the storage's SAVE script; return seconds.
+
+        Keyed: ``hot`` rows (half by default) on one key first, the rest
+        round-robin over ``keys - 1`` others.
+        """
         started = time.perf_counter()
         await self.clear()
         script = self.raw.register_script(BULK_SAVE)
         created = datetime.now(UTC).isoformat()
-        hot = rows // 2 if keyed else 0
+        hot = (rows // 2 if hot is None else hot) if keyed else 0
         chunk = 20_000
         for first in range(1, rows + 1, chunk):
             count = min(chunk, rows - first + 1)
             await script(
-                keys=[f"{REDIS_PREFIX}:ready"],
-                args=[REDIS_PREFIX, first, count, hot, max(1, keys - 1), "1" if keyed else "0", created],
+                keys=[f"{self.prefix}:ready"],
+                args=[self.prefix, first, count, hot, max(1, keys - 1), "1" if keyed else "0", created],
             )
         return time.perf_counter() - started
 

@@ -4,6 +4,7 @@ Built from the results JSON alone (`benchmarks.run` writes it), so a table can
 be rebuilt from a saved run. Bars are printed beside the figures, never asserted.
 """
 
+import itertools
 import math
 from typing import Any
 
@@ -88,15 +89,19 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
 
 
 def limit_rows(ours: dict[str, Any], sizes: dict[str, Any]) -> list[Row]:
-    """Our relay beside the bare claim + acknowledge loop of the same driver and table."""
+    """Our relay beside the bare claim + acknowledge loop of the same driver and table (Redis: the same scripts)."""
     rows: list[Row] = []
-    for lane in ("keyless", "keyed"):
-        relay = dig(ours, "limit_postgres", f"{lane}_ours", "rate")
-        bare = dig(ours, "limit_postgres", f"{lane}_bare", "rate")
+    backends = (
+        ("limit_postgres", "bare asyncpg loop, PostgreSQL"),
+        ("limit_redis", "bare loop of the storage's scripts, Redis"),
+    )
+    for (section, label), lane in itertools.product(backends, ("keyless", "keyed")):
+        relay = dig(ours, section, f"{lane}_ours", "rate")
+        bare = dig(ours, section, f"{lane}_bare", "rate")
         rows.append(
             (
-                f"Drain vs bare asyncpg loop, PostgreSQL {lane} (msg/s; "
-                f"{sizes.get('limit_rows', 0):,} rows)",
+                f"Drain vs {label} {lane} (msg/s; "
+                f"{sizes.get('limit_rows', 0):,} rows{', 100 keys' if lane == 'keyed' else ''})",
                 f"{fmt(relay)} ({factor(relay, bare)} of bare)",
                 f"{fmt(bare)} (bare loop)",
                 "",

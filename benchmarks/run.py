@@ -150,6 +150,7 @@ SECTIONS: tuple[tuple[str, bool, bool], ...] = (
     ("relays_latency", True, False),
     ("broker_drain", True, False),
     ("limit_postgres", True, False),
+    ("limit_redis", True, False),
     ("inbox_handle", True, False),
 )
 MODULES = {

@@ -13,16 +13,23 @@ figure issue 21 asks for. Prints one JSON result line (see `benchmarks.common`).
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
 import asyncpg  # pyright: ignore[reportMissingTypeStubs]
+from spakky.outbox.backend.claims import key_run
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.relay.relay import AsyncOutboxRelayBackgroundService
+from spakky.plugins.outbox_redis import scripts
+from spakky.plugins.outbox_redis.codec import RedisKeys, unframe
+from spakky.plugins.outbox_redis.config import RedisOutboxConfig
+from spakky.plugins.outbox_redis.storage_base import WIDTH, Settle
 from sqlalchemy import text
 
 from benchmarks.common import (
     DEFAULT_PG_URL,
+    DEFAULT_REDIS_URL,
     CountingTransport,
     drain,
     emit,
@@ -31,12 +38,15 @@ from benchmarks.common import (
     progress,
     vacuum_analyze,
 )
-from benchmarks.ours import TABLE, OursBench
+from benchmarks.ours import TABLE, OursBench, RedisBench
 
 BATCH = 100
 SCHEMA = "spakky_bench_limit"
 """A schema of its own: other sections may run at the same time on the machine."""
+REDIS_PREFIX = "{spakky-bench-limit}"
+"""A key prefix of its own, for the same reason."""
 KEYS = 100
+MAX_RETRY = 10
 
 
 def _bare_url(url: str) -> str:
@@ -80,12 +90,65 @@ async def bare_postgres(url: str, rows: int, schema: str = SCHEMA) -> dict[str, 
     return {"messages": done, "seconds": round(elapsed, 3), "rate": done / elapsed}
 
 
-async def ours_postgres(bench: OursBench, rows: int) -> dict[str, Any]:
-    """Drain ``rows`` preloaded rows with one in-process relay at defaults."""
+async def bare_redis(bench: RedisBench, rows: int) -> dict[str, Any]:
+    """Drain ``rows`` pending messages by calling the storage's FETCH and SETTLE scripts in a loop.
+
+    The arguments are the ones the storage passes at defaults (batch 100, its
+    lease, sweep, key run and byte budget); of the reply only the ids are
+    read, so the figure is the scripts' and the round trips' cost alone.
+    """
+    config, redis_config = OutboxConfig(), RedisOutboxConfig()
+    client = bench.raw
+    fetch = client.register_script(scripts.FETCH)
+    settle = client.register_script(scripts.SETTLE)
+    keys = [RedisKeys(bench.prefix).pending]
+    owner = "bare-loop"
+    hold_ms = round(min(config.claim_timeout_seconds, config.claim_lease_seconds) * 1000)
+    fetch_args = [
+        bench.prefix, BATCH, MAX_RETRY, hold_ms, owner,
+        redis_config.expired_claim_sweep, key_run(BATCH), config.batch_max_bytes,
+    ]
+    done = 0
+    started = time.perf_counter()
+    while done < rows:
+        ids = [i for i in unframe(await fetch(keys=keys, args=fetch_args))[1::WIDTH] if i is not None]
+        if not ids:
+            break
+        await settle(keys=keys, args=[bench.prefix, owner, Settle.PUBLISH, 0, "", "0", b",".join(ids)])
+        done += len(ids)
+    elapsed = time.perf_counter() - started
+    return {"messages": done, "seconds": round(elapsed, 3), "rate": done / elapsed}
+
+
+async def ours_drain(storage: Any, rows: int) -> dict[str, Any]:
+    """Drain ``rows`` preloaded rows of ``storage`` with one in-process relay at defaults."""
     config = OutboxConfig()
     transport = CountingTransport(rows)
-    relay = AsyncOutboxRelayBackgroundService(bench.storage(config), transport, config)
+    relay = AsyncOutboxRelayBackgroundService(storage, transport, config)
     return await drain(relay, transport, timeout=max(60.0, rows / 100))
+
+
+async def side_by_side(
+    name: str,
+    rows: int,
+    preload: Callable[[bool], Awaitable[None]],
+    bare: Callable[[], Awaitable[dict[str, Any]]],
+    ours: Callable[[], Awaitable[dict[str, Any]]],
+) -> dict[str, Any]:
+    """The bare loop and our relay, keyless and keyed, each over a fresh preload of ``rows``."""
+    result: dict[str, Any] = {}
+    for lane, keyed in (("keyless", False), ("keyed", True)):
+        for who, run in (("bare", bare), ("ours", ours)):
+            await preload(keyed)
+            progress(f"limit {name} {lane}: {who}, {rows} messages")
+            cpu = time.process_time()
+            figures = await run()
+            # Client CPU per message: what the machine's load moves least.
+            figures["cpu_us_per_message"] = (time.process_time() - cpu) / rows * 1e6
+            progress(f"limit {name} {lane}: {who} {figures['rate']:.0f} msg/s")
+            result[f"{lane}_{who}"] = figures
+        result[f"{lane}_ratio"] = result[f"{lane}_ours"]["rate"] / result[f"{lane}_bare"]["rate"]
+    return result
 
 
 async def limit_postgres(sizes: dict[str, Any]) -> dict[str, Any]:
@@ -93,25 +156,41 @@ async def limit_postgres(sizes: dict[str, Any]) -> dict[str, Any]:
     rows = int(sizes.get("limit_rows", 20_000))
     bench = OursBench(DEFAULT_PG_URL, SCHEMA)
     await bench.setup()
-    result: dict[str, Any] = {}
+
+    async def preload(keyed: bool) -> None:
+        await preload_lane(bench, rows, keyed=keyed)
+
     try:
-        for lane, keyed in (("keyless", False), ("keyed", True)):
-            for who in ("bare", "ours"):
-                await preload_lane(bench, rows, keyed=keyed)
-                progress(f"limit PostgreSQL {lane}: {who}, {rows} messages")
-                cpu = time.process_time()
-                if who == "bare":
-                    figures = await bare_postgres(bench.url, rows)
-                else:
-                    figures = await ours_postgres(bench, rows)
-                # Client CPU per message: what the machine's load moves least.
-                figures["cpu_us_per_message"] = (time.process_time() - cpu) / rows * 1e6
-                progress(f"limit PostgreSQL {lane}: {who} {figures['rate']:.0f} msg/s")
-                result[f"{lane}_{who}"] = figures
-            result[f"{lane}_ratio"] = result[f"{lane}_ours"]["rate"] / result[f"{lane}_bare"]["rate"]
+        return await side_by_side(
+            "PostgreSQL",
+            rows,
+            preload,
+            lambda: bare_postgres(bench.url, rows),
+            lambda: ours_drain(bench.storage(OutboxConfig()), rows),
+        )
     finally:
         await bench.teardown()
-    return result
+
+
+async def limit_redis(sizes: dict[str, Any]) -> dict[str, Any]:
+    """Bare script loop and our relay, keyless and keyed, under one Redis key prefix."""
+    rows = int(sizes.get("limit_rows", 20_000))
+    bench = RedisBench(DEFAULT_REDIS_URL, REDIS_PREFIX)
+
+    async def preload(keyed: bool) -> None:
+        # No hot key: every message goes round-robin over KEYS keys, as on PostgreSQL.
+        await bench.preload(rows, keyed=keyed, keys=KEYS + 1, hot=0)
+
+    try:
+        return await side_by_side(
+            "Redis",
+            rows,
+            preload,
+            lambda: bare_redis(bench, rows),
+            lambda: ours_drain(bench.storage(OutboxConfig()), rows),
+        )
+    finally:
+        await bench.close()
 
 
 async def preload_lane(bench: OursBench, rows: int, *, keyed: bool) -> None:
@@ -130,6 +209,8 @@ async def main() -> None:
     result: dict[str, Any] = {}
     if not wanted or "limit_postgres" in wanted:
         result["limit_postgres"] = await limit_postgres(sizes)
+    if not wanted or "limit_redis" in wanted:
+        result["limit_redis"] = await limit_redis(sizes)
     emit(result)
 
 
