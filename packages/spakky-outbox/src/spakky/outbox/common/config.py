@@ -99,6 +99,19 @@ def _polling_interval(value: float) -> float:
     return value
 
 
+MAX_BATCHES_IN_FLIGHT = 16
+"""Upper bound of ``BATCHES_IN_FLIGHT``: each batch in flight holds a claim and its payloads."""
+
+
+def _batches_in_flight(value: int | None) -> int | None:
+    if value is not None and not 1 <= value <= MAX_BATCHES_IN_FLIGHT:
+        raise ValueError(
+            f"must be 1 to {MAX_BATCHES_IN_FLIGHT}: the batches one async relay works on at once, "
+            "each holding a claim and its payloads (unset: chosen by the transport)"
+        )
+    return value
+
+
 def _batch_size(value: int) -> int:
     if value < 1:
         raise ValueError(
@@ -195,6 +208,12 @@ class OutboxConfig(BaseSettings):
     """Longest sleep between two claims when nothing wakes the relay earlier (0: no pause)."""
     batch_size: Annotated[int, AfterValidator(_batch_size)] = 100
     """Messages claimed per round trip."""
+    batches_in_flight: Annotated[int | None, AfterValidator(_batches_in_flight)] = None
+    """Batches the async relay works on at once: while one waits for the broker's
+    confirms or its acknowledgement, the next is claimed and sent. Each claim holds
+    its keys, so a key's order holds as between relays. Unset: 2 through a transport
+    that asks for it (the outbox's Kafka adapter), 1 through any other. The sync
+    relay works on one."""
     batch_max_bytes: Annotated[int, AfterValidator(_batch_max_bytes)] = DEFAULT_BATCH_MAX_BYTES
     """Payload bytes one claim may hold: the claim takes messages in order until
     the next would pass it, always at least one (a larger message goes alone),

@@ -164,3 +164,27 @@ class IBrokerConnectionSource(ABC):
     def broker_connection(self) -> BrokerConnection:
         """The connection's state as the transport last saw it."""
         ...
+
+
+class IFlushScopedTransport(ABC):  # noqa: B024 - a marker: what it promises is how flush behaves
+    """A transport through which the relay works on several batches at once by default.
+
+    Its ``flush`` confirms exactly what the calling task (or thread) sent since
+    its previous flush, so one batch's flush never reports, nor drops, another
+    batch's sends (a transport that flushes one shared buffer must not be one),
+    and overlapping batches was measured faster through it. The outbox's Kafka
+    adapter is one. The RabbitMQ adapter's flush is scoped too, but it publishes
+    one batch at a time on its channel and ran slower with two batches in
+    flight (1,578 against 2,190 msg/s in one run), so it keeps one by default.
+    """
+
+
+DEFAULT_BATCHES_IN_FLIGHT = 2
+"""Batches an async relay works on at once through an `IFlushScopedTransport` when the setting is unset."""
+
+
+def batches_in_flight(configured: int | None, transport: object) -> int:
+    """How many batches a relay works on at once: ``configured``, else by what ``transport`` promises."""
+    if configured is not None:
+        return configured
+    return DEFAULT_BATCHES_IN_FLIGHT if isinstance(transport, IFlushScopedTransport) else 1

@@ -15,6 +15,7 @@ from spakky.core.service.background import AbstractAsyncBackgroundService
 from spakky.event.event_publisher import IAsyncEventTransport
 from spakky.outbox.common.config import OutboxConfig, RelayMode
 from spakky.outbox.common.message import MESSAGE_ID_HEADER, OutboxMessage
+from spakky.outbox.delivery.batch import batches_in_flight
 from spakky.outbox.ports.metrics import IOutboxMetrics
 from spakky.outbox.ports.storage import (
     IAsyncOutboxAdministration,
@@ -31,6 +32,7 @@ from spakky.outbox.relay.primitives import (
     AsyncLock,
     AsyncRepeater,
     rest_async,
+    run_lanes_async,
     sleep_async,
 )
 from spakky.outbox.relay.state import (
@@ -99,10 +101,17 @@ class AsyncOutboxRelayBackgroundService(AbstractAsyncBackgroundService):
 
     @override
     async def run_async(self) -> None:
-        """Relay until stopped; storage errors are logged and retried, never fatal."""
+        """Relay until stopped, in lanes (`run_lanes_async`); storage errors are logged and retried, never fatal."""
         logger.info(
             "Outbox relay started (%s, batch %d)", type(self._storage).__name__, self._config.batch_size
         )
+        # With several lanes, one batch's wait for the broker and the storage overlaps
+        # the next one's claim and send; claims hold their keys, so lanes never share one.
+        await run_lanes_async(batches_in_flight(self._config.batches_in_flight, self._transport), self._relay_lane)
+        logger.info("Outbox relay stopped")
+
+    async def _relay_lane(self) -> None:
+        """Claim, send, flush and settle batches one after another until stopped."""
         while not self._stopping():
             try:
                 outcome = await self.relay_batch()
@@ -114,7 +123,6 @@ class AsyncOutboxRelayBackgroundService(AbstractAsyncBackgroundService):
             delay = self._policy.cycle_done(outcome)
             if delay > 0 and not self._stopping():
                 await self._rest(delay, wake_on_commit=not outcome.outage)
-        logger.info("Outbox relay stopped")
 
     def _stopping(self) -> bool:
         return self._policy.stopping(self._stop_event.is_set())

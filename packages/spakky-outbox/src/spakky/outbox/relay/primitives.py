@@ -7,7 +7,7 @@ calls the plain ones (see tools/unasync.py). Everything else the relays share.
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from spakky.outbox.relay.state import SYNC_WAIT_SLICE_SECONDS
@@ -61,6 +61,24 @@ def rest(stop: threading.Event, delay: float, wake: Callable[[float], bool] | No
         if wake(step):
             return
         remaining -= step
+
+
+async def run_lanes_async(lanes: int, lane: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run ``lanes`` copies of ``lane`` as tasks until every one returns (the first failure cancels the rest)."""
+    async with asyncio.TaskGroup() as group:
+        for _ in range(lanes):
+            group.create_task(lane())
+
+
+def run_lanes(lanes: int, lane: Callable[[], None]) -> None:
+    """Run ``lane`` once in this thread, whatever ``lanes`` asks.
+
+    The sync relay works on one batch at a time: its storages and transports
+    are called from the relay thread alone (and the claim renewer, under the
+    relay's write lock), and lanes in threads would break that.
+    """
+    del lanes
+    lane()
 
 
 class AsyncRepeater:

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/relay/async_relay.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 30d2194d7567277f68742305b4bb180fd96696ef17f021becd4b602511204c4e
+# Source sha256 (with the tool's): b9ed920ff4d1ff3f1e4026060d2b2f0d1ee5e21fe3aad9482b6812a9f33d468a
 """The sync outbox relay: claims stored messages and relays them to the sync transport.
 
 It only does the I/O: what a message's outcome means is decided in
@@ -18,6 +18,7 @@ from spakky.core.service.background import AbstractBackgroundService
 from spakky.event.event_publisher import IEventTransport
 from spakky.outbox.common.config import OutboxConfig, RelayMode
 from spakky.outbox.common.message import MESSAGE_ID_HEADER, OutboxMessage
+from spakky.outbox.delivery.batch import batches_in_flight
 from spakky.outbox.ports.metrics import IOutboxMetrics
 from spakky.outbox.ports.storage import (
     IOutboxAdministration,
@@ -34,6 +35,7 @@ from spakky.outbox.relay.primitives import (
     Lock,
     Repeater,
     rest,
+    run_lanes,
     sleep,
 )
 from spakky.outbox.relay.state import (
@@ -102,10 +104,17 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
 
     @override
     def run(self) -> None:
-        """Relay until stopped; storage errors are logged and retried, never fatal."""
+        """Relay until stopped, in lanes (`run_lanes`); storage errors are logged and retried, never fatal."""
         logger.info(
             "Outbox relay started (%s, batch %d)", type(self._storage).__name__, self._config.batch_size
         )
+        # With several lanes, one batch's wait for the broker and the storage overlaps
+        # the next one's claim and send; claims hold their keys, so lanes never share one.
+        run_lanes(batches_in_flight(self._config.batches_in_flight, self._transport), self._relay_lane)
+        logger.info("Outbox relay stopped")
+
+    def _relay_lane(self) -> None:
+        """Claim, send, flush and settle batches one after another until stopped."""
         while not self._stopping():
             try:
                 outcome = self.relay_batch()
@@ -117,7 +126,6 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
             delay = self._policy.cycle_done(outcome)
             if delay > 0 and not self._stopping():
                 self._rest(delay, wake_on_commit=not outcome.outage)
-        logger.info("Outbox relay stopped")
 
     def _stopping(self) -> bool:
         return self._policy.stopping(self._stop_event.is_set())

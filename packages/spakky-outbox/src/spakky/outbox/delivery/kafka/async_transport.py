@@ -19,6 +19,7 @@ from spakky.event.event_publisher import IAsyncEventTransport
 from spakky.outbox.delivery.batch import (
     BrokerConnection,
     IBrokerConnectionSource,
+    IFlushScopedTransport,
     OutboundRecord,
     PendingRecords,
     RecordOutcome,
@@ -30,7 +31,7 @@ from spakky.outbox.relay.primitives import AsyncEvent
 
 
 @Pod()
-class AsyncKafkaOutboxTransport(IAsyncEventTransport, IAsyncService, IBrokerConnectionSource):
+class AsyncKafkaOutboxTransport(IAsyncEventTransport, IAsyncService, IBrokerConnectionSource, IFlushScopedTransport):
     """Kafka for the async relay: one producer, a confirmed flush per batch."""
 
     def __init__(self, config: KafkaDeliveryConfig) -> None:

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/delivery/kafka/async_transport.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): e8a37e4cf624c3224a0e69a2ccd22cbf734bb096ab56511e371c6bfe035544b8
+# Source sha256 (with the tool's): 04bbd1842087ab4b4fa3d9f6ec9eca82cfdf5fac04d0d60fe28062c9128dd2a9
 """Kafka delivery for the sync relay: Spakky's `IEventTransport` on confluent-kafka.
 
 ``send`` queues a record in one long-lived idempotent producer (``acks=all``)
@@ -22,6 +22,7 @@ from spakky.event.event_publisher import IEventTransport
 from spakky.outbox.delivery.batch import (
     BrokerConnection,
     IBrokerConnectionSource,
+    IFlushScopedTransport,
     OutboundRecord,
     PendingRecords,
     RecordOutcome,
@@ -33,7 +34,7 @@ from spakky.outbox.relay.primitives import Event
 
 
 @Pod()
-class KafkaOutboxTransport(IEventTransport, IService, IBrokerConnectionSource):
+class KafkaOutboxTransport(IEventTransport, IService, IBrokerConnectionSource, IFlushScopedTransport):
     """Kafka for the sync relay: one producer, a confirmed flush per batch."""
 
     def __init__(self, config: KafkaDeliveryConfig) -> None:

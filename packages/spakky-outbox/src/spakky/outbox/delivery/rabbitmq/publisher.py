@@ -54,6 +54,7 @@ class RabbitMQOutbound:
         self._failed_attempts = 0
         self._next_attempt = 0.0
         self._opening = asyncio.Lock()
+        self._publishing = asyncio.Lock()
 
     async def publish(self, records: list[OutboundRecord]) -> list[RecordOutcome]:
         """Publish ``records`` (persistent, mandatory) and wait for every confirm.
@@ -66,6 +67,14 @@ class RabbitMQOutbound:
         Raises:
             OutboxBrokerUnavailableError: No connection could be opened.
         """
+        # One batch on the channel at a time: a relay's batches in flight still overlap
+        # one batch's confirms with the next one's claim, but never two batches' publishes,
+        # so a queue declared again for one batch cannot appear in the middle of another
+        # (whose earlier messages of a key would come back while its later ones are routed).
+        async with self._publishing:
+            return await self._publish_batch(records)
+
+    async def _publish_batch(self, records: list[OutboundRecord]) -> list[RecordOutcome]:
         outcomes = [RecordOutcome(record) for record in records]
         await self._open()
         try:
