@@ -248,6 +248,15 @@ DETAIL_ONLY_UNDELIVERED = """
         return super().get_message(message_id) if record is not None and record.pending else None
 """
 
+RELAYS_AS_ONE = """
+    def relay_claims(self):
+        from spakky.outbox.common.stats import RelayClaims
+        relays = super().relay_claims()
+        if not relays:
+            return relays
+        return [RelayClaims("relay", sum(r.held for r in relays), max(r.until for r in relays))]
+"""
+
 LEAKY = """
     async def assert_no_leaks(self):
         raise AssertionError("1 connection still checked out")
@@ -292,12 +301,13 @@ BASE_ONLY = """
             "test_get_message_expect_stored_fields_and_what_holds_it",
             "finds every stored message, in any state",
         ),
+        (RELAYS_AS_ONE, "test_relay_claims_expect_live_claims_by_relay", "one entry per relay instance"),
     ],
     ids=[
         "ignores-max-retry", "spent-head-overtaken", "requeue-keeps-budget", "stats-count-expired",
         "created-at-lost", "renewal-outlives-timeout", "renewal-ignores-owner", "head-of-every-key",
         "requeue-unbounded", "purge-on-caller-clock", "ack-counts-what-it-was-given",
-        "ignores-byte-budget", "budget-skips-what-does-not-fit", "detail-as-listed", "detail-only-undelivered",
+        "ignores-byte-budget", "budget-skips-what-does-not-fit", "detail-as-listed", "detail-only-undelivered", "relays-as-one",
     ],
 )
 def test_suite_broken_rule_expect_named_test_fails_saying_rule(

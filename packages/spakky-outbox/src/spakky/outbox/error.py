@@ -179,3 +179,9 @@ class OutboxMessageLookupUnsupportedError(AbstractOutboxDetailedError):
     """Raised when a storage written before `get_message` is asked for one message."""
 
     message = "The outbox storage cannot look up one message by id (get_message)"
+
+
+class OutboxRelayClaimsUnsupportedError(AbstractOutboxDetailedError):
+    """Raised when a storage that cannot tell which relay holds what is asked for its relays' claims."""
+
+    message = "The outbox storage cannot tell which relay instances hold claims (relay_claims)"

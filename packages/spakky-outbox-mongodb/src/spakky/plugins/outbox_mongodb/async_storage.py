@@ -14,6 +14,7 @@ from spakky.outbox.common.stats import (
     MessageDetail,
     OutboxStats,
     OutboxTarget,
+    RelayClaims,
     stats_timeout,
 )
 from spakky.outbox.error import OutboxTransactionRequiredError
@@ -168,6 +169,10 @@ class AsyncMongoOutboxStorage(
     @override
     async def get_message(self, message_id: UUID) -> MessageDetail | None:
         return await self._administer(self._queries.get_message(message_id))
+
+    @override
+    async def relay_claims(self) -> list[RelayClaims]:
+        return await self._administer(self._queries.relay_claims())
 
     @override
     async def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:

@@ -29,10 +29,13 @@ from spakky.outbox.common.config import DEFAULT_BATCH_MAX_BYTES
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import (
     KEY_HEADS_WINDOW,
+    RELAY_CLAIMS_WINDOW,
     STATS_COUNT_CAP,
     KeyHead,
     MessageDetail,
     OutboxStats,
+    RelayClaims,
+    relay_claims_of,
 )
 from spakky.plugins.outbox_mongodb.documents import (
     ABANDONED,
@@ -664,6 +667,26 @@ class OutboxQueries:
             [{"$match": {"_id": message_id}}, {"$limit": 1}, {"$addFields": {"observed_at": "$$NOW"}}]
         )
         return next((d for d in (_held(MessageDetail, document) for document in documents) if d is not None), None)
+
+    def relay_claims(self) -> Plan[list[RelayClaims]]:
+        """Live claims among the first `RELAY_CLAIMS_WINDOW` entries of each pending index, grouped by owner.
+
+        One aggregation per lane along its partial index (as `stats` counts
+        claims), the claim judged by the server clock.
+        """
+        claims: list[tuple[str, datetime]] = []
+        for spec in (KEYLESS_PENDING, KEYED_PENDING):
+            found: list[Document] = yield Aggregate([
+                {"$match": dict(spec.partial)},
+                {"$sort": dict(spec.keys)},
+                {"$limit": RELAY_CLAIMS_WINDOW},
+                {"$match": {"$expr": {"$and": [
+                    {"$gt": ["$claimed_by", None]}, {"$gt": ["$available_at", "$$NOW"]},
+                ]}}},
+                {"$project": {"_id": 0, "claimed_by": 1, "available_at": 1}},
+            ])
+            claims += [(str(d["claimed_by"]), d["available_at"]) for d in found]
+        return relay_claims_of(claims)
 
     def requeue_abandoned(self, message_ids: Sequence[UUID] | None, limit: int) -> Plan[int]:
         """Make up to ``limit`` abandoned messages pending with a fresh budget."""

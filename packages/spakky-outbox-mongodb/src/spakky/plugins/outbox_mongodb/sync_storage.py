@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-mongodb/src/spakky/plugins/outbox_mongodb/async_storage.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 63745522dde731630dbce909a9bacf1869fbc88fc271c4421c6aa8dbe625bdbc
+# Source sha256 (with the tool's): 5f2f52e55a898551be424e73ad7f08219a6ffab47f0b44348dab6c32f3fd7e24
 """The MongoDB outbox storage of the sync flavour."""
 
 from collections.abc import Sequence
@@ -17,6 +17,7 @@ from spakky.outbox.common.stats import (
     MessageDetail,
     OutboxStats,
     OutboxTarget,
+    RelayClaims,
     stats_timeout,
 )
 from spakky.outbox.error import OutboxTransactionRequiredError
@@ -171,6 +172,10 @@ class MongoOutboxStorage(
     @override
     def get_message(self, message_id: UUID) -> MessageDetail | None:
         return self._administer(self._queries.get_message(message_id))
+
+    @override
+    def relay_claims(self) -> list[RelayClaims]:
+        return self._administer(self._queries.relay_claims())
 
     @override
     def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:

@@ -8,7 +8,7 @@ from uuid import UUID
 from redis.commands.core import AsyncScript
 from spakky.core.pod.annotations.pod import Pod
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import KeyHead, MessageDetail, OutboxStats
+from spakky.outbox.common.stats import KeyHead, MessageDetail, OutboxStats, RelayClaims
 from spakky.outbox.error import (
     OutboxStorageUnavailableError,
 )
@@ -192,6 +192,11 @@ class AsyncRedisOutboxStorage(
     async def get_message(self, message_id: UUID) -> MessageDetail | None:
         """Return one message in whatever state, with its payload and headers (one script, O(1))."""
         return self._one_message(await self._run("get_message", self._get_message_args(message_id)))
+
+    @override
+    async def relay_claims(self) -> list[RelayClaims]:
+        """Return the relay instances holding live claims (one script over the in-flight set, O(window))."""
+        return self._relay_claims(await self._run("relay_claims", self._relay_claims_args()))
 
     @override
     async def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:

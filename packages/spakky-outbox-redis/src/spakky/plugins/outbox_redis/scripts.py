@@ -542,3 +542,17 @@ return table.concat(out)
 """
 )
 """The message ARGV[2] in whatever state, framed like a key head; only the server time when there is none."""
+
+RELAY_CLAIMS = (
+    _COMMON
+    + """
+local now = now_ms()
+put(tostring(now))
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', inflight, '(' .. now, '+inf', 'LIMIT', 0, tonumber(ARGV[2]))) do
+  put(redis.call('HGET', mkey(id), 'owner') or '')
+  put(redis.call('ZSCORE', inflight, id))
+end
+return table.concat(out)
+"""
+)
+"""The owner and deadline (ms) of up to ARGV[2] live claims, after the server time."""

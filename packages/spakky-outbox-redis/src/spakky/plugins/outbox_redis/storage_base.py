@@ -21,10 +21,13 @@ from spakky.outbox.common.config import OutboxConfig, redact_url
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import (
     KEY_HEADS_WINDOW,
+    RELAY_CLAIMS_WINDOW,
     KeyHead,
     MessageDetail,
     OutboxStats,
     OutboxTarget,
+    RelayClaims,
+    relay_claims_of,
 )
 from spakky.outbox.error import OutboxTransactionRequiredError
 from spakky.plugins.outbox_redis import scripts
@@ -71,6 +74,7 @@ SCRIPTS: dict[str, str] = {
     "abandoned": scripts.LIST_ABANDONED,
     "key_heads": scripts.KEY_HEADS,
     "get_message": scripts.GET_MESSAGE,
+    "relay_claims": scripts.RELAY_CLAIMS,
 }
 
 WIDTH = 1 + len(MESSAGE_FIELDS)
@@ -315,6 +319,19 @@ class RedisOutboxStorageBase:
 
     def _one_message(self, reply: Any) -> MessageDetail | None:
         return next(iter(self._held(MessageDetail, reply)), None)
+
+    def _relay_claims_args(self) -> list[RedisValue]:
+        # Both lanes' windows: the in-flight set holds the live claims of both.
+        return [self._keys.prefix, 2 * RELAY_CLAIMS_WINDOW]
+
+    @staticmethod
+    def _relay_claims(reply: Any) -> list[RelayClaims]:
+        """Decode the relay claims script's reply: (owner, deadline ms) pairs after the server time."""
+        items = unframe(cast(bytes, reply))
+        pairs = zip(items[1::2], items[2::2], strict=True)
+        return relay_claims_of(
+            (owner.decode(), until) for owner, ends in pairs if owner and (until := _from_ms(ends)) is not None
+        )
 
     @staticmethod
     def _stats(reply: Any) -> OutboxStats:

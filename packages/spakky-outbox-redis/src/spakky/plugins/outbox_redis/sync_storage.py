@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-redis/src/spakky/plugins/outbox_redis/async_storage.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 110ec32f67f69595caa85a9700603ed955aababa274b1c9a7daba2dbfa8a8c6d
+# Source sha256 (with the tool's): 10fd9dadf14463c90520c0492abf27ffd8937c7613a8736839ee7d937b159abc
 """The Redis outbox storage of the sync flavour (redis-py synchronous clients)."""
 
 from collections.abc import Iterator, Sequence
@@ -11,7 +11,7 @@ from uuid import UUID
 from redis.commands.core import Script
 from spakky.core.pod.annotations.pod import Pod
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import KeyHead, MessageDetail, OutboxStats
+from spakky.outbox.common.stats import KeyHead, MessageDetail, OutboxStats, RelayClaims
 from spakky.outbox.error import (
     OutboxStorageUnavailableError,
 )
@@ -195,6 +195,11 @@ class RedisOutboxStorage(
     def get_message(self, message_id: UUID) -> MessageDetail | None:
         """Return one message in whatever state, with its payload and headers (one script, O(1))."""
         return self._one_message(self._run("get_message", self._get_message_args(message_id)))
+
+    @override
+    def relay_claims(self) -> list[RelayClaims]:
+        """Return the relay instances holding live claims (one script over the in-flight set, O(window))."""
+        return self._relay_claims(self._run("relay_claims", self._relay_claims_args()))
 
     @override
     def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:

@@ -41,10 +41,13 @@ from spakky.outbox.common.config import DEFAULT_BATCH_MAX_BYTES
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import (
     KEY_HEADS_WINDOW,
+    RELAY_CLAIMS_WINDOW,
     STATS_COUNT_CAP,
     KeyHead,
     MessageDetail,
     OutboxStats,
+    RelayClaims,
+    sort_relay_claims,
 )
 from spakky.plugins.outbox_sqlalchemy.error import UnsupportedOutboxDialectError
 from spakky.plugins.outbox_sqlalchemy.schema import UtcDateTime, as_utc, index_name
@@ -935,13 +938,46 @@ class OutboxSql:
             count_cap=cap,
         )
 
+    def _pending_lanes(self) -> tuple[str, str]:
+        """The keyless and the keyed pending lane, each as ``<table> WHERE ... ORDER BY`` along its index."""
+        name, force = self._name, self._force
+        if self.kind is DialectKind.MYSQL:
+            return (
+                f"{name}{force('state')} WHERE {PENDING} AND partition_key IS NULL ORDER BY seq",
+                f"{name}{force('pending_key')} WHERE pending_key IS NOT NULL ORDER BY pending_key, seq",
+            )
+        # Each lane asks for the order only its partial index gives, so
+        # the planner reads that index whatever its statistics say.
+        return (
+            f"{name} WHERE {PENDING} AND partition_key IS NULL ORDER BY seq",
+            f"{name} WHERE {PENDING} AND partition_key IS NOT NULL ORDER BY partition_key, seq",
+        )
+
+    def relay_claims(self, conn: Connection) -> list[RelayClaims]:
+        """Live claims among the first `RELAY_CLAIMS_WINDOW` rows of each pending lane, grouped by owner.
+
+        One statement; each lane reads at most the window of its index's
+        entries, and the claim is judged by the database clock.
+        """
+        live = f"claimed_by IS NOT NULL AND lease_until > {self._clock.now}"
+        lanes = " UNION ALL ".join(
+            f"SELECT claimed_by, lease_until FROM (SELECT claimed_by, lease_until FROM {lane} LIMIT :window) "
+            f"AS r{n} WHERE {live}"
+            for n, lane in enumerate(self._pending_lanes())
+        )
+        stmt = text(
+            f"SELECT claimed_by AS owner, COUNT(*) AS held, MAX(lease_until) AS until FROM ({lanes}) AS c "
+            "GROUP BY claimed_by"
+        ).columns(column("owner", Text()), column("held", Integer()), column("until", UtcDateTime()))
+        rows = conn.execute(stmt, {"window": RELAY_CLAIMS_WINDOW})
+        return sort_relay_claims(RelayClaims(str(r.owner), int(r.held), r.until) for r in rows)
+
     def stats_statement(self, timeout_seconds: float) -> TextualSelect:
         """The one `stats` statement: four capped counts, two index heads, the clock."""
         now, name, force = self._clock.now, self._name, self._force
         live = f"CASE WHEN claimed_by IS NOT NULL AND lease_until > {now} THEN 1 ELSE 0 END"
+        keyless, keyed = self._pending_lanes()
         if self.kind is DialectKind.MYSQL:
-            keyless = f"{name}{force('state')} WHERE {PENDING} AND partition_key IS NULL ORDER BY seq"
-            keyed = f"{name}{force('pending_key')} WHERE pending_key IS NOT NULL ORDER BY pending_key, seq"
             published = f"{name}{force('state')} WHERE published_at IS NOT NULL ORDER BY published_at"
             abandoned = f"{name}{force('abandoned_at')} WHERE {ABANDONED} ORDER BY abandoned_at"
             # Loose index scan of (pending_key, seq): one entry per key, no delivered row.
@@ -952,10 +988,6 @@ class OutboxSql:
                 f"JOIN {name} AS o ON o.seq = heads.s"
             )
         else:
-            # Each lane asks for the order only its partial index gives, so
-            # the planner reads that index whatever its statistics say.
-            keyless = f"{name} WHERE {PENDING} AND partition_key IS NULL ORDER BY seq"
-            keyed = f"{name} WHERE {PENDING} AND partition_key IS NOT NULL ORDER BY partition_key, seq"
             published = f"{name} WHERE published_at IS NOT NULL ORDER BY published_at"
             abandoned = f"{name} WHERE {ABANDONED} ORDER BY abandoned_at, seq"
             # A skip scan over the keyed index: two probes per key (the next

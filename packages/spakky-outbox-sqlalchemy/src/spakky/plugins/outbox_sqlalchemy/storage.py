@@ -25,6 +25,7 @@ from spakky.outbox.common.stats import (
     MessageDetail,
     OutboxStats,
     OutboxTarget,
+    RelayClaims,
     stats_timeout,
 )
 from spakky.outbox.error import OutboxTransactionRequiredError
@@ -446,6 +447,11 @@ class AsyncSqlAlchemyOutboxStorage(
         return await self._run(lambda c: sql.get_message(c, message_id))
 
     @override
+    async def relay_claims(self) -> list[RelayClaims]:
+        sql = self._core.sql
+        return await self._run(sql.relay_claims)
+
+    @override
     async def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:
         sql = self._core.sql
         return await self._run(lambda c: sql.purge_published(c, before, limit))
@@ -671,6 +677,10 @@ class SqlAlchemyOutboxStorage(
     @override
     def get_message(self, message_id: UUID) -> MessageDetail | None:
         return self._run(lambda c: self._core.sql.get_message(c, message_id))
+
+    @override
+    def relay_claims(self) -> list[RelayClaims]:
+        return self._run(self._core.sql.relay_claims)
 
     @override
     def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:

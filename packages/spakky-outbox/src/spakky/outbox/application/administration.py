@@ -13,7 +13,13 @@ from uuid import UUID
 
 from spakky.core.pod.interfaces.application_context import IApplicationContext
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import KeyHead, MessageDetail, OutboxStats, OutboxTarget
+from spakky.outbox.common.stats import (
+    KeyHead,
+    MessageDetail,
+    OutboxStats,
+    OutboxTarget,
+    RelayClaims,
+)
 from spakky.outbox.error import OutboxAdministrationUnsupportedError
 from spakky.outbox.ports.storage import (
     IAsyncOutboxAdministration,
@@ -57,6 +63,10 @@ class ThreadedOutboxAdministration(IAsyncOutboxAdministration):
     @override
     async def get_message(self, message_id: UUID) -> MessageDetail | None:
         return await asyncio.to_thread(self._storage.get_message, message_id)
+
+    @override
+    async def relay_claims(self) -> list[RelayClaims]:
+        return await asyncio.to_thread(self._storage.relay_claims)
 
     @override
     async def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:

@@ -1,5 +1,6 @@
 """Operator-facing snapshot of an outbox's state."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -25,6 +26,12 @@ KEY_HEADS_WINDOW = 1_000
 Finding the oldest heads means looking at every key; past this many a
 storage stops, so the call costs O(window) whatever the backlog, and the page
 holds the oldest heads among the keys it looked at."""
+
+RELAY_CLAIMS_WINDOW = 1_000
+"""Most pending messages of each lane (keyless, keyed) one `relay_claims` call looks at, oldest first.
+
+Relays claim oldest first, so their claims sit at the front of the lanes;
+the call costs O(window) whatever the backlog."""
 
 DEFAULT_STATS_TIMEOUT_SECONDS = 5.0
 """How long a storage lets one `stats` read run on the server unless told otherwise."""
@@ -116,3 +123,30 @@ class MessageDetail:
 @dataclass(frozen=True)
 class KeyHead(MessageDetail):
     """The head of one partition key (its oldest undelivered message) and what holds it now."""
+
+
+@dataclass(frozen=True)
+class RelayClaims:
+    """One relay instance and the live claims it holds now."""
+
+    owner: str
+    """The relay instance's owner token."""
+    held: int
+    """Messages it holds (among those `relay_claims` looked at)."""
+    until: datetime
+    """When the last of those claims ends unless renewed."""
+
+
+def relay_claims_of(claims: Iterable[tuple[str, datetime]]) -> list[RelayClaims]:
+    """Live claims as (owner, end) pairs, grouped by relay instance: most held first, then by owner."""
+    held: dict[str, int] = {}
+    until: dict[str, datetime] = {}
+    for owner, ends in claims:
+        held[owner] = held.get(owner, 0) + 1
+        until[owner] = max(ends, until.get(owner, ends))
+    return sort_relay_claims(RelayClaims(owner, count, until[owner]) for owner, count in held.items())
+
+
+def sort_relay_claims(relays: Iterable[RelayClaims]) -> list[RelayClaims]:
+    """``relays`` in the order `relay_claims` returns them: most held first, then by owner."""
+    return sorted(relays, key=lambda r: (-r.held, r.owner))

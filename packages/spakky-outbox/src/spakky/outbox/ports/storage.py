@@ -17,10 +17,17 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import KeyHead, MessageDetail, OutboxStats, OutboxTarget
+from spakky.outbox.common.stats import (
+    KeyHead,
+    MessageDetail,
+    OutboxStats,
+    OutboxTarget,
+    RelayClaims,
+)
 from spakky.outbox.error import (
     OutboxKeyHeadsUnsupportedError,
     OutboxMessageLookupUnsupportedError,
+    OutboxRelayClaimsUnsupportedError,
 )
 
 
@@ -281,6 +288,20 @@ class IOutboxAdministration(ABC):
         """
         raise OutboxMessageLookupUnsupportedError(type(self).__name__)
 
+    def relay_claims(self) -> list[RelayClaims]:
+        """Return each relay instance holding live claims now, how many messages it holds and until when.
+
+        For operators (the console's overview): the live claims among the
+        oldest `RELAY_CLAIMS_WINDOW` pending messages of each lane (keyless,
+        keyed), grouped by owner token, most held first; O(window) whatever
+        the backlog. Claims are judged by the storage's clock; an ended or
+        released claim is no one's.
+
+        The default (storages that cannot tell, or written before this
+        method) raises `OutboxRelayClaimsUnsupportedError`.
+        """
+        raise OutboxRelayClaimsUnsupportedError(type(self).__name__)
+
     @abstractmethod
     def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:
         """Delete up to ``limit`` messages published before ``before``.
@@ -358,6 +379,14 @@ class IAsyncOutboxAdministration(ABC):
         `OutboxMessageLookupUnsupportedError`.
         """
         raise OutboxMessageLookupUnsupportedError(type(self).__name__)
+
+    async def relay_claims(self) -> list[RelayClaims]:
+        """Return each relay instance holding live claims now, how many messages it holds and until when.
+
+        See `IOutboxAdministration.relay_claims`. The default raises
+        `OutboxRelayClaimsUnsupportedError`.
+        """
+        raise OutboxRelayClaimsUnsupportedError(type(self).__name__)
 
     @abstractmethod
     async def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:

@@ -9,7 +9,7 @@ from uuid import UUID
 from spakky.core.pod.annotations.pod import Pod
 from spakky.data.persistency.transaction import AbstractAsyncTransaction
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import KeyHead, MessageDetail, OutboxStats
+from spakky.outbox.common.stats import KeyHead, MessageDetail, OutboxStats, RelayClaims
 from spakky.outbox.ports.storage import IAsyncOutboxFullStorage
 from spakky.outbox.testing.memory_state import (
     InMemoryOutboxState,
@@ -93,6 +93,10 @@ class AsyncInMemoryOutboxStorage(
     @override
     async def get_message(self, message_id: UUID) -> MessageDetail | None:
         return self._state.get_message(message_id)
+
+    @override
+    async def relay_claims(self) -> list[RelayClaims]:
+        return self._state.relay_claims()
 
     @override
     async def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:

@@ -21,9 +21,12 @@ from spakky.outbox.common.config import DEFAULT_BATCH_MAX_BYTES, OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import (
     KEY_HEADS_WINDOW,
+    RELAY_CLAIMS_WINDOW,
     KeyHead,
     MessageDetail,
     OutboxStats,
+    RelayClaims,
+    relay_claims_of,
 )
 from spakky.outbox.error import OutboxTransactionRequiredError
 from spakky.outbox.inbox.error import InboxConflictError
@@ -453,6 +456,18 @@ class InMemoryOutboxState:
         with self._lock:
             record = self.records.get(message_id)
             return None if record is None else self._detail(MessageDetail, record, self.clock())
+
+    def relay_claims(self) -> list[RelayClaims]:
+        """Live claims among the first window of pending messages of each lane, grouped by owner."""
+        with self._lock:
+            now = self.clock()
+            pending = [r for r in sorted(self.records.values(), key=lambda r: r.seq) if r.pending]
+            keyless = [r for r in pending if r.message.partition_key is None][:RELAY_CLAIMS_WINDOW]
+            keyed = [r for r in pending if r.message.partition_key is not None][:RELAY_CLAIMS_WINDOW]
+            held = [self._detail(MessageDetail, r, now) for r in (*keyless, *keyed)]
+            return relay_claims_of(
+                (d.claimed_by, d.lease_until) for d in held if d.claimed_by is not None and d.lease_until is not None
+            )
 
     def _detail[D: MessageDetail](self, kind: type[D], record: _Record, now: datetime) -> D:
         live = record.pending and record.claimed_by is not None and self._claim_live(record, now)

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/testing/async_memory.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): ea37405aadd3826e86f12ae223deb3496281d4237aadb4101b992664553353dd
+# Source sha256 (with the tool's): be2b767c32c511857f3b26a626a98b01bfbafcbb532c978a86318a8379b34d8c
 """The in-memory reference storage and transaction of the sync flavour."""
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from uuid import UUID
 from spakky.core.pod.annotations.pod import Pod
 from spakky.data.persistency.transaction import AbstractTransaction
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import KeyHead, MessageDetail, OutboxStats
+from spakky.outbox.common.stats import KeyHead, MessageDetail, OutboxStats, RelayClaims
 from spakky.outbox.ports.storage import IOutboxFullStorage
 from spakky.outbox.testing.memory_state import (
     InMemoryOutboxState,
@@ -96,6 +96,10 @@ class InMemoryOutboxStorage(
     @override
     def get_message(self, message_id: UUID) -> MessageDetail | None:
         return self._state.get_message(message_id)
+
+    @override
+    def relay_claims(self) -> list[RelayClaims]:
+        return self._state.relay_claims()
 
     @override
     def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:

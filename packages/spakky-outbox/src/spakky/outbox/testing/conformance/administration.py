@@ -1,4 +1,4 @@
-"""Rules of ``Capability.ADMINISTRATION``: stats, list and requeue abandoned, purge published, key heads, one message."""
+"""Rules of ``Capability.ADMINISTRATION``: stats, list and requeue abandoned, purge published, key heads, one message, relay claims."""
 
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
@@ -280,3 +280,38 @@ async def test_get_message_expect_stored_fields_and_what_holds_it(
             "get_message gives the retry time only while a scheduled retry waits", (sent.event_name, detail)
         )
     assert await storage.get_message(uuid4()) is None, rule("get_message of an unknown id returns None", "a message")
+
+
+@capability(Capability.ADMINISTRATION)
+async def test_relay_claims_expect_live_claims_by_relay(outbox_harness: AbstractOutboxHarness) -> None:
+    """relay_claims gives each relay instance holding live claims, how many it holds and until when; released and settled claims are no one's."""
+    sent = [message(name=f"r{n}") for n in range(6)]
+    await outbox_harness.write(sent)
+    first, second, releaser, publisher = (outbox_harness.new_storage() for _ in range(4))
+    two, one = await first.fetch_pending(2, MAX_RETRY), await second.fetch_pending(1, MAX_RETRY)
+    let_go, done = await releaser.fetch_pending(1, MAX_RETRY), await publisher.fetch_pending(1, MAX_RETRY)
+    assert (len(two), len(one), len(let_go), len(done)) == (2, 1, 1, 1), rule(
+        "each instance claims what it asks for", names([*two, *one, *let_go, *done])
+    )
+    if isinstance(releaser, IAsyncOutboxRetryScheduling):
+        await releaser.release(ids(let_go))
+    else:
+        await releaser.mark_published(let_go[0].id)
+    await publisher.mark_published(done[0].id)
+    for holder, held in ((first, two), (second, one)):
+        if isinstance(holder, IAsyncOutboxLiveness):
+            await holder.renew_claims(ids(held))
+    storage = outbox_harness.new_storage()
+    assert isinstance(storage, IAsyncOutboxAdministration)
+    relays = await storage.relay_claims()
+    assert [r.held for r in relays] == [2, 1], rule(
+        "relay_claims lists one entry per relay instance with live claims, most held first", relays
+    )
+    assert all(r.owner for r in relays) and relays[0].owner != relays[1].owner, rule(
+        "each relay instance is named by its own owner token", relays
+    )
+    raw = await raw_by_id(outbox_harness)
+    held_ids = ids([*two, *one])
+    assert all(raw[i].claimed and not raw[i].published for i in held_ids), rule(
+        "the claims relay_claims counts are claims in storage", [raw[i] for i in held_ids]
+    )

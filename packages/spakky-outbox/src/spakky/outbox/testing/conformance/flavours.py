@@ -18,7 +18,13 @@ from uuid import UUID
 
 import pytest
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import KeyHead, MessageDetail, OutboxStats, OutboxTarget
+from spakky.outbox.common.stats import (
+    KeyHead,
+    MessageDetail,
+    OutboxStats,
+    OutboxTarget,
+    RelayClaims,
+)
 from spakky.outbox.ports.storage import (
     IAsyncOutboxStorage,
     IOutboxAdministration,
@@ -114,6 +120,9 @@ class _ThreadedOutboxStorage(IAsyncOutboxStorage):
 
     async def get_message(self, message_id: UUID) -> MessageDetail | None:
         return await asyncio.to_thread(cast(IOutboxAdministration, self.sync_storage).get_message, message_id)
+
+    async def relay_claims(self) -> list[RelayClaims]:
+        return await asyncio.to_thread(cast(IOutboxAdministration, self.sync_storage).relay_claims)
 
     async def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:
         storage = cast(IOutboxAdministration, self.sync_storage)
