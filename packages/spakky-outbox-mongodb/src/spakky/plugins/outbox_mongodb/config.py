@@ -4,13 +4,13 @@ import re
 from enum import StrEnum
 from typing import ClassVar
 
-from pydantic import ValidationError, field_validator
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pymongo.errors import ConfigurationError, InvalidURI
 from pymongo.uri_parser import parse_uri
 from spakky.core.stereotype.configuration import Configuration
 from spakky.outbox.common import config as outbox_config
-from spakky.outbox.common.config import describe_settings_error
+from spakky.outbox.common.config import settings_errors
 from spakky.plugins.outbox_mongodb.error import InvalidMongoOutboxConfigError
 
 SPAKKY_OUTBOX_MONGODB_CONFIG_ENV_PREFIX: str = "SPAKKY_OUTBOX_MONGODB__"
@@ -111,12 +111,8 @@ class MongoOutboxConfig(BaseSettings):
             InvalidMongoOutboxConfigError: A variable holds an invalid value;
                 the error names the variable (a URL is shown without password).
         """
-        try:
+        with settings_errors(SPAKKY_OUTBOX_MONGODB_CONFIG_ENV_PREFIX, InvalidMongoOutboxConfigError):
             super().__init__()
-        except ValidationError as error:
-            raise InvalidMongoOutboxConfigError(
-                describe_settings_error(SPAKKY_OUTBOX_MONGODB_CONFIG_ENV_PREFIX, error)
-            ) from None
         check_url(self.url)
 
 

@@ -2,10 +2,10 @@
 
 from typing import Annotated, ClassVar
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from spakky.core.stereotype.configuration import Configuration
-from spakky.outbox.common.config import describe_settings_error
+from spakky.outbox.common.config import settings_errors
 from spakky.plugins.outbox_redis.error import InvalidRedisOutboxConfigError
 
 SPAKKY_OUTBOX_REDIS_CONFIG_ENV_PREFIX: str = "SPAKKY_OUTBOX_REDIS__"
@@ -119,9 +119,5 @@ class RedisOutboxConfig(BaseSettings):
             InvalidRedisOutboxConfigError: A variable holds an invalid value;
                 the error names the variable.
         """
-        try:
+        with settings_errors(SPAKKY_OUTBOX_REDIS_CONFIG_ENV_PREFIX, InvalidRedisOutboxConfigError):
             super().__init__()
-        except ValidationError as error:
-            raise InvalidRedisOutboxConfigError(
-                describe_settings_error(SPAKKY_OUTBOX_REDIS_CONFIG_ENV_PREFIX, error)
-            ) from None

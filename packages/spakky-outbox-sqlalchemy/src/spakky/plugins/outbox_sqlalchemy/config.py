@@ -3,10 +3,10 @@
 import re
 from typing import Annotated, ClassVar
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from spakky.core.stereotype.configuration import Configuration
-from spakky.outbox.common.config import describe_settings_error
+from spakky.outbox.common.config import settings_errors
 from spakky.plugins.outbox_sqlalchemy.error import (
     InvalidOutboxSqlAlchemyConfigError,
     InvalidOutboxTableNameError,
@@ -73,9 +73,5 @@ class SqlAlchemyOutboxConfig(BaseSettings):
             InvalidOutboxSqlAlchemyConfigError: A variable has a wrong type or range.
             InvalidOutboxTableNameError: The table name is not a plain identifier.
         """
-        try:
+        with settings_errors(SPAKKY_OUTBOX_SQLALCHEMY_CONFIG_ENV_PREFIX, InvalidOutboxSqlAlchemyConfigError):
             super().__init__()
-        except ValidationError as error:
-            raise InvalidOutboxSqlAlchemyConfigError(
-                describe_settings_error(SPAKKY_OUTBOX_SQLALCHEMY_CONFIG_ENV_PREFIX, error)
-            ) from None

@@ -1,6 +1,8 @@
 """Outbox configuration, read from ``SPAKKY_OUTBOX__*`` environment variables."""
 
 import re
+from collections.abc import Generator
+from contextlib import contextmanager
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
@@ -87,6 +89,25 @@ def describe_settings_error(env_prefix: str, error: ValidationError) -> str:
         )
         parts.append(f"{name}: {message}" if shown is None else f"{name}={shown}: {message}")
     return "; ".join(parts)
+
+
+@contextmanager
+def settings_errors(
+    env_prefix: str, error_type: type[InvalidOutboxConfigError] = InvalidOutboxConfigError
+) -> Generator[None]:
+    """Turn pydantic's error while loading ``env_prefix`` settings into ``error_type``.
+
+    Every ``SPAKKY_OUTBOX*`` settings class loads inside it, so each names its
+    variables alike (see `describe_settings_error`) and pydantic's own error,
+    which may echo a secret, never surfaces.
+
+    Raises:
+        InvalidOutboxConfigError: ``error_type``, naming each invalid variable.
+    """
+    try:
+        yield
+    except ValidationError as error:
+        raise error_type(describe_settings_error(env_prefix, error)) from None
 
 
 _KEEP_FOREVER = frozenset({"none", "forever", "off"})
@@ -286,9 +307,5 @@ class OutboxConfig(BaseSettings):
             InvalidOutboxConfigError: A variable holds a value of the wrong type
                 or range; the error names the variable.
         """
-        try:
+        with settings_errors(SPAKKY_OUTBOX_CONFIG_ENV_PREFIX):
             super().__init__()
-        except ValidationError as error:
-            raise InvalidOutboxConfigError(
-                describe_settings_error(SPAKKY_OUTBOX_CONFIG_ENV_PREFIX, error)
-            ) from None

@@ -2,10 +2,9 @@
 
 from typing import Annotated, ClassVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from spakky.outbox.common.config import describe_settings_error
-from spakky.outbox.error import InvalidOutboxConfigError
+from spakky.outbox.common.config import settings_errors
 
 SPAKKY_OUTBOX_CONSOLE_ENV_PREFIX = "SPAKKY_OUTBOX_CONSOLE__"
 MAX_PAGE_SIZE = 200
@@ -43,12 +42,8 @@ class OutboxConsoleConfig(BaseSettings):
             InvalidOutboxConfigError: A variable holds a value of the wrong type
                 or range; the error names the variable, never a token.
         """
-        try:
+        with settings_errors(SPAKKY_OUTBOX_CONSOLE_ENV_PREFIX):
             super().__init__(**values)  # pyright: ignore[reportArgumentType]
-        except ValidationError as error:
-            raise InvalidOutboxConfigError(
-                describe_settings_error(SPAKKY_OUTBOX_CONSOLE_ENV_PREFIX, error)
-            ) from None
 
     @property
     def read_only(self) -> bool:

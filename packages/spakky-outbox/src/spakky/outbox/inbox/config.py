@@ -2,11 +2,10 @@
 
 from typing import Annotated, ClassVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from spakky.core.stereotype.configuration import Configuration
-from spakky.outbox.common.config import describe_settings_error
-from spakky.outbox.error import InvalidOutboxConfigError
+from spakky.outbox.common.config import settings_errors
 
 SPAKKY_OUTBOX_INBOX_CONFIG_ENV_PREFIX = "SPAKKY_OUTBOX__INBOX__"
 DEFAULT_WINDOW_SECONDS = 7 * 24 * 3600.0
@@ -35,9 +34,5 @@ class InboxConfig(BaseSettings):
         Raises:
             InvalidOutboxConfigError: A variable has a wrong type or range.
         """
-        try:
+        with settings_errors(SPAKKY_OUTBOX_INBOX_CONFIG_ENV_PREFIX):
             super().__init__()
-        except ValidationError as error:
-            raise InvalidOutboxConfigError(
-                describe_settings_error(SPAKKY_OUTBOX_INBOX_CONFIG_ENV_PREFIX, error)
-            ) from None

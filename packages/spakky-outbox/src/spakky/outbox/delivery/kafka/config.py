@@ -4,10 +4,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 from spakky.core.stereotype.configuration import Configuration
-from spakky.outbox.common.config import describe_settings_error
+from spakky.outbox.common.config import settings_errors
 from spakky.outbox.error import InvalidOutboxConfigError
 
 SPAKKY_OUTBOX_KAFKA_CONFIG_ENV_PREFIX: str = "SPAKKY_OUTBOX_KAFKA__"
@@ -102,11 +102,8 @@ class KafkaDeliveryConfig(BaseSettings):
                 settings contradict each other; the error names the variables.
         """
         try:
-            super().__init__()
-        except ValidationError as error:
-            raise InvalidOutboxConfigError(
-                describe_settings_error(SPAKKY_OUTBOX_KAFKA_CONFIG_ENV_PREFIX, error)
-            ) from None
+            with settings_errors(SPAKKY_OUTBOX_KAFKA_CONFIG_ENV_PREFIX):
+                super().__init__()
         except SettingsError:  # the only structured field: its value is not JSON (and is not shown)
             raise InvalidOutboxConfigError(
                 f"{SPAKKY_OUTBOX_KAFKA_CONFIG_ENV_PREFIX}OPTIONS: expected a JSON object of librdkafka properties"

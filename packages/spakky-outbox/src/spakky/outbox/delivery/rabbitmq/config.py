@@ -5,10 +5,10 @@ from pathlib import Path
 from typing import Annotated, ClassVar
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from spakky.core.stereotype.configuration import Configuration
-from spakky.outbox.common.config import describe_settings_error, redact_credentials
+from spakky.outbox.common.config import redact_credentials, settings_errors
 from spakky.outbox.error import InvalidOutboxConfigError
 
 SPAKKY_OUTBOX_RABBITMQ_CONFIG_ENV_PREFIX: str = "SPAKKY_OUTBOX_RABBITMQ__"
@@ -65,12 +65,8 @@ class RabbitMQDeliveryConfig(BaseSettings):
             InvalidOutboxConfigError: A variable is invalid or the settings
                 contradict each other; the error names the variables.
         """
-        try:
+        with settings_errors(SPAKKY_OUTBOX_RABBITMQ_CONFIG_ENV_PREFIX):
             super().__init__()
-        except ValidationError as error:
-            raise InvalidOutboxConfigError(
-                describe_settings_error(SPAKKY_OUTBOX_RABBITMQ_CONFIG_ENV_PREFIX, error)
-            ) from None
         problem = self._problem()
         if problem is not None:
             raise InvalidOutboxConfigError(problem)
