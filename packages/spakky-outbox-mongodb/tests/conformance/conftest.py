@@ -16,6 +16,8 @@ from spakky.outbox.testing.harness import (
     AbstractOutboxHarness,
     Capability,
     RawOutboxRecord,
+    write_in_transaction,
+    write_in_transaction_sync,
 )
 from spakky.plugins.outbox_mongodb.client import MongoOutboxConnectionManager
 from spakky.plugins.outbox_mongodb.config import MongoDriver, MongoOutboxConfig
@@ -34,9 +36,6 @@ from spakky_outbox_testservices.resolve import MongoServer
 
 DATABASE = "spakky_outbox_test"
 
-
-class _RollbackRequestedError(Exception):
-    """Raised inside a harness transaction to make it roll back."""
 
 
 class MongoOutboxHarness(AbstractOutboxHarness):
@@ -96,17 +95,13 @@ class MongoOutboxHarness(AbstractOutboxHarness):
         business_key: str = "business",
     ) -> None:
         storage = self.new_storage()
-        try:
-            async with AsyncMongoTransaction(self.config, self.connections):
-                session = current_async_session()
-                business = session.client[DATABASE][self.business.name]
-                await business.insert_one({"key": business_key}, session=session)
-                for message in messages:
-                    await storage.save(message)
-                if not commit:
-                    raise _RollbackRequestedError
-        except _RollbackRequestedError:
-            pass
+
+        async def write_business(_: AsyncMongoTransaction) -> None:
+            session = current_async_session()
+            await session.client[DATABASE][self.business.name].insert_one({"key": business_key}, session=session)
+
+        transaction = AsyncMongoTransaction(self.config, self.connections)
+        await write_in_transaction(transaction, write_business, storage, messages, commit=commit)
 
     @override
     def write_sync(
@@ -117,16 +112,13 @@ class MongoOutboxHarness(AbstractOutboxHarness):
         business_key: str = "business",
     ) -> None:
         storage = self.new_sync_storage()
-        try:
-            with MongoTransaction(self.config, self.connections):
-                session = current_session()
-                session.client[DATABASE][self.business.name].insert_one({"key": business_key}, session=session)
-                for message in messages:
-                    storage.save(message)
-                if not commit:
-                    raise _RollbackRequestedError
-        except _RollbackRequestedError:
-            pass
+
+        def write_business(_: MongoTransaction) -> None:
+            session = current_session()
+            session.client[DATABASE][self.business.name].insert_one({"key": business_key}, session=session)
+
+        transaction = MongoTransaction(self.config, self.connections)
+        write_in_transaction_sync(transaction, write_business, storage, messages, commit=commit)
 
     @override
     async def business_record_exists(self, business_key: str) -> bool:

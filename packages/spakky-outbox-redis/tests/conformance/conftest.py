@@ -16,6 +16,8 @@ from spakky.outbox.testing.harness import (
     AbstractOutboxHarness,
     Capability,
     RawOutboxRecord,
+    write_in_transaction,
+    write_in_transaction_sync,
 )
 from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
 from spakky.plugins.outbox_redis.codec import RedisKeys
@@ -30,10 +32,6 @@ from spakky.plugins.outbox_redis.transaction import (
     current_async_pipeline,
     current_pipeline,
 )
-
-
-class _RollbackRequestedError(Exception):
-    """Raised inside a harness transaction to make it roll back."""
 
 
 def _json_headers(raw: bytes) -> dict[str, str]:
@@ -96,18 +94,16 @@ class RedisOutboxHarness(AbstractOutboxHarness):
     ) -> None:
         """Write the business key and save ``messages`` in one MULTI/EXEC."""
         storage = self.new_storage()
-        try:
-            async with AsyncRedisTransaction(self.config, self.connections):
-                pipeline = current_async_pipeline()
-                await pipeline.hset(
-                    self.keys.business(business_key), "state", "written"
-                )
-                for outbox_message in messages:
-                    await storage.save(outbox_message)
-                if not commit:
-                    raise _RollbackRequestedError
-        except _RollbackRequestedError:
-            pass
+
+        async def write_business(_: AsyncRedisTransaction) -> None:
+            await current_async_pipeline().hset(
+                self.keys.business(business_key), "state", "written"
+            )
+
+        transaction = AsyncRedisTransaction(self.config, self.connections)
+        await write_in_transaction(
+            transaction, write_business, storage, messages, commit=commit
+        )
 
     @override
     def write_sync(
@@ -119,17 +115,16 @@ class RedisOutboxHarness(AbstractOutboxHarness):
     ) -> None:
         """Synchronous `write` through `RedisTransaction`."""
         storage = self.new_sync_storage()
-        try:
-            with RedisTransaction(self.config, self.connections):
-                current_pipeline().hset(
-                    self.keys.business(business_key), "state", "written"
-                )
-                for outbox_message in messages:
-                    storage.save(outbox_message)
-                if not commit:
-                    raise _RollbackRequestedError
-        except _RollbackRequestedError:
-            pass
+
+        def write_business(_: RedisTransaction) -> None:
+            current_pipeline().hset(
+                self.keys.business(business_key), "state", "written"
+            )
+
+        transaction = RedisTransaction(self.config, self.connections)
+        write_in_transaction_sync(
+            transaction, write_business, storage, messages, commit=commit
+        )
 
     @override
     async def business_record_exists(self, business_key: str) -> bool:

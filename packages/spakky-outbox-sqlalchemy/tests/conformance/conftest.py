@@ -21,6 +21,8 @@ from spakky.outbox.testing.harness import (
     AbstractOutboxHarness,
     Capability,
     RawOutboxRecord,
+    write_in_transaction,
+    write_in_transaction_sync,
 )
 from spakky.plugins.outbox_sqlalchemy.config import SqlAlchemyOutboxConfig
 from spakky.plugins.outbox_sqlalchemy.schema import (
@@ -58,10 +60,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-
-
-class _RollbackRequestedError(Exception):
-    """Raised inside a harness transaction to make it roll back."""
 
 
 @dataclass(frozen=True)
@@ -187,20 +185,19 @@ class SqlAlchemyOutboxHarness(AbstractOutboxHarness):
     ) -> None:
         """Business row and messages in one spakky-sqlalchemy `AsyncTransaction`."""
 
+        async def write_business(tx: AsyncTransaction) -> None:
+            await tx.session.execute(
+                insert(self.business).values(business_key=business_key)
+            )
+
         async def transaction() -> None:
-            try:
-                async with AsyncTransaction(
-                    self.async_connection_config, self.async_sessions
-                ) as tx:
-                    await tx.session.execute(
-                        insert(self.business).values(business_key=business_key)
-                    )
-                    for message in messages:
-                        await self.writer.save(message)
-                    if not commit:
-                        raise _RollbackRequestedError
-            except _RollbackRequestedError:
-                pass
+            await write_in_transaction(
+                AsyncTransaction(self.async_connection_config, self.async_sessions),
+                write_business,
+                self.writer,
+                messages,
+                commit=commit,
+            )
 
         # A fresh context: its own context id, hence its own scoped session.
         await asyncio.create_task(transaction(), context=contextvars.Context())
@@ -215,18 +212,17 @@ class SqlAlchemyOutboxHarness(AbstractOutboxHarness):
     ) -> None:
         """Business row and messages in one spakky-sqlalchemy `Transaction`."""
 
+        def write_business(tx: Transaction) -> None:
+            tx.session.execute(insert(self.business).values(business_key=business_key))
+
         def transaction() -> None:
-            try:
-                with Transaction(self.sync_connection_config, self.sync_sessions) as tx:
-                    tx.session.execute(
-                        insert(self.business).values(business_key=business_key)
-                    )
-                    for message in messages:
-                        self.sync_writer.save(message)
-                    if not commit:
-                        raise _RollbackRequestedError
-            except _RollbackRequestedError:
-                pass
+            write_in_transaction_sync(
+                Transaction(self.sync_connection_config, self.sync_sessions),
+                write_business,
+                self.sync_writer,
+                messages,
+                commit=commit,
+            )
 
         contextvars.Context().run(transaction)
 

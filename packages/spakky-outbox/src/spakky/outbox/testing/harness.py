@@ -2,7 +2,8 @@
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -109,6 +110,55 @@ class RawOutboxRecord:
 
 SYNC_SHARED = "the sync storage is"
 """How the skip of a sync run covered by `AbstractOutboxHarness.sync_flavour_shared_with` starts."""
+
+
+class _RollbackRequestedError(Exception):
+    """Raised inside a harness transaction to make it roll back, as a failing use case would."""
+
+
+async def write_in_transaction[T](
+    transaction: AbstractAsyncContextManager[T],
+    write_business: Callable[[T], Awaitable[object]],
+    storage: IAsyncOutboxStorage,
+    messages: Sequence[OutboxMessage],
+    *,
+    commit: bool,
+) -> None:
+    """A harness's `AbstractOutboxHarness.write`: inside ``transaction``, the business record, then every ``save``.
+
+    ``write_business`` gets what the transaction's ``async with`` gives. Without
+    ``commit`` an error raised through the transaction rolls it back (and is
+    swallowed here), the way a failing use case rolls back its own.
+    """
+    try:
+        async with transaction as opened:
+            await write_business(opened)
+            for message in messages:
+                await storage.save(message)
+            if not commit:
+                raise _RollbackRequestedError
+    except _RollbackRequestedError:
+        pass
+
+
+def write_in_transaction_sync[T](
+    transaction: AbstractContextManager[T],
+    write_business: Callable[[T], object],
+    storage: IOutboxStorage,
+    messages: Sequence[OutboxMessage],
+    *,
+    commit: bool,
+) -> None:
+    """`write_in_transaction` for `AbstractOutboxHarness.write_sync`, through a sync transaction and storage."""
+    try:
+        with transaction as opened:
+            write_business(opened)
+            for message in messages:
+                storage.save(message)
+            if not commit:
+                raise _RollbackRequestedError
+    except _RollbackRequestedError:
+        pass
 
 
 class AbstractOutboxHarness(ABC):
