@@ -64,11 +64,16 @@ def sign_in(page: Page, console: str, name: str = "ada") -> None:
 def test_console_browser_overview_with_backlog_expect_storage_counts(
     outbox: Outbox, console: str, page: Page, screenshot: Shot
 ) -> None:
-    """The overview shows the backlog the table holds: counts by state and the oldest pending age."""
+    """The overview shows the backlog the table holds: counts by state, the oldest pending age, the relay holding claims."""
     for key in ("customer-1", "customer-2", "customer-3", None):
         outbox.seed(12, key=key)
     outbox.seed(6, NO_ROUTE, key="customer-7")
     outbox.seed(3, TIMEOUT)
+
+    async def claim() -> int:
+        return len(await outbox.storage.fetch_pending(10, 5))
+
+    assert outbox.loop.run_blocking(claim()) == 10
     page.goto(f"{console}/")
     pending = outbox.count("published_at IS NULL AND abandoned_at IS NULL")
     assert pending == 48
@@ -78,6 +83,9 @@ def test_console_browser_overview_with_backlog_expect_storage_counts(
     expect(page.locator("#health")).to_contain_text("Healthy")
     expect(page.locator("#target")).to_contain_text(outbox.table)
     expect(page.locator("#target")).not_to_contain_text(TOKEN)
+    assert outbox.count("claimed_by IS NOT NULL AND lease_until > now()") == 10
+    expect(page.locator("#relays tbody tr")).to_have_count(1)
+    expect(page.locator("#relays .held")).to_have_text("10")
     screenshot(page, "overview")
 
 

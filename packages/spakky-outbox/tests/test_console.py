@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.fingerprint import failure_fingerprint
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import KeyHead, MessageDetail
+from spakky.outbox.common.stats import KeyHead, MessageDetail, RelayClaims
 from spakky.outbox.console.app import create_console_app
 from spakky.outbox.console.config import MAX_PAGE_SIZE, OutboxConsoleConfig
 from spakky.outbox.console.security import SESSION_COOKIE
@@ -474,3 +474,32 @@ def test_console_abandoned_and_keys_pages_expect_links_to_message(state: InMemor
     (head,) = seed(state, 1, key="customer-1")
     assert f'href="http://127.0.0.1/messages/{abandoned}"' in client.get("/abandoned").text
     assert f'href="http://127.0.0.1/messages/{head}"' in client.get("/keys").text
+
+
+def test_console_overview_relays_expect_each_relay_and_what_it_holds(state: InMemoryOutboxState, client: TestClient) -> None:
+    """The overview names each relay holding claims, most held first, with how many messages and until when."""
+    seed(state, 6)
+    first, second = InMemoryOutboxStorage(state, OutboxConfig()), InMemoryOutboxStorage(state, OutboxConfig())
+    assert len(first.fetch_pending(3, 5)) == 3 and len(second.fetch_pending(1, 5)) == 1
+    owners = {str(r.claimed_by) for r in state.records.values() if r.claimed_by is not None}
+    relays = client.get("/api/overview").json()["relays"]
+    assert [r["held"] for r in relays] == [3, 1] and all(r["claims_until"] for r in relays)
+    assert {r["relay"] for r in relays} == {o[:8] for o in owners}
+    page = client.get("/").text
+    assert 'id="relays"' in page and all(f'data-relay="{r["relay"]}"' in page for r in relays)
+    assert not [o for o in owners if o in page]
+
+
+def test_console_overview_storage_without_relay_claims_expect_said_not_failed(state: InMemoryOutboxState) -> None:
+    """A storage that cannot tell which relay holds what still gets its overview, saying so (relays null)."""
+
+    class OlderStorage(AsyncInMemoryOutboxStorage):
+        async def relay_claims(self) -> list[RelayClaims]:
+            return await IAsyncOutboxAdministration.relay_claims(self)
+
+    seed(state, 2)
+    app = create_console_app(OlderStorage(state, OutboxConfig()), config=OutboxConsoleConfig())
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        assert client.get("/api/overview").json()["relays"] is None
+        page = client.get("/")
+        assert page.status_code == 200 and 'id="relays-unknown"' in page.text

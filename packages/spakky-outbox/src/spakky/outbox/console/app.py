@@ -99,7 +99,9 @@ def _templates() -> Environment:
         loader=FileSystemLoader(_HERE / "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
     )
-    environment.filters.update(printable=render.printable, when=views.when, seconds=views.seconds, why=views.why)
+    environment.filters.update(
+        printable=render.printable, when=views.when, seconds=views.seconds, why=views.why, relay=views.relay_id
+    )
     return environment
 
 

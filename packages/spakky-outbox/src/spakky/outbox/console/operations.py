@@ -17,11 +17,18 @@ from uuid import UUID
 from spakky.outbox.application.loop import StorageLoop
 from spakky.outbox.common.fingerprint import FailureKind, failure_kind
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import KeyHead, MessageDetail, OutboxStats, OutboxTarget
+from spakky.outbox.common.stats import (
+    KeyHead,
+    MessageDetail,
+    OutboxStats,
+    OutboxTarget,
+    RelayClaims,
+)
 from spakky.outbox.console.audit import AuditEntry, IAsyncConsoleAuditLog, audit_logger
 from spakky.outbox.console.config import ACTION_BATCH, MAX_PAGE_SIZE
 from spakky.outbox.console.error import ConsoleNotFoundError, ConsoleRequestError
 from spakky.outbox.console.security import Claims
+from spakky.outbox.error import OutboxRelayClaimsUnsupportedError
 from spakky.outbox.ports.storage import IAsyncOutboxAdministration
 from spakky.outbox.relay.health import OutboxHealth, OutboxHealthCheck
 
@@ -94,6 +101,8 @@ class Overview:
     stats: OutboxStats
     health: OutboxHealth | None
     """The verdict of `OutboxHealthCheck`; None when the application has none."""
+    relays: list[RelayClaims] | None = None
+    """The relay instances holding live claims and what they hold; None when the storage cannot tell."""
 
 
 @dataclass(frozen=True)
@@ -206,7 +215,14 @@ class OutboxConsoleService:
     async def overview(self) -> Overview:
         """Counts by state, oldest pending age, and the health verdict."""
         stats = await self._loop.run(self._storage.stats())
-        return Overview(self.target(), stats, await self.health())
+        return Overview(self.target(), stats, await self.health(), await self.relays())
+
+    async def relays(self) -> list[RelayClaims] | None:
+        """The relay instances holding live claims now, most held first; None when the storage cannot tell."""
+        try:
+            return await self._loop.run(self._storage.relay_claims())
+        except OutboxRelayClaimsUnsupportedError:
+            return None
 
     async def abandoned(self, limit: int, fingerprint: str | None = None) -> list[OutboxMessage]:
         """Up to ``limit`` abandoned messages, oldest first; of one failure group when given."""

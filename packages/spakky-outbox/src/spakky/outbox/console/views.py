@@ -64,6 +64,14 @@ def overview_json(
         else render.health_json(overview.target, overview.health, max_pending_age_seconds)
     )
     document["read_only"] = not can_act
+    document["relays"] = (
+        None
+        if overview.relays is None
+        else [
+            {"relay": relay_id(r.owner), "held": r.held, "claims_until": _time(r.until)}
+            for r in overview.relays
+        ]
+    )
     return document
 
 
@@ -96,9 +104,14 @@ RELAY_ID_CHARS = 8
 """How much of a relay instance's owner token the console shows: enough to tell relays apart."""
 
 
-def relay(owner: str | None) -> str | None:
+def relay_id(owner: str) -> str:
     """A relay instance as the console names it: the start of its owner token."""
-    return None if owner is None else owner[:RELAY_ID_CHARS]
+    return owner[:RELAY_ID_CHARS]
+
+
+def relay(owner: str | None) -> str | None:
+    """`relay_id` of ``owner``; None when there is none."""
+    return None if owner is None else relay_id(owner)
 
 
 def why(detail: MessageDetail) -> str:
