@@ -10,6 +10,7 @@ from spakky.outbox.common.config import OutboxConfig, RelayMode
 from spakky.outbox.delivery.registry import register_delivery
 from spakky.outbox.inbox.async_aspect import AsyncIdempotentAspect
 from spakky.outbox.inbox.config import InboxConfig
+from spakky.outbox.inbox.sweeper import AsyncInboxSweeperBackgroundService
 from spakky.outbox.inbox.sync_aspect import IdempotentAspect
 from spakky.outbox.registry import OutboxStorageGuard
 from spakky.outbox.relay.health import OutboxHealthCheck
@@ -24,7 +25,8 @@ logger = logging.getLogger(__name__)
 def initialize(app: SpakkyApplication) -> None:
     """Initialize the Outbox plugin.
 
-    Registers the configuration, both outbox buses, the inbox aspects, the health check,
+    Registers the configuration, both outbox buses, the inbox aspects and, unless
+    ``SPAKKY_OUTBOX__INBOX__SWEEP_INTERVAL_SECONDS`` is 0, the inbox sweeper, the health check,
     `ApplicationEventLoop`, OpenTelemetry metrics and tracing when
     ``opentelemetry-api`` is installed, the health check as a spakky-actuator probe
     when spakky-actuator is installed, the one relay that ``SPAKKY_OUTBOX__RELAY`` selects and,
@@ -37,6 +39,7 @@ def initialize(app: SpakkyApplication) -> None:
         app: The Spakky application instance.
     """
     config = OutboxConfig()
+    inbox_config = InboxConfig()
     app.add(OutboxConfig)
     app.add(OutboxStorageGuard)
     app.add(OutboxEventBus)
@@ -46,6 +49,8 @@ def initialize(app: SpakkyApplication) -> None:
     app.add(InboxConfig)
     app.add(AsyncIdempotentAspect)
     app.add(IdempotentAspect)
+    if inbox_config.sweep_interval_seconds > 0:
+        app.add(AsyncInboxSweeperBackgroundService)
     if find_spec("opentelemetry") is not None:
         from spakky.outbox.relay.opentelemetry import OpenTelemetryOutboxMetrics
         from spakky.outbox.tracing.opentelemetry import OpenTelemetryOutboxTracer

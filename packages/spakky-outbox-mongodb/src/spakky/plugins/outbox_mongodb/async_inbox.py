@@ -186,6 +186,12 @@ class AsyncMongoInboxStorage(IAsyncInboxStorage):
             oldest_recorded_at=None if oldest is None else oldest.get("recorded_at"),
         )
 
+    @property
+    @override
+    def expires_by_itself(self) -> bool:
+        """The window is a TTL index: the server deletes expired records."""
+        return True
+
     @override
     def location(self) -> str:
         return self._connections.inbox_location()

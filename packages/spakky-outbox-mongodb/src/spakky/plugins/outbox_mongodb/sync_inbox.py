@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-mongodb/src/spakky/plugins/outbox_mongodb/async_inbox.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): c5747a4646e4729ca15757c6b4f0671ccbeaa9733f80156b5991192e564421f5
+# Source sha256 (with the tool's): 70d627d9dbfa0686fb9372d4391505bee2c0982420103bb91c3a63d25d6ab0b4
 """The MongoDB inbox of the sync flavour, on the outbox's client and database.
 
 `MongoInboxStorage.record` upserts the record with the session of the
@@ -188,6 +188,12 @@ class MongoInboxStorage(IInboxStorage):
             leased=leased,
             oldest_recorded_at=None if oldest is None else oldest.get("recorded_at"),
         )
+
+    @property
+    @override
+    def expires_by_itself(self) -> bool:
+        """The window is a TTL index: the server deletes expired records."""
+        return True
 
     @override
     def location(self) -> str:

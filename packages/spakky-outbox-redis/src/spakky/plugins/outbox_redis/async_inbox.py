@@ -111,6 +111,12 @@ class AsyncRedisInboxStorage(RedisInboxBase, IAsyncInboxStorage):
                 break
         return done
 
+    @property
+    @override
+    def expires_by_itself(self) -> bool:
+        """Every record carries its own expiry (``PX``), and writes trim the index."""
+        return True
+
     @override
     async def stats(self) -> InboxStats:
         """Count the records within the window, the leased ones, and find the oldest: O(log n)."""

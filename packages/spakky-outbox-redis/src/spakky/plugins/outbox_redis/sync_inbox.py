@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-redis/src/spakky/plugins/outbox_redis/async_inbox.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 5bda80d6a66d13131e10c8d1d5ea85b98236af69594aca820d6e43b71eaf0ea9
+# Source sha256 (with the tool's): 6c4f4d2687093ebec8939e0b1996533a16f2348ecd5f54c575410aafcb14226b
 """The Redis inbox of the sync flavour (redis-py synchronous clients)."""
 
 import uuid
@@ -113,6 +113,12 @@ class RedisInboxStorage(RedisInboxBase, IInboxStorage):
             if count < int(call[2][1]):
                 break
         return done
+
+    @property
+    @override
+    def expires_by_itself(self) -> bool:
+        """Every record carries its own expiry (``PX``), and writes trim the index."""
+        return True
 
     @override
     def stats(self) -> InboxStats:

@@ -1,6 +1,7 @@
 """Errors raised by the SQLAlchemy outbox storage."""
 
 from spakky.outbox.error import AbstractOutboxDetailedError, InvalidOutboxConfigError
+from spakky.outbox.inbox.error import InboxNotFoundError
 
 
 class InvalidOutboxTableNameError(AbstractOutboxDetailedError):
@@ -52,7 +53,7 @@ class OutboxTableNotFoundError(AbstractOutboxDetailedError):
         )
 
 
-class InboxTableNotFoundError(AbstractOutboxDetailedError):
+class InboxTableNotFoundError(InboxNotFoundError):
     """Raised when the inbox's status or purge finds no inbox table.
 
     Only a record (or a lease) creates the table, so ``spakky-outbox inbox``

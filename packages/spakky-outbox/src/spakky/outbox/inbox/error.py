@@ -44,3 +44,12 @@ class InvalidInboxKeyError(AbstractOutboxDetailedError, ValueError):
     """Raised when a consumer name or message identity cannot be stored."""
 
     message = "Inbox consumer name and message identity must be non-empty and at most 255 characters"
+
+
+class InboxNotFoundError(AbstractOutboxDetailedError):
+    """Raised by an inbox's ``stats`` or ``purge`` when the store holds no inbox yet.
+
+    The first record creates it; until then there is nothing to count or sweep.
+    """
+
+    message = "The inbox does not exist"

@@ -14,8 +14,9 @@ record is new, in one of two modes:
   the lease to lapse, so the redelivery runs it again; a finished one never.
 
 Records older than the dedup window are swept with `purge` in bounded
-batches (or expire on their own where the store has TTLs). Sync and async
-ports mirror each other.
+batches, by the consuming application itself
+(`spakky.outbox.inbox.sweeper`), unless they expire on their own where the
+store has TTLs (``expires_by_itself``). Sync and async ports mirror each other.
 """
 
 from abc import ABC, abstractmethod
@@ -108,6 +109,11 @@ class IInboxStorage(ABC):
     def location(self) -> str:
         """Where the inbox lives (URL without password and table, collection or prefix)."""
 
+    @property
+    def expires_by_itself(self) -> bool:
+        """Whether the store deletes records past the window itself (TTLs); False: they wait for `purge`."""
+        return False
+
     def defaulted(self) -> tuple[str, ...] | None:
         """The settings naming where the inbox lives that were left at their defaults.
 
@@ -149,6 +155,11 @@ class IAsyncInboxStorage(ABC):
     @abstractmethod
     def location(self) -> str:
         """Where the inbox lives (URL without password and table, collection or prefix)."""
+
+    @property
+    def expires_by_itself(self) -> bool:
+        """Whether the store deletes records past the window itself (TTLs); False: they wait for `purge`."""
+        return False
 
     def defaulted(self) -> tuple[str, ...] | None:
         """The settings naming where the inbox lives that were left at their defaults.
