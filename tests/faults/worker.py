@@ -80,19 +80,20 @@ def _hold_after_flush(app: SpakkyApplication, control: Path) -> None:
         return
     transport = relay._transport
     send, flush = transport.send, transport.flush
-    batch: list[str] = []
+    # Per task: a relay works on several batches at once (BATCHES_IN_FLIGHT), each
+    # sent and flushed by its own lane.
+    batches: dict[asyncio.Task[object] | None, list[str]] = {}
 
     async def noted_send(
         event_name: str, payload: bytes, headers: dict[str, str], partition_key: str | None = None
     ) -> None:
         await send(event_name, payload, headers, partition_key)
         body = json.loads(payload)
-        batch.append(f"{body['key']} {body['seq']}")
+        batches.setdefault(asyncio.current_task(), []).append(f"{body['key']} {body['seq']}")
 
     async def flush_then_hold() -> None:
         await flush()
-        flushed = batch.copy()
-        batch.clear()
+        flushed = batches.pop(asyncio.current_task(), [])
         held = claim_hold(control, HOLD_AFTER_FLUSH) if flushed else None
         if held is not None:
             report_held(held, flushed)
