@@ -1,4 +1,4 @@
-"""The inbox sweeper in a real Spakky application on SQL: records past the window go by themselves."""
+"""The inbox sweeper in a real Spakky application on PostgreSQL, MariaDB and SQLite: records past the window go by themselves."""
 
 import logging
 import uuid
@@ -51,7 +51,7 @@ class Database:
             return sorted(connection.scalars(select(self.table.c.message_id)))
 
 
-@pytest.fixture(params=("postgresql+asyncpg", "sqlite+aiosqlite"))
+@pytest.fixture(params=("postgresql+asyncpg", "mysql+aiomysql", "sqlite+aiosqlite"))
 def database(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Database]:
     """A database with an inbox table; the application's settings point at it (short sweep interval, batch 2)."""
     database = Database(driver_url(request, request.param, tmp_path))
