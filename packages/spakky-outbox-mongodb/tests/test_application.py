@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 from spakky.core.application.application import SpakkyApplication
-from spakky.core.application.plugin import Plugin
 from spakky.data.persistency.transaction import AbstractAsyncTransaction
 from spakky.outbox.application.loop import ApplicationEventLoop
 from spakky.outbox.ports.storage import IAsyncOutboxStorage
 from spakky.outbox.testing.events import OrderRejectedError
 from spakky.outbox.testing.transport import (
     AsyncRecordingEventTransport,
+    outbox_plugins,
     recording_application,
 )
 from spakky.outbox.testing.waiting import wait_for
@@ -24,17 +24,7 @@ from spakky.plugins.outbox_mongodb.transaction import AsyncMongoTransaction
 from . import app as app_package
 from .app.service import PlaceOrderUseCase
 
-PLUGINS = {
-    Plugin(name=n)
-    for n in (
-        "spakky-data",
-        "spakky-domain",
-        "spakky-event",
-        "spakky-tracing",
-        "spakky-outbox",
-        "spakky-outbox-mongodb",
-    )
-}
+PLUGINS = outbox_plugins("spakky-outbox-mongodb")
 
 
 @pytest.fixture

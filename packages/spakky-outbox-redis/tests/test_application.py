@@ -11,12 +11,12 @@ import pytest
 import redis
 import redis.cluster
 from spakky.core.application.application import SpakkyApplication
-from spakky.core.application.plugin import Plugin
 from spakky.outbox.application.loop import ApplicationEventLoop
 from spakky.outbox.ports.storage import IAsyncOutboxStorage
 from spakky.outbox.testing.events import OrderRejectedError
 from spakky.outbox.testing.transport import (
     AsyncRecordingEventTransport,
+    outbox_plugins,
     recording_application,
 )
 from spakky.plugins.outbox_redis.codec import RedisKeys
@@ -25,17 +25,7 @@ from spakky.plugins.outbox_redis.storage import AsyncRedisOutboxStorage
 from . import app as app_package
 from .app.service import PlaceOrderUseCase
 
-PLUGINS = {
-    Plugin(name=n)
-    for n in (
-        "spakky-data",
-        "spakky-domain",
-        "spakky-event",
-        "spakky-tracing",
-        "spakky-outbox",
-        "spakky-outbox-redis",
-    )
-}
+PLUGINS = outbox_plugins("spakky-outbox-redis")
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 from spakky.core.application.application import SpakkyApplication
-from spakky.core.application.plugin import Plugin
 from spakky.outbox.application.loop import ApplicationEventLoop
 from spakky.outbox.ports.storage import IAsyncOutboxStorage, IOutboxStorage
 from spakky.outbox.relay.relay import AsyncOutboxRelayBackgroundService
 from spakky.outbox.testing.events import OrderRejectedError
 from spakky.outbox.testing.transport import (
     AsyncRecordingEventTransport,
+    outbox_plugins,
     recording_application,
 )
 from spakky.plugins.outbox_sqlalchemy.storage import (
@@ -29,18 +29,7 @@ from spakky.plugins.sqlalchemy.persistency.connection_manager import (
 from . import app as app_package
 from .app.service import PlaceOrderUseCase
 
-PLUGINS = {
-    Plugin(name=n)
-    for n in (
-        "spakky-data",
-        "spakky-domain",
-        "spakky-event",
-        "spakky-tracing",
-        "spakky-sqlalchemy",
-        "spakky-outbox",
-        "spakky-outbox-sqlalchemy",
-    )
-}
+PLUGINS = outbox_plugins("spakky-sqlalchemy", "spakky-outbox-sqlalchemy")
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 import outbox_testapp as app_package
 from spakky.core.application.application import SpakkyApplication
 from spakky.core.application.application_context import ApplicationContext
-from spakky.core.application.plugin import Plugin
 from spakky.outbox.testing.memory import (
     AsyncInMemoryOutboxStorage,
     AsyncInMemoryTransaction,
@@ -14,12 +13,10 @@ from spakky.outbox.testing.memory import (
 from spakky.outbox.testing.transport import (
     AsyncRecordingEventTransport,
     RecordingEventTransport,
+    outbox_plugins,
 )
 
-CORE_PLUGINS = {
-    Plugin(name=n)
-    for n in ("spakky-data", "spakky-domain", "spakky-event", "spakky-tracing", "spakky-outbox")
-}
+CORE_PLUGINS = outbox_plugins()
 
 
 def build_app(*, storage: bool = True) -> SpakkyApplication:

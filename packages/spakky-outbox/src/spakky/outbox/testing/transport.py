@@ -180,6 +180,15 @@ class AsyncRecordingEventTransport(_RecordingBase, IAsyncEventTransport):
         self._recorder.flush()
 
 
+OUTBOX_PLUGINS: tuple[str, ...] = ("spakky-data", "spakky-domain", "spakky-event", "spakky-tracing", "spakky-outbox")
+"""The Spakky plugins every outbox application loads, before its storage's."""
+
+
+def outbox_plugins(*storage: str) -> set[Plugin]:
+    """`OUTBOX_PLUGINS` and the ``storage`` plugins (a backend and what it needs), for ``load_plugins(include=...)``."""
+    return {Plugin(name=name) for name in (*OUTBOX_PLUGINS, *storage)}
+
+
 def recording_application(package: ModuleType, include: set[Plugin] | None = None) -> SpakkyApplication:
     """A Spakky application for a backend's application tests, not started yet.
 
