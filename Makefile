@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # so three share two cores well. TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 3
 
-.PHONY: help uv setup demo test lint typecheck unasync bench screenshots new-backend docs
+.PHONY: help uv setup demo test lint typecheck unasync bench screenshots trace new-backend docs
 
 help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -43,6 +43,10 @@ bench: setup ## Benchmarks: ours beside spakky-outbox 8.5.0 (PostgreSQL, Redis, 
 
 screenshots: setup ## Run the console's browser tests and keep their screenshots in docs/images/console
 	@SPAKKY_OUTBOX_CONSOLE_SCREENSHOTS=docs/images/console $(UV) run --frozen pytest -n 0 -q tests/console/test_browser.py
+
+trace: setup ## Run the tracing test (PostgreSQL, relay, RabbitMQ) and keep the span tree it collected in docs/traces
+	@mkdir -p docs/traces
+	@SPAKKY_OUTBOX_TRACE_OUTPUT=docs/traces/commit-to-broker.txt $(UV) run --frozen pytest -n 0 -q tests/e2e/test_tracing.py
 
 new-backend: setup ## Create packages/spakky-outbox-$(NAME), a storage that passes the suite (NAME=acme)
 	@test -n "$(NAME)" || { echo "usage: make new-backend NAME=acme"; exit 2; }

@@ -7,10 +7,16 @@ SDK's in-memory exporter and reader (nothing global is set: other tests in the
 process keep the no-op tracer). A use case runs in a business trace; the test
 follows the event from the span that stored it to the span that sent it and to
 the headers RabbitMQ delivered, and reads the relay's histograms.
+
+With ``SPAKKY_OUTBOX_TRACE_OUTPUT=<path>`` set (``make trace``) the test also
+writes the span tree it collected to that file: docs/operations.md shows that
+run's file.
 """
 
 import asyncio
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from uuid import UUID
 
 import pytest
@@ -41,6 +47,15 @@ from .relay_worker import RELAY_PLUGINS
 from .sql_shop.service import E2eSqlPlaceOrderUseCase
 
 ORDERS = 3
+TRACE_OUTPUT_ENV = "SPAKKY_OUTBOX_TRACE_OUTPUT"
+"""Where the test writes the span tree it collected, when set."""
+SHOWN_ATTRIBUTES = (
+    "messaging.message.id",
+    "messaging.destination.name",
+    "outbox.partition_key",
+    "outbox.attempt",
+    "outbox.wait_seconds",
+)
 
 
 class Telemetry:
@@ -101,6 +116,50 @@ def _app(telemetry: Telemetry) -> SpakkyApplication:
         .scan(sql_shop)
         .start()
     )
+
+
+def span_tree(spans: Sequence[ReadableSpan], delivered: Sequence[dict[str, object]], telemetry: Telemetry) -> str:
+    """The spans as a tree (name, kind, span id, parent, link, duration, key attributes), what the broker got, the histograms."""
+    ids = {span.get_span_context().span_id for span in spans}  # type: ignore[union-attr]
+    children: dict[int | None, list[ReadableSpan]] = {}
+    for span in sorted(spans, key=lambda s: s.start_time or 0):
+        parent = span.parent.span_id if span.parent is not None else None
+        children.setdefault(parent, []).append(span)
+    lines: list[str] = []
+
+    def show(span: ReadableSpan, depth: int) -> None:
+        context = span.get_span_context()
+        assert context is not None and span.start_time is not None and span.end_time is not None
+        indent = "    " * depth
+        parent = f"{span.parent.span_id:016x}" if span.parent is not None else "none"
+        links = "".join(f"  link={link.context.span_id:016x}" for link in span.links)
+        lines.append(
+            f"{indent}{span.name}  kind={span.kind.name}  span={context.span_id:016x}  parent={parent}"
+            f"{links}  duration={(span.end_time - span.start_time) / 1e6:.2f} ms"
+        )
+        attributes = span.attributes or {}
+        for name in SHOWN_ATTRIBUTES:
+            if name in attributes:
+                lines.append(f"{indent}    {name} = {attributes[name]!r}")
+        for child in children.get(context.span_id, []):
+            show(child, depth + 1)
+
+    for parent, roots in children.items():
+        if parent is not None and parent in ids:
+            continue
+        if parent is None:
+            lines.append("(no parent)")
+        else:
+            trace_id = roots[0].get_span_context().trace_id  # type: ignore[union-attr]
+            lines.append(f"trace={trace_id:032x}  use case span={parent:016x} (Spakky TraceContext, not exported)")
+        for root in roots:
+            show(root, 1)
+    for headers in delivered:
+        shown = {name: headers[name] for name in ("spakky-outbox-message-id", "traceparent") if name in headers}
+        lines.append(f"RabbitMQ delivered headers: {shown}")
+    for name, point in sorted(telemetry.histograms().items()):
+        lines.append(f"{name}: count={point.count} sum={point.sum:.6f} max={point.max:.6f}")
+    return "\n".join(lines) + "\n"
 
 
 def _traceparent(span: ReadableSpan) -> str:
@@ -164,6 +223,11 @@ async def test_tracing_committed_events_expect_create_span_in_business_trace_sen
         # What the broker delivered carries the creation context: the consumer continues from the create span.
         assert _traceparent(create) in delivered
     histograms = telemetry.histograms()
+    output = os.environ.get(TRACE_OUTPUT_ENV)
+    if output:
+        Path(output).write_text(
+            span_tree(telemetry.spans.get_finished_spans(), [headers for _, headers in collector.received], telemetry)
+        )
     assert histograms["outbox.send.duration"].count == ORDERS
     assert histograms["outbox.commit_to_send"].count == ORDERS
     assert histograms["outbox.flush.duration"].count >= 1
