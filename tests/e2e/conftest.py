@@ -7,10 +7,26 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractChannel
 from spakky.plugins.outbox_sqlalchemy.schema import drop_outbox_table
+from spakky_outbox_testservices.locks import shared_queue
 from sqlalchemy import create_engine, make_url, text
 
 from .common import SqlE2e, patched_environ
+from .orders import E2eOrderPlaced
 from .sql_shop.service import ORDERS_TABLE_ENV
+
+
+@pytest.fixture(autouse=True)
+def e2e_order_queue(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Hold the shared RabbitMQ's `E2eOrderPlaced` queue for a test that uses that broker.
+
+    Every such test consumes (and purges) the queue named after the event: one at a
+    time on the machine, or they split its events.
+    """
+    if "rabbitmq_url" not in request.fixturenames:
+        yield
+        return
+    with shared_queue(E2eOrderPlaced.__name__):
+        yield
 
 
 @pytest.fixture

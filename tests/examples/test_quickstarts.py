@@ -10,14 +10,12 @@ into a fresh directory, with only ``pip install -r requirements.txt`` into
 fresh venvs: the published names from the index, our wheels standing in for ours.
 """
 
-import fcntl
 import json
 import re
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,6 +29,7 @@ import pytest
 import redis
 from pymongo import MongoClient
 from spakky.outbox.testing.waiting import wait_for
+from spakky_outbox_testservices.locks import shared_queue
 from spakky_outbox_testservices.resolve import KafkaBroker, MongoServer
 
 from tests.e2e.common import rabbitmq_env
@@ -47,9 +46,6 @@ QUICKSTART = ROOT / "examples" / "quickstart"
 CONSUMER = QUICKSTART / "consumer"
 INBOX_CONSUMER = QUICKSTART / "consumer-inbox"
 KAFKA_CONSUMER = QUICKSTART / "consumer-kafka"
-QUEUE_LOCK = Path(tempfile.gettempdir()) / "spakky-outbox-quickstart-orderplaced.lock"
-"""Held around each run: every quickstart consumes the RabbitMQ queue ``OrderPlaced``,
-and two consumers of one queue would share its messages (across xdist workers too)."""
 COMMITTED = re.compile(r"^\[service\] (\S+) committed, trace ([0-9a-f]{32})$")
 RECEIVED = re.compile(r"^\[consumer\] (\S+) from \S+ \(\d+\) trace ([0-9a-f]{32})$")
 ROLLED_BACK = re.compile(r"^\[service\] (\S+) rolled back, nothing stored or sent: ")
@@ -120,23 +116,12 @@ class Run:
     """(order id, trace id) the consumer printed for this run's orders, in order."""
 
 
-@contextmanager
-def orderplaced_queue() -> Iterator[None]:
-    """Hold the machine-wide lock on the quickstarts' RabbitMQ queue."""
-    with QUEUE_LOCK.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def run_quickstart(
     service_dir: Path, consumer_dir: Path, env: dict[str, str],
     python: Path | str = sys.executable, consumer_python: Path | str | None = None,
 ) -> Run:
     """Start the consumer, then the service; stop both once every committed order was printed."""
-    with orderplaced_queue():
+    with shared_queue("OrderPlaced"):
         consumer = Process(consumer_python or python, "consumer.py", consumer_dir, env)
         service: Process | None = None
         try:
@@ -282,7 +267,7 @@ def run_inbox_quickstart(
     shop_python: Path | str = sys.executable, billing_python: Path | str = sys.executable,
 ) -> None:
     """The page's steps: shop, its outbox drained, duplicate.py, billing; each order invoiced once, each duplicate skipped."""
-    with orderplaced_queue():
+    with shared_queue("OrderPlaced"):
         drop_leftovers(rabbitmq_url)  # so the inbox holds this run's records only
         service = Process(shop_python, "service.py", shop_dir, shop_env)
         billing: Process | None = None
