@@ -15,6 +15,8 @@ import argparse
 import os
 import re
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from importlib import import_module
 from typing import NoReturn, TextIO, override
@@ -170,6 +172,24 @@ _EXPECTED = (AbstractSpakkyFrameworkError, ValidationError, ImportError, ValueEr
 an ``OSError`` reaching the server): one line, exit 2. Anything else is a bug."""
 
 
+_DRIVER_THREAD_GRACE_SECONDS = 1.0
+"""How long a failed command waits for a driver's worker threads to finish with the loop still open."""
+
+
+def _let_driver_threads_finish() -> None:
+    """Wait, bounded, for aiosqlite's worker threads before the application closes its loop.
+
+    A failed ``aiosqlite.connect`` stops its worker thread with a future on the
+    application's loop; closing the loop before the thread resolves it makes
+    the thread print "Exception in thread ... Event loop is closed" after our
+    one-line error (omnilib/aiosqlite#241).
+    """
+    deadline = time.monotonic() + _DRIVER_THREAD_GRACE_SECONDS
+    for thread in threading.enumerate():
+        if thread.name.endswith("(_connection_worker_thread)"):
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Run the command; returns the process exit status."""
     stream: TextIO = out or sys.stdout
@@ -198,6 +218,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     try:
         return _execute(command, args, app, stream)
     except _EXPECTED as error:
+        _let_driver_threads_finish()
         return _fail(error)
     finally:
         app.stop()
