@@ -13,7 +13,7 @@ pipelines), so relays on different hosts agree.
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, Self, cast
 from uuid import UUID
 
 from bson import ObjectId
@@ -218,26 +218,41 @@ def _update(update: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Any:
     return dict(update) if isinstance(update, Mapping) else list(update)
 
 
+class _Steps[T]:
+    """A plan walked one operation at a time: iterate for its operations, set `reply` after each."""
+
+    def __init__(self, plan: Plan[T]) -> None:
+        self._plan = plan
+        self.reply: Any = None
+        """The result of the operation last yielded, sent to the plan next."""
+        self.result: T | None = None
+        """What the plan returned, once the iteration ended."""
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> Operation:
+        try:
+            return self._plan.send(self.reply)
+        except StopIteration as finished:
+            self.result = cast(T, finished.value)
+            raise StopIteration from None
+
+
 def run_plan[T](plan: Plan[T], collection: Collection[Document]) -> T:
     """Execute ``plan`` with the synchronous driver."""
-    reply: Any = None
-    while True:
-        try:
-            operation = plan.send(reply)
-        except StopIteration as finished:
-            return cast(T, finished.value)
-        reply = _execute(operation, collection)
+    steps = _Steps(plan)
+    for operation in steps:
+        steps.reply = _execute(operation, collection)
+    return cast(T, steps.result)
 
 
 async def run_plan_async[T](plan: Plan[T], collection: Any) -> T:
     """Execute ``plan`` with PyMongo's asyncio driver or Motor."""
-    reply: Any = None
-    while True:
-        try:
-            operation = plan.send(reply)
-        except StopIteration as finished:
-            return cast(T, finished.value)
-        reply = await _execute_async(operation, collection)
+    steps = _Steps(plan)
+    for operation in steps:
+        steps.reply = await _execute_async(operation, collection)
+    return cast(T, steps.result)
 
 
 def ensure_indexes(indexes: Iterable[IndexSpec]) -> Plan[None]:

@@ -102,6 +102,13 @@ local function lease_of(value)
   local _, until_ms, token = string.match(value, '^(%d+) (%d+) (%x+)$')
   return until_ms and tonumber(until_ms), token
 end
+-- whether the record KEYS[1] is leased by token
+local function held_by(token)
+  local value = redis.call('GET', KEYS[1])
+  if not value then return false end
+  local _, holder = lease_of(value)
+  return holder == token
+end
 """
 """KEYS: a record key (or the index, for scripts about many), the recorded and leased sets."""
 
@@ -143,10 +150,7 @@ FINISH = (
     _COMMON
     + """
 -- ARGV: member, window ms, token
-local value = redis.call('GET', KEYS[1])
-if not value then return 0 end
-local _, token = lease_of(value)
-if token ~= ARGV[3] then return 0 end
+if not held_by(ARGV[3]) then return 0 end
 local now = now_ms()
 redis.call('SET', KEYS[1], now, 'PX', ARGV[2])
 redis.call('ZADD', KEYS[2], now, ARGV[1])
@@ -160,10 +164,7 @@ RELEASE = (
     _COMMON
     + """
 -- ARGV: member, records prefix, token
-local value = redis.call('GET', KEYS[1])
-if not value then return 0 end
-local _, token = lease_of(value)
-if token ~= ARGV[3] then return 0 end
+if not held_by(ARGV[3]) then return 0 end
 drop(ARGV[2], ARGV[1])
 return 1
 """

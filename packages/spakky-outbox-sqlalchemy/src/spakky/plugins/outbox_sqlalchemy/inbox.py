@@ -10,7 +10,6 @@ operations run in their own short transaction on the engine, on the database
 clock. The table is created on first use like the outbox table.
 """
 
-import threading
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -39,7 +38,7 @@ from spakky.plugins.outbox_sqlalchemy.operations import (
     _Clock,
     dialect_kind,
 )
-from spakky.plugins.outbox_sqlalchemy.schema import UtcDateTime, index_name
+from spakky.plugins.outbox_sqlalchemy.schema import NamedTables, UtcDateTime, index_name
 from spakky.plugins.outbox_sqlalchemy.storage import (
     _table_created,
     creation_failure,
@@ -103,18 +102,12 @@ def define_inbox_table(name: str, metadata: MetaData) -> Table:
 inbox_metadata = MetaData()
 """Alembic-friendly metadata holding the inbox table under its default name."""
 default_inbox_table: Table = define_inbox_table(DEFAULT_INBOX_TABLE_NAME, inbox_metadata)
-
-_tables: dict[str, Table] = {DEFAULT_INBOX_TABLE_NAME: default_inbox_table}
-_tables_lock = threading.Lock()
+_inbox_tables = NamedTables(define_inbox_table, default_inbox_table)
 
 
 def inbox_table(name: str = DEFAULT_INBOX_TABLE_NAME) -> Table:
     """Return the inbox table called ``name`` (each name has its own MetaData)."""
-    with _tables_lock:
-        table = _tables.get(name)
-        if table is None:
-            table = _tables[name] = define_inbox_table(name, MetaData())
-        return table
+    return _inbox_tables.get(name)
 
 
 def create_inbox_table(connection: Connection, table: Table) -> None:

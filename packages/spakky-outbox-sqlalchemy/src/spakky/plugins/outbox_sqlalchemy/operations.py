@@ -50,7 +50,12 @@ from spakky.outbox.common.stats import (
     sort_relay_claims,
 )
 from spakky.plugins.outbox_sqlalchemy.error import UnsupportedOutboxDialectError
-from spakky.plugins.outbox_sqlalchemy.schema import UtcDateTime, as_utc, index_name
+from spakky.plugins.outbox_sqlalchemy.schema import (
+    MESSAGE_COLUMNS,
+    UtcDateTime,
+    as_utc,
+    index_name,
+)
 from sqlalchemy import (
     BigInteger,
     Connection,
@@ -75,21 +80,6 @@ PENDING = "published_at IS NULL AND abandoned_at IS NULL"
 """Undelivered rows: neither published nor abandoned."""
 ABANDONED = "abandoned_at IS NOT NULL AND published_at IS NULL"
 """Abandoned rows (the ones operators list and requeue)."""
-
-MESSAGE_COLUMNS: tuple[str, ...] = (
-    "seq",
-    "id",
-    "event_name",
-    "payload",
-    "headers",
-    "created_at",
-    "published_at",
-    "retry_count",
-    "claimed_at",
-    "partition_key",
-    "abandoned_at",
-    "last_error",
-)
 
 MAX_UNION_KEYS = 64
 """Keys per statement on dialects without LATERAL (one UNION branch each)."""

@@ -8,6 +8,7 @@ another name in its own `MetaData`.
 import hashlib
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, cast, override
 
@@ -42,6 +43,22 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.types import TypeEngine
+
+MESSAGE_COLUMNS: tuple[str, ...] = (
+    "seq",
+    "id",
+    "event_name",
+    "payload",
+    "headers",
+    "created_at",
+    "published_at",
+    "retry_count",
+    "claimed_at",
+    "partition_key",
+    "abandoned_at",
+    "last_error",
+)
+"""The columns a message is read from, in this order (claims build messages by position)."""
 
 _MYSQL = ("mysql", "mariadb")
 _PARTIAL = ("postgresql", "sqlite")
@@ -86,11 +103,7 @@ class UtcDateTime(TypeDecorator[datetime]):
     def process_result_value(
         self, value: datetime | None, dialect: Dialect
     ) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        return None if value is None else as_utc(value)
 
 
 def _key_type() -> TypeEngine[str]:
@@ -213,8 +226,30 @@ metadata = MetaData()
 default_outbox_table: Table = define_outbox_table(DEFAULT_OUTBOX_TABLE_NAME, metadata)
 """The outbox table under its default name."""
 
-_tables: dict[str, Table] = {DEFAULT_OUTBOX_TABLE_NAME: default_outbox_table}
-_tables_lock = threading.Lock()
+
+class NamedTables:
+    """The tables of one definition by name, each built once in a `MetaData` of its own."""
+
+    def __init__(self, define: Callable[[str, MetaData], Table], default: Table) -> None:
+        """Build tables with ``define``; ``default`` stands under its own name."""
+        self._define = define
+        self._tables = {default.name: default}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Table:
+        """The table called ``name``, built on first use.
+
+        Raises:
+            InvalidOutboxTableNameError: ``name`` is not a plain SQL identifier.
+        """
+        with self._lock:
+            table = self._tables.get(name)
+            if table is None:
+                table = self._tables[name] = self._define(name, MetaData())
+            return table
+
+
+_outbox_tables = NamedTables(define_outbox_table, default_outbox_table)
 
 
 def outbox_table(name: str = DEFAULT_OUTBOX_TABLE_NAME) -> Table:
@@ -223,12 +258,7 @@ def outbox_table(name: str = DEFAULT_OUTBOX_TABLE_NAME) -> Table:
     Raises:
         InvalidOutboxTableNameError: ``name`` is not a plain SQL identifier.
     """
-    with _tables_lock:
-        table = _tables.get(name)
-        if table is None:
-            table = define_outbox_table(name, MetaData())
-            _tables[name] = table
-        return table
+    return _outbox_tables.get(name)
 
 
 def create_table(connection: Connection, table: Table) -> None:
@@ -261,64 +291,64 @@ def _drop(connection: Connection, table: Table) -> None:
     table.drop(connection, checkfirst=True)
 
 
+def _apply(
+    engine: Engine | Connection, ddl: Callable[[Connection, Table], None], name: str
+) -> Table:
+    """Run ``ddl`` on the outbox table ``name``: on ``engine`` itself when it is a connection, else in a transaction of its own."""
+    table = outbox_table(name)
+    if isinstance(engine, Connection):
+        ddl(engine, table)
+    else:
+        with engine.begin() as connection:
+            ddl(connection, table)
+    return table
+
+
+async def _apply_async(
+    engine: AsyncEngine, ddl: Callable[[Connection, Table], None], name: str
+) -> Table:
+    """Run ``ddl`` on the outbox table ``name`` in a transaction of ``engine``."""
+    table = outbox_table(name)
+    async with engine.begin() as connection:
+        await connection.run_sync(ddl, table)
+    return table
+
+
 def create_outbox_table(
     engine: Engine | Connection, name: str = DEFAULT_OUTBOX_TABLE_NAME
 ) -> Table:
     """Create the outbox table and its indexes when missing; return the table."""
-    table = outbox_table(name)
-    if isinstance(engine, Connection):
-        create_table(engine, table)
-    else:
-        with engine.begin() as connection:
-            create_table(connection, table)
-    return table
+    return _apply(engine, create_table, name)
 
 
 async def create_outbox_table_async(
     engine: AsyncEngine, name: str = DEFAULT_OUTBOX_TABLE_NAME
 ) -> Table:
     """Create the outbox table and its indexes when missing (async engine)."""
-    table = outbox_table(name)
-    async with engine.begin() as connection:
-        await connection.run_sync(create_table, table)
-    return table
+    return await _apply_async(engine, create_table, name)
 
 
 def drop_outbox_table(
     engine: Engine | Connection, name: str = DEFAULT_OUTBOX_TABLE_NAME
 ) -> None:
     """Drop the outbox table when it exists."""
-    table = outbox_table(name)
-    if isinstance(engine, Connection):
-        _drop(engine, table)
-    else:
-        with engine.begin() as connection:
-            _drop(connection, table)
+    _apply(engine, _drop, name)
 
 
 async def drop_outbox_table_async(
     engine: AsyncEngine, name: str = DEFAULT_OUTBOX_TABLE_NAME
 ) -> None:
     """Drop the outbox table when it exists (async engine)."""
-    table = outbox_table(name)
-    async with engine.begin() as connection:
-        await connection.run_sync(_drop, table)
+    await _apply_async(engine, _drop, name)
 
 
 LEGACY_OUTBOX_TABLE_NAME = "spakky_event_outbox"
 """Table of the outbox built into spakky-sqlalchemy 8.5."""
 
-_LEGACY_COLUMNS = (
-    "id",
-    "event_name",
-    "payload",
-    "headers",
-    "created_at",
-    "published_at",
-    "retry_count",
-    "partition_key",
-    "abandoned_at",
+_LEGACY_COLUMNS = tuple(
+    name for name in MESSAGE_COLUMNS if name not in ("seq", "claimed_at", "last_error")
 )
+"""Columns of the 8.5 table: ours but the sequence, the claim and the last error."""
 
 
 def copy_legacy_messages(

@@ -16,9 +16,14 @@ import time
 from asyncio import AbstractEventLoop
 from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import Any, override
 
-from spakky.outbox.backend.wakeup import WakeUpHub
+from spakky.outbox.backend.wakeup import (
+    Backoff,
+    ListenerTask,
+    ListenerThread,
+    WakeUpHub,
+)
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import Session
@@ -369,7 +374,7 @@ def notify_channel(table_name: str) -> str:
     return f"spakky_outbox_{table_name}"[:63]
 
 
-class PgNotificationListener:
+class PgNotificationListener(ListenerTask):
     """Keeps one dedicated LISTEN connection open and signals the hub on NOTIFY.
 
     Works with asyncpg (``add_listener``) and psycopg 3 (``notifies()``);
@@ -379,27 +384,12 @@ class PgNotificationListener:
     KEEPALIVE_SECONDS = 30.0
 
     def __init__(self, engine: AsyncEngine, channel: str, hub: WakeUpHub) -> None:
+        super().__init__(hub)
         self._engine = engine
         self._channel = channel
-        self._hub = hub
-        self._task: asyncio.Task[None] | None = None
         self._reconnecting = False
-        self.ready = asyncio.Event()
-        """Set while a LISTEN is in place (used by tests)."""
 
-    def start(self) -> None:
-        """Start listening in a background task (idempotent)."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        """Stop listening and close the connection."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
+    @override
     async def _run(self) -> None:
         backoff = 0.5
         self._reconnecting = False
@@ -472,7 +462,7 @@ class PgNotificationListener:
             await driver.execute("SELECT 1")
 
 
-class PgNotificationThread:
+class PgNotificationThread(ListenerThread):
     """Synchronous counterpart of `PgNotificationListener`, for psycopg 3 engines.
 
     A daemon thread holds one dedicated LISTEN connection, reconnecting with
@@ -482,13 +472,9 @@ class PgNotificationThread:
     POLL_SECONDS = 0.5
 
     def __init__(self, engine: Engine, channel: str, hub: WakeUpHub) -> None:
+        super().__init__(hub, f"outbox-listen-{channel}")
         self._engine = engine
         self._channel = channel
-        self._hub = hub
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.ready = threading.Event()
-        """Set while a LISTEN is in place (used by tests)."""
 
     @staticmethod
     def supported(engine: Engine) -> bool:
@@ -497,33 +483,15 @@ class PgNotificationThread:
             engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
         )
 
-    def start(self) -> None:
-        """Start the listening thread (idempotent)."""
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._run, name=f"outbox-listen-{self._channel}", daemon=True
-            )
-            self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the thread and close its connection."""
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join()
-
+    @override
     def _run(self) -> None:
-        backoff = 0.5
-        reconnecting = False
+        backoff = Backoff()
         while not self._stop.is_set():
             try:
                 connection, driver = open_own_sync_connection(self._engine)
                 with connection:
                     driver.execute(f'LISTEN "{self._channel}"')
-                    self.ready.set()
-                    if reconnecting:
-                        self._hub.signal()
-                    backoff = 0.5
+                    backoff.connected(self.ready, self._hub)
                     while not self._stop.is_set():
                         for _ in driver.notifies(timeout=self.POLL_SECONDS):
                             self._hub.signal()
@@ -532,7 +500,4 @@ class PgNotificationThread:
                 logger.warning(
                     "Outbox LISTEN connection lost; reconnecting", exc_info=True
                 )
-            self.ready.clear()
-            reconnecting = True
-            self._stop.wait(backoff)
-            backoff = min(backoff * 2, 10.0)
+            self._stop.wait(backoff.lost(self.ready))

@@ -8,7 +8,9 @@ wake up in any thread or event loop. Signals are hints only: relays keep polling
 
 import asyncio
 import contextlib
+import contextvars
 import threading
+from abc import ABC, abstractmethod
 from asyncio import AbstractEventLoop, Future
 
 
@@ -80,3 +82,93 @@ def wake_up_hub(name: str) -> WakeUpHub:
             hub = WakeUpHub()
             _hubs[name] = hub
         return hub
+
+
+class Backoff:
+    """A listener's reconnection delays: 0.5 s doubling up to 10 s, 0.5 s again once connected."""
+
+    FIRST_SECONDS = 0.5
+    LAST_SECONDS = 10.0
+
+    def __init__(self) -> None:
+        """Start before the first connection."""
+        self._delay = self.FIRST_SECONDS
+        self._reconnecting = False
+
+    def connected(self, ready: asyncio.Event | threading.Event, hub: WakeUpHub) -> None:
+        """The listening connection is open: set ``ready``, and signal ``hub`` after a reconnection (commits may have been missed meanwhile)."""
+        ready.set()
+        if self._reconnecting:
+            hub.signal()
+        self._delay = self.FIRST_SECONDS
+
+    def lost(self, ready: asyncio.Event | threading.Event) -> float:
+        """The connection is gone: clear ``ready`` and return how long to wait before the next attempt."""
+        ready.clear()
+        self._reconnecting = True
+        delay, self._delay = self._delay, min(self._delay * 2, self.LAST_SECONDS)
+        return delay
+
+
+class ListenerTask(ABC):
+    """A backend listener on the running event loop (a NOTIFY connection, a change stream) signalling a hub from a task of its own."""
+
+    def __init__(self, hub: WakeUpHub) -> None:
+        """Signal ``hub``; nothing runs before `start`."""
+        self._hub = hub
+        self._task: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
+        """Set while the listening connection is open (used by tests)."""
+        self.unsupported = False
+        """Set once the backend refused to listen at all: `start` then starts nothing."""
+
+    def start(self) -> None:
+        """Start listening in a background task (idempotent), in a fresh context: never one a use case bound."""
+        if self._task is None and not self.unsupported:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), context=contextvars.Context()
+            )
+
+    async def stop(self) -> None:
+        """Cancel the task and wait until it closed its connection."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @abstractmethod
+    async def _run(self) -> None:
+        """Listen until cancelled, reconnecting after errors (see `Backoff`)."""
+
+
+class ListenerThread(ABC):
+    """Synchronous counterpart of `ListenerTask`: a daemon thread that stops when asked to."""
+
+    def __init__(self, hub: WakeUpHub, name: str) -> None:
+        """Signal ``hub`` from a thread called ``name``; nothing runs before `start`."""
+        self._hub = hub
+        self._name = name
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.ready = threading.Event()
+        """Set while the listening connection is open (used by tests)."""
+        self.unsupported = False
+        """Set once the backend refused to listen at all: `start` then starts nothing."""
+
+    def start(self) -> None:
+        """Start the listening thread (idempotent)."""
+        if self._thread is None and not self.unsupported:
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread (within one poll of its connection) and wait for it."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join()
+
+    @abstractmethod
+    def _run(self) -> None:
+        """Listen until `stop`, reconnecting after errors (see `Backoff`)."""
