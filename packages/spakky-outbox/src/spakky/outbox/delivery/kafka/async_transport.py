@@ -13,90 +13,55 @@ blocks; what does (opening, topic creation, the flush) goes through `KafkaOutbou
 from typing import override
 
 from spakky.core.pod.annotations.pod import Pod
-from spakky.core.service.interfaces.service import IAsyncService
-from spakky.event.error import EventTransportNotRunningError
-from spakky.event.event_publisher import IAsyncEventTransport
+from spakky.outbox.delivery.async_adapter import AsyncDeliveryAdapter
 from spakky.outbox.delivery.batch import (
-    BrokerConnection,
-    IBrokerConnectionSource,
     IFlushScopedTransport,
     OutboundRecord,
-    PendingRecords,
     RecordOutcome,
     report,
 )
 from spakky.outbox.delivery.kafka.config import KafkaDeliveryConfig
 from spakky.outbox.delivery.kafka.producer import QUEUE_FULL_POLL_SECONDS, KafkaOutbound
-from spakky.outbox.relay.primitives import AsyncEvent
 
 
 @Pod()
-class AsyncKafkaOutboxTransport(IAsyncEventTransport, IAsyncService, IBrokerConnectionSource, IFlushScopedTransport):
+class AsyncKafkaOutboxTransport(AsyncDeliveryAdapter[RecordOutcome], IFlushScopedTransport):
     """Kafka for the async relay: one producer, a confirmed flush per batch."""
 
     def __init__(self, config: KafkaDeliveryConfig) -> None:
         """Prepare the producer; it connects when the application starts."""
         self.outbound = KafkaOutbound(config)
-        self._pending: PendingRecords[RecordOutcome] = PendingRecords("spakky_outbox_kafka_pending")
-        self._running = False
-
-    @property
-    @override
-    def broker_connection(self) -> BrokerConnection:
-        """The producer's connection state (librdkafka's reports and the delivery reports)."""
-        return self.outbound.connection
-
-    @override
-    def set_stop_event(self, stop_event: AsyncEvent) -> None:
-        """Nothing to stop: publishing happens on demand."""
+        super().__init__("spakky_outbox_kafka_pending", self.outbound.connection)
 
     @override
     async def start_async(self) -> None:
         """Open the producer (it connects in the background; sends may start at once)."""
         await self.outbound.open_async()
-        self._running = True
+        await super().start_async()
 
     @override
     async def stop_async(self) -> None:
         """Refuse new sends, deliver what is queued, close the producer."""
-        self._running = False
+        await super().stop_async()
         await self.outbound.close_async()
 
     @override
-    async def send(
-        self,
-        event_name: str,
-        payload: bytes,
-        headers: dict[str, str],
-        partition_key: str | None = None,
-    ) -> None:
-        """Queue one record for the next `flush` (creating its topic first, once).
+    async def _queue(self, record: OutboundRecord) -> RecordOutcome:
+        """Queue ``record`` in the producer (creating its topic first, once).
 
         Raises:
-            EventTransportNotRunningError: The application is not running the transport.
             EventDeliveryRejectedError: The record is refused before it leaves (too large).
             OutboxBrokerUnavailableError: The topic could not be created (brokers unreachable).
         """
-        if not self._running:
-            raise EventTransportNotRunningError
         outbound = self.outbound
-        if not outbound.knows_topic(event_name):
-            await outbound.ensure_topic_async(event_name)
-        record = OutboundRecord(event_name, payload, headers, partition_key)
+        if not outbound.knows_topic(record.event_name):
+            await outbound.ensure_topic_async(record.event_name)
         while (outcome := outbound.produce(record)) is None:
             await outbound.serve_async(QUEUE_FULL_POLL_SECONDS)
-        self._pending.add(outcome)
+        return outcome
 
     @override
-    async def flush(self) -> None:
-        """Return once the brokers acknowledged every record this task sent since its last flush.
-
-        Raises:
-            OutboxDeliveryRefusedError: Some records were refused (the rest confirmed).
-            OutboxBrokerUnavailableError: Some records were not confirmed in time.
-        """
-        outcomes = self._pending.take()
-        if not outcomes:
-            return
+    async def _confirm(self, queued: list[RecordOutcome]) -> None:
+        """Wait for the brokers' reports on ``queued``, then report them."""
         await self.outbound.flush_async()
-        report(outcomes, "kafka")
+        report(queued, "kafka")
