@@ -12,11 +12,17 @@ server stays unreachable.
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import cast
 
 import aiormq
-from aiormq.abc import AbstractChannel, AbstractConnection, ConfirmationFrameType
+from aiormq.abc import AbstractChannel, AbstractConnection, ChannelFrame
 from pamqp import commands as spec
+from pamqp.base import Frame
+from pamqp.body import ContentBody
+from pamqp.header import ContentHeader
 from spakky.outbox.delivery.batch import (
     BrokerConnection,
     OutboundRecord,
@@ -38,6 +44,16 @@ RECONNECT_BACKOFF_BASE_SECONDS = 0.1
 
 _CHANNEL_TROUBLE = (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError, ConnectionError, OSError)
 """Failures of the connection or channel as a whole (never of one message)."""
+
+
+def _body_frames(payload: bytes, max_size: int) -> list[ContentBody]:
+    """The body frames of one message (none for an empty body), each at most ``max_size`` bytes."""
+    return [ContentBody(payload[start : start + max_size]) for start in range(0, len(payload), max_size)]
+
+
+def _forget(message_ids: dict[str, int], message_id: str, _: object) -> None:
+    """Drop a settled message's id from the channel's return lookup."""
+    message_ids.pop(message_id, None)
 
 
 class RabbitMQOutbound:
@@ -108,28 +124,16 @@ class RabbitMQOutbound:
         Raises:
             AMQPError: The channel or connection failed (a failure of the whole batch).
         """
-        exchange = self.config.exchange_name or ""
-        publishes: list[asyncio.Task[ConfirmationFrameType | None]] = [
-            asyncio.ensure_future(
-                channel.basic_publish(
-                    o.record.payload,
-                    exchange=exchange,
-                    routing_key=o.record.event_name,
-                    properties=spec.Basic.Properties(headers=dict(o.record.headers), delivery_mode=PERSISTENT),
-                    mandatory=True,
-                )
-            )
-            for o in outcomes
-        ]
+        confirmations = await self._write(channel, outcomes)
         try:
-            await asyncio.wait(publishes)
+            await asyncio.wait(confirmations)
         finally:
-            for publish in publishes:
-                publish.cancel()
+            for confirmation in confirmations:
+                confirmation.cancel()
         returned: list[RecordOutcome] = []
         trouble: BaseException | None = None
-        for outcome, publish in zip(outcomes, publishes, strict=True):
-            error = publish.exception() if not publish.cancelled() else asyncio.CancelledError()
+        for outcome, confirmation in zip(outcomes, confirmations, strict=True):
+            error = confirmation.exception() if not confirmation.cancelled() else asyncio.CancelledError()
             if error is None:
                 outcome.settle(RecordFate.CONFIRMED)
             elif isinstance(error, aiormq.exceptions.PublishError):
@@ -148,6 +152,55 @@ class RabbitMQOutbound:
         if trouble is not None:
             raise trouble
         return returned
+
+    async def _write(self, channel: AbstractChannel, outcomes: list[RecordOutcome]) -> list[asyncio.Future[object]]:
+        """Write every record's publish in one frame set; the confirmation future of each.
+
+        What ``basic_publish`` does per message (a delivery tag, a confirmation
+        the channel settles on ack, nack or return, a message id to match a
+        return by), done for the whole batch under the channel's lock, with
+        one write to the socket instead of one per message and no wait for
+        each write to drain: a third of the CPU per message and 2-3x the
+        confirmed rate on this machine (``docs/benchmarks.md``).
+
+        Raises:
+            ChannelInvalidStateError: The channel is closed.
+        """
+        if not isinstance(channel, aiormq.Channel):
+            raise aiormq.exceptions.ChannelInvalidStateError(f"not an aiormq channel: {channel!r}")
+        exchange = self.config.exchange_name or ""
+        confirmations: list[asyncio.Future[object]] = []
+        frames: list[Frame | ContentHeader | ContentBody] = []
+        async with channel.lock:
+            first_tag = channel.delivery_tag + 1
+            for outcome in outcomes:
+                record = outcome.record
+                message_id = uuid.uuid4().hex
+                properties = spec.Basic.Properties(
+                    headers=dict(record.headers), delivery_mode=PERSISTENT, message_id=message_id
+                )
+                frames += (
+                    spec.Basic.Publish(exchange=exchange, routing_key=record.event_name, mandatory=True),
+                    ContentHeader(properties=properties, body_size=len(record.payload)),
+                    *_body_frames(record.payload, channel.max_content_size),
+                )
+                channel.delivery_tag += 1
+                confirmation = cast("asyncio.Future[object]", channel.create_future())
+                channel.confirmations[channel.delivery_tag] = confirmation
+                channel.message_id_delivery_tag[message_id] = channel.delivery_tag
+                confirmation.add_done_callback(partial(_forget, channel.message_id_delivery_tag, message_id))
+                confirmations.append(confirmation)
+            try:
+                await channel.write_queue.put(ChannelFrame.marshall(channel.number, frames))
+            except BaseException:
+                # Never written: give the tags back, or the broker's next confirms would settle the wrong futures.
+                for tag in range(first_tag, channel.delivery_tag + 1):
+                    channel.confirmations.pop(tag, None)
+                channel.delivery_tag = first_tag - 1
+                for written in confirmations:
+                    written.cancel()
+                raise
+        return confirmations
 
     async def _declare(self, names: set[str]) -> None:
         """Declare the exchange and the queues not declared on this connection yet (once each).
