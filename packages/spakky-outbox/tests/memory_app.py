@@ -3,6 +3,7 @@
 import outbox_testapp as app_package
 from spakky.core.application.application import SpakkyApplication
 from spakky.core.application.application_context import ApplicationContext
+from spakky.core.pod.annotations.pod import PodType
 from spakky.outbox.testing.memory import (
     AsyncInMemoryOutboxStorage,
     AsyncInMemoryTransaction,
@@ -18,16 +19,18 @@ from spakky.outbox.testing.transport import (
 
 CORE_PLUGINS = outbox_plugins()
 
+STORAGES = (InMemoryOutboxStorage, AsyncInMemoryOutboxStorage)
+"""The in-memory storage, both flavours."""
+
+
+def memory_app(*pods: PodType) -> SpakkyApplication:
+    """Load the core plugins; add the in-memory state, transactions and recording transports, then ``pods``."""
+    app = SpakkyApplication(ApplicationContext()).load_plugins(include=CORE_PLUGINS)
+    for pod in (InMemoryOutboxState, InMemoryTransaction, AsyncInMemoryTransaction, *pods):
+        app.add(pod)
+    return app.add(RecordingEventTransport).add(AsyncRecordingEventTransport)
+
 
 def build_app(*, storage: bool = True) -> SpakkyApplication:
-    """Load the core plugins, register the in-memory storage and transports, scan the test service."""
-    app = SpakkyApplication(ApplicationContext()).load_plugins(include=CORE_PLUGINS)
-    app.add(InMemoryOutboxState)
-    app.add(InMemoryTransaction)
-    app.add(AsyncInMemoryTransaction)
-    if storage:
-        app.add(InMemoryOutboxStorage)
-        app.add(AsyncInMemoryOutboxStorage)
-    app.add(RecordingEventTransport)
-    app.add(AsyncRecordingEventTransport)
-    return app.scan(app_package)
+    """The in-memory application with the storage (unless not ``storage``), scanning the test service."""
+    return memory_app(*(STORAGES if storage else ())).scan(app_package)

@@ -3,18 +3,10 @@
 from collections.abc import Iterator
 from uuid import uuid4
 
-import inbox_testapp as app_package
 import pytest
-from inbox_testapp.handlers import (
-    HandlerFailedError,
-    PaymentReceived,
-    Payments,
-    Receipts,
-    SyncPayments,
-)
-from memory_app import CORE_PLUGINS
+from inbox_handlers import Audits, MemoryBookings
+from memory_app import STORAGES, memory_app
 from spakky.core.application.application import SpakkyApplication
-from spakky.core.application.application_context import ApplicationContext
 from spakky.outbox.application.loop import ApplicationEventLoop
 from spakky.outbox.common.message import MESSAGE_ID_HEADER
 from spakky.outbox.error import OutboxTransactionRequiredError
@@ -26,42 +18,34 @@ from spakky.outbox.inbox.error import (
 from spakky.outbox.inbox.identity import delivered_headers
 from spakky.outbox.ports.inbox import IAsyncInboxStorage, IInboxStorage
 from spakky.outbox.testing.async_memory_inbox import AsyncInMemoryInboxStorage
+from spakky.outbox.testing.inbox_app import (
+    BOOK,
+    SEND,
+    HandlerFailedError,
+    PaymentReceived,
+    Payments,
+    Receipts,
+    SyncPayments,
+    add_inbox_handlers,
+)
 from spakky.outbox.testing.memory import (
-    AsyncInMemoryOutboxStorage,
-    AsyncInMemoryTransaction,
     InMemoryOutboxState,
-    InMemoryOutboxStorage,
-    InMemoryTransaction,
 )
 from spakky.outbox.testing.sync_memory_inbox import InMemoryInboxStorage
-from spakky.outbox.testing.transport import (
-    AsyncRecordingEventTransport,
-    RecordingEventTransport,
-)
 from spakky.plugins.rabbitmq.auth import (
     reset_current_rabbitmq_message_headers,
     set_current_rabbitmq_message_headers,
 )
 
-BOOK = "inbox_testapp.handlers.Payments.book"
-"""The default consumer name of `Payments.book`: module and qualified name."""
-
 
 def _build(*, inbox: bool = True) -> SpakkyApplication:
-    app = SpakkyApplication(ApplicationContext()).load_plugins(include=CORE_PLUGINS)
-    app.add(InMemoryOutboxState)
-    app.add(InMemoryTransaction)
-    app.add(AsyncInMemoryTransaction)
-    app.add(InMemoryOutboxStorage)
-    app.add(AsyncInMemoryOutboxStorage)
-    app.add(RecordingEventTransport)
-    app.add(AsyncRecordingEventTransport)
+    app = memory_app(*STORAGES, Audits)
     if inbox:
         app.add(InMemoryInboxStorage)
         app.add(AsyncInMemoryInboxStorage)
         app.container.bind_to_type(IInboxStorage, InMemoryInboxStorage)
         app.container.bind_to_type(IAsyncInboxStorage, AsyncInMemoryInboxStorage)
-    return app.scan(app_package)
+    return add_inbox_handlers(app, MemoryBookings)
 
 
 @pytest.fixture
@@ -135,7 +119,7 @@ def test_idempotent_handlers_two_consumer_names_expect_each_runs_once(app: Spakk
     event = PaymentReceived(order_id="o-4")
     for _ in range(2):
         loop.run(payments.book(event), timeout=10)
-        loop.run(payments.audit(event), timeout=10)
+        loop.run(context.get(Audits).audit(event), timeout=10)
     assert _bookings(app) == ["booking:o-4:1"] and _bookings(app, "audit:") == ["audit:o-4"]
     assert sorted(_state(app).inbox) == sorted([(BOOK, str(event.event_id)), ("audit", str(event.event_id))])
 
@@ -144,7 +128,7 @@ def test_idempotent_handler_without_transactional_expect_transaction_required(ap
     """Transactional mode outside any transaction fails with our error instead of recording nothing."""
     context = app.application_context
     with pytest.raises(OutboxTransactionRequiredError):
-        context.get(ApplicationEventLoop).run(context.get(Payments).unguarded(PaymentReceived(order_id="o-5")), timeout=10)
+        context.get(ApplicationEventLoop).run(context.get(Audits).unguarded(PaymentReceived(order_id="o-5")), timeout=10)
     assert _state(app).inbox == {}
 
 
@@ -160,7 +144,7 @@ def test_lease_handler_redelivered_and_failed_expect_effect_once(app: SpakkyAppl
     for _ in range(3):
         loop.run(receipts.send(event), timeout=10)
     assert receipts.sent == ["o-6"] and receipts.attempts == 2
-    entry = _state(app).inbox[("inbox_testapp.handlers.Receipts.send", str(event.event_id))]
+    entry = _state(app).inbox[(SEND, str(event.event_id))]
     assert entry.lease_until is None and entry.lease_owner is None
 
 
@@ -169,7 +153,7 @@ def test_lease_handler_live_lease_elsewhere_expect_busy_error(app: SpakkyApplica
     context = app.application_context
     loop, receipts = context.get(ApplicationEventLoop), context.get(Receipts)
     event = PaymentReceived(order_id="o-7")
-    other = context.get(IInboxStorage).acquire_lease("inbox_testapp.handlers.Receipts.send", str(event.event_id), 30)
+    other = context.get(IInboxStorage).acquire_lease(SEND, str(event.event_id), 30)
     with pytest.raises(InboxMessageBusyError, match=r"Receipts\.send"):
         loop.run(receipts.send(event), timeout=10)
     assert receipts.attempts == 0 and other.token is not None

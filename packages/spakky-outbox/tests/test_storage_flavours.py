@@ -10,9 +10,8 @@ from collections.abc import Coroutine, Iterator
 from typing import Any, cast
 
 import pytest
-from memory_app import CORE_PLUGINS
+from memory_app import memory_app
 from spakky.core.application.application import SpakkyApplication
-from spakky.core.application.application_context import ApplicationContext
 from spakky.core.common.mutability import immutable
 from spakky.core.stereotype.usecase import UseCase
 from spakky.data.aspects.transactional import Transactional
@@ -22,10 +21,8 @@ from spakky.outbox.application.loop import ApplicationEventLoop
 from spakky.outbox.error import OutboxStorageFlavourMissingError
 from spakky.outbox.testing.memory import (
     AsyncInMemoryOutboxStorage,
-    AsyncInMemoryTransaction,
     InMemoryOutboxState,
     InMemoryOutboxStorage,
-    InMemoryTransaction,
 )
 from spakky.outbox.testing.transport import (
     AsyncRecordingEventTransport,
@@ -81,13 +78,7 @@ def relay_env() -> Iterator[dict[str, str]]:
 
 def start(storage: type[InMemoryOutboxStorage] | type[AsyncInMemoryOutboxStorage]) -> SpakkyApplication:
     """Start the core alone with the app's own in-memory storage of one flavour."""
-    app = SpakkyApplication(ApplicationContext()).load_plugins(include=CORE_PLUGINS)
-    for pod in (
-        InMemoryOutboxState, InMemoryTransaction, AsyncInMemoryTransaction, storage,
-        RecordingEventTransport, AsyncRecordingEventTransport, SyncNoteUseCase, AsyncNoteUseCase,
-    ):
-        app.add(pod)
-    return app.start()
+    return memory_app(storage, SyncNoteUseCase, AsyncNoteUseCase).start()
 
 
 def run(app: SpakkyApplication, coroutine: Coroutine[Any, Any, None]) -> None:

@@ -1,0 +1,50 @@
+"""The in-memory business write of the shared inbox test application, and a named and an unguarded consumer."""
+
+from typing import override
+
+from spakky.core.pod.annotations.pod import Pod
+from spakky.data.aspects.transactional import Transactional
+from spakky.event.stereotype.event_handler import EventHandler, on_event
+from spakky.outbox.inbox import Idempotent
+from spakky.outbox.testing.inbox_app import IBookings, PaymentReceived
+from spakky.outbox.testing.memory import InMemoryOutboxState
+
+
+@Pod()
+class MemoryBookings(IBookings):
+    """Writes booking rows into the application's in-memory store."""
+
+    def __init__(self, state: InMemoryOutboxState) -> None:
+        """Write into the application's in-memory store."""
+        self._state = state
+
+    @override
+    async def book(self, order_id: str, run: int) -> None:
+        """Write an async booking row."""
+        self._state.put_business(f"booking:{order_id}:{run}", order_id)
+
+    @override
+    def book_sync(self, order_id: str, run: int) -> None:
+        """Write a sync booking row."""
+        self._state.put_business(f"sync-booking:{order_id}:{run}", order_id)
+
+
+@EventHandler()
+class Audits:
+    """A second consumer of the same message under its own name, and one missing its transaction."""
+
+    def __init__(self, state: InMemoryOutboxState) -> None:
+        """Write into the application's in-memory store."""
+        self._state = state
+
+    @Transactional()
+    @Idempotent(consumer="audit")
+    @on_event(PaymentReceived)
+    async def audit(self, event: PaymentReceived) -> None:
+        """Write an audit row."""
+        self._state.put_business(f"audit:{event.order_id}", event.order_id)
+
+    @Idempotent()
+    @on_event(PaymentReceived)
+    async def unguarded(self, event: PaymentReceived) -> None:
+        """Transactional mode without ``@Transactional()``: a mistake the inbox reports."""

@@ -1,1 +1,0 @@
-"""A small consumer service with idempotent handlers, used by the inbox tests."""
