@@ -1,10 +1,9 @@
 """The conformance harness for `ListOutboxStorage`."""
 
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
 from typing import override
 
-from spakky.outbox.common.config import OutboxConfig
-from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.testing.harness import (
     AbstractOutboxHarness,
     Capability,
@@ -26,38 +25,20 @@ class ListOutboxHarness(AbstractOutboxHarness):
     claim_timeout_seconds = 0.3
 
     def __init__(self) -> None:
-        """Create an empty database; storages use the harness's claim timeout."""
+        """Create an empty database; storages use the harness's claim timeout (`outbox_config`)."""
         self.database = Database()
-        self.config = OutboxConfig().model_copy(
-            update={"claim_timeout_seconds": self.claim_timeout_seconds}
-        )
 
     @override
     def new_storage(self) -> ListOutboxStorage:
-        return ListOutboxStorage(self.database, self.config)
+        return ListOutboxStorage(self.database, self.outbox_config())
 
     @override
-    async def write(
-        self,
-        messages: Sequence[OutboxMessage],
-        *,
-        commit: bool = True,
-        business_key: str = "business",
-    ) -> None:
-        # The same transaction a @Transactional() use case opens.
-        transaction = AsyncListTransaction(self.database)
-        storage = self.new_storage()
-        await transaction.initialize()
-        try:
+    @asynccontextmanager
+    async def business_transaction(self, business_key: str) -> AsyncGenerator[None]:
+        # The same transaction a @Transactional() use case opens; write() saves inside it.
+        async with AsyncListTransaction(self.database):
             self.database.write(business_key, True)
-            for message in messages:
-                await storage.save(message)
-            if commit:
-                await transaction.commit()
-            else:
-                await transaction.rollback()
-        finally:
-            await transaction.dispose()
+            yield
 
     @override
     async def business_record_exists(self, business_key: str) -> bool:

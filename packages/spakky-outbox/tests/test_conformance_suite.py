@@ -46,8 +46,8 @@ NO_KEY_ORDER = """
 """
 
 NO_ROLLBACK = """
-    def transaction(self, *, commit=True):
-        return super().transaction(commit=True)
+    def rollback(self):
+        self.commit()
 """
 
 

@@ -5,19 +5,16 @@ server, Docker) and otherwise on the in-process mongoeco wire server.
 """
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Generator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, override
 
 import pytest
 from pymongo import AsyncMongoClient
-from spakky.outbox.common.config import OutboxConfig
-from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.testing.harness import (
     AbstractOutboxHarness,
     Capability,
     RawOutboxRecord,
-    write_in_transaction,
-    write_in_transaction_sync,
 )
 from spakky.plugins.outbox_mongodb.client import MongoOutboxConnectionManager
 from spakky.plugins.outbox_mongodb.config import MongoDriver, MongoOutboxConfig
@@ -59,14 +56,7 @@ class MongoOutboxHarness(AbstractOutboxHarness):
         self.config = MongoOutboxConfig().model_copy(
             update={"url": server.url, "database": DATABASE, "collection": collection, "driver": driver}
         )
-        self.outbox_config = OutboxConfig().model_copy(
-            update={
-                "claim_timeout_seconds": self.claim_timeout_seconds,
-                "claim_lease_seconds": self.claim_lease_seconds,
-                "batch_max_bytes": self.batch_max_bytes,
-            }
-        )
-        self.connections = MongoOutboxConnectionManager(self.config, self.outbox_config)
+        self.connections = MongoOutboxConnectionManager(self.config, self.outbox_config())
         self.connections.create_indexes()
         self.backdoor = AsyncMongoClient[dict[str, Any]](server.url, uuidRepresentation="standard", tz_aware=True)
         database = self.backdoor.get_database(DATABASE, codec_options=CODEC_OPTIONS)
@@ -74,51 +64,34 @@ class MongoOutboxHarness(AbstractOutboxHarness):
         self.business = database.get_collection(f"business_{collection}")
         self._storages: list[AsyncMongoOutboxStorage | MongoOutboxStorage] = []
 
-    @override
-    def new_storage(self) -> AsyncMongoOutboxStorage:
-        storage = AsyncMongoOutboxStorage(self.connections, self.outbox_config)
+    def _kept[S: AsyncMongoOutboxStorage | MongoOutboxStorage](self, storage: S) -> S:
+        """``storage``, kept to close its wake-up in `drop`."""
         self._storages.append(storage)
         return storage
+
+    @override
+    def new_storage(self) -> AsyncMongoOutboxStorage:
+        return self._kept(AsyncMongoOutboxStorage(self.connections, self.outbox_config()))
 
     @override
     def new_sync_storage(self) -> MongoOutboxStorage:
-        storage = MongoOutboxStorage(self.connections, self.outbox_config)
-        self._storages.append(storage)
-        return storage
+        return self._kept(MongoOutboxStorage(self.connections, self.outbox_config()))
 
     @override
-    async def write(
-        self,
-        messages: Sequence[OutboxMessage],
-        *,
-        commit: bool = True,
-        business_key: str = "business",
-    ) -> None:
-        storage = self.new_storage()
-
-        async def write_business(_: AsyncMongoTransaction) -> None:
+    @asynccontextmanager
+    async def business_transaction(self, business_key: str) -> AsyncGenerator[None]:
+        async with AsyncMongoTransaction(self.config, self.connections):
             session = current_async_session()
             await session.client[DATABASE][self.business.name].insert_one({"key": business_key}, session=session)
-
-        transaction = AsyncMongoTransaction(self.config, self.connections)
-        await write_in_transaction(transaction, write_business, storage, messages, commit=commit)
+            yield
 
     @override
-    def write_sync(
-        self,
-        messages: Sequence[OutboxMessage],
-        *,
-        commit: bool = True,
-        business_key: str = "business",
-    ) -> None:
-        storage = self.new_sync_storage()
-
-        def write_business(_: MongoTransaction) -> None:
+    @contextmanager
+    def business_transaction_sync(self, business_key: str) -> Generator[None]:
+        with MongoTransaction(self.config, self.connections):
             session = current_session()
             session.client[DATABASE][self.business.name].insert_one({"key": business_key}, session=session)
-
-        transaction = MongoTransaction(self.config, self.connections)
-        write_in_transaction_sync(transaction, write_business, storage, messages, commit=commit)
+            yield
 
     @override
     async def business_record_exists(self, business_key: str) -> bool:

@@ -3,21 +3,18 @@
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Generator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from typing import cast, override
 
 import pytest
 import redis.asyncio
 import redis.asyncio.cluster
-from spakky.outbox.common.config import OutboxConfig
-from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.testing.harness import (
     AbstractOutboxHarness,
     Capability,
     RawOutboxRecord,
-    write_in_transaction,
-    write_in_transaction_sync,
 )
 from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
 from spakky.plugins.outbox_redis.codec import RedisKeys
@@ -58,13 +55,6 @@ class RedisOutboxHarness(AbstractOutboxHarness):
         self.config = RedisOutboxConfig().model_copy(
             update={"url": url, "key_prefix": self.prefix, "cluster": cluster}
         )
-        self.outbox_config = OutboxConfig().model_copy(
-            update={
-                "claim_timeout_seconds": self.claim_timeout_seconds,
-                "claim_lease_seconds": self.claim_lease_seconds,
-                "batch_max_bytes": self.batch_max_bytes,
-            }
-        )
         self.connections = RedisOutboxConnectionManager(self.config)
         self.backdoor: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster = (
             redis.asyncio.cluster.RedisCluster.from_url(url)
@@ -75,56 +65,28 @@ class RedisOutboxHarness(AbstractOutboxHarness):
     @override
     def new_storage(self) -> AsyncRedisOutboxStorage:
         """An asyncio storage with its own owner token."""
-        return AsyncRedisOutboxStorage(
-            self.connections, self.config, self.outbox_config
-        )
+        return AsyncRedisOutboxStorage(self.connections, self.config, self.outbox_config())
 
     @override
     def new_sync_storage(self) -> RedisOutboxStorage:
         """A synchronous storage with its own owner token."""
-        return RedisOutboxStorage(self.connections, self.config, self.outbox_config)
+        return RedisOutboxStorage(self.connections, self.config, self.outbox_config())
 
     @override
-    async def write(
-        self,
-        messages: Sequence[OutboxMessage],
-        *,
-        commit: bool = True,
-        business_key: str = "business",
-    ) -> None:
-        """Write the business key and save ``messages`` in one MULTI/EXEC."""
-        storage = self.new_storage()
-
-        async def write_business(_: AsyncRedisTransaction) -> None:
-            await current_async_pipeline().hset(
-                self.keys.business(business_key), "state", "written"
-            )
-
-        transaction = AsyncRedisTransaction(self.config, self.connections)
-        await write_in_transaction(
-            transaction, write_business, storage, messages, commit=commit
-        )
+    @asynccontextmanager
+    async def business_transaction(self, business_key: str) -> AsyncGenerator[None]:
+        """One MULTI/EXEC that writes the business key first."""
+        async with AsyncRedisTransaction(self.config, self.connections):
+            await current_async_pipeline().hset(self.keys.business(business_key), "state", "written")
+            yield
 
     @override
-    def write_sync(
-        self,
-        messages: Sequence[OutboxMessage],
-        *,
-        commit: bool = True,
-        business_key: str = "business",
-    ) -> None:
-        """Synchronous `write` through `RedisTransaction`."""
-        storage = self.new_sync_storage()
-
-        def write_business(_: RedisTransaction) -> None:
-            current_pipeline().hset(
-                self.keys.business(business_key), "state", "written"
-            )
-
-        transaction = RedisTransaction(self.config, self.connections)
-        write_in_transaction_sync(
-            transaction, write_business, storage, messages, commit=commit
-        )
+    @contextmanager
+    def business_transaction_sync(self, business_key: str) -> Generator[None]:
+        """`business_transaction` through `RedisTransaction`."""
+        with RedisTransaction(self.config, self.connections):
+            current_pipeline().hset(self.keys.business(business_key), "state", "written")
+            yield
 
     @override
     async def business_record_exists(self, business_key: str) -> bool:

@@ -6,23 +6,19 @@ gets its own outbox table (and business table) and drops them afterwards.
 """
 
 import asyncio
-import contextvars
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Generator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, override
 
 import pytest
 from spakky.core.application.application_context import ApplicationContext
-from spakky.outbox.common.config import OutboxConfig
-from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.testing.harness import (
     AbstractOutboxHarness,
     Capability,
     RawOutboxRecord,
-    write_in_transaction,
-    write_in_transaction_sync,
 )
 from spakky.plugins.outbox_sqlalchemy.config import SqlAlchemyOutboxConfig
 from spakky.plugins.outbox_sqlalchemy.schema import (
@@ -119,20 +115,11 @@ class SqlAlchemyOutboxHarness(AbstractOutboxHarness):
         self.async_sessions.set_application_context(context)
         self.sync_sessions = SessionManager(self.sync_connections)
         self.sync_sessions.set_application_context(context)
-        self.outbox_config = OutboxConfig().model_copy(
-            update={
-                "claim_timeout_seconds": self.claim_timeout_seconds,
-                "claim_lease_seconds": self.claim_lease_seconds,
-                "batch_max_bytes": self.batch_max_bytes,
-            }
-        )
         self.config = SqlAlchemyOutboxConfig().model_copy(
             update={"table_name": self.table_name}
         )
         self.storages: list[AsyncSqlAlchemyOutboxStorage] = []
         self.sync_storages: list[SqlAlchemyOutboxStorage] = []
-        self.writer = self.new_storage()
-        self.sync_writer = self.new_sync_storage()
 
     async def setup(self) -> None:
         """Create the outbox and business tables."""
@@ -161,7 +148,7 @@ class SqlAlchemyOutboxHarness(AbstractOutboxHarness):
     def new_storage(self) -> AsyncSqlAlchemyOutboxStorage:
         """An asyncio storage with its own owner token."""
         storage = AsyncSqlAlchemyOutboxStorage(
-            self.async_sessions, self.async_connections, self.outbox_config, self.config
+            self.async_sessions, self.async_connections, self.outbox_config(), self.config
         )
         self.storages.append(storage)
         return storage
@@ -170,61 +157,26 @@ class SqlAlchemyOutboxHarness(AbstractOutboxHarness):
     def new_sync_storage(self) -> SqlAlchemyOutboxStorage:
         """A synchronous storage with its own owner token."""
         storage = SqlAlchemyOutboxStorage(
-            self.sync_sessions, self.sync_connections, self.outbox_config, self.config
+            self.sync_sessions, self.sync_connections, self.outbox_config(), self.config
         )
         self.sync_storages.append(storage)
         return storage
 
     @override
-    async def write(
-        self,
-        messages: Sequence[OutboxMessage],
-        *,
-        commit: bool = True,
-        business_key: str = "business",
-    ) -> None:
-        """Business row and messages in one spakky-sqlalchemy `AsyncTransaction`."""
-
-        async def write_business(tx: AsyncTransaction) -> None:
-            await tx.session.execute(
-                insert(self.business).values(business_key=business_key)
-            )
-
-        async def transaction() -> None:
-            await write_in_transaction(
-                AsyncTransaction(self.async_connection_config, self.async_sessions),
-                write_business,
-                self.writer,
-                messages,
-                commit=commit,
-            )
-
-        # A fresh context: its own context id, hence its own scoped session.
-        await asyncio.create_task(transaction(), context=contextvars.Context())
+    @asynccontextmanager
+    async def business_transaction(self, business_key: str) -> AsyncGenerator[None]:
+        """A spakky-sqlalchemy `AsyncTransaction` that inserts the business row."""
+        async with AsyncTransaction(self.async_connection_config, self.async_sessions) as tx:
+            await tx.session.execute(insert(self.business).values(business_key=business_key))
+            yield
 
     @override
-    def write_sync(
-        self,
-        messages: Sequence[OutboxMessage],
-        *,
-        commit: bool = True,
-        business_key: str = "business",
-    ) -> None:
-        """Business row and messages in one spakky-sqlalchemy `Transaction`."""
-
-        def write_business(tx: Transaction) -> None:
+    @contextmanager
+    def business_transaction_sync(self, business_key: str) -> Generator[None]:
+        """The same through a spakky-sqlalchemy `Transaction`."""
+        with Transaction(self.sync_connection_config, self.sync_sessions) as tx:
             tx.session.execute(insert(self.business).values(business_key=business_key))
-
-        def transaction() -> None:
-            write_in_transaction_sync(
-                Transaction(self.sync_connection_config, self.sync_sessions),
-                write_business,
-                self.sync_writer,
-                messages,
-                commit=commit,
-            )
-
-        contextvars.Context().run(transaction)
+            yield
 
     @override
     async def business_record_exists(self, business_key: str) -> bool:

@@ -1,14 +1,16 @@
 """The contract between the conformance suite and a storage backend under test."""
 
 import asyncio
+import contextvars
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from uuid import UUID
 
+from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.error import AbstractOutboxDetailedError
 from spakky.outbox.ports.storage import (
@@ -113,52 +115,7 @@ SYNC_SHARED = "the sync storage is"
 
 
 class _RollbackRequestedError(Exception):
-    """Raised inside a harness transaction to make it roll back, as a failing use case would."""
-
-
-async def write_in_transaction[T](
-    transaction: AbstractAsyncContextManager[T],
-    write_business: Callable[[T], Awaitable[object]],
-    storage: IAsyncOutboxStorage,
-    messages: Sequence[OutboxMessage],
-    *,
-    commit: bool,
-) -> None:
-    """A harness's `AbstractOutboxHarness.write`: inside ``transaction``, the business record, then every ``save``.
-
-    ``write_business`` gets what the transaction's ``async with`` gives. Without
-    ``commit`` an error raised through the transaction rolls it back (and is
-    swallowed here), the way a failing use case rolls back its own.
-    """
-    try:
-        async with transaction as opened:
-            await write_business(opened)
-            for message in messages:
-                await storage.save(message)
-            if not commit:
-                raise _RollbackRequestedError
-    except _RollbackRequestedError:
-        pass
-
-
-def write_in_transaction_sync[T](
-    transaction: AbstractContextManager[T],
-    write_business: Callable[[T], object],
-    storage: IOutboxStorage,
-    messages: Sequence[OutboxMessage],
-    *,
-    commit: bool,
-) -> None:
-    """`write_in_transaction` for `AbstractOutboxHarness.write_sync`, through a sync transaction and storage."""
-    try:
-        with transaction as opened:
-            write_business(opened)
-            for message in messages:
-                storage.save(message)
-            if not commit:
-                raise _RollbackRequestedError
-    except _RollbackRequestedError:
-        pass
+    """Raised inside a business transaction to make it roll back, as a failing use case would."""
 
 
 class AbstractOutboxHarness(ABC):
@@ -167,7 +124,10 @@ class AbstractOutboxHarness(ABC):
     A backend's ``conftest.py`` provides an ``outbox_harness`` fixture that
     yields a subclass instance and calls `drop` afterwards. Storages the
     harness creates must use `claim_timeout_seconds` as their claim timeout
-    and, with ``Capability.LIVENESS``, `claim_lease_seconds` as their lease.
+    and, with ``Capability.LIVENESS``, `claim_lease_seconds` as their lease
+    (`outbox_config` carries both). A harness opens its backend's business
+    transaction (`business_transaction`, `business_transaction_sync`); `write`
+    and `write_sync`, which the suite calls, save the messages inside it.
     """
 
     name: str = "storage"
@@ -200,32 +160,63 @@ class AbstractOutboxHarness(ABC):
         """Return a new synchronous storage instance (``SYNC_API`` only)."""
         raise CapabilityNotDeclaredError(Capability.SYNC_API)
 
-    @abstractmethod
-    async def write(
-        self,
-        messages: Sequence[OutboxMessage],
-        *,
-        commit: bool = True,
-        business_key: str = "business",
-    ) -> None:
+    def outbox_config(self) -> OutboxConfig:
+        """The settings of every storage the harness creates: the defaults with its claim timings and byte budget."""
+        timings = {"claim_timeout_seconds": self.claim_timeout_seconds, "claim_lease_seconds": self.claim_lease_seconds}
+        return OutboxConfig().model_copy(update=timings | {"batch_max_bytes": self.batch_max_bytes})
+
+    def business_transaction(self, business_key: str) -> AbstractAsyncContextManager[object]:
+        """Open the business transaction a ``@Transactional()`` use case opens, writing the record ``business_key``.
+
+        `write` saves its messages inside it and ends it with an exception to
+        roll it back. One test may write the same ``business_key`` several
+        times, so the business store must accept repeats (no unique
+        constraint on the key). A harness implements this, or `write` itself.
+        """
+        raise NotImplementedError(f"{type(self).__name__} implements neither business_transaction nor write")
+
+    def business_transaction_sync(self, business_key: str) -> AbstractContextManager[object]:
+        """`business_transaction` through the sync port, for `write_sync` (``SYNC_API`` only)."""
+        raise CapabilityNotDeclaredError(Capability.SYNC_API)
+
+    async def write(self, messages: Sequence[OutboxMessage], *, commit: bool = True, business_key: str = "business") -> None:
         """In one business transaction, write a business record and save ``messages``.
 
         The record named ``business_key`` and every ``save`` share the
-        transaction; ``commit=False`` rolls it back. ``save`` goes through a
-        storage instance, exactly as the outbox bus calls it. One test may
-        write the same ``business_key`` several times, so the business store
-        must accept repeats (no unique constraint on the key).
+        transaction (`business_transaction`); ``commit=False`` rolls it back.
+        ``save`` goes through a storage instance, exactly as the outbox bus
+        calls it. The write runs in a fresh context, as a new request does (a
+        session scoped to the context is its own).
         """
+        storage = self.new_storage()
 
-    def write_sync(
-        self,
-        messages: Sequence[OutboxMessage],
-        *,
-        commit: bool = True,
-        business_key: str = "business",
-    ) -> None:
-        """Synchronous `write` through the sync port (``SYNC_API`` only)."""
-        raise CapabilityNotDeclaredError(Capability.SYNC_API)
+        async def in_transaction() -> None:
+            try:
+                async with self.business_transaction(business_key):
+                    for message in messages:
+                        await storage.save(message)
+                    if not commit:
+                        raise _RollbackRequestedError
+            except _RollbackRequestedError:
+                pass
+
+        await asyncio.create_task(in_transaction(), context=contextvars.Context())
+
+    def write_sync(self, messages: Sequence[OutboxMessage], *, commit: bool = True, business_key: str = "business") -> None:
+        """Synchronous `write` through the sync port and `business_transaction_sync` (``SYNC_API`` only)."""
+        storage = self.new_sync_storage()
+
+        def in_transaction() -> None:
+            try:
+                with self.business_transaction_sync(business_key):
+                    for message in messages:
+                        storage.save(message)
+                    if not commit:
+                        raise _RollbackRequestedError
+            except _RollbackRequestedError:
+                pass
+
+        contextvars.Context().run(in_transaction)
 
     @abstractmethod
     async def business_record_exists(self, business_key: str) -> bool:

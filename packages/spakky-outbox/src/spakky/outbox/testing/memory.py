@@ -12,11 +12,10 @@ The async storage and transaction are written once
 """
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Generator
+from contextlib import asynccontextmanager, contextmanager
 from typing import override
 
-from spakky.outbox.common.config import OutboxConfig
-from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.testing.async_memory import (
     AsyncInMemoryOutboxStorage,
     AsyncInMemoryTransaction,
@@ -60,49 +59,28 @@ class InMemoryOutboxHarness(AbstractOutboxHarness):
         self.state = InMemoryOutboxState()
         self.clock = ManualClock()
         self.state.clock = self.clock
-        self._config = OutboxConfig().model_copy(
-            update={
-                "claim_timeout_seconds": self.claim_timeout_seconds,
-                "claim_lease_seconds": self.claim_lease_seconds,
-                "batch_max_bytes": self.batch_max_bytes,
-            }
-        )
 
     @override
     def new_storage(self) -> AsyncInMemoryOutboxStorage:
-        return AsyncInMemoryOutboxStorage(self.state, self._config)
+        return AsyncInMemoryOutboxStorage(self.state, self.outbox_config())
 
     @override
     def new_sync_storage(self) -> InMemoryOutboxStorage:
-        return InMemoryOutboxStorage(self.state, self._config)
+        return InMemoryOutboxStorage(self.state, self.outbox_config())
 
     @override
-    async def write(
-        self,
-        messages: Sequence[OutboxMessage],
-        *,
-        commit: bool = True,
-        business_key: str = "business",
-    ) -> None:
-        storage = self.new_storage()
-        with self.state.transaction(commit=commit):
+    @asynccontextmanager
+    async def business_transaction(self, business_key: str) -> AsyncGenerator[None]:
+        async with AsyncInMemoryTransaction(self.state):
             self.state.put_business(business_key, True)
-            for message in messages:
-                await storage.save(message)
+            yield
 
     @override
-    def write_sync(
-        self,
-        messages: Sequence[OutboxMessage],
-        *,
-        commit: bool = True,
-        business_key: str = "business",
-    ) -> None:
-        storage = self.new_sync_storage()
-        with self.state.transaction(commit=commit):
+    @contextmanager
+    def business_transaction_sync(self, business_key: str) -> Generator[None]:
+        with InMemoryTransaction(self.state):
             self.state.put_business(business_key, True)
-            for message in messages:
-                storage.save(message)
+            yield
 
     @override
     async def business_record_exists(self, business_key: str) -> bool:

@@ -161,24 +161,12 @@ class SyncFlavourHarness(AbstractOutboxHarness):
         return self.harness.new_sync_storage()
 
     @override
-    async def write(
-        self,
-        messages: Sequence[OutboxMessage],
-        *,
-        commit: bool = True,
-        business_key: str = "business",
-    ) -> None:
+    async def write(self, messages: Sequence[OutboxMessage], *, commit: bool = True, business_key: str = "business") -> None:
         """The backend's ``write_sync``, in a worker thread."""
         await asyncio.to_thread(self.harness.write_sync, messages, commit=commit, business_key=business_key)
 
     @override
-    def write_sync(
-        self,
-        messages: Sequence[OutboxMessage],
-        *,
-        commit: bool = True,
-        business_key: str = "business",
-    ) -> None:
+    def write_sync(self, messages: Sequence[OutboxMessage], *, commit: bool = True, business_key: str = "business") -> None:
         self.harness.write_sync(messages, commit=commit, business_key=business_key)
 
     @override
