@@ -13,20 +13,7 @@ from uuid import UUID
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.error import AbstractOutboxDetailedError
-from spakky.outbox.ports.storage import (
-    IAsyncOutboxAdministration,
-    IAsyncOutboxBatchAcknowledgement,
-    IAsyncOutboxLiveness,
-    IAsyncOutboxRetryScheduling,
-    IAsyncOutboxStorage,
-    IAsyncOutboxWakeUp,
-    IOutboxAdministration,
-    IOutboxBatchAcknowledgement,
-    IOutboxLiveness,
-    IOutboxRetryScheduling,
-    IOutboxStorage,
-    IOutboxWakeUp,
-)
+from spakky.outbox.ports import storage as ports
 
 
 class Capability(StrEnum):
@@ -71,11 +58,11 @@ class CapabilityPorts:
 
 
 CAPABILITY_PORTS: Mapping[Capability, CapabilityPorts] = {
-    Capability.BATCH_ACKNOWLEDGEMENT: CapabilityPorts(IAsyncOutboxBatchAcknowledgement, IOutboxBatchAcknowledgement),
-    Capability.RETRY_SCHEDULING: CapabilityPorts(IAsyncOutboxRetryScheduling, IOutboxRetryScheduling),
-    Capability.WAKE_UP: CapabilityPorts(IAsyncOutboxWakeUp, IOutboxWakeUp),
-    Capability.ADMINISTRATION: CapabilityPorts(IAsyncOutboxAdministration, IOutboxAdministration),
-    Capability.LIVENESS: CapabilityPorts(IAsyncOutboxLiveness, IOutboxLiveness),
+    Capability.BATCH_ACKNOWLEDGEMENT: CapabilityPorts(ports.IAsyncOutboxBatchAcknowledgement, ports.IOutboxBatchAcknowledgement),
+    Capability.RETRY_SCHEDULING: CapabilityPorts(ports.IAsyncOutboxRetryScheduling, ports.IOutboxRetryScheduling),
+    Capability.WAKE_UP: CapabilityPorts(ports.IAsyncOutboxWakeUp, ports.IOutboxWakeUp),
+    Capability.ADMINISTRATION: CapabilityPorts(ports.IAsyncOutboxAdministration, ports.IOutboxAdministration),
+    Capability.LIVENESS: CapabilityPorts(ports.IAsyncOutboxLiveness, ports.IOutboxLiveness),
 }
 """The one capability table: the port of each capability a storage implements to declare it.
 
@@ -153,10 +140,10 @@ class AbstractOutboxHarness(ABC):
     so keep it small."""
 
     @abstractmethod
-    def new_storage(self) -> IAsyncOutboxStorage:
+    def new_storage(self) -> ports.IAsyncOutboxStorage:
         """Return a new storage instance standing for one relay process."""
 
-    def new_sync_storage(self) -> IOutboxStorage:
+    def new_sync_storage(self) -> ports.IOutboxStorage:
         """Return a new synchronous storage instance (``SYNC_API`` only)."""
         raise CapabilityNotDeclaredError(Capability.SYNC_API)
 

@@ -10,21 +10,8 @@ from spakky.outbox.ports.storage import (
     IAsyncOutboxRetryScheduling,
     IAsyncOutboxStorage,
 )
-from spakky.outbox.testing.conformance.support import (
-    MAX_RETRY,
-    acknowledge,
-    capability,
-    eventually,
-    ids,
-    message,
-    names,
-    raw_by_id,
-    rule,
-)
-from spakky.outbox.testing.harness import (
-    AbstractOutboxHarness,
-    Capability,
-)
+
+from .support import *  # the rule-writing kit (support.__all__)
 
 
 async def _one_of_each_state(

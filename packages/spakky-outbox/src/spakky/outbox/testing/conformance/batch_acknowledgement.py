@@ -4,20 +4,8 @@
 from spakky.outbox.ports.storage import (
     IAsyncOutboxBatchAcknowledgement,
 )
-from spakky.outbox.testing.conformance.support import (
-    MAX_RETRY,
-    capability,
-    claim_after_expiry,
-    ids,
-    message,
-    names,
-    raw_by_id,
-    rule,
-)
-from spakky.outbox.testing.harness import (
-    AbstractOutboxHarness,
-    Capability,
-)
+
+from .support import *  # the rule-writing kit (support.__all__)
 
 
 @capability(Capability.BATCH_ACKNOWLEDGEMENT)

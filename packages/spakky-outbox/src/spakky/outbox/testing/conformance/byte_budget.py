@@ -1,20 +1,8 @@
 """Rules of ``Capability.BYTE_BUDGET``: a claim's payloads stay within ``batch_max_bytes``."""
 
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.testing.conformance.support import (
-    MAX_RETRY,
-    acknowledge,
-    capability,
-    ids,
-    message,
-    names,
-    rule,
-)
-from spakky.outbox.testing.harness import (
-    AbstractOutboxHarness,
-    Capability,
-    RawOutboxRecord,
-)
+
+from .support import *  # the rule-writing kit (support.__all__)
 
 
 def _claimed(records: list[RawOutboxRecord]) -> list[RawOutboxRecord]:

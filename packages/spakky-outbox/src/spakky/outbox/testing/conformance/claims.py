@@ -4,18 +4,8 @@ import asyncio
 import time
 
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.testing.conformance.support import (
-    MAX_RETRY,
-    claim_after_expiry,
-    ids,
-    message,
-    names,
-    raw_by_id,
-    rule,
-)
-from spakky.outbox.testing.harness import (
-    AbstractOutboxHarness,
-)
+
+from .support import *  # the rule-writing kit (support.__all__)
 
 
 async def test_fetch_pending_empty_expect_empty_list(outbox_harness: AbstractOutboxHarness) -> None:

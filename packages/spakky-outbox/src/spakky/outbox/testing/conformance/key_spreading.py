@@ -1,17 +1,7 @@
 """Rules of ``Capability.KEY_SPREADING``: a key-heavy backlog leaves keys for other instances."""
 
 
-from spakky.outbox.testing.conformance.support import (
-    MAX_RETRY,
-    capability,
-    message,
-    names,
-    rule,
-)
-from spakky.outbox.testing.harness import (
-    AbstractOutboxHarness,
-    Capability,
-)
+from .support import *  # the rule-writing kit (support.__all__)
 
 
 @capability(Capability.KEY_SPREADING)

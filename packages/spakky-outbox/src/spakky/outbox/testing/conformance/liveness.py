@@ -12,26 +12,8 @@ from spakky.outbox.ports.storage import (
     IAsyncOutboxLiveness,
     IAsyncOutboxStorage,
 )
-from spakky.outbox.testing.conformance.support import (
-    MAX_RETRY,
-    acknowledge,
-    capability,
-    claim_after_expiry,
-    claim_ends_within,
-    eventually,
-    ids,
-    message,
-    names,
-    pace,
-    raw_by_id,
-    relay_over,
-    rule,
-)
-from spakky.outbox.testing.harness import (
-    AbstractOutboxHarness,
-    Capability,
-)
-from spakky.outbox.testing.transport import AsyncRecordingEventTransport
+
+from .support import *  # the rule-writing kit (support.__all__)
 
 
 def _liveness(storage: IAsyncOutboxStorage) -> IAsyncOutboxLiveness:

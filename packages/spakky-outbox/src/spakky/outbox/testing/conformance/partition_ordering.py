@@ -2,22 +2,7 @@
 
 import asyncio
 
-from spakky.outbox.testing.conformance.support import (
-    MAX_RETRY,
-    capability,
-    claim_after_expiry,
-    ids,
-    message,
-    names,
-    raw_by_id,
-    relay_over,
-    rule,
-)
-from spakky.outbox.testing.harness import (
-    AbstractOutboxHarness,
-    Capability,
-)
-from spakky.outbox.testing.transport import AsyncRecordingEventTransport
+from .support import *  # the rule-writing kit (support.__all__)
 
 
 @capability(Capability.PARTITION_ORDERING)

@@ -7,23 +7,8 @@ from spakky.outbox.common.reasons import MAX_REASON_BYTES, storable_reason
 from spakky.outbox.ports.storage import (
     IAsyncOutboxRetryScheduling,
 )
-from spakky.outbox.testing.conformance.support import (
-    MAX_RETRY,
-    capability,
-    claim_ends_within,
-    eventually,
-    ids,
-    message,
-    names,
-    raw_by_id,
-    relay_over,
-    rule,
-)
-from spakky.outbox.testing.harness import (
-    AbstractOutboxHarness,
-    Capability,
-)
-from spakky.outbox.testing.transport import AsyncRecordingEventTransport
+
+from .support import *  # the rule-writing kit (support.__all__)
 
 
 @capability(Capability.RETRY_SCHEDULING)

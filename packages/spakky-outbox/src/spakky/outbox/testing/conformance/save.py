@@ -2,17 +2,8 @@
 
 
 from spakky.outbox.error import AbstractSpakkyOutboxError
-from spakky.outbox.testing.conformance.support import (
-    MAX_RETRY,
-    ids,
-    message,
-    names,
-    raw_by_id,
-    rule,
-)
-from spakky.outbox.testing.harness import (
-    AbstractOutboxHarness,
-)
+
+from .support import *  # the rule-writing kit (support.__all__)
 
 
 async def test_save_commit_expect_message_and_business_record_visible(

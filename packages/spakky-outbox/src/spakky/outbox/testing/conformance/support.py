@@ -1,4 +1,8 @@
-"""What every rule module uses: message builders, the rule-message format, waiting on the harness clock, the relay driver."""
+"""What every rule module uses: message builders, the rule-message format, waiting on the harness clock, the relay driver.
+
+A rule module takes the kit (`__all__`, the harness types included) in one
+line: ``from .support import *``.
+"""
 
 import asyncio
 import itertools
@@ -23,6 +27,26 @@ from spakky.outbox.testing.harness import (
 )
 from spakky.outbox.testing.plugin import BACKEND, CAPABILITY_MARK, LEAK
 from spakky.outbox.testing.transport import AsyncRecordingEventTransport
+
+__all__ = [
+    "MAX_RETRY",
+    "AbstractOutboxHarness",
+    "AsyncRecordingEventTransport",
+    "Capability",
+    "RawOutboxRecord",
+    "acknowledge",
+    "capability",
+    "claim_after_expiry",
+    "claim_ends_within",
+    "eventually",
+    "ids",
+    "message",
+    "names",
+    "pace",
+    "raw_by_id",
+    "relay_over",
+    "rule",
+]
 
 MAX_RETRY = 5
 """The retry budget the suite passes to ``fetch_pending``."""

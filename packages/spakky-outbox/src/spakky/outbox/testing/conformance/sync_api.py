@@ -2,20 +2,9 @@
 
 import asyncio
 
-from spakky.outbox.testing.conformance.support import (
-    MAX_RETRY,
-    capability,
-    ids,
-    message,
-    names,
-    raw_by_id,
-    rule,
-)
-from spakky.outbox.testing.harness import (
-    CAPABILITY_PORTS,
-    AbstractOutboxHarness,
-    Capability,
-)
+from spakky.outbox.testing.harness import CAPABILITY_PORTS
+
+from .support import *  # the rule-writing kit (support.__all__)
 
 
 @capability(Capability.SYNC_API)

@@ -5,16 +5,8 @@ import asyncio
 from spakky.outbox.ports.storage import (
     IAsyncOutboxWakeUp,
 )
-from spakky.outbox.testing.conformance.support import (
-    MAX_RETRY,
-    capability,
-    message,
-    rule,
-)
-from spakky.outbox.testing.harness import (
-    AbstractOutboxHarness,
-    Capability,
-)
+
+from .support import *  # the rule-writing kit (support.__all__)
 
 
 @capability(Capability.WAKE_UP)
