@@ -127,7 +127,8 @@ class PoisonMemory:
 
     def forget(self, message_id: UUID) -> None:
         """Drop the message (delivered or abandoned)."""
-        self._reasons.pop(message_id, None)
+        if self._reasons:  # almost always empty: spare a delivered message the lookup
+            self._reasons.pop(message_id, None)
 
 
 class MessageState(StrEnum):
@@ -149,14 +150,13 @@ class MessageState(StrEnum):
     """Not sent, or sent unconfirmed: given back untouched."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Tracked:
-    """One message of a batch: its state, the error that put it there, and when it moved."""
+    """One message of a batch: its state and the error that put it there."""
 
     message: OutboxMessage
     state: MessageState = MessageState.CLAIMED
     error: BaseException | None = None
-    moved: int = 0
 
 
 class ClaimedBatch:
@@ -200,8 +200,13 @@ class ClaimedBatch:
         self._margin = span * LEASE_MARGIN
         self.lease_deadline = claimed_at + span
         """Monotonic time the claims may have lapsed by, as far as this relay knows."""
-        self._tracked = {m.id: _Tracked(m) for m in messages}
-        self._moves = 0
+        # Keyed by the message object's identity: the relay only ever hands back
+        # the batch's own messages, and an int hashes in C where a UUID does not.
+        self._tracked = {id(m): _Tracked(m) for m in messages}
+        # Per state, its messages in the order they reached it (a dict keeps
+        # insertion order): listing a state costs no scan of the batch, no sort.
+        self._states: dict[MessageState, dict[int, _Tracked]] = {state: {} for state in MessageState}
+        self._states[MessageState.CLAIMED] = dict(self._tracked)
         self._settled: set[UUID] = set()
         self.halted: set[str] = set()
         self.outage: BaseException | None = None
@@ -213,13 +218,15 @@ class ClaimedBatch:
         self._streak = 0
 
     def _move(self, message: OutboxMessage, state: MessageState, error: BaseException | None = None) -> None:
-        tracked = self._tracked[message.id]
-        self._moves += 1
-        tracked.state, tracked.error, tracked.moved = state, error, self._moves
+        key = id(message)
+        tracked = self._tracked[key]
+        del self._states[tracked.state][key]
+        self._states[state][key] = tracked
+        tracked.state, tracked.error = state, error
 
     def _in(self, state: MessageState) -> list[_Tracked]:
         """Messages in ``state``, in the order they reached it."""
-        return sorted((t for t in self._tracked.values() if t.state is state), key=lambda t: t.moved)
+        return list(self._states[state].values())
 
     def in_state(self, state: MessageState) -> list[OutboxMessage]:
         """Messages in ``state``, in the order they reached it."""
@@ -231,7 +238,7 @@ class ClaimedBatch:
 
     def refused_error(self, message: OutboxMessage) -> BaseException | None:
         """The refusal ``message`` just met, if it is refused."""
-        tracked = self._tracked[message.id]
+        tracked = self._tracked[id(message)]
         return tracked.error if tracked.state is MessageState.REFUSED else None
 
     # --- the claims' lifetime ---------------------------------------------------

@@ -1,17 +1,22 @@
 """The relay's spans and timings around each send and flush, shared by the sync and async relays.
 
 Plain context managers: both relays enter them with ``with`` around the
-transport call, so the generated sync relay uses the very same code.
+transport call, so the generated sync relay uses the very same code. A relay
+with neither metrics nor a tracer gets one shared no-op context for every
+call, so a message costs no context manager of its own.
 """
 
 import time
 from collections.abc import Generator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.ports.metrics import IOutboxMetrics
 from spakky.outbox.ports.tracing import IOutboxTracer
+
+_UNOBSERVED: AbstractContextManager[None] = nullcontext()
+"""The context of every send and flush when nothing observes them (``nullcontext`` is reusable)."""
 
 
 class RelayTelemetry:
@@ -20,15 +25,23 @@ class RelayTelemetry:
     def __init__(self, metrics: IOutboxMetrics | None, tracer: IOutboxTracer | None) -> None:
         self._metrics = metrics
         self._tracer = tracer
+        self._observed = metrics is not None or tracer is not None
 
     def claimed(self, count: int) -> None:
         """A claim returned ``count`` messages."""
         if self._metrics is not None:
             self._metrics.record_batch_size(count)
 
-    @contextmanager
-    def sending(self, message: OutboxMessage) -> Generator[None]:
+    def sending(self, message: OutboxMessage) -> AbstractContextManager[None]:
         """Around one ``transport.send``: its span, its duration, and the wait of a send that went through."""
+        return self._sending(message) if self._observed else _UNOBSERVED
+
+    def flushing(self) -> AbstractContextManager[None]:
+        """Around one ``transport.flush``: its duration."""
+        return self._flushing() if self._metrics is not None else _UNOBSERVED
+
+    @contextmanager
+    def _sending(self, message: OutboxMessage) -> Generator[None]:
         waited = max(0.0, (datetime.now(UTC) - message.created_at).total_seconds())
         span = (
             self._tracer.sending(message, message.retry_count + 1, waited)
@@ -46,8 +59,7 @@ class RelayTelemetry:
             self._metrics.record_commit_to_send(waited)
 
     @contextmanager
-    def flushing(self) -> Generator[None]:
-        """Around one ``transport.flush``: its duration."""
+    def _flushing(self) -> Generator[None]:
         started = time.perf_counter()
         try:
             yield
