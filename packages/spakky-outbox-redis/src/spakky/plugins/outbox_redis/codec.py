@@ -3,10 +3,16 @@
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import cast
 from uuid import UUID
 
-from spakky.outbox.common.message import OutboxMessage, validate_message
+from spakky.outbox.common.message import (
+    OutboxMessage,
+    message_id_from_text,
+    restored_message,
+    validate_message,
+)
 from spakky.outbox.error import InvalidOutboxMessageError
 from spakky.plugins.outbox_redis.config import DATA_SEGMENT, OUTBOX_SEGMENT
 
@@ -121,6 +127,12 @@ def from_millis(value: bytes | None) -> datetime | None:
     """Convert Redis milliseconds (as stored by the scripts) to an aware datetime."""
     if value is None:
         return None
+    return _from_millis(value)
+
+
+@lru_cache(maxsize=64)
+def _from_millis(value: bytes) -> datetime:
+    # One claim gives each of its messages the same claimed_at: decoded once a batch.
     return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
 
 
@@ -148,18 +160,18 @@ def to_message(message_id: bytes, fields: list[bytes | None]) -> OutboxMessage:
     decoded: object = {} if headers == _EMPTY_HEADERS else json.loads(headers)
     if not isinstance(decoded, dict):
         raise ValueError("headers are not a JSON object")
-    return OutboxMessage(
-        id=UUID(message_id.decode()),
-        event_name=event_name.decode(),
-        payload=payload,
-        headers=cast(dict[str, str], decoded),
-        created_at=datetime.fromisoformat(created_at.decode()),
-        published_at=from_millis(published_at),
-        retry_count=0 if retry_count is None else int(retry_count),
-        claimed_at=from_millis(claimed_at),
-        partition_key=None if partition_key is None else partition_key.decode(),
-        abandoned_at=from_millis(abandoned_at),
-        last_error=None if last_error is None else last_error.decode(),
+    return restored_message(
+        message_id_from_text(message_id),
+        event_name.decode(),
+        payload,
+        cast(dict[str, str], decoded),
+        datetime.fromisoformat(created_at.decode()),
+        None if published_at is None else _from_millis(published_at),
+        0 if retry_count is None else int(retry_count),
+        None if claimed_at is None else _from_millis(claimed_at),
+        None if partition_key is None else partition_key.decode(),
+        None if abandoned_at is None else _from_millis(abandoned_at),
+        None if last_error is None else last_error.decode(),
     )
 
 

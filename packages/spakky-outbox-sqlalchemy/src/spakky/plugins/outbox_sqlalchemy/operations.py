@@ -38,7 +38,7 @@ from spakky.outbox.backend.claims import (
     within_bytes,
 )
 from spakky.outbox.common.config import DEFAULT_BATCH_MAX_BYTES
-from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.common.message import OutboxMessage, restored_message
 from spakky.outbox.common.stats import (
     KEY_HEADS_WINDOW,
     RELAY_CLAIMS_WINDOW,
@@ -339,7 +339,7 @@ class OutboxSql:
         # By position (the order of `MESSAGE_COLUMNS`): a claim builds a hundred
         # of these per batch, and name lookups on a row cost more than the rest.
         cells: tuple[Any, ...] = tuple(row)
-        return OutboxMessage(
+        return restored_message(
             cells[1],
             cells[2],
             bytes(cells[3]),
