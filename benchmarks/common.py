@@ -34,6 +34,7 @@ RESULT_PREFIX = "BENCH-RESULT "
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_MARIADB_URL = "mysql://root@127.0.0.1:3306/test"
 HOT_KEY = "hot"
 """Partition key of the long key whose oldest message another instance holds."""
 

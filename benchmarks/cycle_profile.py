@@ -12,7 +12,9 @@ COMMIT of the transactions that are not autocommit, so the claim's round trips
 are counted, not guessed. Beside it, the bare asyncpg claim + acknowledge
 loop of `benchmarks.storage_limit` on the same rows gives the floor.
 
-Figures are ms per cycle (mean over every cycle of the lane and the rounds);
+Figures are ms per cycle (mean over every cycle of the lane and the rounds)
+and the client's CPU per message (``time.process_time``, which the machine's
+load moves less than wall time);
 ``relay (rest)`` is the cycle minus the timed steps: the relay's own Python
 work per batch (states, telemetry, headers). Lanes alternate round by round
 (the machine is shared). ``--profile`` adds a cProfile of the keyed lane's
@@ -125,12 +127,14 @@ async def relay_lane(bench: OursBench, log: StatementLog, rows: int, *, keyed: b
     await relay.initialize_async()
     log.reset()
     cycles = 0
+    cpu = time.process_time()
     started = time.perf_counter()
     while transport.sent < rows:
         if not (await relay.relay_batch()).claimed:
             raise RuntimeError(f"outbox empty after {transport.sent} of {rows}")
         cycles += 1
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu
     await relay.dispose_async()
     per_cycle = {step: timings.seconds[step] / cycles * 1000 for step in STEPS}
     steps = {
@@ -144,6 +148,7 @@ async def relay_lane(bench: OursBench, log: StatementLog, rows: int, *, keyed: b
         "cycles": cycles,
         "rate": transport.sent / elapsed,
         "cycle_ms": elapsed / cycles * 1000,
+        "cpu_us_per_message": cpu / transport.sent * 1e6,
         "steps_ms": steps,
         "round_trips": trips,
         "claim_statements": log.statements["claim"] / cycles,
@@ -153,9 +158,15 @@ async def relay_lane(bench: OursBench, log: StatementLog, rows: int, *, keyed: b
 async def bare_lane(bench: OursBench, rows: int, *, keyed: bool) -> dict[str, Any]:
     """The bare asyncpg loop over the same preload: ms per claim + acknowledge."""
     await preload_lane(bench, rows, keyed=keyed)
+    cpu = time.process_time()
     figures = await bare_postgres(bench.url, rows, SCHEMA)
+    cpu = time.process_time() - cpu
     cycles = max(1, -(-int(figures["messages"]) // 100))
-    return {"rate": figures["rate"], "cycle_ms": figures["seconds"] / cycles * 1000}
+    return {
+        "rate": figures["rate"],
+        "cycle_ms": figures["seconds"] / cycles * 1000,
+        "cpu_us_per_message": cpu / max(1, int(figures["messages"])) * 1e6,
+    }
 
 
 def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -169,6 +180,7 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "cycles": cycles,
         "rate": mean(lambda r: r["rate"]),
         "cycle_ms": mean(lambda r: r["cycle_ms"]),
+        "cpu_us_per_message": mean(lambda r: r["cpu_us_per_message"]),
         "steps_ms": {step: mean(lambda r, s=step: r["steps_ms"][s]) for step in runs[0]["steps_ms"]},
         "round_trips": {step: mean(lambda r, s=step: r["round_trips"][s]) for step in STEPS},
         "claim_statements": mean(lambda r: r["claim_statements"]),
@@ -179,10 +191,12 @@ def describe(lane: str, ours: dict[str, Any], bare: list[dict[str, Any]]) -> str
     """One lane's breakdown beside the bare loop."""
     bare_ms = sum(b["cycle_ms"] for b in bare) / len(bare)
     bare_rate = sum(b["rate"] for b in bare) / len(bare)
+    bare_cpu = sum(b["cpu_us_per_message"] for b in bare) / len(bare)
     lines = [
         f"{lane}: {ours['cycles']} cycles, {ours['rate']:,.0f} msg/s "
         f"(bare loop {bare_rate:,.0f} msg/s, ratio {ours['rate'] / bare_rate:.2f}); "
-        f"ms per cycle {ours['cycle_ms']:.2f} (bare {bare_ms:.2f})",
+        f"ms per cycle {ours['cycle_ms']:.2f} (bare {bare_ms:.2f}); "
+        f"client CPU per message {ours['cpu_us_per_message']:.1f} us (bare {bare_cpu:.1f})",
         f"  claim: {ours['round_trips']['claim']:.2f} round trips "
         f"({ours['claim_statements']:.2f} statements + BEGIN/COMMIT); "
         f"acknowledge {ours['round_trips']['acknowledge']:.2f}, renew {ours['round_trips']['renew']:.2f}",

@@ -94,6 +94,7 @@ def limit_rows(ours: dict[str, Any], sizes: dict[str, Any]) -> list[Row]:
     backends = (
         ("limit_postgres", "bare asyncpg loop, PostgreSQL"),
         ("limit_redis", "bare loop of the storage's scripts, Redis"),
+        ("limit_mariadb", "bare aiomysql loop of the storage's statements, MariaDB"),
     )
     for (section, label), lane in itertools.product(backends, ("keyless", "keyed")):
         relay = dig(ours, section, f"{lane}_ours", "rate")

@@ -151,6 +151,7 @@ SECTIONS: tuple[tuple[str, bool, bool], ...] = (
     ("broker_drain", True, False),
     ("limit_postgres", True, False),
     ("limit_redis", True, False),
+    ("limit_mariadb", True, False),
     ("inbox_handle", True, False),
 )
 MODULES = {
