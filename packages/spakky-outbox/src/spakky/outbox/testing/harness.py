@@ -72,12 +72,6 @@ ordering, key spreading, byte budget) have no port of their own.
 """
 
 
-class CapabilityNotDeclaredError(AbstractOutboxDetailedError):
-    """Raised when the suite asks a harness for something it did not declare."""
-
-    message = "The harness does not declare this capability"
-
-
 @dataclass(frozen=True)
 class RawOutboxRecord:
     """A stored message as the backend holds it, read without the storage's methods."""
@@ -103,6 +97,12 @@ SYNC_SHARED = "the sync storage is"
 
 class _RollbackRequestedError(Exception):
     """Raised inside a business transaction to make it roll back, as a failing use case would."""
+
+
+class CapabilityNotDeclaredError(AbstractOutboxDetailedError):
+    """Raised when the suite asks a harness for something it did not declare."""
+
+    message = "The harness does not declare this capability"
 
 
 class AbstractOutboxHarness(ABC):

@@ -88,9 +88,7 @@ async def test_list_abandoned_expect_messages_with_reason(outbox_harness: Abstra
 
 
 @capability(Capability.ADMINISTRATION)
-async def test_requeue_abandoned_expect_pending_with_fresh_budget(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_requeue_abandoned_expect_pending_with_fresh_budget(outbox_harness: AbstractOutboxHarness) -> None:
     """Requeued messages are claimable again with their retry count reset."""
     _, (_, abandoned, _, _) = await _one_of_each_state(outbox_harness)
     storage = outbox_harness.new_storage()
@@ -128,9 +126,7 @@ async def test_requeue_abandoned_limit_expect_bounded_batches(outbox_harness: Ab
 
 
 @capability(Capability.ADMINISTRATION)
-async def test_purge_published_age_expect_cutoff_on_storage_clock(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_purge_published_age_expect_cutoff_on_storage_clock(outbox_harness: AbstractOutboxHarness) -> None:
     """An age cutoff (retention) counts on the storage's clock, the clock ``published_at`` comes from (issue 17.19).
 
     A relay whose own clock runs ahead must never purge what the storage
@@ -154,9 +150,7 @@ async def test_purge_published_age_expect_cutoff_on_storage_clock(
 
 
 @capability(Capability.ADMINISTRATION)
-async def test_purge_published_expect_only_older_published_deleted(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_purge_published_expect_only_older_published_deleted(outbox_harness: AbstractOutboxHarness) -> None:
     """Purging deletes published messages before the cutoff and nothing else."""
     _, (_, abandoned, claimed, pending) = await _one_of_each_state(outbox_harness)
     storage = outbox_harness.new_storage()
@@ -172,9 +166,7 @@ async def test_purge_published_expect_only_older_published_deleted(
 
 
 @capability(Capability.ADMINISTRATION)
-async def test_key_heads_expect_oldest_head_first_with_what_holds_it(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_key_heads_expect_oldest_head_first_with_what_holds_it(outbox_harness: AbstractOutboxHarness) -> None:
     """Key heads: one per key with undelivered messages, oldest first, with the live claim or the retry holding it; paged."""
     a1, b1, d1, e1 = message("a", name="a1"), message("b", name="b1"), message("d", name="d1"), message("e", name="e1")
     holders: list[IAsyncOutboxStorage] = []
@@ -226,9 +218,7 @@ async def test_key_heads_expect_oldest_head_first_with_what_holds_it(
 
 
 @capability(Capability.ADMINISTRATION)
-async def test_get_message_expect_stored_fields_and_what_holds_it(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_get_message_expect_stored_fields_and_what_holds_it(outbox_harness: AbstractOutboxHarness) -> None:
     """get_message returns any message as stored (payload and headers too), with a live claim or a retry only while one holds."""
     holder, (published, abandoned, claimed, pending) = await _one_of_each_state(outbox_harness)
     retried = message("k", name="retried", payload=b"\x00\xff binary", headers={"authorization": "Bearer x", "n": "1"})

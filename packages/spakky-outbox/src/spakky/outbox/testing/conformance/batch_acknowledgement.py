@@ -27,9 +27,7 @@ async def test_mark_published_many_expect_all_published(outbox_harness: Abstract
 
 
 @capability(Capability.BATCH_ACKNOWLEDGEMENT)
-async def test_mark_published_many_after_takeover_expect_fenced(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_mark_published_many_after_takeover_expect_fenced(outbox_harness: AbstractOutboxHarness) -> None:
     """A batch acknowledgement only applies to messages the instance still holds."""
     sent = [message() for _ in range(3)]
     await outbox_harness.write(sent)

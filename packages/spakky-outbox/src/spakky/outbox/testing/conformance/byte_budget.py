@@ -63,9 +63,7 @@ async def _claim_under_budget(harness: AbstractOutboxHarness, sent: list[OutboxM
 
 
 @capability(Capability.BYTE_BUDGET)
-async def test_fetch_pending_byte_budget_expect_claims_within_budget_in_key_order(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_fetch_pending_byte_budget_expect_claims_within_budget_in_key_order(outbox_harness: AbstractOutboxHarness) -> None:
     """Each claim holds at most the byte budget (a lone larger message excepted), never nothing, keys in order."""
     budget = outbox_harness.batch_max_bytes
     part = budget * 3 // 10  # three fit in the budget, four do not
@@ -89,9 +87,7 @@ async def test_fetch_pending_byte_budget_expect_claims_within_budget_in_key_orde
 
 
 @capability(Capability.BYTE_BUDGET)
-async def test_fetch_pending_byte_budget_keyless_backlog_expect_claims_within_budget(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_fetch_pending_byte_budget_keyless_backlog_expect_claims_within_budget(outbox_harness: AbstractOutboxHarness) -> None:
     """A keyless-only backlog is claimed within the byte budget too, a larger message alone."""
     budget = outbox_harness.batch_max_bytes
     part = budget * 3 // 10

@@ -5,9 +5,7 @@ from .support import *  # the rule-writing kit (support.__all__)
 
 
 @capability(Capability.KEY_SPREADING)
-async def test_fetch_pending_deep_keys_expect_work_left_for_other_instances(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_fetch_pending_deep_keys_expect_work_left_for_other_instances(outbox_harness: AbstractOutboxHarness) -> None:
     """With a backlog on every key, a claim takes runs of few keys, so a second instance finds work."""
     keys = [f"k{i}" for i in range(6)]
     for round_ in range(6):

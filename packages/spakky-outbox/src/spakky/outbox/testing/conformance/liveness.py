@@ -32,14 +32,20 @@ def _lease(harness: AbstractOutboxHarness) -> float:
     return lease
 
 
+async def _held(harness: AbstractOutboxHarness, name: str) -> tuple[OutboxMessage, IAsyncOutboxStorage, IAsyncOutboxStorage]:
+    """A message ``name`` written and claimed by a new storage: the message, its holder, and a second storage."""
+    sent = message(name=name)
+    await harness.write([sent])
+    holder, second = harness.new_storage(), harness.new_storage()
+    await holder.fetch_pending(1, MAX_RETRY)
+    return sent, holder, second
+
+
 @capability(Capability.LIVENESS)
 async def test_renew_claims_expect_claim_kept_past_lease(outbox_harness: AbstractOutboxHarness) -> None:
     """A claim renewed in time outlives its lease: no other instance gets the message."""
     lease = _lease(outbox_harness)
-    sent = message(name="renewed")
-    await outbox_harness.write([sent])
-    owner, other = outbox_harness.new_storage(), outbox_harness.new_storage()
-    await owner.fetch_pending(1, MAX_RETRY)
+    sent, owner, other = await _held(outbox_harness, "renewed")
     step, waited = lease / 10, 0.0
     while waited < lease * 1.6:
         kept = await _liveness(owner).renew_claims([sent.id])
@@ -54,15 +60,10 @@ async def test_renew_claims_expect_claim_kept_past_lease(outbox_harness: Abstrac
 
 
 @capability(Capability.LIVENESS)
-async def test_claim_not_renewed_expect_free_after_lease_before_timeout(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_claim_not_renewed_expect_free_after_lease_before_timeout(outbox_harness: AbstractOutboxHarness) -> None:
     """A claim nobody renews frees up after its lease, long before the claim timeout (a dead relay)."""
     lease = _lease(outbox_harness)
-    sent = message(name="orphan")
-    await outbox_harness.write([sent])
-    await outbox_harness.new_storage().fetch_pending(1, MAX_RETRY)
-    taker = outbox_harness.new_storage()
+    sent, _, taker = await _held(outbox_harness, "orphan")
     taken, waited = await eventually(
         outbox_harness,
         lambda: taker.fetch_pending(1, MAX_RETRY),
@@ -81,10 +82,7 @@ async def test_claim_not_renewed_expect_free_after_lease_before_timeout(
 async def test_renew_claims_expect_never_past_claim_timeout(outbox_harness: AbstractOutboxHarness) -> None:
     """Renewals never keep a claim past the claim timeout (a stuck relay loses it)."""
     lease = _lease(outbox_harness)
-    sent = message(name="stuck")
-    await outbox_harness.write([sent])
-    owner, taker = outbox_harness.new_storage(), outbox_harness.new_storage()
-    await owner.fetch_pending(1, MAX_RETRY)
+    sent, owner, taker = await _held(outbox_harness, "stuck")
 
     async def renew_then_claim() -> list[OutboxMessage]:
         await _liveness(owner).renew_claims([sent.id])
@@ -107,10 +105,7 @@ async def test_renew_claims_expect_never_past_claim_timeout(outbox_harness: Abst
 async def test_renew_claims_after_takeover_expect_fenced(outbox_harness: AbstractOutboxHarness) -> None:
     """A relay declared dead that wakes up renews and acknowledges nothing of the new owner's."""
     _lease(outbox_harness)
-    sent = message(name="taken")
-    await outbox_harness.write([sent])
-    sleeper, successor = outbox_harness.new_storage(), outbox_harness.new_storage()
-    await sleeper.fetch_pending(1, MAX_RETRY)
+    sent, sleeper, successor = await _held(outbox_harness, "taken")
     taken = await claim_after_expiry(outbox_harness, successor, what="the sleeper's lease to lapse")
     assert ids(taken) == [sent.id], rule("a lapsed claim is taken over", names(taken))
     kept = await _liveness(sleeper).renew_claims([sent.id])
@@ -127,9 +122,7 @@ async def test_renew_claims_after_takeover_expect_fenced(outbox_harness: Abstrac
 
 
 @capability(Capability.LIVENESS)
-async def test_relay_stalled_past_lease_between_claim_and_send_expect_nothing_of_batch_sent(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_relay_stalled_past_lease_between_claim_and_send_expect_nothing_of_batch_sent(outbox_harness: AbstractOutboxHarness) -> None:
     """A relay stalled past its lease after claiming (a GC pause, a frozen VM) sends nothing of that batch."""
     batch = [message("k", name="k1"), message("k", name="k2"), message(name="free")]
     await outbox_harness.write(batch)
@@ -175,9 +168,7 @@ async def test_relay_stalled_past_lease_between_claim_and_send_expect_nothing_of
 
 
 @capability(Capability.LIVENESS)
-async def test_relay_acknowledgement_retried_past_lease_expect_claims_kept(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_relay_acknowledgement_retried_past_lease_expect_claims_kept(outbox_harness: AbstractOutboxHarness) -> None:
     """While a relay retries an acknowledgement the storage refuses, it keeps renewing: nobody takes the batch."""
     sent = [message("k", name="k1"), message(name="free")]
     await outbox_harness.write(sent)

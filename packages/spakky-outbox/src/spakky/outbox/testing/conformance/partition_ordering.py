@@ -23,9 +23,7 @@ async def test_fetch_pending_keyed_batch_expect_key_order(outbox_harness: Abstra
 
 
 @capability(Capability.PARTITION_ORDERING)
-async def test_fetch_pending_key_head_claimed_elsewhere_expect_key_withheld(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_fetch_pending_key_head_claimed_elsewhere_expect_key_withheld(outbox_harness: AbstractOutboxHarness) -> None:
     """While one instance holds a key's oldest message, no other gets that key."""
     head, follower, other = message("a", name="head"), message("a", name="follower"), message("b", name="other")
     await outbox_harness.write([head, follower, other])
@@ -41,9 +39,7 @@ async def test_fetch_pending_key_head_claimed_elsewhere_expect_key_withheld(
 
 
 @capability(Capability.PARTITION_ORDERING)
-async def test_fetch_pending_key_head_retried_expect_head_first_again(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_fetch_pending_key_head_retried_expect_head_first_again(outbox_harness: AbstractOutboxHarness) -> None:
     """After a retry the key's oldest message still comes out first."""
     head, follower = message("a", name="head"), message("a", name="follower")
     await outbox_harness.write([head, follower])
@@ -59,18 +55,10 @@ async def test_fetch_pending_key_head_retried_expect_head_first_again(
 
 
 @capability(Capability.PARTITION_ORDERING)
-async def test_fetch_pending_spent_key_head_expect_followers_held(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_fetch_pending_spent_key_head_expect_followers_held(outbox_harness: AbstractOutboxHarness) -> None:
     """A key whose oldest message spent its budget but is not abandoned lets nothing of it overtake."""
     head, control = message("a", name="head"), message(name="control")
-    await outbox_harness.write([head, control])
-    holder = outbox_harness.new_storage()
-    assert ids(await holder.fetch_pending(2, MAX_RETRY)) == [head.id, control.id], rule(
-        "pending messages can be claimed", "not both"
-    )
-    for _ in range(MAX_RETRY):
-        await holder.increment_retry(head.id)
+    await spend_budget(outbox_harness, head, control)
     follower = message("a", name="follower")
     await outbox_harness.write([follower])
     taker = outbox_harness.new_storage()
@@ -84,9 +72,7 @@ async def test_fetch_pending_spent_key_head_expect_followers_held(
 
 
 @capability(Capability.PARTITION_ORDERING)
-async def test_fetch_pending_key_head_abandoned_expect_key_released(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_fetch_pending_key_head_abandoned_expect_key_released(outbox_harness: AbstractOutboxHarness) -> None:
     """Abandoning a key's oldest message lets the rest of the key through."""
     head, follower = message("a", name="head"), message("a", name="follower")
     await outbox_harness.write([head, follower])
@@ -98,9 +84,7 @@ async def test_fetch_pending_key_head_abandoned_expect_key_released(
 
 
 @capability(Capability.PARTITION_ORDERING)
-async def test_fetch_pending_hot_key_blocked_expect_other_keys_served(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_fetch_pending_hot_key_blocked_expect_other_keys_served(outbox_harness: AbstractOutboxHarness) -> None:
     """A big key whose head is held elsewhere does not starve other keys or keyless messages."""
     hot = [message("hot") for _ in range(300)]
     await outbox_harness.write(hot, business_key="hot")
@@ -116,9 +100,7 @@ async def test_fetch_pending_hot_key_blocked_expect_other_keys_served(
 
 
 @capability(Capability.PARTITION_ORDERING)
-async def test_fetch_pending_many_single_message_keys_expect_full_batch(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_fetch_pending_many_single_message_keys_expect_full_batch(outbox_harness: AbstractOutboxHarness) -> None:
     """Many keys with one message each still fill a batch in one claim."""
     sent = [message(f"k{i}") for i in range(30)]
     await outbox_harness.write(sent)
@@ -130,9 +112,7 @@ async def test_fetch_pending_many_single_message_keys_expect_full_batch(
 
 
 @capability(Capability.PARTITION_ORDERING)
-async def test_fetch_pending_concurrent_keyed_expect_one_holder_per_key(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_fetch_pending_concurrent_keyed_expect_one_holder_per_key(outbox_harness: AbstractOutboxHarness) -> None:
     """Instances claiming concurrently never hold messages of the same key at once."""
     await outbox_harness.write([message(f"k{i % 5}") for i in range(50)])
     storages = [outbox_harness.new_storage() for _ in range(4)]
@@ -149,9 +129,7 @@ async def test_fetch_pending_concurrent_keyed_expect_one_holder_per_key(
 
 
 @capability(Capability.PARTITION_ORDERING)
-async def test_relay_refusal_spending_budget_expect_abandoned_and_key_goes_on_in_same_batch(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_relay_refusal_spending_budget_expect_abandoned_and_key_goes_on_in_same_batch(outbox_harness: AbstractOutboxHarness) -> None:
     """A refusal that spends the last retry abandons at once; the key's next message goes out in that batch (as 8.5).
 
     Both refusal paths: at ``send`` (key ``s``) and at ``flush`` (key ``f``).

@@ -12,9 +12,7 @@ from .support import *  # the rule-writing kit (support.__all__)
 
 
 @capability(Capability.RETRY_SCHEDULING)
-async def test_fetch_pending_undecodable_expect_abandoned_with_reason(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_fetch_pending_undecodable_expect_abandoned_with_reason(outbox_harness: AbstractOutboxHarness) -> None:
     """A stored message the storage cannot decode is abandoned with the reason; the rest is claimed."""
     before, damaged, after = message(name="before"), message(name="damaged"), message(name="after")
     await outbox_harness.write([before, damaged, after])
@@ -35,9 +33,7 @@ async def test_fetch_pending_undecodable_expect_abandoned_with_reason(
 
 
 @capability(Capability.RETRY_SCHEDULING)
-async def test_schedule_retry_expect_back_after_delay_with_error(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_schedule_retry_expect_back_after_delay_with_error(outbox_harness: AbstractOutboxHarness) -> None:
     """A scheduled retry spends budget, keeps the error and returns after the delay."""
     sent = message()
     await outbox_harness.write([sent])
@@ -80,9 +76,7 @@ async def test_schedule_retry_keyed_expect_key_waits(outbox_harness: AbstractOut
 
 
 @capability(Capability.RETRY_SCHEDULING)
-async def test_release_expect_claimable_at_once_without_budget_spent(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_release_expect_claimable_at_once_without_budget_spent(outbox_harness: AbstractOutboxHarness) -> None:
     """Released claims are claimable immediately and keep their retry count."""
     sent = [message("a"), message("a"), message()]
     await outbox_harness.write(sent)
@@ -117,9 +111,7 @@ async def test_abandon_expect_reason_kept(outbox_harness: AbstractOutboxHarness)
 
 
 @capability(Capability.RETRY_SCHEDULING)
-async def test_release_by_other_instance_expect_claim_kept(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_release_by_other_instance_expect_claim_kept(outbox_harness: AbstractOutboxHarness) -> None:
     """An instance cannot release a claim it does not hold."""
     sent = message()
     await outbox_harness.write([sent])
@@ -163,9 +155,7 @@ encoder takes it), a NUL byte (PostgreSQL text), 70 KB (more than a MariaDB TEXT
 
 
 @capability(Capability.RETRY_SCHEDULING)
-async def test_relay_unstorable_refusal_reason_expect_stored_cleaned_and_key_moves_on(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_relay_unstorable_refusal_reason_expect_stored_cleaned_and_key_moves_on(outbox_harness: AbstractOutboxHarness) -> None:
     """A refusal text no backend can store as it is still lands: budget spent, reason kept, key released."""
     head, follower = message("k", name="head"), message("k", name="follower")
     await outbox_harness.write([head, follower])
@@ -206,9 +196,7 @@ async def test_relay_unstorable_refusal_reason_expect_stored_cleaned_and_key_mov
 
 
 @capability(Capability.RETRY_SCHEDULING)
-async def test_relay_lowered_max_retry_expect_spent_messages_abandoned_visible_and_lanes_move(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_relay_lowered_max_retry_expect_spent_messages_abandoned_visible_and_lanes_move(outbox_harness: AbstractOutboxHarness) -> None:
     """Messages refused more often than a lowered MAX_RETRY_COUNT allows are abandoned with a reason, never stranded."""
     batch = 5
     spent = [message(name=f"spent{i}") for i in range(4 * batch + 1)]

@@ -6,9 +6,7 @@ from spakky.outbox.error import AbstractSpakkyOutboxError
 from .support import *  # the rule-writing kit (support.__all__)
 
 
-async def test_save_commit_expect_message_and_business_record_visible(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_save_commit_expect_message_and_business_record_visible(outbox_harness: AbstractOutboxHarness) -> None:
     """A committed transaction makes the business record and the message visible."""
     sent = message()
     await outbox_harness.write([sent], business_key="order-1")
@@ -21,9 +19,7 @@ async def test_save_commit_expect_message_and_business_record_visible(
     )
 
 
-async def test_save_rollback_expect_neither_business_record_nor_message(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_save_rollback_expect_neither_business_record_nor_message(outbox_harness: AbstractOutboxHarness) -> None:
     """A rolled-back transaction leaves neither the business record nor the message."""
     await outbox_harness.write([message(), message("k")], commit=False, business_key="order-2")
     assert not await outbox_harness.business_record_exists("order-2"), rule(
@@ -78,9 +74,7 @@ async def test_save_created_at_expect_stored_and_returned(outbox_harness: Abstra
     )
 
 
-async def test_save_outside_transaction_expect_clear_error_or_documented_write(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_save_outside_transaction_expect_clear_error_or_documented_write(outbox_harness: AbstractOutboxHarness) -> None:
     """Outside a transaction ``save`` refuses with our error, or writes on its own."""
     sent = message()
     try:
@@ -109,9 +103,7 @@ async def test_save_large_payload_expect_intact(outbox_harness: AbstractOutboxHa
     )
 
 
-async def test_save_many_transactions_expect_nothing_lost(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_save_many_transactions_expect_nothing_lost(outbox_harness: AbstractOutboxHarness) -> None:
     """Messages from many transactions are all stored exactly once."""
     sent = [message(f"k{i % 3}" if i % 2 else None) for i in range(60)]
     for start in range(0, len(sent), 6):

@@ -46,6 +46,7 @@ __all__ = [
     "raw_by_id",
     "relay_over",
     "rule",
+    "spend_budget",
 ]
 
 MAX_RETRY = 5
@@ -160,6 +161,17 @@ async def claim_after_expiry(
         what=what,
     )
     return claimed
+
+
+async def spend_budget(harness: AbstractOutboxHarness, spent: OutboxMessage, control: OutboxMessage) -> None:
+    """Write ``spent`` and ``control``, claim both with one storage and spend ``spent``'s retry budget; the claims stay."""
+    await harness.write([spent, control])
+    holder = harness.new_storage()
+    assert ids(await holder.fetch_pending(2, MAX_RETRY)) == [spent.id, control.id], rule(
+        "pending messages can be claimed", "not both"
+    )
+    for _ in range(MAX_RETRY):
+        await holder.increment_retry(spent.id)
 
 
 def relay_over(

@@ -23,9 +23,7 @@ async def test_sync_save_commit_and_rollback_expect_atomic(outbox_harness: Abstr
 
 
 @capability(Capability.SYNC_API)
-async def test_sync_claim_and_acknowledge_expect_exclusive_and_fenced(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_sync_claim_and_acknowledge_expect_exclusive_and_fenced(outbox_harness: AbstractOutboxHarness) -> None:
     """Sync instances claim exclusively and acknowledge only what they hold."""
     first_message, second_message = message(name="first"), message("a", name="second")
     await asyncio.to_thread(outbox_harness.write_sync, [first_message, second_message])
@@ -50,9 +48,7 @@ async def test_sync_claim_and_acknowledge_expect_exclusive_and_fenced(
 
 
 @capability(Capability.SYNC_API)
-async def test_sync_storage_capabilities_expect_declared_interfaces(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_sync_storage_capabilities_expect_declared_interfaces(outbox_harness: AbstractOutboxHarness) -> None:
     """The sync storage implements the sync mirror of every declared capability."""
     storage = outbox_harness.new_sync_storage()
     missing = [
@@ -62,9 +58,7 @@ async def test_sync_storage_capabilities_expect_declared_interfaces(
     assert missing == [], rule("the sync storage implements every declared capability", f"missing {missing}")
 
 
-async def test_async_storage_capabilities_expect_declared_interfaces(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_async_storage_capabilities_expect_declared_interfaces(outbox_harness: AbstractOutboxHarness) -> None:
     """The async storage implements every capability interface it declares."""
     storage = outbox_harness.new_storage()
     missing = [

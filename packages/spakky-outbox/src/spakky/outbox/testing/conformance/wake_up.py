@@ -30,9 +30,7 @@ async def test_wait_for_messages_commit_expect_early_wake(outbox_harness: Abstra
 
 
 @capability(Capability.WAKE_UP)
-async def test_wait_for_messages_commit_after_empty_claim_expect_no_lost_wake(
-    outbox_harness: AbstractOutboxHarness,
-) -> None:
+async def test_wait_for_messages_commit_after_empty_claim_expect_no_lost_wake(outbox_harness: AbstractOutboxHarness) -> None:
     """A commit between an empty claim and the following wait still wakes the waiter."""
     storage = outbox_harness.new_storage()
     assert isinstance(storage, IAsyncOutboxWakeUp)
