@@ -4,10 +4,11 @@ import asyncio
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import override
+from typing import cast, override
 from uuid import UUID, uuid4
 
 import pytest
+from relay_rig import RenewalRefusingStorage, make, names, relay_for
 from spakky.event.event_publisher import IAsyncEventTransport
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
@@ -39,11 +40,6 @@ from spakky.outbox.testing.transport import (
 )
 
 
-def make(key: str | None = None, name: str = "Evt") -> OutboxMessage:
-    """A fresh message."""
-    return OutboxMessage(uuid4(), name, b"{}", {}, datetime.now(UTC), partition_key=key)
-
-
 def config(**changes: object) -> OutboxConfig:
     """Defaults with ``changes`` applied."""
     return OutboxConfig().model_copy(update=changes)
@@ -52,16 +48,20 @@ def config(**changes: object) -> OutboxConfig:
 class Rig:
     """A harness, an async relay and a recording transport wired together."""
 
-    def __init__(self, **changes: object) -> None:
+    def __init__(
+        self,
+        storage: type[AsyncInMemoryOutboxStorage] = AsyncInMemoryOutboxStorage,
+        transport: AsyncRecordingEventTransport | None = None,
+        **changes: object,
+    ) -> None:
         self.harness = InMemoryOutboxHarness()
         self.config = config(**({"claim_timeout_seconds": 1.0} | changes))
-        self.storage = AsyncInMemoryOutboxStorage(self.harness.state, self.config)
-        self.transport = AsyncRecordingEventTransport()
-        self.relay = AsyncOutboxRelayBackgroundService(self.storage, self.transport, self.config)
-        self.relay.set_stop_event(asyncio.Event())
+        self.storage = storage(self.harness.state, self.config)
+        self.transport = AsyncRecordingEventTransport() if transport is None else transport
+        self.relay = relay_for(self.storage, self.transport, self.config)
 
     def names(self) -> list[str]:
-        return [d.event_name for d in self.transport.delivered]
+        return names(self.transport)
 
     async def drain(self, rounds: int = 50, step: float = 5.0) -> None:
         """Relay batches, moving the clock past backoffs, until nothing is pending."""
@@ -141,27 +141,22 @@ async def test_relay_transient_send_error_expect_retried_alone_and_delivered_unc
     assert rig.names() == ["n1", "b1", "a1", "a2"]
 
 
-class PoisonTransport(AsyncRecordingEventTransport):
-    """Raises a plain error (not a refusal) for records named ``bad*``, as an oversized payload does."""
+def poison(record: RecordedEvent) -> Exception | None:
+    """A plain error (not a refusal) for records named ``bad*``, as an oversized payload raises."""
+    name = record.event_name
+    return ValueError(f"{name} is too large for the broker") if name.startswith("bad") else None
 
-    async def send(
-        self,
-        event_name: str,
-        payload: bytes,
-        headers: dict[str, str],
-        partition_key: str | None = None,
-    ) -> None:
-        if event_name.startswith("bad"):
-            raise ValueError(f"{event_name} is too large for the broker")
-        await super().send(event_name, payload, headers, partition_key)
+
+def poisoned_rig() -> Rig:
+    """A rig whose transport raises `poison`'s error."""
+    rig = Rig()
+    rig.transport.faults.fail = poison
+    return rig
 
 
 async def test_relay_poison_plain_error_expect_neighbours_once_and_poison_abandoned() -> None:
     """[ok1, ok2, bad, ok3]: every ok message is delivered once, ``bad`` is abandoned with its reason."""
-    rig = Rig()
-    rig.transport = PoisonTransport()
-    rig.relay = AsyncOutboxRelayBackgroundService(rig.storage, rig.transport, rig.config)
-    rig.relay.set_stop_event(asyncio.Event())
+    rig = poisoned_rig()
     await rig.harness.write([make(name="ok1"), make(name="ok2"), make(name="bad"), make(name="ok3")])
     await rig.drain()
     assert rig.names() == ["ok1", "ok2", "ok3"]
@@ -174,10 +169,7 @@ async def test_relay_poison_plain_error_expect_neighbours_once_and_poison_abando
 
 async def test_relay_poison_keyed_expect_key_held_until_abandoned_then_in_order() -> None:
     """A poison message holds its key back until abandoned; the key then goes on in order."""
-    rig = Rig()
-    rig.transport = PoisonTransport()
-    rig.relay = AsyncOutboxRelayBackgroundService(rig.storage, rig.transport, rig.config)
-    rig.relay.set_stop_event(asyncio.Event())
+    rig = poisoned_rig()
     await rig.harness.write([make("k", "k1"), make("k", "bad"), make("k", "k2"), make(None, "n1")])
     await rig.relay.relay_batch()
     assert rig.names() == ["k1", "n1"]
@@ -188,10 +180,7 @@ async def test_relay_poison_keyed_expect_key_held_until_abandoned_then_in_order(
 
 async def test_relay_three_plain_failures_in_a_row_expect_outage_and_earlier_sends_acknowledged() -> None:
     """Three plain failures in a row are an outage: what was sent before is kept, the rest released uncharged."""
-    rig = Rig()
-    rig.transport = PoisonTransport()
-    rig.relay = AsyncOutboxRelayBackgroundService(rig.storage, rig.transport, rig.config)
-    rig.relay.set_stop_event(asyncio.Event())
+    rig = poisoned_rig()
     names = ["ok1", "ok2", "bad1", "bad2", "bad3", "ok3"]
     await rig.harness.write([make(name=n) for n in names])
     outcome = await rig.relay.relay_batch()
@@ -255,10 +244,7 @@ class PositionRefusingTransport(AsyncRecordingEventTransport):
 
 async def test_relay_flush_refusal_by_position_expect_refused_charged_and_nothing_resent() -> None:
     """A flush refusal naming its records (OutboxDeliveryRefusedError): those are charged with their own reason, the rest published, nothing sent twice."""
-    rig = Rig()
-    rig.transport = PositionRefusingTransport()
-    rig.relay = AsyncOutboxRelayBackgroundService(rig.storage, rig.transport, rig.config)
-    rig.relay.set_stop_event(asyncio.Event())
+    rig = Rig(transport=PositionRefusingTransport())
     await rig.harness.write([make("a", "bad-a1"), make("a", "a2"), make("b", "b1"), make(None, "bad-n1")])
     await rig.relay.relay_batch()
     assert (rig.transport.send_calls, rig.transport.flush_calls) == (4, 1)
@@ -355,10 +341,7 @@ class RaceLosingStorage(AsyncInMemoryOutboxStorage):
 
 async def test_relay_empty_claim_after_work_expect_backlog_claimed_again_before_polling_interval() -> None:
     """An empty claim right after work (a race lost to another relay) is retried soon, not after polling."""
-    rig = Rig(batch_size=10, polling_interval_seconds=3600)
-    rig.storage = RaceLosingStorage(rig.harness.state, rig.config)
-    rig.relay = AsyncOutboxRelayBackgroundService(rig.storage, rig.transport, rig.config)
-    rig.relay.set_stop_event(asyncio.Event())
+    rig = Rig(RaceLosingStorage, batch_size=10, polling_interval_seconds=3600)
     await rig.harness.write([make(name=f"e{i}") for i in range(25)])
     await rig.relay.start_async()
     try:
@@ -613,13 +596,10 @@ class ClosingStorage(AsyncInMemoryOutboxStorage):
 
 async def test_relay_stop_expect_wake_up_resources_released() -> None:
     """Stopping the relay releases the storage's wake-up resources (e.g. LISTEN)."""
-    rig = Rig()
-    storage = ClosingStorage(rig.harness.state, rig.config)
-    relay = AsyncOutboxRelayBackgroundService(storage, rig.transport, rig.config)
-    relay.set_stop_event(asyncio.Event())
-    await relay.start_async()
-    await relay.stop_async()
-    assert storage.closed
+    rig = Rig(ClosingStorage)
+    await rig.relay.start_async()
+    await rig.relay.stop_async()
+    assert cast(ClosingStorage, rig.storage).closed
 
 
 class AckFailingStorage(AsyncInMemoryOutboxStorage):
@@ -641,10 +621,8 @@ class AckFailingStorage(AsyncInMemoryOutboxStorage):
 
 async def test_relay_acknowledgement_fails_expect_retried_without_new_claim_or_resend() -> None:
     """Sent messages are acknowledged with retries; no new claim and no resend meanwhile."""
-    rig = Rig(claim_timeout_seconds=60.0)
-    storage = AckFailingStorage(rig.harness.state, rig.config)
-    relay = AsyncOutboxRelayBackgroundService(storage, rig.transport, rig.config)
-    relay.set_stop_event(asyncio.Event())
+    rig = Rig(AckFailingStorage, claim_timeout_seconds=60.0)
+    storage, relay = cast(AckFailingStorage, rig.storage), rig.relay
     await rig.harness.write([make(name=f"e{i}") for i in range(5)])
     await relay.relay_batch()
     assert storage.ack_failures == 0
@@ -680,40 +658,19 @@ def test_sync_relay_acknowledgement_fails_expect_retried_until_taken() -> None:
 
 async def test_relay_acknowledgement_never_taken_expect_gives_up_after_claim_timeout() -> None:
     """An acknowledgement is retried only while the claim can still be ours: then the relay moves on."""
-    rig = Rig(claim_timeout_seconds=0.3)
-    storage = AckFailingStorage(rig.harness.state, rig.config)
-    storage.ack_failures = 10**9
-    relay = AsyncOutboxRelayBackgroundService(storage, rig.transport, rig.config)
-    relay.set_stop_event(asyncio.Event())
+    rig = Rig(AckFailingStorage, claim_timeout_seconds=0.3)
+    cast(AckFailingStorage, rig.storage).ack_failures = 10**9
     await rig.harness.write([make(name="x")])
-    await asyncio.wait_for(relay.relay_batch(), timeout=30)
+    await asyncio.wait_for(rig.relay.relay_batch(), timeout=30)
     assert not any(r.published for r in await rig.harness.raw_records())
-
-
-class SlowSendTransport(AsyncRecordingEventTransport):
-    """Takes ``delay`` seconds per send, as a broker far away does."""
-
-    delay = 0.0
-
-    async def send(
-        self,
-        event_name: str,
-        payload: bytes,
-        headers: dict[str, str],
-        partition_key: str | None = None,
-    ) -> None:
-        await asyncio.sleep(self.delay)
-        await super().send(event_name, payload, headers, partition_key)
 
 
 async def test_relay_slow_batch_expect_claims_renewed_and_kept() -> None:
     """A live relay on a batch slower than the lease keeps its claims: nobody else gets them."""
     rig = Rig(claim_lease_seconds=1.5, claim_timeout_seconds=60.0)
     rig.harness.state.clock = lambda: datetime.now(UTC)
-    transport = SlowSendTransport()
-    transport.delay = 0.3
-    relay = AsyncOutboxRelayBackgroundService(rig.storage, transport, rig.config)
-    relay.set_stop_event(asyncio.Event())
+    transport, relay = rig.transport, rig.relay
+    transport.faults.send_delay = 0.3
     await rig.harness.write([make("k", f"k{i}") for i in range(12)])
     other = AsyncInMemoryOutboxStorage(rig.harness.state, rig.config)
     running = asyncio.ensure_future(relay.relay_batch())
@@ -733,24 +690,13 @@ async def test_relay_slow_batch_expect_claims_renewed_and_kept() -> None:
     assert all(r.published for r in (await rig.harness.raw_records())[:10])
 
 
-class LosingStorage(AsyncInMemoryOutboxStorage):
-    """Reports every claim lost at renewal, as after another relay took them over."""
-
-    async def renew_claims(self, message_ids: Sequence[UUID]) -> int:
-        return 0
-
-
 async def test_relay_claims_lost_expect_rest_of_batch_not_sent() -> None:
     """Once renewal says the claims are gone, the relay sends nothing more of that batch."""
-    rig = Rig(claim_lease_seconds=0.15, claim_timeout_seconds=60.0)
-    storage = LosingStorage(rig.harness.state, rig.config)
-    transport = SlowSendTransport()
-    transport.delay = 0.05
-    relay = AsyncOutboxRelayBackgroundService(storage, transport, rig.config)
-    relay.set_stop_event(asyncio.Event())
+    rig = Rig(RenewalRefusingStorage, claim_lease_seconds=0.15, claim_timeout_seconds=60.0)
+    rig.transport.faults.send_delay = 0.05
     await rig.harness.write([make(name=f"e{i}") for i in range(40)])
-    await relay.relay_batch()
-    assert 0 < transport.send_calls < 40
+    await rig.relay.relay_batch()
+    assert 0 < rig.transport.send_calls < 40
 
 
 async def test_relay_without_storage_of_its_flavour_expect_clear_error() -> None:
@@ -776,23 +722,11 @@ async def test_relay_cycle_age_expect_none_before_run_then_recent() -> None:
 
 def test_sync_relay_poison_plain_error_expect_neighbours_once_and_poison_charged() -> None:
     """The sync relay, too, delivers the neighbours of a poison message once and charges the poison."""
-
-    class SyncPoison(RecordingEventTransport):
-        def send(
-            self,
-            event_name: str,
-            payload: bytes,
-            headers: dict[str, str],
-            partition_key: str | None = None,
-        ) -> None:
-            if event_name == "bad":
-                raise ValueError("bad is too large")
-            super().send(event_name, payload, headers, partition_key)
-
     harness = InMemoryOutboxHarness()
     cfg = config(claim_timeout_seconds=1.0)
     storage = InMemoryOutboxStorage(harness.state, cfg)
-    transport = SyncPoison()
+    transport = RecordingEventTransport()
+    transport.faults.fail = lambda r: ValueError("bad is too large") if r.event_name == "bad" else None
     relay = OutboxRelayBackgroundService(storage, transport, cfg)
     harness.write_sync([make(name="ok1"), make(name="bad"), make(name="ok2")])
     relay.relay_batch()

@@ -6,22 +6,21 @@ real backend are rules of the conformance suite (``test_relay_*`` there).
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
 import pytest
+from relay_rig import RenewalRefusingStorage, make, names, relay_for
 from spakky.event.error import EventDeliveryRejectedError
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.reasons import MAX_REASON_BYTES, ascii_reason, storable_reason
 from spakky.outbox.error import OutboxStorageUnavailableError
 from spakky.outbox.ports.storage import IAsyncOutboxStorage
-from spakky.outbox.relay.relay import (
-    AsyncOutboxRelayBackgroundService,
-    OutboxRelayBackgroundService,
-)
+from spakky.outbox.relay.relay import OutboxRelayBackgroundService
 from spakky.outbox.testing.memory import (
     AsyncInMemoryOutboxStorage,
     InMemoryOutboxHarness,
@@ -31,11 +30,6 @@ from spakky.outbox.testing.transport import (
     AsyncRecordingEventTransport,
     RecordingEventTransport,
 )
-
-
-def make(key: str | None = None, name: str = "Evt", retry_count: int = 0) -> OutboxMessage:
-    """A fresh message."""
-    return OutboxMessage(uuid4(), name, b"{}", {}, datetime.now(UTC), partition_key=key, retry_count=retry_count)
 
 
 def config(**changes: object) -> OutboxConfig:
@@ -49,16 +43,12 @@ def config(**changes: object) -> OutboxConfig:
     return OutboxConfig().model_copy(update=base | changes)
 
 
-def relay_for(
-    storage: AsyncInMemoryOutboxStorage, transport: AsyncRecordingEventTransport, cfg: OutboxConfig
-) -> AsyncOutboxRelayBackgroundService:
-    relay = AsyncOutboxRelayBackgroundService(storage, transport, cfg)
-    relay.set_stop_event(asyncio.Event())
-    return relay
-
-
-def names(transport: AsyncRecordingEventTransport | RecordingEventTransport) -> list[str]:
-    return [d.event_name for d in transport.delivered]
+def refusing(reason: str) -> AsyncRecordingEventTransport:
+    """A transport refusing every record with ``reason``."""
+    transport = AsyncRecordingEventTransport()
+    transport.faults.refuse = lambda r: True
+    transport.faults.refusal_reason = lambda r: reason
+    return transport
 
 
 # --- item 1: every stored reason storable everywhere ---------------------------
@@ -117,9 +107,7 @@ async def test_relay_reason_column_refuses_non_ascii_expect_last_attempt_lands_e
     harness = InMemoryOutboxHarness()
     cfg = config()
     storage = PickyReasonStorage(harness.state, cfg)
-    transport = AsyncRecordingEventTransport()
-    transport.faults.refuse = lambda r: True
-    transport.faults.refusal_reason = lambda r: "colis \U0001f4e6 refusé"
+    transport = refusing("colis \U0001f4e6 refusé")
     await harness.write([make(name="m")])
     await relay_for(storage, transport, cfg).relay_batch()
     raw = (await harness.raw_records())[0]
@@ -176,9 +164,7 @@ async def test_relay_refusal_with_credentials_expect_redacted_in_storage_and_log
     harness = InMemoryOutboxHarness()
     cfg = config()
     storage = AsyncInMemoryOutboxStorage(harness.state, cfg)
-    transport = AsyncRecordingEventTransport()
-    transport.faults.refuse = lambda r: True
-    transport.faults.refusal_reason = lambda r: "POST https://relay:S3cretPw@hooks.example/x failed; password=S3cretPw"
+    transport = refusing("POST https://relay:S3cretPw@hooks.example/x failed; password=S3cretPw")
     await harness.write([make(name="m")])
     with caplog.at_level(logging.DEBUG):
         await relay_for(storage, transport, cfg).relay_batch()
@@ -191,37 +177,25 @@ async def test_relay_refusal_with_credentials_expect_redacted_in_storage_and_log
 # --- item 5: an outage spends nobody's budget, known poison included ---------------
 
 
-class PoisonThenOutage(AsyncRecordingEventTransport):
-    """``bad`` fails with its own plain error; while ``down`` every send fails as a broker outage."""
-
-    down = False
-
-    async def send(self, event_name: str, payload: bytes, headers: dict[str, str], partition_key: str | None = None) -> None:
-        if self.down:
-            raise ConnectionError("broker unreachable")
-        if event_name == "bad":
-            raise ValueError("bad is too large for the broker")
-        await super().send(event_name, payload, headers, partition_key)
-
-
 async def test_relay_full_outage_with_known_poison_alone_expect_no_budget_spent() -> None:
     """After one blip made ``bad`` known poison, a full outage with ``bad`` alone left spends nothing."""
     harness = InMemoryOutboxHarness()
     cfg = config(max_retry_count=3)
     storage = AsyncInMemoryOutboxStorage(harness.state, cfg)
-    transport = PoisonThenOutage()
+    transport = AsyncRecordingEventTransport()
+    transport.faults.fail = lambda r: ValueError("bad is too large for the broker") if r.event_name == "bad" else None
     relay = relay_for(storage, transport, cfg)
     await harness.write([make(name="ok"), make("k", name="bad")])
     await relay.relay_batch()  # ok goes through, bad fails alone: poison, charged once
     assert [(r.event_name, r.retry_count) for r in await harness.raw_records()] == [("ok", 0), ("bad", 1)]
-    transport.down = True
+    transport.faults.outage_until = math.inf  # the broker is down
     for _ in range(10):
         outcome = await relay.relay_batch()
         assert outcome.outage
         harness.clock.advance(1)
     bad = next(r for r in await harness.raw_records() if r.event_name == "bad")
     assert (bad.retry_count, bad.abandoned, bad.claimed) == (1, False, False)
-    transport.down = False
+    transport.faults.outage_until = 0.0
     for _ in range(5):
         await relay.relay_batch()
         harness.clock.advance(1)
@@ -232,28 +206,11 @@ async def test_relay_full_outage_with_known_poison_alone_expect_no_budget_spent(
 # --- item 3 / 20: what a relay does once it knows its lease is in doubt -------------
 
 
-class RenewalRefusingStorage(AsyncInMemoryOutboxStorage):
-    """Renewals report every claim lost (another relay took them after a lapse the relay did not cause)."""
-
-    async def renew_claims(self, message_ids: Sequence[UUID]) -> int:
-        return 0
-
-
 class RenewalFailingStorage(AsyncInMemoryOutboxStorage):
     """Renewals fail (the storage cannot be reached for them)."""
 
     async def renew_claims(self, message_ids: Sequence[UUID]) -> int:
         raise OutboxStorageUnavailableError("connection reset")
-
-
-class SlowTransport(AsyncRecordingEventTransport):
-    """Each send takes ``delay`` seconds."""
-
-    delay = 0.05
-
-    async def send(self, event_name: str, payload: bytes, headers: dict[str, str], partition_key: str | None = None) -> None:
-        await asyncio.sleep(self.delay)
-        await super().send(event_name, payload, headers, partition_key)
 
 
 @pytest.mark.parametrize("storage_type", [RenewalRefusingStorage, RenewalFailingStorage])
@@ -264,7 +221,8 @@ async def test_relay_renewal_refused_or_failed_expect_no_more_sends(
     harness = InMemoryOutboxHarness()
     cfg = config(claim_lease_seconds=0.3)
     storage = storage_type(harness.state, cfg)
-    transport = SlowTransport()
+    transport = AsyncRecordingEventTransport()
+    transport.faults.send_delay = 0.05
     await harness.write([make(name=f"e{i}") for i in range(40)])
     await relay_for(storage, transport, cfg).relay_batch()
     assert 0 < transport.send_calls < 40
@@ -376,8 +334,7 @@ async def test_relay_8_5_storage_budget_spent_expect_abandoned_and_next_of_key_p
         transport.faults.refuse = lambda r: r.event_name == "exhausted"
     else:
         transport.faults.refuse_at_flush = lambda r: r.event_name == "exhausted"
-    relay = AsyncOutboxRelayBackgroundService(storage, transport, config(max_retry_count=3))
-    await relay.relay_batch()
+    await relay_for(storage, transport, config(max_retry_count=3)).relay_batch()
     assert (storage.abandoned, storage.retried, names(transport), storage.published) == (
         ["exhausted"], [], ["following"], ["following"]
     )

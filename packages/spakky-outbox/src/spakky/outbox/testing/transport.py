@@ -41,6 +41,8 @@ class TransportFaults:
     """Records matching this are refused with `EventDeliveryRejectedError` at send."""
     refuse_at_flush: RecordPredicate | None = None
     """Records matching this make the next flush raise `EventDeliveryRejectedError`."""
+    fail: Callable[[RecordedEvent], Exception | None] | None = None
+    """A send raises the error this returns for a record: a plain failure, as an oversized payload raises."""
     refusal_reason: Callable[[RecordedEvent], str] | None = None
     """The broker's reason for refusing a record (default ``refused <event name>``)."""
     outage_calls: int = 0
@@ -51,6 +53,8 @@ class TransportFaults:
     """Every call raises `EventTransportNotRunningError`, as after shutdown."""
     flush_delay: float = 0.0
     """Seconds each flush takes."""
+    send_delay: float = 0.0
+    """Seconds each send takes (a broker far away)."""
 
 
 @dataclass
@@ -82,6 +86,9 @@ class _Recorder:
         with self.lock:
             self.sends += 1
             self.check_available()
+            error = None if self.faults.fail is None else self.faults.fail(record)
+            if error is not None:
+                raise error
             if self.faults.refuse is not None and self.faults.refuse(record):
                 raise EventDeliveryRejectedError([self.refusal(record)])
             self.buffered.append(record)
@@ -146,6 +153,8 @@ class RecordingEventTransport(_RecordingBase, IEventTransport):
         headers: dict[str, str],
         partition_key: str | None = None,
     ) -> None:
+        if self.faults.send_delay:
+            time.sleep(self.faults.send_delay)
         self._recorder.send(RecordedEvent(event_name, payload, dict(headers), partition_key))
 
     @override
@@ -171,6 +180,8 @@ class AsyncRecordingEventTransport(_RecordingBase, IAsyncEventTransport):
         headers: dict[str, str],
         partition_key: str | None = None,
     ) -> None:
+        if self.faults.send_delay:
+            await asyncio.sleep(self.faults.send_delay)
         self._recorder.send(RecordedEvent(event_name, payload, dict(headers), partition_key))
 
     @override
