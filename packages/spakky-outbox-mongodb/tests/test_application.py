@@ -16,6 +16,7 @@ from spakky.outbox.testing.transport import (
     AsyncRecordingEventTransport,
     outbox_plugins,
     recording_application,
+    run_in_application,
 )
 from spakky.outbox.testing.waiting import wait_for
 from spakky.plugins.outbox_mongodb.storage import AsyncMongoOutboxStorage
@@ -71,13 +72,13 @@ def test_application_use_case_expect_committed_order_relayed_and_rolled_back_nev
         assert "spakky_outbox_keyed_pending" in database["spakky_outbox"].index_information()
         transport = context.get(AsyncRecordingEventTransport)
         use_case = context.get(PlaceOrderUseCase)
-        _run(app, use_case.execute("o-1", "c-1"))
+        run_in_application(app, use_case.execute("o-1", "c-1"))
         assert database["orders"].find_one({"_id": "o-1"}) == {"_id": "o-1", "customer_id": "c-1"}
         delivered = wait_for(lambda: list(transport.delivered), timeout=20)
         assert [(d.event_name, d.partition_key) for d in delivered] == [("OrderPlaced", "c-1")]
         wait_for(lambda: database["spakky_outbox"].count_documents({"state": "published"}) == 1, timeout=20)
         with pytest.raises(OrderRejectedError):
-            _run(app, use_case.execute("o-2", "c-2", fail=True))
+            run_in_application(app, use_case.execute("o-2", "c-2", fail=True))
         assert database["orders"].find_one({"_id": "o-2"}) is None
         assert database["spakky_outbox"].count_documents({}) == 1
         assert [d.event_name for d in transport.delivered] == ["OrderPlaced"]

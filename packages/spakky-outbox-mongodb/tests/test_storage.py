@@ -9,13 +9,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import pytest
 from pymongo.errors import OperationFailure
 from spakky.outbox.backend.claims import undecodable_reason
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.testing.draining import drain_claims
 from spakky.plugins.outbox_mongodb.client import MongoOutboxConnectionManager
 from spakky.plugins.outbox_mongodb.error import MongoOutboxCollectionMissingError
 from spakky.plugins.outbox_mongodb.storage import (
@@ -107,31 +108,10 @@ async def test_fetch_pending_large_payloads_under_byte_budget_expect_bounded_cla
     for start in range(0, len(sent), 5):
         await _write(outbox, sent[start : start + 5])
     config = _budgeted(outbox, _BUDGET)
-    if flavour == "sync":
-        sync = MongoOutboxStorage(outbox.connections, config)
-
-        async def claim() -> list[OutboxMessage]:
-            return await asyncio.to_thread(sync.fetch_pending, 100, MAX_RETRY)
-
-        async def publish(ids: list[UUID]) -> int:
-            return await asyncio.to_thread(sync.mark_published_many, ids)
-    else:
-        storage = AsyncMongoOutboxStorage(outbox.connections, config)
-
-        async def claim() -> list[OutboxMessage]:
-            return await storage.fetch_pending(100, MAX_RETRY)
-
-        async def publish(ids: list[UUID]) -> int:
-            return await storage.mark_published_many(ids)
-
-    delivered: list[OutboxMessage] = []
-    sizes: list[int] = []
-    while len(delivered) < len(sent):
-        claimed = await claim()
-        assert claimed, f"an empty claim after {len(delivered)} of {len(sent)} delivered"
-        sizes.append(sum(len(m.payload) for m in claimed))
-        assert await publish([m.id for m in claimed]) == len(claimed)
-        delivered += claimed
+    storage = (MongoOutboxStorage if flavour == "sync" else AsyncMongoOutboxStorage)(outbox.connections, config)
+    claims = await drain_claims(storage, len(sent), MAX_RETRY)
+    delivered = [m for claimed in claims for m in claimed]
+    sizes = [sum(len(m.payload) for m in claimed) for claimed in claims]
     assert sizes == [2 * _MB] * 10
     assert [m.id for m in delivered] == [m.id for m in sent]
     assert [m.payload for m in delivered] == [m.payload for m in sent]

@@ -169,9 +169,8 @@ def test_target_configured_expect_no_password_nothing_defaulted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Set by the environment, the target shows the URL without its password and the prefix."""
-    monkeypatch.setenv("SPAKKY_OUTBOX_REDIS__URL", "redis://app:s3cret@cache:6380/3")
-    monkeypatch.setenv("SPAKKY_OUTBOX_REDIS__KEY_PREFIX", "{shop}")
-    monkeypatch.setenv("SPAKKY_OUTBOX_REDIS__CLUSTER", "true")
+    for name, value in {"URL": "redis://app:s3cret@cache:6380/3", "KEY_PREFIX": "{shop}", "CLUSTER": "true"}.items():
+        monkeypatch.setenv(f"SPAKKY_OUTBOX_REDIS__{name}", value)
     config = RedisOutboxConfig()
     storage = AsyncRedisOutboxStorage(RedisOutboxConnectionManager(config), config, OutboxConfig())
     target = storage.target()

@@ -1,24 +1,24 @@
 """A real Spakky application using the Redis outbox through its entry points."""
 
 import os
-import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import pytest
 import redis
 import redis.cluster
 from spakky.core.application.application import SpakkyApplication
-from spakky.outbox.application.loop import ApplicationEventLoop
 from spakky.outbox.ports.storage import IAsyncOutboxStorage
 from spakky.outbox.testing.events import OrderRejectedError
 from spakky.outbox.testing.transport import (
     AsyncRecordingEventTransport,
     outbox_plugins,
     recording_application,
+    run_in_application,
 )
+from spakky.outbox.testing.waiting import wait_for
 from spakky.plugins.outbox_redis.codec import RedisKeys
 from spakky.plugins.outbox_redis.storage import AsyncRedisOutboxStorage
 
@@ -75,17 +75,6 @@ def _build() -> SpakkyApplication:
     return recording_application(app_package, PLUGINS)
 
 
-def _run[T](app: SpakkyApplication, coroutine: Coroutine[Any, Any, T]) -> T:
-    return app.application_context.get(ApplicationEventLoop).run(coroutine, timeout=10)
-
-
-def _wait_for[T](probe: Callable[[], T], timeout: float) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.02)
 
 
 def test_application_use_case_expect_order_and_event_committed_then_relayed(
@@ -97,13 +86,13 @@ def test_application_use_case_expect_order_and_event_committed_then_relayed(
         context = app.application_context
         assert isinstance(context.get(IAsyncOutboxStorage), AsyncRedisOutboxStorage)
         transport = context.get(AsyncRecordingEventTransport)
-        _run(app, context.get(PlaceOrderUseCase).execute("o-1", "c-1"))
+        run_in_application(app, context.get(PlaceOrderUseCase).execute("o-1", "c-1"))
         raw = redis_env.client()
         try:
             assert raw.get(RedisKeys(redis_env.prefix).business("order:o-1")) == b"c-1"
         finally:
             raw.close()
-        delivered = _wait_for(lambda: list(transport.delivered), timeout=10)
+        delivered = wait_for(lambda: list(transport.delivered), timeout=10)
         assert [(d.event_name, d.partition_key) for d in delivered] == [
             ("OrderPlaced", "c-1")
         ]
@@ -118,7 +107,7 @@ def test_application_failed_use_case_expect_nothing_stored(
     app = _build().start()
     try:
         with pytest.raises(OrderRejectedError):
-            _run(
+            run_in_application(
                 app,
                 app.application_context.get(PlaceOrderUseCase).execute(
                     "o-2", "c", fail=True

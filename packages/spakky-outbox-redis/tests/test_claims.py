@@ -4,10 +4,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import pytest
 from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.testing.draining import drain_claims
 from spakky_outbox_testservices.redis_servers import RedisServer, private_redis
 
 from .conftest import RedisOutbox, drop_outbox, make_outbox, new_message, save_all
@@ -194,31 +195,10 @@ async def test_fetch_pending_large_payloads_under_byte_budget_expect_bounded_cla
             replace(new_message(("a", "b", None)[i % 3]), payload=bytes([i]) * _MB) for i in range(20)
         ]
         await save_all(outbox, sent)
-        if flavour == "sync":
-            sync = outbox.sync_storage()
-
-            async def claim() -> list[OutboxMessage]:
-                return await asyncio.to_thread(sync.fetch_pending, 100, MAX_RETRY)
-
-            async def publish(ids: list[UUID]) -> int:
-                return await asyncio.to_thread(sync.mark_published_many, ids)
-        else:
-            storage = outbox.storage()
-
-            async def claim() -> list[OutboxMessage]:
-                return await storage.fetch_pending(100, MAX_RETRY)
-
-            async def publish(ids: list[UUID]) -> int:
-                return await storage.mark_published_many(ids)
-
-        delivered: list[OutboxMessage] = []
-        sizes: list[int] = []
-        while len(delivered) < len(sent):
-            claimed = await claim()
-            assert claimed, f"an empty claim after {len(delivered)} of {len(sent)} delivered"
-            sizes.append(sum(len(m.payload) for m in claimed))
-            assert await publish([m.id for m in claimed]) == len(claimed)
-            delivered += claimed
+        storage = outbox.sync_storage() if flavour == "sync" else outbox.storage()
+        claims = await drain_claims(storage, len(sent), MAX_RETRY)
+        delivered = [m for claimed in claims for m in claimed]
+        sizes = [sum(len(m.payload) for m in claimed) for claimed in claims]
         assert sizes == [2 * _MB] * 10
         assert [m.id for m in delivered] == [m.id for m in sent]
         assert [m.payload for m in delivered] == [m.payload for m in sent]

@@ -24,15 +24,19 @@ def test_redis_outbox_config_env_expect_values_read(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Settings come from ``SPAKKY_OUTBOX_REDIS__*`` variables."""
-    monkeypatch.setenv("SPAKKY_OUTBOX_REDIS__URL", "redis://example:6380/2")
-    monkeypatch.setenv("SPAKKY_OUTBOX_REDIS__KEY_PREFIX", "app:{orders}")
-    monkeypatch.setenv("SPAKKY_OUTBOX_REDIS__CLUSTER", "true")
+    values = {"URL": "redis://example:6380/2", "KEY_PREFIX": "app:{orders}", "CLUSTER": "true"}
+    for name, value in values.items():
+        monkeypatch.setenv(f"SPAKKY_OUTBOX_REDIS__{name}", value)
     config = RedisOutboxConfig()
-    assert (config.url, config.key_prefix, config.cluster) == (
-        "redis://example:6380/2",
-        "app:{orders}",
-        True,
-    )
+    assert (config.url, config.key_prefix, config.cluster) == ("redis://example:6380/2", "app:{orders}", True)
+
+
+def _refused(monkeypatch: pytest.MonkeyPatch, prefix: str) -> str:
+    """The error message for ``prefix`` set by the environment."""
+    monkeypatch.setenv("SPAKKY_OUTBOX_REDIS__KEY_PREFIX", prefix)
+    with pytest.raises(InvalidRedisOutboxConfigError) as raised:
+        RedisOutboxConfig()
+    return str(raised.value)
 
 
 @pytest.mark.parametrize("prefix", ["outbox", "{}outbox", "outbox}{", "{outbox"])
@@ -40,10 +44,7 @@ def test_redis_outbox_config_prefix_without_hash_tag_expect_error(
     monkeypatch: pytest.MonkeyPatch, prefix: str
 ) -> None:
     """A prefix without a non-empty hash tag is refused, naming the variable."""
-    monkeypatch.setenv("SPAKKY_OUTBOX_REDIS__KEY_PREFIX", prefix)
-    with pytest.raises(InvalidRedisOutboxConfigError) as raised:
-        RedisOutboxConfig()
-    assert "SPAKKY_OUTBOX_REDIS__KEY_PREFIX" in str(raised.value)
+    assert "SPAKKY_OUTBOX_REDIS__KEY_PREFIX" in _refused(monkeypatch, prefix)
 
 
 @pytest.mark.parametrize(
@@ -53,11 +54,9 @@ def test_redis_outbox_config_prefix_inside_other_outbox_expect_error(
     monkeypatch: pytest.MonkeyPatch, prefix: str
 ) -> None:
     """A prefix that can lie inside another outbox's key space is refused, naming the variable."""
-    monkeypatch.setenv("SPAKKY_OUTBOX_REDIS__KEY_PREFIX", prefix)
-    with pytest.raises(InvalidRedisOutboxConfigError) as raised:
-        RedisOutboxConfig()
-    assert "SPAKKY_OUTBOX_REDIS__KEY_PREFIX" in str(raised.value)
-    assert "reserves" in str(raised.value)
+    message = _refused(monkeypatch, prefix)
+    assert "SPAKKY_OUTBOX_REDIS__KEY_PREFIX" in message
+    assert "reserves" in message
 
 
 def test_connection_manager_prefix_inside_other_outbox_expect_error() -> None:

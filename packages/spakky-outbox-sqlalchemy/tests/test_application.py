@@ -2,14 +2,11 @@
 
 import os
 import sqlite3
-import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from spakky.core.application.application import SpakkyApplication
-from spakky.outbox.application.loop import ApplicationEventLoop
 from spakky.outbox.ports.storage import IAsyncOutboxStorage, IOutboxStorage
 from spakky.outbox.relay.relay import AsyncOutboxRelayBackgroundService
 from spakky.outbox.testing.events import OrderRejectedError
@@ -17,7 +14,9 @@ from spakky.outbox.testing.transport import (
     AsyncRecordingEventTransport,
     outbox_plugins,
     recording_application,
+    run_in_application,
 )
+from spakky.outbox.testing.waiting import wait_for
 from spakky.plugins.outbox_sqlalchemy.storage import (
     AsyncSqlAlchemyOutboxStorage,
     SqlAlchemyOutboxStorage,
@@ -58,9 +57,6 @@ def _build() -> SpakkyApplication:
     return recording_application(app_package, PLUGINS)
 
 
-def _run[T](app: SpakkyApplication, coroutine: Coroutine[Any, Any, T]) -> T:
-    return app.application_context.get(ApplicationEventLoop).run(coroutine, timeout=10)
-
 
 def _stop(app: SpakkyApplication) -> None:
     """Stop the relay, dispose the engine on the loop its connections belong to, stop the app.
@@ -69,18 +65,10 @@ def _stop(app: SpakkyApplication) -> None:
     open would fail later, after their event loop closed.
     """
     context = app.application_context
-    _run(app, context.get(AsyncOutboxRelayBackgroundService).stop_async())
-    _run(app, context.get(AsyncConnectionManager).dispose())
+    run_in_application(app, context.get(AsyncOutboxRelayBackgroundService).stop_async())
+    run_in_application(app, context.get(AsyncConnectionManager).dispose())
     app.stop()
 
-
-def _wait_for[T](probe: Callable[[], T], timeout: float) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.02)
 
 
 def _rows(path: Path, query: str) -> list[tuple[object, ...]]:
@@ -100,9 +88,9 @@ def test_application_use_case_expect_order_and_event_committed_then_relayed(
         )
         assert isinstance(context.get(IOutboxStorage), SqlAlchemyOutboxStorage)
         transport = context.get(AsyncRecordingEventTransport)
-        _run(app, context.get(PlaceOrderUseCase).execute("o-1", "c-1"))
+        run_in_application(app, context.get(PlaceOrderUseCase).execute("o-1", "c-1"))
         assert _rows(sqlite_env, "SELECT order_id FROM orders") == [("o-1",)]
-        delivered = _wait_for(lambda: list(transport.delivered), timeout=10)
+        delivered = wait_for(lambda: list(transport.delivered), timeout=10)
         assert [(d.event_name, d.partition_key) for d in delivered] == [
             ("OrderPlaced", "c-1")
         ]
@@ -115,7 +103,7 @@ def test_application_failed_use_case_expect_nothing_stored(sqlite_env: Path) -> 
     app = _build().start()
     try:
         with pytest.raises(OrderRejectedError):
-            _run(
+            run_in_application(
                 app,
                 app.application_context.get(PlaceOrderUseCase).execute(
                     "o-2", "c", fail=True

@@ -27,15 +27,10 @@ def test_sqlalchemy_outbox_config_env_expect_values_read(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Settings come from ``SPAKKY_OUTBOX_SQLALCHEMY__*`` variables."""
-    monkeypatch.setenv("SPAKKY_OUTBOX_SQLALCHEMY__TABLE_NAME", "orders_outbox")
-    monkeypatch.setenv("SPAKKY_OUTBOX_SQLALCHEMY__CREATE_TABLE", "false")
-    monkeypatch.setenv("SPAKKY_OUTBOX_SQLALCHEMY__NOTIFY", "0")
+    for name, value in {"TABLE_NAME": "orders_outbox", "CREATE_TABLE": "false", "NOTIFY": "0"}.items():
+        monkeypatch.setenv(f"SPAKKY_OUTBOX_SQLALCHEMY__{name}", value)
     config = SqlAlchemyOutboxConfig()
-    assert (config.table_name, config.create_table, config.notify) == (
-        "orders_outbox",
-        False,
-        False,
-    )
+    assert (config.table_name, config.create_table, config.notify) == ("orders_outbox", False, False)
 
 
 @pytest.mark.parametrize(

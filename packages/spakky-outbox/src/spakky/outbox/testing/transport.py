@@ -3,10 +3,10 @@
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import override
+from typing import Any, override
 
 from spakky.core.application.application import SpakkyApplication
 from spakky.core.application.application_context import ApplicationContext
@@ -14,6 +14,7 @@ from spakky.core.application.plugin import Plugin
 from spakky.core.pod.annotations.pod import Pod
 from spakky.event.error import EventDeliveryRejectedError, EventTransportNotRunningError
 from spakky.event.event_publisher import IAsyncEventTransport, IEventTransport
+from spakky.outbox.application.loop import ApplicationEventLoop
 
 
 @dataclass(frozen=True)
@@ -211,3 +212,8 @@ def recording_application(package: ModuleType, include: set[Plugin] | None = Non
     app.add(RecordingEventTransport)
     app.add(AsyncRecordingEventTransport)
     return app.scan(package)
+
+
+def run_in_application[T](app: SpakkyApplication, coroutine: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
+    """Run ``coroutine`` on a started application's event loop and return its result."""
+    return app.application_context.get(ApplicationEventLoop).run(coroutine, timeout=timeout)
