@@ -39,31 +39,22 @@ class NoteTaken(AbstractIntegrationEvent):
 
 
 @UseCase()
-class SyncNoteUseCase:
-    """Writes a note and publishes from synchronous code."""
+class NoteUseCase:
+    """Writes a note and publishes it, from synchronous or asynchronous code."""
 
-    def __init__(self, publisher: IEventPublisher, state: InMemoryOutboxState) -> None:
-        self._publisher = publisher
+    def __init__(self, publisher: IEventPublisher, async_publisher: IAsyncEventPublisher, state: InMemoryOutboxState) -> None:
+        self._publishers = publisher, async_publisher
         self._state = state
 
     @Transactional()
-    def execute(self, note_id: str) -> None:
+    def execute_sync(self, note_id: str) -> None:
         self._state.put_business(note_id, True)
-        self._publisher.publish(NoteTaken(note_id=note_id))
-
-
-@UseCase()
-class AsyncNoteUseCase:
-    """Writes a note and publishes from asynchronous code."""
-
-    def __init__(self, publisher: IAsyncEventPublisher, state: InMemoryOutboxState) -> None:
-        self._publisher = publisher
-        self._state = state
+        self._publishers[0].publish(NoteTaken(note_id=note_id))
 
     @Transactional()
     async def execute(self, note_id: str) -> None:
         self._state.put_business(note_id, True)
-        await self._publisher.publish(NoteTaken(note_id=note_id))
+        await self._publishers[1].publish(NoteTaken(note_id=note_id))
 
 
 @pytest.fixture
@@ -78,7 +69,7 @@ def relay_env() -> Iterator[dict[str, str]]:
 
 def start(storage: type[InMemoryOutboxStorage] | type[AsyncInMemoryOutboxStorage]) -> SpakkyApplication:
     """Start the core alone with the app's own in-memory storage of one flavour."""
-    return memory_app(storage, SyncNoteUseCase, AsyncNoteUseCase).start()
+    return memory_app(storage, NoteUseCase).start()
 
 
 def run(app: SpakkyApplication, coroutine: Coroutine[Any, Any, None]) -> None:
@@ -94,11 +85,11 @@ def test_flavours_async_only_storage_expect_async_relayed_and_sync_publish_refus
     try:
         context = app.application_context
         state = context.get(InMemoryOutboxState)
-        run(app, context.get(AsyncNoteUseCase).execute("n-async"))
+        run(app, context.get(NoteUseCase).execute("n-async"))
         delivered = wait_for(lambda: context.get(AsyncRecordingEventTransport).delivered, timeout=10)
         assert [d.event_name for d in delivered] == ["NoteTaken"]
         with pytest.raises(OutboxStorageFlavourMissingError) as caught:
-            context.get(SyncNoteUseCase).execute("n-sync")
+            context.get(NoteUseCase).execute_sync("n-sync")
         assert "NoteTaken" in str(caught.value) and "IAsyncEventPublisher" in str(caught.value)
         assert state.business == {"n-async": True}
         assert len(state.records) == 1
@@ -115,11 +106,11 @@ def test_flavours_sync_only_storage_expect_sync_relayed_and_async_publish_refuse
     try:
         context = app.application_context
         state = context.get(InMemoryOutboxState)
-        context.get(SyncNoteUseCase).execute("n-sync")
+        context.get(NoteUseCase).execute_sync("n-sync")
         delivered = wait_for(lambda: context.get(RecordingEventTransport).delivered, timeout=10)
         assert [d.event_name for d in delivered] == ["NoteTaken"]
         with pytest.raises(OutboxStorageFlavourMissingError) as caught:
-            run(app, context.get(AsyncNoteUseCase).execute("n-async"))
+            run(app, context.get(NoteUseCase).execute("n-async"))
         assert "NoteTaken" in str(caught.value) and "IEventPublisher" in str(caught.value)
         assert state.business == {"n-sync": True}
         assert len(state.records) == 1

@@ -146,21 +146,13 @@ class SqlAlchemyOutboxHarness(AbstractOutboxHarness):
 
     @override
     def new_storage(self) -> AsyncSqlAlchemyOutboxStorage:
-        """An asyncio storage with its own owner token."""
-        storage = AsyncSqlAlchemyOutboxStorage(
-            self.async_sessions, self.async_connections, self.outbox_config(), self.config
-        )
-        self.storages.append(storage)
-        return storage
+        self.storages.append(AsyncSqlAlchemyOutboxStorage(self.async_sessions, self.async_connections, self.outbox_config(), self.config))
+        return self.storages[-1]
 
     @override
     def new_sync_storage(self) -> SqlAlchemyOutboxStorage:
-        """A synchronous storage with its own owner token."""
-        storage = SqlAlchemyOutboxStorage(
-            self.sync_sessions, self.sync_connections, self.outbox_config(), self.config
-        )
-        self.sync_storages.append(storage)
-        return storage
+        self.sync_storages.append(SqlAlchemyOutboxStorage(self.sync_sessions, self.sync_connections, self.outbox_config(), self.config))
+        return self.sync_storages[-1]
 
     @override
     @asynccontextmanager
