@@ -1,16 +1,15 @@
 """What a ``spakky-outbox`` command is: its arguments, its run, the outbox it runs on, its exit statuses."""
 
 import argparse
-import math
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import ClassVar, TextIO
+from typing import Any, ClassVar, TextIO
 
+# Re-exported where they were defined before `arguments` and `error` held them.
+from spakky.outbox.cli.arguments import parse_cutoff as parse_cutoff
+from spakky.outbox.cli.error import OutboxCommandError as OutboxCommandError
 from spakky.outbox.common.stats import OutboxTarget
-from spakky.outbox.error import AbstractOutboxDetailedError
 from spakky.outbox.ports.inbox import IAsyncInboxStorage
 from spakky.outbox.ports.storage import IAsyncOutboxAdministration
 from spakky.outbox.relay.health import OutboxHealthCheck
@@ -21,16 +20,6 @@ EXIT_UNHEALTHY = 1
 """``health`` only: unhealthy."""
 EXIT_ERROR = 2
 """Bad arguments or settings, or the command could not be carried out (as argparse's usage status)."""
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-class OutboxCommandError(AbstractOutboxDetailedError):
-    """Raised for a command-line usage the outbox cannot carry out."""
-
-    message = "spakky-outbox"
-
 
 @dataclass(frozen=True)
 class Outbox:
@@ -45,12 +34,24 @@ class Outbox:
 
 
 class ICommand(ABC):
-    """One ``spakky-outbox`` subcommand: its name, its one-line help and its arguments."""
+    """One ``spakky-outbox`` subcommand: its name, its one-line help and its arguments.
+
+    A command names itself in its class statement:
+    ``class StatusCommand(IOutboxCommand, name="status", summary="..."):``.
+    """
 
     name: ClassVar[str]
     """What the operator types, e.g. ``status``."""
     summary: ClassVar[str]
     """The line ``spakky-outbox --help`` shows for it."""
+
+    def __init_subclass__(cls, *, name: str | None = None, summary: str | None = None, **kwargs: Any) -> None:
+        """Take the command's ``name`` and ``summary`` from the class statement (a base class gives none)."""
+        super().__init_subclass__(**kwargs)
+        if name is not None:
+            cls.name = name
+        if summary is not None:
+            cls.summary = summary
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:  # noqa: B027 - most commands take arguments; a bare one needs none
         """Declare the command's arguments on its subparser."""
@@ -77,103 +78,3 @@ class IStandaloneCommand(ICommand):
     @abstractmethod
     def main(self, argv: Sequence[str], out: TextIO) -> int:
         """Run with the arguments after the command's name; returns the exit status."""
-
-
-def parse_cutoff(text: str, now: datetime | None = None) -> datetime:
-    """Parse ``7d``/``12h``/``30m``/``45s`` (age) or an ISO-8601 timestamp.
-
-    Raises:
-        OutboxCommandError: The text is neither, or an age reaches before year 1.
-    """
-    now = now or datetime.now(UTC)
-    if match := _DURATION.match(text):
-        try:
-            return now - timedelta(
-                seconds=float(match.group(1)) * _UNITS[match.group(2)]
-            )
-        except OverflowError:
-            raise OutboxCommandError(
-                f"--published-before {text!r}: that age reaches before year 1; give a shorter age "
-                "or an ISO timestamp"
-            ) from None
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise OutboxCommandError(
-            f"--published-before {text!r}: give an age like 7d, 12h, 30m or an ISO timestamp"
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def cutoff(text: str) -> datetime:
-    """``argparse`` type of an age or timestamp (see `parse_cutoff`)."""
-    try:
-        return parse_cutoff(text)
-    except OutboxCommandError as error:
-        # argparse names the argument itself.
-        raise argparse.ArgumentTypeError((error.detail or str(error)).removeprefix("--published-before ")) from None
-
-
-def positive_int(text: str) -> int:
-    """``argparse`` type of a count: a whole number of 1 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
-
-
-def positive_seconds(text: str) -> float:
-    """``argparse`` type of a duration: a finite number of seconds above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a number of seconds"
-        ) from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
-    return value
-
-
-def add_json_argument(parser: argparse.ArgumentParser) -> None:
-    """``--json``: print one JSON document instead of the target line and text."""
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
-
-
-def add_change_arguments(
-    parser: argparse.ArgumentParser, batch: int, what: str
-) -> None:
-    """The arguments of a command that changes the outbox: ``--batch``, ``--dry-run``, ``--allow-default-location``."""
-    parser.add_argument(
-        "--batch",
-        type=positive_int,
-        default=batch,
-        help=f"{what} per round trip (default {batch})",
-    )
-    parser.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print what would be done; change nothing",
-    )
-    parser.add_argument(
-        "--allow-default-location",
-        action="store_true",
-        help="act even though the storage's location settings were left at their defaults",
-    )
-
-
-def check_location(args: argparse.Namespace, defaulted: tuple[str, ...], what: str = "an outbox") -> None:
-    """Refuse to change ``what`` when nobody chose its location (``defaulted`` settings), unless told to.
-
-    Raises:
-        OutboxCommandError: The location was left at its defaults and neither
-            ``--allow-default-location`` nor ``--dry-run`` was given.
-    """
-    if defaulted and not (args.allow_default_location or args.dry_run):
-        raise OutboxCommandError(
-            f"{args.command} refuses to change {what} whose location was left at its "
-            f"defaults: set {', '.join(defaulted)}, or pass --allow-default-location"
-        )

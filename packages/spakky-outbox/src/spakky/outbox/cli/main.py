@@ -36,9 +36,9 @@ from spakky.outbox.cli.command import (
     IOutboxCommand,
     IStandaloneCommand,
     Outbox,
-    OutboxCommandError,
 )
 from spakky.outbox.cli.commands import registered_commands
+from spakky.outbox.cli.error import OutboxCommandError
 from spakky.outbox.cli.plugins import outbox_plugins
 from spakky.outbox.common.config import describe_settings_error, redact_credentials
 from spakky.outbox.error import AbstractSpakkyOutboxError

@@ -6,10 +6,7 @@ an `IStandaloneCommand` when it needs no application). Adding one touches that
 new module and one line of `REGISTERED`::
 
     # spakky/outbox/cli/commands/oldest.py
-    class OldestCommand(IOutboxCommand):
-        name = "oldest"
-        summary = "the age of the oldest pending message"
-
+    class OldestCommand(IOutboxCommand, name="oldest", summary="the age of the oldest pending message"):
         async def run(self, args, outbox, out):
             print((await outbox.storage.stats()).oldest_pending_age_seconds, file=out)
             return EXIT_OK

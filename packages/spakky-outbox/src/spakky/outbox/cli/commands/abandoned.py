@@ -4,13 +4,8 @@ import argparse
 from typing import TextIO, override
 
 from spakky.outbox.cli import render
-from spakky.outbox.cli.command import (
-    EXIT_OK,
-    IOutboxCommand,
-    Outbox,
-    add_json_argument,
-    positive_int,
-)
+from spakky.outbox.cli.arguments import add_json_argument, positive_int
+from spakky.outbox.cli.command import EXIT_OK, IOutboxCommand, Outbox
 from spakky.outbox.common.message import OutboxMessage
 
 MAX_LISTED = 10_000
@@ -43,21 +38,8 @@ def abandoned_line(message: OutboxMessage) -> str:
     )
 
 
-class AbandonedCommand(IOutboxCommand):
+class AbandonedCommand(IOutboxCommand, name="abandoned", summary="list abandoned messages with their last error"):
     """Lists abandoned messages, oldest first; payloads and headers are never printed."""
-
-    name = "abandoned"
-    summary = "list abandoned messages with their last error"
-
-    @override
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--limit",
-            type=listing_limit,
-            default=50,
-            help=f"most messages listed, 1 to {MAX_LISTED} (default 50)",
-        )
-        add_json_argument(parser)
 
     @override
     async def run(self, args: argparse.Namespace, outbox: Outbox, out: TextIO) -> int:
@@ -72,6 +54,16 @@ class AbandonedCommand(IOutboxCommand):
             for message in messages:
                 print(abandoned_line(message), file=out)
         return EXIT_OK
+
+    @override
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--limit",
+            type=listing_limit,
+            default=50,
+            help=f"most messages listed, 1 to {MAX_LISTED} (default 50)",
+        )
+        add_json_argument(parser)
 
 
 COMMAND = AbandonedCommand()

@@ -4,30 +4,12 @@ import argparse
 from typing import TextIO, override
 
 from spakky.outbox.cli import render
-from spakky.outbox.cli.command import (
-    EXIT_OK,
-    EXIT_UNHEALTHY,
-    IOutboxCommand,
-    Outbox,
-    add_json_argument,
-    positive_seconds,
-)
+from spakky.outbox.cli.arguments import add_json_argument, positive_seconds
+from spakky.outbox.cli.command import EXIT_OK, EXIT_UNHEALTHY, IOutboxCommand, Outbox
 
 
-class HealthCommand(IOutboxCommand):
+class HealthCommand(IOutboxCommand, name="health", summary="exit 0 when healthy, 1 when not (for orchestrators)"):
     """Runs the application's `OutboxHealthCheck` from the command line."""
-
-    name = "health"
-    summary = "exit 0 when healthy, 1 when not (for orchestrators)"
-
-    @override
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--max-pending-age",
-            type=positive_seconds,
-            help="unhealthy when the oldest pending message is older (seconds)",
-        )
-        add_json_argument(parser)
 
     @override
     async def run(self, args: argparse.Namespace, outbox: Outbox, out: TextIO) -> int:
@@ -41,6 +23,15 @@ class HealthCommand(IOutboxCommand):
             file=out,
         )
         return EXIT_OK if result.healthy else EXIT_UNHEALTHY
+
+    @override
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--max-pending-age",
+            type=positive_seconds,
+            help="unhealthy when the oldest pending message is older (seconds)",
+        )
+        add_json_argument(parser)
 
 
 COMMAND = HealthCommand()

@@ -5,40 +5,20 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import TextIO, override
 
-from spakky.outbox.cli.command import (
-    EXIT_OK,
-    IOutboxCommand,
-    Outbox,
-    OutboxCommandError,
+from spakky.outbox.cli.arguments import (
     add_change_arguments,
     add_json_argument,
     check_location,
     cutoff,
 )
+from spakky.outbox.cli.command import EXIT_OK, IOutboxCommand, Outbox
+from spakky.outbox.cli.error import OutboxCommandError
 from spakky.outbox.inbox.config import InboxConfig
 from spakky.outbox.ports.inbox import IAsyncInboxStorage
 
 
-class InboxCommand(IOutboxCommand):
+class InboxCommand(IOutboxCommand, name="inbox", summary="the idempotent consumers' records: status, purge"):
     """Shows the inbox's records, or deletes those outside the dedup window in bounded batches."""
-
-    name = "inbox"
-    summary = "the idempotent consumers' records: status, purge"
-
-    @override
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        actions = parser.add_subparsers(dest="inbox_action", required=True)
-        status = actions.add_parser("status", help="count the records, the unfinished leases, the oldest record's age")
-        add_json_argument(status)
-        purge = actions.add_parser("purge", help="delete records older than the window (or --before)")
-        purge.add_argument(
-            "--before",
-            type=cutoff,
-            default=None,
-            help="age (7d, 12h) or ISO timestamp; default: SPAKKY_OUTBOX__INBOX__WINDOW_SECONDS ago",
-        )
-        add_change_arguments(purge, InboxConfig().sweep_batch, "records deleted")
-        purge.set_defaults(json=False)
 
     @override
     async def run(self, args: argparse.Namespace, outbox: Outbox, out: TextIO) -> int:
@@ -67,6 +47,21 @@ class InboxCommand(IOutboxCommand):
             print(f"purged {total} inbox records written before {before.isoformat()}", file=out, flush=True)
             if deleted < args.batch:
                 return EXIT_OK
+
+    @override
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        actions = parser.add_subparsers(dest="inbox_action", required=True)
+        status = actions.add_parser("status", help="count the records, the unfinished leases, the oldest record's age")
+        add_json_argument(status)
+        purge = actions.add_parser("purge", help="delete records older than the window (or --before)")
+        purge.add_argument(
+            "--before",
+            type=cutoff,
+            default=None,
+            help="age (7d, 12h) or ISO timestamp; default: SPAKKY_OUTBOX__INBOX__WINDOW_SECONDS ago",
+        )
+        add_change_arguments(purge, InboxConfig().sweep_batch, "records deleted")
+        purge.set_defaults(json=False)
 
 
 async def _status(args: argparse.Namespace, inbox: IAsyncInboxStorage, out: TextIO) -> int:

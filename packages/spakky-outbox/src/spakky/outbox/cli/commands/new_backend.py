@@ -7,11 +7,8 @@ from spakky.outbox.cli.command import IStandaloneCommand
 from spakky.outbox.scaffold.generate import main as generate_main
 
 
-class NewBackendCommand(IStandaloneCommand):
+class NewBackendCommand(IStandaloneCommand, name="new-backend", summary="create a storage package skeleton (new-backend --help)"):
     """Hands its arguments to the scaffold, which has its own ``--help``."""
-
-    name = "new-backend"
-    summary = "create a storage package skeleton (new-backend --help)"
 
     @override
     def main(self, argv: Sequence[str], out: TextIO) -> int:

@@ -4,31 +4,12 @@ import argparse
 from datetime import datetime
 from typing import TextIO, override
 
-from spakky.outbox.cli.command import (
-    EXIT_OK,
-    IOutboxCommand,
-    Outbox,
-    add_change_arguments,
-    check_location,
-    cutoff,
-)
+from spakky.outbox.cli.arguments import add_change_arguments, check_location, cutoff
+from spakky.outbox.cli.command import EXIT_OK, IOutboxCommand, Outbox
 
 
-class PurgeCommand(IOutboxCommand):
+class PurgeCommand(IOutboxCommand, name="purge", summary="delete published messages older than a cutoff"):
     """Deletes published messages older than ``--published-before``."""
-
-    name = "purge"
-    summary = "delete published messages older than a cutoff"
-
-    @override
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--published-before",
-            type=cutoff,
-            required=True,
-            help="age (7d, 12h) or ISO timestamp",
-        )
-        add_change_arguments(parser, 10_000, "messages deleted")
 
     @override
     async def run(self, args: argparse.Namespace, outbox: Outbox, out: TextIO) -> int:
@@ -53,6 +34,16 @@ class PurgeCommand(IOutboxCommand):
             )
             if deleted < args.batch:
                 return EXIT_OK
+
+    @override
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--published-before",
+            type=cutoff,
+            required=True,
+            help="age (7d, 12h) or ISO timestamp",
+        )
+        add_change_arguments(parser, 10_000, "messages deleted")
 
 
 COMMAND = PurgeCommand()

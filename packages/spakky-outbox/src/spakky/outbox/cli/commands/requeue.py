@@ -4,32 +4,14 @@ import argparse
 from typing import TextIO, cast, override
 from uuid import UUID
 
-from spakky.outbox.cli.command import (
-    EXIT_OK,
-    IOutboxCommand,
-    Outbox,
-    OutboxCommandError,
-    add_change_arguments,
-    check_location,
-)
+from spakky.outbox.cli.arguments import add_change_arguments, check_location
+from spakky.outbox.cli.command import EXIT_OK, IOutboxCommand, Outbox
+from spakky.outbox.cli.error import OutboxCommandError
 from spakky.outbox.ports.storage import IAsyncOutboxAdministration
 
 
-class RequeueCommand(IOutboxCommand):
+class RequeueCommand(IOutboxCommand, name="requeue", summary="make abandoned messages pending again"):
     """Requeues the given abandoned messages, or all those abandoned when it starts."""
-
-    name = "requeue"
-    summary = "make abandoned messages pending again"
-
-    @override
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("ids", nargs="*", type=UUID, help="message ids (or --all)")
-        parser.add_argument(
-            "--all",
-            action="store_true",
-            help="requeue the messages abandoned when the command starts",
-        )
-        add_change_arguments(parser, 1_000, "messages requeued")
 
     @override
     async def run(self, args: argparse.Namespace, outbox: Outbox, out: TextIO) -> int:
@@ -59,6 +41,16 @@ class RequeueCommand(IOutboxCommand):
             )
         return EXIT_OK
 
+
+    @override
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("ids", nargs="*", type=UUID, help="message ids (or --all)")
+        parser.add_argument(
+            "--all",
+            action="store_true",
+            help="requeue the messages abandoned when the command starts",
+        )
+        add_change_arguments(parser, 1_000, "messages requeued")
     @staticmethod
     async def _requeue_all(
         storage: IAsyncOutboxAdministration, batch: int, out: TextIO

@@ -4,7 +4,8 @@ import argparse
 from typing import TextIO, override
 
 from spakky.outbox.cli import render
-from spakky.outbox.cli.command import EXIT_OK, IOutboxCommand, Outbox, add_json_argument
+from spakky.outbox.cli.arguments import add_json_argument
+from spakky.outbox.cli.command import EXIT_OK, IOutboxCommand, Outbox
 from spakky.outbox.common.stats import OutboxStats
 
 
@@ -21,15 +22,8 @@ def stats_line(stats: OutboxStats) -> str:
     )
 
 
-class StatusCommand(IOutboxCommand):
+class StatusCommand(IOutboxCommand, name="status", summary="counts by state and the oldest pending age"):
     """Prints the outbox's counts by state."""
-
-    name = "status"
-    summary = "counts by state and the oldest pending age"
-
-    @override
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        add_json_argument(parser)
 
     @override
     async def run(self, args: argparse.Namespace, outbox: Outbox, out: TextIO) -> int:
@@ -41,6 +35,10 @@ class StatusCommand(IOutboxCommand):
             file=out,
         )
         return EXIT_OK
+
+    @override
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        add_json_argument(parser)
 
 
 COMMAND = StatusCommand()
