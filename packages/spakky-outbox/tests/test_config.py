@@ -47,6 +47,8 @@ def env(monkeypatch: pytest.MonkeyPatch) -> OutboxEnv:
         ("CLAIM_TIMEOUT_SECONDS", "0.5", 0.5),
         ("CLAIM_LEASE_SECONDS", "1", 1.0),
         ("PUBLISHED_RETENTION_SECONDS", "0", 0.0),
+        ("FIGURES_INTERVAL_SECONDS", "0", 0.0),
+        ("FIGURES_INTERVAL_SECONDS", "1", 1.0),
     ],
 )
 def test_config_meaningful_value_expect_accepted(
@@ -69,6 +71,8 @@ def test_config_meaningful_value_expect_accepted(
         ("MAX_RETRY_COUNT", "-1", "must be 0 or more (0 or 1: abandon a message at its first refusal)"),
         ("CLAIM_TIMEOUT_SECONDS", "0", "must be more than 0 seconds: a claim that lasts no time"),
         ("CLAIM_LEASE_SECONDS", "0.0001", "must be at least 1 second: a relay renews its claims every third"),
+        ("FIGURES_INTERVAL_SECONDS", "0.5", "must be 0 (write no figures) or at least 1 second"),
+        ("FIGURES_INTERVAL_SECONDS", "-1", "must be 0 (write no figures) or more seconds (default 10)"),
     ],
 )
 def test_config_meaningless_value_expect_value_error_naming_variable_and_why(

@@ -11,6 +11,7 @@ from typing import Any, override
 
 import pytest
 from pymongo import AsyncMongoClient
+from spakky.outbox.common.figures import RelayFigures
 from spakky.outbox.testing.harness import (
     AbstractOutboxHarness,
     Capability,
@@ -18,7 +19,7 @@ from spakky.outbox.testing.harness import (
 )
 from spakky.plugins.outbox_mongodb.client import MongoOutboxConnectionManager
 from spakky.plugins.outbox_mongodb.config import MongoDriver, MongoOutboxConfig
-from spakky.plugins.outbox_mongodb.documents import CODEC_OPTIONS, ORDER
+from spakky.plugins.outbox_mongodb.documents import CODEC_OPTIONS, ORDER, to_figures
 from spakky.plugins.outbox_mongodb.storage import (
     AsyncMongoOutboxStorage,
     MongoOutboxStorage,
@@ -61,6 +62,7 @@ class MongoOutboxHarness(AbstractOutboxHarness):
         self.backdoor = AsyncMongoClient[dict[str, Any]](server.url, uuidRepresentation="standard", tz_aware=True)
         database = self.backdoor.get_database(DATABASE, codec_options=CODEC_OPTIONS)
         self.raw = database.get_collection(collection)
+        self.raw_figures = database.get_collection(f"{collection}_figures")
         self.business = database.get_collection(f"business_{collection}")
         self._storages: list[AsyncMongoOutboxStorage | MongoOutboxStorage] = []
 
@@ -98,6 +100,10 @@ class MongoOutboxHarness(AbstractOutboxHarness):
         return await self.business.find_one({"key": business_key}) is not None
 
     @override
+    async def raw_relay_figures(self) -> list[RelayFigures]:
+        return [to_figures(d) for d in await self.raw_figures.find({}, {"_id": 0}).to_list(None)]
+
+    @override
     async def raw_records(self) -> list[RawOutboxRecord]:
         documents = await self.raw.find({}, sort=list(ORDER.items())).to_list(None)
         return [
@@ -133,6 +139,7 @@ class MongoOutboxHarness(AbstractOutboxHarness):
             else:
                 storage.close_wake_up()
         await self.raw.drop()
+        await self.raw_figures.drop()
         await self.business.drop()
         await self.backdoor.close()
         await self.connections.aclose()

@@ -11,13 +11,14 @@ from typing import cast, override
 import pytest
 import redis.asyncio
 import redis.asyncio.cluster
+from spakky.outbox.common.figures import RelayFigures
 from spakky.outbox.testing.harness import (
     AbstractOutboxHarness,
     Capability,
     RawOutboxRecord,
 )
 from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
-from spakky.plugins.outbox_redis.codec import RedisKeys
+from spakky.plugins.outbox_redis.codec import RedisKeys, decode_figures
 from spakky.plugins.outbox_redis.config import RedisOutboxConfig
 from spakky.plugins.outbox_redis.storage import (
     AsyncRedisOutboxStorage,
@@ -94,6 +95,12 @@ class RedisOutboxHarness(AbstractOutboxHarness):
         return bool(
             await self.backdoor.exists(self.keys.business(business_key))
         )
+
+    @override
+    async def raw_relay_figures(self) -> list[RelayFigures]:
+        """Read every member of the figures set directly, by their end."""
+        members = cast(list[bytes], await self.backdoor.zrange(self.keys.figures, 0, -1))
+        return [decode_figures(member) for member in members]
 
     @override
     async def raw_records(self) -> list[RawOutboxRecord]:

@@ -15,15 +15,18 @@ from typing import Any, override
 
 import pytest
 from spakky.core.application.application_context import ApplicationContext
+from spakky.outbox.common.figures import RelayFigures
 from spakky.outbox.testing.harness import (
     AbstractOutboxHarness,
     Capability,
     RawOutboxRecord,
 )
 from spakky.plugins.outbox_sqlalchemy.config import SqlAlchemyOutboxConfig
+from spakky.plugins.outbox_sqlalchemy.figures import figures_row
 from spakky.plugins.outbox_sqlalchemy.schema import (
     create_outbox_table_async,
     drop_outbox_table_async,
+    figures_table,
     outbox_table,
 )
 from spakky.plugins.outbox_sqlalchemy.storage import (
@@ -201,6 +204,14 @@ class SqlAlchemyOutboxHarness(AbstractOutboxHarness):
             )
             for row in rows
         ]
+
+    @override
+    async def raw_relay_figures(self) -> list[RelayFigures]:
+        """Backdoor: read the figures table with plain SQL."""
+        t = figures_table(self.table_name)
+        async with self.async_connections.connection.connect() as connection:
+            rows = (await connection.execute(select(t).order_by(t.c.id))).mappings().all()
+        return [figures_row(row) for row in rows]
 
     @override
     async def corrupt(self, message_id: uuid.UUID) -> None:

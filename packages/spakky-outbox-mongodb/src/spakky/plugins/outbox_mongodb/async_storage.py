@@ -8,6 +8,7 @@ from uuid import UUID
 from pymongo.errors import ConnectionFailure, PyMongoError
 from spakky.core.pod.annotations.pod import Pod
 from spakky.outbox.common.config import OutboxConfig
+from spakky.outbox.common.figures import RELAY_FIGURES_READ_LIMIT, RelayFigures
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import (
     KeyHead,
@@ -18,10 +19,17 @@ from spakky.outbox.common.stats import (
     stats_timeout,
 )
 from spakky.outbox.error import OutboxTransactionRequiredError
-from spakky.outbox.ports.storage import IAsyncOutboxFullStorage
+from spakky.outbox.ports.storage import (
+    IAsyncOutboxFullStorage,
+)
 from spakky.plugins.outbox_mongodb.client import MongoOutboxConnectionManager
 from spakky.plugins.outbox_mongodb.documents import insert_stamped, to_document
-from spakky.plugins.outbox_mongodb.operations import Plan, run_plan_async
+from spakky.plugins.outbox_mongodb.operations import (
+    Plan,
+    read_figures,
+    run_plan_async,
+    write_figures,
+)
 from spakky.plugins.outbox_mongodb.storage_base import MongoOutboxStorageBase
 from spakky.plugins.outbox_mongodb.transaction import (
     current_async_scope,
@@ -42,9 +50,10 @@ class AsyncMongoOutboxStorage(
         super().__init__(connections, outbox_config)
         self._watcher: AsyncChangeStreamWatcher | None = None
 
-    async def _run[T](self, plan: Plan[T]) -> T:
+    async def _run[T](self, plan: Plan[T], collection: Any = None) -> T:
+        """Run ``plan`` on ``collection`` (default: the outbox collection)."""
         try:
-            return await run_plan_async(plan, self._connections.async_collection())
+            return await run_plan_async(plan, self._connections.async_collection() if collection is None else collection)
         except ConnectionFailure as error:
             raise self._unavailable(error) from error
 
@@ -177,3 +186,11 @@ class AsyncMongoOutboxStorage(
     @override
     async def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:
         return await self._administer(self._queries.purge_published(before, limit))
+
+    @override
+    async def write_relay_figures(self, figures: RelayFigures) -> None:
+        await self._run(write_figures(figures), self._connections.async_figures_collection())
+
+    @override
+    async def relay_figures(self, since: datetime, limit: int = RELAY_FIGURES_READ_LIMIT) -> list[RelayFigures]:
+        return await self._run(read_figures(since, limit), self._connections.async_figures_collection())

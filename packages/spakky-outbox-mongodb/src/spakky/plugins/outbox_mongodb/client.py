@@ -28,6 +28,7 @@ from spakky.plugins.outbox_mongodb.config import (
 )
 from spakky.plugins.outbox_mongodb.documents import (
     CODEC_OPTIONS,
+    FIGURES_ENDED,
     Document,
     outbox_indexes,
 )
@@ -130,6 +131,16 @@ class MongoOutboxConnectionManager(IService):
         database = (client or self.async_client).get_database(self._config.database)
         return database.get_collection(self._config.collection, **self._collection_options())
 
+    def figures_collection(self, client: MongoClient[Document] | None = None) -> Collection[Document]:
+        """The relays' figures collection (``<collection>_figures``) on ``client`` (default: the shared synchronous client)."""
+        database = (client or self.client).get_database(self._config.database)
+        return database.get_collection(f"{self._config.collection}_figures", **self._collection_options())
+
+    def async_figures_collection(self, client: Any = None) -> Any:
+        """The relays' figures collection on an asyncio ``client`` (default: the running loop's)."""
+        database = (client or self.async_client).get_database(self._config.database)
+        return database.get_collection(f"{self._config.collection}_figures", **self._collection_options())
+
     def inbox_collection(self, client: MongoClient[Document] | None = None) -> Collection[Document]:
         """The inbox collection on ``client`` (default: the shared synchronous client)."""
         database = (client or self.client).get_database(self._config.database)
@@ -183,7 +194,7 @@ class MongoOutboxConnectionManager(IService):
             raise OutboxStorageUnavailableError(f"{self.describe()}: {error}") from error
 
     def create_indexes(self) -> None:
-        """Create the collection and its indexes (TTL per retention) when missing.
+        """Create the collection and its indexes (TTL per retention) when missing, and the figures' TTL index.
 
         Raises:
             OutboxStorageUnavailableError: The server cannot be reached.
@@ -191,6 +202,7 @@ class MongoOutboxConnectionManager(IService):
         indexes = outbox_indexes(self._outbox_config.published_retention_seconds)
         try:
             run_plan(ensure_indexes(indexes), self.collection())
+            run_plan(ensure_indexes((FIGURES_ENDED,)), self.figures_collection())
         except ConnectionFailure as error:
             raise OutboxStorageUnavailableError(f"{self.describe()}: {error}") from error
 

@@ -32,6 +32,7 @@ from uuid import UUID
 from bson import ObjectId
 from bson.binary import UuidRepresentation
 from bson.codec_options import CodecOptions
+from spakky.outbox.common.figures import RELAY_FIGURES_RETENTION, RelayFigures
 from spakky.outbox.common.message import OutboxMessage, validate_message
 from spakky.outbox.error import InvalidOutboxMessageError
 
@@ -205,6 +206,46 @@ def published_index(retention_seconds: float | None) -> IndexSpec:
         (("published_at", 1),),
         {"state": State.PUBLISHED.value},
         None if retention_seconds is None else max(0, round(retention_seconds)),
+    )
+
+
+FIGURES_ENDED = IndexSpec(
+    "spakky_outbox_figures_ended_at",
+    (("ended_at", 1),),
+    {},
+    round(RELAY_FIGURES_RETENTION.total_seconds()),
+)
+"""The relays' windows by their end: reads go along it, and as a TTL index it expires
+windows past retention even when no relay writes any more."""
+
+
+def to_figures_document(figures: RelayFigures) -> Document:
+    """The document of one relay window in the figures collection."""
+    return {
+        "relay": figures.relay,
+        "started_at": figures.started_at,
+        "ended_at": figures.ended_at,
+        "sent": figures.sent,
+        "refused": figures.refused,
+        "abandoned": figures.abandoned,
+        "batches": figures.batches,
+        "commit_to_send": list(figures.commit_to_send),
+        "commit_to_send_max": figures.commit_to_send_max,
+    }
+
+
+def to_figures(document: Mapping[str, Any]) -> RelayFigures:
+    """A relay window from its document."""
+    return RelayFigures(
+        relay=_typed(document, "relay", str),
+        started_at=_typed(document, "started_at", datetime),
+        ended_at=_typed(document, "ended_at", datetime),
+        sent=int(document["sent"]),
+        refused=int(document["refused"]),
+        abandoned=int(document["abandoned"]),
+        batches=int(document["batches"]),
+        commit_to_send=tuple(int(count) for count in document["commit_to_send"]),
+        commit_to_send_max=float(document["commit_to_send_max"]),
     )
 
 

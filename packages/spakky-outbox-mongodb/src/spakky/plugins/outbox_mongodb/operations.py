@@ -26,6 +26,7 @@ from spakky.outbox.backend.claims import (
     within_bytes,
 )
 from spakky.outbox.common.config import DEFAULT_BATCH_MAX_BYTES
+from spakky.outbox.common.figures import RELAY_FIGURES_RETENTION, RelayFigures
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import (
     KEY_HEADS_WINDOW,
@@ -47,6 +48,8 @@ from spakky.plugins.outbox_mongodb.documents import (
     State,
     position,
     published_index,
+    to_figures,
+    to_figures_document,
     to_listed_message,
     to_message,
 )
@@ -73,6 +76,13 @@ class Aggregate:
     pipeline: Sequence[Mapping[str, Any]]
     max_time_ms: int | None = None
     """Server-side limit (``maxTimeMS``); None: none."""
+
+
+@dataclass(frozen=True)
+class InsertOne:
+    """``insert_one``; returns nothing."""
+
+    document: Document
 
 
 @dataclass(frozen=True)
@@ -126,14 +136,16 @@ class DropIndex:
 
 
 type Operation = (
-    Find | Aggregate | UpdateMany | DeleteMany | Count | CollectionExists
+    Find | Aggregate | InsertOne | UpdateMany | DeleteMany | Count | CollectionExists
     | IndexInformation | CreateIndex | DropIndex
 )
 type Plan[T] = Generator[Operation, Any, T]
 
 
 def _index_options(spec: IndexSpec) -> dict[str, Any]:
-    options: dict[str, Any] = {"name": spec.name, "partialFilterExpression": dict(spec.partial)}
+    options: dict[str, Any] = {"name": spec.name}
+    if spec.partial:
+        options["partialFilterExpression"] = dict(spec.partial)
     if spec.expire_after_seconds is not None:
         options["expireAfterSeconds"] = spec.expire_after_seconds
     return options
@@ -145,6 +157,9 @@ def _execute(operation: Operation, collection: Collection[Document]) -> Any:
             return collection.find(filter, projection, sort=_sort(sort), limit=limit).to_list()
         case Aggregate(pipeline, max_time_ms):
             return collection.aggregate(list(pipeline), **_limits(max_time_ms)).to_list()
+        case InsertOne(document):
+            collection.insert_one(document)
+            return None
         case UpdateMany(filter, update):
             return collection.update_many(filter, _update(update)).matched_count
         case DeleteMany(filter):
@@ -175,6 +190,9 @@ async def _execute_async(operation: Operation, collection: Any) -> Any:
         case Aggregate(pipeline, max_time_ms):
             cursor = await maybe_await(collection.aggregate(list(pipeline), **_limits(max_time_ms)))
             return await cursor.to_list(None)
+        case InsertOne(document):
+            await collection.insert_one(document)
+            return None
         case UpdateMany(filter, update):
             return (await collection.update_many(filter, _update(update))).matched_count
         case DeleteMany(filter):
@@ -268,6 +286,22 @@ def ensure_indexes(indexes: Iterable[IndexSpec]) -> Plan[None]:
         if info is not None:
             yield DropIndex(spec.name)
         yield CreateIndex(spec)
+
+
+def write_figures(figures: RelayFigures) -> Plan[None]:
+    """Insert one relay window into the figures collection, then delete the windows past retention before it."""
+    yield InsertOne(to_figures_document(figures))
+    yield DeleteMany({"ended_at": {"$lt": figures.ended_at - RELAY_FIGURES_RETENTION}})
+
+
+def read_figures(since: datetime, limit: int) -> Plan[list[RelayFigures]]:
+    """Up to ``limit`` relay windows that ended after ``since``, the latest end first (along `FIGURES_ENDED`)."""
+    if limit <= 0:
+        return []
+    documents: list[Document] = yield Find(
+        {"ended_at": {"$gt": since}}, {"_id": 0}, {"ended_at": -1}, limit
+    )
+    return [to_figures(document) for document in documents]
 
 
 def _not_before_now(field_name: str) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-mongodb/src/spakky/plugins/outbox_mongodb/async_storage.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 5f2f52e55a898551be424e73ad7f08219a6ffab47f0b44348dab6c32f3fd7e24
+# Source sha256 (with the tool's): ef0752f0325c5f9c6606db2d2ea7d12e1cad99aaf5f8e7f2546b77ff4061c3cb
 """The MongoDB outbox storage of the sync flavour."""
 
 from collections.abc import Sequence
@@ -11,6 +11,7 @@ from uuid import UUID
 from pymongo.errors import ConnectionFailure, PyMongoError
 from spakky.core.pod.annotations.pod import Pod
 from spakky.outbox.common.config import OutboxConfig
+from spakky.outbox.common.figures import RELAY_FIGURES_READ_LIMIT, RelayFigures
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import (
     KeyHead,
@@ -21,10 +22,17 @@ from spakky.outbox.common.stats import (
     stats_timeout,
 )
 from spakky.outbox.error import OutboxTransactionRequiredError
-from spakky.outbox.ports.storage import IOutboxFullStorage
+from spakky.outbox.ports.storage import (
+    IOutboxFullStorage,
+)
 from spakky.plugins.outbox_mongodb.client import MongoOutboxConnectionManager
 from spakky.plugins.outbox_mongodb.documents import insert_stamped, to_document
-from spakky.plugins.outbox_mongodb.operations import Plan, run_plan
+from spakky.plugins.outbox_mongodb.operations import (
+    Plan,
+    read_figures,
+    run_plan,
+    write_figures,
+)
 from spakky.plugins.outbox_mongodb.storage_base import MongoOutboxStorageBase
 from spakky.plugins.outbox_mongodb.transaction import (
     current_scope,
@@ -45,9 +53,10 @@ class MongoOutboxStorage(
         super().__init__(connections, outbox_config)
         self._watcher: ChangeStreamWatcher | None = None
 
-    def _run[T](self, plan: Plan[T]) -> T:
+    def _run[T](self, plan: Plan[T], collection: Any = None) -> T:
+        """Run ``plan`` on ``collection`` (default: the outbox collection)."""
         try:
-            return run_plan(plan, self._connections.collection())
+            return run_plan(plan, self._connections.collection() if collection is None else collection)
         except ConnectionFailure as error:
             raise self._unavailable(error) from error
 
@@ -180,3 +189,11 @@ class MongoOutboxStorage(
     @override
     def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:
         return self._administer(self._queries.purge_published(before, limit))
+
+    @override
+    def write_relay_figures(self, figures: RelayFigures) -> None:
+        self._run(write_figures(figures), self._connections.figures_collection())
+
+    @override
+    def relay_figures(self, since: datetime, limit: int = RELAY_FIGURES_READ_LIMIT) -> list[RelayFigures]:
+        return self._run(read_figures(since, limit), self._connections.figures_collection())

@@ -7,16 +7,28 @@ from uuid import UUID
 
 from redis.commands.core import AsyncScript
 from spakky.core.pod.annotations.pod import Pod
+from spakky.outbox.common.figures import (
+    RELAY_FIGURES_READ_LIMIT,
+    RELAY_FIGURES_RETENTION,
+    RelayFigures,
+)
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import KeyHead, MessageDetail, OutboxStats, RelayClaims
 from spakky.outbox.error import (
     OutboxStorageUnavailableError,
 )
-from spakky.outbox.ports.storage import IAsyncOutboxFullStorage
+from spakky.outbox.ports.storage import (
+    IAsyncOutboxFullStorage,
+)
 from spakky.plugins.outbox_redis.client import (
     AsyncRedisClient,
 )
-from spakky.plugins.outbox_redis.codec import RedisValue
+from spakky.plugins.outbox_redis.codec import (
+    RedisValue,
+    decode_figures,
+    encode_figures,
+    epoch_ms,
+)
 from spakky.plugins.outbox_redis.pipelines import current_async_pipeline
 from spakky.plugins.outbox_redis.storage_base import (
     SCRIPTS,
@@ -202,6 +214,22 @@ class AsyncRedisOutboxStorage(
     async def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:
         """Delete up to ``limit`` messages published before ``before``."""
         return await self._run_steps("purge", self._purge_steps(before, limit))
+
+    @override
+    async def write_relay_figures(self, figures: RelayFigures) -> None:
+        """Add one window to the figures set and trim the set to the retention (one script)."""
+        cutoff = epoch_ms(figures.ended_at - RELAY_FIGURES_RETENTION)
+        await self._run(
+            "write_figures", [self._keys.prefix, encode_figures(figures), epoch_ms(figures.ended_at), cutoff]
+        )
+
+    @override
+    async def relay_figures(self, since: datetime, limit: int = RELAY_FIGURES_READ_LIMIT) -> list[RelayFigures]:
+        """Up to ``limit`` windows that ended after ``since``, the latest end first (one ZRANGE, O(log n + limit))."""
+        if limit <= 0:
+            return []
+        members = await self._run("read_figures", [self._keys.prefix, epoch_ms(since), limit])
+        return [decode_figures(member) for member in members]
 
     async def _run_steps(self, name: str, steps: Iterator[Step]) -> int:
         done = 0

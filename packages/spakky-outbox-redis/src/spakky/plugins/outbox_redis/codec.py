@@ -2,11 +2,12 @@
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import cast
 from uuid import UUID
 
+from spakky.outbox.common.figures import RelayFigures, decode_buckets, encode_buckets
 from spakky.outbox.common.message import (
     OutboxMessage,
     message_id_from_text,
@@ -69,9 +70,61 @@ class RedisKeys:
         """HASH holding one message."""
         return f"{self.outbox}:msg:{message_id}"
 
+    @property
+    def figures(self) -> str:
+        """ZSET of the relays' windows by their end (ms), each member the window as JSON."""
+        return f"{self.outbox}:figures"
+
     def business(self, name: str) -> str:
         """A key for business data in the outbox's slot, apart from the outbox's own keys."""
         return f"{self.prefix}:{DATA_SEGMENT}:{name}"
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_ms(moment: datetime) -> int:
+    """``moment`` in whole milliseconds since the epoch (the figures' scores)."""
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+def from_epoch_ms(ms: int) -> datetime:
+    """The moment ``ms`` milliseconds after the epoch, exactly."""
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+def encode_figures(figures: RelayFigures) -> str:
+    """A relay window as its member of the figures set: JSON, times in ms since the epoch."""
+    return json.dumps(
+        {
+            "relay": figures.relay,
+            "started_at": epoch_ms(figures.started_at),
+            "ended_at": epoch_ms(figures.ended_at),
+            "sent": figures.sent,
+            "refused": figures.refused,
+            "abandoned": figures.abandoned,
+            "batches": figures.batches,
+            "commit_to_send": encode_buckets(figures.commit_to_send),
+            "commit_to_send_max": figures.commit_to_send_max,
+        },
+        ensure_ascii=False,
+    )
+
+
+def decode_figures(member: bytes | str) -> RelayFigures:
+    """A relay window from its member of the figures set."""
+    fields = json.loads(member)
+    return RelayFigures(
+        relay=str(fields["relay"]),
+        started_at=from_epoch_ms(int(fields["started_at"])),
+        ended_at=from_epoch_ms(int(fields["ended_at"])),
+        sent=int(fields["sent"]),
+        refused=int(fields["refused"]),
+        abandoned=int(fields["abandoned"]),
+        batches=int(fields["batches"]),
+        commit_to_send=decode_buckets(str(fields["commit_to_send"])),
+        commit_to_send_max=float(fields["commit_to_send_max"]),
+    )
 
 
 def save_arguments(prefix: str, message: OutboxMessage) -> list[RedisValue]:

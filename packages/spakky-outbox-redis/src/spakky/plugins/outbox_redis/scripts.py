@@ -18,6 +18,8 @@ clients route the call to the slot's node. The outbox's own keys sit under
 - ``O:dead``       ZSET (score = seq): abandoned messages.
 - ``O:published``  ZSET (score = published time, ms): delivered messages.
 - ``O:wake``       ZSET relays block on (BZPOPMIN) to wake up after a save.
+- ``O:figures``    ZSET (score = window end, ms; member = the window as JSON): the
+  relays' own figures, trimmed by every write to the retention.
 
 Every script costs O(batch · log n) whatever the backlog: lanes are read in
 windows of the batch size, a key's queue is a sorted set (a requeued message
@@ -556,3 +558,18 @@ return table.concat(out)
 """
 )
 """The owner and deadline (ms) of up to ARGV[2] live claims, after the server time."""
+
+WRITE_FIGURES = f"""
+local figures = ARGV[1] .. ':{OUTBOX_SEGMENT}:figures'
+redis.call('ZADD', figures, ARGV[3], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', figures, '-inf', '(' .. ARGV[4])
+return 1
+"""
+"""Add one relay window (ARGV[2], JSON) at its end ARGV[3] (ms), then delete the windows
+that ended before ARGV[4] (ms: the retention before it)."""
+
+READ_FIGURES = f"""
+return redis.call('ZRANGE', ARGV[1] .. ':{OUTBOX_SEGMENT}:figures', '+inf', '(' .. ARGV[2],
+  'BYSCORE', 'REV', 'LIMIT', 0, tonumber(ARGV[3]))
+"""
+"""Up to ARGV[3] relay windows that ended after ARGV[2] (ms), the latest end first."""

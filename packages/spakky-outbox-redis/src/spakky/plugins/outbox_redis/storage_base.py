@@ -75,6 +75,8 @@ SCRIPTS: dict[str, str] = {
     "key_heads": scripts.KEY_HEADS,
     "get_message": scripts.GET_MESSAGE,
     "relay_claims": scripts.RELAY_CLAIMS,
+    "write_figures": scripts.WRITE_FIGURES,
+    "read_figures": scripts.READ_FIGURES,
 }
 
 WIDTH = 1 + len(MESSAGE_FIELDS)

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-redis/src/spakky/plugins/outbox_redis/async_storage.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 10fd9dadf14463c90520c0492abf27ffd8937c7613a8736839ee7d937b159abc
+# Source sha256 (with the tool's): 581391a07c91ef7b7382bfee500c28fce66d0db2fe45c4a9d818ad9c4df537cb
 """The Redis outbox storage of the sync flavour (redis-py synchronous clients)."""
 
 from collections.abc import Iterator, Sequence
@@ -10,16 +10,28 @@ from uuid import UUID
 
 from redis.commands.core import Script
 from spakky.core.pod.annotations.pod import Pod
+from spakky.outbox.common.figures import (
+    RELAY_FIGURES_READ_LIMIT,
+    RELAY_FIGURES_RETENTION,
+    RelayFigures,
+)
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import KeyHead, MessageDetail, OutboxStats, RelayClaims
 from spakky.outbox.error import (
     OutboxStorageUnavailableError,
 )
-from spakky.outbox.ports.storage import IOutboxFullStorage
+from spakky.outbox.ports.storage import (
+    IOutboxFullStorage,
+)
 from spakky.plugins.outbox_redis.client import (
     RedisClient,
 )
-from spakky.plugins.outbox_redis.codec import RedisValue
+from spakky.plugins.outbox_redis.codec import (
+    RedisValue,
+    decode_figures,
+    encode_figures,
+    epoch_ms,
+)
 from spakky.plugins.outbox_redis.pipelines import current_pipeline
 from spakky.plugins.outbox_redis.storage_base import (
     SCRIPTS,
@@ -205,6 +217,22 @@ class RedisOutboxStorage(
     def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:
         """Delete up to ``limit`` messages published before ``before``."""
         return self._run_steps("purge", self._purge_steps(before, limit))
+
+    @override
+    def write_relay_figures(self, figures: RelayFigures) -> None:
+        """Add one window to the figures set and trim the set to the retention (one script)."""
+        cutoff = epoch_ms(figures.ended_at - RELAY_FIGURES_RETENTION)
+        self._run(
+            "write_figures", [self._keys.prefix, encode_figures(figures), epoch_ms(figures.ended_at), cutoff]
+        )
+
+    @override
+    def relay_figures(self, since: datetime, limit: int = RELAY_FIGURES_READ_LIMIT) -> list[RelayFigures]:
+        """Up to ``limit`` windows that ended after ``since``, the latest end first (one ZRANGE, O(log n + limit))."""
+        if limit <= 0:
+            return []
+        members = self._run("read_figures", [self._keys.prefix, epoch_ms(since), limit])
+        return [decode_figures(member) for member in members]
 
     def _run_steps(self, name: str, steps: Iterator[Step]) -> int:
         done = 0

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, cast, override
 
+from spakky.outbox.common.figures import RELAY_NAME_MAX
 from spakky.plugins.outbox_sqlalchemy.config import (
     DEFAULT_OUTBOX_TABLE_NAME,
     validate_table_name,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     Connection,
     DateTime,
     Dialect,
+    Double,
     Engine,
     Index,
     Integer,
@@ -220,8 +222,47 @@ def _define(name: str, metadata: MetaData, indexes_of: str) -> Table:
     return table
 
 
+def figures_table_name(outbox_table_name: str) -> str:
+    """Name of the table of the relays' figures beside the outbox table ``outbox_table_name``.
+
+    ``<outbox>_figures``; a long outbox name is cut and completed with a hash
+    of the full name, as index names are.
+    """
+    name = f"{outbox_table_name}_figures"
+    if len(name) <= _MAX_IDENTIFIER:
+        return name
+    digest = hashlib.sha256(outbox_table_name.encode()).hexdigest()[:8]
+    return f"{outbox_table_name[: _MAX_IDENTIFIER - len(f'_{digest}_figures')]}_{digest}_figures"
+
+
+def define_figures_table(name: str, metadata: MetaData) -> Table:
+    """Define the table of the relays' figures called ``name`` (`figures_table_name` of its outbox table).
+
+    One row per relay window (`spakky.outbox.common.figures.RelayFigures`),
+    indexed by its end: reads take the latest windows along it and each
+    write deletes the windows past retention along it.
+    """
+    validate_table_name(name)
+    table = Table(
+        name,
+        metadata,
+        Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+        Column("relay", String(RELAY_NAME_MAX), nullable=False),
+        Column("started_at", UtcDateTime(), nullable=False),
+        Column("ended_at", UtcDateTime(), nullable=False),
+        Column("sent", BigInteger(), nullable=False),
+        Column("refused", BigInteger(), nullable=False),
+        Column("abandoned", BigInteger(), nullable=False),
+        Column("batches", BigInteger(), nullable=False),
+        Column("commit_to_send", String(400), nullable=False, comment="Sends per wait bucket, comma-separated"),
+        Column("commit_to_send_max", Double[float](), nullable=False),
+    )
+    Index(index_name(name, "ended_at"), table.c.ended_at)
+    return table
+
+
 metadata = MetaData()
-"""Alembic-friendly metadata holding the outbox table under its default name."""
+"""Alembic-friendly metadata holding the outbox table and its figures table under their default names."""
 
 default_outbox_table: Table = define_outbox_table(DEFAULT_OUTBOX_TABLE_NAME, metadata)
 """The outbox table under its default name."""
@@ -251,6 +292,11 @@ class NamedTables:
 
 _outbox_tables = NamedTables(define_outbox_table, default_outbox_table)
 
+default_figures_table: Table = define_figures_table(figures_table_name(DEFAULT_OUTBOX_TABLE_NAME), metadata)
+"""The relays' figures table of the outbox table under its default name."""
+
+_figures_tables = NamedTables(define_figures_table, default_figures_table)
+
 
 def outbox_table(name: str = DEFAULT_OUTBOX_TABLE_NAME) -> Table:
     """Return the outbox table called ``name`` (each name has its own MetaData).
@@ -261,14 +307,21 @@ def outbox_table(name: str = DEFAULT_OUTBOX_TABLE_NAME) -> Table:
     return _outbox_tables.get(name)
 
 
+def figures_table(outbox_table_name: str = DEFAULT_OUTBOX_TABLE_NAME) -> Table:
+    """Return the relays' figures table of the outbox table ``outbox_table_name``."""
+    return _figures_tables.get(figures_table_name(outbox_table_name))
+
+
 def create_table(connection: Connection, table: Table) -> None:
-    """Create ``table`` (an outbox table) with its indexes unless it exists.
+    """Create ``table`` (an outbox table) with its indexes, and its figures table, unless they exist.
 
     MySQL/MariaDB get a table and its indexes in separate statements, so a
     relay could see the table before its indexes, which claims name: there it
     is built whole under another name and renamed into place (one atomic step;
-    when another relay was first, the copy is dropped).
+    when another relay was first, the copy is dropped). The figures table is
+    only written and read along its index, so it is created plainly.
     """
+    figures_table(table.name).create(connection, checkfirst=True)
     if connection.dialect.name not in _MYSQL:
         table.create(connection, checkfirst=True)
         return
@@ -289,6 +342,7 @@ def create_table(connection: Connection, table: Table) -> None:
 
 def _drop(connection: Connection, table: Table) -> None:
     table.drop(connection, checkfirst=True)
+    figures_table(table.name).drop(connection, checkfirst=True)
 
 
 def _apply(
@@ -317,28 +371,28 @@ async def _apply_async(
 def create_outbox_table(
     engine: Engine | Connection, name: str = DEFAULT_OUTBOX_TABLE_NAME
 ) -> Table:
-    """Create the outbox table and its indexes when missing; return the table."""
+    """Create the outbox table and its indexes (and the relays' figures table) when missing; return the table."""
     return _apply(engine, create_table, name)
 
 
 async def create_outbox_table_async(
     engine: AsyncEngine, name: str = DEFAULT_OUTBOX_TABLE_NAME
 ) -> Table:
-    """Create the outbox table and its indexes when missing (async engine)."""
+    """Create the outbox table and its indexes (and the relays' figures table) when missing (async engine)."""
     return await _apply_async(engine, create_table, name)
 
 
 def drop_outbox_table(
     engine: Engine | Connection, name: str = DEFAULT_OUTBOX_TABLE_NAME
 ) -> None:
-    """Drop the outbox table when it exists."""
+    """Drop the outbox table and its figures table when they exist."""
     _apply(engine, _drop, name)
 
 
 async def drop_outbox_table_async(
     engine: AsyncEngine, name: str = DEFAULT_OUTBOX_TABLE_NAME
 ) -> None:
-    """Drop the outbox table when it exists (async engine)."""
+    """Drop the outbox table and its figures table when they exist (async engine)."""
     await _apply_async(engine, _drop, name)
 
 

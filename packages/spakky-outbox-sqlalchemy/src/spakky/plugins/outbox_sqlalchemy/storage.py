@@ -19,6 +19,7 @@ from uuid import UUID
 from spakky.core.pod.annotations.pod import Pod
 from spakky.outbox.backend.wakeup import WakeUpHub, wake_up_hub
 from spakky.outbox.common.config import OutboxConfig, redact_url
+from spakky.outbox.common.figures import RELAY_FIGURES_READ_LIMIT, RelayFigures
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import (
     KeyHead,
@@ -29,13 +30,17 @@ from spakky.outbox.common.stats import (
     stats_timeout,
 )
 from spakky.outbox.error import OutboxTransactionRequiredError
-from spakky.outbox.ports.storage import IAsyncOutboxFullStorage, IOutboxFullStorage
+from spakky.outbox.ports.storage import (
+    IAsyncOutboxFullStorage,
+    IOutboxFullStorage,
+)
 from spakky.plugins.outbox_sqlalchemy.config import (
     STORAGE_NAME,
     TABLE_NAME_VARIABLE,
     SqlAlchemyOutboxConfig,
 )
 from spakky.plugins.outbox_sqlalchemy.error import OutboxTableNotFoundError
+from spakky.plugins.outbox_sqlalchemy.figures import FiguresSql
 from spakky.plugins.outbox_sqlalchemy.operations import DialectKind, OutboxSql
 from spakky.plugins.outbox_sqlalchemy.outage import (
     connection_lost,
@@ -137,6 +142,7 @@ class _OutboxCore:
             batch_max_bytes=outbox_config.batch_max_bytes,
         )
         self.kind = self.sql.kind
+        self.figures = FiguresSql(config.table_name)
         self.hub: WakeUpHub = wake_up_hub(config.table_name)
         self.seen = self.hub.generation
         self.channel = notify_channel(config.table_name)
@@ -456,6 +462,16 @@ class AsyncSqlAlchemyOutboxStorage(
         sql = self._core.sql
         return await self._run(lambda c: sql.purge_published(c, before, limit))
 
+    @override
+    async def write_relay_figures(self, figures: RelayFigures) -> None:
+        sql = self._core.figures
+        await self._run(lambda c: sql.write(c, figures), create=True, single=True)
+
+    @override
+    async def relay_figures(self, since: datetime, limit: int = RELAY_FIGURES_READ_LIMIT) -> list[RelayFigures]:
+        sql = self._core.figures
+        return await self._run(lambda c: sql.read(c, since, limit))
+
 
 @Pod(name=SYNC_STORAGE_POD_NAME)
 class SqlAlchemyOutboxStorage(
@@ -685,6 +701,14 @@ class SqlAlchemyOutboxStorage(
     @override
     def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:
         return self._run(lambda c: self._core.sql.purge_published(c, before, limit))
+
+    @override
+    def write_relay_figures(self, figures: RelayFigures) -> None:
+        self._run(lambda c: self._core.figures.write(c, figures), create=True, single=True)
+
+    @override
+    def relay_figures(self, since: datetime, limit: int = RELAY_FIGURES_READ_LIMIT) -> list[RelayFigures]:
+        return self._run(lambda c: self._core.figures.read(c, since, limit))
 
 
 __all__ = [

@@ -120,6 +120,21 @@ def _polling_interval(value: float) -> float:
     return value
 
 
+MIN_FIGURES_INTERVAL_SECONDS = 1.0
+"""Shortest window of the relay's figures: one storage write per window and relay."""
+
+
+def _figures_interval(value: float) -> float:
+    if 0 < value < MIN_FIGURES_INTERVAL_SECONDS:
+        raise ValueError(
+            f"must be 0 (write no figures) or at least {MIN_FIGURES_INTERVAL_SECONDS:g} second: "
+            "the relay writes one window of its figures to the storage this often (default 10)"
+        )
+    if value < 0:
+        raise ValueError("must be 0 (write no figures) or more seconds (default 10)")
+    return value
+
+
 MAX_BATCHES_IN_FLIGHT = 16
 """Upper bound of ``BATCHES_IN_FLIGHT``: each batch in flight holds a claim and its payloads."""
 
@@ -266,6 +281,11 @@ class OutboxConfig(BaseSettings):
     published_retention_seconds: Annotated[float, Field(ge=0)] | None = 7 * 24 * 3600.0
     """Purge published messages older than this from inside the relay (default a
     week; ``none`` keeps them forever, as 8.5 did)."""
+    figures_interval_seconds: Annotated[float, AfterValidator(_figures_interval)] = 10.0
+    """Every this many seconds the relay writes its figures of the window just ended
+    (messages sent, refused, abandoned, batches, commit-to-send waits) to a storage that
+    keeps them, for the console's delivery chart; a window with nothing in it is not
+    written, and a failed write is logged and the window dropped (0: write none)."""
 
     @field_validator("published_retention_seconds", mode="before")
     @classmethod

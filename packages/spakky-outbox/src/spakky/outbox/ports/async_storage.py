@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from uuid import UUID
 
+from spakky.outbox.common.figures import RELAY_FIGURES_READ_LIMIT, RelayFigures
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import (
     KeyHead,
@@ -269,6 +270,29 @@ class IAsyncOutboxLiveness(ABC):
         """
 
 
+class IAsyncOutboxRelayFigures(ABC):
+    """Capability: keep the relays' own figures, a window per relay every few seconds (async).
+
+    Each relay writes what it delivered in the window just ended
+    (`RelayFigures`); operators read every relay's windows back (the console's
+    delivery rate and commit-to-send chart). Windows are kept
+    `RELAY_FIGURES_RETENTION` (24 h): a write deletes those that ended that
+    long before the window it writes.
+    """
+
+    @abstractmethod
+    async def write_relay_figures(self, figures: RelayFigures) -> None:
+        """Store one window and delete the windows past retention, outside any business transaction."""
+
+    @abstractmethod
+    async def relay_figures(self, since: datetime, limit: int = RELAY_FIGURES_READ_LIMIT) -> list[RelayFigures]:
+        """Return up to ``limit`` windows of every relay that ended after ``since``, the latest end first.
+
+        One read along an index of the windows' ends: O(``limit``) whatever
+        the number kept.
+        """
+
+
 class IAsyncOutboxFullStorage(
     IAsyncOutboxStorage,
     IAsyncOutboxBatchAcknowledgement,
@@ -276,5 +300,6 @@ class IAsyncOutboxFullStorage(
     IAsyncOutboxWakeUp,
     IAsyncOutboxAdministration,
     IAsyncOutboxLiveness,
+    IAsyncOutboxRelayFigures,
 ):
     """The async port with every optional capability: one base for a storage that has them all."""

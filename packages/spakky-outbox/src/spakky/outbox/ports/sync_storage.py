@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/ports/async_storage.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): cd63f0d0bdcbc73a7bd9f1dd2114359133d07363e6d3e62ea9c9d606e296874e
+# Source sha256 (with the tool's): ae4cc37affcf328164588ca04550f28b80c317ad4b0c1d5d1d445fdbf839d1eb
 """Sync outbox storage port and its optional capabilities.
 
 The four abstract methods are the 6.x contract and ``mark_abandoned`` the 8.5
@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from uuid import UUID
 
+from spakky.outbox.common.figures import RELAY_FIGURES_READ_LIMIT, RelayFigures
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import (
     KeyHead,
@@ -272,6 +273,29 @@ class IOutboxLiveness(ABC):
         """
 
 
+class IOutboxRelayFigures(ABC):
+    """Capability: keep the relays' own figures, a window per relay every few seconds (sync).
+
+    Each relay writes what it delivered in the window just ended
+    (`RelayFigures`); operators read every relay's windows back (the console's
+    delivery rate and commit-to-send chart). Windows are kept
+    `RELAY_FIGURES_RETENTION` (24 h): a write deletes those that ended that
+    long before the window it writes.
+    """
+
+    @abstractmethod
+    def write_relay_figures(self, figures: RelayFigures) -> None:
+        """Store one window and delete the windows past retention, outside any business transaction."""
+
+    @abstractmethod
+    def relay_figures(self, since: datetime, limit: int = RELAY_FIGURES_READ_LIMIT) -> list[RelayFigures]:
+        """Return up to ``limit`` windows of every relay that ended after ``since``, the latest end first.
+
+        One read along an index of the windows' ends: O(``limit``) whatever
+        the number kept.
+        """
+
+
 class IOutboxFullStorage(
     IOutboxStorage,
     IOutboxBatchAcknowledgement,
@@ -279,5 +303,6 @@ class IOutboxFullStorage(
     IOutboxWakeUp,
     IOutboxAdministration,
     IOutboxLiveness,
+    IOutboxRelayFigures,
 ):
     """The sync port with every optional capability: one base for a storage that has them all."""

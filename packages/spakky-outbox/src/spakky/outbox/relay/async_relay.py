@@ -21,12 +21,14 @@ from spakky.outbox.ports.storage import (
     IAsyncOutboxAdministration,
     IAsyncOutboxBatchAcknowledgement,
     IAsyncOutboxLiveness,
+    IAsyncOutboxRelayFigures,
     IAsyncOutboxRetryScheduling,
     IAsyncOutboxStorage,
     IAsyncOutboxWakeUp,
 )
 from spakky.outbox.ports.tracing import IOutboxTracer
 from spakky.outbox.relay.backlog import AsyncBacklogReader
+from spakky.outbox.relay.figures import FiguresRecorder
 from spakky.outbox.relay.primitives import (
     AsyncEvent,
     AsyncLock,
@@ -74,6 +76,13 @@ class AsyncOutboxRelayBackgroundService(AbstractAsyncBackgroundService):
         self._storage = storage
         self._transport = transport
         self._config = config
+        # Where the storage keeps the relays' figures, they are counted in front of the metrics.
+        self._figures = (
+            FiguresRecorder(metrics)
+            if config.figures_interval_seconds > 0 and isinstance(storage, IAsyncOutboxRelayFigures)
+            else None
+        )
+        metrics = metrics if self._figures is None else self._figures
         self._policy = RelayPolicy(config, metrics)
         self._telemetry = RelayTelemetry(metrics, tracer)
         self._stop_event = AsyncEvent()
@@ -107,8 +116,31 @@ class AsyncOutboxRelayBackgroundService(AbstractAsyncBackgroundService):
         )
         # With several lanes, one batch's wait for the broker and the storage overlaps
         # the next one's claim and send; claims hold their keys, so lanes never share one.
-        await run_lanes_async(batches_in_flight(self._config.batches_in_flight, self._transport), self._relay_lane)
+        writer = self._figures_writer()
+        try:
+            await run_lanes_async(batches_in_flight(self._config.batches_in_flight, self._transport), self._relay_lane)
+        finally:
+            if writer is not None:
+                await writer.stop()
         logger.info("Outbox relay stopped")
+
+    def _figures_writer(self) -> AsyncRepeater | None:
+        """Every ``FIGURES_INTERVAL_SECONDS``, beside the lanes, write the window just ended; a failure drops it."""
+        figures, storage = self._figures, self._storage
+        if figures is None or not isinstance(storage, IAsyncOutboxRelayFigures):
+            return None
+        figures.begin()
+
+        async def write() -> bool:
+            window = figures.window(self._policy.name)
+            if window is not None:
+                try:
+                    await storage.write_relay_figures(window)
+                except Exception as error:
+                    logger.warning("Outbox relay figures not written, window dropped: %s", reason(error))
+            return True
+
+        return AsyncRepeater(write, self._config.figures_interval_seconds, "outbox-relay-figures")
 
     async def _relay_lane(self) -> None:
         """Claim, send, flush and settle batches one after another until stopped."""

@@ -9,6 +9,7 @@ from typing import override
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 from spakky.core.pod.annotations.pod import Pod
+from spakky.outbox.common.figures import COMMIT_TO_SEND_BUCKETS
 from spakky.outbox.ports.metrics import BacklogRead, IOutboxMetrics
 
 logger = logging.getLogger(__name__)
@@ -19,9 +20,6 @@ BACKLOG_FRESH_SECONDS = 1.0
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 """Bucket bounds (seconds) of the send and flush durations: a send is enqueued in
 microseconds, a flush waits for the broker, a stalled one for its timeout."""
-WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
-"""Bucket bounds (seconds) of commit-to-send: milliseconds when the relay keeps up,
-up to an hour for a backlog or a broker outage."""
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 """Bucket bounds of the batch size, up to the largest ``BATCH_SIZE`` that starts without a warning."""
 
@@ -48,7 +46,7 @@ class OpenTelemetryOutboxMetrics(IOutboxMetrics):
         self._abandoned = meter.create_counter("outbox.abandoned", unit="{message}")
         self._fenced = meter.create_counter("outbox.fenced", unit="{message}")
         self._commit_to_send = meter.create_histogram(
-            "outbox.commit_to_send", unit="s", explicit_bucket_boundaries_advisory=WAIT_BUCKETS,
+            "outbox.commit_to_send", unit="s", explicit_bucket_boundaries_advisory=COMMIT_TO_SEND_BUCKETS,
             description="Time a message waited in the outbox, from its created_at to the send that went through",
         )
         self._send = meter.create_histogram(

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/relay/async_relay.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): b9ed920ff4d1ff3f1e4026060d2b2f0d1ee5e21fe3aad9482b6812a9f33d468a
+# Source sha256 (with the tool's): fdeeb1527bb2f0cbb514337f2e46182549a640d46020529c5d0335bb8e33b1cb
 """The sync outbox relay: claims stored messages and relays them to the sync transport.
 
 It only does the I/O: what a message's outcome means is decided in
@@ -24,12 +24,14 @@ from spakky.outbox.ports.storage import (
     IOutboxAdministration,
     IOutboxBatchAcknowledgement,
     IOutboxLiveness,
+    IOutboxRelayFigures,
     IOutboxRetryScheduling,
     IOutboxStorage,
     IOutboxWakeUp,
 )
 from spakky.outbox.ports.tracing import IOutboxTracer
 from spakky.outbox.relay.backlog import BacklogReader
+from spakky.outbox.relay.figures import FiguresRecorder
 from spakky.outbox.relay.primitives import (
     Event,
     Lock,
@@ -77,6 +79,13 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
         self._storage = storage
         self._transport = transport
         self._config = config
+        # Where the storage keeps the relays' figures, they are counted in front of the metrics.
+        self._figures = (
+            FiguresRecorder(metrics)
+            if config.figures_interval_seconds > 0 and isinstance(storage, IOutboxRelayFigures)
+            else None
+        )
+        metrics = metrics if self._figures is None else self._figures
         self._policy = RelayPolicy(config, metrics)
         self._telemetry = RelayTelemetry(metrics, tracer)
         self._stop_event = Event()
@@ -110,8 +119,31 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
         )
         # With several lanes, one batch's wait for the broker and the storage overlaps
         # the next one's claim and send; claims hold their keys, so lanes never share one.
-        run_lanes(batches_in_flight(self._config.batches_in_flight, self._transport), self._relay_lane)
+        writer = self._figures_writer()
+        try:
+            run_lanes(batches_in_flight(self._config.batches_in_flight, self._transport), self._relay_lane)
+        finally:
+            if writer is not None:
+                writer.stop()
         logger.info("Outbox relay stopped")
+
+    def _figures_writer(self) -> Repeater | None:
+        """Every ``FIGURES_INTERVAL_SECONDS``, beside the lanes, write the window just ended; a failure drops it."""
+        figures, storage = self._figures, self._storage
+        if figures is None or not isinstance(storage, IOutboxRelayFigures):
+            return None
+        figures.begin()
+
+        def write() -> bool:
+            window = figures.window(self._policy.name)
+            if window is not None:
+                try:
+                    storage.write_relay_figures(window)
+                except Exception as error:
+                    logger.warning("Outbox relay figures not written, window dropped: %s", reason(error))
+            return True
+
+        return Repeater(write, self._config.figures_interval_seconds, "outbox-relay-figures")
 
     def _relay_lane(self) -> None:
         """Claim, send, flush and settle batches one after another until stopped."""

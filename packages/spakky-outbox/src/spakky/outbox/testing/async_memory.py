@@ -8,9 +8,12 @@ from uuid import UUID
 
 from spakky.core.pod.annotations.pod import Pod
 from spakky.data.persistency.transaction import AbstractAsyncTransaction
+from spakky.outbox.common.figures import RELAY_FIGURES_READ_LIMIT, RelayFigures
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import KeyHead, MessageDetail, OutboxStats, RelayClaims
-from spakky.outbox.ports.storage import IAsyncOutboxFullStorage
+from spakky.outbox.ports.storage import (
+    IAsyncOutboxFullStorage,
+)
 from spakky.outbox.testing.memory_state import (
     InMemoryOutboxState,
     InMemoryOutboxView,
@@ -97,6 +100,14 @@ class AsyncInMemoryOutboxStorage(
     @override
     async def relay_claims(self) -> list[RelayClaims]:
         return self._state.relay_claims()
+
+    @override
+    async def write_relay_figures(self, figures: RelayFigures) -> None:
+        self._state.write_relay_figures(figures)
+
+    @override
+    async def relay_figures(self, since: datetime, limit: int = RELAY_FIGURES_READ_LIMIT) -> list[RelayFigures]:
+        return self._state.relay_figures(since, limit)
 
     @override
     async def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:

@@ -11,6 +11,7 @@ from enum import StrEnum
 from uuid import UUID
 
 from spakky.outbox.common.config import OutboxConfig
+from spakky.outbox.common.figures import RelayFigures
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.error import AbstractOutboxDetailedError
 from spakky.outbox.ports import storage as ports
@@ -39,6 +40,8 @@ class Capability(StrEnum):
     """Claims of a key-heavy backlog take runs of few keys, leaving keys for others."""
     BYTE_BUDGET = "byte_budget"
     """A claim holds at most ``batch_max_bytes`` of payload (a lone larger message excepted)."""
+    RELAY_FIGURES = "relay_figures"
+    """``write_relay_figures`` / ``relay_figures``: the relays' windows, bounded reads, 24 h retention."""
 
 
 BASE_CAPABILITIES: frozenset[Capability] = frozenset({Capability.ASYNC_API})
@@ -63,6 +66,7 @@ CAPABILITY_PORTS: Mapping[Capability, CapabilityPorts] = {
     Capability.WAKE_UP: CapabilityPorts(ports.IAsyncOutboxWakeUp, ports.IOutboxWakeUp),
     Capability.ADMINISTRATION: CapabilityPorts(ports.IAsyncOutboxAdministration, ports.IOutboxAdministration),
     Capability.LIVENESS: CapabilityPorts(ports.IAsyncOutboxLiveness, ports.IOutboxLiveness),
+    Capability.RELAY_FIGURES: CapabilityPorts(ports.IAsyncOutboxRelayFigures, ports.IOutboxRelayFigures),
 }
 """The one capability table: the port of each capability a storage implements to declare it.
 
@@ -212,6 +216,10 @@ class AbstractOutboxHarness(ABC):
     @abstractmethod
     async def raw_records(self) -> list[RawOutboxRecord]:
         """Backdoor: every stored message, read from raw backend state."""
+
+    async def raw_relay_figures(self) -> list[RelayFigures]:
+        """Backdoor: every relay window stored, read from raw backend state (``RELAY_FIGURES`` only)."""
+        raise CapabilityNotDeclaredError(Capability.RELAY_FIGURES)
 
     async def save_outside_transaction(self, message: OutboxMessage) -> bool:
         """Call ``save`` with no transaction open.

@@ -16,6 +16,7 @@ from collections.abc import AsyncGenerator, Generator
 from contextlib import asynccontextmanager, contextmanager
 from typing import override
 
+from spakky.outbox.common.figures import RelayFigures
 from spakky.outbox.testing.async_memory import (
     AsyncInMemoryOutboxStorage,
     AsyncInMemoryTransaction,
@@ -105,6 +106,10 @@ class InMemoryOutboxHarness(AbstractOutboxHarness):
             )
             for r in self.state.records.values()
         ]
+
+    @override
+    async def raw_relay_figures(self) -> list[RelayFigures]:
+        return list(self.state.figures)
 
     @override
     async def advance(self, seconds: float) -> None:

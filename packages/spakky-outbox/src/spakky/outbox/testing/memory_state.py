@@ -18,6 +18,7 @@ from uuid import UUID, uuid4
 from spakky.core.pod.annotations.pod import Pod
 from spakky.outbox.backend.claims import choose_batch, key_run, within_bytes
 from spakky.outbox.common.config import DEFAULT_BATCH_MAX_BYTES, OutboxConfig
+from spakky.outbox.common.figures import RELAY_FIGURES_RETENTION, RelayFigures
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import (
     KEY_HEADS_WINDOW,
@@ -119,6 +120,8 @@ class InMemoryOutboxState:
         self.records: dict[UUID, _Record] = {}
         self.business: dict[str, object] = {}
         self.inbox: dict[InboxKey, InboxEntry] = {}
+        self.figures: list[RelayFigures] = []
+        """The relays' windows, as written."""
         self._seq = 0
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -499,6 +502,19 @@ class InMemoryOutboxState:
                 record.retry_count = 0
                 count += 1
             return count
+
+    def write_relay_figures(self, figures: RelayFigures) -> None:
+        """Keep one relay window; drop those that ended `RELAY_FIGURES_RETENTION` before it."""
+        with self._lock:
+            cutoff = figures.ended_at - RELAY_FIGURES_RETENTION
+            self.figures = [kept for kept in self.figures if kept.ended_at >= cutoff]
+            self.figures.append(figures)
+
+    def relay_figures(self, since: datetime, limit: int) -> list[RelayFigures]:
+        """Up to ``limit`` windows that ended after ``since``, the latest end first."""
+        with self._lock:
+            recent = [kept for kept in self.figures if kept.ended_at > since]
+            return sorted(recent, key=lambda kept: kept.ended_at, reverse=True)[: max(0, limit)]
 
     def purge_published(self, before: datetime | timedelta, limit: int) -> int:
         """Delete up to ``limit`` messages published before ``before`` (an age: on this store's clock)."""

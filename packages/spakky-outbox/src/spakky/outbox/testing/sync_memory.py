@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/testing/async_memory.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): be2b767c32c511857f3b26a626a98b01bfbafcbb532c978a86318a8379b34d8c
+# Source sha256 (with the tool's): 9ab00f34c7f18b7e44e1397c8b21b29e0e717b5627e760d186eba23703d55956
 """The in-memory reference storage and transaction of the sync flavour."""
 
 from collections.abc import Sequence
@@ -11,9 +11,12 @@ from uuid import UUID
 
 from spakky.core.pod.annotations.pod import Pod
 from spakky.data.persistency.transaction import AbstractTransaction
+from spakky.outbox.common.figures import RELAY_FIGURES_READ_LIMIT, RelayFigures
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import KeyHead, MessageDetail, OutboxStats, RelayClaims
-from spakky.outbox.ports.storage import IOutboxFullStorage
+from spakky.outbox.ports.storage import (
+    IOutboxFullStorage,
+)
 from spakky.outbox.testing.memory_state import (
     InMemoryOutboxState,
     InMemoryOutboxView,
@@ -100,6 +103,14 @@ class InMemoryOutboxStorage(
     @override
     def relay_claims(self) -> list[RelayClaims]:
         return self._state.relay_claims()
+
+    @override
+    def write_relay_figures(self, figures: RelayFigures) -> None:
+        self._state.write_relay_figures(figures)
+
+    @override
+    def relay_figures(self, since: datetime, limit: int = RELAY_FIGURES_READ_LIMIT) -> list[RelayFigures]:
+        return self._state.relay_figures(since, limit)
 
     @override
     def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:

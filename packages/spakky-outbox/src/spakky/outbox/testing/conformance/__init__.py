@@ -35,6 +35,7 @@ from .flavours import outbox_flavour, outbox_harness
 from .key_spreading import *
 from .liveness import *
 from .partition_ordering import *
+from .relay_figures import *
 from .retry_scheduling import *
 from .save import *
 from .support import conformance_guard, rule

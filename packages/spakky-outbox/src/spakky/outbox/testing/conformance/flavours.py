@@ -17,6 +17,7 @@ from typing import cast, override
 from uuid import UUID
 
 import pytest
+from spakky.outbox.common.figures import RELAY_FIGURES_READ_LIMIT, RelayFigures
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import (
     KeyHead,
@@ -30,6 +31,7 @@ from spakky.outbox.ports.storage import (
     IOutboxAdministration,
     IOutboxBatchAcknowledgement,
     IOutboxLiveness,
+    IOutboxRelayFigures,
     IOutboxRetryScheduling,
     IOutboxStorage,
     IOutboxWakeUp,
@@ -131,6 +133,12 @@ class _ThreadedOutboxStorage(IAsyncOutboxStorage):
     async def renew_claims(self, message_ids: Sequence[UUID]) -> int:
         return await asyncio.to_thread(cast(IOutboxLiveness, self.sync_storage).renew_claims, message_ids)
 
+    async def write_relay_figures(self, figures: RelayFigures) -> None:
+        await asyncio.to_thread(cast(IOutboxRelayFigures, self.sync_storage).write_relay_figures, figures)
+
+    async def relay_figures(self, since: datetime, limit: int = RELAY_FIGURES_READ_LIMIT) -> list[RelayFigures]:
+        return await asyncio.to_thread(cast(IOutboxRelayFigures, self.sync_storage).relay_figures, since, limit)
+
 
 def threaded(storage: IOutboxStorage) -> IAsyncOutboxStorage:
     """``storage`` behind the async port, an instance of the async twin of each capability port it implements."""
@@ -176,6 +184,10 @@ class SyncFlavourHarness(AbstractOutboxHarness):
     @override
     async def raw_records(self) -> list[RawOutboxRecord]:
         return await self.harness.raw_records()
+
+    @override
+    async def raw_relay_figures(self) -> list[RelayFigures]:
+        return await self.harness.raw_relay_figures()
 
     @override
     async def advance(self, seconds: float) -> None:
