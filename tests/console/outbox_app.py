@@ -24,6 +24,7 @@ from spakky.outbox.ports.storage import (
     IAsyncOutboxStorage,
     IAsyncOutboxWakeUp,
 )
+from spakky.plugins.outbox_sqlalchemy.schema import figures_table_name
 from sqlalchemy import Engine, create_engine, make_url, text
 
 
@@ -132,4 +133,5 @@ def started_outbox(postgres_url: str, settings: dict[str, str] | None = None) ->
         app.stop()
         with engine.begin() as connection:
             connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
+            connection.execute(text(f"DROP TABLE IF EXISTS {figures_table_name(table)}"))
         engine.dispose()

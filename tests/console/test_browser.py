@@ -8,7 +8,11 @@ a service would mount it. The outbox is filled through the storage's own calls
 an action did reads the table with SQL, not through the console.
 """
 
+import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from uuid import uuid4
@@ -20,6 +24,8 @@ from spakky.outbox.common.fingerprint import failure_fingerprint
 from spakky.outbox.console.app import outbox_console
 from spakky.outbox.console.config import OutboxConsoleConfig
 from spakky.outbox.ports.storage import IAsyncOutboxRetryScheduling
+from spakky.outbox.testing.waiting import wait_for
+from spakky.plugins.outbox_sqlalchemy.schema import figures_table_name
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.responses import HTMLResponse, PlainTextResponse
@@ -32,6 +38,8 @@ TOKEN = "console-" + uuid4().hex
 NO_ROUTE = "EventDeliveryRejectedError: no route for order {n}"
 TIMEOUT = "TimeoutError: broker 10.0.0.5:5672 did not answer in 30 s"
 Shot = Callable[[Page, str], Path]
+RELAY_WORKER = Path(__file__).parents[1] / "faults" / "worker.py"
+"""A relay process of the fault tests: a Spakky app relaying to a file sink."""
 
 
 def _service(outbox: Outbox, token: str | None, show_payloads: bool = False) -> Starlette:
@@ -254,3 +262,50 @@ def test_console_browser_message_detail_expect_stored_fields_and_redacted_payloa
         leaked = [s for s in ("tok_4242", "sk-live-123", "pw9", "eyJhbGciOi-secret", "signed-snapshot-value", TOKEN) if s in main]
         assert leaked == []
         screenshot(page, "message")
+
+
+def test_console_browser_overview_delivery_expect_chart_from_relay_process_figures(
+    outbox: Outbox, console: str, page: Page, screenshot: Shot, tmp_path: Path
+) -> None:
+    """A relay in another process writes its figures to the table; the overview draws its rate and commit-to-send."""
+    payloads = [json.dumps({"key": "k", "seq": n}).encode() for n in range(40)]
+    for payload in payloads:
+        outbox.seed(1, payload=payload)
+    page.goto(f"{console}/")
+    expect(page.locator("#no-figures")).to_be_visible()
+    (tmp_path / "go").touch()
+    env = {
+        **os.environ,
+        **outbox.env,
+        "SPAKKY_OUTBOX__RELAY": "async",
+        "SPAKKY_OUTBOX__FIGURES_INTERVAL_SECONDS": "1",
+        "PYTHONPATH": os.pathsep.join([str(RELAY_WORKER.parent), os.environ.get("PYTHONPATH", "")]),
+    }
+    with (tmp_path / "relay.log").open("wb") as log:
+        relay = subprocess.Popen(
+            [sys.executable, str(RELAY_WORKER), "sqlalchemy", str(tmp_path)], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        figures = figures_table_name(outbox.table)
+
+        def sent() -> bool:
+            return outbox.count("published_at IS NOT NULL") == 40 and _figures_sent(outbox, figures) == 40
+
+        wait_for(lambda: relay.poll() is not None or sent(), timeout=60)
+        assert relay.poll() is None, f"the relay process ended; see {tmp_path / 'relay.log'}"
+    finally:
+        (tmp_path / "stop").touch()
+        relay.wait(timeout=30)
+    page.goto(f"{console}/")
+    expect(page.locator("#delivery-summary")).to_contain_text("40 sent by up to 1 relay")
+    expect(page.locator("#rate-chart rect.bar")).not_to_have_count(0)
+    expect(page.locator("#wait-chart circle.p95")).not_to_have_count(0)
+    delivery = page.request.get(f"{console}/api/overview").json()["delivery"]
+    assert sum(slot["sent"] for slot in delivery["slots"]) == 40
+    screenshot(page, "overview-delivery")
+
+
+def _figures_sent(outbox: Outbox, figures: str) -> int:
+    """Messages sent over the relay windows in the figures table (raw SQL)."""
+    with outbox.engine.connect() as connection:
+        return int(connection.execute(text(f"SELECT coalesce(sum(sent), 0) FROM {figures}")).scalar_one())

@@ -8,16 +8,17 @@ storages live in the workspace's ``tests/console``.
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
 import pytest
 from pydantic import SecretStr
 from spakky.outbox.common.config import OutboxConfig
+from spakky.outbox.common.figures import COMMIT_TO_SEND_BUCKETS, RelayFigures
 from spakky.outbox.common.fingerprint import failure_fingerprint
 from spakky.outbox.common.message import OutboxMessage
-from spakky.outbox.common.stats import KeyHead, MessageDetail, RelayClaims
+from spakky.outbox.common.stats import KeyHead, MessageDetail, OutboxStats, RelayClaims
 from spakky.outbox.console.app import create_console_app
 from spakky.outbox.console.config import MAX_PAGE_SIZE, OutboxConsoleConfig
 from spakky.outbox.console.security import SESSION_COOKIE
@@ -503,3 +504,62 @@ def test_console_overview_storage_without_relay_claims_expect_said_not_failed(st
         assert client.get("/api/overview").json()["relays"] is None
         page = client.get("/")
         assert page.status_code == 200 and 'id="relays-unknown"' in page.text
+
+
+def relay_window(relay: str, ended_at: datetime, sent: int, wait_bucket: int) -> RelayFigures:
+    """A relay window of ``sent`` sends, every wait in bucket ``wait_bucket``."""
+    waits = [0] * (len(COMMIT_TO_SEND_BUCKETS) + 1)
+    waits[wait_bucket] = sent
+    longest = COMMIT_TO_SEND_BUCKETS[wait_bucket]
+    return RelayFigures(relay, ended_at - timedelta(seconds=10), ended_at, sent, 0, 0, 2, tuple(waits), longest)
+
+
+def test_console_overview_delivery_expect_rate_and_waits_per_minute_from_two_relays(
+    state: InMemoryOutboxState, client: TestClient
+) -> None:
+    """Windows of two relays ending in one minute add up in the overview's chart and API; older ones are left out."""
+    now = datetime.now(UTC)
+    state.write_relay_figures(relay_window("host-a/1", now - timedelta(minutes=90), 999, 0))
+    state.write_relay_figures(relay_window("host-a/1", now - timedelta(seconds=1), 120, 2))
+    state.write_relay_figures(relay_window("host-b/2", now - timedelta(seconds=2), 60, 4))
+    document = client.get("/api/overview").json()["delivery"]
+    assert (document["windows"], document["complete"], document["sent"], document["slot_seconds"]) == (2, True, 180, 60)
+    assert len(document["slots"]) == 60
+    last = document["slots"][-1]
+    assert (last["sent"], last["relays"], last["sent_per_second"]) == (180, 2, 3.0)
+    assert COMMIT_TO_SEND_BUCKETS[1] <= last["commit_to_send_p50_seconds"] <= COMMIT_TO_SEND_BUCKETS[2]
+    assert COMMIT_TO_SEND_BUCKETS[3] <= last["commit_to_send_p95_seconds"] <= COMMIT_TO_SEND_BUCKETS[4]
+    assert all(slot["sent"] == 0 and slot["commit_to_send_p50_seconds"] is None for slot in document["slots"][:-1])
+    page = client.get("/").text
+    assert 'id="rate-chart"' in page and page.count('class="bar"') == 1 and 'id="wait-chart"' in page
+    assert 'id="delivery-summary"><strong>180</strong> sent by up to 2 relays' in page
+
+
+def test_console_overview_delivery_none_or_empty_expect_no_figures_yet(state: InMemoryOutboxState) -> None:
+    """Without the capability the API says null; with it but no window, an empty hour; both pages say no figures yet."""
+
+    class NoFigures(IAsyncOutboxAdministration):
+        """Administration only: forwards to the in-memory storage, keeps no figures."""
+
+        def __init__(self) -> None:
+            self.inner = AsyncInMemoryOutboxStorage(state, OutboxConfig())
+
+        async def stats(self, timeout_seconds: float | None = None) -> OutboxStats:
+            return await self.inner.stats(timeout_seconds)
+
+        async def list_abandoned(self, limit: int = 100) -> list[OutboxMessage]:
+            return await self.inner.list_abandoned(limit)
+
+        async def requeue_abandoned(self, message_ids: Sequence[UUID] | None = None, limit: int = 1_000) -> int:
+            return await self.inner.requeue_abandoned(message_ids, limit)
+
+        async def purge_published(self, before: datetime | timedelta, limit: int = 10_000) -> int:
+            return await self.inner.purge_published(before, limit)
+
+    for storage, delivery in ((NoFigures(), None), (AsyncInMemoryOutboxStorage(state, OutboxConfig()), 0)):
+        app = create_console_app(storage, config=OutboxConsoleConfig())
+        with TestClient(app, base_url="http://127.0.0.1") as client:
+            document = client.get("/api/overview").json()["delivery"]
+            assert (document if delivery is None else document["windows"]) == delivery
+            page = client.get("/")
+            assert page.status_code == 200 and 'id="no-figures"' in page.text and 'id="rate-chart"' not in page.text

@@ -10,6 +10,7 @@ from typing import override
 from uuid import uuid4
 
 import pytest
+from spakky.outbox.application.administration import ThreadedOutboxFiguresAdministration
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.figures import (
     COMMIT_TO_SEND_BUCKETS,
@@ -21,6 +22,8 @@ from spakky.outbox.common.figures import (
     wait_bucket,
 )
 from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.console.audit import ProcessAuditLog
+from spakky.outbox.console.operations import OutboxConsoleService
 from spakky.outbox.relay.relay import (
     AsyncOutboxRelayBackgroundService,
     OutboxRelayBackgroundService,
@@ -181,3 +184,17 @@ def test_encode_buckets_expect_round_trip_padded_to_layout() -> None:
     counts = tuple(range(len(COMMIT_TO_SEND_BUCKETS) + 1))
     assert decode_buckets(encode_buckets(counts)) == counts
     assert decode_buckets("4,5") == (4, 5) + (0,) * (len(counts) - 2)
+
+
+async def test_threaded_administration_sync_storage_with_figures_expect_console_delivery() -> None:
+    """A sync-only storage's figures reach the console's overview through the threaded administration."""
+    harness = InMemoryOutboxHarness()
+    storage = InMemoryOutboxStorage(harness.state, OutboxConfig())
+    administration = ThreadedOutboxFiguresAdministration(storage, storage)
+    now = datetime.now(UTC)
+    waits = (3,) + (0,) * len(COMMIT_TO_SEND_BUCKETS)
+    window = RelayFigures("host-a/1", now - timedelta(seconds=10), now, 3, 0, 0, 1, waits, 0.004)
+    await administration.write_relay_figures(window)
+    assert await administration.relay_figures(now - timedelta(minutes=1)) == [window]
+    delivery = await OutboxConsoleService(administration, ProcessAuditLog()).delivery(now)
+    assert delivery is not None and (delivery.windows, delivery.sent, delivery.relays) == (1, 3, 1)

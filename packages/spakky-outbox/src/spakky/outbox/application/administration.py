@@ -12,6 +12,7 @@ from typing import override
 from uuid import UUID
 
 from spakky.core.pod.interfaces.application_context import IApplicationContext
+from spakky.outbox.common.figures import RELAY_FIGURES_READ_LIMIT, RelayFigures
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import (
     KeyHead,
@@ -23,8 +24,10 @@ from spakky.outbox.common.stats import (
 from spakky.outbox.error import OutboxAdministrationUnsupportedError
 from spakky.outbox.ports.storage import (
     IAsyncOutboxAdministration,
+    IAsyncOutboxRelayFigures,
     IAsyncOutboxStorage,
     IOutboxAdministration,
+    IOutboxRelayFigures,
     IOutboxStorage,
 )
 
@@ -73,6 +76,23 @@ class ThreadedOutboxAdministration(IAsyncOutboxAdministration):
         return await asyncio.to_thread(self._storage.purge_published, before, limit)
 
 
+class ThreadedOutboxFiguresAdministration(ThreadedOutboxAdministration, IAsyncOutboxRelayFigures):
+    """`ThreadedOutboxAdministration` of a sync storage that keeps the relays' figures too."""
+
+    def __init__(self, storage: IOutboxAdministration, figures: IOutboxRelayFigures) -> None:
+        """Administer ``storage``, whose figures capability is ``figures`` (the same object)."""
+        super().__init__(storage)
+        self._figures = figures
+
+    @override
+    async def write_relay_figures(self, figures: RelayFigures) -> None:
+        await asyncio.to_thread(self._figures.write_relay_figures, figures)
+
+    @override
+    async def relay_figures(self, since: datetime, limit: int = RELAY_FIGURES_READ_LIMIT) -> list[RelayFigures]:
+        return await asyncio.to_thread(self._figures.relay_figures, since, limit)
+
+
 def outbox_administration(context: IApplicationContext) -> IAsyncOutboxAdministration:
     """The administration capability of the application's storage: the async one, else the sync one in threads.
 
@@ -84,6 +104,8 @@ def outbox_administration(context: IApplicationContext) -> IAsyncOutboxAdministr
         return storage
     sync_storage = context.get_or_none(IOutboxStorage)  # type: ignore[type-abstract]
     if isinstance(sync_storage, IOutboxAdministration):
+        if isinstance(sync_storage, IOutboxRelayFigures):
+            return ThreadedOutboxFiguresAdministration(sync_storage, sync_storage)
         return ThreadedOutboxAdministration(sync_storage)
     found = [type(s).__name__ for s in (storage, sync_storage) if s is not None]
     raise OutboxAdministrationUnsupportedError(", ".join(found) or "no outbox storage")

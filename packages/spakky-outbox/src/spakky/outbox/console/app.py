@@ -100,7 +100,8 @@ def _templates() -> Environment:
         autoescape=select_autoescape(default=True, default_for_string=True),
     )
     environment.filters.update(
-        printable=render.printable, when=views.when, seconds=views.seconds, why=views.why, relay=views.relay_id
+        printable=render.printable, when=views.when, seconds=views.seconds, why=views.why, relay=views.relay_id,
+        points=views.points,
     )
     return environment
 
@@ -186,12 +187,17 @@ class _Console:
             attempts=render.delivery_attempts,
             health_line=render.health_line,
             batch=ACTION_BATCH,
+            chart_width=views.CHART_WIDTH,
+            chart_height=views.CHART_HEIGHT,
             **context,
         )
         return HTMLResponse(html, status_code=status)
 
     async def overview(self, request: Request) -> Response:
-        return self._page(request, "overview.html", overview=await self.service.overview())
+        overview = await self.service.overview()
+        delivery = overview.delivery
+        chart = views.delivery_chart(delivery) if delivery is not None and delivery.windows else None
+        return self._page(request, "overview.html", overview=overview, chart=chart)
 
     async def abandoned(self, request: Request) -> Response:
         limit = _limit(request)

@@ -10,11 +10,18 @@ key heads come a page at a time from at most `KEY_HEADS_WINDOW` keys.
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from uuid import UUID
 
 from spakky.outbox.application.loop import StorageLoop
+from spakky.outbox.common.figures import (
+    COMMIT_TO_SEND_BUCKETS,
+    RELAY_FIGURES_READ_LIMIT,
+    FiguresSlot,
+    merge_figures,
+    quantile,
+)
 from spakky.outbox.common.fingerprint import FailureKind, failure_kind
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import (
@@ -29,11 +36,18 @@ from spakky.outbox.console.config import ACTION_BATCH, MAX_PAGE_SIZE
 from spakky.outbox.console.error import ConsoleNotFoundError, ConsoleRequestError
 from spakky.outbox.console.security import Claims
 from spakky.outbox.error import OutboxRelayClaimsUnsupportedError
-from spakky.outbox.ports.storage import IAsyncOutboxAdministration
+from spakky.outbox.ports.storage import (
+    IAsyncOutboxAdministration,
+    IAsyncOutboxRelayFigures,
+)
 from spakky.outbox.relay.health import OutboxHealth, OutboxHealthCheck
 
 GROUP_WINDOW = 1_000
 """Abandoned messages, oldest first, that failure groups are built from."""
+DELIVERY_PERIOD = timedelta(hours=1)
+"""How far back the overview's delivery chart goes."""
+DELIVERY_SLOT = timedelta(minutes=1)
+"""One bar of the delivery chart: the relays' windows that ended in it, added up."""
 
 
 class ConsoleAction(StrEnum):
@@ -94,6 +108,47 @@ class KeyPage:
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """Delivery rate and commit-to-send over the last `DELIVERY_PERIOD`, from the relays' own figures."""
+
+    slots: list[FiguresSlot]
+    """One per `DELIVERY_SLOT`, oldest first (a slot without windows counts zero)."""
+    windows: int
+    """Relay windows read (at most `RELAY_FIGURES_READ_LIMIT`)."""
+    complete: bool
+    """False when the read stopped at its limit: the oldest slots may miss windows."""
+
+    @property
+    def sent(self) -> int:
+        """Messages delivered over the period."""
+        return sum(slot.sent for slot in self.slots)
+
+    @property
+    def relays(self) -> int:
+        """Most relays with a window in one slot."""
+        return max((slot.relays for slot in self.slots), default=0)
+
+    def _waits(self) -> tuple[list[int], float]:
+        buckets = [0] * (len(COMMIT_TO_SEND_BUCKETS) + 1)
+        for slot in self.slots:
+            for index, count in enumerate(slot.commit_to_send):
+                buckets[index] += count
+        return buckets, max((slot.commit_to_send_max for slot in self.slots), default=0.0)
+
+    @property
+    def p50(self) -> float | None:
+        """Median commit-to-send wait over the period (estimated from the buckets)."""
+        buckets, longest = self._waits()
+        return quantile(buckets, 0.5, longest)
+
+    @property
+    def p95(self) -> float | None:
+        """95th percentile commit-to-send wait over the period (estimated from the buckets)."""
+        buckets, longest = self._waits()
+        return quantile(buckets, 0.95, longest)
+
+
+@dataclass(frozen=True)
 class Overview:
     """The first page: where, how much, and the health verdict."""
 
@@ -103,6 +158,8 @@ class Overview:
     """The verdict of `OutboxHealthCheck`; None when the application has none."""
     relays: list[RelayClaims] | None = None
     """The relay instances holding live claims and what they hold; None when the storage cannot tell."""
+    delivery: Delivery | None = None
+    """The relays' own figures over the last hour; None when the storage keeps none."""
 
 
 @dataclass(frozen=True)
@@ -215,7 +272,20 @@ class OutboxConsoleService:
     async def overview(self) -> Overview:
         """Counts by state, oldest pending age, and the health verdict."""
         stats = await self._loop.run(self._storage.stats())
-        return Overview(self.target(), stats, await self.health(), await self.relays())
+        return Overview(self.target(), stats, await self.health(), await self.relays(), await self.delivery())
+
+    async def delivery(self, now: datetime | None = None) -> Delivery | None:
+        """Delivery rate and commit-to-send per minute over the last hour (one bounded read); None when the storage keeps no figures."""
+        storage = self._storage
+        if not isinstance(storage, IAsyncOutboxRelayFigures):
+            return None
+        now = now or datetime.now(UTC)
+        until = now.replace(second=0, microsecond=0) + DELIVERY_SLOT
+        since = until - DELIVERY_PERIOD
+        windows = await self._loop.run(storage.relay_figures(since, RELAY_FIGURES_READ_LIMIT))
+        return Delivery(
+            merge_figures(windows, since, until, DELIVERY_SLOT), len(windows), len(windows) < RELAY_FIGURES_READ_LIMIT
+        )
 
     async def relays(self) -> list[RelayClaims] | None:
         """The relay instances holding live claims now, most held first; None when the storage cannot tell."""

@@ -15,6 +15,7 @@ from spakky.outbox.cli import render
 from spakky.outbox.common.config import redact_credentials, secret_name
 from spakky.outbox.common.stats import KeyHead, MessageDetail
 from spakky.outbox.console.operations import (
+    Delivery,
     FailureGroup,
     FailureGroups,
     KeyPage,
@@ -72,7 +73,108 @@ def overview_json(
             for r in overview.relays
         ]
     )
+    document["delivery"] = None if overview.delivery is None else delivery_json(overview.delivery)
     return document
+
+
+def delivery_json(delivery: Delivery) -> dict[str, render.JsonValue]:
+    """The overview's ``delivery``: the relays' own figures per minute over the last hour, oldest first."""
+    slots: list[render.JsonValue] = [
+        {
+            "start": _time(slot.start),
+            "sent": slot.sent,
+            "sent_per_second": round(slot.sent_per_second, 3),
+            "refused": slot.refused,
+            "abandoned": slot.abandoned,
+            "batches": slot.batches,
+            "relays": slot.relays,
+            "commit_to_send_p50_seconds": slot.p50,
+            "commit_to_send_p95_seconds": slot.p95,
+            "commit_to_send_max_seconds": slot.commit_to_send_max if slot.sent else None,
+        }
+        for slot in delivery.slots
+    ]
+    return {
+        "slot_seconds": delivery.slots[0].seconds if delivery.slots else None,
+        "windows": delivery.windows,
+        "complete": delivery.complete,
+        "sent": delivery.sent,
+        "commit_to_send_p50_seconds": delivery.p50,
+        "commit_to_send_p95_seconds": delivery.p95,
+        "slots": slots,
+    }
+
+
+CHART_WIDTH = 600
+"""Width of each delivery chart (SVG user units)."""
+CHART_HEIGHT = 120
+"""Height of each delivery chart (SVG user units)."""
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One bar of the delivery-rate chart."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+    title: str
+
+
+def points(line: list[tuple[float, float]]) -> str:
+    """A chart line as the ``points`` of an SVG polyline."""
+    return " ".join(f"{x},{y}" for x, y in line)
+
+
+@dataclass(frozen=True)
+class DeliveryChart:
+    """The overview's two inline SVG charts: sent/s per minute, and commit-to-send p50/p95 per minute."""
+
+    bars: list[Bar]
+    top_rate: float
+    """Sent/s at the top of the rate chart."""
+    p50: list[tuple[float, float]]
+    """Points (x, y) of the median wait, one per minute with sends."""
+    p95: list[tuple[float, float]]
+    """Points (x, y) of the 95th percentile wait."""
+    top_wait: float
+    """Seconds at the top of the wait chart."""
+
+
+def delivery_chart(delivery: Delivery) -> DeliveryChart:
+    """Geometry of the overview's delivery charts (no script: the page draws them as inline SVG)."""
+    slots = delivery.slots
+    step = CHART_WIDTH / max(1, len(slots))
+    top_rate = max((slot.sent_per_second for slot in slots), default=0.0) or 1.0
+    waits = [w for slot in slots for w in (slot.p50, slot.p95) if w is not None]
+    top_wait = max(waits, default=0.0) or 1.0
+    bars = [
+        Bar(
+            x=round(index * step + 1, 2),
+            y=round(CHART_HEIGHT - slot.sent_per_second / top_rate * CHART_HEIGHT, 2),
+            width=round(max(1.0, step - 2), 2),
+            height=round(slot.sent_per_second / top_rate * CHART_HEIGHT, 2),
+            title=f"{when(slot.start)}: {slot.sent} sent, {slot.sent_per_second:.1f}/s",
+        )
+        for index, slot in enumerate(slots)
+        if slot.sent
+    ]
+
+    def line(values: list[float | None]) -> list[tuple[float, float]]:
+        return [
+            (round(index * step + step / 2, 1), round(CHART_HEIGHT - value / top_wait * CHART_HEIGHT, 1))
+            for index, value in enumerate(values)
+            if value is not None
+        ]
+
+    return DeliveryChart(
+        bars=bars,
+        top_rate=top_rate,
+        p50=line([slot.p50 for slot in slots]),
+        p95=line([slot.p95 for slot in slots]),
+        top_wait=top_wait,
+    )
 
 
 def group_json(group: FailureGroup) -> dict[str, render.JsonValue]:
