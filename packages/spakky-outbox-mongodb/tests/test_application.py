@@ -21,6 +21,7 @@ from spakky.outbox.testing.transport import (
 from spakky.outbox.testing.waiting import wait_for
 from spakky.plugins.outbox_mongodb.storage import AsyncMongoOutboxStorage
 from spakky.plugins.outbox_mongodb.transaction import AsyncMongoTransaction
+from spakky_outbox_testservices.environ import scoped_environ
 
 from . import app as app_package
 from .app.service import PlaceOrderUseCase
@@ -31,22 +32,18 @@ PLUGINS = outbox_plugins("spakky-outbox-mongodb")
 @pytest.fixture
 def mongodb_env(mongodb_url: str) -> Iterator[MongoClient[dict[str, Any]]]:
     """Point the app at a fresh database; drop it afterwards. Yields a raw client."""
-    saved = dict(os.environ)
     database = f"app_{uuid.uuid4().hex[:12]}"
-    os.environ.update(
-        {
-            "SPAKKY_OUTBOX_MONGODB__URL": mongodb_url,
-            "SPAKKY_OUTBOX_MONGODB__DATABASE": database,
-            "SPAKKY_OUTBOX__STORAGE": "mongodb",
-            "SPAKKY_OUTBOX__POLLING_INTERVAL_SECONDS": "0.05",
-        }
-    )
     client: MongoClient[dict[str, Any]] = MongoClient(mongodb_url, uuidRepresentation="standard")
+    settings = {
+        "SPAKKY_OUTBOX_MONGODB__URL": mongodb_url,
+        "SPAKKY_OUTBOX_MONGODB__DATABASE": database,
+        "SPAKKY_OUTBOX__STORAGE": "mongodb",
+        "SPAKKY_OUTBOX__POLLING_INTERVAL_SECONDS": "0.05",
+    }
     try:
-        yield client
+        with scoped_environ(settings):
+            yield client
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
         client.drop_database(database)
         client.close()
 

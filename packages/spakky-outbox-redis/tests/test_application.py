@@ -1,6 +1,5 @@
 """A real Spakky application using the Redis outbox through its entry points."""
 
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from spakky.outbox.testing.transport import (
 from spakky.outbox.testing.waiting import wait_for
 from spakky.plugins.outbox_redis.codec import RedisKeys
 from spakky.plugins.outbox_redis.storage import AsyncRedisOutboxStorage
+from spakky_outbox_testservices.environ import scoped_environ
 
 from . import app as app_package
 from .app.service import PlaceOrderUseCase
@@ -49,21 +49,17 @@ def redis_env(request: pytest.FixtureRequest) -> Iterator[_Target]:
     cluster = request.param == "cluster"
     url = cast(str, request.getfixturevalue("redis_cluster_url" if cluster else "redis_url"))
     target = _Target(url, f"{{app-{uuid.uuid4().hex}}}", cluster)
-    saved = dict(os.environ)
-    os.environ.update(
-        {
-            "SPAKKY_OUTBOX_REDIS__URL": url,
-            "SPAKKY_OUTBOX_REDIS__KEY_PREFIX": target.prefix,
-            "SPAKKY_OUTBOX_REDIS__CLUSTER": str(cluster).lower(),
-            "SPAKKY_OUTBOX__STORAGE": "redis",
-            "SPAKKY_OUTBOX__POLLING_INTERVAL_SECONDS": "0.05",
-        }
-    )
+    settings = {
+        "SPAKKY_OUTBOX_REDIS__URL": url,
+        "SPAKKY_OUTBOX_REDIS__KEY_PREFIX": target.prefix,
+        "SPAKKY_OUTBOX_REDIS__CLUSTER": str(cluster).lower(),
+        "SPAKKY_OUTBOX__STORAGE": "redis",
+        "SPAKKY_OUTBOX__POLLING_INTERVAL_SECONDS": "0.05",
+    }
     try:
-        yield target
+        with scoped_environ(settings):
+            yield target
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
         client = target.client()
         keys = list(client.scan_iter(match=f"{target.prefix}*"))
         if keys:

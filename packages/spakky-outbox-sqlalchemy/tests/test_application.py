@@ -1,6 +1,5 @@
 """A real Spakky application using the SQLAlchemy outbox through its entry points."""
 
-import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from spakky.plugins.outbox_sqlalchemy.storage import (
 from spakky.plugins.sqlalchemy.persistency.connection_manager import (
     AsyncConnectionManager,
 )
+from spakky_outbox_testservices.environ import scoped_environ
 
 from . import app as app_package
 from .app.service import PlaceOrderUseCase
@@ -38,19 +38,13 @@ def sqlite_env(tmp_path: Path) -> Iterator[Path]:
     with sqlite3.connect(path) as connection:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("CREATE TABLE orders (order_id TEXT, customer_id TEXT)")
-    saved = dict(os.environ)
-    os.environ.update(
-        {
-            "SPAKKY_SQLALCHEMY__CONNECTION_STRING": f"sqlite+aiosqlite:///{path}",
-            "SPAKKY_OUTBOX__STORAGE": "sqlalchemy",
-            "SPAKKY_OUTBOX__POLLING_INTERVAL_SECONDS": "0.05",
-        }
-    )
-    try:
+    settings = {
+        "SPAKKY_SQLALCHEMY__CONNECTION_STRING": f"sqlite+aiosqlite:///{path}",
+        "SPAKKY_OUTBOX__STORAGE": "sqlalchemy",
+        "SPAKKY_OUTBOX__POLLING_INTERVAL_SECONDS": "0.05",
+    }
+    with scoped_environ(settings):
         yield path
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def _build() -> SpakkyApplication:

@@ -26,16 +26,14 @@ from spakky.outbox.testing.transport import (
     RecordingEventTransport,
 )
 from spakky.outbox.testing.waiting import wait_for
+from spakky_outbox_testservices.environ import scoped_environ
 
 
 @pytest.fixture
 def fast_env() -> Iterator[None]:
     """Poll quickly so end-to-end waits are short."""
-    saved = dict(os.environ)
-    os.environ["SPAKKY_OUTBOX__POLLING_INTERVAL_SECONDS"] = "0.05"
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+    with scoped_environ({"SPAKKY_OUTBOX__POLLING_INTERVAL_SECONDS": "0.05"}):
+        yield
 
 
 def run[T](app: SpakkyApplication, coroutine: Coroutine[Any, Any, T]) -> T:

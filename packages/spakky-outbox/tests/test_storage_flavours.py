@@ -29,6 +29,7 @@ from spakky.outbox.testing.transport import (
     RecordingEventTransport,
 )
 from spakky.outbox.testing.waiting import wait_for
+from spakky_outbox_testservices.environ import scoped_environ
 
 
 @immutable
@@ -60,11 +61,8 @@ class NoteUseCase:
 @pytest.fixture
 def relay_env() -> Iterator[dict[str, str]]:
     """Restore the environment a test changes; relays poll quickly."""
-    saved = dict(os.environ)
-    os.environ["SPAKKY_OUTBOX__POLLING_INTERVAL_SECONDS"] = "0.05"
-    yield cast(dict[str, str], os.environ)
-    os.environ.clear()
-    os.environ.update(saved)
+    with scoped_environ({"SPAKKY_OUTBOX__POLLING_INTERVAL_SECONDS": "0.05"}):
+        yield cast(dict[str, str], os.environ)
 
 
 def start(storage: type[InMemoryOutboxStorage] | type[AsyncInMemoryOutboxStorage]) -> SpakkyApplication:
