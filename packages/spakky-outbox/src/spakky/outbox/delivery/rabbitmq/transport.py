@@ -17,7 +17,12 @@ from typing import Any, override
 
 from spakky.core.pod.annotations.pod import Pod
 from spakky.outbox.delivery.async_adapter import AsyncDeliveryAdapter
-from spakky.outbox.delivery.batch import BrokerConnection, OutboundRecord, report
+from spakky.outbox.delivery.batch import (
+    BrokerConnection,
+    IFlushScopedTransport,
+    OutboundRecord,
+    report,
+)
 from spakky.outbox.delivery.rabbitmq.config import RabbitMQDeliveryConfig
 from spakky.outbox.delivery.rabbitmq.publisher import RabbitMQOutbound
 from spakky.outbox.delivery.sync_adapter import DeliveryAdapter
@@ -28,7 +33,7 @@ _CALL_GRACE_SECONDS = 5.0
 
 
 @Pod()
-class AsyncRabbitMQOutboxTransport(AsyncDeliveryAdapter[OutboundRecord]):
+class AsyncRabbitMQOutboxTransport(AsyncDeliveryAdapter[OutboundRecord], IFlushScopedTransport):
     """RabbitMQ for the async relay: one channel with publisher confirms, a confirmed flush per batch."""
 
     def __init__(self, config: RabbitMQDeliveryConfig) -> None:
