@@ -3,6 +3,7 @@
 Not part of ``make bench``; run it when the drain is far from the bare loop::
 
     uv run python -m benchmarks.cycle_profile [--rows 10000] [--rounds 2] [--profile]
+    uv run python -m benchmarks.cycle_profile --relay-cpu
 
 One relay at defaults (batch 100) runs its real cycle (`relay_batch`) over a
 preloaded table through a no-op transport, keyless and with 100 keys; the
@@ -18,7 +19,11 @@ load moves less than wall time);
 ``relay (rest)`` is the cycle minus the timed steps: the relay's own Python
 work per batch (states, telemetry, headers). Lanes alternate round by round
 (the machine is shared). ``--profile`` adds a cProfile of the keyed lane's
-cycles, top functions by own time. Nothing is asserted.
+cycles, top functions by own time. ``--relay-cpu`` measures only the relay's
+own CPU per message: `relay_batch` over prebuilt batches (the in-memory
+storage's capabilities, claims and acknowledgements that do nothing), the
+least of five rounds of 500 batches, which the machine's load moves little.
+Nothing is asserted.
 """
 
 import argparse
@@ -28,11 +33,16 @@ import io
 import pstats
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, override
+from uuid import UUID, uuid4
 
 from spakky.outbox.common.config import OutboxConfig
+from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.relay.relay import AsyncOutboxRelayBackgroundService
+from spakky.outbox.testing.async_memory import AsyncInMemoryOutboxStorage
+from spakky.outbox.testing.memory_state import InMemoryOutboxState
 from sqlalchemy import event
 
 from benchmarks.common import DEFAULT_PG_URL, CountingTransport
@@ -155,6 +165,45 @@ async def relay_lane(bench: OursBench, log: StatementLog, rows: int, *, keyed: b
     }
 
 
+class CannedStorage(AsyncInMemoryOutboxStorage):
+    """The in-memory storage (liveness and all) whose claims return prebuilt batches, and acknowledgements nothing more."""
+
+    batches: list[list[OutboxMessage]]
+
+    @override
+    async def fetch_pending(self, limit: int, max_retry: int) -> list[OutboxMessage]:
+        return self.batches.pop()
+
+    @override
+    async def mark_published_many(self, message_ids: Sequence[UUID]) -> int:
+        return len(message_ids)
+
+
+async def relay_cpu(*, keyed: bool, batches: int = 500, rounds: int = 5) -> float:
+    """The relay's own CPU per message: `relay_batch` over prebuilt batches of 100, no I/O; the least of ``rounds``."""
+    config = OutboxConfig()
+    storage = CannedStorage(InMemoryOutboxState(), config)
+    now = datetime.now(UTC)
+    storage.batches = [
+        [
+            OutboxMessage(uuid4(), "OrderPlaced", b"{}", {}, now, None, 0, now, f"k{i % 100}" if keyed else None)
+            for i in range(100)
+        ]
+        for _ in range(batches * (rounds + 1))
+    ]
+    relay = AsyncOutboxRelayBackgroundService(storage, CountingTransport(), config)
+    await relay.initialize_async()
+    for _ in range(batches):  # warm-up
+        await relay.relay_batch()
+    least = float("inf")
+    for _ in range(rounds):
+        cpu = time.process_time()
+        for _ in range(batches):
+            await relay.relay_batch()
+        least = min(least, (time.process_time() - cpu) / (batches * 100) * 1e6)
+    return least
+
+
 async def bare_lane(bench: OursBench, rows: int, *, keyed: bool) -> dict[str, Any]:
     """The bare asyncpg loop over the same preload: ms per claim + acknowledge."""
     await preload_lane(bench, rows, keyed=keyed)
@@ -212,8 +261,15 @@ async def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--relay-cpu", action="store_true", help="only the relay's own CPU per message (no database)"
+    )
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
     args = parser.parse_args()
+    if args.relay_cpu:
+        for lane, keyed in (("keyless", False), ("100 keys", True)):
+            print(f"relay's own CPU per message, {lane}: {await relay_cpu(keyed=keyed):.2f} us", flush=True)
+        return
     bench = OursBench(args.pg_url, SCHEMA)
     await bench.setup()
     log = StatementLog()
