@@ -54,6 +54,13 @@ def new_message(key: str | None = None) -> OutboxMessage:
     return OutboxMessage(uuid.uuid4(), "OrderPlaced", b"{}", {}, datetime.now(UTC), partition_key=key)
 
 
+async def save_one(outbox: RedisOutbox) -> OutboxMessage:
+    """Save one fresh message (`new_message`) in its own business transaction; return it."""
+    sent = new_message()
+    await save_all(outbox, [sent])
+    return sent
+
+
 async def save_all(outbox: RedisOutbox, messages: Sequence[OutboxMessage]) -> None:
     """Save ``messages`` in order, in business transactions of up to 500."""
     storage = outbox.storage()

@@ -2,16 +2,24 @@
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from uuid import uuid4
 
 import pytest
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.testing.draining import drain_claims
+from spakky.outbox.testing.waiting import until
 from spakky_outbox_testservices.redis_servers import RedisServer, private_redis
 
-from .conftest import RedisOutbox, drop_outbox, make_outbox, new_message, save_all
+from .conftest import (
+    RedisOutbox,
+    drop_outbox,
+    make_outbox,
+    new_message,
+    save_all,
+    save_one,
+)
 
 MAX_RETRY = 5
 DEADLINE = 10.0
@@ -19,27 +27,15 @@ DEADLINE = 10.0
 
 
 
-async def _until[T](probe: Callable[[], Awaitable[T]], accept: Callable[[T], bool]) -> T:
-    """Re-run ``probe`` until ``accept`` holds; fail at the deadline."""
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        value = await probe()
-        if accept(value):
-            return value
-        assert time.monotonic() < deadline, f"still {value!r} after {DEADLINE} s"
-        await asyncio.sleep(0.05)
-
-
 async def test_fetch_pending_lease_lapsed_expect_taken_over_and_old_owner_fenced(
     outbox: RedisOutbox,
 ) -> None:
     """An unrenewed claim ends after its lease; the new owner has it, the old one can neither ack nor renew."""
-    sent = new_message()
-    await save_all(outbox, [sent])
+    sent = await save_one(outbox)
     first, second = outbox.storage(), outbox.storage()
     assert [m.id for m in await first.fetch_pending(10, MAX_RETRY)] == [sent.id]
     assert await second.fetch_pending(10, MAX_RETRY) == []
-    taken = await _until(lambda: second.fetch_pending(10, MAX_RETRY), bool)
+    taken = await until(lambda: second.fetch_pending(10, MAX_RETRY), bool, timeout=DEADLINE)
     assert [m.id for m in taken] == [sent.id]
     assert await first.renew_claims([sent.id]) == 0
     await first.mark_published(sent.id)
@@ -51,8 +47,7 @@ async def test_renew_claims_expect_claim_kept_past_lease_until_claim_timeout(
     outbox: RedisOutbox,
 ) -> None:
     """Renewed every third of the lease, a claim outlives its lease, but never its claim timeout."""
-    sent = new_message()
-    await save_all(outbox, [sent])
+    sent = await save_one(outbox)
     holder, other = outbox.storage(), outbox.storage()
     await holder.fetch_pending(1, MAX_RETRY)
     lease = outbox.outbox_config.claim_lease_seconds
@@ -65,14 +60,13 @@ async def test_renew_claims_expect_claim_kept_past_lease_until_claim_timeout(
     # renewal stopped only at the claim timeout, well past the first lease
     assert time.monotonic() - claimed > lease * 1.5
     assert taken_while_renewed == []
-    taken = await _until(lambda: other.fetch_pending(1, MAX_RETRY), bool)
+    taken = await until(lambda: other.fetch_pending(1, MAX_RETRY), bool, timeout=DEADLINE)
     assert [m.id for m in taken] == [sent.id]
 
 
 async def test_renew_claims_other_owner_expect_untouched(outbox: RedisOutbox) -> None:
     """An instance renews only its own claims: another owner's lease keeps its deadline."""
-    sent = new_message()
-    await save_all(outbox, [sent])
+    sent = await save_one(outbox)
     holder, other = outbox.storage(), outbox.storage()
     await holder.fetch_pending(1, MAX_RETRY)
     inflight = f"{outbox.keys.outbox}:inflight"
@@ -86,12 +80,11 @@ async def test_renew_claims_lapsed_not_taken_expect_renewed_and_counted_again(
     outbox: RedisOutbox,
 ) -> None:
     """A lapsed claim nobody took over may be renewed; stats count only live claims."""
-    sent = new_message()
-    await save_all(outbox, [sent])
+    sent = await save_one(outbox)
     holder = outbox.storage()
     await holder.fetch_pending(1, MAX_RETRY)
     assert (await holder.stats()).claimed == 1
-    await _until(holder.stats, lambda stats: stats.claimed == 0)
+    await until(holder.stats, lambda stats: stats.claimed == 0, timeout=DEADLINE)
     assert await holder.renew_claims([sent.id]) == 1
     assert (await holder.stats()).claimed == 1
     await holder.mark_published(sent.id)
@@ -100,8 +93,7 @@ async def test_renew_claims_lapsed_not_taken_expect_renewed_and_counted_again(
 
 async def test_sync_renew_claims_expect_same_rules(outbox: RedisOutbox) -> None:
     """The synchronous storage renews only what it holds."""
-    sent = new_message()
-    await save_all(outbox, [sent])
+    sent = await save_one(outbox)
     holder, other = outbox.sync_storage(), outbox.sync_storage()
     claimed = await asyncio.to_thread(holder.fetch_pending, 1, MAX_RETRY)
     assert [m.id for m in claimed] == [sent.id]

@@ -12,7 +12,7 @@ from redis.retry import Retry
 from spakky.outbox.error import OutboxStorageUnavailableError
 from spakky_outbox_testservices.redis_servers import RedisServer, private_redis
 
-from .conftest import drop_outbox, make_outbox, new_message, save_all
+from .conftest import drop_outbox, make_outbox, new_message, save_all, save_one
 
 MAX_RETRY = 5
 DEADLINE = 20.0
@@ -63,8 +63,7 @@ async def test_sync_restart_with_aof_expect_storage_usable_again(durable: RedisS
     """The synchronous storage recovers from a restart the same way."""
     outbox = make_outbox(durable.url)
     try:
-        sent = new_message()
-        await save_all(outbox, [sent])
+        sent = await save_one(outbox)
         storage = outbox.sync_storage()
         assert [m.id for m in await asyncio.to_thread(storage.fetch_pending, 1, MAX_RETRY)] == [sent.id]
         await asyncio.to_thread(durable.restart)
@@ -80,8 +79,7 @@ async def test_server_loading_expect_unavailable_then_recovered() -> None:
     with private_redis() as server:
         outbox = make_outbox(server.url)
         try:
-            sent = new_message()
-            await save_all(outbox, [sent])
+            sent = await save_one(outbox)
             with server.client() as client:
                 pipe = client.pipeline(transaction=False)
                 for i in range(20_000):

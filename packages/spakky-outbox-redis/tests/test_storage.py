@@ -27,7 +27,7 @@ from spakky.plugins.outbox_redis.transaction import (
     RedisTransaction,
 )
 
-from .conftest import RedisOutbox, new_message, save_all
+from .conftest import RedisOutbox, new_message, save_all, save_one
 
 MAX_RETRY = 5
 
@@ -53,8 +53,7 @@ async def test_connections_killed_expect_storage_usable_again(
     outbox: RedisOutbox,
 ) -> None:
     """When Redis drops the connections, the next calls reconnect and succeed."""
-    sent = new_message()
-    await save_all(outbox, [sent])
+    sent = await save_one(outbox)
     storage = outbox.storage()
     await storage.stats()
     # the pool holds one idle connection now: kill exactly that one server-side
@@ -91,8 +90,7 @@ async def test_unreachable_server_expect_storage_unavailable_error(
 
 async def test_mark_published_expect_kept_until_purged(outbox: RedisOutbox) -> None:
     """A published message stays (no TTL of its own) until a purge removes it."""
-    sent = new_message()
-    await save_all(outbox, [sent])
+    sent = await save_one(outbox)
     storage = outbox.storage()
     await storage.fetch_pending(1, MAX_RETRY)
     await storage.mark_published(sent.id)
@@ -152,8 +150,7 @@ async def test_sync_wait_for_messages_expect_woken_by_commit(
 
 async def test_sync_admin_expect_same_state_as_async(outbox: RedisOutbox) -> None:
     """Sync administration reads and repairs the same outbox."""
-    sent = new_message()
-    await save_all(outbox, [sent])
+    sent = await save_one(outbox)
     storage = outbox.sync_storage()
     await asyncio.to_thread(storage.fetch_pending, 1, MAX_RETRY)
     await asyncio.to_thread(storage.abandon, sent.id, "bad")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from spakky.outbox.backend.claims import key_run
 from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.testing.waiting import until
 from spakky.plugins.outbox_sqlalchemy.operations import KEYS_PER_BATCH, OutboxSql
 from spakky.plugins.outbox_sqlalchemy.storage import AsyncSqlAlchemyOutboxStorage
 from sqlalchemy import Connection, text
@@ -25,18 +26,6 @@ from .conftest import (
 
 DEADLINE_SECONDS = 60.0
 """Generous: server clocks, two loaded cores."""
-
-
-async def _eventually[T](probe: Callable[[], Awaitable[T]], accept: Callable[[T], bool]) -> T:
-    """Re-run ``probe`` until ``accept`` holds; fail at the deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE_SECONDS
-    while True:
-        value = await probe()
-        if accept(value):
-            return value
-        assert loop.time() < deadline, f"condition not reached; last value {value!r}"
-        await asyncio.sleep(0.05)
 
 
 def _ids(messages: Sequence[OutboxMessage]) -> list[object]:
@@ -70,7 +59,7 @@ async def test_lease_lapsed_expect_claim_free_long_before_claim_timeout(
     sent = message()
     await outbox.write([sent])
     assert _ids(await dead.fetch_pending(10, 5)) == [sent.id]
-    taken = await _eventually(lambda: alive.fetch_pending(10, 5), bool)
+    taken = await until(lambda: alive.fetch_pending(10, 5), bool, timeout=DEADLINE_SECONDS)
     assert _ids(taken) == [sent.id]
     assert await dead.renew_claims([sent.id]) == 0
     await dead.mark_published(sent.id)
@@ -92,7 +81,7 @@ async def test_renew_claims_expect_lease_pushed_and_claim_kept(
         assert await holder.renew_claims([sent.id, unknown.id]) == 1
         return (await outbox.rows())[sent.id].lease_until
 
-    await _eventually(renewed_lease, lambda lease: lease > first)
+    await until(renewed_lease, lambda lease: lease > first, timeout=DEADLINE_SECONDS)
     assert await other.fetch_pending(10, 5) == []
     assert await other.renew_claims([sent.id]) == 0
     assert await holder.renew_claims([]) == 0
@@ -110,7 +99,7 @@ async def test_renew_claims_expect_never_past_claim_timeout(
     assert await holder.renew_claims([sent.id]) == 1
     row = (await outbox.rows())[sent.id]
     assert (row.lease_until - row.claimed_at).total_seconds() <= 2.0
-    taken = await _eventually(lambda: other.fetch_pending(10, 5), bool)
+    taken = await until(lambda: other.fetch_pending(10, 5), bool, timeout=DEADLINE_SECONDS)
     assert _ids(taken) == [sent.id]
     assert await holder.renew_claims([sent.id]) == 0
 
@@ -124,7 +113,7 @@ async def test_stats_lapsed_claim_expect_not_counted_until_renewed(
     sent = message()
     await outbox.write([sent])
     await holder.fetch_pending(10, 5)
-    await _eventually(holder.stats, lambda stats: stats.claimed == 0)
+    await until(holder.stats, lambda stats: stats.claimed == 0, timeout=DEADLINE_SECONDS)
     assert (await outbox.rows())[sent.id].claimed_by == holder.owner_token
     assert await holder.renew_claims([sent.id]) == 1
     assert (await holder.stats()).claimed == 1
