@@ -27,6 +27,21 @@ _PASSWORD_PAIR = re.compile(r"(?P<name>password|pwd)=\S+", re.IGNORECASE)
 """A ``password=...`` pair of a key-value connection string."""
 
 
+def settings_config(env_prefix: str, *, allow_inf_nan: bool = True) -> SettingsConfigDict:
+    """The pydantic-settings options of an outbox settings class read from ``env_prefix*`` variables.
+
+    UTF-8 ``.env`` files and ``__`` between nested names, as every settings
+    class of the outbox and its storages reads them; ``allow_inf_nan=False``
+    refuses ``inf``/``nan`` for every float field.
+    """
+    return SettingsConfigDict(
+        env_prefix=env_prefix,
+        env_file_encoding="utf-8",
+        env_nested_delimiter="__",
+        allow_inf_nan=allow_inf_nan,
+    )
+
+
 def secret_name(name: str) -> bool:
     """Whether a setting, query parameter, header or field named ``name`` holds a secret (its value is never shown)."""
     return _SECRET_WORD.search(name) is not None
@@ -233,11 +248,8 @@ class DeliveryChoice(StrEnum):
 class OutboxConfig(BaseSettings):
     """Outbox plugin configuration loaded from environment variables."""
 
-    model_config: ClassVar[SettingsConfigDict] = SettingsConfigDict(
-        env_prefix=SPAKKY_OUTBOX_CONFIG_ENV_PREFIX,
-        env_file_encoding="utf-8",
-        env_nested_delimiter="__",
-        allow_inf_nan=False,
+    model_config: ClassVar[SettingsConfigDict] = settings_config(
+        SPAKKY_OUTBOX_CONFIG_ENV_PREFIX, allow_inf_nan=False
     )
 
     polling_interval_seconds: Annotated[float, AfterValidator(_polling_interval)] = 1.0
