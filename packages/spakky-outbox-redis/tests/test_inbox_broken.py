@@ -1,6 +1,6 @@
 """Broken Redis inboxes fail the inbox rules: the Redis harness's raw checks catch each mistake."""
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, cast, override
 
@@ -11,7 +11,7 @@ from spakky.outbox.testing.inbox_harness import AbstractInboxHarness
 from spakky.plugins.outbox_redis.inbox import AsyncRedisInboxStorage
 from spakky.plugins.outbox_redis.pipelines import async_scopes
 
-from .conftest import RedisOutbox, drop_outbox, make_outbox
+from .conftest import RedisOutbox
 from .inbox_harness import RedisInboxHarness
 
 type Rule = Callable[[AbstractInboxHarness], Awaitable[None]]
@@ -128,19 +128,9 @@ BROKEN: list[tuple[type[AsyncRedisInboxStorage], Rule, type[BaseException], str]
 ]
 
 
-@pytest.fixture
-async def outbox_for_broken(redis_url: str) -> AsyncIterator[RedisOutbox]:
-    """A fresh prefix on the real Redis, deleted afterwards."""
-    outbox = make_outbox(redis_url)
-    try:
-        yield outbox
-    finally:
-        await drop_outbox(outbox)
-
-
 @pytest.mark.parametrize(("broken", "rule", "error", "says"), BROKEN, ids=[b[0].__name__ for b in BROKEN])
 async def test_redis_inbox_broken_expect_rule_fails(
-    outbox_for_broken: RedisOutbox,
+    outbox: RedisOutbox,
     broken: type[AsyncRedisInboxStorage],
     rule: Rule,
     error: type[BaseException],
@@ -148,4 +138,4 @@ async def test_redis_inbox_broken_expect_rule_fails(
 ) -> None:
     """Each broken Redis inbox fails the rule it breaks, on raw Redis state."""
     with pytest.raises(error, match=says):
-        await rule(BrokenHarness(outbox_for_broken, broken))
+        await rule(BrokenHarness(outbox, broken))
