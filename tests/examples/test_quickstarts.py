@@ -39,6 +39,7 @@ from tests.examples.venvs import (
     build_wheel,
     clean_env,
     fresh_venv,
+    pin_wheels,
     uv_offline_first,
 )
 
@@ -396,7 +397,7 @@ def pip_install_requirements(project: Path, venv: Path, wheelhouse: Path) -> Pat
     python = fresh_venv(venv)
     uv_offline_first(
         "pip", "install", "--quiet", "--python", str(python), "--find-links", str(wheelhouse),
-        "-r", str(project / "requirements.txt"), env=clean_env(),
+        "--constraint", str(pin_wheels(wheelhouse)), "-r", str(project / "requirements.txt"), env=clean_env(),
     )
     return python
 

@@ -62,6 +62,21 @@ def assert_core_is_workspace(venv: Path) -> None:
     assert differ == [], f"installed spakky-outbox differs from the workspace in {differ}"
 
 
+def pin_wheels(wheelhouse: Path) -> Path:
+    """Write a constraints file pinning every wheel in ``wheelhouse`` to its version; return its path.
+
+    Offline, a resolver missing one of our wheels' dependencies in the cache
+    falls back to the published spakky-outbox 8.5.0 and succeeds; pinned, it
+    fails instead and the install goes to the index.
+    """
+    pins = sorted(
+        "{}=={}".format(*wheel.name.split("-")[:2]).replace("_", "-") for wheel in wheelhouse.glob("*.whl")
+    )
+    constraints = wheelhouse / "constraints.txt"
+    constraints.write_text("".join(f"{pin}\n" for pin in pins))
+    return constraints
+
+
 def install(python: Path, *requirements: str) -> None:
     """Install ``requirements`` into ``python``'s venv."""
     uv_offline_first("pip", "install", "--quiet", "--python", str(python), *requirements)
