@@ -55,6 +55,12 @@ def test_unasync_convert_expect_async_constructs_and_names_made_sync() -> None:
     assert twin.count("\n") == SOURCE.count("\n")
 
 
+def test_unasync_convert_sqlalchemy_asyncio_expect_core_names() -> None:
+    """SQLAlchemy's asyncio extension becomes SQLAlchemy itself, its ``AsyncX`` classes ``X``."""
+    twin = convert("from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine\n")
+    assert twin == "from sqlalchemy import Connection, Engine\n"
+
+
 def test_unasync_repository_expect_every_twin_current() -> None:
     """Every checked-in twin is exactly what its async source generates."""
     result = run("--check")

@@ -58,6 +58,7 @@ NAMES: dict[str, str] = {
 
 DOTTED: dict[tuple[str, ...], tuple[str, ...]] = {
     ("redis", "asyncio"): ("redis",),
+    ("sqlalchemy", "ext", "asyncio"): ("sqlalchemy",),
 }
 """Dotted paths whose async module is a sub-module of the sync one."""
 

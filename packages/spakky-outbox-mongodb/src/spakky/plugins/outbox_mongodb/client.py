@@ -121,15 +121,18 @@ class MongoOutboxConnectionManager(IService):
             "read_preference": ReadPreference.PRIMARY,
         }
 
+    def _named(self, client: Any, name: str) -> Any:
+        """The collection ``name`` of the configured database on ``client`` (either flavour)."""
+        database = client.get_database(self._config.database)
+        return database.get_collection(name, **self._collection_options())
+
     def collection(self, client: MongoClient[Document] | None = None) -> Collection[Document]:
         """The outbox collection on ``client`` (default: the shared synchronous client)."""
-        database = (client or self.client).get_database(self._config.database)
-        return database.get_collection(self._config.collection, **self._collection_options())
+        return self._named(client or self.client, self._config.collection)
 
     def async_collection(self, client: Any = None) -> Any:
         """The outbox collection on an asyncio ``client`` (default: the running loop's)."""
-        database = (client or self.async_client).get_database(self._config.database)
-        return database.get_collection(self._config.collection, **self._collection_options())
+        return self._named(client or self.async_client, self._config.collection)
 
     def figures_collection(self, client: MongoClient[Document] | None = None) -> Collection[Document]:
         """The relays' figures collection (``<collection>_figures``) on ``client`` (default: the shared synchronous client)."""
@@ -143,13 +146,11 @@ class MongoOutboxConnectionManager(IService):
 
     def inbox_collection(self, client: MongoClient[Document] | None = None) -> Collection[Document]:
         """The inbox collection on ``client`` (default: the shared synchronous client)."""
-        database = (client or self.client).get_database(self._config.database)
-        return database.get_collection(self._config.inbox_collection, **self._collection_options())
+        return self._named(client or self.client, self._config.inbox_collection)
 
     def async_inbox_collection(self, client: Any = None) -> Any:
         """The inbox collection on an asyncio ``client`` (default: the running loop's)."""
-        database = (client or self.async_client).get_database(self._config.database)
-        return database.get_collection(self._config.inbox_collection, **self._collection_options())
+        return self._named(client or self.async_client, self._config.inbox_collection)
 
     def inbox_location(self) -> str:
         """``URL db.collection`` of the inbox (no password)."""

@@ -10,7 +10,7 @@ from pymongo.errors import ConfigurationError, InvalidURI
 from pymongo.uri_parser import parse_uri
 from spakky.core.stereotype.configuration import Configuration
 from spakky.outbox.common import config as outbox_config
-from spakky.outbox.common.config import settings_errors
+from spakky.outbox.common.config import settings_config, settings_errors
 from spakky.plugins.outbox_mongodb.error import InvalidMongoOutboxConfigError
 
 SPAKKY_OUTBOX_MONGODB_CONFIG_ENV_PREFIX: str = "SPAKKY_OUTBOX_MONGODB__"
@@ -45,11 +45,7 @@ class ReadConcernLevel(StrEnum):
 class MongoOutboxConfig(BaseSettings):
     """Where and how the MongoDB outbox stores its messages."""
 
-    model_config: ClassVar[SettingsConfigDict] = SettingsConfigDict(
-        env_prefix=SPAKKY_OUTBOX_MONGODB_CONFIG_ENV_PREFIX,
-        env_file_encoding="utf-8",
-        env_nested_delimiter="__",
-    )
+    model_config: ClassVar[SettingsConfigDict] = settings_config(SPAKKY_OUTBOX_MONGODB_CONFIG_ENV_PREFIX)
 
     url: str = "mongodb://127.0.0.1:27017/"
     """Connection string; transactions need a replica set (e.g. ``?replicaSet=rs0``)."""

@@ -13,7 +13,13 @@ import inspect
 from importlib import import_module
 from typing import Any
 
+from pymongo.client_session import ClientSession
 from spakky.plugins.outbox_mongodb.config import MongoDriver, MongoOutboxConfig
+
+type AsyncSession = Any
+"""A session of the asyncio driver: PyMongo's ``AsyncClientSession`` or Motor's."""
+type Session = ClientSession
+"""A session of the synchronous driver (the sync twin of `AsyncSession`)."""
 
 CLIENT_OPTIONS: dict[str, Any] = {"uuidRepresentation": "standard", "tz_aware": True}
 """Client defaults (also for business code sharing the client): standard UUIDs, aware dates."""

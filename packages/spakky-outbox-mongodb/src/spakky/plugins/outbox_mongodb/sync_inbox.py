@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-mongodb/src/spakky/plugins/outbox_mongodb/async_inbox.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 70d627d9dbfa0686fb9372d4391505bee2c0982420103bb91c3a63d25d6ab0b4
+# Source sha256 (with the tool's): 6fac4edd13ecb6251af161f3266d42aaea026bdf6fdea3e82ee5d8b5ebe1b4ae
 """The MongoDB inbox of the sync flavour, on the outbox's client and database.
 
 `MongoInboxStorage.record` upserts the record with the session of the

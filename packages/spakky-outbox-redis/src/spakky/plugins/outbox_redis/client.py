@@ -34,7 +34,8 @@ class RedisOutboxConnectionManager(IService):
 
     def __init__(self, config: RedisOutboxConfig) -> None:
         """Prepare lazily created clients for ``config.url``."""
-        check_key_prefix(config.key_prefix)
+        self.key_prefix = check_key_prefix(config.key_prefix)
+        """Prefix (with hash tag) under which every outbox key lives."""
         self._config = config
         self._clients = StorageClients(
             self._new_client,
@@ -42,16 +43,6 @@ class RedisOutboxConnectionManager(IService):
             self._new_async_client,
             lambda client: client.aclose(),
         )
-
-    @property
-    def key_prefix(self) -> str:
-        """Prefix (with hash tag) under which every outbox key lives."""
-        return self._config.key_prefix
-
-    @property
-    def cluster(self) -> bool:
-        """Whether the clients talk to a Redis Cluster."""
-        return self._config.cluster
 
     @property
     def client(self) -> RedisClient:

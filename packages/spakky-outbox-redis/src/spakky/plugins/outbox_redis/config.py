@@ -5,7 +5,7 @@ from typing import Annotated, ClassVar
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from spakky.core.stereotype.configuration import Configuration
-from spakky.outbox.common.config import settings_errors
+from spakky.outbox.common.config import settings_config, settings_errors
 from spakky.plugins.outbox_redis.error import InvalidRedisOutboxConfigError
 
 SPAKKY_OUTBOX_REDIS_CONFIG_ENV_PREFIX: str = "SPAKKY_OUTBOX_REDIS__"
@@ -86,11 +86,7 @@ class RedisOutboxConfig(BaseSettings):
     ``SPAKKY_OUTBOX__PUBLISHED_RETENTION_SECONDS`` says (the relay purges them).
     """
 
-    model_config: ClassVar[SettingsConfigDict] = SettingsConfigDict(
-        env_prefix=SPAKKY_OUTBOX_REDIS_CONFIG_ENV_PREFIX,
-        env_file_encoding="utf-8",
-        env_nested_delimiter="__",
-    )
+    model_config: ClassVar[SettingsConfigDict] = settings_config(SPAKKY_OUTBOX_REDIS_CONFIG_ENV_PREFIX)
 
     url: str = "redis://127.0.0.1:6379/0"
     """Redis URL (``redis://``, ``rediss://`` or ``unix://``); any node when `cluster`."""

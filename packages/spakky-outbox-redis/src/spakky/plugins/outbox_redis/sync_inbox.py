@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-redis/src/spakky/plugins/outbox_redis/async_inbox.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 6c4f4d2687093ebec8939e0b1996533a16f2348ecd5f54c575410aafcb14226b
+# Source sha256 (with the tool's): 8dc8b9a44b7b9282694e0417b613558b2e7e92f9290c614826ef8bfba70786e1
 """The Redis inbox of the sync flavour (redis-py synchronous clients)."""
 
 import uuid

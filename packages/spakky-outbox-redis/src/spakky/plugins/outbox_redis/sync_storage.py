@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-redis/src/spakky/plugins/outbox_redis/async_storage.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 581391a07c91ef7b7382bfee500c28fce66d0db2fe45c4a9d818ad9c4df537cb
+# Source sha256 (with the tool's): 7b3d9852182d6a0317206038cf277a7c55d2991546851b2236e6a19b6eb30812
 """The Redis outbox storage of the sync flavour (redis-py synchronous clients)."""
 
 from collections.abc import Iterator, Sequence

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-redis/src/spakky/plugins/outbox_redis/async_transaction.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 690f810454b9b4e7b7ae2d3876c3c17016f814579d4d53517eb923d045c47c82
+# Source sha256 (with the tool's): 5c96fef57d05a73280b5bb73c5b38053ea8eca27c20f22ed633675191a86a114
 """The Redis transaction of the sync flavour: a MULTI/EXEC pipeline executed at commit."""
 
 from typing import override

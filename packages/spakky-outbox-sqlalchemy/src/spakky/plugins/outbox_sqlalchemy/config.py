@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from spakky.core.stereotype.configuration import Configuration
-from spakky.outbox.common.config import settings_errors
+from spakky.outbox.common.config import settings_config, settings_errors
 from spakky.plugins.outbox_sqlalchemy.error import (
     InvalidOutboxSqlAlchemyConfigError,
     InvalidOutboxTableNameError,
@@ -44,11 +44,7 @@ def validate_table_name(name: str) -> str:
 class SqlAlchemyOutboxConfig(BaseSettings):
     """Settings of the SQLAlchemy outbox storage."""
 
-    model_config: ClassVar[SettingsConfigDict] = SettingsConfigDict(
-        env_prefix=SPAKKY_OUTBOX_SQLALCHEMY_CONFIG_ENV_PREFIX,
-        env_file_encoding="utf-8",
-        env_nested_delimiter="__",
-    )
+    model_config: ClassVar[SettingsConfigDict] = settings_config(SPAKKY_OUTBOX_SQLALCHEMY_CONFIG_ENV_PREFIX)
 
     table_name: str = DEFAULT_OUTBOX_TABLE_NAME
     """Name of the outbox table: a plain SQL identifier, quoted where needed."""

@@ -1,5 +1,8 @@
 """Errors raised by the SQLAlchemy outbox storage."""
 
+from abc import abstractmethod
+from typing import override
+
 from spakky.outbox.error import AbstractOutboxDetailedError, InvalidOutboxConfigError
 from spakky.outbox.inbox.error import InboxNotFoundError
 
@@ -29,7 +32,21 @@ class UnsupportedOutboxDialectError(AbstractOutboxDetailedError):
     )
 
 
-class OutboxTableNotFoundError(AbstractOutboxDetailedError):
+class _TableMissingError(AbstractOutboxDetailedError):
+    """A table missing where it must exist, named with its database and what to do."""
+
+    def __init__(self, url: str, table_name: str) -> None:
+        """Name the database (URL without password) and the table."""
+        self.url = url
+        self.table_name = table_name
+        super().__init__(f"table {table_name!r} at {url}. {self._advice()}")
+
+    @abstractmethod
+    def _advice(self) -> str:
+        """How the table comes to exist, and which settings to check."""
+
+
+class OutboxTableNotFoundError(_TableMissingError):
     """Raised when the outbox table is missing where it must already exist.
 
     Administration (stats, list, requeue, purge) and acknowledgements never
@@ -39,21 +56,19 @@ class OutboxTableNotFoundError(AbstractOutboxDetailedError):
 
     message = "The outbox table does not exist"
 
-    def __init__(self, url: str, table_name: str) -> None:
-        """Name the database (URL without password) and the table."""
-        self.url = url
-        self.table_name = table_name
-        super().__init__(
-            f"table {table_name!r} at {url}. Create it in a migration with "
+    @override
+    def _advice(self) -> str:
+        return (
+            "Create it in a migration with "
             "spakky.plugins.outbox_sqlalchemy.schema.create_outbox_table(engine, "
-            f"{table_name!r}) (or create_outbox_table_async), or let a relay or a "
+            f"{self.table_name!r}) (or create_outbox_table_async), or let a relay or a "
             "save create it with SPAKKY_OUTBOX_SQLALCHEMY__CREATE_TABLE=true (the "
             "default); check SPAKKY_SQLALCHEMY__CONNECTION_STRING and "
             "SPAKKY_OUTBOX_SQLALCHEMY__TABLE_NAME if it should exist"
         )
 
 
-class InboxTableNotFoundError(InboxNotFoundError):
+class InboxTableNotFoundError(InboxNotFoundError, _TableMissingError):
     """Raised when the inbox's status or purge finds no inbox table.
 
     Only a record (or a lease) creates the table, so ``spakky-outbox inbox``
@@ -62,12 +77,10 @@ class InboxTableNotFoundError(InboxNotFoundError):
 
     message = "The inbox table does not exist"
 
-    def __init__(self, url: str, table_name: str) -> None:
-        """Name the database (URL without password) and the table."""
-        self.url = url
-        self.table_name = table_name
-        super().__init__(
-            f"table {table_name!r} at {url}. The first message an @Idempotent handler "
+    @override
+    def _advice(self) -> str:
+        return (
+            "The first message an @Idempotent handler "
             "records creates it (SPAKKY_OUTBOX_SQLALCHEMY__CREATE_TABLE=true, the default); "
             "check SPAKKY_SQLALCHEMY__CONNECTION_STRING and "
             "SPAKKY_OUTBOX_SQLALCHEMY__INBOX_TABLE_NAME if it should exist"

@@ -13,11 +13,9 @@ clock. The table is created on first use like the outbox table.
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, override
+from typing import override
 
 from spakky.core.pod.annotations.pod import Pod
-from spakky.outbox.common.config import redact_url
-from spakky.outbox.error import OutboxTransactionRequiredError
 from spakky.outbox.inbox.identity import inbox_key
 from spakky.outbox.ports.inbox import (
     IAsyncInboxStorage,
@@ -26,6 +24,7 @@ from spakky.outbox.ports.inbox import (
     InboxStats,
     LeaseOutcome,
 )
+from spakky.plugins.outbox_sqlalchemy.async_tables import AsyncTableRunner
 from spakky.plugins.outbox_sqlalchemy.config import (
     DEFAULT_INBOX_TABLE_NAME,
     INBOX_TABLE_NAME_VARIABLE,
@@ -39,9 +38,10 @@ from spakky.plugins.outbox_sqlalchemy.operations import (
     dialect_kind,
 )
 from spakky.plugins.outbox_sqlalchemy.schema import NamedTables, UtcDateTime, index_name
-from spakky.plugins.outbox_sqlalchemy.storage import (
-    _table_created,
-    creation_failure,
+from spakky.plugins.outbox_sqlalchemy.sync_tables import TableRunner
+from spakky.plugins.outbox_sqlalchemy.tables import (
+    TableKeeper,
+    business_session,
     mark_table_created,
 )
 from spakky.plugins.sqlalchemy.persistency.connection_manager import (
@@ -51,12 +51,12 @@ from spakky.plugins.sqlalchemy.persistency.connection_manager import (
 from spakky.plugins.sqlalchemy.persistency.session_manager import (
     AsyncSessionManager,
     SessionManager,
-    SessionNotInitializedError,
 )
 from sqlalchemy import (
     Column,
     Connection,
     Dialect,
+    Engine,
     Index,
     Integer,
     MetaData,
@@ -65,12 +65,10 @@ from sqlalchemy import (
     Table,
     bindparam,
     column,
-    inspect,
     text,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
 _MYSQL = ("mysql", "mariadb")
 
@@ -201,61 +199,57 @@ class InboxSql:
         return InboxStats(records=row.records, leased=row.leased, oldest_recorded_at=row.oldest)
 
 
-class _InboxCore:
+class _InboxCore(TableKeeper):
     """What both flavours share: the table, its statements, where it lives."""
 
-    def __init__(self, engine: Any, config: SqlAlchemyOutboxConfig) -> None:
+    def __init__(self, engine: Engine, config: SqlAlchemyOutboxConfig) -> None:
+        super().__init__(engine, inbox_table(config.inbox_table_name), config.create_table)
         self.config = config
-        self.table = inbox_table(config.inbox_table_name)
         self.sql = InboxSql(self.table, engine.dialect)
-        self.url = redact_url(engine.url.render_as_string(hide_password=False))
-        self.ready = False
-
-    def must_create(self, engine: Any) -> bool:
-        if self.ready or not self.config.create_table:
-            return False
-        self.ready = _table_created(engine, self.table.name)
-        return not self.ready
 
     def creates_in_session(self) -> bool:
         # SQLite: the business transaction may hold the only write lock already.
         return self.config.create_table and self.sql.kind is DialectKind.SQLITE
 
-    def create_in(self, connection: Connection) -> None:
-        if not _table_created(connection.engine, self.table.name):
-            create_inbox_table(connection, self.table)
-            mark_table_created(connection.engine, self.table.name)
-
     def create_in_session(self, connection: Connection) -> None:
         """SQLite: create the table in the business transaction (it may hold the only write lock)."""
         try:
             self.create_in(connection)
+            mark_table_created(connection.engine, self.table.name)
         except Exception as error:
             # A concurrent first transaction committed the table after this one
             # looked; SQLite fails just the statement, the transaction goes on.
             self.created_elsewhere(connection.engine, error, self.table_exists(connection))
 
-    def table_exists(self, connection: Connection) -> bool:
-        return inspect(connection).has_table(self.table.name)
+    @override
+    def _create(self, connection: Connection) -> None:
+        create_inbox_table(connection, self.table)
 
-    def created_elsewhere(self, engine: Any, error: Exception, exists: bool | None) -> None:
-        """After a failed CREATE: carry on when another handler or process made the table."""
-        failure = creation_failure(error, exists)
-        if failure is error:
-            raise error
-        if failure is not None:
-            raise failure from error
-        mark_table_created(engine, self.table.name)
+    @override
+    def checks_table(self, error: Exception) -> bool:
+        return isinstance(error, DBAPIError)
+
+    @override
+    def failure(self, error: Exception, exists: bool | None) -> Exception:
+        """Our error for the missing table (status, purge); any other error as it is."""
+        if exists is False:
+            return InboxTableNotFoundError(self.url, self.table.name)
+        return error
+
+
+class _InboxStorageBase:
+    """What both inbox flavours answer from their `_InboxCore` alone."""
+
+    _core: _InboxCore
 
     def location(self) -> str:
-        return f"{self.url} table {self.table.name}"
+        """The URL without password and the table."""
+        return self._core.location()
 
     def defaulted(self) -> tuple[str, ...]:
-        return () if "inbox_table_name" in self.config.model_fields_set else (INBOX_TABLE_NAME_VARIABLE,)
-
-    def missing(self) -> InboxTableNotFoundError:
-        """Our error for the missing table, naming the database and the table."""
-        return InboxTableNotFoundError(self.url, self.table.name)
+        """The table variable, when the table name is the default."""
+        core = self._core
+        return () if "inbox_table_name" in core.config.model_fields_set else (INBOX_TABLE_NAME_VARIABLE,)
 
 
 ASYNC_INBOX_POD_NAME = "spakky_outbox_sqlalchemy_async_inbox"
@@ -263,7 +257,7 @@ SYNC_INBOX_POD_NAME = "spakky_outbox_sqlalchemy_inbox"
 
 
 @Pod(name=ASYNC_INBOX_POD_NAME)
-class AsyncSqlAlchemyInboxStorage(IAsyncInboxStorage):
+class AsyncSqlAlchemyInboxStorage(_InboxStorageBase, IAsyncInboxStorage):
     """Asynchronous SQLAlchemy inbox (PostgreSQL, MariaDB/MySQL, SQLite)."""
 
     def __init__(
@@ -274,53 +268,23 @@ class AsyncSqlAlchemyInboxStorage(IAsyncInboxStorage):
     ) -> None:
         """Bind the inbox to the business session manager and the engine."""
         self._session_manager = session_manager
-        self._engine = connection_manager.connection
-        self._core = _InboxCore(self._engine.sync_engine, config)
-
-    async def _ensure_table(self) -> None:
-        core = self._core
-        if not core.must_create(self._engine.sync_engine):
-            return
-        try:
-            async with self._engine.begin() as connection:
-                await connection.run_sync(core.create_in)
-        except Exception as error:
-            # Concurrent first messages (or instances) race on the CREATE.
-            core.created_elsewhere(self._engine.sync_engine, error, await self._table_exists())
-
-    async def _table_exists(self) -> bool | None:
-        try:
-            async with self._engine.connect() as connection:
-                return await connection.run_sync(self._core.table_exists)
-        except Exception:  # the question failed too: the original error stands
-            return None
+        engine = connection_manager.connection
+        self._core = _InboxCore(engine.sync_engine, config)
+        self._tables = AsyncTableRunner(engine, self._core)
 
     async def _run[T](self, operation: Callable[[Connection], T]) -> T:
-        await self._ensure_table()
-        async with self._engine.begin() as connection:
-            return await connection.run_sync(operation)
-
-    async def _administer[T](self, operation: Callable[[Connection], T]) -> T:
-        """Run ``operation`` (status, purge) without creating the table."""
-        try:
-            async with self._engine.begin() as connection:
-                return await connection.run_sync(operation)
-        except DBAPIError as error:
-            if await self._table_exists() is False:
-                raise self._core.missing() from error
-            raise
+        """Run a lease operation in one transaction, the table created on first use."""
+        await self._tables.ensure_table()
+        return await self._tables.run(operation)
 
     @override
     async def record(self, consumer: str, message_id: str) -> bool:
-        try:
-            session = self._session_manager.session
-        except SessionNotInitializedError:
-            raise OutboxTransactionRequiredError() from None
+        session = business_session(self._session_manager)
         core = self._core
         if core.creates_in_session():
             await session.run_sync(lambda s: core.create_in_session(s.connection()))
         else:
-            await self._ensure_table()
+            await self._tables.ensure_table()
         return await session.run_sync(lambda s: core.sql.record(s.connection(), consumer, message_id))
 
     @override
@@ -341,23 +305,16 @@ class AsyncSqlAlchemyInboxStorage(IAsyncInboxStorage):
     @override
     async def purge(self, before: datetime, limit: int = 10_000) -> int:
         sql = self._core.sql
-        return await self._administer(lambda c: sql.purge(c, before, limit))
+        # Status and purge never create the table.
+        return await self._tables.guarded(lambda c: sql.purge(c, before, limit))
 
     @override
     async def stats(self) -> InboxStats:
-        return await self._administer(self._core.sql.stats)
-
-    @override
-    def location(self) -> str:
-        return self._core.location()
-
-    @override
-    def defaulted(self) -> tuple[str, ...]:
-        return self._core.defaulted()
+        return await self._tables.guarded(self._core.sql.stats)
 
 
 @Pod(name=SYNC_INBOX_POD_NAME)
-class SqlAlchemyInboxStorage(IInboxStorage):
+class SqlAlchemyInboxStorage(_InboxStorageBase, IInboxStorage):
     """Synchronous SQLAlchemy inbox (PostgreSQL, MariaDB/MySQL, SQLite)."""
 
     def __init__(
@@ -368,53 +325,22 @@ class SqlAlchemyInboxStorage(IInboxStorage):
     ) -> None:
         """Bind the inbox to the business session manager and the engine."""
         self._session_manager = session_manager
-        self._engine = connection_manager.connection
-        self._core = _InboxCore(self._engine, config)
-
-    def _ensure_table(self) -> None:
-        core = self._core
-        if not core.must_create(self._engine):
-            return
-        try:
-            with self._engine.begin() as connection:
-                core.create_in(connection)
-        except Exception as error:
-            # Concurrent first messages (or instances) race on the CREATE.
-            core.created_elsewhere(self._engine, error, self._table_exists())
-
-    def _table_exists(self) -> bool | None:
-        try:
-            with self._engine.connect() as connection:
-                return self._core.table_exists(connection)
-        except Exception:  # the question failed too: the original error stands
-            return None
+        self._core = _InboxCore(connection_manager.connection, config)
+        self._tables = TableRunner(connection_manager.connection, self._core)
 
     def _run[T](self, operation: Callable[[Connection], T]) -> T:
-        self._ensure_table()
-        with self._engine.begin() as connection:
-            return operation(connection)
-
-    def _administer[T](self, operation: Callable[[Connection], T]) -> T:
-        """Run ``operation`` (status, purge) without creating the table."""
-        try:
-            with self._engine.begin() as connection:
-                return operation(connection)
-        except DBAPIError as error:
-            if self._table_exists() is False:
-                raise self._core.missing() from error
-            raise
+        """Run a lease operation (see the async inbox's `_run`)."""
+        self._tables.ensure_table()
+        return self._tables.run(operation)
 
     @override
     def record(self, consumer: str, message_id: str) -> bool:
-        try:
-            session: Session = self._session_manager.session
-        except SessionNotInitializedError:
-            raise OutboxTransactionRequiredError() from None
+        session = business_session(self._session_manager)
         core = self._core
         if core.creates_in_session():
             core.create_in_session(session.connection())
         else:
-            self._ensure_table()
+            self._tables.ensure_table()
         return core.sql.record(session.connection(), consumer, message_id)
 
     @override
@@ -431,16 +357,8 @@ class SqlAlchemyInboxStorage(IInboxStorage):
 
     @override
     def purge(self, before: datetime, limit: int = 10_000) -> int:
-        return self._administer(lambda c: self._core.sql.purge(c, before, limit))
+        return self._tables.guarded(lambda c: self._core.sql.purge(c, before, limit))
 
     @override
     def stats(self) -> InboxStats:
-        return self._administer(self._core.sql.stats)
-
-    @override
-    def location(self) -> str:
-        return self._core.location()
-
-    @override
-    def defaulted(self) -> tuple[str, ...]:
-        return self._core.defaulted()
+        return self._tables.guarded(self._core.sql.stats)

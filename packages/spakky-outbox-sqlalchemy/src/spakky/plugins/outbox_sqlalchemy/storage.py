@@ -18,7 +18,7 @@ from uuid import UUID
 
 from spakky.core.pod.annotations.pod import Pod
 from spakky.outbox.backend.wakeup import WakeUpHub, wake_up_hub
-from spakky.outbox.common.config import OutboxConfig, redact_url
+from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.figures import RELAY_FIGURES_READ_LIMIT, RelayFigures
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import (
@@ -29,11 +29,11 @@ from spakky.outbox.common.stats import (
     RelayClaims,
     stats_timeout,
 )
-from spakky.outbox.error import OutboxTransactionRequiredError
 from spakky.outbox.ports.storage import (
     IAsyncOutboxFullStorage,
     IOutboxFullStorage,
 )
+from spakky.plugins.outbox_sqlalchemy.async_tables import AsyncTableRunner
 from spakky.plugins.outbox_sqlalchemy.config import (
     STORAGE_NAME,
     TABLE_NAME_VARIABLE,
@@ -49,6 +49,12 @@ from spakky.plugins.outbox_sqlalchemy.outage import (
     watch_connection_loss,
 )
 from spakky.plugins.outbox_sqlalchemy.schema import create_table, outbox_table
+from spakky.plugins.outbox_sqlalchemy.sync_tables import TableRunner
+from spakky.plugins.outbox_sqlalchemy.tables import (
+    TableKeeper,
+    business_session,
+    mark_table_created,
+)
 from spakky.plugins.outbox_sqlalchemy.wakeup import (
     AsyncDeferredNotify,
     DeferredNotifyThread,
@@ -65,43 +71,10 @@ from spakky.plugins.sqlalchemy.persistency.connection_manager import (
 from spakky.plugins.sqlalchemy.persistency.session_manager import (
     AsyncSessionManager,
     SessionManager,
-    SessionNotInitializedError,
 )
-from sqlalchemy import Connection, Engine, inspect
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.orm import Session
-
-_created: set[tuple[str, str]] = set()
-_created_lock = threading.Lock()
-
-
-def _created_key(engine: Engine, table_name: str) -> tuple[str, str]:
-    return (engine.url.render_as_string(hide_password=True), table_name)
-
-
-def mark_table_created(engine: Engine, table_name: str) -> None:
-    """Record that ``table_name`` exists on ``engine`` (skips the startup check)."""
-    with _created_lock:
-        _created.add(_created_key(engine, table_name))
-
-
-def _table_created(engine: Engine, table_name: str) -> bool:
-    with _created_lock:
-        return _created_key(engine, table_name) in _created
-
-
-def creation_failure(error: Exception, exists: bool | None) -> Exception | None:
-    """What a failed CREATE TABLE raises; None when another instance made the table.
-
-    ``exists`` is asked afterwards on a fresh connection (None: that failed too).
-    Two processes creating a table at once is the normal start of a service with
-    several instances; on PostgreSQL the loser's ``CREATE TABLE IF NOT EXISTS``
-    fails on the catalog's unique index rather than finding the table.
-    """
-    if exists:
-        return None
-    return unavailable(error) if is_outage(error) else error
 
 
 def single_statement_engine[E: (Engine, AsyncEngine)](engine: E, kind: DialectKind) -> E:
@@ -118,7 +91,7 @@ def single_statement_engine[E: (Engine, AsyncEngine)](engine: E, kind: DialectKi
     return engine
 
 
-class _OutboxCore:
+class _OutboxCore(TableKeeper):
     """State shared by the sync and async storages."""
 
     def __init__(
@@ -127,10 +100,8 @@ class _OutboxCore:
         outbox_config: OutboxConfig,
         config: SqlAlchemyOutboxConfig,
     ) -> None:
+        super().__init__(sync_engine, outbox_table(config.table_name), config.create_table)
         self.config = config
-        self.table = outbox_table(config.table_name)
-        self.url = redact_url(sync_engine.url.render_as_string(hide_password=False))
-        """The engine's URL as it may be printed (no password, in the user part or the query)."""
         self.owner = uuid.uuid4().hex
         """Owner token of this instance: one instance stands for one relay process."""
         self.sql = OutboxSql(
@@ -146,51 +117,33 @@ class _OutboxCore:
         self.hub: WakeUpHub = wake_up_hub(config.table_name)
         self.seen = self.hub.generation
         self.channel = notify_channel(config.table_name)
-        self.table_ready = False
-        """Whether this process is known to have the table (see `must_create`)."""
 
     def notifies(self) -> bool:
         """Whether saves announce themselves with NOTIFY (PostgreSQL, ``notify`` on)."""
         return self.config.notify and self.kind is DialectKind.POSTGRESQL
 
-
-    def table_exists(self, connection: Connection) -> bool:
-        """Whether the outbox table exists, as seen by ``connection``."""
-        return inspect(connection).has_table(self.table.name)
-
     def creates_in_session(self) -> bool:
         """Whether ``save`` must create the table on the business connection."""
         return self.config.create_table and self.kind is DialectKind.SQLITE
 
-    def create_in(self, connection: Connection) -> None:
-        """Create the table on ``connection`` unless this process knows it exists."""
-        if not _table_created(connection.engine, self.table.name):
-            create_table(connection, self.table)
-
-    def must_create(self, engine: Engine) -> bool:
-        """Whether a save or claim has to make sure the table exists first."""
-        if self.table_ready or not self.config.create_table:
-            return False
-        # The process-wide record never forgets a table, so once it holds this
-        # one the answer is kept here: a save then skips the lookup (and the
-        # URL it is keyed by) altogether.
-        self.table_ready = _table_created(engine, self.table.name)
-        return not self.table_ready
+    @override
+    def _create(self, connection: Connection) -> None:
+        create_table(connection, self.table)
 
     def missing(self) -> OutboxTableNotFoundError:
         """Our error for the missing table, naming the database and the table."""
         return OutboxTableNotFoundError(self.url, self.table.name)
 
+    @override
     def failure(self, error: Exception, exists: bool | None) -> Exception:
-        """What to raise for ``error``; ``exists`` is the table check (None: not made)."""
         if connection_lost(error):
             return unavailable(error)
         if exists is False:
             return self.missing()
         return unavailable(error) if is_outage(error) else error
 
+    @override
     def checks_table(self, error: Exception) -> bool:
-        """Whether ``error`` may come from a missing table (worth a catalog check)."""
         return isinstance(error, DBAPIError) and not connection_lost(error)
 
     def target(self) -> OutboxTarget:
@@ -198,7 +151,7 @@ class _OutboxCore:
         defaulted = () if "table_name" in self.config.model_fields_set else (TABLE_NAME_VARIABLE,)
         return OutboxTarget(
             backend=STORAGE_NAME,
-            location=f"{self.url} table {self.table.name}",
+            location=self.location(),
             defaulted=defaulted,
         )
 
@@ -213,8 +166,24 @@ SYNC_STORAGE_POD_NAME = "spakky_outbox_sqlalchemy_storage"
 """Pod name of the sync storage (spakky-sqlalchemy 8.5 has a class of the same name)."""
 
 
+class _OutboxStorageBase:
+    """What both storage flavours answer from their `_OutboxCore` alone."""
+
+    _core: _OutboxCore
+
+    @property
+    def owner_token(self) -> str:
+        """This instance's owner token."""
+        return self._core.owner
+
+    def target(self) -> OutboxTarget:
+        """Backend ``sqlalchemy``, the URL without password, and the table."""
+        return self._core.target()
+
+
 @Pod(name=ASYNC_STORAGE_POD_NAME)
 class AsyncSqlAlchemyOutboxStorage(
+    _OutboxStorageBase,
     IAsyncOutboxFullStorage,
 ):
     """Asynchronous SQLAlchemy outbox storage (PostgreSQL, MariaDB/MySQL, SQLite)."""
@@ -230,43 +199,10 @@ class AsyncSqlAlchemyOutboxStorage(
         self._session_manager = session_manager
         self._engine = watch_connection_loss(connection_manager.connection)
         self._core = _OutboxCore(self._engine.sync_engine, outbox_config, config)
+        self._tables = AsyncTableRunner(self._engine, self._core)
         self._single = single_statement_engine(self._engine, self._core.kind)
         self._listener: PgNotificationListener | None = None
         self._owed_notify: AsyncDeferredNotify | None = None
-
-    @property
-    def owner_token(self) -> str:
-        """This instance's owner token."""
-        return self._core.owner
-
-    @override
-    def target(self) -> OutboxTarget:
-        """Backend ``sqlalchemy``, the URL without password, and the table."""
-        return self._core.target()
-
-    async def _ensure_table(self) -> None:
-        core = self._core
-        if not core.must_create(self._engine.sync_engine):
-            return
-        try:
-            async with self._engine.begin() as connection:
-                await connection.run_sync(create_table, core.table)
-        except Exception as error:
-            # Another instance may have created it between check and CREATE.
-            failure = creation_failure(error, await self._table_exists())
-            if failure is error:
-                raise
-            if failure is not None:
-                raise failure from error
-        mark_table_created(self._engine.sync_engine, core.table.name)
-
-    async def _table_exists(self) -> bool | None:
-        """Whether the table exists; None when even that cannot be asked."""
-        try:
-            async with self._engine.connect() as connection:
-                return await connection.run_sync(self._core.table_exists)
-        except Exception:  # the question failed too: the original error stands
-            return None
 
     async def _run[T](
         self,
@@ -277,31 +213,19 @@ class AsyncSqlAlchemyOutboxStorage(
     ) -> T:
         """Run ``operation`` in one transaction (``single``: statements that each stand alone, see `single_statement_engine`)."""
         if create:
-            await self._ensure_table()
-        try:
-            async with (self._single if single else self._engine).begin() as connection:
-                return await connection.run_sync(operation)
-        except Exception as error:
-            core = self._core
-            exists = await self._table_exists() if core.checks_table(error) else None
-            failure = core.failure(error, exists)
-            if failure is error:
-                raise
-            raise failure from error
+            await self._tables.ensure_table()
+        return await self._tables.guarded(operation, self._single if single else None)
 
     @override
     async def save(self, message: OutboxMessage) -> None:
-        try:
-            session = self._session_manager.session
-        except SessionNotInitializedError:
-            raise OutboxTransactionRequiredError() from None
+        session = business_session(self._session_manager)
         core = self._core
         if self._core.creates_in_session():
             # SQLite: the business transaction may already hold the only write
             # lock, so DDL from another connection would wait on it forever.
             await session.run_sync(lambda s: core.create_in(s.connection()))
         else:
-            await self._ensure_table()
+            await self._tables.ensure_table()
         # Core-level execution on the session's connection: same transaction,
         # without the ORM execution path a Session.execute takes.
         connection = await session.connection()
@@ -475,6 +399,7 @@ class AsyncSqlAlchemyOutboxStorage(
 
 @Pod(name=SYNC_STORAGE_POD_NAME)
 class SqlAlchemyOutboxStorage(
+    _OutboxStorageBase,
     IOutboxFullStorage,
 ):
     """Synchronous SQLAlchemy outbox storage (PostgreSQL, MariaDB/MySQL, SQLite).
@@ -494,44 +419,11 @@ class SqlAlchemyOutboxStorage(
         self._session_manager = session_manager
         self._engine = watch_connection_loss(connection_manager.connection)
         self._core = _OutboxCore(self._engine, outbox_config, config)
+        self._tables = TableRunner(self._engine, self._core)
         self._single = single_statement_engine(self._engine, self._core.kind)
         self._listener: PgNotificationThread | None = None
         self._listener_lock = threading.Lock()
         self._owed_notify: DeferredNotifyThread | None = None
-
-    @property
-    def owner_token(self) -> str:
-        """This instance's owner token."""
-        return self._core.owner
-
-    @override
-    def target(self) -> OutboxTarget:
-        """Backend ``sqlalchemy``, the URL without password, and the table."""
-        return self._core.target()
-
-    def _ensure_table(self) -> None:
-        core = self._core
-        if not core.must_create(self._engine):
-            return
-        try:
-            with self._engine.begin() as connection:
-                create_table(connection, core.table)
-        except Exception as error:
-            # Another instance may have created it between check and CREATE.
-            failure = creation_failure(error, self._table_exists())
-            if failure is error:
-                raise
-            if failure is not None:
-                raise failure from error
-        mark_table_created(self._engine, core.table.name)
-
-    def _table_exists(self) -> bool | None:
-        """Whether the table exists; None when even that cannot be asked."""
-        try:
-            with self._engine.connect() as connection:
-                return self._core.table_exists(connection)
-        except Exception:  # the question failed too: the original error stands
-            return None
 
     def _run[T](
         self,
@@ -540,31 +432,19 @@ class SqlAlchemyOutboxStorage(
         create: bool = False,
         single: bool = False,
     ) -> T:
-        """Run ``operation`` in one transaction (``single``: statements that each stand alone, see `single_statement_engine`)."""
+        """Run ``operation`` in one transaction (see the async storage's `_run`)."""
         if create:
-            self._ensure_table()
-        try:
-            with (self._single if single else self._engine).begin() as connection:
-                return operation(connection)
-        except Exception as error:
-            core = self._core
-            exists = self._table_exists() if core.checks_table(error) else None
-            failure = core.failure(error, exists)
-            if failure is error:
-                raise
-            raise failure from error
+            self._tables.ensure_table()
+        return self._tables.guarded(operation, self._single if single else None)
 
     @override
     def save(self, message: OutboxMessage) -> None:
-        try:
-            session: Session = self._session_manager.session
-        except SessionNotInitializedError:
-            raise OutboxTransactionRequiredError() from None
+        session = business_session(self._session_manager)
         core = self._core
         if core.creates_in_session():
             core.create_in(session.connection())  # see the async save
         else:
-            self._ensure_table()
+            self._tables.ensure_table()
         session.execute(*core.sql.insert(message))
         if core.notifies():
             owed = self._owed()  # sent after the commit, as in the async save

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/bus/async_outbox_event_bus.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): ef75b9fc5945fb734ae7a6e504aa23d4ea7198f2e07fa28cd7753b3b8f3074c1
+# Source sha256 (with the tool's): 600039b1465de1b0f66ee9108f706bfc7fae5a6b51cd22b186961a2190735188
 """The sync outbox event bus: replaces IEventBus via @Primary."""
 
 from typing import override

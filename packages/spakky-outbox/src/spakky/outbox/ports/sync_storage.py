@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/ports/async_storage.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): ae4cc37affcf328164588ca04550f28b80c317ad4b0c1d5d1d445fdbf839d1eb
+# Source sha256 (with the tool's): 3d2af0fb3993ff21fc0c4889e087fdecee142f84110add312880d09936a3af32
 """Sync outbox storage port and its optional capabilities.
 
 The four abstract methods are the 6.x contract and ``mark_abandoned`` the 8.5

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/testing/async_memory.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 9ab00f34c7f18b7e44e1397c8b21b29e0e717b5627e760d186eba23703d55956
+# Source sha256 (with the tool's): 69739c5156231603cfb11591be14eb363bf94259e37b09b78ac6fca93640fc1a
 """The in-memory reference storage and transaction of the sync flavour."""
 
 from collections.abc import Sequence

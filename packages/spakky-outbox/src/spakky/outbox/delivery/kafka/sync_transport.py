@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/delivery/kafka/async_transport.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 8a27447a0d57b79d3ace6e2c60daa91c20ff31f0824e95a4fe14975b4bf83618
+# Source sha256 (with the tool's): c2cde77e2d4a753c8eed3099cde5ca3d3eac596fbf711ee86f3f7878a7ccff59
 """Kafka delivery for the sync relay: Spakky's `IEventTransport` on confluent-kafka.
 
 ``send`` queues a record in one long-lived idempotent producer (``acks=all``)
