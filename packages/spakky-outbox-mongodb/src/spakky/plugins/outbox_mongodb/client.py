@@ -22,6 +22,7 @@ from spakky.outbox.common.config import OutboxConfig, RelayMode
 from spakky.outbox.common.stats import OutboxTarget
 from spakky.outbox.error import OutboxStorageUnavailableError
 from spakky.plugins.outbox_mongodb.config import (
+    STORAGE_NAME,
     MongoOutboxConfig,
     check_url,
     redact_url,
@@ -85,7 +86,7 @@ class MongoOutboxConnectionManager(IService):
         """Where this outbox lives, without password, and which settings were defaulted."""
         config = self._config
         return OutboxTarget(
-            backend="mongodb",
+            backend=STORAGE_NAME,
             location=f"{redact_url(config.url)} {config.database}.{config.collection}",
             defaulted=config.env_names_left_default("url", "database", "collection"),
         )

@@ -15,6 +15,8 @@ from spakky.plugins.outbox_mongodb.error import InvalidMongoOutboxConfigError
 
 SPAKKY_OUTBOX_MONGODB_CONFIG_ENV_PREFIX: str = "SPAKKY_OUTBOX_MONGODB__"
 """Environment prefix of every MongoDB outbox setting."""
+STORAGE_NAME = "mongodb"
+"""Name of this storage for ``SPAKKY_OUTBOX__STORAGE`` (and its backend in `OutboxTarget`)."""
 
 _DATABASE_FORBIDDEN = frozenset('/\\. "$')
 

@@ -2,11 +2,11 @@
 
 from spakky.core.application.application import SpakkyApplication
 from spakky.outbox.registry import register_storage
+from spakky.plugins.outbox_mongodb.config import STORAGE_NAME
 from spakky.plugins.outbox_mongodb.inbox import (
     AsyncMongoInboxStorage,
     MongoInboxStorage,
 )
-from spakky.plugins.outbox_mongodb.main import STORAGE_NAME
 from spakky.plugins.outbox_mongodb.storage import (
     AsyncMongoOutboxStorage,
     MongoOutboxStorage,

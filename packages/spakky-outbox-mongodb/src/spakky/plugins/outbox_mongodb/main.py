@@ -3,21 +3,11 @@
 from spakky.core.application.application import SpakkyApplication
 from spakky.outbox.registry import announce_storage
 from spakky.plugins.outbox_mongodb.client import MongoOutboxConnectionManager
-from spakky.plugins.outbox_mongodb.config import MongoOutboxConfig
-
-STORAGE_NAME = "mongodb"
-"""Name of this storage for ``SPAKKY_OUTBOX__STORAGE``."""
+from spakky.plugins.outbox_mongodb.config import STORAGE_NAME, MongoOutboxConfig
 
 
 def initialize(app: SpakkyApplication) -> None:
-    """Register the MongoDB outbox configuration and clients.
-
-    Also announces the ``mongodb`` storage as loaded, so the outbox can choose
-    among every loaded storage before contributions register theirs.
-
-    Args:
-        app: The Spakky application instance.
-    """
+    """Register the MongoDB outbox settings and clients; announce ``mongodb`` before contributions choose a storage."""
     announce_storage(app, STORAGE_NAME)
     app.add(MongoOutboxConfig)
     app.add(MongoOutboxConnectionManager)

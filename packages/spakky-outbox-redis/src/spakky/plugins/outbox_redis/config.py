@@ -10,6 +10,8 @@ from spakky.plugins.outbox_redis.error import InvalidRedisOutboxConfigError
 
 SPAKKY_OUTBOX_REDIS_CONFIG_ENV_PREFIX: str = "SPAKKY_OUTBOX_REDIS__"
 """Environment prefix of every Redis outbox setting."""
+STORAGE_NAME = "redis"
+"""Name of this storage for ``SPAKKY_OUTBOX__STORAGE`` (and its backend in `OutboxTarget`)."""
 
 KEY_PREFIX_VARIABLE: str = f"{SPAKKY_OUTBOX_REDIS_CONFIG_ENV_PREFIX}KEY_PREFIX"
 """The variable naming the key prefix, quoted in errors about it."""

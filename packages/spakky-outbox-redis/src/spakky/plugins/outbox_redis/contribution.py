@@ -2,8 +2,8 @@
 
 from spakky.core.application.application import SpakkyApplication
 from spakky.outbox.registry import register_storage
+from spakky.plugins.outbox_redis.config import STORAGE_NAME
 from spakky.plugins.outbox_redis.inbox import AsyncRedisInboxStorage, RedisInboxStorage
-from spakky.plugins.outbox_redis.main import STORAGE_NAME
 from spakky.plugins.outbox_redis.storage import (
     AsyncRedisOutboxStorage,
     RedisOutboxStorage,

@@ -46,13 +46,14 @@ from spakky.plugins.outbox_redis.codec import (
 from spakky.plugins.outbox_redis.config import (
     KEY_PREFIX_VARIABLE,
     SPAKKY_OUTBOX_REDIS_CONFIG_ENV_PREFIX,
+    STORAGE_NAME,
     RedisOutboxConfig,
     check_key_prefix,
 )
 from spakky.plugins.outbox_redis.error import RedisTransactionNotActiveError
 
-STORAGE_BACKEND = "redis"
-"""Backend name in `OutboxTarget`."""
+STORAGE_BACKEND = STORAGE_NAME
+"""Backend name in `OutboxTarget`: the storage's name."""
 
 UNAVAILABLE = (
     RedisConnectionError,  # includes BusyLoadingError: a restarted server loading its data

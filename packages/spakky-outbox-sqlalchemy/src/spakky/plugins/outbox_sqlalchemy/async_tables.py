@@ -5,6 +5,7 @@ really do differently is a hand-written pair of functions in `tables`.
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from spakky.plugins.outbox_sqlalchemy.tables import (
     TableKeeper,
@@ -16,13 +17,12 @@ from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 
+@dataclass(frozen=True)
 class AsyncTableRunner:
     """Runs operations of a `TableKeeper`'s table on an async engine; creates the table on first use."""
 
-    def __init__(self, engine: AsyncEngine, keeper: TableKeeper) -> None:
-        """Run on ``engine``, for ``keeper``'s table."""
-        self.engine = engine
-        self.keeper = keeper
+    engine: AsyncEngine
+    keeper: TableKeeper
 
     async def ensure_table(self) -> None:
         """Create the table unless this process knows it exists (see `TableKeeper.must_create`)."""

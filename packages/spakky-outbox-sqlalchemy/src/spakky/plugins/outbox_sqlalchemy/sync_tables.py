@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-sqlalchemy/src/spakky/plugins/outbox_sqlalchemy/async_tables.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): de64367c296da42d2f5347b2e45d3d100d1c394aeb946f438eb8564414d0f3ee
+# Source sha256 (with the tool's): de0392a35c0f6f99a823373f43ea194b9cd5a600639208361dd3b866b4642d4f
 """Operations of one table on a sync engine, each in a short transaction of its own.
 
 Its twin ``sync_tables`` is generated (``make unasync``); what the drivers
@@ -8,6 +8,7 @@ really do differently is a hand-written pair of functions in `tables`.
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from spakky.plugins.outbox_sqlalchemy.tables import (
     TableKeeper,
@@ -18,13 +19,12 @@ from spakky.plugins.outbox_sqlalchemy.tables import (
 from sqlalchemy import Connection, Engine
 
 
+@dataclass(frozen=True)
 class TableRunner:
     """Runs operations of a `TableKeeper`'s table on a sync engine; creates the table on first use."""
 
-    def __init__(self, engine: Engine, keeper: TableKeeper) -> None:
-        """Run on ``engine``, for ``keeper``'s table."""
-        self.engine = engine
-        self.keeper = keeper
+    engine: Engine
+    keeper: TableKeeper
 
     def ensure_table(self) -> None:
         """Create the table unless this process knows it exists (see `TableKeeper.must_create`)."""
