@@ -125,15 +125,6 @@ def settings_errors(
         raise error_type(describe_settings_error(env_prefix, error)) from None
 
 
-def settings_config(env_prefix: str) -> SettingsConfigDict:
-    """How a storage's ``SPAKKY_OUTBOX_<STORAGE>__*`` settings load: ``env_prefix``, UTF-8 env files, ``__`` between nested names."""
-    return SettingsConfigDict(
-        env_prefix=env_prefix,
-        env_file_encoding="utf-8",
-        env_nested_delimiter="__",
-    )
-
-
 _KEEP_FOREVER = frozenset({"none", "forever", "off"})
 """Values of ``PUBLISHED_RETENTION_SECONDS`` that keep published messages."""
 
