@@ -321,7 +321,7 @@ def create_table(connection: Connection, table: Table) -> None:
     when another relay was first, the copy is dropped). The figures table is
     only written and read along its index, so it is created plainly.
     """
-    figures_table(table.name).create(connection, checkfirst=True)
+    _create_figures_table(connection, figures_table(table.name))
     if connection.dialect.name not in _MYSQL:
         table.create(connection, checkfirst=True)
         return
@@ -337,6 +337,20 @@ def create_table(connection: Connection, table: Table) -> None:
     except DBAPIError:
         staging.drop(connection)
         if not inspect(connection).has_table(table.name):
+            raise
+
+
+def _create_figures_table(connection: Connection, figures: Table) -> None:
+    """Create ``figures`` unless it exists, letting another instance win the race.
+
+    SQLite and MySQL/MariaDB commit each CREATE on its own, so a relay starting
+    beside another can lose on this table while the outbox table is not there
+    yet: it must carry on when the figures table exists after its failure.
+    """
+    try:
+        figures.create(connection, checkfirst=True)
+    except DBAPIError:
+        if not inspect(connection).has_table(figures.name):
             raise
 
 
