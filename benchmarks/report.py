@@ -102,7 +102,8 @@ def limit_rows(ours: dict[str, Any], sizes: dict[str, Any]) -> list[Row]:
         rows.append(
             (
                 f"Drain vs {label} {lane} (msg/s; "
-                f"{sizes.get('limit_rows', 0):,} rows{', 100 keys' if lane == 'keyed' else ''})",
+                f"{sizes.get('limit_rows', 0):,} rows{', 100 keys' if lane == 'keyed' else ''}; "
+                f"median of {len(dig(ours, section, f'{lane}_ours', 'round_rates') or [])} alternating rounds)",
                 f"{fmt(relay)} ({factor(relay, bare)} of bare)",
                 f"{fmt(bare)} (bare loop)",
                 "",
