@@ -207,6 +207,9 @@ async def drain(
                 await asyncio.sleep(POLL_SECONDS)
         finally:
             drill.stop()
+        # Where the events stand in the outbox once the relays stopped: an incomplete
+        # scenario then tells events the relays never sent from sends the broker lost.
+        stats = await drill.stats()
         report = await drill.report(f"through the broker: {transport}, {relays} relay(s)")
     seconds = (last - first) if first is not None and last is not None else None
     result = {
@@ -221,11 +224,18 @@ async def drain(
         "duplicates": report.duplicates,
         "reorderings": report.reorderings,
         "lost": report.lost,
+        "outbox": {
+            "pending": stats.pending,
+            "claimed": stats.claimed,
+            "published": stats.published,
+            "abandoned": stats.abandoned,
+        },
     }
     rate = f"{result['rate']:.0f} msg/s" if result["rate"] else "no rate"
     shown = "".join(f", {name.removeprefix('SPAKKY_OUTBOX__')}={value}" for name, value in extra.items())
     progress(
-        f"  {transport}, {relays} relay(s){shown}: {rate}; {describe(report)}" + (f"; ! {error}" if error else "")
+        f"  {transport}, {relays} relay(s){shown}: {rate}; {describe(report)}"
+        + (f"; ! {error}; outbox after the stop: {result['outbox']}" if error else "")
     )
     return result
 

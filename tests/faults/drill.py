@@ -284,6 +284,10 @@ class Drill:
         worker.wait()
         return worker.pid
 
+    def arm_hold_after_flush(self, after_batches: int) -> None:
+        """Put the after-flush hold in place now, for the first relay that has flushed ``after_batches`` batches."""
+        (self.control / HOLD_AFTER_FLUSH).write_text(str(after_batches))
+
     async def hold_after_flush(self, timeout: float) -> tuple[int, list[str]]:
         """Stop the next relay to flush a batch right after the broker confirmed it, before the outbox hears of it.
 
@@ -291,7 +295,8 @@ class Drill:
         it now and the broker holds the batch while the outbox sends it again
         once the claim lapses (see ``worker.py``).
         """
-        (self.control / HOLD_AFTER_FLUSH).touch()
+        if not any(self.control.glob(f"{HOLD_AFTER_FLUSH}*")):  # unless armed (or taken) already
+            (self.control / HOLD_AFTER_FLUSH).touch()
         held = await wait_held(self.control, HOLD_AFTER_FLUSH, timeout, self.check_alive)
         index = next(i for i, w in enumerate(self.workers) if w.pid == held.pid)
         return index, held.lines

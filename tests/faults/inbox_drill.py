@@ -570,14 +570,17 @@ async def _drill(
             f"{skips} skipped), {stats.pending} pending in the outbox; logs in {control}"
         )
 
+    # Mid-drain: some of the outbox published, most of it still to come (below
+    # the cap at which the storage's stats stop counting). The hold is armed
+    # before the relays start: a relay fast enough to drain everything while
+    # the drill reads the stats would otherwise never flush again.
+    published = min(events // 10, STATS_COUNT_CAP // 2)
+    relays.arm_hold_after_flush(max(1, published // int(RELAY_SETTINGS["SPAKKY_OUTBOX__BATCH_SIZE"])))
     try:
         consumers.spawn()  # both boot at once: a process takes seconds to build its app on a busy machine
         relays.start()
         await consumers.wait_ready()
         phase("relays and consumer up")
-        # Mid-drain: some of the outbox published, most of it still to come (below
-        # the cap at which the storage's stats stop counting).
-        published = min(events // 10, STATS_COUNT_CAP // 2)
         await _until_async(lambda: _published_at_least(relays, published), deadline, where, check)
         killed, batch = await relays.hold_after_flush(deadline)
         relays.kill(killed)

@@ -78,6 +78,20 @@ def claim_hold(directory: Path, name: str) -> Path | None:
     return directory / f"{name}-held-{os.getpid()}"
 
 
+def hold_threshold(directory: Path, name: str) -> int | None:
+    """Batches a process must have flushed before it may take the hold ``name``; None when there is none.
+
+    The drill arms a hold before the relays start (`Drill.arm_hold_after_flush`)
+    with the number in the file, so a relay fast enough to drain everything
+    before the drill looks again still stops mid-drain.
+    """
+    try:
+        text = (directory / name).read_text()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.strip() else 0
+
+
 def report_held(path: Path, lines: list[str]) -> None:
     """Write what the holder holds (one item a line) to ``path`` whole, in one rename."""
     partial = path.with_name(f".{path.name}.partial")

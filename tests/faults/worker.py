@@ -72,7 +72,7 @@ def _hold_after_flush(app: SpakkyApplication, control: Path) -> None:
     Wraps the async relay's transport (this instance only): ``send`` notes each
     event, ``flush`` flushes, then takes the drill's hold when there is one.
     """
-    from sink import HOLD_AFTER_FLUSH, claim_hold, report_held
+    from sink import HOLD_AFTER_FLUSH, claim_hold, hold_threshold, report_held
     from spakky.outbox.relay.async_relay import AsyncOutboxRelayBackgroundService
 
     relay = app.container.get_or_none(AsyncOutboxRelayBackgroundService)
@@ -83,6 +83,7 @@ def _hold_after_flush(app: SpakkyApplication, control: Path) -> None:
     # Per task: a relay works on several batches at once (BATCHES_IN_FLIGHT), each
     # sent and flushed by its own lane.
     batches: dict[asyncio.Task[object] | None, list[str]] = {}
+    flushes = 0
 
     async def noted_send(
         event_name: str, payload: bytes, headers: dict[str, str], partition_key: str | None = None
@@ -92,9 +93,12 @@ def _hold_after_flush(app: SpakkyApplication, control: Path) -> None:
         batches.setdefault(asyncio.current_task(), []).append(f"{body['key']} {body['seq']}")
 
     async def flush_then_hold() -> None:
+        nonlocal flushes
         await flush()
         flushed = batches.pop(asyncio.current_task(), [])
-        held = claim_hold(control, HOLD_AFTER_FLUSH) if flushed else None
+        flushes += bool(flushed)
+        threshold = hold_threshold(control, HOLD_AFTER_FLUSH) if flushed else None
+        held = claim_hold(control, HOLD_AFTER_FLUSH) if threshold is not None and flushes >= threshold else None
         if held is not None:
             report_held(held, flushed)
             await asyncio.Event().wait()  # until the drill's SIGKILL

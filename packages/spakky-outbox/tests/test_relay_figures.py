@@ -38,7 +38,7 @@ from spakky.outbox.testing.transport import (
     RecordingEventTransport,
 )
 from spakky.outbox.testing.waiting import wait_for
-from tests.test_relay_metrics import RecordingMetrics
+from test_relay_metrics import RecordingMetrics
 
 RELAY_NAME = f"{socket.gethostname()}/{os.getpid()}"
 """How a relay of this test process names itself."""
