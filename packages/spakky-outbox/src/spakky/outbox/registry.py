@@ -102,25 +102,20 @@ def register_storage(
     if selected != name:
         logger.debug("Outbox storage %r loaded but not selected (%r)", name, selected)
         return False
-    if storage is not None:
-        app.add(storage)
-        app.container.bind_to_type(IOutboxStorage, storage)
-    if async_storage is not None:
-        app.add(async_storage)
-        app.container.bind_to_type(IAsyncOutboxStorage, async_storage)
+    transaction, async_transaction = (None, None) if transactions is None else transactions
     inbox, async_inbox = inboxes
-    if inbox is not None:
-        app.add(inbox)
-        app.container.bind_to_type(IInboxStorage, inbox)
-    if async_inbox is not None:
-        app.add(async_inbox)
-        app.container.bind_to_type(IAsyncInboxStorage, async_inbox)
-    if transactions is not None:
-        transaction, async_transaction = transactions
-        app.add(transaction)
-        app.add(async_transaction)
-        app.container.bind_to_type(AbstractTransaction, transaction)
-        app.container.bind_to_type(AbstractAsyncTransaction, async_transaction)
+    bindings: tuple[tuple[type, type | None], ...] = (
+        (IOutboxStorage, storage),
+        (IAsyncOutboxStorage, async_storage),
+        (IInboxStorage, inbox),
+        (IAsyncInboxStorage, async_inbox),
+        (AbstractTransaction, transaction),
+        (AbstractAsyncTransaction, async_transaction),
+    )
+    for port, pod in bindings:
+        if pod is not None:
+            app.add(pod)
+            app.container.bind_to_type(port, pod)
     logger.info("Outbox storage %r selected", name)
     return True
 

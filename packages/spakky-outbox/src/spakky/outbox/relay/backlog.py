@@ -20,15 +20,23 @@ BACKLOG_READ_TIMEOUT_SECONDS = 2.0
 """How long one gauge read may take; past it the gauges keep their last value."""
 
 
-class AsyncBacklogReader:
+class _BacklogReaderBase[S: (IOutboxAdministration, IAsyncOutboxAdministration)]:
+    """The storage both readers read and the server-side timeout of each read."""
+
+    def __init__(self, storage: S, timeout_seconds: float | None = BACKLOG_READ_TIMEOUT_SECONDS) -> None:
+        """Read ``storage``, each read stopped by the server after ``timeout_seconds``."""
+        self._storage = storage
+        self._timeout = stats_timeout(timeout_seconds)
+
+
+class AsyncBacklogReader(_BacklogReaderBase[IAsyncOutboxAdministration]):
     """Reads an async storage's backlog on its own loop, from another thread."""
 
     def __init__(
         self, storage: IAsyncOutboxAdministration, timeout_seconds: float | None = BACKLOG_READ_TIMEOUT_SECONDS
     ) -> None:
         """Read ``storage`` on the running loop (create it there, e.g. in the relay's initialize)."""
-        self._storage = storage
-        self._timeout = stats_timeout(timeout_seconds)
+        super().__init__(storage, timeout_seconds)
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
 
@@ -45,15 +53,8 @@ class AsyncBacklogReader:
             raise
 
 
-class BacklogReader:
+class BacklogReader(_BacklogReaderBase[IOutboxAdministration]):
     """Reads a sync storage's backlog in the calling thread."""
-
-    def __init__(
-        self, storage: IOutboxAdministration, timeout_seconds: float | None = BACKLOG_READ_TIMEOUT_SECONDS
-    ) -> None:
-        """Read ``storage``, each read stopped by the server after ``timeout_seconds``."""
-        self._storage = storage
-        self._timeout = stats_timeout(timeout_seconds)
 
     def __call__(self) -> OutboxStats | None:
         """The backlog now."""
