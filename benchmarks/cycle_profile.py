@@ -4,6 +4,7 @@ Not part of ``make bench``; run it when the drain is far from the bare loop::
 
     uv run python -m benchmarks.cycle_profile [--rows 10000] [--rounds 2] [--profile]
     uv run python -m benchmarks.cycle_profile --relay-cpu
+    uv run python -m benchmarks.cycle_profile --redis [--rows 20000] [--rounds 3] [--profile]
 
 One relay at defaults (batch 100) runs its real cycle (`relay_batch`) over a
 preloaded table through a no-op transport, keyless and with 100 keys; the
@@ -23,7 +24,13 @@ cycles, top functions by own time. ``--relay-cpu`` measures only the relay's
 own CPU per message: `relay_batch` over prebuilt batches (the in-memory
 storage's capabilities, claims and acknowledgements that do nothing), the
 least of five rounds of 500 batches, which the machine's load moves little.
-Nothing is asserted.
+``--redis`` puts the Redis relay beside the bare script loop of
+`benchmarks.storage_limit` (`bare_redis`): both drain the same preload,
+lanes and sides alternating, and each side reports the client's CPU per
+message (least of the rounds), the server's time per message (Redis ``INFO
+commandstats``: what the scripts and every other command cost there) and the
+commands it sent per 100 messages; with ``--profile``, a cProfile of each
+side's keyed drain. Nothing is asserted.
 """
 
 import argparse
@@ -45,12 +52,21 @@ from spakky.outbox.testing.async_memory import AsyncInMemoryOutboxStorage
 from spakky.outbox.testing.memory_state import InMemoryOutboxState
 from sqlalchemy import event
 
-from benchmarks.common import DEFAULT_PG_URL, CountingTransport
-from benchmarks.ours import OursBench
-from benchmarks.storage_limit import bare_postgres, preload_lane
+from benchmarks.common import DEFAULT_PG_URL, DEFAULT_REDIS_URL, CountingTransport
+from benchmarks.ours import OursBench, RedisBench
+from benchmarks.storage_limit import (
+    KEYS,
+    bare_postgres,
+    bare_redis,
+    ours_drain,
+    preload_lane,
+)
 
 SCHEMA = "spakky_bench_cycle"
 """A schema of its own: other benchmarks may run at the same time on the machine."""
+
+REDIS_PREFIX = "{spakky-bench-cycle}"
+"""A key prefix of its own, for the same reason."""
 
 STEPS = ("claim", "send", "flush", "acknowledge", "renew")
 """Storage and transport calls of one cycle, timed where the relay makes them."""
@@ -218,6 +234,86 @@ async def bare_lane(bench: OursBench, rows: int, *, keyed: bool) -> dict[str, An
     }
 
 
+async def server_usec(bench: RedisBench) -> dict[str, tuple[int, float]]:
+    """Calls and microseconds the Redis server spent per command so far (``INFO commandstats``)."""
+    info: dict[str, Any] = await bench.raw.info("commandstats")  # pyright: ignore[reportUnknownMemberType]
+    return {name.removeprefix("cmdstat_"): (int(s["calls"]), float(s["usec"])) for name, s in info.items()}
+
+
+async def redis_side(
+    bench: RedisBench, who: str, rows: int, *, keyed: bool, profiler: cProfile.Profile | None = None
+) -> dict[str, Any]:
+    """One drain of ``rows`` fresh messages by ``who`` (bare or ours): client CPU, server time and commands per message."""
+    # No hot key: every message goes round-robin over KEYS keys, as in the limit section.
+    await bench.preload(rows, keyed=keyed, keys=KEYS + 1, hot=0)
+    before = await server_usec(bench)
+    cpu = time.process_time()
+    if profiler is not None:
+        profiler.enable()
+    figures = await (bare_redis(bench, rows) if who == "bare" else ours_drain(bench.storage(OutboxConfig()), rows))
+    if profiler is not None:
+        profiler.disable()
+    cpu = time.process_time() - cpu
+    after = await server_usec(bench)
+    # The two INFO calls themselves are left out.
+    commands = {
+        name: (calls - before.get(name, (0, 0.0))[0], usec - before.get(name, (0, 0.0))[1])
+        for name, (calls, usec) in after.items()
+        if name != "info"
+    }
+    commands = {name: c for name, c in commands.items() if c[0] > 0}
+    return {
+        "rate": figures["rate"],
+        "cpu_us": cpu / rows * 1e6,
+        "server_us": sum(usec for _, usec in commands.values()) / rows,
+        "commands": {name: calls * 100 / rows for name, (calls, _) in commands.items()},
+        "command_us": {name: usec / rows for name, (_, usec) in commands.items()},
+    }
+
+
+async def redis_main(rows: int, rounds: int, *, profile: bool) -> None:
+    """The Redis relay beside the bare script loop, lanes and sides alternating; least CPU of the rounds."""
+    bench = RedisBench(DEFAULT_REDIS_URL, REDIS_PREFIX)
+    lanes = {"keyless": False, "100 keys": True}
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    try:
+        for keyed in lanes.values():  # warm-up: scripts loaded, connections open
+            for who in ("bare", "ours"):
+                await redis_side(bench, who, 2_000, keyed=keyed)
+        for _ in range(max(1, rounds)):
+            for lane, keyed in lanes.items():
+                for who in ("bare", "ours"):
+                    runs[lane, who].append(await redis_side(bench, who, rows, keyed=keyed))
+        for lane in lanes:
+            bare, ours = runs[lane, "bare"], runs[lane, "ours"]
+            for who, sides in (("bare", bare), ("ours", ours)):
+                least = min(sides, key=lambda r: r["cpu_us"])
+                rates = sorted(r["rate"] for r in sides)
+                print(
+                    f"{lane} {who}: client CPU {least['cpu_us']:.2f} us/msg (least of {len(sides)}), "
+                    f"server {min(r['server_us'] for r in sides):.2f} us/msg, "
+                    f"median {rates[len(rates) // 2]:,.0f} msg/s",
+                    flush=True,
+                )
+                print(
+                    "    per 100 messages: "
+                    + ", ".join(
+                        f"{name} {calls:.2f} ({least['command_us'][name] * 100:.0f} us)"
+                        for name, calls in sorted(least["commands"].items())
+                    ),
+                    flush=True,
+                )
+        if profile:
+            for who in ("bare", "ours"):
+                profiler = cProfile.Profile()
+                await redis_side(bench, who, rows, keyed=True, profiler=profiler)
+                out = io.StringIO()
+                pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(30)
+                print(f"cProfile of {who}, 100-key lane\n{out.getvalue()}", flush=True)
+    finally:
+        await bench.close()
+
+
 def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Rounds of one lane, weighted by their cycles."""
     cycles = sum(r["cycles"] for r in runs)
@@ -264,8 +360,14 @@ async def main() -> None:
     parser.add_argument(
         "--relay-cpu", action="store_true", help="only the relay's own CPU per message (no database)"
     )
+    parser.add_argument(
+        "--redis", action="store_true", help="the Redis relay beside the bare script loop (server time too)"
+    )
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
     args = parser.parse_args()
+    if args.redis:
+        await redis_main(args.rows, args.rounds, profile=args.profile)
+        return
     if args.relay_cpu:
         for lane, keyed in (("keyless", False), ("100 keys", True)):
             print(f"relay's own CPU per message, {lane}: {await relay_cpu(keyed=keyed):.2f} us", flush=True)
