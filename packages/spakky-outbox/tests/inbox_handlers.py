@@ -10,13 +10,17 @@ from spakky.outbox.testing.inbox_app import IBookings, PaymentReceived
 from spakky.outbox.testing.memory import InMemoryOutboxState
 
 
-@Pod()
-class MemoryBookings(IBookings):
-    """Writes booking rows into the application's in-memory store."""
+class _WritesInMemory:
+    """A consumer whose business writes go into the application's in-memory store (committed with its inbox record)."""
 
     def __init__(self, state: InMemoryOutboxState) -> None:
         """Write into the application's in-memory store."""
         self._state = state
+
+
+@Pod()
+class MemoryBookings(IBookings, _WritesInMemory):
+    """Writes booking rows into the application's in-memory store."""
 
     @override
     async def book(self, order_id: str, run: int) -> None:
@@ -30,12 +34,8 @@ class MemoryBookings(IBookings):
 
 
 @EventHandler()
-class Audits:
+class Audits(_WritesInMemory):
     """A second consumer of the same message under its own name, and one missing its transaction."""
-
-    def __init__(self, state: InMemoryOutboxState) -> None:
-        """Write into the application's in-memory store."""
-        self._state = state
 
     @Transactional()
     @Idempotent(consumer="audit")

@@ -1,5 +1,8 @@
 """A real Spakky application on the in-memory storage, for the core's application tests."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import outbox_testapp as app_package
 from spakky.core.application.application import SpakkyApplication
 from spakky.core.application.application_context import ApplicationContext
@@ -34,3 +37,13 @@ def memory_app(*pods: PodType) -> SpakkyApplication:
 def build_app(*, storage: bool = True) -> SpakkyApplication:
     """The in-memory application with the storage (unless not ``storage``), scanning the test service."""
     return memory_app(*(STORAGES if storage else ())).scan(app_package)
+
+
+@contextmanager
+def running(app: SpakkyApplication) -> Iterator[SpakkyApplication]:
+    """``app`` started for the block, stopped when it ends (also on a failure)."""
+    started = app.start()
+    try:
+        yield started
+    finally:
+        started.stop()

@@ -6,7 +6,7 @@ from collections.abc import Coroutine, Iterator
 from typing import Any
 
 import pytest
-from memory_app import build_app
+from memory_app import build_app, running
 from outbox_testapp.service import HANDLED, PlaceOrderUseCase
 from spakky.core.application.application import SpakkyApplication
 from spakky.outbox.application.loop import ApplicationEventLoop
@@ -66,58 +66,51 @@ def test_application_use_case_expect_integration_event_relayed_and_domain_event_
         app.stop()
 
 
-def test_application_rolled_back_use_case_expect_nothing_stored(fast_env: None) -> None:
+@pytest.fixture
+def app(fast_env: None) -> Iterator[SpakkyApplication]:
+    """The in-memory application with the test service, started for the test."""
+    with running(build_app()) as started:
+        yield started
+
+
+def test_application_rolled_back_use_case_expect_nothing_stored(app: SpakkyApplication) -> None:
     """A use case that fails after publishing stores neither business data nor event."""
-    app = build_app().start()
-    try:
-        state = app.application_context.get(InMemoryOutboxState)
-        with pytest.raises(RuntimeError):
-            run(app, app.application_context.get(PlaceOrderUseCase).execute("o-2", "c", fail=True))
-        assert state.business == {} and state.records == {}
-    finally:
-        app.stop()
+    state = app.application_context.get(InMemoryOutboxState)
+    with pytest.raises(RuntimeError):
+        run(app, app.application_context.get(PlaceOrderUseCase).execute("o-2", "c", fail=True))
+    assert state.business == {} and state.records == {}
 
 
-def test_application_unserialisable_event_expect_our_error_and_rollback(fast_env: None) -> None:
+def test_application_unserialisable_event_expect_our_error_and_rollback(app: SpakkyApplication) -> None:
     """An unserialisable field fails the publish with our error naming type and field; nothing is kept."""
-    app = build_app().start()
-    try:
-        state = app.application_context.get(InMemoryOutboxState)
-        with pytest.raises(OutboxSerializationError) as caught:
-            run(app, app.application_context.get(PlaceOrderUseCase).execute("o-3", "c", bad=True))
-        assert "BadEvent.blob" in str(caught.value)
-        assert state.business == {} and state.records == {}
-    finally:
-        app.stop()
+    state = app.application_context.get(InMemoryOutboxState)
+    with pytest.raises(OutboxSerializationError) as caught:
+        run(app, app.application_context.get(PlaceOrderUseCase).execute("o-3", "c", bad=True))
+    assert "BadEvent.blob" in str(caught.value)
+    assert state.business == {} and state.records == {}
 
 
 def test_application_relay_sync_expect_only_sync_relay(fast_env: None) -> None:
     """``SPAKKY_OUTBOX__RELAY=sync`` runs the thread relay and no async one."""
     os.environ["SPAKKY_OUTBOX__RELAY"] = "sync"
-    app = build_app().start()
-    try:
+    with running(build_app()) as app:
         context = app.application_context
         assert context.contains(OutboxRelayBackgroundService)
         assert not context.contains(AsyncOutboxRelayBackgroundService)
         run(app, context.get(PlaceOrderUseCase).execute("o-4", "c-4"))
         delivered = wait_for(lambda: context.get(RecordingEventTransport).delivered, timeout=10)
         assert [d.event_name for d in delivered] == ["OrderPlaced"]
-    finally:
-        app.stop()
 
 
 def test_application_relay_off_expect_no_relay(fast_env: None) -> None:
     """``SPAKKY_OUTBOX__RELAY=off`` stores events but runs no relay."""
     os.environ["SPAKKY_OUTBOX__RELAY"] = "off"
-    app = build_app().start()
-    try:
+    with running(build_app()) as app:
         context = app.application_context
         assert not context.contains(OutboxRelayBackgroundService)
         assert not context.contains(AsyncOutboxRelayBackgroundService)
         run(app, context.get(PlaceOrderUseCase).execute("o-5", "c-5"))
         assert len(context.get(InMemoryOutboxState).records) == 1
-    finally:
-        app.stop()
 
 
 def test_application_no_storage_expect_error_naming_package() -> None:

@@ -18,20 +18,6 @@ def _set(monkeypatch: pytest.MonkeyPatch, prefix: str, **env: str) -> None:
         monkeypatch.setenv(f"{prefix}{name}", value)
 
 
-def _kafka_error(monkeypatch: pytest.MonkeyPatch, **env: str) -> str:
-    _set(monkeypatch, KAFKA, **env)
-    with pytest.raises(InvalidOutboxConfigError) as raised:
-        KafkaDeliveryConfig()
-    return str(raised.value)
-
-
-def _rabbitmq_error(monkeypatch: pytest.MonkeyPatch, **env: str) -> str:
-    _set(monkeypatch, RABBITMQ, **env)
-    with pytest.raises(InvalidOutboxConfigError) as raised:
-        RabbitMQDeliveryConfig()
-    return str(raised.value)
-
-
 def test_kafka_settings_defaults_expect_idempotent_acks_all_murmur2_and_confirm_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     """Only the brokers are needed; the producer is idempotent, acks=all, Java-compatible partitioner, records time out with the confirm timeout."""
     _set(monkeypatch, KAFKA, BOOTSTRAP_SERVERS="k1:9092,k2:9092", OPTIONS='{"compression.type": "lz4"}')
@@ -63,31 +49,6 @@ def test_kafka_settings_sasl_ssl_expect_credentials_passed_and_never_described(
     assert "hunter2" not in config.describe() and "hunter2" not in repr(config)
 
 
-@pytest.mark.parametrize(
-    ("env", "expected"),
-    [
-        ({}, f"{KAFKA}BOOTSTRAP_SERVERS: Field required"),
-        ({"BOOTSTRAP_SERVERS": "k:9092", "SECURITY_PROTOCOL": "TLS"}, f"{KAFKA}SECURITY_PROTOCOL='TLS'"),
-        ({"BOOTSTRAP_SERVERS": "k:9092", "SECURITY_PROTOCOL": "SASL_SSL", "SASL_PASSWORD": "hunter2"},
-         f"{KAFKA}SECURITY_PROTOCOL=SASL_SSL needs {KAFKA}SASL_MECHANISM"),
-        ({"BOOTSTRAP_SERVERS": "k:9092", "SASL_USERNAME": "u", "SASL_PASSWORD": "hunter2"},
-         f"{KAFKA}SASL_* is set but {KAFKA}SECURITY_PROTOCOL=PLAINTEXT"),
-        ({"BOOTSTRAP_SERVERS": "k:9092", "SECURITY_PROTOCOL": "SSL", "SSL_CA_LOCATION": "/nowhere/ca.pem"},
-         f"{KAFKA}SSL_CA_LOCATION='/nowhere/ca.pem': no such file"),
-        ({"BOOTSTRAP_SERVERS": "k:9092", "OPTIONS": '{"acks": "1"}'}, f"{KAFKA}OPTIONS may not set acks"),
-        ({"BOOTSTRAP_SERVERS": "k:9092", "OPTIONS": '{"sasl.password": "hunter2"'}, f"{KAFKA}OPTIONS"),
-        ({"BOOTSTRAP_SERVERS": "k:9092", "CONFIRM_TIMEOUT_SECONDS": "0"}, f"{KAFKA}CONFIRM_TIMEOUT_SECONDS='0': Input should be greater than 0"),
-    ],
-)
-def test_kafka_settings_invalid_expect_error_naming_the_variable_without_secrets(
-    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: str
-) -> None:
-    """Each bad setting fails with the variable named, and no password in the text."""
-    text = _kafka_error(monkeypatch, **env)
-    assert expected in text
-    assert "hunter2" not in text
-
-
 def test_rabbitmq_settings_overrides_expect_connection_url_with_them_and_description_without_password(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -110,21 +71,50 @@ def test_rabbitmq_settings_amqps_expect_verifying_tls_context(monkeypatch: pytes
     assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname
 
 
+type DeliveryConfig = type[KafkaDeliveryConfig] | type[RabbitMQDeliveryConfig]
+
+PREFIXES: dict[DeliveryConfig, str] = {KafkaDeliveryConfig: KAFKA, RabbitMQDeliveryConfig: RABBITMQ}
+"""Each adapter's settings class and the prefix of its variables."""
+
+
 @pytest.mark.parametrize(
-    ("env", "expected"),
+    ("settings", "env", "expected"),
     [
-        ({"URL": "http://u:hunter2@mq:5672/"}, f"{RABBITMQ}URL='http://***@mq:5672/': expected amqp://"),
-        ({"URL": "amqp://u:hunter2@mq:notaport/"}, f"{RABBITMQ}URL='amqp://***@mq:notaport/'"),
-        ({"URL": "amqp://u:hunter2@mq/", "SSL_CA_FILE": "/etc/hosts"}, "TLS settings need amqps"),
-        ({"URL": "amqps://u:hunter2@mq/", "SSL_CA_FILE": "/nowhere/ca.pem"}, f"{RABBITMQ}SSL_CA_FILE='/nowhere/ca.pem': no such file"),
-        ({"CONFIRM_TIMEOUT_SECONDS": "-1"}, f"{RABBITMQ}CONFIRM_TIMEOUT_SECONDS='-1': Input should be greater than 0"),
+        (KafkaDeliveryConfig, {}, f"{KAFKA}BOOTSTRAP_SERVERS: Field required"),
+        (KafkaDeliveryConfig, {"BOOTSTRAP_SERVERS": "k:9092", "SECURITY_PROTOCOL": "TLS"}, f"{KAFKA}SECURITY_PROTOCOL='TLS'"),
+        (KafkaDeliveryConfig, {"BOOTSTRAP_SERVERS": "k:9092", "SECURITY_PROTOCOL": "SASL_SSL", "SASL_PASSWORD": "hunter2"},
+         f"{KAFKA}SECURITY_PROTOCOL=SASL_SSL needs {KAFKA}SASL_MECHANISM"),
+        (KafkaDeliveryConfig, {"BOOTSTRAP_SERVERS": "k:9092", "SASL_USERNAME": "u", "SASL_PASSWORD": "hunter2"},
+         f"{KAFKA}SASL_* is set but {KAFKA}SECURITY_PROTOCOL=PLAINTEXT"),
+        (KafkaDeliveryConfig, {"BOOTSTRAP_SERVERS": "k:9092", "SECURITY_PROTOCOL": "SSL", "SSL_CA_LOCATION": "/nowhere/ca.pem"},
+         f"{KAFKA}SSL_CA_LOCATION='/nowhere/ca.pem': no such file"),
+        (KafkaDeliveryConfig, {"BOOTSTRAP_SERVERS": "k:9092", "OPTIONS": '{"acks": "1"}'}, f"{KAFKA}OPTIONS may not set acks"),
+        (KafkaDeliveryConfig, {"BOOTSTRAP_SERVERS": "k:9092", "OPTIONS": '{"sasl.password": "hunter2"'}, f"{KAFKA}OPTIONS"),
+        (KafkaDeliveryConfig, {"BOOTSTRAP_SERVERS": "k:9092", "CONFIRM_TIMEOUT_SECONDS": "0"},
+         f"{KAFKA}CONFIRM_TIMEOUT_SECONDS='0': Input should be greater than 0"),
+        (RabbitMQDeliveryConfig, {"URL": "http://u:hunter2@mq:5672/"}, f"{RABBITMQ}URL='http://***@mq:5672/': expected amqp://"),
+        (RabbitMQDeliveryConfig, {"URL": "amqp://u:hunter2@mq:notaport/"}, f"{RABBITMQ}URL='amqp://***@mq:notaport/'"),
+        (RabbitMQDeliveryConfig, {"URL": "amqp://u:hunter2@mq/", "SSL_CA_FILE": "/etc/hosts"}, "TLS settings need amqps"),
+        (RabbitMQDeliveryConfig, {"URL": "amqps://u:hunter2@mq/", "SSL_CA_FILE": "/nowhere/ca.pem"},
+         f"{RABBITMQ}SSL_CA_FILE='/nowhere/ca.pem': no such file"),
+        (RabbitMQDeliveryConfig, {"CONFIRM_TIMEOUT_SECONDS": "-1"},
+         f"{RABBITMQ}CONFIRM_TIMEOUT_SECONDS='-1': Input should be greater than 0"),
+    ],
+    ids=[
+        "kafka-no-brokers", "kafka-unknown-protocol", "kafka-sasl-without-mechanism", "kafka-sasl-on-plaintext",
+        "kafka-missing-ca-file", "kafka-options-set-acks", "kafka-options-not-json", "kafka-zero-confirm-timeout",
+        "rabbitmq-http-url", "rabbitmq-bad-port", "rabbitmq-tls-on-amqp", "rabbitmq-missing-ca-file",
+        "rabbitmq-negative-confirm-timeout",
     ],
 )
-def test_rabbitmq_settings_invalid_expect_error_naming_the_variable_without_secrets(
-    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: str
+def test_delivery_settings_invalid_expect_error_naming_the_variable_without_secrets(
+    monkeypatch: pytest.MonkeyPatch, settings: DeliveryConfig, env: dict[str, str], expected: str
 ) -> None:
-    """Each bad setting fails with the variable named, and no password in the text."""
-    text = _rabbitmq_error(monkeypatch, **env)
+    """Each bad Kafka or RabbitMQ setting fails with the variable named, and no password in the text."""
+    _set(monkeypatch, PREFIXES[settings], **env)
+    with pytest.raises(InvalidOutboxConfigError) as raised:
+        settings()
+    text = str(raised.value)
     assert expected in text
     assert "hunter2" not in text
 

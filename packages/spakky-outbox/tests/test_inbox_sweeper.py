@@ -20,17 +20,11 @@ INTERVAL_VARIABLE = "SPAKKY_OUTBOX__INBOX__SWEEP_INTERVAL_SECONDS"
 class FlakyInbox(AsyncInMemoryInboxStorage):
     """The in-memory inbox whose first ``failures`` purges fail as an unreachable database does."""
 
-    def __init__(self, failures: int, *, expires_by_itself: bool = False) -> None:
+    def __init__(self, failures: int) -> None:
         self.state = InMemoryOutboxState()
         super().__init__(self.state)
         self.failures = failures
         self.purges = 0
-        self._expires = expires_by_itself
-
-    @property
-    @override
-    def expires_by_itself(self) -> bool:
-        return self._expires
 
     @override
     async def purge(self, before: datetime, limit: int = 10_000) -> int:
@@ -47,6 +41,15 @@ class FlakyInbox(AsyncInMemoryInboxStorage):
     def message_ids(self) -> list[str]:
         """Every record's message id, sorted."""
         return sorted(message_id for _, message_id in self.state.inbox)
+
+
+class ExpiringInbox(FlakyInbox):
+    """A store with TTLs (as Redis or MongoDB): its records expire by themselves, a purge is never needed."""
+
+    @property
+    @override
+    def expires_by_itself(self) -> bool:
+        return True
 
 
 async def _wait(condition: Callable[[], bool], timeout: float = 10) -> None:
@@ -100,7 +103,7 @@ async def test_inbox_sweeper_storage_outage_expect_warnings_then_swept(
 
 async def test_inbox_sweeper_store_expiring_by_itself_expect_no_purge() -> None:
     """On a store with TTLs the service ends at once without a purge."""
-    inbox = FlakyInbox(failures=0, expires_by_itself=True)
+    inbox = ExpiringInbox(failures=0)
     sweeper = AsyncInboxSweeperBackgroundService(InboxConfig(), inbox)
     sweeper.set_stop_event(asyncio.Event())
     await asyncio.wait_for(sweeper.run_async(), timeout=10)
