@@ -92,6 +92,26 @@ async def test_async_relay_figures_expect_windows_of_its_sends_refusals_and_wait
     assert len(metrics.waits) == 20 and metrics.batches and metrics.sends and metrics.flushes
 
 
+async def test_async_relay_figures_without_metrics_expect_waits_of_delivered_sends_only() -> None:
+    """With no metrics behind its figures (sends untimed), a relay still counts the wait of each send that went through."""
+    harness = InMemoryOutboxHarness()
+    harness.state.clock = lambda: datetime.now(UTC)
+    cfg = config()
+    transport = AsyncRecordingEventTransport()
+    transport.faults.refuse = lambda r: r.event_name == "poison"
+    relay = AsyncOutboxRelayBackgroundService(AsyncInMemoryOutboxStorage(harness.state, cfg), transport, cfg)
+    relay.set_stop_event(asyncio.Event())
+    await harness.write([make(f"e{i}") for i in range(5)] + [make("poison")])
+    await relay.start_async()
+    try:
+        await wait_async(lambda: sent(harness) == 5 and sum(w.abandoned for w in harness.state.figures) == 1)
+    finally:
+        await relay.stop_async()
+    windows = harness.state.figures
+    assert sum(sum(w.commit_to_send) for w in windows) == 5, "a refused send's wait is not counted"
+    assert max(w.commit_to_send_max for w in windows) > 0
+
+
 def test_sync_relay_figures_expect_windows_of_its_sends() -> None:
     """The sync relay's figures thread writes windows of what its relay thread sent."""
     harness = InMemoryOutboxHarness()

@@ -130,6 +130,12 @@ class PoisonMemory:
         if self._reasons:  # almost always empty: spare a delivered message the lookup
             self._reasons.pop(message_id, None)
 
+    def forget_all(self, message_ids: list[UUID]) -> None:
+        """Drop the messages (a delivered batch): nothing to do per message while none is remembered."""
+        if self._reasons:
+            for message_id in message_ids:
+                self._reasons.pop(message_id, None)
+
 
 class MessageState(StrEnum):
     """Where one claimed message stands in its batch."""
@@ -207,7 +213,9 @@ class ClaimedBatch:
         # insertion order): listing a state costs no scan of the batch, no sort.
         self._states: dict[MessageState, dict[int, _Tracked]] = {state: {} for state in MessageState}
         self._states[MessageState.CLAIMED] = dict(self._tracked)
-        self._settled: set[UUID] = set()
+        # What storage writes settled, one list per write: a set is made only when a
+        # renewal asks (`holding`), so an acknowledgement hashes no UUID.
+        self._settled: list[list[UUID]] = []
         self.halted: set[str] = set()
         self.outage: BaseException | None = None
         self.lost = False
@@ -291,17 +299,19 @@ class ClaimedBatch:
 
     def holding(self) -> list[UUID]:
         """Ids this relay still holds: claimed, and not settled by a storage write yet."""
-        return [m.id for m in self.messages if m.id not in self._settled]
+        settled = {message_id for ids in self._settled for message_id in ids}
+        return [m.id for m in self.messages if m.id not in settled]
 
     def settled(self, ids: list[UUID]) -> None:
         """A storage write took (or gave up on) ``ids``: they are no longer renewed."""
-        self._settled.update(ids)
+        self._settled.append(ids)
 
     # --- sending ------------------------------------------------------------------
 
     def sendable(self, message: OutboxMessage, stopping: bool) -> bool:
         """Whether to send ``message`` now; if not (stop, outage, claims in doubt, key held), release it."""
-        if stopping or self.outage is not None or self.blocked(message) or not self.may_send():
+        # ``halted`` is almost always empty: a batch of sends spares the key lookup.
+        if stopping or self.outage is not None or (self.halted and self.blocked(message)) or not self.may_send():
             self._move(message, MessageState.RELEASED)
             return False
         return True
@@ -379,8 +389,12 @@ class ClaimedBatch:
 
     def on_flushed(self) -> None:
         """The flush confirmed everything sent."""
-        for message in self.in_state(MessageState.SENT):
-            self._move(message, MessageState.DELIVERED)
+        # Every sent message moves, in the order sent: one dict update, not a move each.
+        sent, delivered = self._states[MessageState.SENT], self._states[MessageState.DELIVERED]
+        for tracked in sent.values():
+            tracked.state, tracked.error = MessageState.DELIVERED, None
+        delivered.update(sent)
+        sent.clear()
 
     def on_flush_error(self, error: Exception) -> list[OutboxMessage]:
         """The flush failed: return the sent messages to confirm one by one, if any.
@@ -551,8 +565,7 @@ class RelayPolicy:
         """Count the ``acknowledged`` of delivered ``ids`` (the rest were fenced off); forget them as poison."""
         if self.metrics is not None and acknowledged:
             self.metrics.record_relayed(acknowledged)
-        for message_id in ids:
-            self.poison.forget(message_id)
+        self.poison.forget_all(ids)
 
     def new_batch(self, messages: list[OutboxMessage], claimed_at: float, *, liveness: bool) -> ClaimedBatch:
         """Track a claimed batch; ``liveness``: the storage renews leases (else claims last the claim timeout)."""
