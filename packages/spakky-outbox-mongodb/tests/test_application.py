@@ -1,30 +1,29 @@
-"""A real Spakky application using the MongoDB outbox through its entry points."""
+"""A real Spakky application using the MongoDB outbox through its entry points: the shared application rules."""
 
 import os
 import uuid
-from collections.abc import Coroutine, Iterator
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, override
 
 import pytest
 from pymongo import MongoClient
 from spakky.core.application.application import SpakkyApplication
 from spakky.data.persistency.transaction import AbstractAsyncTransaction
-from spakky.outbox.application.loop import ApplicationEventLoop
-from spakky.outbox.ports.storage import IAsyncOutboxStorage
-from spakky.outbox.testing.events import OrderRejectedError
-from spakky.outbox.testing.transport import (
-    AsyncRecordingEventTransport,
-    outbox_plugins,
-    recording_application,
-    run_in_application,
+from spakky.outbox.testing.outbox_app import (
+    OutboxApplicationRules,
+    OutboxView,
+    order_application,
+    running,
 )
-from spakky.outbox.testing.waiting import wait_for
-from spakky.plugins.outbox_mongodb.storage import AsyncMongoOutboxStorage
+from spakky.outbox.testing.transport import outbox_plugins
+from spakky.plugins.outbox_mongodb.storage import (
+    AsyncMongoOutboxStorage,
+    MongoOutboxStorage,
+)
 from spakky.plugins.outbox_mongodb.transaction import AsyncMongoTransaction
 from spakky_outbox_testservices.environ import scoped_environ
 
-from . import app as app_package
-from .app.service import PlaceOrderUseCase
+from .app.business import MongoBusiness
 
 PLUGINS = outbox_plugins("spakky-outbox-mongodb")
 
@@ -48,36 +47,44 @@ def mongodb_env(mongodb_url: str) -> Iterator[MongoClient[dict[str, Any]]]:
         client.close()
 
 
-def _build() -> SpakkyApplication:
-    return recording_application(app_package, PLUGINS)
+@pytest.fixture
+def app(mongodb_env: MongoClient[dict[str, Any]]) -> Iterator[SpakkyApplication]:
+    """The orders service on MongoDB, started with its relay."""
+    with running(order_application(PLUGINS, MongoBusiness)) as started:
+        yield started
 
 
-def _run[T](app: SpakkyApplication, coroutine: Coroutine[Any, Any, T]) -> T:
-    return app.application_context.get(ApplicationEventLoop).run(coroutine, timeout=30)
+class _MongoOutboxView(OutboxView):
+    """Reads the orders and the outbox messages as raw documents."""
+
+    def __init__(self, client: MongoClient[dict[str, Any]]) -> None:
+        self._database = client[os.environ["SPAKKY_OUTBOX_MONGODB__DATABASE"]]
+
+    @override
+    def orders(self) -> dict[str, str]:
+        return {d["_id"]: d["customer_id"] for d in self._database["orders"].find({})}
+
+    @override
+    def messages(self) -> list[tuple[str, bool]]:
+        found = self._database["spakky_outbox"].find({})
+        return sorted((d["event_name"], d["state"] == "published") for d in found)
 
 
-def test_application_use_case_expect_committed_order_relayed_and_rolled_back_never(
-    mongodb_env: MongoClient[dict[str, Any]],
-) -> None:
-    """A committed use case stores the order and its event, which the relay sends; a failed one leaves nothing."""
-    app = _build().start()
-    try:
-        context = app.application_context
-        assert isinstance(context.get(IAsyncOutboxStorage), AsyncMongoOutboxStorage)
-        assert isinstance(context.get(AbstractAsyncTransaction), AsyncMongoTransaction)
+@pytest.fixture
+def outbox_view(mongodb_env: MongoClient[dict[str, Any]]) -> OutboxView:
+    """The raw documents of the test's database."""
+    return _MongoOutboxView(mongodb_env)
+
+
+class TestMongoOutboxApplication(OutboxApplicationRules):
+    """The outbox application rules on MongoDB."""
+
+    storage_types = (AsyncMongoOutboxStorage, MongoOutboxStorage)
+
+    def test_application_started_expect_mongo_transaction_and_keyed_pending_index(
+        self, app: SpakkyApplication, mongodb_env: MongoClient[dict[str, Any]]
+    ) -> None:
+        """Beyond the rules: ``@Transactional`` opens a MongoDB transaction and the outbox has its keyed-pending index."""
+        assert isinstance(app.application_context.get(AbstractAsyncTransaction), AsyncMongoTransaction)
         database = mongodb_env[os.environ["SPAKKY_OUTBOX_MONGODB__DATABASE"]]
         assert "spakky_outbox_keyed_pending" in database["spakky_outbox"].index_information()
-        transport = context.get(AsyncRecordingEventTransport)
-        use_case = context.get(PlaceOrderUseCase)
-        run_in_application(app, use_case.execute("o-1", "c-1"))
-        assert database["orders"].find_one({"_id": "o-1"}) == {"_id": "o-1", "customer_id": "c-1"}
-        delivered = wait_for(lambda: list(transport.delivered), timeout=20)
-        assert [(d.event_name, d.partition_key) for d in delivered] == [("OrderPlaced", "c-1")]
-        wait_for(lambda: database["spakky_outbox"].count_documents({"state": "published"}) == 1, timeout=20)
-        with pytest.raises(OrderRejectedError):
-            run_in_application(app, use_case.execute("o-2", "c-2", fail=True))
-        assert database["orders"].find_one({"_id": "o-2"}) is None
-        assert database["spakky_outbox"].count_documents({}) == 1
-        assert [d.event_name for d in transport.delivered] == ["OrderPlaced"]
-    finally:
-        app.stop()

@@ -17,14 +17,14 @@ from spakky.plugins.outbox_mongodb.inbox import (
     MongoInboxStorage,
 )
 
-from .inbox_app.handlers import MongoBookings
+from .app.business import MongoBusiness
 from .test_application import PLUGINS, mongodb_env  # noqa: F401 - the fixture
 
 
 @pytest.fixture
 def app(mongodb_env: MongoClient[dict[str, Any]]) -> Iterator[SpakkyApplication]:  # noqa: F811 - the fixture
     """The consumer service on MongoDB, started (no relay)."""
-    with started_inbox_app(PLUGINS, MongoBookings) as started:
+    with started_inbox_app(PLUGINS, MongoBusiness) as started:
         yield started
 
 

@@ -1,29 +1,29 @@
-"""A real Spakky application using the Redis outbox through its entry points."""
+"""A real Spakky application using the Redis outbox through its entry points: the shared application rules."""
 
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import cast
+from typing import cast, override
 
 import pytest
 import redis
 import redis.cluster
 from spakky.core.application.application import SpakkyApplication
-from spakky.outbox.ports.storage import IAsyncOutboxStorage
-from spakky.outbox.testing.events import OrderRejectedError
-from spakky.outbox.testing.transport import (
-    AsyncRecordingEventTransport,
-    outbox_plugins,
-    recording_application,
-    run_in_application,
+from spakky.outbox.testing.outbox_app import (
+    OutboxApplicationRules,
+    OutboxView,
+    order_application,
+    running,
 )
-from spakky.outbox.testing.waiting import wait_for
+from spakky.outbox.testing.transport import outbox_plugins
 from spakky.plugins.outbox_redis.codec import RedisKeys
-from spakky.plugins.outbox_redis.storage import AsyncRedisOutboxStorage
+from spakky.plugins.outbox_redis.storage import (
+    AsyncRedisOutboxStorage,
+    RedisOutboxStorage,
+)
 from spakky_outbox_testservices.environ import scoped_environ
 
-from . import app as app_package
-from .app.service import PlaceOrderUseCase
+from .app.business import RedisBusiness
 
 PLUGINS = outbox_plugins("spakky-outbox-redis")
 
@@ -67,52 +67,52 @@ def redis_env(request: pytest.FixtureRequest) -> Iterator[_Target]:
         client.close()
 
 
-def _build() -> SpakkyApplication:
-    return recording_application(app_package, PLUGINS)
+@pytest.fixture
+def app(redis_env: _Target) -> Iterator[SpakkyApplication]:
+    """The orders service on Redis (one server or a cluster), started with its relay."""
+    with running(order_application(PLUGINS, RedisBusiness)) as started:
+        yield started
 
 
+class _RedisOutboxView(OutboxView):
+    """Reads the orders and the outbox messages as raw keys, through one client."""
+
+    def __init__(self, prefix: str, client: redis.Redis | redis.cluster.RedisCluster) -> None:
+        self._prefix, self._keys, self._client = prefix, RedisKeys(prefix), client
+
+    def _scan(self, start: str) -> list[bytes]:
+        return list(self._client.scan_iter(match=f"{start}*"))
+
+    @override
+    def orders(self) -> dict[str, str]:
+        start = self._keys.business("order:")
+        return {key.decode()[len(start) :]: cast(bytes, self._client.get(key)).decode() for key in self._scan(start)}
+
+    @override
+    def messages(self) -> list[tuple[str, bool]]:
+        found: list[tuple[str, bool]] = []
+        for key in self._scan(self._keys.message("")):
+            name, published = cast(list[bytes | None], self._client.hmget(key, ["event_name", "published_at"]))
+            found.append((cast(bytes, name).decode(), bool(published)))
+        return sorted(found)
+
+    @override
+    def stored(self) -> list[str]:
+        """Every key under the test's prefix: business and outbox keys alike."""
+        return sorted(key.decode() for key in self._scan(self._prefix))
 
 
-def test_application_use_case_expect_order_and_event_committed_then_relayed(
-    redis_env: _Target,
-) -> None:
-    """A committed use case writes the order and its event in one EXEC; the relay sends it."""
-    app = _build().start()
+@pytest.fixture
+def outbox_view(redis_env: _Target) -> Iterator[OutboxView]:
+    """The raw keys under the test's prefix."""
+    client = redis_env.client()
     try:
-        context = app.application_context
-        assert isinstance(context.get(IAsyncOutboxStorage), AsyncRedisOutboxStorage)
-        transport = context.get(AsyncRecordingEventTransport)
-        run_in_application(app, context.get(PlaceOrderUseCase).execute("o-1", "c-1"))
-        raw = redis_env.client()
-        try:
-            assert raw.get(RedisKeys(redis_env.prefix).business("order:o-1")) == b"c-1"
-        finally:
-            raw.close()
-        delivered = wait_for(lambda: list(transport.delivered), timeout=10)
-        assert [(d.event_name, d.partition_key) for d in delivered] == [
-            ("OrderPlaced", "c-1")
-        ]
+        yield _RedisOutboxView(redis_env.prefix, client)
     finally:
-        app.stop()
+        client.close()
 
 
-def test_application_failed_use_case_expect_nothing_stored(
-    redis_env: _Target,
-) -> None:
-    """A use case failing after publishing leaves neither order nor message in Redis."""
-    app = _build().start()
-    try:
-        with pytest.raises(OrderRejectedError):
-            run_in_application(
-                app,
-                app.application_context.get(PlaceOrderUseCase).execute(
-                    "o-2", "c", fail=True
-                ),
-            )
-        raw = redis_env.client()
-        try:
-            assert list(raw.scan_iter(match=f"{redis_env.prefix}*")) == []
-        finally:
-            raw.close()
-    finally:
-        app.stop()
+class TestRedisOutboxApplication(OutboxApplicationRules):
+    """The outbox application rules on Redis, one server and a cluster."""
+
+    storage_types = (AsyncRedisOutboxStorage, RedisOutboxStorage)

@@ -17,14 +17,14 @@ from spakky.plugins.outbox_redis.inbox import (
 )
 from spakky.plugins.outbox_redis.inbox_base import InboxKeys
 
-from .inbox_app.handlers import RedisBookings
+from .app.business import RedisBusiness
 from .test_application import PLUGINS, _Target, redis_env  # noqa: F401 - the fixture
 
 
 @pytest.fixture
 def app(redis_env: _Target) -> Iterator[SpakkyApplication]:  # noqa: F811 - the fixture
     """The consumer service on Redis (one server or a cluster), started (no relay)."""
-    with started_inbox_app(PLUGINS, RedisBookings) as started:
+    with started_inbox_app(PLUGINS, RedisBusiness) as started:
         yield started
 
 

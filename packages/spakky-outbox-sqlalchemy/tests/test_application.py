@@ -1,21 +1,20 @@
-"""A real Spakky application using the SQLAlchemy outbox through its entry points."""
+"""A real Spakky application using the SQLAlchemy outbox through its entry points: the shared application rules."""
 
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import override
 
 import pytest
 from spakky.core.application.application import SpakkyApplication
-from spakky.outbox.ports.storage import IAsyncOutboxStorage, IOutboxStorage
 from spakky.outbox.relay.relay import AsyncOutboxRelayBackgroundService
-from spakky.outbox.testing.events import OrderRejectedError
-from spakky.outbox.testing.transport import (
-    AsyncRecordingEventTransport,
-    outbox_plugins,
-    recording_application,
-    run_in_application,
+from spakky.outbox.testing.outbox_app import (
+    OutboxApplicationRules,
+    OutboxView,
+    order_application,
+    running,
 )
-from spakky.outbox.testing.waiting import wait_for
+from spakky.outbox.testing.transport import outbox_plugins, run_in_application
 from spakky.plugins.outbox_sqlalchemy.storage import (
     AsyncSqlAlchemyOutboxStorage,
     SqlAlchemyOutboxStorage,
@@ -25,8 +24,7 @@ from spakky.plugins.sqlalchemy.persistency.connection_manager import (
 )
 from spakky_outbox_testservices.environ import scoped_environ
 
-from . import app as app_package
-from .app.service import PlaceOrderUseCase
+from .app.orders import SqlOrders
 
 PLUGINS = outbox_plugins("spakky-sqlalchemy", "spakky-outbox-sqlalchemy")
 
@@ -47,11 +45,6 @@ def sqlite_env(tmp_path: Path) -> Iterator[Path]:
         yield path
 
 
-def _build() -> SpakkyApplication:
-    return recording_application(app_package, PLUGINS)
-
-
-
 def _stop(app: SpakkyApplication) -> None:
     """Stop the relay, dispose the engine on the loop its connections belong to, stop the app.
 
@@ -64,48 +57,43 @@ def _stop(app: SpakkyApplication) -> None:
     app.stop()
 
 
-
-def _rows(path: Path, query: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(path) as connection:
-        return connection.execute(query).fetchall()
-
-
-def test_application_use_case_expect_order_and_event_committed_then_relayed(
-    sqlite_env: Path,
-) -> None:
-    """Our storage wins over spakky-sqlalchemy's; the use case commits; the relay sends."""
-    app = _build().start()
-    try:
-        context = app.application_context
-        assert isinstance(
-            context.get(IAsyncOutboxStorage), AsyncSqlAlchemyOutboxStorage
-        )
-        assert isinstance(context.get(IOutboxStorage), SqlAlchemyOutboxStorage)
-        transport = context.get(AsyncRecordingEventTransport)
-        run_in_application(app, context.get(PlaceOrderUseCase).execute("o-1", "c-1"))
-        assert _rows(sqlite_env, "SELECT order_id FROM orders") == [("o-1",)]
-        delivered = wait_for(lambda: list(transport.delivered), timeout=10)
-        assert [(d.event_name, d.partition_key) for d in delivered] == [
-            ("OrderPlaced", "c-1")
-        ]
-    finally:
-        _stop(app)
+@pytest.fixture
+def app(sqlite_env: Path) -> Iterator[SpakkyApplication]:
+    """The orders service on SQLite, started with its relay; our storage wins over spakky-sqlalchemy's."""
+    with running(order_application(PLUGINS, SqlOrders), stop=_stop) as started:
+        yield started
 
 
-def test_application_failed_use_case_expect_nothing_stored(sqlite_env: Path) -> None:
-    """A use case failing after publishing leaves neither order nor message."""
-    app = _build().start()
-    try:
-        with pytest.raises(OrderRejectedError):
-            run_in_application(
-                app,
-                app.application_context.get(PlaceOrderUseCase).execute(
-                    "o-2", "c", fail=True
-                ),
-            )
-        assert _rows(sqlite_env, "SELECT * FROM orders") == []
-        tables = _rows(sqlite_env, "SELECT name FROM sqlite_master WHERE type='table'")
-        if ("spakky_outbox_message",) in tables:  # the relay may have created it
-            assert _rows(sqlite_env, "SELECT * FROM spakky_outbox_message") == []
-    finally:
-        _stop(app)
+class _SqliteOutboxView(OutboxView):
+    """Reads the orders and the outbox table with plain SQL."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def _rows(self, query: str) -> list[tuple[object, ...]]:
+        with sqlite3.connect(self._path) as connection:
+            return connection.execute(query).fetchall()
+
+    @override
+    def orders(self) -> dict[str, str]:
+        return {str(order): str(customer) for order, customer in self._rows("SELECT * FROM orders")}
+
+    @override
+    def messages(self) -> list[tuple[str, bool]]:
+        tables = self._rows("SELECT name FROM sqlite_master WHERE type='table'")
+        if ("spakky_outbox_message",) not in tables:  # the relay creates it on first use
+            return []
+        query = "SELECT event_name, published_at IS NOT NULL FROM spakky_outbox_message"
+        return sorted((str(name), bool(published)) for name, published in self._rows(query))
+
+
+@pytest.fixture
+def outbox_view(sqlite_env: Path) -> OutboxView:
+    """The SQLite file, read with plain SQL."""
+    return _SqliteOutboxView(sqlite_env)
+
+
+class TestSqlAlchemyOutboxApplication(OutboxApplicationRules):
+    """The outbox application rules on SQLAlchemy (a SQLite file)."""
+
+    storage_types = (AsyncSqlAlchemyOutboxStorage, SqlAlchemyOutboxStorage)

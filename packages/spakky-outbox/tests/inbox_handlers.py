@@ -1,4 +1,4 @@
-"""The in-memory business write of the shared inbox test application, and a named and an unguarded consumer."""
+"""The in-memory business writes of the shared test applications, and a named and an unguarded inbox consumer."""
 
 from typing import override
 
@@ -6,8 +6,10 @@ from spakky.core.pod.annotations.pod import Pod
 from spakky.data.aspects.transactional import Transactional
 from spakky.event.stereotype.event_handler import EventHandler, on_event
 from spakky.outbox.inbox import Idempotent
+from spakky.outbox.testing.events import OrderPlaced
 from spakky.outbox.testing.inbox_app import IBookings, PaymentReceived
 from spakky.outbox.testing.memory import InMemoryOutboxState
+from spakky.outbox.testing.outbox_app import IOrders
 
 
 class _WritesInMemory:
@@ -19,8 +21,13 @@ class _WritesInMemory:
 
 
 @Pod()
-class MemoryBookings(IBookings, _WritesInMemory):
-    """Writes booking rows into the application's in-memory store."""
+class MemoryBookings(IOrders, IBookings, _WritesInMemory):
+    """Writes order and booking rows into the application's in-memory store."""
+
+    @override
+    async def add(self, order: OrderPlaced) -> None:
+        """Write the order row: its customer under ``order:<id>``."""
+        self._state.put_business(f"order:{order.order_id}", order.customer_id)
 
     @override
     async def book(self, order_id: str, run: int) -> None:

@@ -1,1 +1,1 @@
-"""Orders service used by the application test."""
+"""A tiny orders and payments service keeping its data and its outbox in MongoDB."""

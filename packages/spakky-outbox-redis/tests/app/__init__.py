@@ -1,1 +1,1 @@
-"""A tiny orders service keeping its data and its outbox in Redis."""
+"""A tiny orders and payments service keeping its data and its outbox in Redis."""

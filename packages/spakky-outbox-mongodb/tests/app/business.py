@@ -1,9 +1,11 @@
-"""The MongoDB business write of the shared inbox test application: booking documents in the handler's transaction."""
+"""The MongoDB business writes of the shared test applications: documents beside the outbox, in the transaction's session."""
 
 from typing import override
 
 from spakky.core.pod.annotations.pod import Pod
+from spakky.outbox.testing.events import OrderPlaced
 from spakky.outbox.testing.inbox_app import IBookings
+from spakky.outbox.testing.outbox_app import IOrders
 from spakky.plugins.outbox_mongodb.config import MongoOutboxConfig
 from spakky.plugins.outbox_mongodb.transaction import (
     current_async_session,
@@ -12,12 +14,19 @@ from spakky.plugins.outbox_mongodb.transaction import (
 
 
 @Pod()
-class MongoBookings(IBookings):
-    """Inserts a booking document beside the outbox, in its database and the handler's session."""
+class MongoBusiness(IOrders, IBookings):
+    """Inserts order and booking documents beside the outbox, in its database and the transaction's session."""
 
     def __init__(self, config: MongoOutboxConfig) -> None:
         """Write beside the outbox, in its database."""
         self._database = config.database
+
+    @override
+    async def add(self, order: OrderPlaced) -> None:
+        """Insert the order document."""
+        session = current_async_session()
+        document = {"_id": order.order_id, "customer_id": order.customer_id}
+        await session.client[self._database]["orders"].insert_one(document, session=session)
 
     @override
     async def book(self, order_id: str, run: int) -> None:

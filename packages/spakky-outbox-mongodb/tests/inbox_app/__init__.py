@@ -1,1 +1,0 @@
-"""Consumer service used by the inbox application test."""

@@ -1,1 +1,0 @@
-"""Consumer service used by the Redis inbox application test."""
