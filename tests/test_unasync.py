@@ -55,6 +55,12 @@ def test_unasync_convert_expect_async_constructs_and_names_made_sync() -> None:
     assert twin.count("\n") == SOURCE.count("\n")
 
 
+def test_unasync_convert_async_constant_expect_sync_constant() -> None:
+    """An ``ASYNC_X`` constant (a Pod name of the async flavour) becomes ``SYNC_X``; ``ASYNCX`` stays."""
+    twin = convert("@Pod(name=ASYNC_STORAGE_POD_NAME)\nclass AsyncStore(ASYNCHRONOUS):\n    pass\n")
+    assert twin == "@Pod(name=SYNC_STORAGE_POD_NAME)\nclass Store(ASYNCHRONOUS):\n    pass\n"
+
+
 def test_unasync_convert_sqlalchemy_asyncio_expect_core_names() -> None:
     """SQLAlchemy's asyncio extension becomes SQLAlchemy itself, its ``AsyncX`` classes ``X``."""
     twin = convert("from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine\n")

@@ -8,6 +8,7 @@ checked in. The conversion works on tokens, so layout and comments survive:
 - ``Awaitable[X]`` becomes ``X``;
 - names follow a few rules: ``AsyncX`` / ``IAsyncX`` / ``AbstractAsyncX`` lose
   ``Async``, ``x_async`` loses ``_async``, module ``async_x`` becomes ``sync_x``,
+  constant ``ASYNC_X`` becomes ``SYNC_X``,
   plus the table `NAMES` (``__aenter__`` -> ``__enter__``) and `DOTTED`
   (``redis.asyncio`` -> ``redis``);
 - docstrings and comments get the same renames, and "async" reads "sync".
@@ -63,6 +64,7 @@ DOTTED: dict[tuple[str, ...], tuple[str, ...]] = {
 """Dotted paths whose async module is a sub-module of the sync one."""
 
 _PREFIX = re.compile(r"^(_*)(I|Abstract)?Async(?=[A-Z])")
+_CONSTANT = re.compile(r"^(_*)ASYNC_(?=[A-Z0-9])")
 _SUFFIX = re.compile(r"^(\w+?)_async$")
 _INFIX = re.compile(r"^(\w+?)_async_(\w+)$")
 _LEADING = re.compile(r"^(_*)async_(\w+)$")
@@ -90,6 +92,8 @@ def rename(name: str, *, module: bool = False) -> str:
         return NAMES[name]
     if _PREFIX.match(name):
         return _PREFIX.sub(r"\1\2", name)
+    if _CONSTANT.match(name):
+        return _CONSTANT.sub(r"\1SYNC_", name)
     if module:
         return _LEADING.sub(r"\1sync_\2", name)
     for pattern, replacement in ((_INFIX, r"\1_\2"), (_SUFFIX, r"\1"), (_LEADING, r"\1\2")):

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-mongodb/src/spakky/plugins/outbox_mongodb/async_inbox.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 6fac4edd13ecb6251af161f3266d42aaea026bdf6fdea3e82ee5d8b5ebe1b4ae
+# Source sha256 (with the tool's): da814112415ab6317b0cfe60289a816df3725ad22780091d764321901533a061
 """The MongoDB inbox of the sync flavour, on the outbox's client and database.
 
 `MongoInboxStorage.record` upserts the record with the session of the

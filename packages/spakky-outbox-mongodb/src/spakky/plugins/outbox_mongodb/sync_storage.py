@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-mongodb/src/spakky/plugins/outbox_mongodb/async_storage.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): d8ca876437a93ef08add5e84df4af18d73b78a0855207db975114a4414a55210
+# Source sha256 (with the tool's): cdfb1e98c953fd7336602c8ada7c32796f8ea863ffdbb099797747f6586d4844
 """The MongoDB outbox storage of the sync flavour."""
 
 from collections.abc import Sequence

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-mongodb/src/spakky/plugins/outbox_mongodb/async_transaction.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 67586f2c716f56d20554eab0051d3d0c497bb6fda4ec658fcba39a5d21bbe410
+# Source sha256 (with the tool's): ae58fc3df7f581c8280b08382881b67d96e3f8e48d311b8d5eda657c19a35383
 """The MongoDB transaction of the sync flavour, and the session it opens in a context.
 
 `spakky.plugins.outbox_mongodb.transaction` exports both flavours.

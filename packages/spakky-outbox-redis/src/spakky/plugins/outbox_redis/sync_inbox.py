@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-redis/src/spakky/plugins/outbox_redis/async_inbox.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 8dc8b9a44b7b9282694e0417b613558b2e7e92f9290c614826ef8bfba70786e1
+# Source sha256 (with the tool's): 27f5a7331c4ac74539408cb5079b15a5ee77323118aa4036d673d6b718ead49d
 """The Redis inbox of the sync flavour (redis-py synchronous clients)."""
 
 import uuid

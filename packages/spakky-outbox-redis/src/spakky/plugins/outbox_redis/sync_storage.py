@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-redis/src/spakky/plugins/outbox_redis/async_storage.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 7b3d9852182d6a0317206038cf277a7c55d2991546851b2236e6a19b6eb30812
+# Source sha256 (with the tool's): 5ffa04e690dee0fecbf17f4711ab88448702f93dbf94168e046d416efbc49307
 """The Redis outbox storage of the sync flavour (redis-py synchronous clients)."""
 
 from collections.abc import Iterator, Sequence

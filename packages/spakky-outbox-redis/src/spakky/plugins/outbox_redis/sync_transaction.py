@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-redis/src/spakky/plugins/outbox_redis/async_transaction.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 5c96fef57d05a73280b5bb73c5b38053ea8eca27c20f22ed633675191a86a114
+# Source sha256 (with the tool's): 7a63806343c9f8a11db1a0caf1465a53d48b9948a970acdcb5bd9b6c5d344479
 """The Redis transaction of the sync flavour: a MULTI/EXEC pipeline executed at commit."""
 
 from typing import override

@@ -1,5 +1,6 @@
 """The relays' figures in SQL: one row per relay window in the figures table beside the outbox table."""
 
+from dataclasses import asdict
 from datetime import datetime
 
 from spakky.outbox.common.figures import (
@@ -37,19 +38,9 @@ class FiguresSql:
     def write(self, connection: Connection, figures: RelayFigures) -> None:
         """Insert one window, then delete the windows that ended past retention before it."""
         t = self.table
-        connection.execute(
-            insert(t).values(
-                relay=figures.relay,
-                started_at=figures.started_at,
-                ended_at=figures.ended_at,
-                sent=figures.sent,
-                refused=figures.refused,
-                abandoned=figures.abandoned,
-                batches=figures.batches,
-                commit_to_send=encode_buckets(figures.commit_to_send),
-                commit_to_send_max=figures.commit_to_send_max,
-            )
-        )
+        # The columns are the record's fields; only the buckets are kept as text.
+        row = {**asdict(figures), "commit_to_send": encode_buckets(figures.commit_to_send)}
+        connection.execute(insert(t).values(row))
         connection.execute(delete(t).where(t.c.ended_at < figures.ended_at - RELAY_FIGURES_RETENTION))
 
     def read(self, connection: Connection, since: datetime, limit: int) -> list[RelayFigures]:

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-sqlalchemy/src/spakky/plugins/outbox_sqlalchemy/async_tables.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): de0392a35c0f6f99a823373f43ea194b9cd5a600639208361dd3b866b4642d4f
+# Source sha256 (with the tool's): acaa2e8412e16f4927eaf4f7b95d03c88e67d746501ccbefbb27d00fee5f68ea
 """Operations of one table on a sync engine, each in a short transaction of its own.
 
 Its twin ``sync_tables`` is generated (``make unasync``); what the drivers

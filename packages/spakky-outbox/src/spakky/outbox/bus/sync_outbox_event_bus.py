@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/bus/async_outbox_event_bus.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 600039b1465de1b0f66ee9108f706bfc7fae5a6b51cd22b186961a2190735188
+# Source sha256 (with the tool's): 0e225e3ce92b29f7cdaf3aac02ce2a142e8f9994f84ba50bf5c44b770e902aae
 """The sync outbox event bus: replaces IEventBus via @Primary."""
 
 from typing import override

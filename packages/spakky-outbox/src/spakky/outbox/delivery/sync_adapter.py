@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/delivery/async_adapter.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): e9d42c53f23f7b5fcf3a9fa4d8673f324d76f65ed7e277adebe6bd4d17086bcf
+# Source sha256 (with the tool's): 07fb489cb9705a663f9047103e083b1a84b0d65a684dcd5898053c1d25f84427
 """What every sync delivery adapter's transport shares: ``send`` queues, ``flush`` confirms.
 
 Spakky's transport contract as both adapters keep it: ``send`` refuses when

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/inbox/async_aspect.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): e54d736972ca2eba1c0ddd2b23b93cd18a5bc515484e808510ff0e037d848279
+# Source sha256 (with the tool's): fc7e543576d6a1109c2221bc0082107d1f097a24d5908a21726b66e8d5bc8cc7
 """The sync aspect behind `Idempotent`: run a handler once per (consumer, message)."""
 
 import logging

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/ports/async_inbox.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 6c39c27283872db0e9801e79dd82c7fcd1909dd019fe32d0a8e8666f139627a2
+# Source sha256 (with the tool's): ef70cb278b4b95857843b21ac5c69021028e65d3c170647613d3bf78f1f0430f
 """Sync inbox storage port.
 
 Import the ports from `spakky.outbox.ports.inbox`, which holds both flavours

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/ports/async_storage.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 3d2af0fb3993ff21fc0c4889e087fdecee142f84110add312880d09936a3af32
+# Source sha256 (with the tool's): 7c9a641ba2341a9271868716ca0eecfc350498816526786d2e741fcb2d1859a4
 """Sync outbox storage port and its optional capabilities.
 
 The four abstract methods are the 6.x contract and ``mark_abandoned`` the 8.5

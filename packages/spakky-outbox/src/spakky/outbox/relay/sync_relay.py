@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/relay/async_relay.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 1149af5350a95c6327968128de25e55cf4d8d484db649d3401c584b06fcf47cb
+# Source sha256 (with the tool's): 8cfc88f011e29de5ba37edad0452bdee0acae641ac2907fb29ec46edecf605b0
 """The sync outbox relay: claims stored messages and relays them to the sync transport.
 
 It only does the I/O: what a message's outcome means is decided in

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/testing/async_memory.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 69739c5156231603cfb11591be14eb363bf94259e37b09b78ac6fca93640fc1a
+# Source sha256 (with the tool's): 3b3db4ebad3704a375c10a4dcd706d149a8f4a3d6482ef6efcfe1c4a60a8ddd3
 """The in-memory reference storage and transaction of the sync flavour."""
 
 from collections.abc import Sequence

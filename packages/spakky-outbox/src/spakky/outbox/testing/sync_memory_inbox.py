@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/testing/async_memory_inbox.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 9cb828a6507f0fe775d075ee51e3b22e2a173500e7d5aa0c594aeacc021050e2
+# Source sha256 (with the tool's): 84af27561967e34abd8e3f338396859bb1e59f2cdbcc255f9d38d960b2d7fb23
 """The in-memory reference inbox of the sync flavour, on `InMemoryOutboxState`.
 
 Its records commit with the in-memory transaction's business writes and

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/testing/async_transport.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 7f36d4d7b984796848f0243903110e119258b801646a95be73b8f50ff9cbd8f8
+# Source sha256 (with the tool's): 8c90dccfb85ea8942dfbd2d8be7b6886884ab0c4d056f510d5a412937d7eb7ba
 """The synchronous recording transport; its twin ``sync_transport`` is generated (``make unasync``)."""
 
 from typing import override

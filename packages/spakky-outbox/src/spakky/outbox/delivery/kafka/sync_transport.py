@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/delivery/kafka/async_transport.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): c2cde77e2d4a753c8eed3099cde5ca3d3eac596fbf711ee86f3f7878a7ccff59
+# Source sha256 (with the tool's): 2c36d22f3038fd2caf4860e96f66f252868250514e37eacab4a453d6ac433566
 """Kafka delivery for the sync relay: Spakky's `IEventTransport` on confluent-kafka.
 
 ``send`` queues a record in one long-lived idempotent producer (``acks=all``)
