@@ -9,6 +9,7 @@ from uuid import UUID, uuid4
 from spakky.event.event_publisher import IAsyncEventTransport
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.ports.metrics import IOutboxMetrics
 from spakky.outbox.ports.storage import IAsyncOutboxStorage
 from spakky.outbox.relay.relay import AsyncOutboxRelayBackgroundService
 from spakky.outbox.testing.memory import AsyncInMemoryOutboxStorage
@@ -32,10 +33,13 @@ def make(key: str | None = None, name: str = "Evt", retry_count: int = 0) -> Out
 
 
 def relay_for(
-    storage: IAsyncOutboxStorage, transport: IAsyncEventTransport, cfg: OutboxConfig
+    storage: IAsyncOutboxStorage,
+    transport: IAsyncEventTransport,
+    cfg: OutboxConfig,
+    metrics: IOutboxMetrics | None = None,
 ) -> AsyncOutboxRelayBackgroundService:
-    """An async relay over ``storage`` and ``transport`` with a stop event, ready for ``relay_batch``."""
-    relay = AsyncOutboxRelayBackgroundService(storage, transport, cfg)
+    """An async relay over ``storage`` and ``transport`` (reporting to ``metrics``) with a stop event, ready to run."""
+    relay = AsyncOutboxRelayBackgroundService(storage, transport, cfg, metrics)
     relay.set_stop_event(asyncio.Event())
     return relay
 

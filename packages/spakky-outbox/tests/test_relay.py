@@ -2,7 +2,7 @@
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import cast, override
 from uuid import UUID, uuid4
@@ -31,7 +31,9 @@ from spakky.outbox.relay.state import BatchOutcome, RelayPolicy
 from spakky.outbox.testing.memory import (
     AsyncInMemoryOutboxStorage,
     InMemoryOutboxHarness,
+    InMemoryOutboxState,
     InMemoryOutboxStorage,
+    RawOutboxRecord,
 )
 from spakky.outbox.testing.transport import (
     AsyncRecordingEventTransport,
@@ -45,6 +47,15 @@ def config(**changes: object) -> OutboxConfig:
     return OutboxConfig().model_copy(update=changes)
 
 
+def in_memory[S](
+    storage: Callable[[InMemoryOutboxState, OutboxConfig], S], **changes: object
+) -> tuple[InMemoryOutboxHarness, OutboxConfig, S]:
+    """A fresh harness, the settings (1 s claims unless ``changes`` say otherwise) and a ``storage`` on its state."""
+    harness = InMemoryOutboxHarness()
+    cfg = config(**({"claim_timeout_seconds": 1.0} | changes))
+    return harness, cfg, storage(harness.state, cfg)
+
+
 class Rig:
     """A harness, an async relay and a recording transport wired together."""
 
@@ -54,9 +65,7 @@ class Rig:
         transport: AsyncRecordingEventTransport | None = None,
         **changes: object,
     ) -> None:
-        self.harness = InMemoryOutboxHarness()
-        self.config = config(**({"claim_timeout_seconds": 1.0} | changes))
-        self.storage = storage(self.harness.state, self.config)
+        self.harness, self.config, self.storage = in_memory(storage, **changes)
         self.transport = AsyncRecordingEventTransport() if transport is None else transport
         self.relay = relay_for(self.storage, self.transport, self.config)
 
@@ -70,6 +79,23 @@ class Rig:
             if (await self.storage.stats()).pending == 0:
                 return
             self.harness.clock.advance(step)
+
+
+class SyncRig:
+    """The same, for the sync relay: a harness, the thread relay and a recording transport."""
+
+    def __init__(self, storage: type[InMemoryOutboxStorage] = InMemoryOutboxStorage, **changes: object) -> None:
+        self.harness, self.config, self.storage = in_memory(storage, **changes)
+        self.transport = RecordingEventTransport()
+        self.relay = OutboxRelayBackgroundService(self.storage, self.transport, self.config)
+        self.relay.set_stop_event(threading.Event())
+
+    def names(self) -> list[str]:
+        return names(self.transport)
+
+    def raw(self) -> dict[str, RawOutboxRecord]:
+        """The stored records by event name (a backdoor read, from the test's thread)."""
+        return {r.event_name: r for r in asyncio.run(self.harness.raw_records())}
 
 
 async def test_relay_batch_expect_one_flush_and_all_published() -> None:
@@ -462,42 +488,35 @@ async def test_relay_orderly_stop_expect_run_ends_with_nothing_claimed() -> None
 
 def test_sync_relay_refusal_and_outage_expect_same_taxonomy() -> None:
     """The sync relay charges refusals, not outages, and releases on outage."""
-    harness = InMemoryOutboxHarness()
-    cfg = config(claim_timeout_seconds=1.0)
-    storage = InMemoryOutboxStorage(harness.state, cfg)
-    transport = RecordingEventTransport()
-    relay = OutboxRelayBackgroundService(storage, transport, cfg)
-    harness.write_sync([make("a", "a1"), make("a", "a2"), make("b", "b1")])
-    transport.faults.outage_calls = 100
-    assert relay.relay_batch().outage
-    transport.faults.outage_calls = 0
-    assert all(r.retry_count == 0 for r in asyncio.run(harness.raw_records()))
-    transport.faults.refuse = lambda r: r.event_name == "a1"
-    relay.relay_batch()
-    assert [d.event_name for d in transport.delivered] == ["b1"]
-    raw = {r.event_name: r for r in asyncio.run(harness.raw_records())}
+    rig = SyncRig()
+    rig.harness.write_sync([make("a", "a1"), make("a", "a2"), make("b", "b1")])
+    rig.transport.faults.outage_calls = 100
+    assert rig.relay.relay_batch().outage
+    rig.transport.faults.outage_calls = 0
+    assert all(r.retry_count == 0 for r in rig.raw().values())
+    rig.transport.faults.refuse = lambda r: r.event_name == "a1"
+    rig.relay.relay_batch()
+    assert rig.names() == ["b1"]
+    raw = rig.raw()
     assert (raw["a1"].retry_count, raw["a2"].retry_count) == (1, 0)
 
 
 def test_sync_relay_thread_expect_wakes_and_stops_cleanly() -> None:
     """The sync relay thread delivers on wake-up and stops with nothing claimed."""
-    harness = InMemoryOutboxHarness()
-    harness.state.clock = lambda: datetime.now(UTC)
-    cfg = config(polling_interval_seconds=3600)
-    storage = InMemoryOutboxStorage(harness.state, cfg)
-    transport = RecordingEventTransport()
-    relay = OutboxRelayBackgroundService(storage, transport, cfg)
-    relay.set_stop_event(threading.Event())
+    # the default claim timeout: this relay runs on the real clock
+    rig = SyncRig(polling_interval_seconds=3600, claim_timeout_seconds=OutboxConfig().claim_timeout_seconds)
+    rig.harness.state.clock = lambda: datetime.now(UTC)
+    relay = rig.relay
     relay.start()
     try:
-        harness.write_sync([make(name="sync")])
+        rig.harness.write_sync([make(name="sync")])
         deadline = datetime.now(UTC).timestamp() + 5
-        while [d.event_name for d in transport.delivered] != ["sync"]:
+        while rig.names() != ["sync"]:
             assert datetime.now(UTC).timestamp() < deadline
             relay._stop_event.wait(0.01)
     finally:
         relay.stop()
-    assert not any(r.claimed for r in asyncio.run(harness.raw_records()))
+    assert not any(r.claimed for r in rig.raw().values())
 
 
 class SixXStorage(IAsyncOutboxStorage):
@@ -645,15 +664,11 @@ def test_sync_relay_acknowledgement_fails_expect_retried_until_taken() -> None:
                 raise OutboxStorageUnavailableError("restarting")
             return super().mark_published_many(message_ids)
 
-    harness = InMemoryOutboxHarness()
-    cfg = config(claim_timeout_seconds=60.0)
-    storage = SyncAckFailing(harness.state, cfg)
-    transport = RecordingEventTransport()
-    relay = OutboxRelayBackgroundService(storage, transport, cfg)
-    harness.write_sync([make(name="a"), make(name="b")])
-    relay.relay_batch()
-    assert storage.failures == 0
-    assert all(r.published for r in asyncio.run(harness.raw_records()))
+    rig = SyncRig(SyncAckFailing, claim_timeout_seconds=60.0)
+    rig.harness.write_sync([make(name="a"), make(name="b")])
+    rig.relay.relay_batch()
+    assert cast(SyncAckFailing, rig.storage).failures == 0
+    assert all(r.published for r in rig.raw().values())
 
 
 async def test_relay_acknowledgement_never_taken_expect_gives_up_after_claim_timeout() -> None:
@@ -722,14 +737,10 @@ async def test_relay_cycle_age_expect_none_before_run_then_recent() -> None:
 
 def test_sync_relay_poison_plain_error_expect_neighbours_once_and_poison_charged() -> None:
     """The sync relay, too, delivers the neighbours of a poison message once and charges the poison."""
-    harness = InMemoryOutboxHarness()
-    cfg = config(claim_timeout_seconds=1.0)
-    storage = InMemoryOutboxStorage(harness.state, cfg)
-    transport = RecordingEventTransport()
-    transport.faults.fail = lambda r: ValueError("bad is too large") if r.event_name == "bad" else None
-    relay = OutboxRelayBackgroundService(storage, transport, cfg)
-    harness.write_sync([make(name="ok1"), make(name="bad"), make(name="ok2")])
-    relay.relay_batch()
-    assert [d.event_name for d in transport.delivered] == ["ok1", "ok2"]
-    raw = {r.event_name: r for r in asyncio.run(harness.raw_records())}
+    rig = SyncRig()
+    rig.transport.faults.fail = lambda r: ValueError("bad is too large") if r.event_name == "bad" else None
+    rig.harness.write_sync([make(name="ok1"), make(name="bad"), make(name="ok2")])
+    rig.relay.relay_batch()
+    assert rig.names() == ["ok1", "ok2"]
+    raw = rig.raw()
     assert (raw["bad"].retry_count, raw["bad"].last_error) == (1, "ValueError: bad is too large")

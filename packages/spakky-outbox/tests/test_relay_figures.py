@@ -7,9 +7,9 @@ import socket
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import override
-from uuid import uuid4
 
 import pytest
+from relay_rig import make, relay_for
 from spakky.outbox.application.administration import ThreadedOutboxFiguresAdministration
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.figures import (
@@ -21,13 +21,9 @@ from spakky.outbox.common.figures import (
     quantile,
     wait_bucket,
 )
-from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.console.audit import ProcessAuditLog
 from spakky.outbox.console.operations import OutboxConsoleService
-from spakky.outbox.relay.relay import (
-    AsyncOutboxRelayBackgroundService,
-    OutboxRelayBackgroundService,
-)
+from spakky.outbox.relay.relay import OutboxRelayBackgroundService
 from spakky.outbox.testing.memory import (
     AsyncInMemoryOutboxStorage,
     InMemoryOutboxHarness,
@@ -42,11 +38,6 @@ from test_relay_metrics import RecordingMetrics
 
 RELAY_NAME = f"{socket.gethostname()}/{os.getpid()}"
 """How a relay of this test process names itself."""
-
-
-def make(name: str) -> OutboxMessage:
-    """A fresh keyless message."""
-    return OutboxMessage(uuid4(), name, b"{}", {}, datetime.now(UTC))
 
 
 def config(**changes: object) -> OutboxConfig:
@@ -66,23 +57,27 @@ async def wait_async(condition: object, timeout: float = 15.0) -> None:
     await asyncio.to_thread(wait_for, condition, timeout=timeout)  # type: ignore[arg-type]
 
 
-async def test_async_relay_figures_expect_windows_of_its_sends_refusals_and_waits() -> None:
-    """A running async relay writes windows with what it sent, refused and abandoned, and its metrics see every call."""
+async def figures_of_a_run(good: int, metrics: RecordingMetrics | None = None) -> list[RelayFigures]:
+    """The windows a running async relay (reporting to ``metrics``) wrote over ``good`` messages and one refused poison."""
     harness = InMemoryOutboxHarness()
     harness.state.clock = lambda: datetime.now(UTC)
     cfg = config()
-    metrics = RecordingMetrics()
     transport = AsyncRecordingEventTransport()
     transport.faults.refuse = lambda r: r.event_name == "poison"
-    relay = AsyncOutboxRelayBackgroundService(AsyncInMemoryOutboxStorage(harness.state, cfg), transport, cfg, metrics)
-    relay.set_stop_event(asyncio.Event())
-    await harness.write([make(f"e{i}") for i in range(20)] + [make("poison")])
+    relay = relay_for(AsyncInMemoryOutboxStorage(harness.state, cfg), transport, cfg, metrics)
+    await harness.write([make(name=f"e{i}") for i in range(good)] + [make(name="poison")])
     await relay.start_async()
     try:
-        await wait_async(lambda: sent(harness) == 20 and sum(w.abandoned for w in harness.state.figures) == 1)
+        await wait_async(lambda: sent(harness) == good and sum(w.abandoned for w in harness.state.figures) == 1)
     finally:
         await relay.stop_async()
-    windows = harness.state.figures
+    return harness.state.figures
+
+
+async def test_async_relay_figures_expect_windows_of_its_sends_refusals_and_waits() -> None:
+    """A running async relay writes windows with what it sent, refused and abandoned, and its metrics see every call."""
+    metrics = RecordingMetrics()
+    windows = await figures_of_a_run(20, metrics)
     assert {w.relay for w in windows} == {RELAY_NAME}
     assert sum(w.refused for w in windows) == 1 and sum(w.batches for w in windows) >= 1
     assert sum(sum(w.commit_to_send) for w in windows) == 20, "every delivered send's wait is counted once"
@@ -94,20 +89,7 @@ async def test_async_relay_figures_expect_windows_of_its_sends_refusals_and_wait
 
 async def test_async_relay_figures_without_metrics_expect_waits_of_delivered_sends_only() -> None:
     """With no metrics behind its figures (sends untimed), a relay still counts the wait of each send that went through."""
-    harness = InMemoryOutboxHarness()
-    harness.state.clock = lambda: datetime.now(UTC)
-    cfg = config()
-    transport = AsyncRecordingEventTransport()
-    transport.faults.refuse = lambda r: r.event_name == "poison"
-    relay = AsyncOutboxRelayBackgroundService(AsyncInMemoryOutboxStorage(harness.state, cfg), transport, cfg)
-    relay.set_stop_event(asyncio.Event())
-    await harness.write([make(f"e{i}") for i in range(5)] + [make("poison")])
-    await relay.start_async()
-    try:
-        await wait_async(lambda: sent(harness) == 5 and sum(w.abandoned for w in harness.state.figures) == 1)
-    finally:
-        await relay.stop_async()
-    windows = harness.state.figures
+    windows = await figures_of_a_run(5)
     assert sum(sum(w.commit_to_send) for w in windows) == 5, "a refused send's wait is not counted"
     assert max(w.commit_to_send_max for w in windows) > 0
 
@@ -119,7 +101,7 @@ def test_sync_relay_figures_expect_windows_of_its_sends() -> None:
     cfg = config()
     relay = OutboxRelayBackgroundService(InMemoryOutboxStorage(harness.state, cfg), RecordingEventTransport(), cfg)
     relay.set_stop_event(threading.Event())
-    harness.write_sync([make(f"e{i}") for i in range(15)])
+    harness.write_sync([make(name=f"e{i}") for i in range(15)])
     relay.start()
     try:
         wait_for(lambda: sent(harness) == 15, timeout=15)
@@ -148,13 +130,12 @@ async def test_async_relay_figures_write_fails_expect_warning_window_dropped_and
     cfg = config()
     transport = AsyncRecordingEventTransport()
     storage = FailingFiguresStorage(harness.state, cfg)
-    relay = AsyncOutboxRelayBackgroundService(storage, transport, cfg)
-    relay.set_stop_event(asyncio.Event())
+    relay = relay_for(storage, transport, cfg)
     await relay.start_async()
     try:
         with caplog.at_level(logging.WARNING):
             for round_ in range(2):
-                await harness.write([make(f"r{round_}")])
+                await harness.write([make(name=f"r{round_}")])
                 await wait_async(lambda r=round_: storage.attempts > r)
     finally:
         await relay.stop_async()

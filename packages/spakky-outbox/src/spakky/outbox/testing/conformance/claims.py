@@ -2,10 +2,27 @@
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
+from uuid import UUID
 
 from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.ports.storage import IAsyncOutboxStorage
 
 from .support import *  # the rule-writing kit (support.__all__)
+
+
+async def _settle_first_of_two(
+    harness: AbstractOutboxHarness,
+    name: str,
+    settle: Callable[[IAsyncOutboxStorage, UUID], Awaitable[None]],
+) -> tuple[OutboxMessage, OutboxMessage, dict[UUID, RawOutboxRecord]]:
+    """Write ``name`` and ``other``, claim both, ``settle`` the first; return both and the stored records."""
+    settled, other = message(name=name), message(name="other")
+    await harness.write([settled, other])
+    storage = harness.new_storage()
+    await storage.fetch_pending(10, MAX_RETRY)
+    await settle(storage, settled.id)
+    return settled, other, await raw_by_id(harness)
 
 
 async def test_fetch_pending_empty_expect_empty_list(outbox_harness: AbstractOutboxHarness) -> None:
@@ -114,12 +131,9 @@ async def test_fetch_pending_claim_expired_expect_takeover(outbox_harness: Abstr
 
 async def test_mark_published_expect_never_fetched_again(outbox_harness: AbstractOutboxHarness) -> None:
     """A published message is never handed out again, also after the claim timeout."""
-    done, other = message(name="done"), message(name="other")
-    await outbox_harness.write([done, other])
-    storage = outbox_harness.new_storage()
-    await storage.fetch_pending(10, MAX_RETRY)
-    await storage.mark_published(done.id)
-    raw = await raw_by_id(outbox_harness)
+    done, other, raw = await _settle_first_of_two(
+        outbox_harness, "done", lambda storage, message_id: storage.mark_published(message_id)
+    )
     assert raw[done.id].published and not raw[other.id].published, rule(
         "mark_published publishes that message only",
         {"done": raw[done.id].published, "other": raw[other.id].published},
@@ -182,13 +196,10 @@ async def test_fetch_pending_budget_spent_expect_never_returned(outbox_harness: 
 
 
 async def test_mark_abandoned_expect_readable_and_never_fetched(outbox_harness: AbstractOutboxHarness) -> None:
-    """An abandoned message stays stored but is never handed out again."""
-    sent, other = message(name="abandoned"), message(name="other")
-    await outbox_harness.write([sent, other])
-    storage = outbox_harness.new_storage()
-    await storage.fetch_pending(1, MAX_RETRY)
-    await storage.mark_abandoned(sent.id)
-    raw = await raw_by_id(outbox_harness)
+    """An abandoned message stays stored but is never handed out again, also after the claim timeout."""
+    sent, other, raw = await _settle_first_of_two(
+        outbox_harness, "abandoned", lambda storage, message_id: storage.mark_abandoned(message_id)
+    )
     assert sent.id in raw and raw[sent.id].abandoned and not raw[sent.id].published, rule(
         "an abandoned message stays stored, marked abandoned, not published",
         None if sent.id not in raw else (raw[sent.id].abandoned, raw[sent.id].published),
