@@ -7,16 +7,25 @@ from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio
+import redis.asyncio.cluster
 from spakky.outbox.common.config import DEFAULT_BATCH_MAX_BYTES, OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
+from spakky.outbox.inbox.config import InboxConfig
 from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
 from spakky.plugins.outbox_redis.codec import RedisKeys
 from spakky.plugins.outbox_redis.config import RedisOutboxConfig
+from spakky.plugins.outbox_redis.inbox import (
+    AsyncRedisInboxStorage,
+    RedisInboxStorage,
+)
 from spakky.plugins.outbox_redis.storage import (
     AsyncRedisOutboxStorage,
     RedisOutboxStorage,
 )
-from spakky.plugins.outbox_redis.transaction import AsyncRedisTransaction
+from spakky.plugins.outbox_redis.transaction import (
+    AsyncRedisTransaction,
+    RedisTransaction,
+)
 
 
 @dataclass
@@ -48,6 +57,22 @@ class RedisOutbox:
         """A new synchronous storage instance (one relay)."""
         return RedisOutboxStorage(self.connections, self.config, self.outbox_config)
 
+    def transaction(self) -> AsyncRedisTransaction:
+        """A business transaction on the outbox's clients, as ``@Transactional()`` opens it."""
+        return AsyncRedisTransaction(self.config, self.connections)
+
+    def sync_transaction(self) -> RedisTransaction:
+        """The synchronous `transaction`."""
+        return RedisTransaction(self.config, self.connections)
+
+    def inbox(self, config: InboxConfig) -> AsyncRedisInboxStorage:
+        """An asyncio inbox beside the outbox, under its prefix."""
+        return AsyncRedisInboxStorage(self.connections, self.config, config)
+
+    def sync_inbox(self, config: InboxConfig) -> RedisInboxStorage:
+        """A synchronous inbox beside the outbox."""
+        return RedisInboxStorage(self.connections, self.config, config)
+
 
 def new_message(key: str | None = None) -> OutboxMessage:
     """A fresh ``OrderPlaced`` message, with partition key ``key``."""
@@ -61,11 +86,27 @@ async def save_one(outbox: RedisOutbox) -> OutboxMessage:
     return sent
 
 
+async def saved(outbox: RedisOutbox, *keys: str | None) -> list[OutboxMessage]:
+    """Save a fresh message per partition key in ``keys`` (None: keyless), in that order; return them."""
+    messages = [new_message(key) for key in keys]
+    await save_all(outbox, messages)
+    return messages
+
+
+async def assert_claimed_and_published(
+    storage: AsyncRedisOutboxStorage, claimed: Sequence[OutboxMessage], sent: OutboxMessage
+) -> None:
+    """The claim returned ``sent`` alone; marked published, the stats count it."""
+    assert [m.id for m in claimed] == [sent.id]
+    await storage.mark_published(sent.id)
+    assert (await storage.stats()).published == 1
+
+
 async def save_all(outbox: RedisOutbox, messages: Sequence[OutboxMessage]) -> None:
     """Save ``messages`` in order, in business transactions of up to 500."""
     storage = outbox.storage()
     for start in range(0, len(messages), 500):
-        async with AsyncRedisTransaction(outbox.config, outbox.connections):
+        async with outbox.transaction():
             for message in messages[start : start + 500]:
                 await storage.save(message)
 
@@ -96,13 +137,22 @@ def make_outbox(
     )
 
 
+async def drop_keys(
+    raw: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster,
+    prefix: str,
+    connections: RedisOutboxConnectionManager,
+) -> None:
+    """Delete every key under ``prefix`` through ``raw`` (one server or a cluster), then close both clients."""
+    keys: list[bytes] = [k async for k in raw.scan_iter(match=f"{prefix}*")]
+    if keys:
+        await raw.delete(*keys)
+    await raw.aclose()
+    await connections.aclose()
+
+
 async def drop_outbox(outbox: RedisOutbox) -> None:
     """Delete the outbox's keys and close its clients."""
-    keys: list[bytes] = [k async for k in outbox.raw.scan_iter(match=f"{outbox.prefix}*")]
-    if keys:
-        await outbox.raw.delete(*keys)
-    await outbox.raw.aclose()
-    await outbox.connections.aclose()
+    await drop_keys(outbox.raw, outbox.prefix, outbox.connections)
 
 
 @pytest.fixture

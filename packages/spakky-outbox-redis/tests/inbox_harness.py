@@ -17,14 +17,8 @@ from spakky.outbox.testing.inbox_harness import (
 )
 from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
 from spakky.plugins.outbox_redis.config import RedisOutboxConfig
-from spakky.plugins.outbox_redis.inbox import (
-    AsyncRedisInboxStorage,
-    RedisInboxStorage,
-)
 from spakky.plugins.outbox_redis.inbox_base import InboxKeys
 from spakky.plugins.outbox_redis.transaction import (
-    AsyncRedisTransaction,
-    RedisTransaction,
     current_async_pipeline,
     current_pipeline,
 )
@@ -50,15 +44,15 @@ class RedisInboxHarness(AbstractInboxHarness):
     def inbox(self) -> IAsyncInboxStorage:
         outbox = self.outbox
         if self.flavour == "async":
-            return AsyncRedisInboxStorage(outbox.connections, outbox.config, self.inbox_config)
-        return ThreadedInbox(RedisInboxStorage(outbox.connections, outbox.config, self.inbox_config))
+            return outbox.inbox(self.inbox_config)
+        return ThreadedInbox(outbox.sync_inbox(self.inbox_config))
 
     @override
     async def run_handler(self, call: HandlerCall) -> bool:
         return await (self._async(call) if self.flavour == "async" else self._sync(call))
 
     async def _async(self, call: HandlerCall) -> bool:
-        transaction = AsyncRedisTransaction(self.outbox.config, self.outbox.connections)
+        transaction = self.outbox.transaction()
         await transaction.initialize()
         try:
             ran = await call.record()
@@ -77,7 +71,7 @@ class RedisInboxHarness(AbstractInboxHarness):
         # The sync transaction lives in this task's context; record and commit
         # run in worker threads, which copy the context (and so see its
         # pipeline); dispose unbinds it, so it runs here.
-        transaction = RedisTransaction(self.outbox.config, self.outbox.connections)
+        transaction = self.outbox.sync_transaction()
         transaction.initialize()
         try:
             ran = await call.record()

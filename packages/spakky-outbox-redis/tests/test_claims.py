@@ -19,6 +19,7 @@ from .conftest import (
     new_message,
     save_all,
     save_one,
+    saved,
 )
 
 MAX_RETRY = 5
@@ -142,8 +143,7 @@ async def test_fetch_pending_corrupt_message_expect_abandoned_rest_returned(
     outbox: RedisOutbox,
 ) -> None:
     """A stored message that cannot be decoded is abandoned with the reason; the batch goes on."""
-    head, follower, other = new_message("k"), new_message("k"), new_message()
-    await save_all(outbox, [head, follower, other])
+    head, follower, other = await saved(outbox, "k", "k", None)
     await outbox.raw.hset(outbox.keys.message(head.id), "headers", b"\xff{")
     storage = outbox.storage()
     claimed = await storage.fetch_pending(10, MAX_RETRY)

@@ -29,6 +29,8 @@ from spakky.plugins.outbox_redis.transaction import (
     current_pipeline,
 )
 
+from .conftest import drop_keys
+
 MAX_RETRY = 5
 
 
@@ -68,11 +70,7 @@ async def cluster(redis_cluster_url: str) -> AsyncIterator[_Cluster]:
     try:
         yield created
     finally:
-        keys = await created.written()
-        if keys:
-            await created.raw.delete(*keys)
-        await created.raw.aclose()
-        await created.connections.aclose()
+        await drop_keys(created.raw, created.prefix, created.connections)
 
 
 def _message() -> OutboxMessage:

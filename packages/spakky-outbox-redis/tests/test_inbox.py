@@ -10,14 +10,8 @@ from spakky.outbox.inbox.config import InboxConfig
 from spakky.outbox.inbox.error import InboxConflictError
 from spakky.outbox.ports.inbox import LeaseOutcome
 from spakky.plugins.outbox_redis.error import InboxRecordNotFirstError
-from spakky.plugins.outbox_redis.inbox import (
-    AsyncRedisInboxStorage,
-    RedisInboxStorage,
-)
 from spakky.plugins.outbox_redis.inbox_base import InboxKeys
 from spakky.plugins.outbox_redis.transaction import (
-    AsyncRedisTransaction,
-    RedisTransaction,
     current_async_pipeline,
     current_pipeline,
 )
@@ -32,11 +26,11 @@ def _config(window_seconds: float = 7 * 24 * 3600.0) -> InboxConfig:
 
 async def test_redis_inbox_racing_transactions_expect_second_exec_refused(outbox: RedisOutbox) -> None:
     """Both record a new message; the first EXEC wins, the second raises InboxConflictError and writes nothing."""
-    inbox = AsyncRedisInboxStorage(outbox.connections, outbox.config, _config())
+    inbox = outbox.inbox(_config())
     order = outbox.keys.business("order")
 
     async def handler(label: str, go: asyncio.Event, done: asyncio.Event) -> bool:
-        async with AsyncRedisTransaction(outbox.config, outbox.connections):
+        async with outbox.transaction():
             ran = await inbox.record("c", "m1")
             await current_async_pipeline().rpush(order, label)
             done.set()
@@ -59,14 +53,14 @@ async def test_redis_inbox_racing_transactions_expect_second_exec_refused(outbox
 
 async def test_redis_inbox_record_after_other_writes_expect_not_first_error(outbox: RedisOutbox) -> None:
     """A record after queued writes, or a second record, is refused before anything is written."""
-    inbox = AsyncRedisInboxStorage(outbox.connections, outbox.config, _config())
+    inbox = outbox.inbox(_config())
     order = outbox.keys.business("order")
     with pytest.raises(InboxRecordNotFirstError):
-        async with AsyncRedisTransaction(outbox.config, outbox.connections):
+        async with outbox.transaction():
             await current_async_pipeline().set(order, "x")
             await inbox.record("c", "m1")
     with pytest.raises(InboxRecordNotFirstError):
-        async with AsyncRedisTransaction(outbox.config, outbox.connections):
+        async with outbox.transaction():
             await inbox.record("c", "m1")
             await inbox.record("c", "m2")
     assert await outbox.raw.exists(order, InboxKeys(outbox.prefix).record("c", "m1")) == 0
@@ -121,11 +115,11 @@ async def test_redis_inbox_stats_expect_records_leased_oldest(outbox: RedisOutbo
 
 def test_redis_sync_inbox_transaction_expect_duplicate_skipped_conflict_refused(outbox: RedisOutbox) -> None:
     """The sync flavour in threads: a duplicate is skipped, a racing EXEC refused, a lease finished once."""
-    inbox = RedisInboxStorage(outbox.connections, outbox.config, _config())
+    inbox = outbox.sync_inbox(_config())
     order = outbox.keys.business("order")
 
     def handle(label: str) -> bool:
-        with RedisTransaction(outbox.config, outbox.connections):
+        with outbox.sync_transaction():
             ran = inbox.record("c", "m1")
             if ran:
                 current_pipeline().rpush(order, label)
@@ -135,13 +129,13 @@ def test_redis_sync_inbox_transaction_expect_duplicate_skipped_conflict_refused(
     assert contextvars.Context().run(handle, "again") is False
 
     def racing() -> None:
-        with RedisTransaction(outbox.config, outbox.connections):
+        with outbox.sync_transaction():
             assert inbox.record("c", "m2")
             current_pipeline().rpush(order, "loser")
             contextvars.Context().run(winner)
 
     def winner() -> None:
-        with RedisTransaction(outbox.config, outbox.connections):
+        with outbox.sync_transaction():
             assert inbox.record("c", "m2")
             current_pipeline().rpush(order, "winner")
 
@@ -169,7 +163,7 @@ async def test_redis_inbox_duplicate_then_writes_expect_still_one_transaction(
     order = outbox.keys.business("order")
 
     async def duplicate_then_write(fail: bool) -> bool:
-        transaction = AsyncRedisTransaction(outbox.config, outbox.connections)
+        transaction = outbox.transaction()
         await transaction.initialize()
         try:
             ran = await inbox.record("c", "m1")

@@ -9,7 +9,13 @@ from spakky.plugins.outbox_redis.transaction import (
     current_async_pipeline,
 )
 
-from .conftest import RedisOutbox, drop_outbox, make_outbox, new_message
+from .conftest import (
+    RedisOutbox,
+    assert_claimed_and_published,
+    drop_outbox,
+    make_outbox,
+    new_message,
+)
 
 MAX_RETRY = 5
 
@@ -76,10 +82,7 @@ async def test_business_keys_named_like_outbox_keys_expect_both_intact(
         await storage.save(sent)
     for name in names:
         assert await outbox.raw.get(outbox.keys.business(name)) == name.encode()
-    claimed = await storage.fetch_pending(10, MAX_RETRY)
-    assert [m.id for m in claimed] == [sent.id]
-    await storage.mark_published(sent.id)
-    assert (await storage.stats()).published == 1
+    await assert_claimed_and_published(storage, await storage.fetch_pending(10, MAX_RETRY), sent)
 
 
 async def test_outbox_keys_expect_every_key_under_the_outbox_segment(

@@ -27,7 +27,14 @@ from spakky.plugins.outbox_redis.transaction import (
     RedisTransaction,
 )
 
-from .conftest import RedisOutbox, new_message, save_all, save_one
+from .conftest import (
+    RedisOutbox,
+    assert_claimed_and_published,
+    new_message,
+    save_all,
+    save_one,
+    saved,
+)
 
 MAX_RETRY = 5
 
@@ -67,9 +74,7 @@ async def test_connections_killed_expect_storage_usable_again(
             break
         except OutboxStorageUnavailableError:
             continue
-    assert [m.id for m in claimed] == [sent.id]
-    await storage.mark_published(sent.id)
-    assert (await storage.stats()).published == 1
+    await assert_claimed_and_published(storage, claimed, sent)
 
 
 async def test_unreachable_server_expect_storage_unavailable_error(
@@ -105,8 +110,7 @@ async def test_schedule_retry_keyed_head_expect_followers_released(
     outbox: RedisOutbox,
 ) -> None:
     """Retrying a key's head drops the same instance's claims on the rest of the key."""
-    head, follower = new_message("a"), new_message("a")
-    await save_all(outbox, [head, follower])
+    head, follower = await saved(outbox, "a", "a")
     storage = outbox.storage()
     assert [m.id for m in await storage.fetch_pending(10, MAX_RETRY)] == [
         head.id,
@@ -127,8 +131,7 @@ async def test_requeue_abandoned_keyed_expect_original_position(
     outbox: RedisOutbox,
 ) -> None:
     """A requeued keyed message goes back before the newer messages of its key."""
-    first, second = new_message("a"), new_message("a")
-    await save_all(outbox, [first, second])
+    first, second = await saved(outbox, "a", "a")
     storage = outbox.storage()
     await storage.fetch_pending(1, MAX_RETRY)
     await storage.abandon(first.id, "poison")

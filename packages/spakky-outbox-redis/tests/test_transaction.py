@@ -67,10 +67,11 @@ async def test_save_outside_transaction_expect_transaction_required(
     assert await _message_count(outbox) == 0
 
 
-async def test_transactional_aspect_commit_expect_business_and_message_written(
-    outbox: RedisOutbox,
+@pytest.mark.parametrize("fails", [False, True], ids=["commit", "rollback"])
+async def test_transactional_aspect_use_case_expect_business_and_message_kept_together(
+    outbox: RedisOutbox, fails: bool
 ) -> None:
-    """Through ``@Transactional()``'s aspect, business write and save commit together."""
+    """Through ``@Transactional()``'s aspect a business write and a save commit together; a failing use case leaves neither."""
     aspect = AsyncTransactionalAspect(
         AsyncRedisTransaction(outbox.config, outbox.connections)
     )
@@ -79,31 +80,17 @@ async def test_transactional_aspect_commit_expect_business_and_message_written(
     async def use_case() -> str:
         await current_async_pipeline().set(outbox.keys.business("order:1"), "placed")
         await storage.save(_message("order-1"))
+        if fails:
+            raise _BusinessFailureError
         return "done"
 
-    assert await aspect.around_async(use_case) == "done"
-    assert await outbox.raw.get(outbox.keys.business("order:1")) == b"placed"
-    assert await _message_count(outbox) == 1
-
-
-async def test_transactional_aspect_rollback_expect_business_and_message_discarded(
-    outbox: RedisOutbox,
-) -> None:
-    """A failing use case leaves neither its business write nor its messages."""
-    aspect = AsyncTransactionalAspect(
-        AsyncRedisTransaction(outbox.config, outbox.connections)
-    )
-    storage = outbox.storage()
-
-    async def use_case() -> None:
-        await current_async_pipeline().set(outbox.keys.business("order:2"), "placed")
-        await storage.save(_message())
-        raise _BusinessFailureError
-
-    with pytest.raises(_BusinessFailureError):
-        await aspect.around_async(use_case)
-    assert await outbox.raw.exists(outbox.keys.business("order:2")) == 0
-    assert await _message_count(outbox) == 0
+    if fails:
+        with pytest.raises(_BusinessFailureError):
+            await aspect.around_async(use_case)
+    else:
+        assert await aspect.around_async(use_case) == "done"
+    assert await outbox.raw.get(outbox.keys.business("order:1")) == (None if fails else b"placed")
+    assert await _message_count(outbox) == (0 if fails else 1)
     with pytest.raises(RedisTransactionNotActiveError):
         current_async_pipeline()
 

@@ -149,31 +149,41 @@ def table(request: pytest.FixtureRequest) -> Iterator[_Table]:
     engine.dispose()
 
 
-def _assert_no_full_scan(table: _Table) -> None:
-    statements = table.claim_statements()
-    assert statements, "the claim ran no SELECT"
+def _full_scans(table: _Table, statements: list[tuple[str, Any]]) -> dict[str, list[str]]:
+    """The statements (their first 160 characters) that read a whole table or index, with what they read."""
     with table.engine.connect() as connection:
-        found = {
+        return {
             statement[:160]: scans
             for statement, params in statements
             if (scans := table.full_scans(connection, statement, params))
         }
+
+
+def _assert_no_full_scan(table: _Table) -> None:
+    statements = table.claim_statements()
+    assert statements, "the claim ran no SELECT"
+    found = _full_scans(table, statements)
     assert not found, f"claim statements read the whole table: {found}"
 
 
-def test_claim_fresh_backlog_statistics_from_before_expect_no_full_scan(table: _Table) -> None:
-    """A backlog the statistics have not seen yet (no ANALYZE since) is claimed along the indexes."""
+def _fresh_backlog(table: _Table, *, analyzed: bool) -> None:
+    """Delivered rows, then a backlog the statistics count (ANALYZE after it) or have not seen yet (ANALYZE before)."""
     table.insert(DELIVERED, published=True)
-    table.analyze()
+    if not analyzed:
+        table.analyze()
     table.insert(BACKLOG, published=False)
-    _assert_no_full_scan(table)
+    if analyzed:
+        table.analyze()
 
 
-def test_claim_fresh_backlog_analyzed_expect_no_full_scan(table: _Table) -> None:
-    """Statistics that count the backlog (InnoDB refreshes them at 10% changed) keep the indexes."""
-    table.insert(DELIVERED, published=True)
-    table.insert(BACKLOG, published=False)
-    table.analyze()
+FRESH_BACKLOG = pytest.mark.parametrize("analyzed", [False, True], ids=["statistics_from_before", "analyzed"])
+"""A fresh backlog both ways: statistics from before it (no ANALYZE since), or counting it (InnoDB refreshes them at 10% changed)."""
+
+
+@FRESH_BACKLOG
+def test_claim_fresh_backlog_expect_no_full_scan(table: _Table, analyzed: bool) -> None:
+    """A fresh backlog is claimed along the indexes, whether the statistics have seen it or not."""
+    _fresh_backlog(table, analyzed=analyzed)
     _assert_no_full_scan(table)
 
 
@@ -207,9 +217,7 @@ def test_claim_keyed_backlog_expect_no_statement_jit_compiled(table: _Table) -> 
     """Every statement of a keyed claim plans below PostgreSQL's JIT threshold, before and after ANALYZE."""
     if not table.postgres:
         pytest.skip("JIT compilation is PostgreSQL's")
-    table.insert(DELIVERED, published=True)
-    table.analyze()
-    table.insert(BACKLOG, published=False)
+    _fresh_backlog(table, analyzed=False)
     assert not _jit_compiled(table), "statistics from before the backlog"
     table.analyze()
     assert not (found := _jit_compiled(table)), f"analysed backlog: {found}"
@@ -223,28 +231,14 @@ def _assert_stats_no_full_scan(table: _Table) -> None:
         if not statement.startswith("SET LOCAL")
     ]
     assert len(selects) == 1, f"stats ran {len(selects)} reads, expected one statement: {selects}"
-    with table.engine.connect() as connection:
-        found = {
-            statement[:160]: scans
-            for statement, params in selects
-            if (scans := table.full_scans(connection, statement, params))
-        }
+    found = _full_scans(table, selects)
     assert not found, f"the stats statement reads the whole table (or a whole index): {found}"
 
 
-def test_stats_fresh_backlog_analyzed_expect_no_full_scan(table: _Table) -> None:
-    """A stats read over delivered rows and a backlog reads index entries only, never the table."""
-    table.insert(DELIVERED, published=True)
-    table.insert(BACKLOG, published=False)
-    table.analyze()
-    _assert_stats_no_full_scan(table)
-
-
-def test_stats_fresh_backlog_statistics_from_before_expect_no_full_scan(table: _Table) -> None:
-    """Statistics that have not seen the backlog do not turn the stats read into a scan."""
-    table.insert(DELIVERED, published=True)
-    table.analyze()
-    table.insert(BACKLOG, published=False)
+@FRESH_BACKLOG
+def test_stats_fresh_backlog_expect_no_full_scan(table: _Table, analyzed: bool) -> None:
+    """A stats read over delivered rows and a backlog reads index entries only, never the table, whatever the statistics saw."""
+    _fresh_backlog(table, analyzed=analyzed)
     _assert_stats_no_full_scan(table)
 
 

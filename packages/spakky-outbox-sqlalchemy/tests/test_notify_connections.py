@@ -78,6 +78,17 @@ def _channel(outbox: AsyncOutbox) -> str:
     return f"spakky_outbox_{outbox.config.table_name}"
 
 
+async def _assert_both_named(observer: AsyncEngine, channel: str, name: str) -> None:
+    """The channel's LISTEN and NOTIFY connections both come up, and both carry the application name ``name``."""
+
+    async def both_open() -> bool:
+        kinds = {kind for _, kind in await _backends(observer, channel)}
+        return kinds == {"listen", "notify"}
+
+    assert await _eventually(both_open)
+    assert sorted(await _backends(observer, channel)) == [(name, "listen"), (name, "notify")]
+
+
 @pytest.mark.parametrize("driver", ["postgresql+asyncpg", "postgresql+psycopg"])
 async def test_listen_and_notify_connections_expect_engine_connect_args(
     postgres_url: str, observer: AsyncEngine, driver: str
@@ -92,13 +103,7 @@ async def test_listen_and_notify_connections_expect_engine_connect_args(
         await asyncio.wait_for(storage.start_listening(), DEADLINE_SECONDS)
         async with outbox.transaction():
             await storage.save(message())
-
-        async def both_open() -> bool:
-            kinds = {kind for _, kind in await _backends(observer, channel)}
-            return kinds == {"listen", "notify"}
-
-        assert await _eventually(both_open)
-        assert sorted(await _backends(observer, channel)) == [(name, "listen"), (name, "notify")]
+        await _assert_both_named(observer, channel, name)
     finally:
         await close_outbox(outbox)
     assert await _eventually(lambda: _no_backends(observer, channel))
@@ -126,13 +131,7 @@ async def test_sync_listen_and_notify_connections_expect_engine_connect_args(
 
     try:
         await asyncio.to_thread(listen_and_save)
-
-        async def both_open() -> bool:
-            kinds = {kind for _, kind in await _backends(observer, channel)}
-            return kinds == {"listen", "notify"}
-
-        assert await _eventually(both_open)
-        assert sorted(await _backends(observer, channel)) == [(name, "listen"), (name, "notify")]
+        await _assert_both_named(observer, channel, name)
     finally:
         await asyncio.to_thread(sync.close)
         await close_outbox(outbox)

@@ -7,7 +7,8 @@ without being rebuilt, never handing out a dead pooled connection twice.
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -48,6 +49,25 @@ async def _close(outbox: AsyncOutbox) -> None:
     await close_outbox(outbox)
 
 
+@dataclass(frozen=True)
+class Restartable:
+    """A private server the test may restart, and an outbox with long claims on it."""
+
+    server: Server
+    outbox: AsyncOutbox
+
+
+@pytest.fixture(params=["postgresql+asyncpg", "postgresql+psycopg", "mysql+aiomysql"])
+async def restartable(request: pytest.FixtureRequest) -> AsyncIterator[Restartable]:
+    """For each async driver its private server and an outbox on it, closed afterwards."""
+    server = _server(request, request.param)
+    outbox = await _outbox(server, request.param)
+    try:
+        yield Restartable(server, outbox)
+    finally:
+        await _close(outbox)
+
+
 async def _fill_pool(outbox: AsyncOutbox) -> None:
     """Leave three idle connections in the (shared) pool, all to be killed by the restart."""
     engine = outbox.connections.connection
@@ -73,43 +93,36 @@ async def _until_success[T](
             await asyncio.sleep(0.05)
 
 
-@pytest.mark.parametrize("driver", ["postgresql+asyncpg", "postgresql+psycopg", "mysql+aiomysql"])
 async def test_restart_with_pooled_connections_expect_one_failure_then_claim_and_ack(
-    request: pytest.FixtureRequest, driver: str
+    restartable: Restartable,
 ) -> None:
     """After a restart the dead pool costs at most one failed call, then claims and acks work."""
-    server = _server(request, driver)
-    outbox = await _outbox(server, driver)
-    try:
-        holder, other = outbox.storage(), outbox.storage()
-        held, free = message("k"), message()
-        await outbox.write([held, free])
-        assert [m.id for m in await holder.fetch_pending(1, 5)] == [held.id]
-        await _fill_pool(outbox)
-        await asyncio.to_thread(server.restart)
-        failures: list[Exception] = []
+    server, outbox = restartable.server, restartable.outbox
+    holder, other = outbox.storage(), outbox.storage()
+    held, free = message("k"), message()
+    await outbox.write([held, free])
+    assert [m.id for m in await holder.fetch_pending(1, 5)] == [held.id]
+    await _fill_pool(outbox)
+    await asyncio.to_thread(server.restart)
+    failures: list[Exception] = []
 
-        async def claim_and_ack() -> list[Any]:
-            claimed = await other.fetch_pending(10, 5)
-            await other.mark_published_many([m.id for m in claimed])
-            await holder.mark_published(held.id)
-            return claimed
+    async def claim_and_ack() -> list[Any]:
+        claimed = await other.fetch_pending(10, 5)
+        await other.mark_published_many([m.id for m in claimed])
+        await holder.mark_published(held.id)
+        return claimed
 
-        claimed = await _until_success(claim_and_ack, failures)
-        assert [m.id for m in claimed] == [free.id]
-        assert len(failures) <= 1, [str(f) for f in failures]
-        assert (await other.stats()).published == 2
-    finally:
-        await _close(outbox)
+    claimed = await _until_success(claim_and_ack, failures)
+    assert [m.id for m in claimed] == [free.id]
+    assert len(failures) <= 1, [str(f) for f in failures]
+    assert (await other.stats()).published == 2
 
 
-@pytest.mark.parametrize("driver", ["postgresql+asyncpg", "postgresql+psycopg", "mysql+aiomysql"])
 async def test_restart_during_claims_expect_only_unavailable_errors_then_recovery(
-    request: pytest.FixtureRequest, driver: str
+    restartable: Restartable,
 ) -> None:
     """Relays claiming through a restart see only our outage error, then run clean."""
-    server = _server(request, driver)
-    outbox = await _outbox(server, driver)
+    server, outbox = restartable.server, restartable.outbox
     storages = [outbox.storage() for _ in range(3)]
     stop = asyncio.Event()
     successes_after_restart = [0] * len(storages)
@@ -145,7 +158,6 @@ async def test_restart_during_claims_expect_only_unavailable_errors_then_recover
         assert failures == []
     finally:
         stop.set()
-        await _close(outbox)
 
 
 @pytest.mark.parametrize(
