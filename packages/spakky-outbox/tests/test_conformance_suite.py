@@ -1,18 +1,14 @@
 """The conformance suite itself: it must fail storages that break the rules."""
 
-import textwrap
-
 import pytest
+from rules_sandbox import broken_state, failed_names, indented, run_rules
 
 pytest_plugins = ["pytester"]
 
 BROKEN_HARNESS = """
 import pytest
 from spakky.outbox.testing.harness import Capability
-from spakky.outbox.testing.memory import InMemoryOutboxHarness, InMemoryOutboxState
-
-class Broken(InMemoryOutboxState):
-{override}
+from spakky.outbox.testing.memory import InMemoryOutboxHarness
 
 @pytest.fixture
 def outbox_harness():
@@ -58,23 +54,8 @@ def run_suite(
 
     ``override`` goes into the state class, ``harness`` into the harness class.
     """
-    body = textwrap.indent(textwrap.dedent(override).strip("\n"), "    ")
-    conftest = BROKEN_HARNESS.replace("{override}", body)
-    if harness:
-        conftest += textwrap.indent(textwrap.dedent(harness).strip("\n"), "    ") + "\n"
-    pytester.makeconftest(conftest)
-    pytester.makepyfile(test_suite="from spakky.outbox.testing.conformance import *  # noqa\n" + extra)
-    pytester.makeini("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")
-    return pytester.runpytest_inprocess("-q", "-rf", "-p", "no:cacheprovider")
-
-
-def failed_names(result: pytest.RunResult) -> set[str]:
-    """Names of the suite tests that failed (on either flavour: the ``[async]``/``[sync]`` id dropped)."""
-    return {
-        line.split("::")[1].split(" ")[0].split("[")[0]
-        for line in result.outlines
-        if line.startswith("FAILED ") and "::" in line
-    }
+    conftest = broken_state(override) + BROKEN_HARNESS + (indented(harness) if harness else "")
+    return run_rules(pytester, conftest, "spakky.outbox.testing.conformance", extra=extra)
 
 
 def test_suite_storage_without_fencing_expect_fencing_tests_fail(pytester: pytest.Pytester) -> None:

@@ -1,18 +1,15 @@
 """The inbox rules on the in-memory reference, and broken references that must fail them."""
 
-import textwrap
-
 import pytest
+from rules_sandbox import broken_state, failed_names, run_rules
 
 pytest_plugins = ["pytester"]
+
+INBOX_RULES = "spakky.outbox.testing.inbox_conformance"
 
 BROKEN = """
 import pytest
 from spakky.outbox.testing.inbox_harness import InMemoryInboxHarness
-from spakky.outbox.testing.memory_state import InMemoryOutboxState, InboxEntry
-
-class Broken(InMemoryOutboxState):
-{override}
 
 @pytest.fixture
 def inbox_harness():
@@ -102,20 +99,9 @@ OUTSIDE_TX_STORED = """
 """
 
 
-def _run(pytester: pytest.Pytester, conftest: str) -> pytest.RunResult:
-    pytester.makeconftest(conftest)
-    pytester.makepyfile(test_rules="from spakky.outbox.testing.inbox_conformance import *  # noqa\n")
-    pytester.makeini("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")
-    return pytester.runpytest_inprocess("-q", "-rf", "-p", "no:cacheprovider")
-
-
-def _failed(result: pytest.RunResult) -> set[str]:
-    return {line.split("::")[1].split(" ")[0] for line in result.outlines if line.startswith("FAILED ") and "::" in line}
-
-
 def test_inbox_rules_in_memory_reference_expect_all_pass(pytester: pytest.Pytester) -> None:
     """The in-memory reference inbox passes every inbox rule."""
-    result = _run(pytester, GOOD)
+    result = run_rules(pytester, GOOD, INBOX_RULES)
     result.assert_outcomes(passed=8)
 
 
@@ -142,7 +128,6 @@ def test_inbox_rules_broken_reference_expect_named_rule_fails(
     pytester: pytest.Pytester, broken: str, expected: str, rule_text: str
 ) -> None:
     """An inbox broken in one way fails the rule for it, and the failure says which rule."""
-    body = textwrap.indent(textwrap.dedent(broken).strip("\n"), "    ")
-    result = _run(pytester, BROKEN.replace("{override}", body))
-    assert expected in _failed(result)
+    result = run_rules(pytester, broken_state(broken) + BROKEN, INBOX_RULES)
+    assert expected in failed_names(result)
     assert rule_text in result.stdout.str()
