@@ -129,6 +129,16 @@ def within[T](context: AbstractContextManager[Connection], operation: Callable[[
         return operation(connection)
 
 
+async def within_session_async[T](session: AsyncSession, operation: Callable[[Connection], T]) -> T:
+    """Run ``operation`` on the connection of the business ``session`` (in its transaction)."""
+    return await session.run_sync(lambda s: operation(s.connection()))
+
+
+def within_session[T](session: Session, operation: Callable[[Connection], T]) -> T:
+    """The sync twin of `within_session_async`: ``operation`` on ``session.connection()``."""
+    return operation(session.connection())
+
+
 def engine_of_async(engine: AsyncEngine) -> Engine:
     """The synchronous engine behind ``engine`` (the table record and the dialect live there)."""
     return engine.sync_engine
