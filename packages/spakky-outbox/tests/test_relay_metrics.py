@@ -7,11 +7,11 @@ import socket
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import override
-from uuid import uuid4
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+from relay_rig import make, relay_for
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import OutboxStats
@@ -100,21 +100,12 @@ class CountsOnly(IOutboxMetrics):
         pass
 
 
-def make(name: str) -> OutboxMessage:
-    """A fresh keyless message."""
-    return OutboxMessage(uuid4(), name, b"{}", {}, datetime.now(UTC))
-
-
 def rig(metrics: IOutboxMetrics, **changes: object) -> tuple[InMemoryOutboxHarness, AsyncOutboxRelayBackgroundService, AsyncRecordingEventTransport]:
     """A harness, a relay with ``metrics`` and a recording transport."""
     harness = InMemoryOutboxHarness()
     config = OutboxConfig().model_copy(update={"max_retry_count": 1, **changes})
     transport = AsyncRecordingEventTransport()
-    relay = AsyncOutboxRelayBackgroundService(
-        AsyncInMemoryOutboxStorage(harness.state, config), transport, config, metrics
-    )
-    relay.set_stop_event(asyncio.Event())
-    return harness, relay, transport
+    return harness, relay_for(AsyncInMemoryOutboxStorage(harness.state, config), transport, config, metrics), transport
 
 
 async def test_relay_metrics_expect_relayed_failed_abandoned_and_backlog() -> None:
@@ -122,7 +113,7 @@ async def test_relay_metrics_expect_relayed_failed_abandoned_and_backlog() -> No
     metrics = RecordingMetrics()
     harness, relay, transport = rig(metrics)
     await relay.initialize_async()
-    await harness.write([make("ok"), make("ok"), make("poison"), make("later")])
+    await harness.write([make(name="ok"), make(name="ok"), make(name="poison"), make(name="later")])
     transport.faults.refuse = lambda r: r.event_name == "poison"
     await relay.relay_batch()
     await relay.housekeeping()
@@ -155,15 +146,14 @@ async def test_opentelemetry_gauges_expect_backlog_read_on_collection_only() -> 
     config = OutboxConfig()
     storage = CountingStorage(harness.state, config)
     storage.timeouts = []
-    relay = AsyncOutboxRelayBackgroundService(storage, AsyncRecordingEventTransport(), config, adapter)
-    relay.set_stop_event(asyncio.Event())
+    relay = relay_for(storage, AsyncRecordingEventTransport(), config, adapter)
     await relay.initialize_async()
-    await harness.write([make("a"), make("b")])
+    await harness.write([make(name="a"), make(name="b")])
     for _ in range(3):
         await relay.relay_batch()
         await relay.housekeeping()
     assert storage.timeouts == [], "the relay read the backlog without anyone observing it"
-    await harness.write([make("c")])
+    await harness.write([make(name="c")])
     data = await asyncio.to_thread(reader.get_metrics_data)
     assert data is not None
     gauges = {
@@ -204,11 +194,8 @@ async def test_relay_acknowledgement_fenced_off_expect_warning_and_fenced_count(
     harness = InMemoryOutboxHarness()
     config = OutboxConfig()
     transport = TakeoverDuringFlush(harness, AsyncInMemoryOutboxStorage(harness.state, config))
-    relay = AsyncOutboxRelayBackgroundService(
-        AsyncInMemoryOutboxStorage(harness.state, config), transport, config, metrics
-    )
-    relay.set_stop_event(asyncio.Event())
-    await harness.write([make("a"), make("b"), make("c")])
+    relay = relay_for(AsyncInMemoryOutboxStorage(harness.state, config), transport, config, metrics)
+    await harness.write([make(name="a"), make(name="b"), make(name="c")])
     with caplog.at_level(logging.INFO, logger="spakky.outbox.relay.relay"):
         await relay.relay_batch()
     assert [m.event_name for m in transport.taken] == ["a", "b", "c"]
@@ -227,7 +214,7 @@ async def test_relay_metrics_timings_expect_batch_size_send_flush_and_wait_of_ea
     metrics = RecordingMetrics()
     harness, relay, transport = rig(metrics)
     stored_before = datetime.now(UTC) - timedelta(seconds=30)
-    await harness.write([replace(make(name), created_at=stored_before) for name in ("ok", "poison", "ok")])
+    await harness.write([replace(make(name=name), created_at=stored_before) for name in ("ok", "poison", "ok")])
     transport.faults.refuse = lambda r: r.event_name == "poison"
     await relay.relay_batch()
     assert metrics.batches == [3]
@@ -243,7 +230,7 @@ async def test_relay_metrics_without_timings_expect_8_5_metrics_class_still_coun
     """A metrics class implementing only the 8.5 counts keeps working: the timings are optional."""
     metrics = CountsOnly()
     harness, relay, _ = rig(metrics)
-    await harness.write([make("ok"), make("ok")])
+    await harness.write([make(name="ok"), make(name="ok")])
     await relay.relay_batch()
     assert metrics.relayed == 2
 
@@ -251,12 +238,12 @@ async def test_relay_metrics_without_timings_expect_8_5_metrics_class_still_coun
 async def test_relay_retention_expect_old_published_purged() -> None:
     """With a retention set, the relay purges published messages older than it by the storage's clock."""
     harness, relay, _ = rig(RecordingMetrics(), published_retention_seconds=60)
-    await harness.write([make("old"), make("older")])
+    await harness.write([make(name="old"), make(name="older")])
     await relay.relay_batch()
     harness.clock.advance(61)
-    await harness.write([make("new")])
+    await harness.write([make(name="new")])
     await relay.relay_batch()
-    await harness.write([make("fresh")])
+    await harness.write([make(name="fresh")])
     await relay.housekeeping()
     names = [r.event_name for r in await harness.raw_records()]
     assert names == ["new", "fresh"]
@@ -270,7 +257,7 @@ async def test_relay_retention_relay_clock_ahead_expect_young_published_kept() -
     """
     harness, relay, _ = rig(RecordingMetrics(), published_retention_seconds=60)
     harness.clock.now = datetime.now(UTC) - timedelta(seconds=90)
-    await harness.write([make("young")])
+    await harness.write([make(name="young")])
     await relay.relay_batch()
     harness.clock.advance(30)
     await relay.housekeeping()
