@@ -47,6 +47,8 @@ from tests.faults.drill import Drill, load_message
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 POLL_SECONDS = 0.05
 """How often the broker's record count is read while relays drain."""
+STALL_SECONDS = 15.0
+"""A scenario ends early when the broker's count stood still this long with nothing left in the outbox."""
 BATCH = OutboxConfig().batch_size
 """The relay's default batch: what one relay cycle sends and confirms at a time."""
 ONE_IN_FLIGHT = {"SPAKKY_OUTBOX__BATCHES_IN_FLIGHT": "1"}
@@ -192,6 +194,7 @@ async def drain(
         try:
             drill.start()
             stop_at = time.monotonic() + deadline
+            last_seen, moved_at = -1, time.monotonic()
             while True:
                 seen = await asyncio.to_thread(drill.delivered_count)
                 now = time.monotonic()
@@ -202,6 +205,13 @@ async def drain(
                     break
                 if now > stop_at:
                     error = f"{seen}/{events} delivered after {deadline:g} s"
+                    break
+                if seen != last_seen:
+                    last_seen, moved_at = seen, now
+                elif now - moved_at > STALL_SECONDS and await _settled(drill):
+                    # The relays are done and the broker's reader sees no more: the read-back
+                    # below (every partition from offset 0 again) counts what is there.
+                    error = f"{seen}/{events} read while the broker delivered, none for {STALL_SECONDS:g} s; outbox settled"
                     break
                 drill.check_alive()
                 await asyncio.sleep(POLL_SECONDS)
@@ -230,6 +240,8 @@ async def drain(
             "published": stats.published,
             "abandoned": stats.abandoned,
         },
+        "notes": report.notes,
+        "lost_state": report.lost_state,
     }
     rate = f"{result['rate']:.0f} msg/s" if result["rate"] else "no rate"
     shown = "".join(f", {name.removeprefix('SPAKKY_OUTBOX__')}={value}" for name, value in extra.items())
@@ -237,7 +249,18 @@ async def drain(
         f"  {transport}, {relays} relay(s){shown}: {rate}; {describe(report)}"
         + (f"; ! {error}; outbox after the stop: {result['outbox']}" if error else "")
     )
+    if error or report.lost or report.notes:
+        # The evidence of an incomplete scenario, printed while it is at hand: what the
+        # broker's readers missed or were told, and what the outbox holds for each lost event.
+        for note in report.notes:
+            progress(f"    {note}")
     return result
+
+
+async def _settled(drill: Drill) -> bool:
+    """Nothing pending or claimed in the outbox: the relays delivered (or abandoned) everything."""
+    stats = await drill.stats()
+    return not stats.pending and not stats.claimed
 
 
 class Runs:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import OutboxStats
@@ -66,6 +67,8 @@ class Target:
     """In-process storage on the same outbox, for loading and reading state."""
     write: Callable[[list[OutboxMessage]], Awaitable[None]]
     """Save messages in one business transaction, as a use case would."""
+    rows: Callable[[list[UUID]], Awaitable[list[dict[str, Any]]]] | None = None
+    """The stored state of these messages, read straight from the storage (SQL targets); None: not offered."""
 
 
 def load_message(
@@ -105,6 +108,10 @@ class FaultReport:
     abandoned: int = 0
     recovery: str = ""
     notes: list[str] = field(default_factory=list[str])
+    lost_ids: list[UUID] = field(default_factory=list[UUID])
+    """The lost messages' ids, in commit order."""
+    lost_state: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
+    """What the storage held for the first `LOST_SHOWN` lost messages when the report was made (SQL targets)."""
 
     def line(self) -> str:
         """One summary line for the terminal report."""
@@ -117,6 +124,9 @@ class FaultReport:
             text += f"; {self.recovery}"
         return text + "".join(f"; {n}" for n in self.notes)
 
+
+LOST_SHOWN = 20
+"""Lost messages whose stored state a report reads and prints."""
 
 REPORTS: list[FaultReport] = []
 """Every drill's report, printed at the end of the session by the conftest."""
@@ -365,8 +375,32 @@ class Drill:
             lost=len(committed - seen - abandoned_pairs),
             abandoned=len(abandoned_pairs),
         )
+        if self.broker is not None:
+            report.notes += self.broker.notes
+        if report.lost:
+            await self._explain_lost(report, seen | abandoned_pairs)
         REPORTS.append(report)
         return report
+
+    async def _explain_lost(self, report: FaultReport, accounted: set[tuple[str, int]]) -> None:
+        """Name the lost messages and what the storage holds for them: unsent, or marked published unseen?"""
+        lost = [m for m in self.committed if _key_seq(m) not in accounted]
+        report.lost_ids = [m.id for m in lost]
+        rows = self.target.rows
+        if rows is None:
+            report.notes.append(f"lost ids (first {LOST_SHOWN}): {[str(i) for i in report.lost_ids[:LOST_SHOWN]]}")
+            return
+        try:
+            report.lost_state = await rows(report.lost_ids[:LOST_SHOWN])
+        except Exception as error:  # the report is made anyway; say why the state is missing
+            report.notes.append(f"lost messages' stored state unreadable: {error!r}")
+            return
+        published = sum(1 for row in report.lost_state if row.get("published_at") is not None)
+        report.notes.append(
+            f"{published} of the {len(report.lost_state)} lost messages read back are marked published "
+            f"(the broker acknowledged them: lost or unread at the broker), the others were never acknowledged; "
+            f"stored state: {report.lost_state}"
+        )
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ fault proxy, for instance).
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
+from uuid import UUID
 
 import redis
 from spakky.core.application.application_context import ApplicationContext
@@ -22,6 +24,7 @@ from spakky.plugins.outbox_sqlalchemy.config import SqlAlchemyOutboxConfig
 from spakky.plugins.outbox_sqlalchemy.schema import (
     create_outbox_table_async,
     drop_outbox_table_async,
+    outbox_table,
 )
 from spakky.plugins.outbox_sqlalchemy.storage import AsyncSqlAlchemyOutboxStorage
 from spakky.plugins.sqlalchemy.common.config import SQLAlchemyConnectionConfig
@@ -30,8 +33,15 @@ from spakky.plugins.sqlalchemy.persistency.connection_manager import (
 )
 from spakky.plugins.sqlalchemy.persistency.session_manager import AsyncSessionManager
 from spakky.plugins.sqlalchemy.persistency.transaction import AsyncTransaction
+from sqlalchemy import select
 
 from tests.faults.drill import Target, in_fresh_context
+
+LOST_STATE_COLUMNS = (
+    "seq", "id", "partition_key", "published_at", "claimed_at", "claimed_by", "lease_until",
+    "retry_count", "not_before", "abandoned_at", "last_error",
+)
+"""What a report shows of a lost message's row: delivered and acknowledged, claimed, retried, abandoned."""
 
 
 @asynccontextmanager
@@ -60,6 +70,16 @@ async def sql_target(
 
         await in_fresh_context(transaction())
 
+    async def rows(ids: list[UUID]) -> list[dict[str, Any]]:
+        outbox = outbox_table(table)
+        columns = [outbox.c[name] for name in LOST_STATE_COLUMNS]
+        async with connections.connection.connect() as connection:
+            found = await connection.execute(select(*columns).where(outbox.c.id.in_(ids)).order_by(outbox.c.seq))
+            return [
+                {name: (str(value) if value is not None else None) for name, value in row._mapping.items()}
+                for row in found
+            ]
+
     try:
         yield Target(
             name=name,
@@ -71,6 +91,7 @@ async def sql_target(
             },
             storage=storage,
             write=write,
+            rows=rows,
         )
     finally:
         await storage.close_wake_up()
