@@ -196,7 +196,8 @@ class AsyncOutboxRelayBackgroundService(AbstractAsyncBackgroundService):
 
     async def _send_all(self, batch: ClaimedBatch) -> None:
         for message in batch.messages:
-            if not batch.sendable(message, self._stopping()):
+            # `_stopping` only when the event is set: it notes when the stop was first seen.
+            if not batch.sendable(message, self._stop_event.is_set() and self._stopping()):
                 continue
             if self._policy.spent(message):
                 await self._abandon_now(batch, message, self._policy.spent_reason(message), refused=False)
@@ -213,6 +214,13 @@ class AsyncOutboxRelayBackgroundService(AbstractAsyncBackgroundService):
         # The message id rides along so a consumer's inbox can tell a resend
         # (after a relay crash) from a new message; the stored headers stay as saved.
         headers = {**message.headers, MESSAGE_ID_HEADER: str(message.id)}
+        figures = self._telemetry.waits_only
+        if figures is not None:
+            # Only the figures observe it: the wait as the send starts, counted if it went through.
+            waited = time.time() - message.created_at.timestamp()
+            await self._transport.send(message.event_name, message.payload, headers, message.partition_key)
+            figures.record_commit_to_send(max(0.0, waited))
+            return
         with self._telemetry.sending(message):
             await self._transport.send(message.event_name, message.payload, headers, message.partition_key)
 

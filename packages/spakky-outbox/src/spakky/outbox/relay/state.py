@@ -310,8 +310,17 @@ class ClaimedBatch:
 
     def sendable(self, message: OutboxMessage, stopping: bool) -> bool:
         """Whether to send ``message`` now; if not (stop, outage, claims in doubt, key held), release it."""
-        # ``halted`` is almost always empty: a batch of sends spares the key lookup.
-        if stopping or self.outage is not None or (self.halted and self.blocked(message)) or not self.may_send():
+        # The usual case in one call: nothing stops, halts or doubts the batch, and the lease holds.
+        if (
+            not stopping
+            and self.outage is None
+            and not self.halted
+            and not self.renewal_failed
+            and not self.lost
+            and time.monotonic() < self.lease_deadline - self._margin
+        ):
+            return True
+        if stopping or self.outage is not None or self.blocked(message) or not self.may_send():
             self._move(message, MessageState.RELEASED)
             return False
         return True

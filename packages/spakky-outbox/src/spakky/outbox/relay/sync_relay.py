@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox/src/spakky/outbox/relay/async_relay.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 8cfc88f011e29de5ba37edad0452bdee0acae641ac2907fb29ec46edecf605b0
+# Source sha256 (with the tool's): 3460f44020430749d1f1bb55b4081f89b731008c9eb47190d3fe887d7c90ff28
 """The sync outbox relay: claims stored messages and relays them to the sync transport.
 
 It only does the I/O: what a message's outcome means is decided in
@@ -199,7 +199,8 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
 
     def _send_all(self, batch: ClaimedBatch) -> None:
         for message in batch.messages:
-            if not batch.sendable(message, self._stopping()):
+            # `_stopping` only when the event is set: it notes when the stop was first seen.
+            if not batch.sendable(message, self._stop_event.is_set() and self._stopping()):
                 continue
             if self._policy.spent(message):
                 self._abandon_now(batch, message, self._policy.spent_reason(message), refused=False)
@@ -216,6 +217,13 @@ class OutboxRelayBackgroundService(AbstractBackgroundService):
         # The message id rides along so a consumer's inbox can tell a resend
         # (after a relay crash) from a new message; the stored headers stay as saved.
         headers = {**message.headers, MESSAGE_ID_HEADER: str(message.id)}
+        figures = self._telemetry.waits_only
+        if figures is not None:
+            # Only the figures observe it: the wait as the send starts, counted if it went through.
+            waited = time.time() - message.created_at.timestamp()
+            self._transport.send(message.event_name, message.payload, headers, message.partition_key)
+            figures.record_commit_to_send(max(0.0, waited))
+            return
         with self._telemetry.sending(message):
             self._transport.send(message.event_name, message.payload, headers, message.partition_key)
 

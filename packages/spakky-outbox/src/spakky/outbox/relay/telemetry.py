@@ -4,8 +4,8 @@ Plain context managers: both relays enter them with ``with`` around the
 transport call, so the generated sync relay uses the very same code. A relay
 with neither metrics nor a tracer gets one shared no-op context for every
 call, so a message costs no context manager of its own; a relay whose only
-metrics are its own figures (the default) times nothing: each send only
-counts its commit-to-send wait.
+metrics are its own figures (the default) times nothing: it only counts each
+send's commit-to-send wait (`RelayTelemetry.waits_only`).
 """
 
 import time
@@ -31,7 +31,9 @@ class RelayTelemetry:
         self._metrics = metrics
         self._tracer = tracer
         # The figures alone keep no durations: with no metrics behind them, a send is not timed.
-        self._waits_only = metrics if isinstance(metrics, FiguresRecorder) and not metrics.forwards else None
+        self.waits_only = metrics if tracer is None and isinstance(metrics, FiguresRecorder) and not metrics.forwards else None
+        """The relay's figures when they alone observe its sends (the default): the relay then
+        counts each send's commit-to-send wait there itself, with no context around the send."""
 
     def claimed(self, count: int) -> None:
         """A claim returned ``count`` messages."""
@@ -42,15 +44,13 @@ class RelayTelemetry:
         """Around one ``transport.send``: its span, its duration, and the wait of a send that went through."""
         if self._tracer is not None:
             return self._sending(message)
-        if self._waits_only is not None:
-            return _CountedSend(self._waits_only, message)
         if self._metrics is not None:
             return _TimedSend(self._metrics, message)
         return _UNOBSERVED
 
     def flushing(self) -> AbstractContextManager[None]:
         """Around one ``transport.flush``: its duration."""
-        return self._flushing() if self._metrics is not None and self._waits_only is None else _UNOBSERVED
+        return self._flushing() if self._metrics is not None and self.waits_only is None else _UNOBSERVED
 
     @contextmanager
     def _sending(self, message: OutboxMessage) -> Generator[None]:
@@ -107,24 +107,3 @@ class _TimedSend(AbstractContextManager[None]):
         if kind is None:  # a send that went through
             self._metrics.record_commit_to_send(self._waited)
 
-
-class _CountedSend(AbstractContextManager[None]):
-    """One send of a relay whose only metrics are its figures: its commit-to-send wait, counted if it went through."""
-
-    __slots__ = ("_figures", "_waited")
-
-    def __init__(self, figures: FiguresRecorder, message: OutboxMessage) -> None:
-        self._figures = figures
-        # Measured where `_TimedSend` measures it: as the send starts.
-        self._waited = time.time() - message.created_at.timestamp()
-
-    @override
-    def __enter__(self) -> None:
-        return None
-
-    @override
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        if kind is None:
-            self._figures.record_commit_to_send(max(0.0, self._waited))
