@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from spakky.plugins.outbox_sqlalchemy.operations import OutboxSql
+from spakky.plugins.outbox_sqlalchemy.operations import WALK_EXAMINED, OutboxSql
 from spakky.plugins.outbox_sqlalchemy.schema import (
     create_outbox_table,
     drop_outbox_table,
@@ -269,3 +269,44 @@ def test_stats_timeout_expect_server_side_limit(table: _Table) -> None:
         assert statements[0] == "SET LOCAL statement_timeout = 1500", statements
     else:
         assert statements[0].startswith("SET STATEMENT max_statement_time = 1.500 FOR SELECT"), statements
+
+
+def _index_entries_read(connection: Connection) -> int:
+    """Index entries this MariaDB session has read in index order so far (``Handler_read_next`` and ``_prev``).
+
+    These count what a range or index scan walks past; the other counters also
+    count lookups in the claim's own temporary tables (its GROUP BY and
+    window functions), and a scan of the table is what the plan tests catch.
+    """
+    rows = connection.execute(text("SHOW SESSION STATUS LIKE 'Handler_read%'")).all()
+    connection.commit()  # end the autobegun transaction: the claim opens its own
+    return sum(int(value) for name, value in rows if str(name).lower() in ("handler_read_next", "handler_read_prev"))
+
+
+DEEP_KEYS = 5
+"""Keys of the deep-key backlog: ``DELIVERED`` pending keyed messages over them, 10,000 each."""
+
+
+@pytest.mark.parametrize("table", ["mariadb"], indirect=True)
+def test_claim_deep_keys_expect_key_walk_reads_bounded_not_every_walked_keys_depth(table: _Table) -> None:
+    """Five keys 10,000 deep: one claim reads the walk's bounded share of the index, not the 50,000 entries of its keys.
+
+    MariaDB uses no loose index scan for a ``SELECT DISTINCT`` over the key
+    index, so the walk read every entry of each key it passed (here all
+    50,000), however few messages the claim takes from each.
+    """
+    table.insert(2 * DELIVERED, published=False)  # half keyless, half keyed
+    table.run(
+        f"UPDATE {table.name} SET partition_key = CONCAT('k', seq % {DEEP_KEYS}) "
+        "WHERE partition_key IS NOT NULL"
+    )
+    table.analyze()
+    with table.engine.connect() as connection:
+        before = _index_entries_read(connection)
+        with connection.begin() as transaction:
+            claimed = table.sql.claim(connection, BATCH, 5)
+            transaction.rollback()
+        read = _index_entries_read(connection) - before
+    assert len(claimed) == BATCH
+    bound = WALK_EXAMINED + 10 * BATCH  # the bounded walk, one entry per probe, the runs, the keyless lane, the lock
+    assert read < bound, f"one claim of {BATCH} read {read:,} index entries (bound {bound:,})"
