@@ -22,7 +22,11 @@ the server's memory peak, which never comes down.
 Usage (from the workspace root; about a minute at the defaults)::
 
     .venv/bin/python -m benchmarks.redis_listing
-    .venv/bin/python -m benchmarks.redis_listing --messages 20000 --url redis://127.0.0.1:6379/0
+    .venv/bin/python -m benchmarks.redis_listing --messages 20000 --url redis://127.0.0.1:6390/0
+
+Never point ``--url`` at a Redis others use: the previous script holds it for
+seconds (every client with a 5 s socket timeout fails meanwhile with "Timeout
+reading from ..."), and the benchmark resets its SLOWLOG and command statistics.
 
 Nothing here asserts on timings: the script measures and prints.
 """

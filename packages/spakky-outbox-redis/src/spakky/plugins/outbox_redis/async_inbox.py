@@ -7,10 +7,7 @@ from typing import Any, cast, override
 from redis.commands.core import AsyncScript
 from redis.exceptions import WatchError
 from spakky.core.pod.annotations.pod import Pod
-from spakky.outbox.error import (
-    OutboxStorageUnavailableError,
-    OutboxTransactionRequiredError,
-)
+from spakky.outbox.error import OutboxTransactionRequiredError
 from spakky.outbox.ports.inbox import IAsyncInboxStorage, InboxLease, InboxStats
 from spakky.plugins.outbox_redis.client import AsyncRedisClient
 from spakky.plugins.outbox_redis.error import (
@@ -23,7 +20,7 @@ from spakky.plugins.outbox_redis.pipelines import (
     current_async_pipeline,
     execute_now_async,
 )
-from spakky.plugins.outbox_redis.storage_base import UNAVAILABLE
+from spakky.plugins.outbox_redis.storage_base import UNAVAILABLE, unavailable
 
 
 @Pod()
@@ -42,7 +39,7 @@ class AsyncRedisInboxStorage(RedisInboxBase, IAsyncInboxStorage):
         try:
             return await self._scripts[name](keys=keys, args=args, client=client)
         except UNAVAILABLE as error:
-            raise OutboxStorageUnavailableError(str(error)) from error
+            raise unavailable(error, self._config) from error
 
     @staticmethod
     def _transaction() -> AsyncPipeline:
@@ -77,7 +74,7 @@ class AsyncRedisInboxStorage(RedisInboxBase, IAsyncInboxStorage):
                 await execute_now_async(pipeline, "UNWATCH")
                 return False
         except (*UNAVAILABLE, WatchError) as error:
-            raise OutboxStorageUnavailableError(str(error)) from error
+            raise unavailable(error, self._config) from error
         pipeline.multi()
         # EVAL, not EVALSHA: inside MULTI an unknown script would fail at EXEC
         # and the business writes would commit without the record

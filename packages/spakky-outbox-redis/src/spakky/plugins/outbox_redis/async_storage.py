@@ -14,9 +14,6 @@ from spakky.outbox.common.figures import (
 )
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import KeyHead, MessageDetail, OutboxStats, RelayClaims
-from spakky.outbox.error import (
-    OutboxStorageUnavailableError,
-)
 from spakky.outbox.ports.storage import (
     IAsyncOutboxFullStorage,
 )
@@ -37,6 +34,8 @@ from spakky.plugins.outbox_redis.storage_base import (
     RedisOutboxStorageBase,
     Settle,
     Step,
+    unavailable,
+    wake_up_slices,
 )
 
 
@@ -63,7 +62,7 @@ class AsyncRedisOutboxStorage(
                 keys=[self._keys.pending], args=args, client=client
             )
         except UNAVAILABLE as error:
-            raise OutboxStorageUnavailableError(str(error)) from error
+            raise unavailable(error, self._config) from error
 
     @override
     async def save(self, message: OutboxMessage) -> None:
@@ -148,16 +147,22 @@ class AsyncRedisOutboxStorage(
 
     @override
     async def wait_for_messages(self, timeout: float) -> bool:
-        """Block on the wake-up marker (BZPOPMIN) for up to ``timeout`` seconds."""
+        """Block on the wake-up marker (BZPOPMIN) for up to ``timeout`` seconds.
+
+        The block runs in slices of half the socket timeout: one BZPOPMIN
+        longer than it would end in a read timeout, not in a quiet wait.
+        """
         client = self._connections.async_client
         try:
             if timeout <= 0:
                 popped: Any = await client.zpopmin(self._keys.wake)
                 return bool(popped)
-            popped = await client.bzpopmin(self._keys.wake, timeout)
+            for step in wake_up_slices(timeout, self._config.socket_timeout_seconds):
+                if await client.bzpopmin(self._keys.wake, step) is not None:
+                    return True
         except UNAVAILABLE as error:
-            raise OutboxStorageUnavailableError(str(error)) from error
-        return popped is not None
+            raise unavailable(error, self._config) from error
+        return False
 
     @override
     async def stats(self, timeout_seconds: float | None = None) -> OutboxStats:

@@ -55,14 +55,20 @@ class RedisOutboxConnectionManager(IService):
         return self._clients.async_client
 
     def _new_client(self) -> RedisClient:
+        # Our timeout, not redis-py's default: that is 5 s from redis-py 8.0
+        # and none (wait forever) before it, and ``redis>=5.2`` allows either.
+        url, timeout = self._config.url, self._config.socket_timeout_seconds
         if self._config.cluster:
-            return redis.cluster.RedisCluster.from_url(self._config.url)
-        return redis.Redis.from_url(self._config.url)
+            return redis.cluster.RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
     def _new_async_client(self) -> AsyncRedisClient:
+        url, timeout = self._config.url, self._config.socket_timeout_seconds
         if self._config.cluster:
-            return redis.asyncio.cluster.RedisCluster.from_url(self._config.url)
-        return redis.asyncio.Redis.from_url(self._config.url)
+            return redis.asyncio.cluster.RedisCluster.from_url(
+                url, socket_timeout=timeout, socket_connect_timeout=timeout
+            )
+        return redis.asyncio.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
     def in_use_connections(self) -> int:
         """Count connections currently checked out of every pool (leak check)."""

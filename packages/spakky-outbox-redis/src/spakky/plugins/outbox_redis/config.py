@@ -16,6 +16,13 @@ STORAGE_NAME = "redis"
 KEY_PREFIX_VARIABLE: str = f"{SPAKKY_OUTBOX_REDIS_CONFIG_ENV_PREFIX}KEY_PREFIX"
 """The variable naming the key prefix, quoted in errors about it."""
 
+SOCKET_TIMEOUT_VARIABLE: str = f"{SPAKKY_OUTBOX_REDIS_CONFIG_ENV_PREFIX}SOCKET_TIMEOUT_SECONDS"
+"""The variable bounding every wait for Redis, quoted when a wait runs out."""
+
+DEFAULT_SOCKET_TIMEOUT_SECONDS: float = 5.0
+"""Default of `RedisOutboxConfig.socket_timeout_seconds`: redis-py 8's own default, set here
+because redis-py before 8.0 waits forever (our ``redis>=5.2`` allows either)."""
+
 DEFAULT_KEY_PREFIX: str = "{spakky-outbox}"
 """Default key prefix; the braces form the Redis Cluster hash tag."""
 
@@ -100,6 +107,15 @@ class RedisOutboxConfig(BaseSettings):
     """Whether `@Transactional()` commits (EXEC) when the use case returns."""
     expired_claim_sweep: Annotated[int, Field(ge=1)] = 1000
     """Most lapsed claims and due retries one fetch makes claimable again."""
+    socket_timeout_seconds: Annotated[float, Field(ge=0.1, allow_inf_nan=False)] = DEFAULT_SOCKET_TIMEOUT_SECONDS
+    """Longest wait for a connection and for each reply, on every client of the outbox (at least 0.1).
+
+    Every command of ours is a short script (none holds Redis for more than
+    tens of milliseconds), so running out means Redis was held by someone
+    else's long command (SLOWLOG shows it) or this process was stalled; the
+    error names this variable. A relay retries after such an outage, the
+    ``spakky-outbox`` command exits 2.
+    """
 
     @field_validator("key_prefix")
     @classmethod

@@ -29,7 +29,10 @@ from spakky.outbox.common.stats import (
     RelayClaims,
     relay_claims_of,
 )
-from spakky.outbox.error import OutboxTransactionRequiredError
+from spakky.outbox.error import (
+    OutboxStorageUnavailableError,
+    OutboxTransactionRequiredError,
+)
 from spakky.plugins.outbox_redis import scripts
 from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
 from spakky.plugins.outbox_redis.codec import (
@@ -45,6 +48,7 @@ from spakky.plugins.outbox_redis.codec import (
 )
 from spakky.plugins.outbox_redis.config import (
     KEY_PREFIX_VARIABLE,
+    SOCKET_TIMEOUT_VARIABLE,
     SPAKKY_OUTBOX_REDIS_CONFIG_ENV_PREFIX,
     STORAGE_NAME,
     RedisOutboxConfig,
@@ -64,6 +68,36 @@ UNAVAILABLE = (
     ReadOnlyError,  # a replica promoted a moment ago, or a primary demoted
 )
 """Redis errors that mean the server (or the slot's node) cannot serve now."""
+
+
+def unavailable(error: Exception, config: RedisOutboxConfig) -> OutboxStorageUnavailableError:
+    """The core's unavailable error for ``error`` (one of `UNAVAILABLE`); a timeout names the setting that bounds it."""
+    if isinstance(error, RedisTimeoutError):
+        return OutboxStorageUnavailableError(
+            f"{error}: no reply within {SOCKET_TIMEOUT_VARIABLE}={config.socket_timeout_seconds:g} s; "
+            "Redis was held by a long command (see its SLOWLOG) or this process was stalled"
+        )
+    return OutboxStorageUnavailableError(str(error))
+
+
+def wake_up_slices(timeout: float, socket_timeout: float) -> Iterator[float]:
+    """BZPOPMIN timeouts adding up to ``timeout``, each at most half of ``socket_timeout``.
+
+    The server answers a BZPOPMIN only when its own timeout ends, so a longer
+    one would outlast the client's socket timeout and fail as a timeout. Each
+    is a whole number of milliseconds, at least `MIN_WAKE_UP_SLICE_MS`: a
+    timeout Redis rounds down to 0 ms would block forever.
+    """
+    step_ms = max(MIN_WAKE_UP_SLICE_MS, int(socket_timeout * 500))
+    remaining_ms = max(MIN_WAKE_UP_SLICE_MS, round(timeout * 1000))
+    while remaining_ms > 0:
+        slice_ms = max(MIN_WAKE_UP_SLICE_MS, min(remaining_ms, step_ms))
+        yield slice_ms / 1000
+        remaining_ms -= slice_ms
+
+
+MIN_WAKE_UP_SLICE_MS = 10
+"""Shortest BZPOPMIN of a wake-up wait, in milliseconds."""
 
 SCRIPTS: dict[str, str] = {
     "fetch": scripts.FETCH,

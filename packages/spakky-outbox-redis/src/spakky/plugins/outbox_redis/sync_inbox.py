@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-redis/src/spakky/plugins/outbox_redis/async_inbox.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 27f5a7331c4ac74539408cb5079b15a5ee77323118aa4036d673d6b718ead49d
+# Source sha256 (with the tool's): 1bea4b7bad9404e55df0176e9a079eb434744c043633937e52f7630013090945
 """The Redis inbox of the sync flavour (redis-py synchronous clients)."""
 
 import uuid
@@ -10,10 +10,7 @@ from typing import Any, cast, override
 from redis.commands.core import Script
 from redis.exceptions import WatchError
 from spakky.core.pod.annotations.pod import Pod
-from spakky.outbox.error import (
-    OutboxStorageUnavailableError,
-    OutboxTransactionRequiredError,
-)
+from spakky.outbox.error import OutboxTransactionRequiredError
 from spakky.outbox.ports.inbox import IInboxStorage, InboxLease, InboxStats
 from spakky.plugins.outbox_redis.client import RedisClient
 from spakky.plugins.outbox_redis.error import (
@@ -26,7 +23,7 @@ from spakky.plugins.outbox_redis.pipelines import (
     current_pipeline,
     execute_now,
 )
-from spakky.plugins.outbox_redis.storage_base import UNAVAILABLE
+from spakky.plugins.outbox_redis.storage_base import UNAVAILABLE, unavailable
 
 
 @Pod()
@@ -45,7 +42,7 @@ class RedisInboxStorage(RedisInboxBase, IInboxStorage):
         try:
             return self._scripts[name](keys=keys, args=args, client=client)
         except UNAVAILABLE as error:
-            raise OutboxStorageUnavailableError(str(error)) from error
+            raise unavailable(error, self._config) from error
 
     @staticmethod
     def _transaction() -> Pipeline:
@@ -80,7 +77,7 @@ class RedisInboxStorage(RedisInboxBase, IInboxStorage):
                 execute_now(pipeline, "UNWATCH")
                 return False
         except (*UNAVAILABLE, WatchError) as error:
-            raise OutboxStorageUnavailableError(str(error)) from error
+            raise unavailable(error, self._config) from error
         pipeline.multi()
         # EVAL, not EVALSHA: inside MULTI an unknown script would fail at EXEC
         # and the business writes would commit without the record

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-redis/src/spakky/plugins/outbox_redis/async_storage.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 5ffa04e690dee0fecbf17f4711ab88448702f93dbf94168e046d416efbc49307
+# Source sha256 (with the tool's): 3e0fd9676a19c9843d51f2db70463bb3a1375db7d119b5a34161a10386dc09a3
 """The Redis outbox storage of the sync flavour (redis-py synchronous clients)."""
 
 from collections.abc import Iterator, Sequence
@@ -17,9 +17,6 @@ from spakky.outbox.common.figures import (
 )
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.common.stats import KeyHead, MessageDetail, OutboxStats, RelayClaims
-from spakky.outbox.error import (
-    OutboxStorageUnavailableError,
-)
 from spakky.outbox.ports.storage import (
     IOutboxFullStorage,
 )
@@ -40,6 +37,8 @@ from spakky.plugins.outbox_redis.storage_base import (
     RedisOutboxStorageBase,
     Settle,
     Step,
+    unavailable,
+    wake_up_slices,
 )
 
 
@@ -66,7 +65,7 @@ class RedisOutboxStorage(
                 keys=[self._keys.pending], args=args, client=client
             )
         except UNAVAILABLE as error:
-            raise OutboxStorageUnavailableError(str(error)) from error
+            raise unavailable(error, self._config) from error
 
     @override
     def save(self, message: OutboxMessage) -> None:
@@ -151,16 +150,22 @@ class RedisOutboxStorage(
 
     @override
     def wait_for_messages(self, timeout: float) -> bool:
-        """Block on the wake-up marker (BZPOPMIN) for up to ``timeout`` seconds."""
+        """Block on the wake-up marker (BZPOPMIN) for up to ``timeout`` seconds.
+
+        The block runs in slices of half the socket timeout: one BZPOPMIN
+        longer than it would end in a read timeout, not in a quiet wait.
+        """
         client = self._connections.client
         try:
             if timeout <= 0:
                 popped: Any = client.zpopmin(self._keys.wake)
                 return bool(popped)
-            popped = client.bzpopmin(self._keys.wake, timeout)
+            for step in wake_up_slices(timeout, self._config.socket_timeout_seconds):
+                if client.bzpopmin(self._keys.wake, step) is not None:
+                    return True
         except UNAVAILABLE as error:
-            raise OutboxStorageUnavailableError(str(error)) from error
-        return popped is not None
+            raise unavailable(error, self._config) from error
+        return False
 
     @override
     def stats(self, timeout_seconds: float | None = None) -> OutboxStats:
