@@ -4,12 +4,14 @@ import asyncio
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from spakky.outbox.common.message import OutboxMessage
 from spakky.outbox.testing.draining import drain_claims
 from spakky.outbox.testing.waiting import until
+from spakky.plugins.outbox_redis import scripts
+from spakky.plugins.outbox_redis.codec import save_arguments
 from spakky_outbox_testservices.redis_servers import RedisServer, private_redis
 
 from .conftest import (
@@ -156,6 +158,33 @@ async def test_fetch_pending_corrupt_message_expect_abandoned_rest_returned(
     # listed with its reason: a listing never reads the damaged headers
     listed = await storage.list_abandoned()
     assert [(m.id, (m.last_error or "")[:27]) for m in listed] == [(head.id, "undecodable stored message:")]
+
+
+async def test_mark_published_many_id_stored_as_other_text_expect_acknowledged_as_claimed(
+    outbox: RedisOutbox,
+) -> None:
+    """A message another writer stored under its id in capitals is acknowledged by the text its claim read."""
+    message = new_message()
+    arguments = save_arguments(outbox.prefix, message)
+    arguments[1] = str(message.id).upper()
+    await outbox.raw.eval(scripts.SAVE, 1, outbox.keys.pending, *arguments)  # pyright: ignore[reportUnknownMemberType]
+    storage = outbox.storage()
+    claimed = await storage.fetch_pending(10, MAX_RETRY)
+    assert [m.id for m in claimed] == [message.id]
+    assert await storage.mark_published_many([m.id for m in claimed]) == 1
+    assert (await storage.stats()).published == 1
+
+
+async def test_mark_published_many_equal_ids_not_from_claim_expect_acknowledged(
+    outbox: RedisOutbox,
+) -> None:
+    """Ids equal to the claimed ones but not the claim's own objects are written out and acknowledged."""
+    first, second = await saved(outbox, None, "k")
+    storage = outbox.storage()
+    claimed = await storage.fetch_pending(10, MAX_RETRY)
+    assert await storage.mark_published_many([UUID(str(m.id)) for m in claimed]) == 2
+    assert (await storage.stats()).published == 2
+    assert {m.id for m in claimed} == {first.id, second.id}
 
 
 async def test_sync_fetch_pending_corrupt_message_expect_abandoned_rest_returned(

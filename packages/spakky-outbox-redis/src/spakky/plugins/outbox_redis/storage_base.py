@@ -188,9 +188,9 @@ def _from_ms(value: bytes | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(float(value) / 1000, tz=UTC)
 
 
-def _joined(message_ids: Sequence[UUID | bytes]) -> str:
-    """Ids as the scripts take them: one comma-separated argument."""
-    return ",".join(i.decode() if isinstance(i, bytes) else str(i) for i in message_ids)
+CLAIMED_TEXTS_MAX = 20_000
+"""Most claimed ids a storage keeps the stored text of (see `RedisOutboxStorageBase._ids_text`);
+past it the texts are dropped and ids are written out again, as before a claim."""
 
 
 class RedisOutboxStorageBase:
@@ -219,6 +219,8 @@ class RedisOutboxStorageBase:
         self._lease_ms = max(1, round(outbox_config.claim_lease_seconds * 1000))
         self._sweep = config.expired_claim_sweep
         self._max_bytes = outbox_config.batch_max_bytes
+        self._texts: dict[int, tuple[UUID, bytes]] = {}
+        """The stored text of each id this instance claimed and has not settled, by the UUID's identity."""
 
     @property
     def owner(self) -> str:
@@ -284,8 +286,28 @@ class RedisOutboxStorageBase:
             max(0, round(delay_seconds * 1000)),
             "" if error is None else error,
             "0" if error is None else "1",
-            _joined(message_ids),
+            self._ids_text(message_ids, settles=mode != Settle.INCREMENT),
         ]
+
+    def _ids_text(self, message_ids: Sequence[UUID | bytes], *, settles: bool = False) -> bytes:
+        """Ids as the scripts take them: one comma-separated argument.
+
+        An id this instance claimed goes back as the claim read it (the
+        relay hands back the claim's own UUIDs, so a lookup by identity finds
+        it): the very member stored, without writing the UUID out again.
+        ``settles``: the write ends these claims, so their texts are dropped.
+        """
+        texts = self._texts
+        take = texts.pop if settles else texts.get
+        parts: list[bytes] = []
+        for message_id in message_ids:
+            if isinstance(message_id, bytes):
+                parts.append(message_id)
+                continue
+            held = take(id(message_id), None)
+            # The entry holds its UUID, so no other object can share its identity meanwhile.
+            parts.append(held[1] if held is not None and held[0] is message_id else str(message_id).encode())
+        return b",".join(parts)
 
     def _renew_args(self, message_ids: Sequence[UUID]) -> list[RedisValue]:
         return [
@@ -293,7 +315,7 @@ class RedisOutboxStorageBase:
             self._owner,
             self._claim_timeout_ms,
             self._lease_ms,
-            _joined(message_ids),
+            self._ids_text(message_ids),
         ]
 
     def _requeue_steps(
@@ -306,7 +328,7 @@ class RedisOutboxStorageBase:
         chosen = message_ids[: max(0, limit)]
         for start in range(0, len(chosen), _REQUEUE_CHUNK):
             part = chosen[start : start + _REQUEUE_CHUNK]
-            yield [self._keys.prefix, len(part), "ids", _joined(part)], None
+            yield [self._keys.prefix, len(part), "ids", self._ids_text(part)], None
 
     def _purge_steps(self, before: datetime | timedelta, limit: int) -> Iterator[Step]:
         # An age is subtracted from the server's TIME in the script, as leases are.
@@ -317,18 +339,23 @@ class RedisOutboxStorageBase:
         for step in _steps(limit, _PURGE_CHUNK):
             yield [self._keys.prefix, cutoff, step, mode], step
 
-    @staticmethod
-    def _decode(reply: Any) -> tuple[list[OutboxMessage], list[tuple[bytes, str]]]:
-        """Split a framed reply into messages and (id, reason) of undecodable ones."""
+    def _decode(self, reply: Any) -> tuple[list[OutboxMessage], list[tuple[bytes, str]]]:
+        """Split a claim's framed reply into messages and (id, reason) of undecodable ones; keep each id's text."""
         items = unframe(cast(bytes, reply))
         messages: list[OutboxMessage] = []
         broken: list[tuple[bytes, str]] = []
+        texts = self._texts
+        if len(texts) > CLAIMED_TEXTS_MAX:  # claims never settled here (failed writes): let them go
+            texts.clear()
         for start in range(1, len(items), WIDTH):
             message_id = cast(bytes, items[start])
             try:
-                messages.append(to_message(message_id, items[start + 1 : start + WIDTH]))
+                message = to_message(message_id, items[start + 1 : start + WIDTH])
             except Exception as error:  # any damage: the message is set aside, the batch goes on
                 broken.append((message_id, undecodable_reason(error)))
+            else:
+                messages.append(message)
+                texts[id(message.id)] = (message.id, message_id)
         return messages, broken
 
     def _key_heads_args(self, limit: int, after: UUID | None) -> list[RedisValue]:
