@@ -2,7 +2,7 @@
 
 import contextlib
 import io
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, cast
 
 import pytest
@@ -17,6 +17,7 @@ from spakky.plugins.outbox_redis.config import (
 )
 from spakky.plugins.outbox_redis.storage_base import wake_up_slices
 from spakky_outbox_testservices.environ import scoped_environ
+from spakky_outbox_testservices.redis_held import describe_held, held_commands
 from spakky_outbox_testservices.redis_servers import RedisServer, private_redis
 
 from .conftest import RedisOutbox, drop_outbox, make_outbox
@@ -95,10 +96,10 @@ async def test_storage_redis_held_past_timeout_expect_unavailable_naming_setting
 
 
 @pytest.fixture
-async def quick(redis_url: str) -> Iterator[RedisOutbox]:
-    """An outbox whose clients wait at most 0.2 s for a reply."""
+async def quick(redis_url: str) -> AsyncIterator[RedisOutbox]:
+    """An outbox whose clients wait at most 2 s for a reply (its wake-up slices: 1 s, a second of margin)."""
     outbox = make_outbox(redis_url)
-    outbox.config = outbox.config.model_copy(update={"socket_timeout_seconds": 0.2})
+    outbox.config = outbox.config.model_copy(update={"socket_timeout_seconds": 2.0})
     outbox.connections = RedisOutboxConnectionManager(outbox.config)
     try:
         yield outbox
@@ -107,9 +108,9 @@ async def quick(redis_url: str) -> Iterator[RedisOutbox]:
 
 
 async def test_wait_for_messages_longer_than_socket_timeout_expect_quiet_false(quick: RedisOutbox) -> None:
-    """A wake-up wait five times the socket timeout ends quietly with False (one BZPOPMIN that long would time out)."""
-    assert await quick.storage().wait_for_messages(1.0) is False
-    assert quick.sync_storage().wait_for_messages(1.0) is False
+    """A wake-up wait longer than the socket timeout ends quietly with False (one BZPOPMIN that long would time out)."""
+    assert await quick.storage().wait_for_messages(2.5) is False
+    assert quick.sync_storage().wait_for_messages(2.5) is False
 
 
 def test_wake_up_slices_expect_sum_and_each_within_half_socket_timeout() -> None:
@@ -117,3 +118,33 @@ def test_wake_up_slices_expect_sum_and_each_within_half_socket_timeout() -> None
     assert list(wake_up_slices(12.3, 5.0)) == [2.5, 2.5, 2.5, 2.5, 2.3]
     assert list(wake_up_slices(1.0, 5.0)) == [1.0]
     assert list(wake_up_slices(0.0004, 5.0)) == [0.01]
+
+
+HOLD_SCRIPT = """
+local t = redis.call('TIME')
+local start = t[1] * 1000000 + t[2]
+repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - start > tonumber(ARGV[1])
+return 1
+"""
+"""Holds the server until its own clock has moved ARGV[1] microseconds (a long script of someone else)."""
+
+
+def test_describe_held_after_long_script_expect_script_named() -> None:
+    """After a script held a private server for over a second, the failure section names it from the SLOWLOG."""
+    with private_redis() as server, server.client() as client:
+        assert "no command held" in describe_held(server.url)
+        client.eval(HOLD_SCRIPT, 0, 1_100_000)
+        described = describe_held(server.url)
+    assert described.startswith(f"commands that held {server.url} (SLOWLOG):"), described
+    assert "ms from" in described and "repeat t = redis.call('TIME')" in described, described
+
+
+def test_held_commands_expect_only_long_and_recent_entries() -> None:
+    """Entries under a second, or older than the look-back, are left out; the rest say how long and what."""
+    now = 1_800_000_000.0
+    entries = [
+        {"duration": 13_168_000, "start_time": int(now) - 10, "command": b"EVALSHA abc 1 {p}:_outbox:pending"},
+        {"duration": 75_000, "start_time": int(now) - 5, "command": b"EVALSHA fetch"},
+        {"duration": 9_000_000, "start_time": int(now) - 3600, "command": b"DEBUG SLEEP 9"},
+    ]
+    assert held_commands(entries, now) == ["13,168 ms from 07:59:50 UTC: EVALSHA abc 1 {p}:_outbox:pending"]

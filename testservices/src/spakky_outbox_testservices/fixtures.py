@@ -5,12 +5,15 @@ tests (run from its own directory) get the same fixtures, resolved once a sessio
 """
 
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Generator, Iterator
 
 import pytest
 
+from spakky_outbox_testservices.redis_held import TIMEOUT_TEXT, describe_held
 from spakky_outbox_testservices.redis_servers import redis_cluster
 from spakky_outbox_testservices.resolve import (
+    SERVICES,
     KafkaBroker,
     MongoServer,
     resolve_kafka,
@@ -86,3 +89,31 @@ def mongodb_server() -> Iterator[MongoServer]:
 def mongodb_url(mongodb_server: MongoServer) -> str:
     """``mongodb://`` URL of the MongoDB the tests use (see ``mongodb_server``)."""
     return mongodb_server.url
+
+
+_TIMED_OUT = re.compile(re.escape(TIMEOUT_TEXT) + r" (socket|([\w.\-]+):(\d+))")
+"""redis-py's read timeouts: the asyncio client names host:port, the sync one says 'socket'."""
+
+
+def _timed_out_url(text: str) -> str | None:
+    """The Redis a failure's text says timed out: its host:port, else (the sync client's) the shared one."""
+    found = _TIMED_OUT.search(text)
+    if found is None:
+        return None
+    if found.group(2) is None:
+        redis = SERVICES["redis"]
+        return os.environ.get(redis.env, redis.default_url)
+    return f"redis://{found.group(2)}:{found.group(3)}/0"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A test failing on a Redis read timeout gets a section saying what held that Redis (its SLOWLOG)."""
+    report = yield
+    if report.failed:
+        url = _timed_out_url("\n".join((str(report.longrepr), report.capstdout, report.capstderr)))
+        if url is not None:
+            report.sections.append((f"Redis {url} after a read timeout", describe_held(url)))
+    return report
