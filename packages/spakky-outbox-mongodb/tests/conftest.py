@@ -2,12 +2,16 @@
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
+from pymongo.errors import OperationFailure
 from spakky.outbox.common.config import OutboxConfig
+from spakky.outbox.testing.harness import AbstractOutboxHarness
+from spakky.outbox.testing.inbox_harness import AbstractInboxHarness
 from spakky.plugins.outbox_mongodb.client import MongoOutboxConnectionManager
 from spakky.plugins.outbox_mongodb.config import MongoDriver, MongoOutboxConfig
 from spakky.plugins.outbox_mongodb.documents import CODEC_OPTIONS
@@ -15,6 +19,7 @@ from spakky.plugins.outbox_mongodb.storage import (
     AsyncMongoOutboxStorage,
     MongoOutboxStorage,
 )
+from spakky.plugins.outbox_mongodb.transaction import current_async_session
 from spakky_outbox_testservices.resolve import MongoServer
 
 DATABASE = "spakky_outbox_unit"
@@ -38,6 +43,30 @@ class MongoOutbox:
     def sync_storage(self) -> MongoOutboxStorage:
         """A new synchronous storage instance (one relay)."""
         return MongoOutboxStorage(self.connections, self.outbox_config)
+
+
+def skip_unless_motor(uses_motor: bool) -> None:
+    """Skip a test that drives Motor where Motor is not installed (spakky-outbox[motor])."""
+    if uses_motor:
+        pytest.importorskip("motor", reason="Motor not installed (spakky-outbox[motor])")
+
+
+@asynccontextmanager
+async def dropped_after[H: AbstractOutboxHarness | AbstractInboxHarness](harness: H) -> AsyncIterator[H]:
+    """``harness`` for the block (one test), dropped afterwards."""
+    try:
+        yield harness
+    finally:
+        await harness.drop()
+
+
+def refuse_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the current transaction's commit fail as a transient write conflict does (a retryable error)."""
+
+    async def refuse(*_: Any, **__: Any) -> None:
+        raise OperationFailure("WriteConflict", 112, {"errorLabels": ["TransientTransactionError"]})
+
+    monkeypatch.setattr(current_async_session(), "commit_transaction", refuse)
 
 
 def outbox_settings(url: str, collection: str, driver: MongoDriver = MongoDriver.PYMONGO) -> MongoOutboxConfig:

@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from pymongo.errors import OperationFailure
 from spakky.outbox.inbox.config import InboxConfig
 from spakky.outbox.inbox.error import InboxConflictError, InvalidInboxKeyError
 from spakky.outbox.ports.inbox import LeaseOutcome
@@ -18,6 +17,7 @@ from spakky.plugins.outbox_mongodb.transaction import (
 )
 from spakky_outbox_testservices.resolve import MongoServer
 
+from .conftest import refuse_commit
 from .test_inbox_rules import DATABASE, Flavour, MongoInboxHarness
 
 WEEK = 7 * 24 * 3600
@@ -116,16 +116,11 @@ async def test_mongodb_inbox_commit_fails_record_not_stored_expect_own_error(
     box: MongoInboxHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A commit failing for another reason keeps its own error: no record stored elsewhere, no InboxConflictError."""
-    failure = OperationFailure("WriteConflict", 112, {"errorLabels": ["TransientTransactionError"]})
-
-    async def refuse(*_: Any, **__: Any) -> None:
-        raise failure
-
     inbox = _inbox(box)
     with pytest.raises(MongoTransactionRetryableError):
         async with AsyncMongoTransaction(box.config, box.connections):
             assert await inbox.record("c", "m1")
-            monkeypatch.setattr(current_async_session(), "commit_transaction", refuse)
+            refuse_commit(monkeypatch)
     assert await box.records() == []
 
 

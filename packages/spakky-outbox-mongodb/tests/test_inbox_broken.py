@@ -1,12 +1,13 @@
 """Broken MongoDB inboxes fail the inbox rules: the MongoDB harness's raw checks catch each mistake."""
 
 from collections.abc import Awaitable, Callable
-from typing import Any, override
+from typing import override
 
 import pytest
 from pymongo.errors import OperationFailure
 from spakky.outbox.error import OutboxTransactionRequiredError
 from spakky.outbox.ports.inbox import IAsyncInboxStorage
+from spakky.outbox.testing import inbox_broken
 from spakky.outbox.testing import inbox_conformance as rules
 from spakky.outbox.testing.inbox_harness import AbstractInboxHarness
 from spakky.plugins.outbox_mongodb.inbox import AsyncMongoInboxStorage
@@ -59,12 +60,8 @@ class ConsumersConflated(AsyncMongoInboxStorage):
         return await super().record(consumer, message_id)
 
 
-class SweepUnbounded(AsyncMongoInboxStorage):
-    """Sweeps every old record at once, whatever the limit."""
-
-    @override
-    async def purge(self, before: Any, limit: int = 10_000) -> int:
-        return await super().purge(before, 10**6)
+class SweepUnbounded(inbox_broken.SweepUnbounded, AsyncMongoInboxStorage):
+    """The MongoDB inbox sweeping every old record at once."""
 
 
 class FinishNotFenced(AsyncMongoInboxStorage):

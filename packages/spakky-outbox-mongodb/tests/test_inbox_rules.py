@@ -39,6 +39,8 @@ from spakky.plugins.outbox_mongodb.transaction import (
 )
 from spakky_outbox_testservices.resolve import MongoServer
 
+from .conftest import dropped_after, skip_unless_motor
+
 DATABASE = "spakky_outbox_unit"
 
 
@@ -163,10 +165,6 @@ class MongoInboxHarness(AbstractInboxHarness):
 @pytest.fixture(params=list(Flavour), ids=[f.value for f in Flavour])
 async def inbox_harness(request: pytest.FixtureRequest, mongodb_server: MongoServer) -> AsyncIterator[MongoInboxHarness]:
     """A fresh MongoDB inbox per flavour, dropped afterwards."""
-    if request.param is Flavour.MOTOR:
-        pytest.importorskip("motor", reason="Motor not installed (spakky-outbox[motor])")
-    harness = MongoInboxHarness(mongodb_server, request.param)
-    try:
+    skip_unless_motor(request.param is Flavour.MOTOR)
+    async with dropped_after(MongoInboxHarness(mongodb_server, request.param)) as harness:
         yield harness
-    finally:
-        await harness.drop()

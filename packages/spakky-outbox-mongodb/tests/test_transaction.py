@@ -26,7 +26,7 @@ from spakky.plugins.outbox_mongodb.transaction import (
     translate_error,
 )
 
-from .conftest import DATABASE, MongoOutbox, outbox_settings
+from .conftest import DATABASE, MongoOutbox, outbox_settings, refuse_commit
 
 
 class _RollbackError(Exception):
@@ -103,14 +103,9 @@ async def test_async_transaction_commit_fails_expect_session_ended_and_error_tra
     outbox: MongoOutbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A transient commit failure surfaces as our retryable error; the session still ends."""
-    failure = OperationFailure("WriteConflict", 112, {"errorLabels": ["TransientTransactionError"]})
-
-    async def refuse(*_: Any, **__: Any) -> None:
-        raise failure
-
     with pytest.raises(MongoTransactionRetryableError, match="run the use case again"):
         async with AsyncMongoTransaction(outbox.config, outbox.connections):
-            monkeypatch.setattr(current_async_session(), "commit_transaction", refuse)
+            refuse_commit(monkeypatch)
             await outbox.storage().save(_message())
     assert outbox.connections.open_sessions == 0
     assert await outbox.raw.count_documents({}) == 0

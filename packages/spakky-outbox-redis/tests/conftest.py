@@ -2,8 +2,10 @@
 
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
 import pytest
 import redis.asyncio
@@ -155,11 +157,34 @@ async def drop_outbox(outbox: RedisOutbox) -> None:
     await drop_keys(outbox.raw, outbox.prefix, outbox.connections)
 
 
+@asynccontextmanager
+async def dropped_after(outbox: RedisOutbox) -> AsyncIterator[RedisOutbox]:
+    """``outbox`` for the block; its keys deleted and its clients closed afterwards."""
+    try:
+        yield outbox
+    finally:
+        await drop_outbox(outbox)
+
+
+def outbox_on(request: pytest.FixtureRequest, topology: str) -> RedisOutbox:
+    """A fresh outbox on the test Redis (``single``) or the test Redis Cluster (``cluster``)."""
+    if topology == "cluster":
+        return cluster_outbox(cast(str, request.getfixturevalue("redis_cluster_url")))
+    return make_outbox(cast(str, request.getfixturevalue("redis_url")))
+
+
+def cluster_outbox(url: str) -> RedisOutbox:
+    """An outbox under a fresh prefix on the Redis Cluster at ``url``, with a raw cluster client."""
+    config = RedisOutboxConfig().model_copy(
+        update={"url": url, "key_prefix": f"{{inbox-{uuid.uuid4().hex}}}", "cluster": True}
+    )
+    # the cluster client offers the commands the tests read raw state with
+    raw = cast(redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster.from_url(url))
+    return RedisOutbox(config, OutboxConfig(), RedisOutboxConnectionManager(config), raw)
+
+
 @pytest.fixture
 async def outbox(redis_url: str) -> AsyncIterator[RedisOutbox]:
     """A fresh outbox under a unique hash-tagged prefix, deleted afterwards."""
-    created = make_outbox(redis_url)
-    try:
+    async with dropped_after(make_outbox(redis_url)) as created:
         yield created
-    finally:
-        await drop_outbox(created)

@@ -1,12 +1,8 @@
 """The inbox harness of the Redis package: both flavours on one outbox prefix, raw state read by key."""
 
 import asyncio
-import uuid
-from typing import cast, override
+from typing import override
 
-import redis.asyncio
-import redis.asyncio.cluster
-from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.inbox.config import InboxConfig
 from spakky.outbox.ports.inbox import IAsyncInboxStorage
 from spakky.outbox.testing.inbox_harness import (
@@ -15,8 +11,6 @@ from spakky.outbox.testing.inbox_harness import (
     RawInboxRecord,
     ThreadedInbox,
 )
-from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
-from spakky.plugins.outbox_redis.config import RedisOutboxConfig
 from spakky.plugins.outbox_redis.inbox_base import InboxKeys
 from spakky.plugins.outbox_redis.transaction import (
     current_async_pipeline,
@@ -110,13 +104,3 @@ class RedisInboxHarness(AbstractInboxHarness):
         await raw.set(key, f"{moved} {rest}" if rest else str(moved), keepttl=True)
         await raw.zadd(keys.recorded, {member: moved}, xx=True)
         await raw.zadd(keys.leased, {member: moved}, xx=True)
-
-
-def cluster_outbox(url: str) -> RedisOutbox:
-    """An outbox under a fresh prefix on the Redis Cluster at ``url``, with a raw cluster client."""
-    config = RedisOutboxConfig().model_copy(
-        update={"url": url, "key_prefix": f"{{inbox-{uuid.uuid4().hex}}}", "cluster": True}
-    )
-    # the cluster client offers the commands the harness reads raw state with
-    raw = cast(redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster.from_url(url))
-    return RedisOutbox(config, OutboxConfig(), RedisOutboxConnectionManager(config), raw)

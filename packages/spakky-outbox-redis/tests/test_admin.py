@@ -16,6 +16,7 @@ from spakky.plugins.outbox_redis.storage import (
     RedisOutboxStorage,
 )
 from spakky.plugins.outbox_redis.storage_base import LIST_CHUNK
+from spakky_outbox_testservices.environ import scoped_environ, settings_of
 from spakky_outbox_testservices.redis_servers import private_redis
 
 from .conftest import RedisOutbox, drop_outbox, make_outbox, new_message, save_all
@@ -165,13 +166,11 @@ def test_target_defaults_expect_location_and_defaulted_settings(
     assert target.defaulted == ("SPAKKY_OUTBOX_REDIS__URL", "SPAKKY_OUTBOX_REDIS__KEY_PREFIX")
 
 
-def test_target_configured_expect_no_password_nothing_defaulted(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_target_configured_expect_no_password_nothing_defaulted() -> None:
     """Set by the environment, the target shows the URL without its password and the prefix."""
-    for name, value in {"URL": "redis://app:s3cret@cache:6380/3", "KEY_PREFIX": "{shop}", "CLUSTER": "true"}.items():
-        monkeypatch.setenv(f"SPAKKY_OUTBOX_REDIS__{name}", value)
-    config = RedisOutboxConfig()
+    values = {"URL": "redis://app:s3cret@cache:6380/3", "KEY_PREFIX": "{shop}", "CLUSTER": "true"}
+    with scoped_environ(settings_of("SPAKKY_OUTBOX_REDIS", values)):
+        config = RedisOutboxConfig()
     storage = AsyncRedisOutboxStorage(RedisOutboxConnectionManager(config), config, OutboxConfig())
     target = storage.target()
     assert target.location == "redis://app@cache:6380/3 key prefix {shop} (cluster)"

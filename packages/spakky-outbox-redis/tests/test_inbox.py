@@ -3,7 +3,6 @@
 import asyncio
 import contextvars
 from datetime import UTC, datetime, timedelta
-from typing import cast
 
 import pytest
 from spakky.outbox.inbox.config import InboxConfig
@@ -16,8 +15,8 @@ from spakky.plugins.outbox_redis.transaction import (
     current_pipeline,
 )
 
-from .conftest import RedisOutbox, drop_outbox, make_outbox
-from .inbox_harness import RedisInboxHarness, cluster_outbox
+from .conftest import RedisOutbox, drop_outbox, outbox_on
+from .inbox_harness import RedisInboxHarness
 
 
 def _config(window_seconds: float = 7 * 24 * 3600.0) -> InboxConfig:
@@ -154,10 +153,7 @@ async def test_redis_inbox_duplicate_then_writes_expect_still_one_transaction(
     request: pytest.FixtureRequest, topology: str
 ) -> None:
     """After a duplicate (UNWATCH), the transaction's later writes still queue: a rollback writes none of them."""
-    if topology == "cluster":
-        outbox = cluster_outbox(cast(str, request.getfixturevalue("redis_cluster_url")))
-    else:
-        outbox = make_outbox(cast(str, request.getfixturevalue("redis_url")))
+    outbox = outbox_on(request, topology)
     harness = RedisInboxHarness(outbox, "async")
     inbox = harness.inbox()
     order = outbox.keys.business("order")

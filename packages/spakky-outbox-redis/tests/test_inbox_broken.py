@@ -1,11 +1,11 @@
 """Broken Redis inboxes fail the inbox rules: the Redis harness's raw checks catch each mistake."""
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any, cast, override
 
 import pytest
 from spakky.outbox.ports.inbox import IAsyncInboxStorage, InboxLease, LeaseOutcome
+from spakky.outbox.testing import inbox_broken
 from spakky.outbox.testing import inbox_conformance as rules
 from spakky.outbox.testing.inbox_harness import AbstractInboxHarness
 from spakky.plugins.outbox_redis.inbox import AsyncRedisInboxStorage
@@ -74,12 +74,8 @@ class ConsumersConflated(AsyncRedisInboxStorage):
         return await super().record("any", message_id)
 
 
-class SweepUnbounded(AsyncRedisInboxStorage):
-    """Sweeps every old record at once, whatever the limit."""
-
-    @override
-    async def purge(self, before: datetime, limit: int = 10_000) -> int:
-        return await super().purge(before, 10**6)
+class SweepUnbounded(inbox_broken.SweepUnbounded, AsyncRedisInboxStorage):
+    """The Redis inbox sweeping every old record at once."""
 
 
 class LeaseNeverLapses(AsyncRedisInboxStorage):

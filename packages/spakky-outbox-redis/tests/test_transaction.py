@@ -1,6 +1,7 @@
 """Tests of the Redis transactions and the pipeline accessors."""
 
 import asyncio
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from uuid import uuid4
 
@@ -119,33 +120,24 @@ async def test_sync_transactional_aspect_rollback_expect_nothing_written(
     assert await _message_count(outbox) == 1
 
 
+@pytest.mark.parametrize("inner_fails", [False, True], ids=["inner_commits", "inner_fails"])
 async def test_nested_transaction_expect_outer_executes_once(
-    outbox: RedisOutbox,
+    outbox: RedisOutbox, inner_fails: bool
 ) -> None:
-    """An inner transaction joins the outer one; nothing is sent before the outer commit."""
-    transaction = AsyncRedisTransaction(outbox.config, outbox.connections)
+    """An inner transaction joins the outer one, nothing is sent before the outer commit; an inner rollback dooms the outer even if the error is swallowed."""
+    transaction = outbox.transaction()
     key = outbox.keys.business("nested")
     async with transaction:
         outer = current_async_pipeline()
-        async with transaction:
-            assert current_async_pipeline() is outer
-            await outer.set(key, "inner")
-        assert await outbox.raw.exists(key) == 0
-    assert await outbox.raw.get(key) == b"inner"
-
-
-async def test_nested_transaction_inner_failure_expect_outer_discarded(
-    outbox: RedisOutbox,
-) -> None:
-    """An inner rollback dooms the outer transaction even if the error is swallowed."""
-    transaction = AsyncRedisTransaction(outbox.config, outbox.connections)
-    key = outbox.keys.business("doomed")
-    async with transaction:
-        await current_async_pipeline().set(key, "outer")
-        with pytest.raises(_BusinessFailureError):
+        await outer.set(key, "outer")
+        with pytest.raises(_BusinessFailureError) if inner_fails else nullcontext():
             async with transaction:
-                raise _BusinessFailureError
-    assert await outbox.raw.exists(key) == 0
+                assert current_async_pipeline() is outer
+                await outer.set(key, "inner")
+                if inner_fails:
+                    raise _BusinessFailureError
+        assert await outbox.raw.exists(key) == 0
+    assert await outbox.raw.get(key) == (None if inner_fails else b"inner")
 
 
 async def test_concurrent_transactions_expect_separate_pipelines(

@@ -1,10 +1,11 @@
 """Fixtures for the SQLAlchemy outbox package tests: managers built like the plugin's."""
 
 import asyncio
+import contextlib
 import contextvars
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -63,9 +64,12 @@ def message(key: str | None = None, headers: dict[str, str] | None = None) -> Ou
 
 
 class _ConnectArgsManager(AsyncConnectionManager):
-    """An app's own connection manager Pod: its engine connects with ``connect_args``."""
+    """spakky-sqlalchemy's connection manager, or with ``connect_args`` an app's own Pod whose engine connects with them."""
 
-    def __init__(self, config: SQLAlchemyConnectionConfig, connect_args: dict[str, Any]) -> None:
+    def __init__(self, config: SQLAlchemyConnectionConfig, connect_args: dict[str, Any] | None) -> None:
+        if connect_args is None:
+            super().__init__(config)
+            return
         self._connection = create_async_engine(
             config.connection_string, pool_pre_ping=config.pool_pre_ping, connect_args=connect_args
         )
@@ -74,53 +78,86 @@ class _ConnectArgsManager(AsyncConnectionManager):
 class _SyncConnectArgsManager(ConnectionManager):
     """Synchronous `_ConnectArgsManager`."""
 
-    def __init__(self, config: SQLAlchemyConnectionConfig, connect_args: dict[str, Any]) -> None:
+    def __init__(self, config: SQLAlchemyConnectionConfig, connect_args: dict[str, Any] | None) -> None:
+        if connect_args is None:
+            super().__init__(config)
+            return
         self._connection = create_engine(config.connection_string, connect_args=connect_args)
 
 
-def _managers(
-    url: str, pool_pre_ping: bool, connect_args: dict[str, Any] | None
+def async_managers(
+    url: str,
+    *,
+    pool_pre_ping: bool = False,
+    connect_args: dict[str, Any] | None = None,
+    context: ApplicationContext | None = None,
 ) -> tuple[SQLAlchemyConnectionConfig, AsyncConnectionManager, AsyncSessionManager]:
+    """Connection settings, connection and session managers for ``url``, as spakky-sqlalchemy builds them.
+
+    ``connect_args`` go to the engine of an app's own connection manager; the
+    session manager scopes its sessions in ``context`` (a fresh one by default).
+    """
     connection_config = SQLAlchemyConnectionConfig.model_construct(
         connection_string=url, pool_pre_ping=pool_pre_ping
     )
-    connections = (
-        AsyncConnectionManager(connection_config)
-        if connect_args is None
-        else _ConnectArgsManager(connection_config, connect_args)
-    )
+    connections = _ConnectArgsManager(connection_config, connect_args)
     sessions = AsyncSessionManager(connections)
-    sessions.set_application_context(ApplicationContext())
+    sessions.set_application_context(context or ApplicationContext())
+    return connection_config, connections, sessions
+
+
+def sync_managers(
+    url: str, *, connect_args: dict[str, Any] | None = None, context: ApplicationContext | None = None
+) -> tuple[SQLAlchemyConnectionConfig, ConnectionManager, SessionManager]:
+    """The synchronous `async_managers`."""
+    connection_config = SQLAlchemyConnectionConfig.model_construct(connection_string=url)
+    connections = _SyncConnectArgsManager(connection_config, connect_args)
+    sessions = SessionManager(connections)
+    sessions.set_application_context(context or ApplicationContext())
     return connection_config, connections, sessions
 
 
 @dataclass
-class AsyncOutbox:
-    """An async engine, its session manager and storage factory for one table."""
+class _Outbox[Connections, Sessions, Storage, Tx]:
+    """An engine's connection and session managers, and storages and transactions on them for one table."""
 
     connection_config: SQLAlchemyConnectionConfig
-    connections: AsyncConnectionManager
-    sessions: AsyncSessionManager
+    connections: Connections
+    sessions: Sessions
     config: SqlAlchemyOutboxConfig
     outbox_config: OutboxConfig
-    storages: list[AsyncSqlAlchemyOutboxStorage]
+    storage_type: Callable[[Sessions, Connections, OutboxConfig, SqlAlchemyOutboxConfig], Storage]
+    transaction_type: Callable[[SQLAlchemyConnectionConfig, Sessions], Tx]
+    storages: list[Storage] = field(default_factory=list[Storage])
+
+    def storage(self) -> Storage:
+        """A new storage instance (one relay process)."""
+        storage = self.storage_type(self.sessions, self.connections, self.outbox_config, self.config)
+        self.storages.append(storage)
+        return storage
+
+    def transaction(self) -> Tx:
+        """A spakky-sqlalchemy transaction, as ``@Transactional()`` opens it."""
+        return self.transaction_type(self.connection_config, self.sessions)
+
+
+@dataclass
+class AsyncOutbox(_Outbox[AsyncConnectionManager, AsyncSessionManager, AsyncSqlAlchemyOutboxStorage, AsyncTransaction]):
+    """An async engine, its session manager and storage factory for one table."""
 
     @property
     def url(self) -> str:
         """The engine's URL, password included."""
         return self.connections.connection.url.render_as_string(hide_password=False)
 
-    def storage(self) -> AsyncSqlAlchemyOutboxStorage:
-        """A new storage instance (one relay process)."""
-        storage = AsyncSqlAlchemyOutboxStorage(
-            self.sessions, self.connections, self.outbox_config, self.config
-        )
-        self.storages.append(storage)
-        return storage
+    twins: list["SyncOutbox"] = field(default_factory=list["SyncOutbox"])
+    """The sync twins `sync` opened, closed with this outbox."""
 
-    def transaction(self) -> AsyncTransaction:
-        """A spakky-sqlalchemy transaction, as ``@Transactional()`` opens it."""
-        return AsyncTransaction(self.connection_config, self.sessions)
+    def sync(self, connect_args: dict[str, Any] | None = None) -> "SyncOutbox":
+        """A sync twin on the same database and table, through the sync driver `SYNC_DRIVER` pairs with this one's."""
+        twin = sync_twin(self, SYNC_DRIVER[self.connections.connection.url.drivername], connect_args)
+        self.twins.append(twin)
+        return twin
 
     async def write(self, messages: Sequence[OutboxMessage]) -> None:
         """Save ``messages`` in one business transaction of their own."""
@@ -150,27 +187,8 @@ class AsyncOutbox:
 
 
 @dataclass
-class SyncOutbox:
+class SyncOutbox(_Outbox[ConnectionManager, SessionManager, SqlAlchemyOutboxStorage, Transaction]):
     """The sync twin of `AsyncOutbox` on the same database and table."""
-
-    connection_config: SQLAlchemyConnectionConfig
-    connections: ConnectionManager
-    sessions: SessionManager
-    config: SqlAlchemyOutboxConfig
-    outbox_config: OutboxConfig
-    storages: list[SqlAlchemyOutboxStorage]
-
-    def storage(self) -> SqlAlchemyOutboxStorage:
-        """A new sync storage instance (one relay process)."""
-        storage = SqlAlchemyOutboxStorage(
-            self.sessions, self.connections, self.outbox_config, self.config
-        )
-        self.storages.append(storage)
-        return storage
-
-    def transaction(self) -> Transaction:
-        """A spakky-sqlalchemy sync transaction."""
-        return Transaction(self.connection_config, self.sessions)
 
     def close(self) -> None:
         """Stop listeners and dispose the engine."""
@@ -196,7 +214,9 @@ async def open_outbox(
     is spakky-sqlalchemy's engine setting; ``connect_args`` go to the engine of
     an app's own connection manager.
     """
-    connection_config, connections, sessions = _managers(url, pool_pre_ping, connect_args)
+    connection_config, connections, sessions = async_managers(
+        url, pool_pre_ping=pool_pre_ping, connect_args=connect_args
+    )
     name = table_name or f"pkg_{uuid.uuid4().hex[:16]}"
     return AsyncOutbox(
         connection_config=connection_config,
@@ -210,7 +230,8 @@ async def open_outbox(
                 "batch_max_bytes": batch_max_bytes,
             }
         ),
-        storages=[],
+        storage_type=AsyncSqlAlchemyOutboxStorage,
+        transaction_type=AsyncTransaction,
     )
 
 
@@ -219,26 +240,22 @@ def sync_twin(
 ) -> SyncOutbox:
     """A sync outbox on the same database and table as ``outbox``."""
     url = make_url(outbox.url).set(drivername=driver).render_as_string(hide_password=False)
-    connection_config = SQLAlchemyConnectionConfig.model_construct(connection_string=url)
-    connections = (
-        ConnectionManager(connection_config)
-        if connect_args is None
-        else _SyncConnectArgsManager(connection_config, connect_args)
-    )
-    sessions = SessionManager(connections)
-    sessions.set_application_context(ApplicationContext())
+    connection_config, connections, sessions = sync_managers(url, connect_args=connect_args)
     return SyncOutbox(
         connection_config=connection_config,
         connections=connections,
         sessions=sessions,
         config=outbox.config,
         outbox_config=outbox.outbox_config,
-        storages=[],
+        storage_type=SqlAlchemyOutboxStorage,
+        transaction_type=Transaction,
     )
 
 
 async def close_outbox(outbox: AsyncOutbox, *, drop: bool = True) -> None:
-    """Stop listeners, drop the table and dispose the engine."""
+    """Close the sync twins, stop listeners, drop the table and dispose the engine."""
+    for twin in outbox.twins:
+        await asyncio.to_thread(twin.close)
     for storage in outbox.storages:
         await storage.close_wake_up()
     if drop:
@@ -257,12 +274,21 @@ def driver_url(request: pytest.FixtureRequest, driver: str, tmp_path: Path) -> s
     return make_url(base).set(drivername=driver).render_as_string(hide_password=False)
 
 
+@contextlib.asynccontextmanager
+async def opened_outbox(url: str, **settings: Any) -> AsyncIterator[AsyncOutbox]:
+    """An outbox on ``url`` (`open_outbox`'s settings) for the block; closed, its table dropped, afterwards."""
+    outbox = await open_outbox(url, **settings)
+    try:
+        yield outbox
+    finally:
+        await close_outbox(outbox)
+
+
 @pytest.fixture
 async def sqlite_outbox(tmp_path: object) -> AsyncIterator[AsyncOutbox]:
     """An outbox on a SQLite file; the table is created on first use."""
-    outbox = await open_outbox(f"sqlite+aiosqlite:///{tmp_path}/outbox.db")
-    yield outbox
-    await close_outbox(outbox)
+    async with opened_outbox(f"sqlite+aiosqlite:///{tmp_path}/outbox.db") as outbox:
+        yield outbox
 
 
 @pytest.fixture(params=ASYNC_DRIVERS)
@@ -271,16 +297,31 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return driver_url(request, request.param, tmp_path)
 
 
+type OpenOutbox = Callable[..., Awaitable[AsyncOutbox]]
+"""Opens an outbox on the test's database with `open_outbox`'s settings."""
+
+
+@pytest.fixture
+async def outboxes(database_url: str) -> AsyncIterator[OpenOutbox]:
+    """Open outboxes (chosen settings) on each database; close them, and their sync twins, after."""
+    opened: list[AsyncOutbox] = []
+
+    async def open_one(**settings: Any) -> AsyncOutbox:
+        outbox = await open_outbox(database_url, **settings)
+        opened.append(outbox)
+        return outbox
+
+    yield open_one
+    for outbox in opened:
+        await close_outbox(outbox)
+
+
 @pytest.fixture(params=ASYNC_DRIVERS)
 async def any_outbox(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncOutbox]:
     """An outbox (lease 1 s, claim timeout 3 s) on every supported database."""
-    outbox = await open_outbox(
-        driver_url(request, request.param, tmp_path),
-        claim_timeout_seconds=3.0,
-        claim_lease_seconds=1.0,
-    )
-    yield outbox
-    await close_outbox(outbox)
+    url = driver_url(request, request.param, tmp_path)
+    async with opened_outbox(url, claim_timeout_seconds=3.0, claim_lease_seconds=1.0) as outbox:
+        yield outbox
 
 
 @pytest.fixture(params=ASYNC_DRIVERS)

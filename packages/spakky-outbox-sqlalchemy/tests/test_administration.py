@@ -19,11 +19,11 @@ from sqlalchemy.engine import make_url
 from .conftest import (
     SYNC_DRIVER,
     AsyncOutbox,
+    OpenOutbox,
     close_outbox,
     driver_url,
     message,
     open_outbox,
-    sync_twin,
 )
 
 SAVE_DEADLINE_SECONDS = 20.0
@@ -96,19 +96,18 @@ async def test_target_expect_url_without_password_and_table(
         assert target.location == "postgresql+asyncpg://outbox@db.example:5432/shop table orders_outbox"
         assert target.defaulted == ()
         assert default.storage().target().defaulted == (TABLE_NAME_VARIABLE,)
-        sync = sync_twin(custom, "postgresql+psycopg")
+        sync = custom.sync()  # psycopg, asyncpg's twin
         assert sync.storage().target().location.endswith("/shop table orders_outbox")
-        sync.connections.dispose()
     finally:
         await close_outbox(custom, drop=False)
         await close_outbox(default, drop=False)
 
 
 async def test_administration_missing_table_expect_our_error_and_no_table_created(
-    database_url: str,
+    database_url: str, outboxes: OpenOutbox
 ) -> None:
     """Stats, list, requeue and purge never create the table; they say how to create it."""
-    outbox = await open_outbox(database_url)  # create_table is on: only saves/claims may
+    outbox = await outboxes()  # create_table is on: only saves/claims may
     storage = outbox.storage()
     operations = {
         "stats": storage.stats,
@@ -118,46 +117,33 @@ async def test_administration_missing_table_expect_our_error_and_no_table_create
         "mark_published": lambda: storage.mark_published(uuid4()),
         "renew_claims": lambda: storage.renew_claims([uuid4()]),
     }
-    try:
-        for name, operation in operations.items():
-            with pytest.raises(OutboxTableNotFoundError) as raised:
-                await operation()
-            text = str(raised.value)
-            assert outbox.config.table_name in text, name
-            assert make_url(database_url).render_as_string(hide_password=True) in text, name
-            assert "create_outbox_table" in text and "SPAKKY_OUTBOX_SQLALCHEMY__CREATE_TABLE" in text
-        async with outbox.connections.connection.connect() as connection:
-            tables = await connection.run_sync(lambda c: inspect(c).get_table_names())
-        assert outbox.config.table_name not in tables
-    finally:
-        await close_outbox(outbox)
+    for name, operation in operations.items():
+        with pytest.raises(OutboxTableNotFoundError) as raised:
+            await operation()
+        text = str(raised.value)
+        assert outbox.config.table_name in text, name
+        assert make_url(database_url).render_as_string(hide_password=True) in text, name
+        assert "create_outbox_table" in text and "SPAKKY_OUTBOX_SQLALCHEMY__CREATE_TABLE" in text
+    async with outbox.connections.connection.connect() as connection:
+        tables = await connection.run_sync(lambda c: inspect(c).get_table_names())
+    assert outbox.config.table_name not in tables
 
 
-async def test_sync_administration_missing_table_expect_our_error(database_url: str) -> None:
+async def test_sync_administration_missing_table_expect_our_error(outboxes: OpenOutbox) -> None:
     """The sync storage refuses the same way."""
-    outbox = await open_outbox(database_url)
-    driver = outbox.connections.connection.url.drivername
-    sync = sync_twin(outbox, SYNC_DRIVER[driver])
-    try:
-        with pytest.raises(OutboxTableNotFoundError):
-            await asyncio.to_thread(sync.storage().stats)
-    finally:
-        await asyncio.to_thread(sync.close)
-        await close_outbox(outbox)
+    sync = (await outboxes()).sync()
+    with pytest.raises(OutboxTableNotFoundError):
+        await asyncio.to_thread(sync.storage().stats)
 
 
-async def test_fetch_pending_create_table_off_expect_our_error(database_url: str) -> None:
+async def test_fetch_pending_create_table_off_expect_our_error(outboxes: OpenOutbox) -> None:
     """With ``create_table`` off a claim on a missing table refuses too; on, it creates it."""
-    off = await open_outbox(database_url, create_table=False)
-    try:
-        with pytest.raises(OutboxTableNotFoundError):
-            await off.storage().fetch_pending(10, 5)
-        on = await open_outbox(database_url, table_name=off.config.table_name)
-        assert await on.storage().fetch_pending(10, 5) == []
-        assert (await off.storage().stats()).pending == 0
-        await on.connections.dispose()
-    finally:
-        await close_outbox(off)
+    off = await outboxes(create_table=False)
+    with pytest.raises(OutboxTableNotFoundError):
+        await off.storage().fetch_pending(10, 5)
+    on = await outboxes(table_name=off.config.table_name)
+    assert await on.storage().fetch_pending(10, 5) == []
+    assert (await off.storage().stats()).pending == 0
 
 
 @pytest.mark.parametrize("operation", sorted(_ADMIN))

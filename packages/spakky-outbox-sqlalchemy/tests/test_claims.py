@@ -1,7 +1,7 @@
 """Claims on every dialect: leases and renewal, key runs, undecodable rows (port v2)."""
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,13 +15,11 @@ from sqlalchemy import Connection, text
 
 from .conftest import (
     ASYNC_DRIVERS,
-    SYNC_DRIVER,
     AsyncOutbox,
-    close_outbox,
+    OpenOutbox,
     driver_url,
     message,
-    open_outbox,
-    sync_twin,
+    opened_outbox,
 )
 
 DEADLINE_SECONDS = 60.0
@@ -32,33 +30,26 @@ def _ids(messages: Sequence[OutboxMessage]) -> list[object]:
     return [m.id for m in messages]
 
 
-@pytest.fixture
-async def outboxes(database_url: str) -> AsyncIterator[Callable[..., Awaitable[AsyncOutbox]]]:
-    """Open outboxes with chosen lease and timeout on one database; close them after."""
-    opened: list[AsyncOutbox] = []
-
-    async def open_one(**settings: float) -> AsyncOutbox:
-        outbox = await open_outbox(database_url, **settings)
-        opened.append(outbox)
-        return outbox
-
-    yield open_one
-    for outbox in opened:
-        await close_outbox(outbox)
-
-
 # --- liveness --------------------------------------------------------------------
 
 
-async def test_lease_lapsed_expect_claim_free_long_before_claim_timeout(
-    outboxes: Callable[..., Awaitable[AsyncOutbox]],
-) -> None:
-    """An unrenewed claim ends with its lease; the old holder is fenced out."""
-    outbox = await outboxes(claim_lease_seconds=1.0, claim_timeout_seconds=3600.0)
-    dead, alive = outbox.storage(), outbox.storage()
+async def _claimed(
+    outboxes: OpenOutbox, *, lease: float, timeout: float
+) -> tuple[AsyncOutbox, AsyncSqlAlchemyOutboxStorage, AsyncSqlAlchemyOutboxStorage, OutboxMessage]:
+    """An outbox with that claim lease and timeout holding one message the first of two storages claimed."""
+    outbox = await outboxes(claim_lease_seconds=lease, claim_timeout_seconds=timeout)
+    holder, other = outbox.storage(), outbox.storage()
     sent = message()
     await outbox.write([sent])
-    assert _ids(await dead.fetch_pending(10, 5)) == [sent.id]
+    assert _ids(await holder.fetch_pending(10, 5)) == [sent.id]
+    return outbox, holder, other, sent
+
+
+async def test_lease_lapsed_expect_claim_free_long_before_claim_timeout(
+    outboxes: OpenOutbox,
+) -> None:
+    """An unrenewed claim ends with its lease; the old holder is fenced out."""
+    outbox, dead, alive, sent = await _claimed(outboxes, lease=1.0, timeout=3600.0)
     taken = await until(lambda: alive.fetch_pending(10, 5), bool, timeout=DEADLINE_SECONDS)
     assert _ids(taken) == [sent.id]
     assert await dead.renew_claims([sent.id]) == 0
@@ -67,14 +58,11 @@ async def test_lease_lapsed_expect_claim_free_long_before_claim_timeout(
 
 
 async def test_renew_claims_expect_lease_pushed_and_claim_kept(
-    outboxes: Callable[..., Awaitable[AsyncOutbox]],
+    outboxes: OpenOutbox,
 ) -> None:
     """A renewal moves ``lease_until`` later; meanwhile nobody else can claim."""
-    outbox = await outboxes(claim_lease_seconds=30.0, claim_timeout_seconds=3600.0)
-    holder, other = outbox.storage(), outbox.storage()
-    sent, unknown = message(), message()
-    await outbox.write([sent])
-    await holder.fetch_pending(10, 5)
+    outbox, holder, other, sent = await _claimed(outboxes, lease=30.0, timeout=3600.0)
+    unknown = message()
     first = (await outbox.rows())[sent.id].lease_until
 
     async def renewed_lease() -> object:
@@ -88,14 +76,10 @@ async def test_renew_claims_expect_lease_pushed_and_claim_kept(
 
 
 async def test_renew_claims_expect_never_past_claim_timeout(
-    outboxes: Callable[..., Awaitable[AsyncOutbox]],
+    outboxes: OpenOutbox,
 ) -> None:
     """Renewals cap the lease at the claim timeout, after which others take over."""
-    outbox = await outboxes(claim_lease_seconds=3600.0, claim_timeout_seconds=2.0)
-    holder, other = outbox.storage(), outbox.storage()
-    sent = message()
-    await outbox.write([sent])
-    await holder.fetch_pending(10, 5)
+    outbox, holder, other, sent = await _claimed(outboxes, lease=3600.0, timeout=2.0)
     assert await holder.renew_claims([sent.id]) == 1
     row = (await outbox.rows())[sent.id]
     assert (row.lease_until - row.claimed_at).total_seconds() <= 2.0
@@ -105,35 +89,26 @@ async def test_renew_claims_expect_never_past_claim_timeout(
 
 
 async def test_stats_lapsed_claim_expect_not_counted_until_renewed(
-    outboxes: Callable[..., Awaitable[AsyncOutbox]],
+    outboxes: OpenOutbox,
 ) -> None:
     """Only live claims count; the holder may renew a lapsed claim nobody took."""
-    outbox = await outboxes(claim_lease_seconds=3.0, claim_timeout_seconds=3600.0)
-    holder = outbox.storage()
-    sent = message()
-    await outbox.write([sent])
-    await holder.fetch_pending(10, 5)
+    outbox, holder, _, sent = await _claimed(outboxes, lease=3.0, timeout=3600.0)
     await until(holder.stats, lambda stats: stats.claimed == 0, timeout=DEADLINE_SECONDS)
     assert (await outbox.rows())[sent.id].claimed_by == holder.owner_token
     assert await holder.renew_claims([sent.id]) == 1
     assert (await holder.stats()).claimed == 1
 
 
-async def test_sync_renew_claims_expect_only_own_live_claims(database_url: str) -> None:
+async def test_sync_renew_claims_expect_only_own_live_claims(outboxes: OpenOutbox) -> None:
     """The sync storage renews like the async one."""
-    outbox = await open_outbox(database_url, claim_lease_seconds=30.0, claim_timeout_seconds=60.0)
-    driver = outbox.connections.connection.url.drivername
-    sync = sync_twin(outbox, SYNC_DRIVER[driver])
-    try:
-        sent = message()
-        await outbox.write([sent])
-        holder, other = sync.storage(), sync.storage()
-        assert _ids(await asyncio.to_thread(holder.fetch_pending, 10, 5)) == [sent.id]
-        assert await asyncio.to_thread(holder.renew_claims, [sent.id]) == 1
-        assert await asyncio.to_thread(other.renew_claims, [sent.id]) == 0
-    finally:
-        await asyncio.to_thread(sync.close)
-        await close_outbox(outbox)
+    outbox = await outboxes(claim_lease_seconds=30.0, claim_timeout_seconds=60.0)
+    sync = outbox.sync()
+    sent = message()
+    await outbox.write([sent])
+    holder, other = sync.storage(), sync.storage()
+    assert _ids(await asyncio.to_thread(holder.fetch_pending, 10, 5)) == [sent.id]
+    assert await asyncio.to_thread(holder.renew_claims, [sent.id]) == 1
+    assert await asyncio.to_thread(other.renew_claims, [sent.id]) == 0
 
 
 # --- key runs ----------------------------------------------------------------------
@@ -185,7 +160,7 @@ async def test_fetch_pending_mixed_lanes_expect_save_order_and_limit(
 
 
 async def test_fetch_pending_byte_budget_after_keyless_claim_expect_keyed_fill_within_budget(
-    outboxes: Callable[..., Awaitable[AsyncOutbox]],
+    outboxes: OpenOutbox,
 ) -> None:
     """Keyless messages then a key's run share one claim's byte budget (PostgreSQL: one-statement keyless claim first)."""
     budget = 4096
@@ -206,18 +181,22 @@ async def test_fetch_pending_byte_budget_after_keyless_claim_expect_keyed_fill_w
 @pytest.fixture(params=[d for d in ASYNC_DRIVERS if not d.startswith("sqlite")])
 async def locking_outbox(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncOutbox]:
     """An outbox on each database whose claims lock rows (SKIP LOCKED), not the whole file."""
-    outbox = await open_outbox(driver_url(request, request.param, tmp_path))
-    yield outbox
-    await close_outbox(outbox)
+    async with opened_outbox(driver_url(request, request.param, tmp_path)) as outbox:
+        yield outbox
+
+
+async def _held_and_free(outbox: AsyncOutbox) -> tuple[list[OutboxMessage], list[OutboxMessage]]:
+    """Ten messages of key ``k1`` (to be held by another claim) and ten of ``k2``, saved in one transaction."""
+    held, free = [message("k1") for _ in range(10)], [message("k2") for _ in range(10)]
+    await outbox.write(held + free)
+    return held, free
 
 
 async def test_fetch_pending_candidates_taken_concurrently_expect_next_keys_claimed(
     locking_outbox: AsyncOutbox,
 ) -> None:
     """A claim whose every candidate another claim holds locked walks on to free keys, not empty."""
-    held = [message("k1") for _ in range(10)]
-    free = [message("k2") for _ in range(10)]
-    await locking_outbox.write(held + free)
+    held, free = await _held_and_free(locking_outbox)
     table = locking_outbox.config.table_name
     async with locking_outbox.connections.connection.connect() as connection:
         seqs = (await connection.execute(text(f"SELECT seq FROM {table} WHERE partition_key = 'k1'"))).scalars().all()
@@ -323,9 +302,7 @@ async def test_fetch_pending_during_other_claim_expect_other_keys_claimed(
     locking_outbox: AsyncOutbox,
 ) -> None:
     """While one relay's claim transaction is open, another relay claims the keys it did not take."""
-    first_key = [message("k1") for _ in range(10)]
-    second_key = [message("k2") for _ in range(10)]
-    await locking_outbox.write(first_key + second_key)
+    first_key, second_key = await _held_and_free(locking_outbox)
     first, second = locking_outbox.storage(), locking_outbox.storage()
     sql = first._core.sql  # pyright: ignore[reportPrivateUsage] - to hold the claim open
     async with locking_outbox.connections.connection.connect() as connection:

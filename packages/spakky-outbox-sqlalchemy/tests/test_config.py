@@ -10,6 +10,7 @@ from spakky.plugins.outbox_sqlalchemy.error import (
     InvalidOutboxSqlAlchemyConfigError,
     InvalidOutboxTableNameError,
 )
+from spakky_outbox_testservices.environ import scoped_environ, settings_of
 
 
 def test_sqlalchemy_outbox_config_defaults_expect_documented_values() -> None:
@@ -23,13 +24,11 @@ def test_sqlalchemy_outbox_config_defaults_expect_documented_values() -> None:
     )
 
 
-def test_sqlalchemy_outbox_config_env_expect_values_read(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_sqlalchemy_outbox_config_env_expect_values_read() -> None:
     """Settings come from ``SPAKKY_OUTBOX_SQLALCHEMY__*`` variables."""
-    for name, value in {"TABLE_NAME": "orders_outbox", "CREATE_TABLE": "false", "NOTIFY": "0"}.items():
-        monkeypatch.setenv(f"SPAKKY_OUTBOX_SQLALCHEMY__{name}", value)
-    config = SqlAlchemyOutboxConfig()
+    values = {"TABLE_NAME": "orders_outbox", "CREATE_TABLE": "false", "NOTIFY": "0"}
+    with scoped_environ(settings_of("SPAKKY_OUTBOX_SQLALCHEMY", values)):
+        config = SqlAlchemyOutboxConfig()
     assert (config.table_name, config.create_table, config.notify) == ("orders_outbox", False, False)
 
 

@@ -15,6 +15,7 @@ from spakky.plugins.outbox_sqlalchemy.error import InboxTableNotFoundError
 from spakky.plugins.outbox_sqlalchemy.inbox import (
     AsyncSqlAlchemyInboxStorage,
     SqlAlchemyInboxStorage,
+    create_inbox_table,
     inbox_table,
 )
 from sqlalchemy import Column, MetaData, String, Table, insert, inspect, select, update
@@ -86,20 +87,29 @@ class Inbox:
             return sorted(r.effect for r in await connection.execute(select(self.effects)))
 
 
-@pytest.fixture(params=ASYNC_DRIVERS)
-async def inbox(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Inbox]:
-    """A fresh inbox table (created on first use) and effects table on each database."""
-    outbox = await open_outbox(
-        driver_url(request, request.param, tmp_path), inbox_table_name=f"inbox_{uuid.uuid4().hex[:12]}"
-    )
+@contextlib.asynccontextmanager
+async def opened_inbox(url: str, *, create_table: bool = False) -> AsyncIterator[Inbox]:
+    """A fresh inbox table (created now, or on first use) and effects table at ``url``; both dropped after."""
+    outbox = await open_outbox(url, inbox_table_name=f"inbox_{uuid.uuid4().hex[:12]}")
     box = Inbox(outbox)
     async with outbox.connections.connection.begin() as connection:
         await connection.run_sync(box.effects.create)
-    yield box
-    async with outbox.connections.connection.begin() as connection:
-        await connection.run_sync(box.effects.drop)
-        await connection.run_sync(lambda c: box.table.drop(c, checkfirst=True))
-    await close_outbox(outbox)
+        if create_table:
+            await connection.run_sync(lambda c: create_inbox_table(c, box.table))
+    try:
+        yield box
+    finally:
+        async with outbox.connections.connection.begin() as connection:
+            await connection.run_sync(box.effects.drop)
+            await connection.run_sync(lambda c: box.table.drop(c, checkfirst=True))
+        await close_outbox(outbox)
+
+
+@pytest.fixture(params=ASYNC_DRIVERS)
+async def inbox(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Inbox]:
+    """A fresh inbox table (created on first use) and effects table on each database."""
+    async with opened_inbox(driver_url(request, request.param, tmp_path)) as box:
+        yield box
 
 
 async def test_sqlalchemy_inbox_duplicate_expect_skipped_one_record(inbox: Inbox) -> None:

@@ -1,6 +1,5 @@
 """The inbox conformance rules on the SQLAlchemy inbox, on every dialect."""
 
-import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -14,11 +13,10 @@ from spakky.outbox.testing.inbox_harness import (
     HandlerCall,
     RawInboxRecord,
 )
-from spakky.plugins.outbox_sqlalchemy.inbox import create_inbox_table
 from sqlalchemy import select, update
 
-from .conftest import ASYNC_DRIVERS, close_outbox, driver_url, open_outbox
-from .test_inbox import Inbox
+from .conftest import ASYNC_DRIVERS, driver_url
+from .test_inbox import Inbox, opened_inbox
 
 
 class SqlAlchemyInboxHarness(AbstractInboxHarness):
@@ -68,15 +66,5 @@ class SqlAlchemyInboxHarness(AbstractInboxHarness):
 @pytest.fixture(params=ASYNC_DRIVERS)
 async def inbox_harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlAlchemyInboxHarness]:
     """A fresh inbox on each database."""
-    outbox = await open_outbox(
-        driver_url(request, request.param, tmp_path), inbox_table_name=f"inbox_{uuid.uuid4().hex[:12]}"
-    )
-    box = Inbox(outbox)
-    async with outbox.connections.connection.begin() as connection:
-        await connection.run_sync(box.effects.create)
-        await connection.run_sync(lambda c: create_inbox_table(c, box.table))
-    yield SqlAlchemyInboxHarness(box)
-    async with outbox.connections.connection.begin() as connection:
-        await connection.run_sync(box.effects.drop)
-        await connection.run_sync(lambda c: box.table.drop(c, checkfirst=True))
-    await close_outbox(outbox)
+    async with opened_inbox(driver_url(request, request.param, tmp_path), create_table=True) as box:
+        yield SqlAlchemyInboxHarness(box)

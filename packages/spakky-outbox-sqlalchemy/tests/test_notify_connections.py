@@ -198,24 +198,42 @@ async def test_many_commits_at_once_expect_one_notify_connection_and_no_warning(
         # A fresh context each: its own scoped session, as concurrent requests have.
         await asyncio.create_task(transaction(), context=contextvars.Context())
 
+    async def commit_all() -> None:
+        await asyncio.gather(*(commit(storage) for _ in range(COMMITS)))
+
+    async def close() -> None:
+        await close_outbox(outbox)
+
+    await _assert_one_notify_connection(observer, channel, commit_all, close, taken, caplog)
+
+
+async def _one_notify(sampler: _Sampler) -> bool:
+    return await sampler.sample() == 1
+
+
+async def _assert_one_notify_connection(
+    observer: AsyncEngine,
+    channel: str,
+    commit_all: Callable[[], Awaitable[None]],
+    close: Callable[[], Awaitable[None]],
+    taken: list[object],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """While ``commit_all`` runs one NOTIFY connection at most serves ``channel`` (the one the pool let go, ``taken``); after ``close`` nothing was logged or warned."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         sampler = _Sampler(observer, channel)
         try:
-            await asyncio.gather(*(commit(storage) for _ in range(COMMITS)))
+            await commit_all()
             assert await _eventually(lambda: _one_notify(sampler))
         finally:
             await sampler.stop()
-            await close_outbox(outbox)
+            await close()
         gc.collect()
     assert sampler.most == 1
     assert len(taken) == 1, "every NOTIFY goes through the one kept connection"
     assert [r.getMessage() for r in caplog.records if r.name == WAKEUP_LOGGER] == []
     assert [str(w.message) for w in caught if GC_WARNING in str(w.message)] == []
-
-
-async def _one_notify(sampler: _Sampler) -> bool:
-    return await sampler.sample() == 1
 
 
 async def test_sync_many_commits_at_once_expect_one_notify_connection_and_no_warning(
@@ -237,25 +255,18 @@ async def test_sync_many_commits_at_once_expect_one_notify_connection_and_no_war
         with sync.transaction():
             storage.save(message())
 
-    def commit_all() -> None:
+    def commit_in_threads() -> None:
         threads = [threading.Thread(target=commit) for _ in range(COMMITS)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        sampler = _Sampler(observer, channel)
-        try:
-            await asyncio.to_thread(commit_all)
-            assert await _eventually(lambda: _one_notify(sampler))
-        finally:
-            await sampler.stop()
-            await asyncio.to_thread(sync.close)
-            await close_outbox(outbox)
-        gc.collect()
-    assert sampler.most == 1
-    assert len(taken) == 1, "every NOTIFY goes through the one kept connection"
-    assert [r.getMessage() for r in caplog.records if r.name == WAKEUP_LOGGER] == []
-    assert [str(w.message) for w in caught if GC_WARNING in str(w.message)] == []
+    async def commit_all() -> None:
+        await asyncio.to_thread(commit_in_threads)
+
+    async def close() -> None:
+        await asyncio.to_thread(sync.close)
+        await close_outbox(outbox)
+
+    await _assert_one_notify_connection(observer, channel, commit_all, close, taken, caplog)

@@ -32,6 +32,8 @@ from spakky.plugins.outbox_mongodb.transaction import (
 )
 from spakky_outbox_testservices.resolve import MongoServer
 
+from ..conftest import dropped_after, skip_unless_motor
+
 DATABASE = "spakky_outbox_test"
 
 
@@ -150,10 +152,6 @@ async def outbox_harness(
     request: pytest.FixtureRequest, mongodb_server: MongoServer
 ) -> AsyncIterator[MongoOutboxHarness]:
     """A fresh MongoDB outbox collection, dropped afterwards, per async driver."""
-    if request.param is MongoDriver.MOTOR:
-        pytest.importorskip("motor", reason="Motor not installed (spakky-outbox[motor])")
-    harness = MongoOutboxHarness(mongodb_server, request.param)
-    try:
+    skip_unless_motor(request.param is MongoDriver.MOTOR)
+    async with dropped_after(MongoOutboxHarness(mongodb_server, request.param)) as harness:
         yield harness
-    finally:
-        await harness.drop()

@@ -34,15 +34,6 @@ from spakky.plugins.outbox_sqlalchemy.storage import (
     SqlAlchemyOutboxStorage,
     mark_table_created,
 )
-from spakky.plugins.sqlalchemy.common.config import SQLAlchemyConnectionConfig
-from spakky.plugins.sqlalchemy.persistency.connection_manager import (
-    AsyncConnectionManager,
-    ConnectionManager,
-)
-from spakky.plugins.sqlalchemy.persistency.session_manager import (
-    AsyncSessionManager,
-    SessionManager,
-)
 from spakky.plugins.sqlalchemy.persistency.transaction import (
     AsyncTransaction,
     Transaction,
@@ -59,6 +50,8 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
+
+from ..conftest import async_managers, sync_managers
 
 
 @dataclass(frozen=True)
@@ -87,10 +80,6 @@ BACKENDS = (
 )
 
 
-def _connection_config(url: str) -> SQLAlchemyConnectionConfig:
-    return SQLAlchemyConnectionConfig.model_construct(connection_string=url)
-
-
 class SqlAlchemyOutboxHarness(AbstractOutboxHarness):
     """One outbox table (plus a business table) on a real database."""
 
@@ -110,14 +99,12 @@ class SqlAlchemyOutboxHarness(AbstractOutboxHarness):
             Column("business_key", String(100), nullable=False),
         )
         context = ApplicationContext()
-        self.async_connection_config = _connection_config(async_url)
-        self.sync_connection_config = _connection_config(sync_url)
-        self.async_connections = AsyncConnectionManager(self.async_connection_config)
-        self.sync_connections = ConnectionManager(self.sync_connection_config)
-        self.async_sessions = AsyncSessionManager(self.async_connections)
-        self.async_sessions.set_application_context(context)
-        self.sync_sessions = SessionManager(self.sync_connections)
-        self.sync_sessions.set_application_context(context)
+        self.async_connection_config, self.async_connections, self.async_sessions = async_managers(
+            async_url, context=context
+        )
+        self.sync_connection_config, self.sync_connections, self.sync_sessions = sync_managers(
+            sync_url, context=context
+        )
         self.config = SqlAlchemyOutboxConfig().model_copy(
             update={"table_name": self.table_name}
         )
