@@ -13,6 +13,7 @@ pipelines), so relays on different hosts agree.
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from time import monotonic
 from typing import Any, Self, cast
 from uuid import UUID
 
@@ -614,52 +615,73 @@ class OutboxQueries:
     # --- administration -----------------------------------------------------------
 
     def stats(self, timeout_seconds: float) -> Plan[OutboxStats]:
-        """Counts by state up to `STATS_COUNT_CAP` along the partial indexes, and the oldest pending age.
+        """Counts by state up to `STATS_COUNT_CAP` along the partial indexes, and the oldest pending age; O(cap) reads.
 
-        Each count reads at most the cap of one partial index's entries, so
-        a read costs O(cap) whatever the collection holds; the oldest pending
-        message is the keyless index's head or the oldest entry of the keyed
-        one (pending entries only). Every operation carries ``maxTimeMS``:
-        the server stops a read the probe gave up on.
+        Each count reads at most the cap of one partial index's entries. The
+        oldest pending message is the oldest of the keyless index's head and
+        the heads (first in save order) of the first ``cap`` partition keys
+        in key order: the keyed count's read gives the heads of the keys it
+        covers, and when it stopped at the cap the walk goes on key by key,
+        one index entry per key (``partition_key > last``), until ``cap`` keys
+        were seen. With at most ``cap`` pending keys the age is exact; past
+        them it is the oldest among those keys' heads, a lower bound of the
+        true age (a later key may hold an older head). Every operation carries
+        what is left of ``maxTimeMS``: the server stops a read the probe gave
+        up on.
         """
         cap, limit = self.count_cap, max(1, round(timeout_seconds * 1000))
+        deadline = monotonic() + limit / 1000
         lanes: list[Document] = []
         for spec in (KEYLESS_PENDING, KEYED_PENDING):
             found: list[Document] = yield Aggregate([
                 {"$match": dict(spec.partial)},
                 {"$sort": dict(spec.keys)},
                 {"$limit": cap},
+                # Per key (one group in the keyless lane): its entries read and
+                # its head, the first entry in index order.
                 {"$group": {
-                    "_id": None,
+                    "_id": "$partition_key",
                     "n": {"$sum": 1},
                     "claimed": {"$sum": {"$cond": [
                         {"$and": [{"$gt": ["$claimed_by", None]}, {"$gt": ["$available_at", "$$NOW"]}]}, 1, 0,
                     ]}},
+                    "head": {"$first": "$created_at"},
                     "now": {"$max": "$$NOW"},
                 }},
+                {"$group": {
+                    "_id": None,
+                    "n": {"$sum": "$n"},
+                    "claimed": {"$sum": "$claimed"},
+                    "oldest": {"$min": "$head"},
+                    "keys": {"$sum": 1},
+                    "last": {"$max": "$_id"},
+                    "now": {"$max": "$now"},
+                }},
             ], limit)
-            lanes += found
-        heads: list[Document] = yield Aggregate([
-            {"$match": dict(KEYLESS_PENDING.partial)},
-            {"$sort": dict(KEYLESS_PENDING.keys)},
-            {"$limit": 1},
-            {"$project": {"created_at": 1}},
-            {"$unionWith": {"coll": self.collection_name, "pipeline": [
-                {"$match": dict(KEYED_PENDING.partial)},
-                {"$group": {"_id": None, "created_at": {"$min": "$created_at"}}},
-            ]}},
-            {"$group": {"_id": None, "oldest": {"$min": "$created_at"}, "now": {"$max": "$$NOW"}}},
-        ], limit)
+            lanes.append(found[0] if found else {"n": 0, "claimed": 0, "oldest": None, "keys": 0, "last": None})
+        heads = [lane["oldest"] for lane in lanes]
+        keyed = lanes[1]
+        seen, last = int(keyed["keys"]), keyed["last"]
+        if int(keyed["n"]) >= cap:
+            # The capped read ended inside the run of key ``last``: visit the
+            # next keys' heads, one index entry each, up to ``cap`` keys.
+            while seen < cap and isinstance(last, str):
+                head: list[Document] = yield Aggregate([
+                    {"$match": {**KEYED_PENDING.partial, "partition_key": {"$type": "string", "$gt": last}}},
+                    {"$sort": dict(KEYED_PENDING.keys)},
+                    {"$limit": 1},
+                    {"$project": {"_id": 0, "partition_key": 1, "created_at": 1}},
+                ], max(1, round((deadline - monotonic()) * 1000)))
+                if not head:
+                    break
+                heads.append(head[0].get("created_at"))
+                last, seen = head[0].get("partition_key"), seen + 1
         kept = published_index(None)
         published: int = yield Count(dict(kept.partial), cap, kept.name, limit)
         abandoned: int = yield Count(dict(ABANDONED.partial), cap, ABANDONED.name, limit)
-        summary: Document = heads[0] if heads else {"oldest": None, "now": None}
-        oldest, now = summary["oldest"], summary["now"]
-        age = (
-            max(0.0, (now - oldest).total_seconds())
-            if isinstance(oldest, datetime) and isinstance(now, datetime)
-            else None
-        )
+        times = [t for t in heads if isinstance(t, datetime)]
+        now = max((lane["now"] for lane in lanes if isinstance(lane.get("now"), datetime)), default=None)
+        age = max(0.0, (now - min(times)).total_seconds()) if times and now is not None else None
         return OutboxStats(
             pending=min(cap, sum(int(lane["n"]) for lane in lanes)),
             claimed=min(cap, sum(int(lane["claimed"]) for lane in lanes)),
