@@ -20,7 +20,7 @@ from spakky.plugins.outbox_redis.pipelines import (
     current_async_pipeline,
     execute_now_async,
 )
-from spakky.plugins.outbox_redis.storage_base import UNAVAILABLE, unavailable
+from spakky.plugins.outbox_redis.storage_base import storage_errors
 
 
 @Pod()
@@ -36,10 +36,8 @@ class AsyncRedisInboxStorage(RedisInboxBase, IAsyncInboxStorage):
         client: AsyncRedisClient = self._connections.async_client
         if self._scripts is None:
             self._scripts = {k: client.register_script(v) for k, v in SCRIPTS.items()}
-        try:
+        with storage_errors(self._config):
             return await self._scripts[name](keys=keys, args=args, client=client)
-        except UNAVAILABLE as error:
-            raise unavailable(error, self._config) from error
 
     @staticmethod
     def _transaction() -> AsyncPipeline:
@@ -66,15 +64,13 @@ class AsyncRedisInboxStorage(RedisInboxBase, IAsyncInboxStorage):
         key, command = self._record_command(consumer, message_id)
         if len(pipeline):
             raise InboxRecordNotFirstError(f"{len(pipeline)} command(s) queued before it")
-        try:
+        with storage_errors(self._config, WatchError):
             await execute_now_async(pipeline, "WATCH", key)
             found = await execute_now_async(pipeline, "EXISTS", key)
             if found:
                 # back to queueing: the skipped handler's transaction commits nothing of ours
                 await execute_now_async(pipeline, "UNWATCH")
                 return False
-        except (*UNAVAILABLE, WatchError) as error:
-            raise unavailable(error, self._config) from error
         pipeline.multi()
         # EVAL, not EVALSHA: inside MULTI an unknown script would fail at EXEC
         # and the business writes would commit without the record

@@ -29,12 +29,11 @@ from spakky.plugins.outbox_redis.codec import (
 from spakky.plugins.outbox_redis.pipelines import current_async_pipeline
 from spakky.plugins.outbox_redis.storage_base import (
     SCRIPTS,
-    UNAVAILABLE,
     AbandonedListing,
     RedisOutboxStorageBase,
     Settle,
     Step,
-    unavailable,
+    storage_errors,
     wake_up_slices,
 )
 
@@ -57,12 +56,10 @@ class AsyncRedisOutboxStorage(
     async def _run(self, name: str, args: Sequence[RedisValue]) -> Any:
         """Run a script on this flavour's client (re-loaded on NOSCRIPT)."""
         client = self._connections.async_client
-        try:
+        with storage_errors(self._config):
             return await self._script(name, client)(
                 keys=[self._keys.pending], args=args, client=client
             )
-        except UNAVAILABLE as error:
-            raise unavailable(error, self._config) from error
 
     @override
     async def save(self, message: OutboxMessage) -> None:
@@ -153,15 +150,13 @@ class AsyncRedisOutboxStorage(
         longer than it would end in a read timeout, not in a quiet wait.
         """
         client = self._connections.async_client
-        try:
+        with storage_errors(self._config):
             if timeout <= 0:
                 popped: Any = await client.zpopmin(self._keys.wake)
                 return bool(popped)
             for step in wake_up_slices(timeout, self._config.socket_timeout_seconds):
                 if await client.bzpopmin(self._keys.wake, step) is not None:
                     return True
-        except UNAVAILABLE as error:
-            raise unavailable(error, self._config) from error
         return False
 
     @override

@@ -2,7 +2,8 @@
 
 
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -11,6 +12,7 @@ from uuid import UUID
 from redis.exceptions import (
     ClusterDownError,
     ReadOnlyError,
+    ResponseError,
     SlotNotCoveredError,
     TryAgainError,
 )
@@ -70,14 +72,48 @@ UNAVAILABLE = (
 """Redis errors that mean the server (or the slot's node) cannot serve now."""
 
 
+def is_busy(error: BaseException) -> bool:
+    """Whether ``error`` is Redis's BUSY reply: another client's script runs past ``busy-reply-threshold``.
+
+    redis-py has no class for it (its `BusyLoadingError` is the LOADING
+    reply), so it is a plain `ResponseError` told by its code; BUSYKEY and
+    BUSYGROUP are other codes, real errors of the command.
+    """
+    return isinstance(error, ResponseError) and str(error).startswith("BUSY ")
+
+
 def unavailable(error: Exception, config: RedisOutboxConfig) -> OutboxStorageUnavailableError:
-    """The core's unavailable error for ``error`` (one of `UNAVAILABLE`); a timeout names the setting that bounds it."""
+    """The core's unavailable error for ``error`` (of `UNAVAILABLE`, or BUSY); a timeout names the setting that bounds it."""
     if isinstance(error, RedisTimeoutError):
         return OutboxStorageUnavailableError(
             f"{error}: no reply within {SOCKET_TIMEOUT_VARIABLE}={config.socket_timeout_seconds:g} s; "
             "Redis was held by a long command (see its SLOWLOG) or this process was stalled"
         )
+    if is_busy(error):
+        return OutboxStorageUnavailableError(
+            "Redis is running a long script from another client (past its busy-reply-threshold) "
+            "and answers no other command until it ends: find it in SLOWLOG once it ended, or stop "
+            f"it with SCRIPT KILL (FUNCTION KILL for a function) if it wrote nothing. Redis said: {error}"
+        )
     return OutboxStorageUnavailableError(str(error))
+
+
+@contextmanager
+def storage_errors(config: RedisOutboxConfig, *also: type[Exception]) -> Generator[None]:
+    """Raise what means Redis cannot serve now (`UNAVAILABLE`, a BUSY reply, ``also``) as the core's unavailable error.
+
+    A plain context manager, so both flavours share it: the async one wraps
+    its awaits in it. Any other `ResponseError` (a failing script, a wrong
+    command) goes through as it is: it is a bug to report, not an outage.
+    """
+    try:
+        yield
+    except (*UNAVAILABLE, *also) as error:
+        raise unavailable(error, config) from error
+    except ResponseError as error:
+        if not is_busy(error):
+            raise
+        raise unavailable(error, config) from error
 
 
 def wake_up_slices(timeout: float, socket_timeout: float) -> Iterator[float]:

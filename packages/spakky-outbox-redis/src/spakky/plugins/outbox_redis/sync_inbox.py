@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-redis/src/spakky/plugins/outbox_redis/async_inbox.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 1bea4b7bad9404e55df0176e9a079eb434744c043633937e52f7630013090945
+# Source sha256 (with the tool's): 9d8098a5739aff198547d0e43aaabe8a06947317f288c3241a53cc966a3364f1
 """The Redis inbox of the sync flavour (redis-py synchronous clients)."""
 
 import uuid
@@ -23,7 +23,7 @@ from spakky.plugins.outbox_redis.pipelines import (
     current_pipeline,
     execute_now,
 )
-from spakky.plugins.outbox_redis.storage_base import UNAVAILABLE, unavailable
+from spakky.plugins.outbox_redis.storage_base import storage_errors
 
 
 @Pod()
@@ -39,10 +39,8 @@ class RedisInboxStorage(RedisInboxBase, IInboxStorage):
         client: RedisClient = self._connections.client
         if self._scripts is None:
             self._scripts = {k: client.register_script(v) for k, v in SCRIPTS.items()}
-        try:
+        with storage_errors(self._config):
             return self._scripts[name](keys=keys, args=args, client=client)
-        except UNAVAILABLE as error:
-            raise unavailable(error, self._config) from error
 
     @staticmethod
     def _transaction() -> Pipeline:
@@ -69,15 +67,13 @@ class RedisInboxStorage(RedisInboxBase, IInboxStorage):
         key, command = self._record_command(consumer, message_id)
         if len(pipeline):
             raise InboxRecordNotFirstError(f"{len(pipeline)} command(s) queued before it")
-        try:
+        with storage_errors(self._config, WatchError):
             execute_now(pipeline, "WATCH", key)
             found = execute_now(pipeline, "EXISTS", key)
             if found:
                 # back to queueing: the skipped handler's transaction commits nothing of ours
                 execute_now(pipeline, "UNWATCH")
                 return False
-        except (*UNAVAILABLE, WatchError) as error:
-            raise unavailable(error, self._config) from error
         pipeline.multi()
         # EVAL, not EVALSHA: inside MULTI an unknown script would fail at EXEC
         # and the business writes would commit without the record

@@ -1,6 +1,6 @@
 # Sync twin generated from packages/spakky-outbox-redis/src/spakky/plugins/outbox_redis/async_storage.py by tools/unasync.py; do not edit it.
 # Change the async source and run `make unasync`: `make lint` fails while this file differs.
-# Source sha256 (with the tool's): 3e0fd9676a19c9843d51f2db70463bb3a1375db7d119b5a34161a10386dc09a3
+# Source sha256 (with the tool's): 16c9030a1f3bbe0c3024f1171712a1176ce7bb26f355e0be1f551acf59995e12
 """The Redis outbox storage of the sync flavour (redis-py synchronous clients)."""
 
 from collections.abc import Iterator, Sequence
@@ -32,12 +32,11 @@ from spakky.plugins.outbox_redis.codec import (
 from spakky.plugins.outbox_redis.pipelines import current_pipeline
 from spakky.plugins.outbox_redis.storage_base import (
     SCRIPTS,
-    UNAVAILABLE,
     AbandonedListing,
     RedisOutboxStorageBase,
     Settle,
     Step,
-    unavailable,
+    storage_errors,
     wake_up_slices,
 )
 
@@ -60,12 +59,10 @@ class RedisOutboxStorage(
     def _run(self, name: str, args: Sequence[RedisValue]) -> Any:
         """Run a script on this flavour's client (re-loaded on NOSCRIPT)."""
         client = self._connections.client
-        try:
+        with storage_errors(self._config):
             return self._script(name, client)(
                 keys=[self._keys.pending], args=args, client=client
             )
-        except UNAVAILABLE as error:
-            raise unavailable(error, self._config) from error
 
     @override
     def save(self, message: OutboxMessage) -> None:
@@ -156,15 +153,13 @@ class RedisOutboxStorage(
         longer than it would end in a read timeout, not in a quiet wait.
         """
         client = self._connections.client
-        try:
+        with storage_errors(self._config):
             if timeout <= 0:
                 popped: Any = client.zpopmin(self._keys.wake)
                 return bool(popped)
             for step in wake_up_slices(timeout, self._config.socket_timeout_seconds):
                 if client.bzpopmin(self._keys.wake, step) is not None:
                     return True
-        except UNAVAILABLE as error:
-            raise unavailable(error, self._config) from error
         return False
 
     @override
