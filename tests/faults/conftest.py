@@ -1,4 +1,4 @@
-"""Drill targets (PostgreSQL, MariaDB, SQLite, Redis), brokers and the fault report.
+"""Drill targets (PostgreSQL, MariaDB, SQLite, Redis, MongoDB), brokers and the fault report.
 
 Network targets put a `FaultProxy` between the relay processes and the
 server, so a drill can cut the database away without touching the shared
@@ -7,6 +7,10 @@ Brokers too: a queue of its own on the machine's RabbitMQ or a private
 Tansu behind a proxy, a private RabbitMQ node for a restart.
 """
 
+import contextlib
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -15,20 +19,23 @@ from urllib.parse import urlsplit
 
 import pytest
 from spakky.outbox.common.config import OutboxConfig
+from spakky.outbox.testing.waiting import until
 from spakky_outbox_testservices.private import free_port, running_private_postgres
 from spakky_outbox_testservices.rabbitmq_servers import (
     PrivateRabbitMQ,
     running_private_rabbitmq,
 )
 from spakky_outbox_testservices.redis_servers import private_redis
+from spakky_outbox_testservices.resolve import SERVICES, port_open
 from spakky_outbox_testservices.tansu import running_tansu
 from sqlalchemy.engine import make_url
 
 from tests.faults.brokers import KafkaSink, ProxiedBroker, RabbitMQSink
 from tests.faults.drill import RELAY_SETTINGS, REPORTS, Target
 from tests.faults.proxy import FaultProxy, fault_proxy
+from tests.faults.targets import WIRE_RELAY_SETTINGS, WIRE_TARGET, sql_target
+from tests.faults.targets import mongodb_target as build_mongodb_target
 from tests.faults.targets import redis_target as build_redis_target
-from tests.faults.targets import sql_target
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -115,6 +122,42 @@ async def redis_target(redis_url: str, proxy_for: dict[str, FaultProxy]) -> Asyn
         proxy_for["redis"] = proxy
         relay_url = f"redis://127.0.0.1:{proxy.port}/0"
         async with build_redis_target("redis", redis_url, relay_url, _outbox_config()) as target:
+            yield target
+
+
+MONGO_WIRE = Path(__file__).with_name("mongo_wire.py")
+
+
+@asynccontextmanager
+async def _wire_server_process() -> AsyncIterator[str]:
+    """The mongoeco wire server in a process of its own (``mongo_wire.py``), its URL while it runs."""
+    port = free_port()
+    url = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+    server = subprocess.Popen([sys.executable, str(MONGO_WIRE), str(port)])
+
+    async def up() -> bool:
+        return port_open(url) or server.poll() is not None
+
+    try:
+        await until(up, bool, timeout=30)
+        if server.poll() is not None:
+            raise RuntimeError(f"the mongoeco wire server process exited with {server.returncode}")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+@pytest.fixture
+async def mongodb_target() -> AsyncIterator[Target]:
+    """MongoDB: the replica set of MONGODB_URL when set, else the wire server in its own process."""
+    real = os.environ.get(SERVICES["mongodb"].env)
+    async with contextlib.nullcontext(real) if real else _wire_server_process() as url:
+        # The wire server answers in Python, one request at a time: a claim for
+        # three relays takes seconds there, past the drills' 2 s lease.
+        settings = {} if real else WIRE_RELAY_SETTINGS
+        name = "mongodb" if real else WIRE_TARGET
+        async with build_mongodb_target(name, url, _outbox_config(), settings) as target:
             yield target
 
 

@@ -60,7 +60,7 @@ class Target:
 
     name: str
     backend: str
-    """``worker.py`` BACKEND argument: ``sqlalchemy`` or ``redis``."""
+    """``worker.py`` BACKEND argument: ``sqlalchemy``, ``redis`` or ``mongodb``."""
     env: dict[str, str]
     """The relays' ``SPAKKY_*`` settings (pointing through a fault proxy where there is one)."""
     storage: IAsyncOutboxStorage
@@ -69,6 +69,8 @@ class Target:
     """Save messages in one business transaction, as a use case would."""
     rows: Callable[[list[UUID]], Awaitable[list[dict[str, Any]]]] | None = None
     """The stored state of these messages, read straight from the storage (SQL targets); None: not offered."""
+    relay_settings: dict[str, str] = field(default_factory=dict[str, str])
+    """Settings this target's relays need on top of `RELAY_SETTINGS` (drills that honour them merge them)."""
 
 
 def load_message(
@@ -124,6 +126,9 @@ class FaultReport:
             text += f"; {self.recovery}"
         return text + "".join(f"; {n}" for n in self.notes)
 
+
+STATS_TIMEOUT_SECONDS = 30.0
+"""Server-side limit of the drill's own `stats` reads (the MongoDB wire server, busy with three relays, needs over 5 s)."""
 
 LOST_SHOWN = 20
 """Lost messages whose stored state a report reads and prints."""
@@ -274,9 +279,9 @@ class Drill:
         storage = self.target.storage
         assert isinstance(storage, IAsyncOutboxAdministration)
         try:
-            return await storage.stats()
+            return await storage.stats(STATS_TIMEOUT_SECONDS)
         except OutboxStorageUnavailableError:
-            return await storage.stats()  # the dead pooled connection is gone now
+            return await storage.stats(STATS_TIMEOUT_SECONDS)  # the dead pooled connection is gone now
 
     async def wait_settled(self, timeout: float) -> None:
         """Wait until nothing is pending in the outbox (every message published or abandoned)."""

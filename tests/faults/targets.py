@@ -16,6 +16,10 @@ import redis
 from spakky.core.application.application_context import ApplicationContext
 from spakky.outbox.common.config import OutboxConfig
 from spakky.outbox.common.message import OutboxMessage
+from spakky.plugins.outbox_mongodb.client import MongoOutboxConnectionManager
+from spakky.plugins.outbox_mongodb.config import MongoOutboxConfig
+from spakky.plugins.outbox_mongodb.storage import AsyncMongoOutboxStorage
+from spakky.plugins.outbox_mongodb.transaction import AsyncMongoTransaction
 from spakky.plugins.outbox_redis.client import RedisOutboxConnectionManager
 from spakky.plugins.outbox_redis.config import RedisOutboxConfig
 from spakky.plugins.outbox_redis.storage import AsyncRedisOutboxStorage
@@ -145,3 +149,56 @@ async def redis_target(
             pass  # a private server already gone takes its keys with it
         finally:
             client.close()
+
+
+WIRE_RELAY_SETTINGS = {
+    "SPAKKY_OUTBOX__CLAIM_LEASE_SECONDS": "10",
+    "SPAKKY_OUTBOX__CLAIM_TIMEOUT_SECONDS": "60",
+}
+"""Leases the relays need on the mongoeco wire server (see `mongodb_target`)."""
+
+WIRE_TARGET = "mongodb-wire"
+"""The MongoDB target's name on the wire server, where drills load fewer events (it drains about 15 a second)."""
+
+MONGODB_DATABASE = "spakky_outbox_faults"
+"""The database of the MongoDB drill targets (one collection each)."""
+
+
+@asynccontextmanager
+async def mongodb_target(
+    name: str, url: str, config: OutboxConfig, relay_settings: dict[str, str] | None = None
+) -> AsyncIterator[Target]:
+    """A MongoDB target on a fresh collection with its indexes (created here, before any relay starts)."""
+    collection = f"fault_{uuid.uuid4().hex[:16]}"
+    mongo_config = MongoOutboxConfig().model_copy(
+        update={"url": url, "database": MONGODB_DATABASE, "collection": collection}
+    )
+    connections = MongoOutboxConnectionManager(mongo_config, config)
+    connections.create_indexes()
+    storage = AsyncMongoOutboxStorage(connections, config)
+
+    async def write(messages: list[OutboxMessage]) -> None:
+        async def commit() -> None:
+            async with AsyncMongoTransaction(mongo_config, connections):
+                for message in messages:
+                    await storage.save(message)
+
+        await in_fresh_context(commit())
+
+    try:
+        yield Target(
+            name=name,
+            backend="mongodb",
+            env={
+                "SPAKKY_OUTBOX__STORAGE": "mongodb",
+                "SPAKKY_OUTBOX_MONGODB__URL": url,
+                "SPAKKY_OUTBOX_MONGODB__DATABASE": MONGODB_DATABASE,
+                "SPAKKY_OUTBOX_MONGODB__COLLECTION": collection,
+            },
+            storage=storage,
+            write=write,
+            relay_settings=relay_settings or {},
+        )
+    finally:
+        connections.collection().drop()
+        await connections.aclose()

@@ -1,7 +1,7 @@
 """One relay process for the fault tests: a Spakky app relaying to the fault sink.
 
-Run as ``worker.py BACKEND CONTROL_DIR`` where BACKEND is ``sqlalchemy`` or
-``redis`` (configured through ``SPAKKY_*`` variables) and CONTROL_DIR holds the
+Run as ``worker.py BACKEND CONTROL_DIR`` where BACKEND is ``sqlalchemy``,
+``redis`` or ``mongodb`` (configured through ``SPAKKY_*`` variables) and CONTROL_DIR holds the
 sink files and the control files: the worker touches ``ready-<pid>`` once its
 app is built, starts relaying when ``go`` exists, and stops cleanly on SIGTERM
 or when ``stop`` exists. It delivers to the file sink, unless
@@ -30,6 +30,7 @@ _CORE = ("spakky-data", "spakky-domain", "spakky-event", "spakky-tracing", "spak
 PLUGINS: dict[str, tuple[str, ...]] = {
     "sqlalchemy": (*_CORE, "spakky-sqlalchemy", "spakky-outbox-sqlalchemy"),
     "redis": (*_CORE, "spakky-outbox-redis"),
+    "mongodb": (*_CORE, "spakky-outbox-mongodb"),
 }
 
 
