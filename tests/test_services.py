@@ -1,6 +1,13 @@
 """The test-service layer: a missing required service skips, or fails in CI mode."""
 
+import os
+import pwd
+import tempfile
+import uuid
+from pathlib import Path
+
 import pytest
+from spakky_outbox_testservices.private import running_private_mariadb
 from spakky_outbox_testservices.resolve import (
     REQUIRE_ENV,
     SERVICES,
@@ -82,3 +89,20 @@ def test_required_kafka_under_ci_setting_expect_required(monkeypatch: pytest.Mon
     monkeypatch.setenv(REQUIRE_ENV, "1")
     assert required(SERVICES["kafka"])
     assert not required(SERVICES["mongodb"])
+
+
+def test_private_mariadb_start_expect_machine_servers_temporary_files_kept() -> None:
+    """A private mariadbd starting (and restarting) leaves the '#sql*' files of the machine's server in /tmp alone."""
+    # Stands for a live temporary table of the machine's MariaDB: its files are '#sql*' in /tmp, owned by mysql.
+    stand_in = Path(tempfile.gettempdir()) / f"#sql-temptable-{uuid.uuid4().hex[:8]}.MAD"
+    stand_in.write_bytes(b"")
+    try:
+        if os.geteuid() == 0:
+            entry = pwd.getpwnam("mysql")
+            os.chown(stand_in, entry.pw_uid, entry.pw_gid)
+        with running_private_mariadb() as server:
+            assert stand_in.exists(), "a starting private mariadbd deleted the machine server's temporary file"
+            server.restart()
+            assert stand_in.exists(), "a restarting private mariadbd deleted the machine server's temporary file"
+    finally:
+        stand_in.unlink(missing_ok=True)

@@ -170,6 +170,7 @@ class PrivateMariaDB:
             "mariadb-install-db",
             "--no-defaults",
             f"--datadir={self.directory / 'data'}",
+            f"--tmpdir={self.directory}",
             "--auth-root-authentication-method=normal",
             "--skip-test-db",
         ]
@@ -190,6 +191,10 @@ class PrivateMariaDB:
             "mariadbd",
             "--no-defaults",
             f"--datadir={self.directory / 'data'}",
+            # Its own tmpdir: a starting mariadbd deletes every '#sql*' file in its
+            # tmpdir, which with the default /tmp are the machine's server's live
+            # temporary tables (its next DESCRIBE fails: "Error on delete of '/tmp/#sql-temptable-...'").
+            f"--tmpdir={self.directory}",
             f"--port={self.port}",
             "--bind-address=127.0.0.1",
             f"--socket={self.directory / 'mysqld.sock'}",
