@@ -156,21 +156,28 @@ def section(kind: str, delivered: int, backlog: int, runs: int) -> None:
     postgres = kind == "postgres"
     with loaded_table(kind, "admin_plans", delivered, backlog) as (engine, sql, name):
         for label, operation in operations(sql).items():
-
-            def once(operation: Callable[[Connection], Any] = operation) -> None:
-                with engine.connect() as connection, connection.begin() as transaction:
-                    operation(connection)
-                    transaction.rollback()
-
-            statements = captured(engine, once)
-            times = timed_rolled_back(engine, operation, runs)
-            print(f"\n=== [{kind}] {label}: median {statistics.median(times):.1f} ms, max {max(times):.1f} ms "
-                  f"over {runs} runs; {len(statements)} statement(s) ===")
-            for statement, parameters in statements:
-                print("-- " + " ".join(statement.split())[:160])
-                print("\n".join("   " + line for line in explain(engine, statement, parameters, postgres)))
+            report_operation(engine, f"[{kind}] {label}", operation, runs, postgres)
         waited = save_beside_open_requeue(engine, sql, name)
         print(f"\n[{kind}] a business INSERT while a requeue of 1000 holds its transaction open: {waited:.1f} ms")
+
+
+def report_operation(
+    engine: Engine, heading: str, operation: Callable[[Connection], Any], runs: int, postgres: bool
+) -> None:
+    """Time ``operation`` (rolled back each run), then print every statement it sent with its plan."""
+
+    def once() -> None:
+        with engine.connect() as connection, connection.begin() as transaction:
+            operation(connection)
+            transaction.rollback()
+
+    statements = captured(engine, once)
+    times = timed_rolled_back(engine, operation, runs)
+    print(f"\n=== {heading}: median {statistics.median(times):.1f} ms, max {max(times):.1f} ms "
+          f"over {runs} runs; {len(statements)} statement(s) ===")
+    for statement, parameters in statements:
+        print("-- " + " ".join(statement.split())[:160])
+        print("\n".join("   " + line for line in explain(engine, statement, parameters, postgres)))
 
 
 def claim_plans(kind: str, engine: Engine, sql: OutboxSql, state: str, runs: int) -> None:
@@ -180,19 +187,7 @@ def claim_plans(kind: str, engine: Engine, sql: OutboxSql, state: str, runs: int
     if postgres:  # the storage's claim while no keyed message was pending at its last claim
         claims["claim_keyless 100"] = lambda c: sql.claim_keyless(c, 100, MAX_RETRY)
     for label, operation in claims.items():
-
-        def once(operation: Callable[[Connection], Any] = operation) -> None:
-            with engine.connect() as connection, connection.begin() as transaction:
-                operation(connection)
-                transaction.rollback()
-
-        statements = captured(engine, once)
-        times = timed_rolled_back(engine, operation, runs)
-        print(f"\n=== [{kind}] {state}: {label}: median {statistics.median(times):.1f} ms, "
-              f"max {max(times):.1f} ms over {runs} runs; {len(statements)} statement(s) ===")
-        for statement, parameters in statements:
-            print("-- " + " ".join(statement.split())[:160])
-            print("\n".join("   " + line for line in explain(engine, statement, parameters, postgres)))
+        report_operation(engine, f"[{kind}] {state}: {label}", operation, runs, postgres)
 
 
 def statistics_section(kind: str, delivered: int, backlog: int, runs: int) -> None:
